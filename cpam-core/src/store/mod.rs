@@ -1,0 +1,143 @@
+//! Persistence behind the [`Store`] trait.
+//!
+//! [`SqlStore`] implements it with sqlx for SQLite (the embedded default) and
+//! PostgreSQL (several server nodes sharing one database). Integrators may
+//! bring their own implementation; the same conformance suite
+//! (`store::conformance`) runs against each.
+
+// mod sql;
+
+// pub use sql::SqlStore;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{
+    AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
+    GatekeeperId, Grant, GrantId, Permission, Role, Service, ServiceId, ServiceKind, Session,
+    SessionId, Target, Timestamp, User, UserId, UserKey,
+};
+
+/// Which sessions to list.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    /// Only sessions that have not ended.
+    pub live_only: bool,
+    pub user_id: Option<UserId>,
+    pub customer_id: Option<CustomerId>,
+    /// At most this many, newest first (`None`: all).
+    pub limit: Option<i64>,
+}
+
+/// Which audit records to read.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Records with `seq >= from_seq` (1 when `None`).
+    pub from_seq: Option<i64>,
+    pub category: Option<crate::model::AuditCategory>,
+    pub customer_id: Option<CustomerId>,
+    pub actor: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+    pub limit: Option<i64>,
+}
+
+/// A new grant.
+#[derive(Debug, Clone)]
+pub struct NewGrant {
+    pub user_id: UserId,
+    pub service_id: ServiceId,
+    pub not_before: Timestamp,
+    pub not_after: Option<Timestamp>,
+    pub schedule: Option<crate::model::Schedule>,
+    pub created_by: String,
+}
+
+/// Everything cpam persists. All methods are safe to call concurrently;
+/// name lookups are exact and case-sensitive.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    // customers
+    async fn create_customer(&self, name: &str, now: Timestamp) -> Result<Customer>;
+    async fn list_customers(&self) -> Result<Vec<Customer>>;
+    async fn customer_by_name(&self, name: &str) -> Result<Option<Customer>>;
+    async fn customer(&self, id: &CustomerId) -> Result<Option<Customer>>;
+
+    // gatekeepers
+    async fn create_gatekeeper(&self, customer: &CustomerId, name: &str, now: Timestamp) -> Result<Gatekeeper>;
+    async fn list_gatekeepers(&self, customer: Option<&CustomerId>) -> Result<Vec<Gatekeeper>>;
+    async fn gatekeeper(&self, id: &GatekeeperId) -> Result<Option<Gatekeeper>>;
+    async fn gatekeeper_by_name(&self, name: &str) -> Result<Option<Gatekeeper>>;
+    async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>>;
+    /// Records the live state the hub observed (pushed, never polled).
+    async fn set_gatekeeper_state(&self, id: &GatekeeperId, online: bool, customer_disabled: bool, at: Timestamp) -> Result<()>;
+    /// Stores a new one-time code (its SHA-256 hex) for `id`, replacing any unused one.
+    async fn put_registration_code(&self, id: &GatekeeperId, code_hash: &str, expires_at: Timestamp) -> Result<()>;
+    /// Atomically consumes the code and enrolls the key. A refused code changes nothing.
+    async fn redeem_registration_code(
+        &self,
+        code_hash: &str,
+        public_key: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> Result<std::result::Result<Gatekeeper, CodeRefusal>>;
+
+    // users, keys, roles
+    async fn create_user(&self, name: &str, password_hash: Option<&str>, now: Timestamp) -> Result<User>;
+    async fn list_users(&self) -> Result<Vec<User>>;
+    async fn user(&self, id: &UserId) -> Result<Option<User>>;
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>>;
+    async fn set_password_hash(&self, id: &UserId, password_hash: Option<&str>) -> Result<()>;
+    async fn set_user_disabled(&self, id: &UserId, disabled: bool) -> Result<()>;
+    async fn add_user_key(&self, key: &UserKey) -> Result<()>;
+    async fn user_keys(&self, id: &UserId) -> Result<Vec<UserKey>>;
+    async fn user_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<UserKey>>;
+    /// Creates or replaces a role (built-in roles cannot be replaced).
+    async fn put_role(&self, role: &Role) -> Result<()>;
+    async fn list_roles(&self) -> Result<Vec<Role>>;
+    async fn assign_role(&self, user: &UserId, role: &str) -> Result<()>;
+    async fn user_roles(&self, user: &UserId) -> Result<Vec<String>>;
+    async fn user_permissions(&self, user: &UserId) -> Result<Vec<Permission>>;
+
+    // services
+    async fn create_service(
+        &self,
+        customer: &CustomerId,
+        name: &str,
+        kind: ServiceKind,
+        target: &Target,
+        now: Timestamp,
+    ) -> Result<Service>;
+    async fn list_services(&self, customer: Option<&CustomerId>) -> Result<Vec<Service>>;
+    async fn service(&self, id: &ServiceId) -> Result<Option<Service>>;
+    async fn service_by_name(&self, customer: &CustomerId, name: &str) -> Result<Option<Service>>;
+
+    // grants
+    async fn create_grant(&self, grant: &NewGrant, now: Timestamp) -> Result<Grant>;
+    async fn list_grants(&self, user: Option<&UserId>) -> Result<Vec<Grant>>;
+    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>>;
+    /// Grants of `user` for `service`, revoked ones included (policy decides).
+    async fn grants_for(&self, user: &UserId, service: &ServiceId) -> Result<Vec<Grant>>;
+    async fn revoke_grant(&self, id: &GrantId, now: Timestamp) -> Result<bool>;
+
+    // sessions
+    async fn insert_session(&self, session: &Session) -> Result<()>;
+    async fn finish_session(
+        &self,
+        id: &SessionId,
+        ended_at: Timestamp,
+        bytes_up: u64,
+        bytes_down: u64,
+        reason: EndReason,
+        detail: Option<&str>,
+    ) -> Result<()>;
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
+    /// Ends every session still open with reason `error` (after a crash).
+    async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64>;
+
+    // audit
+    /// Seals `event` into the hash chain (see [`crate::audit::seal`]) and stores it.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+}
