@@ -7,10 +7,18 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules.
 
+pub mod admin;
 pub mod audit;
 pub mod error;
 pub mod model;
+pub mod password;
 pub mod policy;
+pub mod proxy;
+pub mod secret;
+pub mod server;
+pub mod session;
 pub mod store;
+pub mod tunnel;
 
 pub use error::{Error, ErrorKind, Result};
+pub use secret::Secret;

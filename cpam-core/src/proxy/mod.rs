@@ -1,0 +1,4 @@
+//! Protocol proxies. Each takes already-established endpoints and never binds:
+//! listeners live in the engine and the bins.
+
+pub mod tcp;

@@ -1,0 +1,221 @@
+//! Byte splicing between SSH channels and TCP streams, with backpressure.
+//!
+//! Data moves as `Bytes` from one side's read to the other side's write
+//! without an intermediate copy; a pump only reads its next chunk after the
+//! previous one was accepted by the other side, so a stalled reader holds
+//! at most one chunk here plus the SSH channel window.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::{Bytes, BytesMut};
+use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+/// Largest chunk read from a TCP socket: one SSH packet.
+pub const READ_CHUNK: usize = 65_535;
+
+/// Bytes moved in each direction; shared with the session engine.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// From the user towards the target.
+    pub up: AtomicU64,
+    /// From the target towards the user.
+    pub down: AtomicU64,
+}
+
+impl Counters {
+    /// `(up, down)` now.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
+    }
+}
+
+/// Where a pump reads from.
+pub trait Source: Send {
+    /// The next chunk; `None` at end of stream.
+    fn recv(&mut self) -> impl Future<Output = Option<io::Result<Bytes>>> + Send;
+}
+
+/// Where a pump writes to.
+pub trait Sink: Send {
+    /// Writes one chunk, waiting for flow control.
+    fn send(&mut self, data: Bytes) -> impl Future<Output = io::Result<()>> + Send;
+    /// Signals end of stream in this direction.
+    fn finish(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+impl Source for ChannelReadHalf {
+    async fn recv(&mut self) -> Option<io::Result<Bytes>> {
+        loop {
+            match self.wait().await? {
+                ChannelMsg::Data { data } => return Some(Ok(data)),
+                ChannelMsg::Eof => return None,
+                ChannelMsg::Close => return Some(Err(closed())),
+                _ => continue,
+            }
+        }
+    }
+}
+
+impl<S> Sink for ChannelWriteHalf<S>
+where
+    S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static,
+{
+    async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        self.data_bytes(data)
+            .await
+            .map_err(|e| io::Error::new(io::ErrorKind::BrokenPipe, e.to_string()))
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.eof().await;
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionAborted, "channel closed by peer")
+}
+
+/// The read side of a byte stream as a [`Source`].
+#[derive(Debug)]
+pub struct StreamSource<R> {
+    inner: R,
+    buf: BytesMut,
+}
+
+impl<R: AsyncRead + Unpin + Send> StreamSource<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Self {
+        Self { inner, buf: BytesMut::with_capacity(READ_CHUNK) }
+    }
+}
+
+impl<R: AsyncRead + Unpin + Send> Source for StreamSource<R> {
+    async fn recv(&mut self) -> Option<io::Result<Bytes>> {
+        if self.buf.capacity() < READ_CHUNK / 4 {
+            self.buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        let mut limited = (&mut self.inner).take(READ_CHUNK as u64);
+        match limited.read_buf(&mut self.buf).await {
+            Ok(0) => None,
+            Ok(_) => Some(Ok(self.buf.split().freeze())),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// The write side of a byte stream as a [`Sink`].
+#[derive(Debug)]
+pub struct StreamSink<W>(pub W);
+
+impl<W: AsyncWrite + Unpin + Send> Sink for StreamSink<W> {
+    async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        self.0.write_all(&data).await
+    }
+
+    async fn finish(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}
+
+/// How a splice ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpliceEnd {
+    /// Both directions reached end of stream.
+    Completed,
+    /// The cancellation token fired.
+    Cancelled,
+    /// A side failed.
+    Failed(String),
+}
+
+/// Copies `src` to `dst` until end of stream, counting bytes.
+pub async fn pump(src: &mut impl Source, dst: &mut impl Sink, counter: &AtomicU64) -> io::Result<()> {
+    while let Some(chunk) = src.recv().await {
+        let chunk = chunk?;
+        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        dst.send(chunk).await?;
+    }
+    dst.finish().await;
+    Ok(())
+}
+
+/// Splices the user side (`user_*`) with the target side (`target_*`) until
+/// both directions end (half-closes pass through), a side closes the whole
+/// channel, a side fails, or `cancel` fires.
+pub async fn splice(
+    user_rx: &mut impl Source,
+    user_tx: &mut impl Sink,
+    target_rx: &mut impl Source,
+    target_tx: &mut impl Sink,
+    counters: Arc<Counters>,
+    cancel: CancellationToken,
+) -> SpliceEnd {
+    let up = pump(user_rx, target_tx, &counters.up);
+    let down = pump(target_rx, user_tx, &counters.down);
+    tokio::select! {
+        _ = cancel.cancelled() => SpliceEnd::Cancelled,
+        r = async { tokio::try_join!(up, down) } => match r {
+            Ok(_) => SpliceEnd::Completed,
+            // A side closed the whole channel: the connection is over.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => SpliceEnd::Completed,
+            Err(e) => SpliceEnd::Failed(e.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn splices_with_half_close_and_counts() {
+        let (user, mut user_peer) = tokio::io::duplex(1024);
+        let (target, mut target_peer) = tokio::io::duplex(1024);
+        let (ur, uw) = tokio::io::split(user);
+        let (tr, tw) = tokio::io::split(target);
+        let counters = Arc::new(Counters::default());
+        let c2 = counters.clone();
+        let task = tokio::spawn(async move {
+            let counters = c2;
+            let (mut ur, mut uw, mut tr, mut tw) = (StreamSource::new(ur), StreamSink(uw), StreamSource::new(tr), StreamSink(tw));
+            splice(&mut ur, &mut uw, &mut tr, &mut tw, counters, CancellationToken::new()).await
+        });
+        let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let expected = payload.clone();
+        let writer = tokio::spawn(async move {
+            user_peer.write_all(&payload).await.expect("write");
+            user_peer.shutdown().await.expect("shutdown");
+            let mut back = Vec::new();
+            user_peer.read_to_end(&mut back).await.expect("read back");
+            back
+        });
+        let mut got = Vec::new();
+        target_peer.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, expected);
+        target_peer.write_all(b"done").await.expect("reply");
+        target_peer.shutdown().await.expect("shutdown");
+        assert_eq!(writer.await.expect("join"), b"done");
+        assert_eq!(task.await.expect("join"), SpliceEnd::Completed);
+        assert_eq!(counters.snapshot(), (200_000, 4));
+    }
+
+    #[tokio::test]
+    async fn cancel_ends_a_stalled_splice() {
+        let (user, _user_peer) = tokio::io::duplex(16);
+        let (target, _target_peer) = tokio::io::duplex(16);
+        let (ur, uw) = tokio::io::split(user);
+        let (tr, tw) = tokio::io::split(target);
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        let task = tokio::spawn(async move {
+            let (mut ur, mut uw, mut tr, mut tw) = (StreamSource::new(ur), StreamSink(uw), StreamSource::new(tr), StreamSink(tw));
+            splice(&mut ur, &mut uw, &mut tr, &mut tw, Arc::new(Counters::default()), c).await
+        });
+        cancel.cancel();
+        assert_eq!(task.await.expect("join"), SpliceEnd::Cancelled);
+    }
+}

@@ -1,0 +1,201 @@
+//! The vendor-side Connection Manager client: one SSH link to the server,
+//! one channel per local TCP connection, each channel a session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use russh::client::{self, Msg};
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
+use russh::{Channel, ChannelOpenFailure};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::gatekeeper::{dial, exec_json};
+use super::profile::Profile;
+use super::{keys, Backoff, SERVICES_COMMAND};
+use crate::error::{Error, ErrorKind, Result};
+use crate::proxy::tcp::{splice, Counters, StreamSink, StreamSource};
+
+/// A service the profile's user may use now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub kind: String,
+    pub target: String,
+    /// When the current grant ends (RFC 3339), if it does.
+    pub until: Option<String>,
+}
+
+/// The services listing with the gatekeeper's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Services {
+    pub gatekeeper: String,
+    pub online: bool,
+    pub services: Vec<ServiceInfo>,
+}
+
+struct Handler {
+    server_key: PublicKey,
+}
+
+impl client::Handler for Handler {
+    type Error = russh::Error;
+
+    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        Ok(match key {
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.key_data() == self.server_key.key_data(),
+            _ => false,
+        })
+    }
+}
+
+/// A Connection Manager bound to one profile (and so to one gatekeeper).
+pub struct ConnectClient {
+    profile: Profile,
+    key: Arc<PrivateKey>,
+    server_key: PublicKey,
+    link: tokio::sync::Mutex<Option<Arc<client::Handle<Handler>>>>,
+}
+
+impl std::fmt::Debug for ConnectClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectClient")
+            .field("server", &self.profile.server)
+            .field("gatekeeper", &self.profile.gatekeeper_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectClient {
+    /// A client for `profile`; nothing is dialed until first use.
+    pub fn new(profile: Profile) -> Result<Arc<Self>> {
+        let key = keys::parse_private(profile.key.expose(), "profile key")?;
+        let server_key = keys::parse_public(&profile.server_key, "profile server_key")?;
+        Ok(Arc::new(Self { profile, key: Arc::new(key), server_key, link: tokio::sync::Mutex::new(None) }))
+    }
+
+    /// The profile.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The SSH link, dialing (once) if there is none or it died.
+    async fn link(&self) -> Result<Arc<client::Handle<Handler>>> {
+        let mut guard = self.link.lock().await;
+        if let Some(h) = guard.as_ref().filter(|h| !h.is_closed()) {
+            return Ok(h.clone());
+        }
+        let handler = Handler { server_key: self.server_key.clone() };
+        let mut handle = dial(&self.profile.server, handler).await?;
+        let auth = handle
+            .authenticate_publickey(self.profile.user.clone(), PrivateKeyWithHashAlg::new(self.key.clone(), None))
+            .await
+            .map_err(Error::from)?;
+        if !auth.success() {
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the server refused the profile's key for user `{}` (revoked, or a profile of another server)", self.profile.user),
+            ));
+        }
+        let handle = Arc::new(handle);
+        *guard = Some(handle.clone());
+        Ok(handle)
+    }
+
+    /// Connects, retrying with backoff while the server is unreachable, until
+    /// it answers or `shutdown`. Authentication failures are not retried.
+    pub async fn connect_with_retry(&self, shutdown: &CancellationToken) -> Result<()> {
+        let mut backoff = Backoff::default();
+        loop {
+            match self.link().await {
+                Ok(_) => return Ok(()),
+                Err(e) if matches!(e.kind(), ErrorKind::TunnelUnavailable | ErrorKind::Timeout) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(server = %self.profile.server, error = %e, ?delay, "server unreachable, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(Error::new(ErrorKind::Cancelled, "stopped")),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The services the user may use now through the profile's gatekeeper.
+    pub async fn services(&self) -> Result<Services> {
+        let link = self.link().await?;
+        let v = exec_json(&link, &format!("{SERVICES_COMMAND} {}", self.profile.gatekeeper_id)).await?;
+        serde_json::from_value(v).map_err(|e| Error::new(ErrorKind::Protocol, format!("malformed services answer: {e}")))
+    }
+
+    /// Opens one session to `service` as a channel; `originator` is the local client.
+    pub async fn open(&self, service: &str, originator: SocketAddr) -> Result<Channel<Msg>> {
+        let link = self.link().await?;
+        let spec = format!("{service}@{}", self.profile.gatekeeper_id);
+        match link
+            .channel_open_direct_tcpip(spec, 0, originator.ip().to_string(), u32::from(originator.port()))
+            .await
+        {
+            Ok(ch) => Ok(ch),
+            Err(russh::Error::ChannelOpenFailure(reason)) => Err(refusal(service, reason)),
+            Err(e) => Err(Error::from(e)),
+        }
+    }
+
+    /// Serves `listener`: every accepted connection becomes one session to `service`.
+    pub async fn forward(self: Arc<Self>, service: String, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        let tasks = TaskTracker::new();
+        loop {
+            let (tcp, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = listener.accept() => match r {
+                    Ok(pair) => pair,
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let client = self.clone();
+            let service = service.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(e) = client.serve_one(&service, tcp, peer, stop).await {
+                    tracing::warn!(%peer, %service, kind = %e.kind(), error = %e, "session refused");
+                }
+            });
+        }
+        tasks.close();
+        tasks.wait().await;
+        Ok(())
+    }
+
+    async fn serve_one(&self, service: &str, tcp: TcpStream, peer: SocketAddr, stop: CancellationToken) -> Result<()> {
+        tcp.set_nodelay(true)?;
+        let channel = self.open(service, peer).await?;
+        tracing::info!(%peer, %service, "session open");
+        let (mut ch_rx, mut ch_tx) = channel.split();
+        let (r, w) = tcp.into_split();
+        let (mut rx, mut tx) = (StreamSource::new(r), StreamSink(w));
+        let counters = Arc::new(Counters::default());
+        let end = splice(&mut rx, &mut tx, &mut ch_rx, &mut ch_tx, counters.clone(), stop).await;
+        let _ = ch_tx.close().await;
+        let (up, down) = counters.snapshot();
+        tracing::info!(%peer, %service, ?end, up, down, "session closed");
+        Ok(())
+    }
+}
+
+fn refusal(service: &str, reason: ChannelOpenFailure) -> Error {
+    match reason {
+        ChannelOpenFailure::AdministrativelyProhibited => Error::denied(format!(
+            "the server refused `{service}`: no valid grant now, or the customer's gatekeeper refused it (see the admin log)"
+        )),
+        ChannelOpenFailure::UnknownChannelType => Error::not_found(format!("no service `{service}` for this profile's customer")),
+        _ => Error::new(ErrorKind::TunnelUnavailable, format!("`{service}` is unreachable: the gatekeeper is offline or cannot reach the target")),
+    }
+}

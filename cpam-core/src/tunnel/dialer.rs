@@ -1,0 +1,134 @@
+//! The [`Dialer`] seam: how the server reaches a target, directly or through
+//! the customer's gatekeeper.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use russh::ChannelOpenFailure;
+use tokio::net::TcpStream;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{GatekeeperId, Target};
+
+/// How long a dial may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What to dial.
+#[derive(Debug, Clone)]
+pub struct DialTarget {
+    /// The gatekeeper to go through; `None` to dial directly.
+    pub gatekeeper: Option<GatekeeperId>,
+    pub target: Target,
+    /// Who is asking, for the gatekeeper's logs (`ADDR:PORT` of the user's client).
+    pub originator: (String, u32),
+}
+
+/// An established connection to a target.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Connection {
+    Tcp(TcpStream),
+    Channel(russh::Channel<russh::server::Msg>),
+}
+
+/// Reaches targets. Implementations must be cheap to call concurrently.
+#[async_trait]
+pub trait Dialer: Send + Sync + std::fmt::Debug {
+    async fn dial(&self, target: &DialTarget) -> Result<Connection>;
+}
+
+/// Dials targets straight from this process.
+#[derive(Debug, Default, Clone)]
+pub struct DirectDialer;
+
+#[async_trait]
+impl Dialer for DirectDialer {
+    async fn dial(&self, t: &DialTarget) -> Result<Connection> {
+        let addr = t.target.to_string();
+        let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&addr))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Timeout, format!("dialing {addr} timed out")))?
+            .map_err(|e| Error::from(e).context(&format!("cannot reach {addr}")))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection::Tcp(stream))
+    }
+}
+
+/// Dials through connected gatekeepers: the server opens a `direct-tcpip`
+/// channel to the gatekeeper, which dials inside the customer network.
+#[derive(Debug, Default)]
+pub struct GatekeeperDialer {
+    links: Mutex<HashMap<GatekeeperId, (u64, russh::server::Handle)>>,
+}
+
+impl GatekeeperDialer {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers the SSH link `conn` of gatekeeper `id`, replacing an older one,
+    /// which is returned so the caller can close it.
+    pub fn attach(&self, id: &GatekeeperId, conn: u64, handle: russh::server::Handle) -> Option<russh::server::Handle> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.insert(id.clone(), (conn, handle)).map(|(_, h)| h)
+    }
+
+    /// Removes the link if it is still `conn`; returns whether it was.
+    pub fn detach(&self, id: &GatekeeperId, conn: u64) -> bool {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if links.get(id).is_some_and(|(c, _)| *c == conn) {
+            links.remove(id);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether gatekeeper `id` holds a link now.
+    pub fn is_online(&self, id: &GatekeeperId) -> bool {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+    }
+
+    fn handle(&self, id: &GatekeeperId) -> Option<russh::server::Handle> {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|(_, h)| h.clone())
+    }
+}
+
+#[async_trait]
+impl Dialer for GatekeeperDialer {
+    async fn dial(&self, t: &DialTarget) -> Result<Connection> {
+        let Some(gk) = &t.gatekeeper else {
+            return DirectDialer.dial(t).await;
+        };
+        let handle = self
+            .handle(gk)
+            .ok_or_else(|| Error::new(ErrorKind::TunnelUnavailable, format!("gatekeeper {gk} is offline")))?;
+        let open = handle.channel_open_direct_tcpip(
+            t.target.host.clone(),
+            u32::from(t.target.port),
+            t.originator.0.clone(),
+            t.originator.1,
+        );
+        match tokio::time::timeout(DIAL_TIMEOUT, open).await {
+            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("gatekeeper {gk} did not answer in time"))),
+            Ok(Ok(channel)) => Ok(Connection::Channel(channel)),
+            Ok(Err(russh::Error::ChannelOpenFailure(reason))) => Err(refusal(gk, &t.target, reason)),
+            Ok(Err(e)) => Err(Error::from(e).context(&format!("gatekeeper {gk}"))),
+        }
+    }
+}
+
+fn refusal(gk: &GatekeeperId, target: &Target, reason: ChannelOpenFailure) -> Error {
+    match reason {
+        ChannelOpenFailure::AdministrativelyProhibited => Error::denied(format!(
+            "gatekeeper {gk} refused {target}: not in its allow-list, or disabled by the customer"
+        )),
+        ChannelOpenFailure::ConnectFailed => {
+            Error::new(ErrorKind::TunnelUnavailable, format!("gatekeeper {gk} cannot reach {target}"))
+        }
+        other => Error::new(ErrorKind::TunnelUnavailable, format!("gatekeeper {gk} refused {target}: {other:?}")),
+    }
+}

@@ -1,0 +1,603 @@
+//! The server side of the tunnel: one SSH port for gatekeepers and
+//! Connection Managers.
+//!
+//! Every connection is handled by a [`russh::server::Handler`] whose
+//! callbacks only decide and hand work to owned tasks; the session engine
+//! does authorization, records and audit.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::dialer::{Connection, DialTarget, Dialer, GatekeeperDialer};
+use super::{keys, CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND};
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, Timestamp, User};
+use crate::policy::{self, AccessRequest, Decision};
+use crate::proxy::tcp::{splice, SpliceEnd, StreamSink, StreamSource};
+use crate::session::{LiveSession, SessionEngine};
+
+/// How long a peer has to finish the SSH handshake and authenticate.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server hub.
+#[derive(Debug)]
+pub struct Hub {
+    engine: Arc<SessionEngine>,
+    gatekeepers: Arc<GatekeeperDialer>,
+    config: Arc<russh::server::Config>,
+    next_conn: AtomicU64,
+    connections: TaskTracker,
+    sessions: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Who a connection authenticated as.
+#[derive(Debug, Clone, Default)]
+enum Principal {
+    #[default]
+    Anonymous,
+    /// Just redeemed a registration code; may only ask who it is.
+    Registered(Gatekeeper),
+    Gatekeeper(Gatekeeper),
+    User { user: User, bound: Option<GatekeeperId> },
+}
+
+impl Hub {
+    /// A hub using `engine`, presenting `host_key`.
+    pub fn new(engine: Arc<SessionEngine>, host_key: russh::keys::PrivateKey) -> Arc<Hub> {
+        Arc::new(Hub {
+            engine,
+            gatekeepers: Arc::new(GatekeeperDialer::new()),
+            config: super::server_config(host_key),
+            next_conn: AtomicU64::new(1),
+            connections: TaskTracker::new(),
+            sessions: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    /// The session engine.
+    pub fn engine(&self) -> &Arc<SessionEngine> {
+        &self.engine
+    }
+
+    /// The registry of connected gatekeepers.
+    pub fn gatekeepers(&self) -> &Arc<GatekeeperDialer> {
+        &self.gatekeepers
+    }
+
+    /// Accepts connections on `listener` until [`Hub::shutdown`].
+    pub async fn serve(self: &Arc<Self>, listener: TcpListener) -> Result<()> {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let hub = self.clone();
+                        self.connections.spawn(async move { hub.connection(stream, peer).await });
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Stops accepting, ends live sessions with reason `error`, and waits
+    /// (at most `grace`) for their records to be written.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shutdown.cancel();
+        self.engine.end_all(EndReason::Error, "server shutting down");
+        self.sessions.close();
+        let _ = tokio::time::timeout(grace, self.sessions.wait()).await;
+    }
+
+    async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let principal = Arc::new(Mutex::new(Principal::Anonymous));
+        let handler = Conn {
+            hub: self.clone(),
+            conn,
+            peer,
+            principal: principal.clone(),
+            pending: std::collections::HashMap::new(),
+        };
+        let running = match tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            russh::server::run_stream(self.config.clone(), stream, handler),
+        )
+        .await
+        {
+            Ok(Ok(running)) => running,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, ?error, "ssh handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "ssh handshake timed out");
+                return;
+            }
+        };
+        let handle = running.handle();
+        let result = tokio::select! {
+            r = running => r.map_err(|e| format!("{e:?}")),
+            _ = self.shutdown.cancelled() => {
+                let _ = handle.disconnect(russh::Disconnect::ByApplication, "server shutting down".into(), "en".into()).await;
+                Ok(())
+            }
+        };
+        if let Err(error) = result {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+        let who = principal.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Principal::Gatekeeper(gk) = who
+            && self.gatekeepers.detach(&gk.id, conn)
+        {
+            self.gatekeeper_state(&gk, false, false, "gatekeeper.offline").await;
+        }
+    }
+
+    async fn gatekeeper_state(&self, gk: &Gatekeeper, online: bool, disabled: bool, action: &str) {
+        let now = Timestamp::now();
+        if let Err(error) = self.engine.store().set_gatekeeper_state(&gk.id, online, disabled, now).await {
+            tracing::error!(%error, gatekeeper = %gk.id, "cannot record gatekeeper state");
+        }
+        tracing::info!(gatekeeper = %gk.name, online, disabled, "{action}");
+        self.engine
+            .record(AuditEvent {
+                at: now,
+                category: AuditCategory::SystemMessages,
+                action: action.into(),
+                actor: format!("gatekeeper:{}", gk.name),
+                customer_id: Some(gk.customer_id.clone()),
+                session_id: None,
+                detail: json!({ "gatekeeper": gk.name, "gatekeeper_id": gk.id }),
+            })
+            .await;
+    }
+
+    async fn audit(&self, category: AuditCategory, action: &str, actor: &str, gk: Option<&Gatekeeper>, detail: serde_json::Value) {
+        self.engine
+            .record(AuditEvent {
+                at: Timestamp::now(),
+                category,
+                action: action.into(),
+                actor: actor.into(),
+                customer_id: gk.map(|g| g.customer_id.clone()),
+                session_id: None,
+                detail,
+            })
+            .await;
+    }
+
+    /// Authorizes and runs one vendor connection: `spec` is `SERVICE@GATEKEEPER_ID`.
+    async fn open_session(
+        self: Arc<Self>,
+        user: User,
+        bound: Option<GatekeeperId>,
+        spec: String,
+        originator: (String, u32),
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+    ) {
+        let live = match self.authorize(&user, bound.as_ref(), &spec, &originator).await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::info!(user = %user.name, %spec, error = %e, "session refused");
+                reply.reject(open_failure(e.kind())).await;
+                return;
+            }
+        };
+        let (live, gk) = live;
+        let target = DialTarget {
+            gatekeeper: Some(gk.id.clone()),
+            target: live.session.target.clone(),
+            originator,
+        };
+        let upstream = tokio::select! {
+            r = self.gatekeepers.dial(&target) => r,
+            _ = live.cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, "session ended while dialing")),
+        };
+        let upstream = match upstream {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(session = %live.id(), error = %e, "target unreachable");
+                reply.reject(open_failure(e.kind())).await;
+                live.finish(EndReason::Refused, Some(e.message().to_string())).await;
+                return;
+            }
+        };
+        reply.accept().await;
+        let (mut user_rx, mut user_tx) = channel.split();
+        let end = match upstream {
+            Connection::Channel(target) => {
+                let (mut target_rx, mut target_tx) = target.split();
+                let end = splice(&mut user_rx, &mut user_tx, &mut target_rx, &mut target_tx, live.counters.clone(), live.cancel.clone()).await;
+                let _ = target_tx.close().await;
+                end
+            }
+            Connection::Tcp(tcp) => {
+                let (r, w) = tcp.into_split();
+                let (mut target_rx, mut target_tx) = (StreamSource::new(r), StreamSink(w));
+                splice(&mut user_rx, &mut user_tx, &mut target_rx, &mut target_tx, live.counters.clone(), live.cancel.clone()).await
+            }
+            #[allow(unreachable_patterns)]
+            _ => SpliceEnd::Failed("unsupported connection".into()),
+        };
+        let _ = user_tx.close().await;
+        match end {
+            SpliceEnd::Completed | SpliceEnd::Cancelled => live.finish(EndReason::Completed, None).await,
+            SpliceEnd::Failed(e) => live.finish(EndReason::Error, Some(e)).await,
+        };
+    }
+
+    async fn authorize(
+        &self,
+        user: &User,
+        bound: Option<&GatekeeperId>,
+        spec: &str,
+        originator: &(String, u32),
+    ) -> Result<(LiveSession, Gatekeeper)> {
+        let store = self.engine.store();
+        let (service_name, gk_id) = spec
+            .rsplit_once('@')
+            .ok_or_else(|| Error::invalid(format!("channel target `{spec}` must be SERVICE@GATEKEEPER")))?;
+        let gk = store
+            .gatekeeper(&GatekeeperId(gk_id.to_string()))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gk_id}`")))?;
+        let Some(service) = store.service_by_name(&gk.customer_id, service_name).await? else {
+            self.audit(
+                AuditCategory::UserActivity,
+                "session.refused",
+                &user.name,
+                Some(&gk),
+                json!({ "service": service_name, "gatekeeper": gk.name, "reason": "unknown_service", "originator": format!("{}:{}", originator.0, originator.1) }),
+            )
+            .await;
+            return Err(Error::not_found(format!("no service `{service_name}` for this customer")));
+        };
+        let live = self
+            .engine
+            .authorize(user, bound, &gk, &service, &format!("{}:{}", originator.0, originator.1))
+            .await?;
+        Ok((live, gk))
+    }
+
+    async fn services_for(&self, user: &User, bound: Option<&GatekeeperId>, gk_id: &str) -> Result<serde_json::Value> {
+        let store = self.engine.store();
+        let gk = store
+            .gatekeeper(&GatekeeperId(gk_id.to_string()))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gk_id}`")))?;
+        let now = Timestamp::now();
+        let mut out = Vec::new();
+        for service in store.list_services(Some(&gk.customer_id)).await? {
+            let grants = store.grants_for(&user.id, &service.id).await?;
+            let req = AccessRequest { user, service: &service, gatekeeper: &gk, credential_gatekeeper: bound };
+            if let Decision::Allow { until, .. } = policy::decide(&req, &grants, now) {
+                out.push(json!({
+                    "name": service.name,
+                    "kind": service.kind,
+                    "target": service.target.to_string(),
+                    "until": until.map(|u| u.to_rfc3339()),
+                }));
+            }
+        }
+        Ok(json!({ "gatekeeper": gk.name, "online": self.gatekeepers.is_online(&gk.id), "services": out }))
+    }
+
+    /// Reads the status lines a gatekeeper sends up its control channel.
+    async fn control_channel(self: Arc<Self>, gk: Gatekeeper, mut channel: Channel<Msg>) {
+        let mut buf = Vec::new();
+        let mut disabled = gk.customer_disabled;
+        while let Some(msg) = channel.wait().await {
+            let russh::ChannelMsg::Data { data } = msg else { continue };
+            buf.extend_from_slice(&data);
+            if buf.len() > 64 * 1024 {
+                tracing::warn!(gatekeeper = %gk.name, "control line too long, closing");
+                break;
+            }
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                let Ok(status) = serde_json::from_slice::<serde_json::Value>(&line) else {
+                    tracing::warn!(gatekeeper = %gk.name, "malformed control line");
+                    continue;
+                };
+                let now_disabled = status.get("disabled").and_then(|v| v.as_bool()).unwrap_or(false);
+                if now_disabled != disabled {
+                    disabled = now_disabled;
+                    let action = if disabled { "gatekeeper.disabled_by_customer" } else { "gatekeeper.enabled_by_customer" };
+                    self.gatekeeper_state(&gk, true, disabled, action).await;
+                    if disabled {
+                        self.engine.end_gatekeeper_sessions(&gk.id, EndReason::Revoked, "customer disabled the gatekeeper");
+                    }
+                } else {
+                    let _ = self.engine.store().set_gatekeeper_state(&gk.id, true, disabled, Timestamp::now()).await;
+                }
+            }
+        }
+    }
+}
+
+fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
+    match kind {
+        ErrorKind::TunnelUnavailable | ErrorKind::Timeout | ErrorKind::Io => ChannelOpenFailure::ConnectFailed,
+        ErrorKind::NotFound | ErrorKind::InvalidArgument => ChannelOpenFailure::UnknownChannelType,
+        _ => ChannelOpenFailure::AdministrativelyProhibited,
+    }
+}
+
+/// One SSH connection's handler.
+struct Conn {
+    hub: Arc<Hub>,
+    conn: u64,
+    peer: SocketAddr,
+    principal: Arc<Mutex<Principal>>,
+    /// Session channels waiting for their exec request.
+    pending: std::collections::HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl Conn {
+    fn principal(&self) -> Principal {
+        self.principal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_principal(&self, p: Principal) {
+        *self.principal.lock().unwrap_or_else(|p| p.into_inner()) = p;
+    }
+
+    async fn login_failure(&self, user: &str, method: &str, reason: &str) {
+        self.hub
+            .audit(
+                AuditCategory::UserActivity,
+                "login.failure",
+                user,
+                None,
+                json!({ "method": method, "reason": reason, "peer": self.peer.to_string() }),
+            )
+            .await;
+    }
+
+    async fn login_success(&self, user: &User, method: &str) {
+        self.hub
+            .audit(
+                AuditCategory::UserActivity,
+                "login.success",
+                &user.name,
+                None,
+                json!({ "method": method, "peer": self.peer.to_string() }),
+            )
+            .await;
+    }
+
+    async fn register(&self, code: &str, key: &PublicKey) -> Result<Auth> {
+        let code_hash = super::code_hash(code);
+        let fp = keys::fingerprint(key);
+        let store = self.hub.engine.store();
+        match store
+            .redeem_registration_code(&code_hash, &keys::public_openssh(key), &fp, Timestamp::now())
+            .await?
+        {
+            Ok(gk) => {
+                self.hub
+                    .audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.registered",
+                        &format!("gatekeeper:{}", gk.name),
+                        Some(&gk),
+                        json!({ "gatekeeper": gk.name, "fingerprint": fp, "peer": self.peer.to_string() }),
+                    )
+                    .await;
+                self.set_principal(Principal::Registered(gk));
+                Ok(Auth::Accept)
+            }
+            Err(refusal) => {
+                self.hub
+                    .audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.registration_refused",
+                        "anonymous",
+                        None,
+                        json!({ "reason": refusal, "message": refusal.to_string(), "peer": self.peer.to_string() }),
+                    )
+                    .await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn user_key(&self, user: &str, key: &PublicKey) -> Result<Option<(User, Option<GatekeeperId>)>> {
+        let store = self.hub.engine.store();
+        let Some(u) = store.user_by_name(user).await? else { return Ok(None) };
+        let Some(k) = store.user_key_by_fingerprint(&keys::fingerprint(key)).await? else { return Ok(None) };
+        Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id)))
+    }
+}
+
+fn internal(e: &Error) -> russh::Error {
+    tracing::error!(error = %e, "hub callback failed");
+    russh::Error::Disconnect
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        if user.starts_with(REGISTER_USER_PREFIX) {
+            return Ok(Auth::Accept);
+        }
+        let store = self.hub.engine.store();
+        let fp = keys::fingerprint(offer.public_key);
+        let known = if user == GATEKEEPER_USER {
+            store.gatekeeper_by_fingerprint(&fp).await.map_err(|e| internal(&e))?.is_some()
+        } else {
+            self.user_key(user, offer.public_key).await.map_err(|e| internal(&e))?.is_some()
+        };
+        Ok(if known { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        if let Some(code) = user.strip_prefix(REGISTER_USER_PREFIX) {
+            return self.register(code, key.public_key).await.map_err(|e| internal(&e));
+        }
+        let store = self.hub.engine.store();
+        if user == GATEKEEPER_USER {
+            let fp = keys::fingerprint(key.public_key);
+            return Ok(match store.gatekeeper_by_fingerprint(&fp).await.map_err(|e| internal(&e))? {
+                Some(gk) => {
+                    self.set_principal(Principal::Gatekeeper(gk));
+                    Auth::Accept
+                }
+                None => {
+                    self.hub
+                        .audit(AuditCategory::SystemMessages, "gatekeeper.unknown_key", "anonymous", None, json!({ "fingerprint": fp, "peer": self.peer.to_string() }))
+                        .await;
+                    Auth::reject()
+                }
+            });
+        }
+        match self.user_key(user, key.public_key).await.map_err(|e| internal(&e))? {
+            Some((u, _)) if u.disabled => {
+                self.login_failure(user, "publickey", "user disabled").await;
+                Ok(Auth::reject())
+            }
+            Some((u, bound)) => {
+                self.login_success(&u, "publickey").await;
+                self.set_principal(Principal::User { user: u, bound });
+                Ok(Auth::Accept)
+            }
+            None => {
+                self.login_failure(user, "publickey", "unknown user or key").await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let store = self.hub.engine.store();
+        let found = store.user_by_name(user).await.map_err(|e| internal(&e))?;
+        let ok = match &found {
+            Some(u) if !u.disabled => match &u.password_hash {
+                Some(hash) => crate::password::verify(password, hash).await,
+                None => false,
+            },
+            _ => false,
+        };
+        match found {
+            Some(u) if ok => {
+                self.login_success(&u, "password").await;
+                self.set_principal(Principal::User { user: u, bound: None });
+                Ok(Auth::Accept)
+            }
+            _ => {
+                self.login_failure(user, "password", "wrong user or password").await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Principal::Gatekeeper(gk) = self.principal() {
+            if let Some(old) = self.hub.gatekeepers.attach(&gk.id, self.conn, session.handle()) {
+                let _ = old
+                    .disconnect(russh::Disconnect::ByApplication, "replaced by a new connection".into(), "en".into())
+                    .await;
+            }
+            self.hub.gatekeeper_state(&gk, true, gk.customer_disabled, "gatekeeper.online").await;
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
+        if matches!(self.principal(), Principal::Anonymous) {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        }
+        self.pending.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(&mut self, id: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        let Some(channel) = self.pending.remove(&id) else {
+            session.channel_failure(id)?;
+            return Ok(());
+        };
+        let command = String::from_utf8_lossy(data).to_string();
+        let mut words = command.split_whitespace();
+        let reply = match (self.principal(), words.next()) {
+            (Principal::Registered(gk) | Principal::Gatekeeper(gk), Some(WHOAMI_COMMAND)) => Ok(json!({
+                "gatekeeper_id": gk.id, "name": gk.name, "customer_id": gk.customer_id,
+            })),
+            (Principal::Gatekeeper(gk), Some(CONTROL_COMMAND)) => {
+                session.channel_success(id)?;
+                tokio::spawn(self.hub.clone().control_channel(gk, channel));
+                return Ok(());
+            }
+            (Principal::User { user, bound }, Some(SERVICES_COMMAND)) => {
+                let gk = words.next().map(str::to_string).or(bound.as_ref().map(|b| b.0.clone())).unwrap_or_default();
+                self.hub.services_for(&user, bound.as_ref(), &gk).await
+            }
+            _ => Err(Error::denied(format!("command `{command}` is not available"))),
+        };
+        session.channel_success(id)?;
+        let (body, status) = match reply {
+            Ok(v) => (v, 0),
+            Err(e) => (json!({ "error": { "kind": e.kind(), "message": e.message() } }), 1),
+        };
+        let mut text = body.to_string();
+        text.push('\n');
+        session.data(id, bytes::Bytes::from(text))?;
+        session.exit_status_request(id, status)?;
+        session.eof(id)?;
+        session.close(id)?;
+        drop(channel);
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        _port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Principal::User { user, bound } = self.principal() else {
+            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            return Ok(());
+        };
+        let hub = self.hub.clone();
+        let task = hub.clone().open_session(
+            user,
+            bound,
+            host_to_connect.to_string(),
+            (originator_address.to_string(), originator_port),
+            channel,
+            reply,
+        );
+        hub.sessions.spawn(task);
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.pending.remove(&channel);
+        Ok(())
+    }
+}
