@@ -153,7 +153,10 @@ impl Verifier {
                 format!("record {} appears out of order", r.seq)
             })
         } else if r.prev_hash != self.prev_hash {
-            Some("previous-hash link does not match (record removed, inserted or reordered)".to_string())
+            Some(
+                "previous-hash link does not match (record removed, inserted or reordered)"
+                    .to_string(),
+            )
         } else if record_hash(r.seq, &r.event, &r.prev_hash) != r.hash {
             Some("content does not match its hash (record edited)".to_string())
         } else {
@@ -246,7 +249,11 @@ mod tests {
             None => assert!(v.is_intact(), "{v:?}"),
             Some((expected_seq, found_seq, needle)) => {
                 let b = v.first_broken.expect("chain should be broken");
-                assert_eq!((b.expected_seq, b.found_seq), (expected_seq, found_seq), "{b:?}");
+                assert_eq!(
+                    (b.expected_seq, b.found_seq),
+                    (expected_seq, found_seq),
+                    "{b:?}"
+                );
                 assert!(b.problem.contains(needle), "{b:?}");
             }
         }

@@ -139,7 +139,9 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::RowNotFound => Error::not_found("no such record"),
-            other => Error::new(ErrorKind::Storage, format!("database: {other}")).with_source(other),
+            other => {
+                Error::new(ErrorKind::Storage, format!("database: {other}")).with_source(other)
+            }
         }
     }
 }

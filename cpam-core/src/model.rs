@@ -29,6 +29,10 @@ impl Timestamp {
     }
 
     /// This time plus `d` (saturating).
+    #[expect(
+        clippy::should_implement_trait,
+        reason = "saturating and takes a std Duration, unlike `Add`"
+    )]
     pub fn add(self, d: std::time::Duration) -> Self {
         Timestamp(
             self.0
@@ -57,7 +61,9 @@ impl Timestamp {
         let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map_err(|e| Error::invalid(format!("time `{s}` is not RFC 3339: {e}")))?;
         let ms = t.unix_timestamp_nanos() / 1_000_000;
-        Ok(Timestamp(i64::try_from(ms).map_err(|_| Error::invalid(format!("time `{s}` is out of range")))?))
+        Ok(Timestamp(i64::try_from(ms).map_err(|_| {
+            Error::invalid(format!("time `{s}` is out of range"))
+        })?))
     }
 }
 

@@ -70,7 +70,9 @@ impl Denial {
     /// The stable error kind of this denial.
     pub fn kind(self) -> ErrorKind {
         match self {
-            Denial::Expired | Denial::OutsideSchedule | Denial::NotYetValid => ErrorKind::AccessExpired,
+            Denial::Expired | Denial::OutsideSchedule | Denial::NotYetValid => {
+                ErrorKind::AccessExpired
+            }
             _ => ErrorKind::PermissionDenied,
         }
     }
@@ -276,7 +278,10 @@ mod tests {
             customer_id: customer.clone(),
             name: "ssh".into(),
             kind: ServiceKind::Custom,
-            target: Target { host: "10.0.0.5".into(), port: 22 },
+            target: Target {
+                host: "10.0.0.5".into(),
+                port: 22,
+            },
             created_at: Timestamp(0),
         };
         let gk = Gatekeeper {
@@ -310,7 +315,12 @@ mod tests {
 
     fn check(grants: &[Grant], now: &str, expect: Result<Option<&str>, Denial>) {
         let (user, service, gk) = fixture();
-        let req = AccessRequest { user: &user, service: &service, gatekeeper: &gk, credential_gatekeeper: None };
+        let req = AccessRequest {
+            user: &user,
+            service: &service,
+            gatekeeper: &gk,
+            credential_gatekeeper: None,
+        };
         let got = decide(&req, grants, t(now));
         match expect {
             Ok(until) => assert!(
@@ -323,11 +333,32 @@ mod tests {
 
     #[test]
     fn time_windows() {
-        let g = grant("g1", "2026-11-23T08:00:00Z", Some("2026-11-23T18:00:00Z"), None);
-        check(&[g.clone()], "2026-11-23T07:59:59Z", Err(Denial::NotYetValid));
-        check(&[g.clone()], "2026-11-23T08:00:00Z", Ok(Some("2026-11-23T18:00:00Z")));
-        check(&[g.clone()], "2026-11-23T17:59:59.999Z", Ok(Some("2026-11-23T18:00:00Z")));
-        check(&[g.clone()], "2026-11-23T18:00:00Z", Err(Denial::Expired));
+        let g = grant(
+            "g1",
+            "2026-11-23T08:00:00Z",
+            Some("2026-11-23T18:00:00Z"),
+            None,
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T07:59:59Z",
+            Err(Denial::NotYetValid),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T08:00:00Z",
+            Ok(Some("2026-11-23T18:00:00Z")),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T17:59:59.999Z",
+            Ok(Some("2026-11-23T18:00:00Z")),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T18:00:00Z",
+            Err(Denial::Expired),
+        );
         check(&[], "2026-11-23T12:00:00Z", Err(Denial::NoGrant));
         let open = grant("g2", "2026-01-01T00:00:00Z", None, None);
         check(&[g, open], "2026-11-23T12:00:00Z", Ok(None));
@@ -335,27 +366,82 @@ mod tests {
 
     #[test]
     fn revoked_and_longest_grant() {
-        let mut a = grant("g1", "2026-11-23T08:00:00Z", Some("2026-11-23T10:00:00Z"), None);
-        let b = grant("g2", "2026-11-23T08:00:00Z", Some("2026-11-23T12:00:00Z"), None);
-        check(&[a.clone(), b.clone()], "2026-11-23T09:00:00Z", Ok(Some("2026-11-23T12:00:00Z")));
+        let mut a = grant(
+            "g1",
+            "2026-11-23T08:00:00Z",
+            Some("2026-11-23T10:00:00Z"),
+            None,
+        );
+        let b = grant(
+            "g2",
+            "2026-11-23T08:00:00Z",
+            Some("2026-11-23T12:00:00Z"),
+            None,
+        );
+        check(
+            &[a.clone(), b.clone()],
+            "2026-11-23T09:00:00Z",
+            Ok(Some("2026-11-23T12:00:00Z")),
+        );
         a.revoked_at = Some(t("2026-11-23T08:30:00Z"));
         check(&[a.clone()], "2026-11-23T09:00:00Z", Err(Denial::Revoked));
-        check(&[a], "2026-11-23T08:29:00Z", Ok(Some("2026-11-23T10:00:00Z")));
+        check(
+            &[a],
+            "2026-11-23T08:29:00Z",
+            Ok(Some("2026-11-23T10:00:00Z")),
+        );
     }
 
     #[test]
     fn schedules() {
-        let office = Schedule { days: parse_days("mon-fri").expect("days"), start_minute: 8 * 60, end_minute: 18 * 60 };
-        let g = grant("g1", "2026-01-01T00:00:00Z", Some("2026-11-23T17:00:00Z"), Some(office));
-        check(&[g.clone()], "2026-11-23T09:00:00Z", Ok(Some("2026-11-23T17:00:00Z")));
+        let office = Schedule {
+            days: parse_days("mon-fri").expect("days"),
+            start_minute: 8 * 60,
+            end_minute: 18 * 60,
+        };
+        let g = grant(
+            "g1",
+            "2026-01-01T00:00:00Z",
+            Some("2026-11-23T17:00:00Z"),
+            Some(office),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T09:00:00Z",
+            Ok(Some("2026-11-23T17:00:00Z")),
+        );
         let g = grant("g1", "2026-01-01T00:00:00Z", None, Some(office));
-        check(&[g.clone()], "2026-11-23T09:00:00Z", Ok(Some("2026-11-23T18:00:00Z")));
-        check(&[g.clone()], "2026-11-23T07:00:00Z", Err(Denial::OutsideSchedule));
-        check(&[g.clone()], "2026-11-22T09:00:00Z", Err(Denial::OutsideSchedule)); // Sunday
-        let night = Schedule { days: parse_days("mon").expect("days"), start_minute: 22 * 60, end_minute: 6 * 60 };
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T09:00:00Z",
+            Ok(Some("2026-11-23T18:00:00Z")),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T07:00:00Z",
+            Err(Denial::OutsideSchedule),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-22T09:00:00Z",
+            Err(Denial::OutsideSchedule),
+        ); // Sunday
+        let night = Schedule {
+            days: parse_days("mon").expect("days"),
+            start_minute: 22 * 60,
+            end_minute: 6 * 60,
+        };
         let g = grant("g1", "2026-01-01T00:00:00Z", None, Some(night));
-        check(&[g.clone()], "2026-11-23T23:00:00Z", Ok(Some("2026-11-24T06:00:00Z")));
-        check(&[g.clone()], "2026-11-24T05:00:00Z", Ok(Some("2026-11-24T06:00:00Z")));
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T23:00:00Z",
+            Ok(Some("2026-11-24T06:00:00Z")),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-24T05:00:00Z",
+            Ok(Some("2026-11-24T06:00:00Z")),
+        );
         check(&[g], "2026-11-25T05:00:00Z", Err(Denial::OutsideSchedule));
     }
 
@@ -365,14 +451,44 @@ mod tests {
         let g = grant("g1", "2026-01-01T00:00:00Z", None, None);
         let now = t("2026-11-23T12:00:00Z");
         let other = GatekeeperId("gk_other".into());
-        let req = AccessRequest { user: &user, service: &service, gatekeeper: &gk, credential_gatekeeper: Some(&other) };
-        assert_eq!(decide(&req, std::slice::from_ref(&g), now), Decision::Deny { reason: Denial::WrongGatekeeper });
+        let req = AccessRequest {
+            user: &user,
+            service: &service,
+            gatekeeper: &gk,
+            credential_gatekeeper: Some(&other),
+        };
+        assert_eq!(
+            decide(&req, std::slice::from_ref(&g), now),
+            Decision::Deny {
+                reason: Denial::WrongGatekeeper
+            }
+        );
         gk.public_key = None;
-        let req = AccessRequest { user: &user, service: &service, gatekeeper: &gk, credential_gatekeeper: None };
-        assert_eq!(decide(&req, std::slice::from_ref(&g), now), Decision::Deny { reason: Denial::GatekeeperNotRegistered });
+        let req = AccessRequest {
+            user: &user,
+            service: &service,
+            gatekeeper: &gk,
+            credential_gatekeeper: None,
+        };
+        assert_eq!(
+            decide(&req, std::slice::from_ref(&g), now),
+            Decision::Deny {
+                reason: Denial::GatekeeperNotRegistered
+            }
+        );
         user.disabled = true;
-        let req = AccessRequest { user: &user, service: &service, gatekeeper: &gk, credential_gatekeeper: None };
-        assert_eq!(decide(&req, &[g], now), Decision::Deny { reason: Denial::UserDisabled });
+        let req = AccessRequest {
+            user: &user,
+            service: &service,
+            gatekeeper: &gk,
+            credential_gatekeeper: None,
+        };
+        assert_eq!(
+            decide(&req, &[g], now),
+            Decision::Deny {
+                reason: Denial::UserDisabled
+            }
+        );
     }
 
     #[test]

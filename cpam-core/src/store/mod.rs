@@ -5,9 +5,10 @@
 //! bring their own implementation; the same conformance suite
 //! (`store::conformance`) runs against each.
 
-// mod sql;
+pub mod conformance;
+mod sql;
 
-// pub use sql::SqlStore;
+pub use sql::{SqlStore, redact_url};
 
 use async_trait::async_trait;
 
@@ -64,15 +65,31 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn customer(&self, id: &CustomerId) -> Result<Option<Customer>>;
 
     // gatekeepers
-    async fn create_gatekeeper(&self, customer: &CustomerId, name: &str, now: Timestamp) -> Result<Gatekeeper>;
+    async fn create_gatekeeper(
+        &self,
+        customer: &CustomerId,
+        name: &str,
+        now: Timestamp,
+    ) -> Result<Gatekeeper>;
     async fn list_gatekeepers(&self, customer: Option<&CustomerId>) -> Result<Vec<Gatekeeper>>;
     async fn gatekeeper(&self, id: &GatekeeperId) -> Result<Option<Gatekeeper>>;
     async fn gatekeeper_by_name(&self, name: &str) -> Result<Option<Gatekeeper>>;
     async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>>;
     /// Records the live state the hub observed (pushed, never polled).
-    async fn set_gatekeeper_state(&self, id: &GatekeeperId, online: bool, customer_disabled: bool, at: Timestamp) -> Result<()>;
+    async fn set_gatekeeper_state(
+        &self,
+        id: &GatekeeperId,
+        online: bool,
+        customer_disabled: bool,
+        at: Timestamp,
+    ) -> Result<()>;
     /// Stores a new one-time code (its SHA-256 hex) for `id`, replacing any unused one.
-    async fn put_registration_code(&self, id: &GatekeeperId, code_hash: &str, expires_at: Timestamp) -> Result<()>;
+    async fn put_registration_code(
+        &self,
+        id: &GatekeeperId,
+        code_hash: &str,
+        expires_at: Timestamp,
+    ) -> Result<()>;
     /// Atomically consumes the code and enrolls the key. A refused code changes nothing.
     async fn redeem_registration_code(
         &self,
@@ -83,7 +100,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<std::result::Result<Gatekeeper, CodeRefusal>>;
 
     // users, keys, roles
-    async fn create_user(&self, name: &str, password_hash: Option<&str>, now: Timestamp) -> Result<User>;
+    async fn create_user(
+        &self,
+        name: &str,
+        password_hash: Option<&str>,
+        now: Timestamp,
+    ) -> Result<User>;
     async fn list_users(&self) -> Result<Vec<User>>;
     async fn user(&self, id: &UserId) -> Result<Option<User>>;
     async fn user_by_name(&self, name: &str) -> Result<Option<User>>;

@@ -1,0 +1,340 @@
+//! Grants, sessions and the audit chain.
+
+use std::time::Duration;
+
+use sqlx::{AssertSqlSafe, Row as _};
+
+use super::{Backend, Conditions, Param, SqlStore, is_conflict, rows, storage, write_error};
+use crate::audit;
+use crate::error::{Error, Result};
+use crate::model::{
+    AuditEvent, AuditRecord, EndReason, Grant, GrantId, ServiceId, Session, SessionId, Timestamp,
+    UserId,
+};
+use crate::store::{AuditFilter, NewGrant, SessionFilter};
+
+/// How often an audit append is retried after losing a race to another writer.
+const AUDIT_ATTEMPTS: u32 = 20;
+
+impl SqlStore {
+    pub(super) async fn create_grant_impl(
+        &self,
+        grant: &NewGrant,
+        now: Timestamp,
+    ) -> Result<Grant> {
+        let g = Grant {
+            id: GrantId::generate(),
+            user_id: grant.user_id.clone(),
+            service_id: grant.service_id.clone(),
+            not_before: grant.not_before,
+            not_after: grant.not_after,
+            schedule: grant.schedule,
+            created_at: now,
+            created_by: grant.created_by.clone(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO grants (id, user_id, service_id, not_before, not_after, schedule_days, \
+             schedule_start_minute, schedule_end_minute, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(g.id.as_str())
+        .bind(g.user_id.as_str())
+        .bind(g.service_id.as_str())
+        .bind(g.not_before.millis())
+        .bind(g.not_after.map(Timestamp::millis))
+        .bind(g.schedule.map(|s| i64::from(s.days)))
+        .bind(g.schedule.map(|s| i64::from(s.start_minute)))
+        .bind(g.schedule.map(|s| i64::from(s.end_minute)))
+        .bind(now.millis())
+        .bind(&g.created_by)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            write_error(
+                e,
+                || format!("grant `{}` already exists", g.id),
+                || {
+                    format!(
+                        "user `{}` or service `{}` not found",
+                        g.user_id, g.service_id
+                    )
+                },
+            )
+        })?;
+        Ok(g)
+    }
+
+    pub(super) async fn list_grants_impl(&self, user: Option<&UserId>) -> Result<Vec<Grant>> {
+        let mut c = Conditions::default();
+        if let Some(u) = user {
+            c.push("user_id = ?", Param::Text(u.to_string()));
+        }
+        let sql = format!(
+            "SELECT {} FROM grants{} ORDER BY created_at, id",
+            rows::GRANT,
+            c.where_sql()
+        );
+        c.fetch_all(&self.pool, sql)
+            .await?
+            .iter()
+            .map(rows::grant)
+            .collect()
+    }
+
+    pub(super) async fn grant_impl(&self, id: &GrantId) -> Result<Option<Grant>> {
+        let sql = format!("SELECT {} FROM grants WHERE id = $1", rows::GRANT);
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        found.as_ref().map(rows::grant).transpose()
+    }
+
+    pub(super) async fn grants_for_impl(
+        &self,
+        user: &UserId,
+        service: &ServiceId,
+    ) -> Result<Vec<Grant>> {
+        let sql = format!(
+            "SELECT {} FROM grants WHERE user_id = $1 AND service_id = $2 ORDER BY created_at, id",
+            rows::GRANT
+        );
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(user.as_str())
+            .bind(service.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(rows::grant).collect()
+    }
+
+    /// `Ok(true)` when this call revoked the grant, `Ok(false)` when it was
+    /// already revoked, `NotFound` when there is no such grant.
+    pub(super) async fn revoke_grant_impl(&self, id: &GrantId, now: Timestamp) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now.millis())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        match self.grant_impl(id).await? {
+            Some(_) => Ok(false),
+            None => Err(Error::not_found(format!("grant `{id}` not found"))),
+        }
+    }
+
+    pub(super) async fn insert_session_impl(&self, s: &Session) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
+             service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, \
+             bytes_down, end_reason, end_detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(s.id.as_str())
+        .bind(s.user_id.as_str())
+        .bind(&s.user_name)
+        .bind(s.customer_id.as_str())
+        .bind(s.gatekeeper_id.as_str())
+        .bind(s.service_id.as_str())
+        .bind(&s.service_name)
+        .bind(&s.target.host)
+        .bind(i64::from(s.target.port))
+        .bind(s.grant_id.as_ref().map(|g| g.as_str()))
+        .bind(s.started_at.millis())
+        .bind(s.ended_at.map(Timestamp::millis))
+        .bind(rows::counter_to_db(s.bytes_up))
+        .bind(rows::counter_to_db(s.bytes_down))
+        .bind(s.end_reason.map(EndReason::as_str))
+        .bind(s.end_detail.as_deref())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            write_error(
+                e,
+                || format!("session `{}` already exists", s.id),
+                String::new,
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Ends an open session. Ending one that has already ended changes
+    /// nothing (the first end wins); an unknown id is `NotFound`.
+    pub(super) async fn finish_session_impl(
+        &self,
+        id: &SessionId,
+        ended_at: Timestamp,
+        bytes_up: u64,
+        bytes_down: u64,
+        reason: EndReason,
+        detail: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = $1, bytes_up = $2, bytes_down = $3, end_reason = $4, \
+             end_detail = $5 WHERE id = $6 AND ended_at IS NULL",
+        )
+        .bind(ended_at.millis())
+        .bind(rows::counter_to_db(bytes_up))
+        .bind(rows::counter_to_db(bytes_down))
+        .bind(reason.as_str())
+        .bind(detail)
+        .bind(id.as_str())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 && self.session_impl(id).await?.is_none() {
+            return Err(Error::not_found(format!("session `{id}` not found")));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn session_impl(&self, id: &SessionId) -> Result<Option<Session>> {
+        let sql = format!("SELECT {} FROM sessions WHERE id = $1", rows::SESSION);
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        found.as_ref().map(rows::session).transpose()
+    }
+
+    pub(super) async fn list_sessions_impl(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
+        let mut c = Conditions::default();
+        if filter.live_only {
+            c.push_plain("ended_at IS NULL");
+        }
+        if let Some(u) = &filter.user_id {
+            c.push("user_id = ?", Param::Text(u.to_string()));
+        }
+        if let Some(cu) = &filter.customer_id {
+            c.push("customer_id = ?", Param::Text(cu.to_string()));
+        }
+        let where_sql = c.where_sql();
+        let limit = c.limit(filter.limit);
+        let sql = format!(
+            "SELECT {} FROM sessions{where_sql} ORDER BY started_at DESC, id DESC{limit}",
+            rows::SESSION
+        );
+        c.fetch_all(&self.pool, sql)
+            .await?
+            .iter()
+            .map(rows::session)
+            .collect()
+    }
+
+    pub(super) async fn close_orphan_sessions_impl(
+        &self,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2, end_detail = $3 WHERE ended_at IS NULL",
+        )
+        .bind(now.millis())
+        .bind(EndReason::Error.as_str())
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn append_audit_impl(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        let detail = serde_json::to_string(&event.detail)
+            .map_err(|e| Error::invalid(format!("audit detail cannot be encoded: {e}")))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_append_audit(event, &detail).await {
+                Ok(record) => return Ok(record),
+                Err(e) if attempt < AUDIT_ATTEMPTS && is_conflict(&e) => {
+                    tracing::debug!(attempt, error = %e, "audit append lost a race, retrying");
+                    let jitter = u64::from(rand::random::<u8>() % 8);
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt) * 2 + jitter))
+                        .await;
+                }
+                Err(e) => return Err(storage("cannot append audit record", e)),
+            }
+        }
+    }
+
+    /// One attempt: under the writer lock, read the chain's head, seal after it, insert.
+    async fn try_append_audit(
+        &self,
+        event: &AuditEvent,
+        detail: &str,
+    ) -> sqlx::Result<AuditRecord> {
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("LOCK TABLE audit_log IN EXCLUSIVE MODE")
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let head = match head {
+            Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
+            None => None,
+        };
+        let record = audit::seal(head.as_ref().map(|(s, h)| (*s, h.as_str())), event.clone());
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at, category, action, actor, customer_id, session_id, \
+             detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(record.seq)
+        .bind(event.at.millis())
+        .bind(event.category.as_str())
+        .bind(&event.action)
+        .bind(&event.actor)
+        .bind(event.customer_id.as_ref().map(|c| c.as_str()))
+        .bind(event.session_id.as_ref().map(|s| s.as_str()))
+        .bind(detail)
+        .bind(&record.prev_hash)
+        .bind(&record.hash)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(record)
+    }
+
+    pub(super) async fn audit_records_impl(
+        &self,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>> {
+        let mut c = Conditions::default();
+        if let Some(from) = filter.from_seq {
+            c.push("seq >= ?", Param::Int(from));
+        }
+        if let Some(cat) = filter.category {
+            c.push("category = ?", Param::Text(cat.as_str().to_string()));
+        }
+        if let Some(cu) = &filter.customer_id {
+            c.push("customer_id = ?", Param::Text(cu.to_string()));
+        }
+        if let Some(actor) = &filter.actor {
+            c.push("actor = ?", Param::Text(actor.clone()));
+        }
+        if let Some(since) = filter.since {
+            c.push("at >= ?", Param::Int(since.millis()));
+        }
+        if let Some(until) = filter.until {
+            c.push("at < ?", Param::Int(until.millis()));
+        }
+        let where_sql = c.where_sql();
+        let limit = c.limit(filter.limit);
+        let sql = format!(
+            "SELECT {} FROM audit_log{where_sql} ORDER BY seq{limit}",
+            rows::AUDIT
+        );
+        c.fetch_all(&self.pool, sql)
+            .await?
+            .iter()
+            .map(rows::audit_record)
+            .collect()
+    }
+}
