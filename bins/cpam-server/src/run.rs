@@ -25,7 +25,6 @@ pub async fn init(dir: &Path, listen: &str, database: Option<&str>) -> anyhow::R
 pub struct Running {
     pub hub: Arc<Hub>,
     pub addr: std::net::SocketAddr,
-    pub server_key: String,
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -36,7 +35,6 @@ pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Runni
     let audit = Arc::new(StoreAuditSink::new(store.clone()));
     let engine = SessionEngine::new(store.clone(), audit);
     let key = data.host_key()?;
-    let server_key = keys::public_openssh(key.public_key());
     let hub = Hub::new(engine.clone(), key);
     let listen = listen.unwrap_or(&data.config.listen);
     let addr: std::net::SocketAddr = listen.parse().with_context(|| format!("listen address `{listen}` must be IP:PORT"))?;
@@ -70,7 +68,7 @@ pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Runni
             }
         })
     };
-    Ok(Running { hub, addr, server_key, tasks: vec![serve, control] })
+    Ok(Running { hub, addr, tasks: vec![serve, control] })
 }
 
 pub async fn run(dir: &Path, listen: Option<&str>) -> anyhow::Result<ExitCode> {

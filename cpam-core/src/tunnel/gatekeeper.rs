@@ -329,7 +329,8 @@ impl Agent {
         let mut control = handle.channel_open_session().await.map_err(Error::from)?;
         control.exec(true, CONTROL_COMMAND).await.map_err(Error::from)?;
         let mut disabled = disabled.clone();
-        send_status(&control, *disabled.borrow_and_update()).await?;
+        let initial = *disabled.borrow_and_update();
+        send_status(&control, initial).await?;
         tracing::info!(server = %self.state.server, gatekeeper = %self.state.name, "gatekeeper online");
         backoff.reset();
         loop {
