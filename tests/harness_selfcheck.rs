@@ -57,7 +57,10 @@ fn harness_selfcheck() -> anyhow::Result<()> {
             dir.path(),
             Duration::from_secs(20),
         )?;
-        assert!(!direct.success(), "ssh from the vendor ns reached the target");
+        assert!(
+            !direct.success(),
+            "ssh from the vendor ns reached the target"
+        );
 
         // wait_for_line returns the rest of the first matching stdout line.
         let mut sh = Command::new("sh");

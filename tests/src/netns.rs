@@ -74,7 +74,12 @@ impl Netns {
     pub fn probe(&self, addr: &str, port: u16) -> Probe {
         let out = self
             .command("timeout")
-            .args(["3", "bash", "-c", &format!("exec 3<>/dev/tcp/{addr}/{port}")])
+            .args([
+                "3",
+                "bash",
+                "-c",
+                &format!("exec 3<>/dev/tcp/{addr}/{port}"),
+            ])
             .output();
         match out {
             Ok(o) if o.status.success() => Probe::Connected,
