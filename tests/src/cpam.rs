@@ -48,8 +48,8 @@ impl Default for Options {
 }
 
 /// A running deployment. Drop order kills processes first, then deletes the
-/// namespaces, then the temporary directory. When dropped during a panic it
-/// prints every process's logs.
+/// namespaces, then the temporary directory. On drop it prints every
+/// process's logs to stderr, which the test runner shows only for failures.
 #[derive(Debug)]
 pub struct Deployment {
     pub connect: Child,
@@ -134,7 +134,9 @@ impl Deployment {
             .arg(&gk_state)
             .env("RUST_LOG", "info");
         let mut gatekeeper = Child::spawn("gatekeeper", gkrun, &d)?;
-        gatekeeper.wait_for_stderr("gatekeeper online", START_TIMEOUT)?;
+        gatekeeper
+            .wait_for_stderr("gatekeeper online", START_TIMEOUT)
+            .map_err(|e| anyhow::anyhow!("{e}\n{}", server.logs()))?;
 
         admin(&["user", "add", "vendor"])?;
         let target = format!("127.0.0.1:{SSHD_PORT}");
@@ -172,7 +174,8 @@ impl Deployment {
             "--server-address",
             &server_addr.to_string(),
         ])?;
-        let (connect, connect_port) = spawn_forward(&topo, &d, &profile, "ssh")?;
+        let (connect, connect_port) = spawn_forward(&topo, &d, &profile, "ssh")
+            .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", server.logs(), gatekeeper.logs()))?;
         Ok(Deployment {
             connect,
             connect_port,
@@ -424,9 +427,7 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
+        eprintln!("{}", self.logs());
     }
 }
 
@@ -529,8 +530,10 @@ pub fn is_refusal(r: &Value) -> bool {
         .unwrap_or_default()
         .to_ascii_lowercase();
     let detail = r.get("detail").map(Value::to_string).unwrap_or_default();
-    ["refus", "denied", "deny", "fail", "reject", "invalid"]
-        .iter()
-        .any(|k| action.contains(k))
+    [
+        "refus", "denied", "deny", "fail", "reject", "invalid", "error",
+    ]
+    .iter()
+    .any(|k| action.contains(k))
         || detail.contains("\"refused\"")
 }

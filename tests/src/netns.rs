@@ -2,6 +2,7 @@
 //! by one veth pair, deleted (after killing every process inside) on drop.
 
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -143,6 +144,33 @@ impl Drop for Netns {
     }
 }
 
+/// Deletes namespaces left by test processes that no longer exist (killed
+/// before their guards ran). Names are `cpam-[vc]-PID-N`.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(rest) = name
+            .strip_prefix("cpam-v-")
+            .or_else(|| name.strip_prefix("cpam-c-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next() else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            drop(Netns {
+                name: name.to_string(),
+            });
+        }
+    }
+}
+
 /// The standard two-namespace layout.
 ///
 /// ```text
@@ -160,6 +188,7 @@ impl Topology {
     /// Creates both namespaces and the veth pair between them. Names and the
     /// /30 inside 10.213.0.0/16 are unique per process and call.
     pub fn create() -> anyhow::Result<Topology> {
+        remove_stale();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let tag = format!("{pid}-{n}");
