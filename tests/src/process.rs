@@ -56,6 +56,7 @@ fn unique_log_base(dir: &Path, name: &str) -> String {
                 '_'
             }
         })
+        .take(80)
         .collect();
     let mut n = 0u32;
     loop {
