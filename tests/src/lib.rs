@@ -1,1 +1,3 @@
+//! Shared fixtures for the end-to-end tests.
 
+pub mod postgres;
