@@ -10,6 +10,7 @@
 pub mod bins;
 pub mod cpam;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod sshd;
 

@@ -38,7 +38,9 @@ pub struct AuditFilter {
     pub category: Option<crate::model::AuditCategory>,
     pub customer_id: Option<CustomerId>,
     pub actor: Option<String>,
+    /// Records with `at >= since`.
     pub since: Option<Timestamp>,
+    /// Records with `at < until`.
     pub until: Option<Timestamp>,
     pub limit: Option<i64>,
 }
@@ -140,10 +142,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn grant(&self, id: &GrantId) -> Result<Option<Grant>>;
     /// Grants of `user` for `service`, revoked ones included (policy decides).
     async fn grants_for(&self, user: &UserId, service: &ServiceId) -> Result<Vec<Grant>>;
+    /// `true` when this call revoked the grant, `false` when it already was;
+    /// `NotFound` for an unknown grant.
     async fn revoke_grant(&self, id: &GrantId, now: Timestamp) -> Result<bool>;
 
     // sessions
     async fn insert_session(&self, session: &Session) -> Result<()>;
+    /// Ends an open session; on an already ended one it changes nothing (the
+    /// first end wins). `NotFound` for an unknown session.
     async fn finish_session(
         &self,
         id: &SessionId,

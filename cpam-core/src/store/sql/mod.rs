@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{Any, AnyPool, AssertSqlSafe, Executor as _};
+use sqlx::{Any, AnyPool, AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
@@ -83,13 +83,22 @@ impl SqlStore {
                 })
             });
         }
-        let pool = options.connect(&url).await.map_err(|e| {
+        let open_error = |e: sqlx::Error| {
             let kind = match &e {
                 sqlx::Error::Configuration(_) => ErrorKind::InvalidArgument,
                 _ => ErrorKind::Storage,
             };
             Error::new(kind, format!("cannot open database `{shown}`: {e}")).with_source(e)
-        })?;
+        };
+        if !memory {
+            // One direct attempt first: the pool would retry an unreachable
+            // server until its acquire timeout instead of failing at once.
+            let probe = sqlx::AnyConnection::connect(&url)
+                .await
+                .map_err(open_error)?;
+            probe.close().await.map_err(open_error)?;
+        }
+        let pool = options.connect(&url).await.map_err(open_error)?;
         if backend == Backend::Sqlite && !memory {
             sqlx::query("PRAGMA journal_mode = WAL")
                 .fetch_optional(&pool)
