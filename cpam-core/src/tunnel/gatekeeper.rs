@@ -149,9 +149,9 @@ pub(crate) async fn exec_json<H: client::Handler>(handle: &client::Handle<H>, co
     Ok(value)
 }
 
-pub(crate) async fn dial<H: client::Handler + 'static>(server: &str, handler: H) -> Result<client::Handle<H>>
+pub(crate) async fn dial<H>(server: &str, handler: H) -> Result<client::Handle<H>>
 where
-    H::Error: From<russh::Error> + std::fmt::Debug,
+    H: client::Handler<Error = russh::Error> + 'static,
 {
     let addrs = super::resolve(server).await?;
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addrs[..]))
@@ -159,9 +159,16 @@ where
         .map_err(|_| Error::new(ErrorKind::Timeout, format!("cannot reach server {server}: timed out")))?
         .map_err(|e| Error::new(ErrorKind::TunnelUnavailable, format!("cannot reach server {server}: {e}")))?;
     tcp.set_nodelay(true)?;
-    client::connect_stream(super::client_config(), tcp, handler)
-        .await
-        .map_err(|e| Error::new(ErrorKind::TunnelUnavailable, format!("ssh handshake with {server} failed: {e:?}")))
+    client::connect_stream(super::client_config(), tcp, handler).await.map_err(|e| {
+        let e: russh::Error = e.into();
+        match e {
+            russh::Error::UnknownKey => Error::new(
+                ErrorKind::Unauthenticated,
+                format!("the server at {server} presented a key that does not match the pinned one"),
+            ),
+            other => Error::new(ErrorKind::TunnelUnavailable, format!("ssh handshake with {server} failed: {other}")),
+        }
+    })
 }
 
 enum Trust {

@@ -114,6 +114,7 @@ impl Hub {
             peer,
             principal: principal.clone(),
             pending: std::collections::HashMap::new(),
+            offer_refusal_audited: false,
         };
         let running = match tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
@@ -349,6 +350,7 @@ struct Conn {
     principal: Arc<Mutex<Principal>>,
     /// Session channels waiting for their exec request.
     pending: std::collections::HashMap<ChannelId, Channel<Msg>>,
+    offer_refusal_audited: bool,
 }
 
 impl Conn {
@@ -447,6 +449,17 @@ impl russh::server::Handler for Conn {
         } else {
             self.user_key(user, offer.public_key).await.map_err(|e| internal(&e))?.is_some()
         };
+        if !known && !self.offer_refusal_audited {
+            // Once per connection: a client may offer several keys in turn.
+            self.offer_refusal_audited = true;
+            if user == GATEKEEPER_USER {
+                self.hub
+                    .audit(AuditCategory::SystemMessages, "gatekeeper.unknown_key", "anonymous", None, json!({ "fingerprint": fp, "peer": self.peer.to_string() }))
+                    .await;
+            } else {
+                self.login_failure(user, "publickey", &format!("unknown key {fp}")).await;
+            }
+        }
         Ok(if known { Auth::Accept } else { Auth::reject() })
     }
 

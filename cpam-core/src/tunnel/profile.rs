@@ -60,9 +60,28 @@ impl Profile {
 
     /// Parses profile text; `what` names its origin in errors.
     pub fn parse(text: &str, what: &str) -> Result<Profile> {
-        let f: ProfileFile = serde_json::from_str(text)
-            .map_err(|e| Error::invalid(format!("profile {what}: {e}")))?;
         let field = |name: &str, why: &str| Error::invalid(format!("profile {what}: field `{name}` {why}"));
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::invalid(format!("profile {what}: not JSON: {e}")))?;
+        let obj = value.as_object().ok_or_else(|| Error::invalid(format!("profile {what}: not a JSON object")))?;
+        for (name, is_string) in [
+            ("server", true),
+            ("server_key", true),
+            ("customer", true),
+            ("user", true),
+            ("key", true),
+            ("created_at", true),
+            ("cpam_profile", false),
+            ("gatekeeper", false),
+        ] {
+            match obj.get(name) {
+                None => return Err(field(name, "is missing")),
+                Some(v) if is_string && !v.is_string() => return Err(field(name, "must be a string")),
+                _ => {}
+            }
+        }
+        let f: ProfileFile = serde_json::from_value(value)
+            .map_err(|e| Error::invalid(format!("profile {what}: {e}")))?;
         if f.cpam_profile != PROFILE_VERSION {
             return Err(field("cpam_profile", &format!("is {}, this build reads version {PROFILE_VERSION}", f.cpam_profile)));
         }
