@@ -87,28 +87,6 @@ fn expired_registration_code_is_refused() -> anyhow::Result<()> {
 
 /// Replaces every OpenSSH key in the profile JSON with `fresh` (private key
 /// text) / `fresh_pub`; returns how many values were replaced.
-fn replace_keys(v: &mut Value, fresh: &str, fresh_pub: &str) -> usize {
-    match v {
-        Value::String(s) if s.contains("PRIVATE KEY-----") => {
-            *s = fresh.to_string();
-            1
-        }
-        Value::String(s) if s.starts_with("ssh-ed25519 ") => {
-            *s = fresh_pub.trim().to_string();
-            1
-        }
-        Value::Array(a) => a
-            .iter_mut()
-            .map(|x| replace_keys(x, fresh, fresh_pub))
-            .sum(),
-        Value::Object(o) => o
-            .values_mut()
-            .map(|x| replace_keys(x, fresh, fresh_pub))
-            .sum(),
-        _ => 0,
-    }
-}
-
 fn read_profile(p: &Path) -> anyhow::Result<Value> {
     parse_json(&std::fs::read_to_string(p)?)
 }

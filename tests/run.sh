@@ -1,19 +1,31 @@
 #!/usr/bin/env bash
-# Runs the end-to-end tests: installs the real peers they drive if missing,
-# builds the workspace binaries, then runs the cpam-tests package.
-# Needs root (the tests create network namespaces).
+# The whole test suite, as CI runs it: installs the real peers the tests drive
+# when they are missing, then checks formatting and lints, builds the
+# binaries the end-to-end tests start, and runs every test.
+#
+# Needs root: the end-to-end tests create network namespaces, and missing
+# peers are installed with apt-get. The PostgreSQL store tests start their
+# own PostgreSQL server (as the `postgres` user) on a free loopback port.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
 if [ "$(id -u)" != 0 ]; then
-    echo "error: the e2e tests create network namespaces and must run as root" >&2
+    echo "error: run as root: the end-to-end tests create network namespaces" >&2
     exit 1
 fi
+
 need=()
 command -v ip >/dev/null || need+=(iproute2)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v ssh >/dev/null || need+=(openssh-client)
+command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
-    apt-get update && apt-get install -y --no-install-recommends "${need[@]}"
+    echo "installing test peers: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
-cargo build --workspace
-cargo test -p cpam-tests "$@"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
+cargo test --workspace "$@"

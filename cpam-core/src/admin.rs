@@ -11,8 +11,8 @@ use serde_json::json;
 use crate::audit::AuditSink;
 use crate::error::{Error, Result};
 use crate::model::{
-    validate_name, AuditCategory, AuditEvent, Customer, Gatekeeper, Grant, GrantId, KeyId, Role,
-    Service, ServiceKind, Target, Timestamp, User, UserKey,
+    AuditCategory, AuditEvent, Customer, Gatekeeper, Grant, GrantId, KeyId, Role, Service,
+    ServiceKind, Target, Timestamp, User, UserKey, validate_name,
 };
 use crate::secret::Secret;
 use crate::store::{NewGrant, Store};
@@ -39,7 +39,11 @@ pub struct IssuedCode {
 impl Admin {
     /// An admin acting as `actor`.
     pub fn new(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>, actor: impl Into<String>) -> Self {
-        Self { store, audit, actor: actor.into() }
+        Self {
+            store,
+            audit,
+            actor: actor.into(),
+        }
     }
 
     /// The store.
@@ -47,7 +51,12 @@ impl Admin {
         &self.store
     }
 
-    async fn record(&self, action: &str, customer: Option<&Customer>, detail: serde_json::Value) -> Result<()> {
+    async fn record(
+        &self,
+        action: &str,
+        customer: Option<&Customer>,
+        detail: serde_json::Value,
+    ) -> Result<()> {
         self.audit
             .record(AuditEvent {
                 at: Timestamp::now(),
@@ -63,52 +72,102 @@ impl Admin {
 
     /// The customer named `name`.
     pub async fn customer(&self, name: &str) -> Result<Customer> {
-        self.store.customer_by_name(name).await?.ok_or_else(|| Error::not_found(format!("no customer `{name}`")))
+        self.store
+            .customer_by_name(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no customer `{name}`")))
     }
 
     /// The user named `name`.
     pub async fn user(&self, name: &str) -> Result<User> {
-        self.store.user_by_name(name).await?.ok_or_else(|| Error::not_found(format!("no user `{name}`")))
+        self.store
+            .user_by_name(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no user `{name}`")))
     }
 
     /// The gatekeeper named `name`.
     pub async fn gatekeeper(&self, name: &str) -> Result<Gatekeeper> {
-        self.store.gatekeeper_by_name(name).await?.ok_or_else(|| Error::not_found(format!("no gatekeeper `{name}`")))
+        self.store
+            .gatekeeper_by_name(name)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no gatekeeper `{name}`")))
     }
 
     pub async fn add_customer(&self, name: &str) -> Result<Customer> {
         validate_name("customer", name)?;
         let c = self.store.create_customer(name, Timestamp::now()).await?;
-        self.record("admin.customer.add", Some(&c), json!({ "customer": name })).await?;
+        self.record("admin.customer.add", Some(&c), json!({ "customer": name }))
+            .await?;
         Ok(c)
     }
 
     /// Creates a gatekeeper and its first one-time registration code.
-    pub async fn add_gatekeeper(&self, customer: &str, name: &str, ttl: Duration) -> Result<IssuedCode> {
+    pub async fn add_gatekeeper(
+        &self,
+        customer: &str,
+        name: &str,
+        ttl: Duration,
+    ) -> Result<IssuedCode> {
         validate_name("gatekeeper", name)?;
         let c = self.customer(customer).await?;
-        let gk = self.store.create_gatekeeper(&c.id, name, Timestamp::now()).await?;
-        self.record("admin.gatekeeper.add", Some(&c), json!({ "gatekeeper": name })).await?;
+        let gk = self
+            .store
+            .create_gatekeeper(&c.id, name, Timestamp::now())
+            .await?;
+        self.record(
+            "admin.gatekeeper.add",
+            Some(&c),
+            json!({ "gatekeeper": name }),
+        )
+        .await?;
         self.issue_code_for(&c, &gk, ttl).await
     }
 
     /// A new one-time code for gatekeeper `name`; the previous unused one stops working.
     pub async fn issue_code(&self, name: &str, ttl: Duration) -> Result<IssuedCode> {
         let gk = self.gatekeeper(name).await?;
-        let c = self.store.customer(&gk.customer_id).await?.ok_or_else(|| Error::internal("gatekeeper without customer"))?;
+        let c = self
+            .store
+            .customer(&gk.customer_id)
+            .await?
+            .ok_or_else(|| Error::internal("gatekeeper without customer"))?;
         self.issue_code_for(&c, &gk, ttl).await
     }
 
-    async fn issue_code_for(&self, c: &Customer, gk: &Gatekeeper, ttl: Duration) -> Result<IssuedCode> {
+    async fn issue_code_for(
+        &self,
+        c: &Customer,
+        gk: &Gatekeeper,
+        ttl: Duration,
+    ) -> Result<IssuedCode> {
         let code = crate::model::random_token(20);
         let expires_at = Timestamp::now().add(ttl);
-        self.store.put_registration_code(&gk.id, &crate::tunnel::code_hash(&code), expires_at).await?;
-        self.record("admin.gatekeeper.code", Some(c), json!({ "gatekeeper": gk.name, "expires_at": expires_at.to_rfc3339() })).await?;
-        Ok(IssuedCode { id: gk.id.0.clone(), name: gk.name.clone(), code, expires_at: expires_at.to_rfc3339() })
+        self.store
+            .put_registration_code(&gk.id, &crate::tunnel::code_hash(&code), expires_at)
+            .await?;
+        self.record(
+            "admin.gatekeeper.code",
+            Some(c),
+            json!({ "gatekeeper": gk.name, "expires_at": expires_at.to_rfc3339() }),
+        )
+        .await?;
+        Ok(IssuedCode {
+            id: gk.id.0.clone(),
+            name: gk.name.clone(),
+            code,
+            expires_at: expires_at.to_rfc3339(),
+        })
     }
 
     /// Creates a user, optionally with a password and keys, and roles.
-    pub async fn add_user(&self, name: &str, password: Option<Secret<String>>, keys_text: &[String], roles: &[String]) -> Result<User> {
+    pub async fn add_user(
+        &self,
+        name: &str,
+        password: Option<Secret<String>>,
+        keys_text: &[String],
+        roles: &[String],
+    ) -> Result<User> {
         validate_name("user", name)?;
         let known = self.store.list_roles().await?;
         for r in roles {
@@ -116,15 +175,22 @@ impl Admin {
                 return Err(Error::not_found(format!("no role `{r}`")));
             }
         }
-        let parsed: Vec<_> = keys_text.iter().map(|k| keys::parse_public(k, "user key")).collect::<Result<_>>()?;
+        let parsed: Vec<_> = keys_text
+            .iter()
+            .map(|k| keys::parse_public(k, "user key"))
+            .collect::<Result<_>>()?;
         let hash = match password {
             Some(p) if p.expose().is_empty() => return Err(Error::invalid("password is empty")),
             Some(p) => Some(crate::password::hash(p).await?),
             None => None,
         };
-        let user = self.store.create_user(name, hash.as_deref(), Timestamp::now()).await?;
+        let user = self
+            .store
+            .create_user(name, hash.as_deref(), Timestamp::now())
+            .await?;
         for (i, k) in parsed.iter().enumerate() {
-            self.enroll_key(&user, k, &format!("key {}", i + 1), None).await?;
+            self.enroll_key(&user, k, &format!("key {}", i + 1), None)
+                .await?;
         }
         for r in roles {
             self.store.assign_role(&user.id, r).await?;
@@ -133,7 +199,13 @@ impl Admin {
         Ok(user)
     }
 
-    async fn enroll_key(&self, user: &User, key: &russh::keys::PublicKey, label: &str, gk: Option<&Gatekeeper>) -> Result<UserKey> {
+    async fn enroll_key(
+        &self,
+        user: &User,
+        key: &russh::keys::PublicKey,
+        label: &str,
+        gk: Option<&Gatekeeper>,
+    ) -> Result<UserKey> {
         let k = UserKey {
             id: KeyId::generate(),
             user_id: user.id.clone(),
@@ -152,7 +224,12 @@ impl Admin {
         let user = self.user(name).await?;
         let key = keys::parse_public(key_text, "user key")?;
         let k = self.enroll_key(&user, &key, "added key", None).await?;
-        self.record("admin.user.key_add", None, json!({ "user": name, "fingerprint": k.fingerprint })).await?;
+        self.record(
+            "admin.user.key_add",
+            None,
+            json!({ "user": name, "fingerprint": k.fingerprint }),
+        )
+        .await?;
         Ok(k)
     }
 
@@ -160,35 +237,81 @@ impl Admin {
     pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<()> {
         let user = self.user(name).await?;
         self.store.set_user_disabled(&user.id, disabled).await?;
-        self.record(if disabled { "admin.user.disable" } else { "admin.user.enable" }, None, json!({ "user": name })).await
+        self.record(
+            if disabled {
+                "admin.user.disable"
+            } else {
+                "admin.user.enable"
+            },
+            None,
+            json!({ "user": name }),
+        )
+        .await
     }
 
     pub async fn add_role(&self, name: &str, permissions: &[String]) -> Result<Role> {
-        let perms = permissions.iter().map(|p| p.parse()).collect::<Result<Vec<_>>>()?;
+        let perms = permissions
+            .iter()
+            .map(|p| p.parse())
+            .collect::<Result<Vec<_>>>()?;
         if perms.is_empty() {
             return Err(Error::invalid("a role needs at least one --permission"));
         }
-        let role = Role { name: name.to_string(), permissions: perms, builtin: false };
+        let role = Role {
+            name: name.to_string(),
+            permissions: perms,
+            builtin: false,
+        };
         self.store.put_role(&role).await?;
-        self.record("admin.role.add", None, json!({ "role": name, "permissions": permissions })).await?;
+        self.record(
+            "admin.role.add",
+            None,
+            json!({ "role": name, "permissions": permissions }),
+        )
+        .await?;
         Ok(role)
     }
 
     pub async fn assign_role(&self, user: &str, role: &str) -> Result<()> {
         let u = self.user(user).await?;
-        if !self.store.list_roles().await?.iter().any(|r| r.name == role) {
+        if !self
+            .store
+            .list_roles()
+            .await?
+            .iter()
+            .any(|r| r.name == role)
+        {
             return Err(Error::not_found(format!("no role `{role}`")));
         }
         self.store.assign_role(&u.id, role).await?;
-        self.record("admin.role.assign", None, json!({ "user": user, "role": role })).await
+        self.record(
+            "admin.role.assign",
+            None,
+            json!({ "user": user, "role": role }),
+        )
+        .await
     }
 
-    pub async fn add_service(&self, customer: &str, name: &str, target: &str, kind: ServiceKind) -> Result<Service> {
+    pub async fn add_service(
+        &self,
+        customer: &str,
+        name: &str,
+        target: &str,
+        kind: ServiceKind,
+    ) -> Result<Service> {
         validate_name("service", name)?;
         let c = self.customer(customer).await?;
         let target: Target = target.parse()?;
-        let s = self.store.create_service(&c.id, name, kind, &target, Timestamp::now()).await?;
-        self.record("admin.service.add", Some(&c), json!({ "service": name, "target": target.to_string(), "kind": kind })).await?;
+        let s = self
+            .store
+            .create_service(&c.id, name, kind, &target, Timestamp::now())
+            .await?;
+        self.record(
+            "admin.service.add",
+            Some(&c),
+            json!({ "service": name, "target": target.to_string(), "kind": kind }),
+        )
+        .await?;
         Ok(s)
     }
 
@@ -208,7 +331,9 @@ impl Admin {
             .store
             .service_by_name(&c.id, service)
             .await?
-            .ok_or_else(|| Error::not_found(format!("no service `{service}` for customer `{customer}`")))?;
+            .ok_or_else(|| {
+                Error::not_found(format!("no service `{service}` for customer `{customer}`"))
+            })?;
         if let Some(end) = not_after
             && end <= not_before
         {
@@ -217,7 +342,14 @@ impl Admin {
         let g = self
             .store
             .create_grant(
-                &NewGrant { user_id: u.id, service_id: s.id, not_before, not_after, schedule, created_by: self.actor.clone() },
+                &NewGrant {
+                    user_id: u.id,
+                    service_id: s.id,
+                    not_before,
+                    not_after,
+                    schedule,
+                    created_by: self.actor.clone(),
+                },
                 Timestamp::now(),
             )
             .await?;
@@ -235,21 +367,46 @@ impl Admin {
         if !self.store.revoke_grant(&gid, Timestamp::now()).await? {
             return Err(Error::not_found(format!("no active grant `{id}`")));
         }
-        self.record("admin.grant.revoke", None, json!({ "grant": id })).await
+        self.record("admin.grant.revoke", None, json!({ "grant": id }))
+            .await
     }
 
     /// Writes a Connection Manager profile for `user` linked to gatekeeper
     /// `gatekeeper`, with a fresh key bound to that gatekeeper.
-    pub async fn export_profile(&self, user: &str, gatekeeper: &str, server: &str, server_key: &str) -> Result<Profile> {
+    pub async fn export_profile(
+        &self,
+        user: &str,
+        gatekeeper: &str,
+        server: &str,
+        server_key: &str,
+    ) -> Result<Profile> {
         let u = self.user(user).await?;
         let gk = self.gatekeeper(gatekeeper).await?;
         if !gk.is_registered() {
-            return Err(Error::invalid(format!("gatekeeper `{gatekeeper}` is not registered yet")));
+            return Err(Error::invalid(format!(
+                "gatekeeper `{gatekeeper}` is not registered yet"
+            )));
         }
-        let c = self.store.customer(&gk.customer_id).await?.ok_or_else(|| Error::internal("gatekeeper without customer"))?;
+        let c = self
+            .store
+            .customer(&gk.customer_id)
+            .await?
+            .ok_or_else(|| Error::internal("gatekeeper without customer"))?;
         let key = keys::generate()?;
-        let k = self.enroll_key(&u, key.public_key(), &format!("profile for {}", gk.name), Some(&gk)).await?;
-        self.record("admin.profile.export", Some(&c), json!({ "user": user, "gatekeeper": gk.name, "fingerprint": k.fingerprint })).await?;
+        let k = self
+            .enroll_key(
+                &u,
+                key.public_key(),
+                &format!("profile for {}", gk.name),
+                Some(&gk),
+            )
+            .await?;
+        self.record(
+            "admin.profile.export",
+            Some(&c),
+            json!({ "user": user, "gatekeeper": gk.name, "fingerprint": k.fingerprint }),
+        )
+        .await?;
         Ok(Profile {
             server: server.to_string(),
             server_key: server_key.to_string(),

@@ -37,7 +37,9 @@ mod tests {
 
     #[tokio::test]
     async fn round_trip() {
-        let h = hash(Secret::new("correct horse".into())).await.expect("hash");
+        let h = hash(Secret::new("correct horse".into()))
+            .await
+            .expect("hash");
         assert!(h.starts_with("$argon2id$"));
         assert!(verify("correct horse", &h).await);
         assert!(!verify("wrong", &h).await);

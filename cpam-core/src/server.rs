@@ -43,42 +43,70 @@ impl DataDir {
     /// Creates a new data dir; refuses an existing one that holds a config.
     pub async fn init(path: &Path, listen: &str, database: Option<&str>) -> Result<DataDir> {
         if path.join(CONFIG_FILE).exists() {
-            return Err(Error::invalid(format!("{} already holds a cpam server; refusing to overwrite it", path.display())));
+            return Err(Error::invalid(format!(
+                "{} already holds a cpam server; refusing to overwrite it",
+                path.display()
+            )));
         }
-        listen.parse::<std::net::SocketAddr>().map_err(|_| Error::invalid(format!("listen address `{listen}` must be IP:PORT")))?;
-        std::fs::create_dir_all(path).map_err(|e| Error::from(e).context(&format!("cannot create {}", path.display())))?;
+        listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| Error::invalid(format!("listen address `{listen}` must be IP:PORT")))?;
+        std::fs::create_dir_all(path)
+            .map_err(|e| Error::from(e).context(&format!("cannot create {}", path.display())))?;
         set_mode(path, 0o700)?;
         let database = match database {
             Some(url) => url.to_string(),
             None => format!("sqlite://{}", path.join("cpam.db").display()),
         };
-        let config = ServerConfig { listen: listen.to_string(), database, public_address: None };
+        let config = ServerConfig {
+            listen: listen.to_string(),
+            database,
+            public_address: None,
+        };
         let store = SqlStore::connect(&config.database).await?;
         for role in crate::model::builtin_roles() {
-            if !store.list_roles().await?.iter().any(|r| r.name == role.name) {
+            if !store
+                .list_roles()
+                .await?
+                .iter()
+                .any(|r| r.name == role.name)
+            {
                 store.put_role(&role).await?;
             }
         }
         let key = keys::generate()?;
         keys::save_private(&key, &path.join(HOST_KEY_FILE))?;
-        let text = serde_json::to_string_pretty(&config).map_err(|e| Error::internal(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(&config).map_err(|e| Error::internal(e.to_string()))?;
         keys::write_private_file(&path.join(CONFIG_FILE), text.as_bytes())?;
-        Ok(DataDir { path: path.to_path_buf(), config })
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            config,
+        })
     }
 
     /// Opens an existing data dir; errors name the file and field.
     pub fn open(path: &Path) -> Result<DataDir> {
         let file = path.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&file).map_err(|e| {
-            Error::from(e).context(&format!("cannot read {} (run `cpam-server init --data-dir {}` first)", file.display(), path.display()))
+            Error::from(e).context(&format!(
+                "cannot read {} (run `cpam-server init --data-dir {}` first)",
+                file.display(),
+                path.display()
+            ))
         })?;
-        let config: ServerConfig =
-            serde_json::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", file.display())))?;
-        config
-            .listen
-            .parse::<std::net::SocketAddr>()
-            .map_err(|_| Error::invalid(format!("{}: field `listen` must be IP:PORT", file.display())))?;
-        Ok(DataDir { path: path.to_path_buf(), config })
+        let config: ServerConfig = serde_json::from_str(&text)
+            .map_err(|e| Error::invalid(format!("{}: {e}", file.display())))?;
+        config.listen.parse::<std::net::SocketAddr>().map_err(|_| {
+            Error::invalid(format!(
+                "{}: field `listen` must be IP:PORT",
+                file.display()
+            ))
+        })?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            config,
+        })
     }
 
     /// The database.
@@ -99,8 +127,9 @@ impl DataDir {
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::from(e).context(&format!("cannot set permissions of {}", path.display())))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
+        Error::from(e).context(&format!("cannot set permissions of {}", path.display()))
+    })
 }
 
 /// A request on the control socket.
@@ -108,7 +137,11 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     /// End a live session (`terminated_by`).
-    Terminate { session: SessionId, by: String, reason: Option<String> },
+    Terminate {
+        session: SessionId,
+        by: String,
+        reason: Option<String>,
+    },
     /// Re-decide live sessions after a grant or user changed.
     Recheck,
     /// List live sessions with current byte counts.
@@ -118,7 +151,8 @@ pub enum ControlRequest {
 /// Serves the control socket for `engine` until the task is dropped.
 pub async fn serve_control(path: &Path, engine: Arc<SessionEngine>) -> Result<()> {
     let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path).map_err(|e| Error::from(e).context(&format!("cannot listen on {}", path.display())))?;
+    let listener = UnixListener::bind(path)
+        .map_err(|e| Error::from(e).context(&format!("cannot listen on {}", path.display())))?;
     set_mode(path, 0o600)?;
     loop {
         let (stream, _) = listener.accept().await?;
@@ -137,7 +171,11 @@ async fn control_connection(stream: UnixStream, engine: Arc<SessionEngine>) -> R
     while let Some(line) = lines.next_line().await? {
         let answer = match serde_json::from_str::<ControlRequest>(&line) {
             Err(e) => json!({ "error": format!("malformed request: {e}") }),
-            Ok(ControlRequest::Terminate { session, by, reason }) => {
+            Ok(ControlRequest::Terminate {
+                session,
+                by,
+                reason,
+            }) => {
                 json!({ "ok": engine.terminate(&session, &by, reason.as_deref()) })
             }
             Ok(ControlRequest::Recheck) => match engine.recheck().await {
@@ -154,7 +192,10 @@ async fn control_connection(stream: UnixStream, engine: Arc<SessionEngine>) -> R
 /// Sends one request to the running server behind `path`.
 pub async fn control(path: &Path, request: &ControlRequest) -> Result<serde_json::Value> {
     let stream = UnixStream::connect(path).await.map_err(|e| {
-        Error::new(ErrorKind::TunnelUnavailable, format!("the server is not running ({}: {e})", path.display()))
+        Error::new(
+            ErrorKind::TunnelUnavailable,
+            format!("the server is not running ({}: {e})", path.display()),
+        )
     })?;
     let (r, mut w) = stream.into_split();
     let line = serde_json::to_string(request).map_err(|e| Error::internal(e.to_string()))?;
@@ -164,10 +205,16 @@ pub async fn control(path: &Path, request: &ControlRequest) -> Result<serde_json
         .next_line()
         .await?
         .ok_or_else(|| Error::new(ErrorKind::Protocol, "the server closed the control socket"))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&answer).map_err(|e| Error::new(ErrorKind::Protocol, format!("malformed control answer: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("malformed control answer: {e}"),
+        )
+    })?;
     if let Some(err) = v.get("error") {
-        return Err(Error::internal(err.as_str().unwrap_or("control request failed").to_string()));
+        return Err(Error::internal(
+            err.as_str().unwrap_or("control request failed").to_string(),
+        ));
     }
     Ok(v)
 }

@@ -71,7 +71,12 @@ pub struct LiveInfo {
 impl SessionEngine {
     /// An engine writing to `store` and `audit`.
     pub fn new(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> Arc<Self> {
-        Arc::new(Self { store, audit, live: Mutex::new(HashMap::new()), tasks: TaskTracker::new() })
+        Arc::new(Self {
+            store,
+            audit,
+            live: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+        })
     }
 
     /// The store the engine writes sessions to.
@@ -104,7 +109,12 @@ impl SessionEngine {
     ) -> Result<LiveSession> {
         let now = Timestamp::now();
         let grants = self.store.grants_for(&user.id, &service.id).await?;
-        let req = AccessRequest { user, service, gatekeeper, credential_gatekeeper };
+        let req = AccessRequest {
+            user,
+            service,
+            gatekeeper,
+            credential_gatekeeper,
+        };
         let (grant_id, until) = match policy::decide(&req, &grants, now) {
             Decision::Allow { grant_id, until } => (grant_id, until),
             Decision::Deny { reason } => {
@@ -127,7 +137,17 @@ impl SessionEngine {
                 return Err(reason.into_error());
             }
         };
-        self.start(user, credential_gatekeeper, gatekeeper, service, grant_id, until, originator, now).await
+        self.start(
+            user,
+            credential_gatekeeper,
+            gatekeeper,
+            service,
+            grant_id,
+            until,
+            originator,
+            now,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -195,7 +215,13 @@ impl SessionEngine {
         if let Some(until) = until {
             self.arm_expiry(session.id.clone(), until, cancel.clone(), end.clone());
         }
-        Ok(LiveSession { session, cancel, counters, end, engine: self.clone() })
+        Ok(LiveSession {
+            session,
+            cancel,
+            counters,
+            end,
+            engine: self.clone(),
+        })
     }
 
     fn arm_expiry(&self, id: SessionId, until: Timestamp, cancel: CancellationToken, end: EndSlot) {
@@ -224,10 +250,18 @@ impl SessionEngine {
     }
 
     /// Ends every live session through `gatekeeper` with `reason`.
-    pub fn end_gatekeeper_sessions(&self, gatekeeper: &GatekeeperId, reason: EndReason, detail: &str) -> usize {
+    pub fn end_gatekeeper_sessions(
+        &self,
+        gatekeeper: &GatekeeperId,
+        reason: EndReason,
+        detail: &str,
+    ) -> usize {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        for e in live.values().filter(|e| &e.session.gatekeeper_id == gatekeeper) {
+        for e in live
+            .values()
+            .filter(|e| &e.session.gatekeeper_id == gatekeeper)
+        {
             end_with(&e.end, &e.cancel, reason, Some(detail.to_string()));
             n += 1;
         }
@@ -248,7 +282,16 @@ impl SessionEngine {
         let entries: Vec<_> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.values()
-                .map(|e| (e.user.clone(), e.service.clone(), e.gatekeeper.clone(), e.credential_gatekeeper.clone(), e.end.clone(), e.cancel.clone()))
+                .map(|e| {
+                    (
+                        e.user.clone(),
+                        e.service.clone(),
+                        e.gatekeeper.clone(),
+                        e.credential_gatekeeper.clone(),
+                        e.end.clone(),
+                        e.cancel.clone(),
+                    )
+                })
                 .collect()
         };
         let now = Timestamp::now();
@@ -256,13 +299,23 @@ impl SessionEngine {
         for (user, service, gatekeeper, cred, end, cancel) in entries {
             let user = self.store.user(&user.id).await?.unwrap_or(user);
             let grants = self.store.grants_for(&user.id, &service.id).await?;
-            let req = AccessRequest { user: &user, service: &service, gatekeeper: &gatekeeper, credential_gatekeeper: cred.as_ref() };
+            let req = AccessRequest {
+                user: &user,
+                service: &service,
+                gatekeeper: &gatekeeper,
+                credential_gatekeeper: cred.as_ref(),
+            };
             if let Decision::Deny { reason } = policy::decide(&req, &grants, now) {
                 let end_reason = match reason.kind() {
                     crate::ErrorKind::AccessExpired => EndReason::Expired,
                     _ => EndReason::Revoked,
                 };
-                end_with(&end, &cancel, end_reason, Some(reason.message().to_string()));
+                end_with(
+                    &end,
+                    &cancel,
+                    end_reason,
+                    Some(reason.message().to_string()),
+                );
                 ended += 1;
             }
         }
@@ -315,8 +368,17 @@ impl LiveSession {
         self.cancel.cancel();
         let (up, down) = self.counters.snapshot();
         let now = Timestamp::now();
-        self.engine.live.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.session.id);
-        if let Err(error) = self.engine.store.finish_session(&self.session.id, now, up, down, reason, detail.as_deref()).await {
+        self.engine
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.session.id);
+        if let Err(error) = self
+            .engine
+            .store
+            .finish_session(&self.session.id, now, up, down, reason, detail.as_deref())
+            .await
+        {
             tracing::error!(%error, session = %self.session.id, "cannot record the end of a session");
         }
         self.engine

@@ -9,7 +9,11 @@ use cpam_core::tunnel::profile::Profile;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "cpam-connect", version, about = "cpam Connection Manager: reach a customer's services through its gatekeeper")]
+#[command(
+    name = "cpam-connect",
+    version,
+    about = "cpam Connection Manager: reach a customer's services through its gatekeeper"
+)]
 struct Cli {
     /// The profile downloaded for one gatekeeper.
     #[arg(long, global = true)]
@@ -38,7 +42,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -56,28 +61,42 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let path = cli.profile.ok_or_else(|| anyhow::anyhow!("--profile FILE is required"))?;
+    let path = cli
+        .profile
+        .ok_or_else(|| anyhow::anyhow!("--profile FILE is required"))?;
     let profile = Profile::load(&path)?;
     let client = ConnectClient::new(profile)?;
     match cli.command {
         Command::Services { json } => {
             let s = client.services().await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::to_value(&s)?)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::to_value(&s)?)?
+                );
             } else {
-                println!("gatekeeper {} ({})", s.gatekeeper, if s.online { "online" } else { "offline" });
+                println!(
+                    "gatekeeper {} ({})",
+                    s.gatekeeper,
+                    if s.online { "online" } else { "offline" }
+                );
                 if s.services.is_empty() {
                     println!("no services are granted to you right now");
                 }
                 for x in &s.services {
-                    let until = x.until.as_deref().map(|u| format!(" until {u}")).unwrap_or_default();
+                    let until = x
+                        .until
+                        .as_deref()
+                        .map(|u| format!(" until {u}"))
+                        .unwrap_or_default();
                     println!("  {:<24} {:<16} {}{until}", x.name, x.kind, x.target);
                 }
             }
         }
         Command::Forward { service, listen } => {
-            let addr: std::net::SocketAddr =
-                listen.parse().map_err(|_| anyhow::anyhow!("--listen `{listen}` must be ADDR:PORT"))?;
+            let addr: std::net::SocketAddr = listen
+                .parse()
+                .map_err(|_| anyhow::anyhow!("--listen `{listen}` must be ADDR:PORT"))?;
             let listener = cpam_core::tunnel::bind_listener(addr)?;
             let stop = CancellationToken::new();
             {
@@ -88,7 +107,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             }
             client.connect_with_retry(&stop).await?;
-            println!("cpam-connect forwarding {service} on {}", listener.local_addr()?);
+            println!(
+                "cpam-connect forwarding {service} on {}",
+                listener.local_addr()?
+            );
             client.forward(service, listener, stop).await?;
         }
     }
@@ -96,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {

@@ -9,7 +9,11 @@ use cpam_core::tunnel::gatekeeper::{self, Agent, GatekeeperState};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser, Debug)]
-#[command(name = "cpam-gatekeeper", version, about = "cpam gatekeeper: dials out to the server and opens only what the customer allows")]
+#[command(
+    name = "cpam-gatekeeper",
+    version,
+    about = "cpam gatekeeper: dials out to the server and opens only what the customer allows"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -61,7 +65,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -80,9 +85,19 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Register { server, code, state_dir, server_fingerprint } => {
-            let state = gatekeeper::register(&server, &code, &state_dir, server_fingerprint.as_deref()).await?;
-            println!("registered as gatekeeper {} ({})", state.name, state.gatekeeper_id);
+        Command::Register {
+            server,
+            code,
+            state_dir,
+            server_fingerprint,
+        } => {
+            let state =
+                gatekeeper::register(&server, &code, &state_dir, server_fingerprint.as_deref())
+                    .await?;
+            println!(
+                "registered as gatekeeper {} ({})",
+                state.name, state.gatekeeper_id
+            );
             println!("server key pinned: {}", state.server_key);
         }
         Command::Run { state_dir, allow } => {
@@ -114,7 +129,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             } else {
                 println!("gatekeeper {} ({})", state.name, state.gatekeeper_id);
                 println!("server {}", state.server);
-                println!("customer switch: {}", if disabled { "disabled" } else { "enabled" });
+                println!(
+                    "customer switch: {}",
+                    if disabled { "disabled" } else { "enabled" }
+                );
             }
         }
     }
@@ -122,7 +140,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
             tokio::select! {

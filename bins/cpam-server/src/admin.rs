@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context as _};
+use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
 use cpam_core::admin::Admin;
 use cpam_core::audit::{self, StoreAuditSink};
 use cpam_core::model::{Schedule, ServiceKind, SessionId, Timestamp};
 use cpam_core::policy;
-use cpam_core::server::{control, ControlRequest, DataDir};
+use cpam_core::server::{ControlRequest, DataDir, control};
 use cpam_core::store::{AuditFilter, SessionFilter, Store};
 use cpam_core::tunnel::keys;
 use serde_json::json;
@@ -58,8 +58,15 @@ pub enum AdminCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum CustomerCmd {
-    Add { name: String, #[command(flatten)] c: Common },
-    List { #[command(flatten)] c: Common },
+    Add {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -104,17 +111,33 @@ pub enum UserCmd {
         #[command(flatten)]
         c: Common,
     },
-    List { #[command(flatten)] c: Common },
+    List {
+        #[command(flatten)]
+        c: Common,
+    },
     /// Keys.
     #[command(subcommand)]
     Key(UserKeyCmd),
-    Disable { name: String, #[command(flatten)] c: Common },
-    Enable { name: String, #[command(flatten)] c: Common },
+    Disable {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    Enable {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum UserKeyCmd {
-    Add { name: String, file: PathBuf, #[command(flatten)] c: Common },
+    Add {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -126,8 +149,16 @@ pub enum RoleCmd {
         #[command(flatten)]
         c: Common,
     },
-    List { #[command(flatten)] c: Common },
-    Assign { user: String, role: String, #[command(flatten)] c: Common },
+    List {
+        #[command(flatten)]
+        c: Common,
+    },
+    Assign {
+        user: String,
+        role: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -184,7 +215,11 @@ pub enum GrantCmd {
         #[command(flatten)]
         c: Common,
     },
-    Revoke { id: String, #[command(flatten)] c: Common },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -216,7 +251,10 @@ pub enum AuditCmd {
         #[command(flatten)]
         c: Common,
     },
-    Verify { #[command(flatten)] c: Common },
+    Verify {
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,13 +284,25 @@ struct Ctx {
 async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
     let data = DataDir::open(&c.data_dir)?;
     let store = data.store().await?;
-    let admin = Admin::new(store.clone(), Arc::new(StoreAuditSink::new(store.clone())), "admin-cli");
-    Ok(Ctx { data, admin, store, json: c.json })
+    let admin = Admin::new(
+        store.clone(),
+        Arc::new(StoreAuditSink::new(store.clone())),
+        "admin-cli",
+    );
+    Ok(Ctx {
+        data,
+        admin,
+        store,
+        json: c.json,
+    })
 }
 
 fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -> ExitCode {
     if json {
-        println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
     } else {
         let text = human();
         if !text.is_empty() {
@@ -269,12 +319,25 @@ async fn recheck(data: &DataDir) {
     }
 }
 
-fn table<T>(rows: &[T], cols: &[(&str, &dyn Fn(&T) -> String)]) -> String {
+/// One column of a printed table: its heading and how to render a row.
+type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
+
+fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
     let mut out: Vec<Vec<String>> = vec![cols.iter().map(|c| c.0.to_string()).collect()];
     out.extend(rows.iter().map(|r| cols.iter().map(|c| (c.1)(r)).collect()));
-    let widths: Vec<usize> = (0..cols.len()).map(|i| out.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..cols.len())
+        .map(|i| out.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
     out.iter()
-        .map(|r| r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string())
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -288,14 +351,30 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Customer(CustomerCmd::Add { name, c }) => {
             let x = ctx(&c).await?;
             let cu = x.admin.add_customer(&name).await?;
-            Ok(print(x.json, json!(cu), || format!("customer {} added ({})", cu.name, cu.id)))
+            Ok(print(x.json, json!(cu), || {
+                format!("customer {} added ({})", cu.name, cu.id)
+            }))
         }
         AdminCommand::Customer(CustomerCmd::List { c }) => {
             let x = ctx(&c).await?;
             let list = x.store.list_customers().await?;
-            Ok(print(x.json, json!(list), || table(&list, &[("NAME", &|c| c.name.clone()), ("ID", &|c| c.id.to_string()), ("CREATED", &|c| c.created_at.to_rfc3339())])))
+            Ok(print(x.json, json!(list), || {
+                table(
+                    &list,
+                    &[
+                        ("NAME", &|c| c.name.clone()),
+                        ("ID", &|c| c.id.to_string()),
+                        ("CREATED", &|c| c.created_at.to_rfc3339()),
+                    ],
+                )
+            }))
         }
-        AdminCommand::Gatekeeper(GatekeeperCmd::Add { name, customer, code_ttl, c }) => {
+        AdminCommand::Gatekeeper(GatekeeperCmd::Add {
+            name,
+            customer,
+            code_ttl,
+            c,
+        }) => {
             let x = ctx(&c).await?;
             let ttl = policy::parse_duration(&code_ttl)?;
             let code = x.admin.add_gatekeeper(&customer, &name, ttl).await?;
@@ -305,14 +384,31 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             Ok(print(x.json, v, || {
                 format!(
                     "gatekeeper {} added ({})\none-time registration code: {}\nvalid until {}\nserver key: {fp}\non the customer's machine:\n  cpam-gatekeeper register --server {} --code {} --server-fingerprint {fp} --state-dir /var/lib/cpam-gatekeeper",
-                    code.name, code.id, code.code, code.expires_at, x.data.config.public_address.clone().unwrap_or(x.data.config.listen.clone()), code.code
+                    code.name,
+                    code.id,
+                    code.code,
+                    code.expires_at,
+                    x.data
+                        .config
+                        .public_address
+                        .clone()
+                        .unwrap_or(x.data.config.listen.clone()),
+                    code.code
                 )
             }))
         }
         AdminCommand::Gatekeeper(GatekeeperCmd::Code { name, code_ttl, c }) => {
             let x = ctx(&c).await?;
-            let code = x.admin.issue_code(&name, policy::parse_duration(&code_ttl)?).await?;
-            Ok(print(x.json, json!(code), || format!("one-time registration code for {}: {}\nvalid until {}", code.name, code.code, code.expires_at)))
+            let code = x
+                .admin
+                .issue_code(&name, policy::parse_duration(&code_ttl)?)
+                .await?;
+            Ok(print(x.json, json!(code), || {
+                format!(
+                    "one-time registration code for {}: {}\nvalid until {}",
+                    code.name, code.code, code.expires_at
+                )
+            }))
         }
         AdminCommand::Gatekeeper(GatekeeperCmd::List { customer, c }) => {
             let x = ctx(&c).await?;
@@ -321,15 +417,39 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 None => None,
             };
             let list = x.store.list_gatekeepers(cid.as_ref()).await?;
-            let v: Vec<_> = list.iter().map(|g| { let mut v = json!(g); v["registered"] = json!(g.is_registered()); v }).collect();
+            let v: Vec<_> = list
+                .iter()
+                .map(|g| {
+                    let mut v = json!(g);
+                    v["registered"] = json!(g.is_registered());
+                    v
+                })
+                .collect();
             Ok(print(x.json, json!(v), || {
-                table(&list, &[
-                    ("NAME", &|g| g.name.clone()),
-                    ("STATUS", &|g| if !g.is_registered() { "unregistered".into() } else if g.online { "online".into() } else { "offline".into() }),
-                    ("CUSTOMER SWITCH", &|g| if g.customer_disabled { "disabled".into() } else { "enabled".into() }),
-                    ("LAST CONTACT", &|g| ts(g.last_contact)),
-                    ("ID", &|g| g.id.to_string()),
-                ])
+                table(
+                    &list,
+                    &[
+                        ("NAME", &|g| g.name.clone()),
+                        ("STATUS", &|g| {
+                            if !g.is_registered() {
+                                "unregistered".into()
+                            } else if g.online {
+                                "online".into()
+                            } else {
+                                "offline".into()
+                            }
+                        }),
+                        ("CUSTOMER SWITCH", &|g| {
+                            if g.customer_disabled {
+                                "disabled".into()
+                            } else {
+                                "enabled".into()
+                            }
+                        }),
+                        ("LAST CONTACT", &|g| ts(g.last_contact)),
+                        ("ID", &|g| g.id.to_string()),
+                    ],
+                )
             }))
         }
         AdminCommand::User(cmd) => user(cmd).await,
@@ -338,42 +458,77 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Grant(cmd) => grant(cmd).await,
         AdminCommand::Sessions(cmd) => sessions(cmd).await,
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
-        AdminCommand::Profile(ProfileCmd::Export { user, gatekeeper, out, server_address, c }) => {
+        AdminCommand::Profile(ProfileCmd::Export {
+            user,
+            gatekeeper,
+            out,
+            server_address,
+            c,
+        }) => {
             let x = ctx(&c).await?;
             let key = keys::public_openssh(x.data.host_key()?.public_key());
             let server = server_address
                 .or(x.data.config.public_address.clone())
                 .unwrap_or_else(|| x.data.config.listen.clone());
             if server.starts_with("0.0.0.0:") || server.starts_with("[::]:") {
-                bail!("the server listens on {server}; give the address vendors reach it at with --server-address HOST:PORT");
+                bail!(
+                    "the server listens on {server}; give the address vendors reach it at with --server-address HOST:PORT"
+                );
             }
-            let profile = x.admin.export_profile(&user, &gatekeeper, &server, &key).await?;
+            let profile = x
+                .admin
+                .export_profile(&user, &gatekeeper, &server, &key)
+                .await?;
             profile.save(&out)?;
-            Ok(print(x.json, json!({ "out": out, "user": user, "gatekeeper": gatekeeper, "server": server }), || {
-                format!("profile for {user} linked to gatekeeper {gatekeeper} written to {}", out.display())
-            }))
+            Ok(print(
+                x.json,
+                json!({ "out": out, "user": user, "gatekeeper": gatekeeper, "server": server }),
+                || {
+                    format!(
+                        "profile for {user} linked to gatekeeper {gatekeeper} written to {}",
+                        out.display()
+                    )
+                },
+            ))
         }
     }
 }
 
 fn read_key(path: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path).with_context(|| format!("cannot read key file {}", path.display()))
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read key file {}", path.display()))
 }
 
 async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        UserCmd::Add { name, password_stdin, key, role, c } => {
+        UserCmd::Add {
+            name,
+            password_stdin,
+            key,
+            role,
+            c,
+        } => {
             let x = ctx(&c).await?;
             let password = if password_stdin {
                 let mut line = String::new();
-                std::io::stdin().lock().read_line(&mut line).context("cannot read the password from standard input")?;
-                Some(cpam_core::Secret::new(line.trim_end_matches(['\n', '\r']).to_string()))
+                std::io::stdin()
+                    .lock()
+                    .read_line(&mut line)
+                    .context("cannot read the password from standard input")?;
+                Some(cpam_core::Secret::new(
+                    line.trim_end_matches(['\n', '\r']).to_string(),
+                ))
             } else {
                 None
             };
-            let keys_text = key.iter().map(|p| read_key(p)).collect::<anyhow::Result<Vec<_>>>()?;
+            let keys_text = key
+                .iter()
+                .map(|p| read_key(p))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let u = x.admin.add_user(&name, password, &keys_text, &role).await?;
-            Ok(print(x.json, json!(u), || format!("user {} added ({})", u.name, u.id)))
+            Ok(print(x.json, json!(u), || {
+                format!("user {} added ({})", u.name, u.id)
+            }))
         }
         UserCmd::List { c } => {
             let x = ctx(&c).await?;
@@ -382,38 +537,68 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
             for u in &list {
                 rows.push((u.clone(), x.store.user_roles(&u.id).await?));
             }
-            let v: Vec<_> = rows.iter().map(|(u, r)| { let mut v = json!(u); v["roles"] = json!(r); v }).collect();
+            let v: Vec<_> = rows
+                .iter()
+                .map(|(u, r)| {
+                    let mut v = json!(u);
+                    v["roles"] = json!(r);
+                    v
+                })
+                .collect();
             Ok(print(x.json, json!(v), || {
-                table(&rows, &[
-                    ("NAME", &|(u, _)| u.name.clone()),
-                    ("ROLES", &|(_, r)| r.join(", ")),
-                    ("STATE", &|(u, _)| if u.disabled { "disabled".into() } else { "enabled".into() }),
-                    ("ID", &|(u, _)| u.id.to_string()),
-                ])
+                table(
+                    &rows,
+                    &[
+                        ("NAME", &|(u, _)| u.name.clone()),
+                        ("ROLES", &|(_, r)| r.join(", ")),
+                        ("STATE", &|(u, _)| {
+                            if u.disabled {
+                                "disabled".into()
+                            } else {
+                                "enabled".into()
+                            }
+                        }),
+                        ("ID", &|(u, _)| u.id.to_string()),
+                    ],
+                )
             }))
         }
         UserCmd::Key(UserKeyCmd::Add { name, file, c }) => {
             let x = ctx(&c).await?;
             let k = x.admin.add_user_key(&name, &read_key(&file)?).await?;
-            Ok(print(x.json, json!(k), || format!("key {} added to {name}", k.fingerprint)))
+            Ok(print(x.json, json!(k), || {
+                format!("key {} added to {name}", k.fingerprint)
+            }))
         }
         UserCmd::Disable { name, c } => {
             let x = ctx(&c).await?;
             x.admin.set_user_disabled(&name, true).await?;
             recheck(&x.data).await;
-            Ok(print(x.json, json!({ "user": name, "disabled": true }), || format!("user {name} disabled")))
+            Ok(print(
+                x.json,
+                json!({ "user": name, "disabled": true }),
+                || format!("user {name} disabled"),
+            ))
         }
         UserCmd::Enable { name, c } => {
             let x = ctx(&c).await?;
             x.admin.set_user_disabled(&name, false).await?;
-            Ok(print(x.json, json!({ "user": name, "disabled": false }), || format!("user {name} enabled")))
+            Ok(print(
+                x.json,
+                json!({ "user": name, "disabled": false }),
+                || format!("user {name} enabled"),
+            ))
         }
     }
 }
 
 async fn role(cmd: RoleCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        RoleCmd::Add { name, permission, c } => {
+        RoleCmd::Add {
+            name,
+            permission,
+            c,
+        } => {
             let x = ctx(&c).await?;
             let r = x.admin.add_role(&name, &permission).await?;
             Ok(print(x.json, json!(r), || format!("role {} added", r.name)))
@@ -422,28 +607,49 @@ async fn role(cmd: RoleCmd) -> anyhow::Result<ExitCode> {
             let x = ctx(&c).await?;
             let list = x.store.list_roles().await?;
             Ok(print(x.json, json!(list), || {
-                table(&list, &[
-                    ("ROLE", &|r| r.name.clone()),
-                    ("BUILT-IN", &|r| if r.builtin { "yes".into() } else { "no".into() }),
-                    ("PERMISSIONS", &|r| r.permissions.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(",")),
-                ])
+                table(
+                    &list,
+                    &[
+                        ("ROLE", &|r| r.name.clone()),
+                        ("BUILT-IN", &|r| {
+                            if r.builtin { "yes".into() } else { "no".into() }
+                        }),
+                        ("PERMISSIONS", &|r| {
+                            r.permissions
+                                .iter()
+                                .map(|p| p.as_str())
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        }),
+                    ],
+                )
             }))
         }
         RoleCmd::Assign { user, role, c } => {
             let x = ctx(&c).await?;
             x.admin.assign_role(&user, &role).await?;
-            Ok(print(x.json, json!({ "user": user, "role": role }), || format!("{user} now has role {role}")))
+            Ok(print(x.json, json!({ "user": user, "role": role }), || {
+                format!("{user} now has role {role}")
+            }))
         }
     }
 }
 
 async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        ServiceCmd::Add { name, customer, target, kind, c } => {
+        ServiceCmd::Add {
+            name,
+            customer,
+            target,
+            kind,
+            c,
+        } => {
             let x = ctx(&c).await?;
             let kind: ServiceKind = kind.parse()?;
             let s = x.admin.add_service(&customer, &name, &target, kind).await?;
-            Ok(print(x.json, json!(s), || format!("service {} -> {} added for {customer}", s.name, s.target)))
+            Ok(print(x.json, json!(s), || {
+                format!("service {} -> {} added for {customer}", s.name, s.target)
+            }))
         }
         ServiceCmd::List { customer, c } => {
             let x = ctx(&c).await?;
@@ -453,7 +659,15 @@ async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
             };
             let list = x.store.list_services(cid.as_ref()).await?;
             Ok(print(x.json, json!(list), || {
-                table(&list, &[("NAME", &|s| s.name.clone()), ("KIND", &|s| s.kind.as_str().into()), ("TARGET", &|s| s.target.to_string()), ("ID", &|s| s.id.to_string())])
+                table(
+                    &list,
+                    &[
+                        ("NAME", &|s| s.name.clone()),
+                        ("KIND", &|s| s.kind.as_str().into()),
+                        ("TARGET", &|s| s.target.to_string()),
+                        ("ID", &|s| s.id.to_string()),
+                    ],
+                )
             }))
         }
     }
@@ -461,7 +675,17 @@ async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
 
 async fn grant(cmd: GrantCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        GrantCmd::Add { user, customer, service, from, until, for_, days, hours, c } => {
+        GrantCmd::Add {
+            user,
+            customer,
+            service,
+            from,
+            until,
+            for_,
+            days,
+            hours,
+            c,
+        } => {
             let x = ctx(&c).await?;
             let start = match from {
                 Some(f) => Timestamp::parse_rfc3339(&f)?,
@@ -475,11 +699,18 @@ async fn grant(cmd: GrantCmd) -> anyhow::Result<ExitCode> {
             let schedule = match (days, hours) {
                 (Some(d), Some(h)) => {
                     let (start_minute, end_minute) = policy::parse_hours(&h)?;
-                    Some(Schedule { days: policy::parse_days(&d)?, start_minute, end_minute })
+                    Some(Schedule {
+                        days: policy::parse_days(&d)?,
+                        start_minute,
+                        end_minute,
+                    })
                 }
                 _ => None,
             };
-            let g = x.admin.add_grant(&user, &customer, &service, start, end, schedule).await?;
+            let g = x
+                .admin
+                .add_grant(&user, &customer, &service, start, end, schedule)
+                .await?;
             Ok(print(x.json, json!(g), || format!("{}", g.id)))
         }
         GrantCmd::List { user, c } => {
@@ -490,21 +721,26 @@ async fn grant(cmd: GrantCmd) -> anyhow::Result<ExitCode> {
             };
             let list = x.store.list_grants(uid.as_ref()).await?;
             Ok(print(x.json, json!(list), || {
-                table(&list, &[
-                    ("ID", &|g| g.id.to_string()),
-                    ("USER", &|g| g.user_id.to_string()),
-                    ("SERVICE", &|g| g.service_id.to_string()),
-                    ("FROM", &|g| g.not_before.to_rfc3339()),
-                    ("UNTIL", &|g| ts(g.not_after)),
-                    ("REVOKED", &|g| ts(g.revoked_at)),
-                ])
+                table(
+                    &list,
+                    &[
+                        ("ID", &|g| g.id.to_string()),
+                        ("USER", &|g| g.user_id.to_string()),
+                        ("SERVICE", &|g| g.service_id.to_string()),
+                        ("FROM", &|g| g.not_before.to_rfc3339()),
+                        ("UNTIL", &|g| ts(g.not_after)),
+                        ("REVOKED", &|g| ts(g.revoked_at)),
+                    ],
+                )
             }))
         }
         GrantCmd::Revoke { id, c } => {
             let x = ctx(&c).await?;
             x.admin.revoke_grant(&id).await?;
             recheck(&x.data).await;
-            Ok(print(x.json, json!({ "revoked": id }), || format!("grant {id} revoked")))
+            Ok(print(x.json, json!({ "revoked": id }), || {
+                format!("grant {id} revoked")
+            }))
         }
     }
 }
@@ -513,33 +749,64 @@ async fn sessions(cmd: SessionsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         SessionsCmd::List { live, limit, c } => {
             let x = ctx(&c).await?;
-            let list = x.store.list_sessions(&SessionFilter { live_only: live, limit, ..Default::default() }).await?;
+            let list = x
+                .store
+                .list_sessions(&SessionFilter {
+                    live_only: live,
+                    limit,
+                    ..Default::default()
+                })
+                .await?;
             Ok(print(x.json, json!(list), || {
-                table(&list, &[
-                    ("ID", &|s| s.id.to_string()),
-                    ("USER", &|s| s.user_name.clone()),
-                    ("SERVICE", &|s| s.service_name.clone()),
-                    ("TARGET", &|s| s.target.to_string()),
-                    ("STARTED", &|s| s.started_at.to_rfc3339()),
-                    ("ENDED", &|s| ts(s.ended_at)),
-                    ("UP", &|s| s.bytes_up.to_string()),
-                    ("DOWN", &|s| s.bytes_down.to_string()),
-                    ("END", &|s| s.end_reason.map(|r| r.as_str().to_string()).unwrap_or_else(|| "live".into())),
-                ])
+                table(
+                    &list,
+                    &[
+                        ("ID", &|s| s.id.to_string()),
+                        ("USER", &|s| s.user_name.clone()),
+                        ("SERVICE", &|s| s.service_name.clone()),
+                        ("TARGET", &|s| s.target.to_string()),
+                        ("STARTED", &|s| s.started_at.to_rfc3339()),
+                        ("ENDED", &|s| ts(s.ended_at)),
+                        ("UP", &|s| s.bytes_up.to_string()),
+                        ("DOWN", &|s| s.bytes_down.to_string()),
+                        ("END", &|s| {
+                            s.end_reason
+                                .map(|r| r.as_str().to_string())
+                                .unwrap_or_else(|| "live".into())
+                        }),
+                    ],
+                )
             }))
         }
         SessionsCmd::Terminate { id, reason, c } => {
             let x = ctx(&c).await?;
             let sid = SessionId(id.clone());
-            let s = x.store.session(&sid).await?.with_context(|| format!("no session `{id}`"))?;
+            let s = x
+                .store
+                .session(&sid)
+                .await?
+                .with_context(|| format!("no session `{id}`"))?;
             if s.ended_at.is_some() {
-                bail!("session {id} already ended ({})", s.end_reason.map(|r| r.as_str()).unwrap_or("unknown"));
+                bail!(
+                    "session {id} already ended ({})",
+                    s.end_reason.map(|r| r.as_str()).unwrap_or("unknown")
+                );
             }
-            let answer = control(&x.data.control_socket(), &ControlRequest::Terminate { session: sid, by: "admin-cli".into(), reason }).await?;
+            let answer = control(
+                &x.data.control_socket(),
+                &ControlRequest::Terminate {
+                    session: sid,
+                    by: "admin-cli".into(),
+                    reason,
+                },
+            )
+            .await?;
             if answer["ok"] != json!(true) {
                 bail!("session {id} is not live on this server");
             }
-            Ok(print(x.json, json!({ "terminated": id }), || format!("session {id} terminated")))
+            Ok(print(x.json, json!({ "terminated": id }), || {
+                format!("session {id} terminated")
+            }))
         }
     }
 }
@@ -549,16 +816,26 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
         AuditCmd::List { category, limit, c } => {
             let x = ctx(&c).await?;
             let category = category.map(|c| c.parse()).transpose()?;
-            let list = x.store.audit_records(&AuditFilter { category, limit, ..Default::default() }).await?;
+            let list = x
+                .store
+                .audit_records(&AuditFilter {
+                    category,
+                    limit,
+                    ..Default::default()
+                })
+                .await?;
             Ok(print(x.json, json!(list), || {
-                table(&list, &[
-                    ("SEQ", &|r| r.seq.to_string()),
-                    ("AT", &|r| r.event.at.to_rfc3339()),
-                    ("CATEGORY", &|r| r.event.category.as_str().into()),
-                    ("ACTION", &|r| r.event.action.clone()),
-                    ("ACTOR", &|r| r.event.actor.clone()),
-                    ("DETAIL", &|r| r.event.detail.to_string()),
-                ])
+                table(
+                    &list,
+                    &[
+                        ("SEQ", &|r| r.seq.to_string()),
+                        ("AT", &|r| r.event.at.to_rfc3339()),
+                        ("CATEGORY", &|r| r.event.category.as_str().into()),
+                        ("ACTION", &|r| r.event.action.clone()),
+                        ("ACTOR", &|r| r.event.actor.clone()),
+                        ("DETAIL", &|r| r.event.detail.to_string()),
+                    ],
+                )
             }))
         }
         AuditCmd::Verify { c } => {
@@ -567,9 +844,16 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             let intact = v.is_intact();
             print(x.json, json!(v), || match &v.first_broken {
                 None => format!("audit chain intact: {} records", v.checked),
-                Some(b) => format!("audit chain BROKEN at record {} (found {}): {}", b.expected_seq, b.found_seq, b.problem),
+                Some(b) => format!(
+                    "audit chain BROKEN at record {} (found {}): {}",
+                    b.expected_seq, b.found_seq, b.problem
+                ),
             });
-            Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if intact {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cpam-server", version, about = "cpam reference server: gatekeeper hub, sessions, audit")]
+#[command(
+    name = "cpam-server",
+    version,
+    about = "cpam reference server: gatekeeper hub, sessions, audit"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -50,7 +54,8 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -63,7 +68,11 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Init { data_dir, listen, database } => run::init(&data_dir, &listen, database.as_deref()).await,
+            Command::Init {
+                data_dir,
+                listen,
+                database,
+            } => run::init(&data_dir, &listen, database.as_deref()).await,
             Command::Run { data_dir, listen } => run::run(&data_dir, listen.as_deref()).await,
             Command::Demo { listen } => demo::demo(&listen).await,
             Command::Admin(cmd) => admin::dispatch(cmd).await,

@@ -17,7 +17,10 @@ pub async fn init(dir: &Path, listen: &str, database: Option<&str>) -> anyhow::R
     let data = DataDir::init(dir, listen, database).await?;
     let key = data.host_key()?;
     println!("initialized {}", dir.display());
-    println!("server key fingerprint: {}", keys::fingerprint(key.public_key()));
+    println!(
+        "server key fingerprint: {}",
+        keys::fingerprint(key.public_key())
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -31,13 +34,20 @@ pub struct Running {
 /// Opens the data dir, starts the hub and the control socket.
 pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Running> {
     let store = data.store().await?;
-    let closed = store.close_orphan_sessions(Timestamp::now(), "server stopped while the session was live").await?;
+    let closed = store
+        .close_orphan_sessions(
+            Timestamp::now(),
+            "server stopped while the session was live",
+        )
+        .await?;
     let audit = Arc::new(StoreAuditSink::new(store.clone()));
     let engine = SessionEngine::new(store.clone(), audit);
     let key = data.host_key()?;
     let hub = Hub::new(engine.clone(), key);
     let listen = listen.unwrap_or(&data.config.listen);
-    let addr: std::net::SocketAddr = listen.parse().with_context(|| format!("listen address `{listen}` must be IP:PORT"))?;
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("listen address `{listen}` must be IP:PORT"))?;
     let listener = tunnel::bind_listener(addr)?;
     let addr = listener.local_addr()?;
     engine
@@ -68,7 +78,11 @@ pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Runni
             }
         })
     };
-    Ok(Running { hub, addr, tasks: vec![serve, control] })
+    Ok(Running {
+        hub,
+        addr,
+        tasks: vec![serve, control],
+    })
 }
 
 pub async fn run(dir: &Path, listen: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -86,7 +100,7 @@ pub async fn run(dir: &Path, listen: Option<&str>) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
+    use tokio::signal::unix::{SignalKind, signal};
     let stop = CancellationToken::new();
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,

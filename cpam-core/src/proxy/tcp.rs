@@ -29,7 +29,10 @@ pub struct Counters {
 impl Counters {
     /// `(up, down)` now.
     pub fn snapshot(&self) -> (u64, u64) {
-        (self.up.load(Ordering::Relaxed), self.down.load(Ordering::Relaxed))
+        (
+            self.up.load(Ordering::Relaxed),
+            self.down.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -89,7 +92,10 @@ pub struct StreamSource<R> {
 impl<R: AsyncRead + Unpin + Send> StreamSource<R> {
     /// Wraps `inner`.
     pub fn new(inner: R) -> Self {
-        Self { inner, buf: BytesMut::with_capacity(READ_CHUNK) }
+        Self {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
     }
 }
 
@@ -133,7 +139,11 @@ pub enum SpliceEnd {
 }
 
 /// Copies `src` to `dst` until end of stream, counting bytes.
-pub async fn pump(src: &mut impl Source, dst: &mut impl Sink, counter: &AtomicU64) -> io::Result<()> {
+pub async fn pump(
+    src: &mut impl Source,
+    dst: &mut impl Sink,
+    counter: &AtomicU64,
+) -> io::Result<()> {
     while let Some(chunk) = src.recv().await {
         let chunk = chunk?;
         counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
@@ -181,8 +191,21 @@ mod tests {
         let c2 = counters.clone();
         let task = tokio::spawn(async move {
             let counters = c2;
-            let (mut ur, mut uw, mut tr, mut tw) = (StreamSource::new(ur), StreamSink(uw), StreamSource::new(tr), StreamSink(tw));
-            splice(&mut ur, &mut uw, &mut tr, &mut tw, counters, CancellationToken::new()).await
+            let (mut ur, mut uw, mut tr, mut tw) = (
+                StreamSource::new(ur),
+                StreamSink(uw),
+                StreamSource::new(tr),
+                StreamSink(tw),
+            );
+            splice(
+                &mut ur,
+                &mut uw,
+                &mut tr,
+                &mut tw,
+                counters,
+                CancellationToken::new(),
+            )
+            .await
         });
         let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
         let expected = payload.clone();
@@ -212,8 +235,21 @@ mod tests {
         let cancel = CancellationToken::new();
         let c = cancel.clone();
         let task = tokio::spawn(async move {
-            let (mut ur, mut uw, mut tr, mut tw) = (StreamSource::new(ur), StreamSink(uw), StreamSource::new(tr), StreamSink(tw));
-            splice(&mut ur, &mut uw, &mut tr, &mut tw, Arc::new(Counters::default()), c).await
+            let (mut ur, mut uw, mut tr, mut tw) = (
+                StreamSource::new(ur),
+                StreamSink(uw),
+                StreamSource::new(tr),
+                StreamSink(tw),
+            );
+            splice(
+                &mut ur,
+                &mut uw,
+                &mut tr,
+                &mut tw,
+                Arc::new(Counters::default()),
+                c,
+            )
+            .await
         });
         cancel.cancel();
         assert_eq!(task.await.expect("join"), SpliceEnd::Cancelled);

@@ -22,23 +22,39 @@ impl Rule {
     fn contains(&self, ip: IpAddr, port: u16) -> bool {
         let in_net = match (self.net, ip) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
-                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
         };
-        in_net && self.ports.iter().any(|(lo, hi)| (*lo..=*hi).contains(&port))
+        in_net
+            && self
+                .ports
+                .iter()
+                .any(|(lo, hi)| (*lo..=*hi).contains(&port))
     }
 }
 
 impl FromStr for Rule {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = |why: &str| Error::invalid(format!("allow rule `{s}`: {why} (expected CIDR:PORTS, e.g. 127.0.0.0/8:22,2222)"));
+        let bad = |why: &str| {
+            Error::invalid(format!(
+                "allow rule `{s}`: {why} (expected CIDR:PORTS, e.g. 127.0.0.0/8:22,2222)"
+            ))
+        };
         let (net, ports) = if let Some(rest) = s.strip_prefix('[') {
             let (n, p) = rest.split_once("]").ok_or_else(|| bad("unclosed `[`"))?;
             let (prefix_part, p) = match p.split_once(':') {
@@ -57,7 +73,11 @@ impl FromStr for Rule {
         let ip: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix: u8 = match prefix {
-            Some(p) => p.parse().ok().filter(|p| *p <= max).ok_or_else(|| bad("bad prefix length"))?,
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| bad("bad prefix length"))?,
             None => max,
         };
         let mut ranges = Vec::new();
@@ -71,11 +91,24 @@ impl FromStr for Rule {
                 Some((a, b)) => (a, b),
                 None => (part, part),
             };
-            let lo: u16 = lo.parse().ok().filter(|p| *p > 0).ok_or_else(|| bad("bad port"))?;
-            let hi: u16 = hi.parse().ok().filter(|p| *p >= lo).ok_or_else(|| bad("bad port range"))?;
+            let lo: u16 = lo
+                .parse()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| bad("bad port"))?;
+            let hi: u16 = hi
+                .parse()
+                .ok()
+                .filter(|p| *p >= lo)
+                .ok_or_else(|| bad("bad port range"))?;
             ranges.push((lo, hi));
         }
-        Ok(Rule { net: ip, prefix, ports: ranges, text: s.to_string() })
+        Ok(Rule {
+            net: ip,
+            prefix,
+            ports: ranges,
+            text: s.to_string(),
+        })
     }
 }
 
@@ -95,7 +128,10 @@ impl AllowList {
     /// Parses each `CIDR:PORTS` rule.
     pub fn parse<S: AsRef<str>>(rules: &[S]) -> Result<Self> {
         Ok(AllowList {
-            rules: rules.iter().map(|r| r.as_ref().parse()).collect::<Result<_>>()?,
+            rules: rules
+                .iter()
+                .map(|r| r.as_ref().parse())
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -126,7 +162,11 @@ mod tests {
     fn check(rules: &[&str], target: &str, expect: bool) {
         let list = AllowList::parse(rules).expect("rules parse");
         let sa: std::net::SocketAddr = target.parse().expect("target parses");
-        assert_eq!(list.allows(sa.ip(), sa.port()), expect, "{rules:?} vs {target}");
+        assert_eq!(
+            list.allows(sa.ip(), sa.port()),
+            expect,
+            "{rules:?} vs {target}"
+        );
     }
 
     #[test]
@@ -147,7 +187,14 @@ mod tests {
 
     #[test]
     fn bad_rules_are_named() {
-        for bad in ["127.0.0.1", "127.0.0.1/33:22", "nothost:22", "127.0.0.1:0", "127.0.0.1:30-20", "[::1:22"] {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1/33:22",
+            "nothost:22",
+            "127.0.0.1:0",
+            "127.0.0.1:30-20",
+            "[::1:22",
+        ] {
             let e = AllowList::parse(&[bad]).expect_err(bad);
             assert!(e.message().contains(bad), "{e}");
         }

@@ -14,9 +14,9 @@ use tokio_util::task::TaskTracker;
 
 use super::gatekeeper::{dial, exec_json};
 use super::profile::Profile;
-use super::{keys, Backoff, SERVICES_COMMAND};
+use super::{Backoff, SERVICES_COMMAND, keys};
 use crate::error::{Error, ErrorKind, Result};
-use crate::proxy::tcp::{splice, Counters, StreamSink, StreamSource};
+use crate::proxy::tcp::{Counters, StreamSink, StreamSource, splice};
 
 /// A service the profile's user may use now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -43,9 +43,14 @@ struct Handler {
 impl client::Handler for Handler {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
         Ok(match key {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => key.key_data() == self.server_key.key_data(),
+            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => {
+                key.key_data() == self.server_key.key_data()
+            }
             _ => false,
         })
     }
@@ -73,7 +78,12 @@ impl ConnectClient {
     pub fn new(profile: Profile) -> Result<Arc<Self>> {
         let key = keys::parse_private(profile.key.expose(), "profile key")?;
         let server_key = keys::parse_public(&profile.server_key, "profile server_key")?;
-        Ok(Arc::new(Self { profile, key: Arc::new(key), server_key, link: tokio::sync::Mutex::new(None) }))
+        Ok(Arc::new(Self {
+            profile,
+            key: Arc::new(key),
+            server_key,
+            link: tokio::sync::Mutex::new(None),
+        }))
     }
 
     /// The profile.
@@ -87,16 +97,24 @@ impl ConnectClient {
         if let Some(h) = guard.as_ref().filter(|h| !h.is_closed()) {
             return Ok(h.clone());
         }
-        let handler = Handler { server_key: self.server_key.clone() };
+        let handler = Handler {
+            server_key: self.server_key.clone(),
+        };
         let mut handle = dial(&self.profile.server, handler).await?;
         let auth = handle
-            .authenticate_publickey(self.profile.user.clone(), PrivateKeyWithHashAlg::new(self.key.clone(), None))
+            .authenticate_publickey(
+                self.profile.user.clone(),
+                PrivateKeyWithHashAlg::new(self.key.clone(), None),
+            )
             .await
             .map_err(Error::from)?;
         if !auth.success() {
             return Err(Error::new(
                 ErrorKind::Unauthenticated,
-                format!("the server refused the profile's key for user `{}` (revoked, or a profile of another server)", self.profile.user),
+                format!(
+                    "the server refused the profile's key for user `{}` (revoked, or a profile of another server)",
+                    self.profile.user
+                ),
             ));
         }
         let handle = Arc::new(handle);
@@ -127,8 +145,17 @@ impl ConnectClient {
     /// The services the user may use now through the profile's gatekeeper.
     pub async fn services(&self) -> Result<Services> {
         let link = self.link().await?;
-        let v = exec_json(&link, &format!("{SERVICES_COMMAND} {}", self.profile.gatekeeper_id)).await?;
-        serde_json::from_value(v).map_err(|e| Error::new(ErrorKind::Protocol, format!("malformed services answer: {e}")))
+        let v = exec_json(
+            &link,
+            &format!("{SERVICES_COMMAND} {}", self.profile.gatekeeper_id),
+        )
+        .await?;
+        serde_json::from_value(v).map_err(|e| {
+            Error::new(
+                ErrorKind::Protocol,
+                format!("malformed services answer: {e}"),
+            )
+        })
     }
 
     /// Opens one session to `service` as a channel; `originator` is the local client.
@@ -136,7 +163,12 @@ impl ConnectClient {
         let link = self.link().await?;
         let spec = format!("{service}@{}", self.profile.gatekeeper_id);
         match link
-            .channel_open_direct_tcpip(spec, 0, originator.ip().to_string(), u32::from(originator.port()))
+            .channel_open_direct_tcpip(
+                spec,
+                0,
+                originator.ip().to_string(),
+                u32::from(originator.port()),
+            )
             .await
         {
             Ok(ch) => Ok(ch),
@@ -146,7 +178,12 @@ impl ConnectClient {
     }
 
     /// Serves `listener`: every accepted connection becomes one session to `service`.
-    pub async fn forward(self: Arc<Self>, service: String, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+    pub async fn forward(
+        self: Arc<Self>,
+        service: String,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<()> {
         let tasks = TaskTracker::new();
         loop {
             let (tcp, peer) = tokio::select! {
@@ -174,7 +211,13 @@ impl ConnectClient {
         Ok(())
     }
 
-    async fn serve_one(&self, service: &str, tcp: TcpStream, peer: SocketAddr, stop: CancellationToken) -> Result<()> {
+    async fn serve_one(
+        &self,
+        service: &str,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) -> Result<()> {
         tcp.set_nodelay(true)?;
         let channel = self.open(service, peer).await?;
         tracing::info!(%peer, %service, "session open");
@@ -182,7 +225,15 @@ impl ConnectClient {
         let (r, w) = tcp.into_split();
         let (mut rx, mut tx) = (StreamSource::new(r), StreamSink(w));
         let counters = Arc::new(Counters::default());
-        let end = splice(&mut rx, &mut tx, &mut ch_rx, &mut ch_tx, counters.clone(), stop).await;
+        let end = splice(
+            &mut rx,
+            &mut tx,
+            &mut ch_rx,
+            &mut ch_tx,
+            counters.clone(),
+            stop,
+        )
+        .await;
         let _ = ch_tx.close().await;
         let (up, down) = counters.snapshot();
         tracing::info!(%peer, %service, ?end, up, down, "session closed");
@@ -195,7 +246,14 @@ fn refusal(service: &str, reason: ChannelOpenFailure) -> Error {
         ChannelOpenFailure::AdministrativelyProhibited => Error::denied(format!(
             "the server refused `{service}`: no valid grant now, or the customer's gatekeeper refused it (see the admin log)"
         )),
-        ChannelOpenFailure::UnknownChannelType => Error::not_found(format!("no service `{service}` for this profile's customer")),
-        _ => Error::new(ErrorKind::TunnelUnavailable, format!("`{service}` is unreachable: the gatekeeper is offline or cannot reach the target")),
+        ChannelOpenFailure::UnknownChannelType => Error::not_found(format!(
+            "no service `{service}` for this profile's customer"
+        )),
+        _ => Error::new(
+            ErrorKind::TunnelUnavailable,
+            format!(
+                "`{service}` is unreachable: the gatekeeper is offline or cannot reach the target"
+            ),
+        ),
     }
 }

@@ -71,7 +71,12 @@ impl GatekeeperDialer {
 
     /// Registers the SSH link `conn` of gatekeeper `id`, replacing an older one,
     /// which is returned so the caller can close it.
-    pub fn attach(&self, id: &GatekeeperId, conn: u64, handle: russh::server::Handle) -> Option<russh::server::Handle> {
+    pub fn attach(
+        &self,
+        id: &GatekeeperId,
+        conn: u64,
+        handle: russh::server::Handle,
+    ) -> Option<russh::server::Handle> {
         let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
         links.insert(id.clone(), (conn, handle)).map(|(_, h)| h)
     }
@@ -89,11 +94,18 @@ impl GatekeeperDialer {
 
     /// Whether gatekeeper `id` holds a link now.
     pub fn is_online(&self, id: &GatekeeperId) -> bool {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(id)
     }
 
     fn handle(&self, id: &GatekeeperId) -> Option<russh::server::Handle> {
-        self.links.lock().unwrap_or_else(|p| p.into_inner()).get(id).map(|(_, h)| h.clone())
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|(_, h)| h.clone())
     }
 }
 
@@ -103,9 +115,12 @@ impl Dialer for GatekeeperDialer {
         let Some(gk) = &t.gatekeeper else {
             return DirectDialer.dial(t).await;
         };
-        let handle = self
-            .handle(gk)
-            .ok_or_else(|| Error::new(ErrorKind::TunnelUnavailable, format!("gatekeeper {gk} is offline")))?;
+        let handle = self.handle(gk).ok_or_else(|| {
+            Error::new(
+                ErrorKind::TunnelUnavailable,
+                format!("gatekeeper {gk} is offline"),
+            )
+        })?;
         let open = handle.channel_open_direct_tcpip(
             t.target.host.clone(),
             u32::from(t.target.port),
@@ -113,9 +128,14 @@ impl Dialer for GatekeeperDialer {
             t.originator.1,
         );
         match tokio::time::timeout(DIAL_TIMEOUT, open).await {
-            Err(_) => Err(Error::new(ErrorKind::Timeout, format!("gatekeeper {gk} did not answer in time"))),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!("gatekeeper {gk} did not answer in time"),
+            )),
             Ok(Ok(channel)) => Ok(Connection::Channel(channel)),
-            Ok(Err(russh::Error::ChannelOpenFailure(reason))) => Err(refusal(gk, &t.target, reason)),
+            Ok(Err(russh::Error::ChannelOpenFailure(reason))) => {
+                Err(refusal(gk, &t.target, reason))
+            }
             Ok(Err(e)) => Err(Error::from(e).context(&format!("gatekeeper {gk}"))),
         }
     }
@@ -126,9 +146,13 @@ fn refusal(gk: &GatekeeperId, target: &Target, reason: ChannelOpenFailure) -> Er
         ChannelOpenFailure::AdministrativelyProhibited => Error::denied(format!(
             "gatekeeper {gk} refused {target}: not in its allow-list, or disabled by the customer"
         )),
-        ChannelOpenFailure::ConnectFailed => {
-            Error::new(ErrorKind::TunnelUnavailable, format!("gatekeeper {gk} cannot reach {target}"))
-        }
-        other => Error::new(ErrorKind::TunnelUnavailable, format!("gatekeeper {gk} refused {target}: {other:?}")),
+        ChannelOpenFailure::ConnectFailed => Error::new(
+            ErrorKind::TunnelUnavailable,
+            format!("gatekeeper {gk} cannot reach {target}"),
+        ),
+        other => Error::new(
+            ErrorKind::TunnelUnavailable,
+            format!("gatekeeper {gk} refused {target}: {other:?}"),
+        ),
     }
 }

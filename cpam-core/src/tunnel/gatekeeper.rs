@@ -18,10 +18,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::allow::AllowList;
-use super::{keys, Backoff, CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, WHOAMI_COMMAND};
+use super::{
+    Backoff, CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, WHOAMI_COMMAND, keys,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{GatekeeperId, Timestamp};
-use crate::proxy::tcp::{splice, Counters, StreamSink, StreamSource};
+use crate::proxy::tcp::{Counters, StreamSink, StreamSource, splice};
 
 const STATE_FILE: &str = "state.json";
 const KEY_FILE: &str = "key";
@@ -44,16 +46,23 @@ impl GatekeeperState {
     pub fn load(dir: &Path) -> Result<GatekeeperState> {
         let path = dir.join(STATE_FILE);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::from(e).context(&format!("cannot read {} (is this gatekeeper registered?)", path.display()))
+            Error::from(e).context(&format!(
+                "cannot read {} (is this gatekeeper registered?)",
+                path.display()
+            ))
         })?;
         let state: GatekeeperState = serde_json::from_str(&text)
             .map_err(|e| Error::invalid(format!("{}: {e}", path.display())))?;
-        keys::parse_public(&state.server_key, &format!("{}: field `server_key`", path.display()))?;
+        keys::parse_public(
+            &state.server_key,
+            &format!("{}: field `server_key`", path.display()),
+        )?;
         Ok(state)
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::internal(e.to_string()))?;
+        let text =
+            serde_json::to_string_pretty(self).map_err(|e| Error::internal(e.to_string()))?;
         keys::write_private_file(&dir.join(STATE_FILE), text.as_bytes())
     }
 }
@@ -80,15 +89,27 @@ pub fn is_disabled(dir: &Path) -> bool {
 
 /// Creates a key, redeems the one-time `code` at `server`, and pins the
 /// server's key. With `expected_fingerprint`, the server key must match it.
-pub async fn register(server: &str, code: &str, dir: &Path, expected_fingerprint: Option<&str>) -> Result<GatekeeperState> {
+pub async fn register(
+    server: &str,
+    code: &str,
+    dir: &Path,
+    expected_fingerprint: Option<&str>,
+) -> Result<GatekeeperState> {
     if dir.join(STATE_FILE).exists() {
-        return Err(Error::invalid(format!("{} is already registered; use a new state dir", dir.display())));
+        return Err(Error::invalid(format!(
+            "{} is already registered; use a new state dir",
+            dir.display()
+        )));
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::from(e).context(&format!("cannot create {}", dir.display())))?;
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::from(e).context(&format!("cannot create {}", dir.display())))?;
     let key = keys::generate()?;
     let seen = Arc::new(Mutex::new(None));
     let handler = Handler {
-        trust: Trust::FirstUse { expected: expected_fingerprint.map(str::to_string), seen: seen.clone() },
+        trust: Trust::FirstUse {
+            expected: expected_fingerprint.map(str::to_string),
+            seen: seen.clone(),
+        },
         allow: Arc::new(AllowList::default()),
         live: Arc::new(Mutex::new(CancellationToken::new())),
         disabled: watch::channel(true).1,
@@ -96,7 +117,10 @@ pub async fn register(server: &str, code: &str, dir: &Path, expected_fingerprint
     let mut handle = dial(server, handler).await?;
     let user = format!("{REGISTER_USER_PREFIX}{}", code.trim());
     let auth = handle
-        .authenticate_publickey(user, PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None))
+        .authenticate_publickey(
+            user,
+            PrivateKeyWithHashAlg::new(Arc::new(key.clone()), None),
+        )
         .await
         .map_err(Error::from)?;
     if !auth.success() {
@@ -114,18 +138,28 @@ pub async fn register(server: &str, code: &str, dir: &Path, expected_fingerprint
     let state = GatekeeperState {
         server: server.to_string(),
         server_key: keys::public_openssh(&server_key),
-        gatekeeper_id: GatekeeperId(who["gatekeeper_id"].as_str().unwrap_or_default().to_string()),
+        gatekeeper_id: GatekeeperId(
+            who["gatekeeper_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        ),
         name: who["name"].as_str().unwrap_or_default().to_string(),
         registered_at: Timestamp::now(),
     };
     keys::save_private(&key, &dir.join(KEY_FILE))?;
     state.save(dir)?;
-    let _ = handle.disconnect(russh::Disconnect::ByApplication, "registered".into(), "en".into()).await;
+    let _ = handle
+        .disconnect(russh::Disconnect::ByApplication, "registered", "en")
+        .await;
     Ok(state)
 }
 
 /// Runs `command` on a session channel and parses its one-line JSON answer.
-pub(crate) async fn exec_json<H: client::Handler>(handle: &client::Handle<H>, command: &str) -> Result<serde_json::Value> {
+pub(crate) async fn exec_json<H: client::Handler>(
+    handle: &client::Handle<H>,
+    command: &str,
+) -> Result<serde_json::Value> {
     let mut ch = handle.channel_open_session().await.map_err(Error::from)?;
     ch.exec(true, command).await.map_err(Error::from)?;
     let mut out = Vec::new();
@@ -138,12 +172,19 @@ pub(crate) async fn exec_json<H: client::Handler>(handle: &client::Handle<H>, co
             _ => {}
         }
     }
-    let value: serde_json::Value = serde_json::from_slice(&out)
-        .map_err(|e| Error::new(ErrorKind::Protocol, format!("server answered `{command}` with malformed JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(&out).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("server answered `{command}` with malformed JSON: {e}"),
+        )
+    })?;
     if status != Some(0) {
         let kind = value["error"]["kind"].clone();
         let kind: ErrorKind = serde_json::from_value(kind).unwrap_or(ErrorKind::Protocol);
-        let message = value["error"]["message"].as_str().unwrap_or("command failed").to_string();
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("command failed")
+            .to_string();
         return Err(Error::new(kind, message));
     }
     Ok(value)
@@ -156,24 +197,41 @@ where
     let addrs = super::resolve(server).await?;
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addrs[..]))
         .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("cannot reach server {server}: timed out")))?
-        .map_err(|e| Error::new(ErrorKind::TunnelUnavailable, format!("cannot reach server {server}: {e}")))?;
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("cannot reach server {server}: timed out"),
+            )
+        })?
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::TunnelUnavailable,
+                format!("cannot reach server {server}: {e}"),
+            )
+        })?;
     tcp.set_nodelay(true)?;
-    client::connect_stream(super::client_config(), tcp, handler).await.map_err(|e| {
-        let e: russh::Error = e.into();
-        match e {
+    client::connect_stream(super::client_config(), tcp, handler)
+        .await
+        .map_err(|e| match e {
             russh::Error::UnknownKey => Error::new(
                 ErrorKind::Unauthenticated,
-                format!("the server at {server} presented a key that does not match the pinned one"),
+                format!(
+                    "the server at {server} presented a key that does not match the pinned one"
+                ),
             ),
-            other => Error::new(ErrorKind::TunnelUnavailable, format!("ssh handshake with {server} failed: {other}")),
-        }
-    })
+            other => Error::new(
+                ErrorKind::TunnelUnavailable,
+                format!("ssh handshake with {server} failed: {other}"),
+            ),
+        })
 }
 
 enum Trust {
     Pinned(PublicKey),
-    FirstUse { expected: Option<String>, seen: Arc<Mutex<Option<PublicKey>>> },
+    FirstUse {
+        expected: Option<String>,
+        seen: Arc<Mutex<Option<PublicKey>>>,
+    },
 }
 
 struct Handler {
@@ -187,12 +245,19 @@ struct Handler {
 impl client::Handler for Handler {
     type Error = russh::Error;
 
-    async fn check_server_key(&mut self, key: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
-        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else { return Ok(false) };
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } = key else {
+            return Ok(false);
+        };
         Ok(match &self.trust {
             Trust::Pinned(pinned) => pinned.key_data() == key.key_data(),
             Trust::FirstUse { expected, seen } => {
-                let ok = expected.as_ref().is_none_or(|fp| *fp == keys::fingerprint(key));
+                let ok = expected
+                    .as_ref()
+                    .is_none_or(|fp| *fp == keys::fingerprint(key));
                 if ok {
                     *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(key.clone());
                 }
@@ -219,7 +284,9 @@ impl client::Handler for Handler {
         tokio::spawn(async move {
             if disabled {
                 tracing::info!(%target, %originator, "refused: disabled by the customer");
-                reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
                 return;
             }
             let tcp = match dial_allowed(&allow, &target).await {
@@ -240,7 +307,15 @@ impl client::Handler for Handler {
             let (mut ch_rx, mut ch_tx) = channel.split();
             let (r, w) = tcp.into_split();
             let (mut rx, mut tx) = (StreamSource::new(r), StreamSink(w));
-            let end = splice(&mut ch_rx, &mut ch_tx, &mut rx, &mut tx, Arc::new(Counters::default()), cancel).await;
+            let end = splice(
+                &mut ch_rx,
+                &mut ch_tx,
+                &mut rx,
+                &mut tx,
+                Arc::new(Counters::default()),
+                cancel,
+            )
+            .await;
             let _ = ch_tx.close().await;
             tracing::info!(%target, ?end, "session closed");
         });
@@ -252,12 +327,19 @@ impl client::Handler for Handler {
 async fn dial_allowed(allow: &AllowList, target: &str) -> Result<TcpStream> {
     let addrs = super::resolve(target).await?;
     if let Some(bad) = addrs.iter().find(|a| !allow.allows(a.ip(), a.port())) {
-        return Err(Error::denied(format!("{target} ({bad}) is not in the allow-list")));
+        return Err(Error::denied(format!(
+            "{target} ({bad}) is not in the allow-list"
+        )));
     }
     let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&addrs[..]))
         .await
         .map_err(|_| Error::new(ErrorKind::Timeout, format!("dialing {target} timed out")))?
-        .map_err(|e| Error::new(ErrorKind::TunnelUnavailable, format!("cannot reach {target}: {e}")))?;
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::TunnelUnavailable,
+                format!("cannot reach {target}: {e}"),
+            )
+        })?;
     tcp.set_nodelay(true)?;
     Ok(tcp)
 }
@@ -278,7 +360,13 @@ impl Agent {
         let state = GatekeeperState::load(dir)?;
         let key = keys::load_private(&dir.join(KEY_FILE))?;
         let server_key = keys::parse_public(&state.server_key, "state.json: server_key")?;
-        Ok(Agent { dir: dir.to_path_buf(), state, key: Arc::new(key), server_key, allow: Arc::new(allow) })
+        Ok(Agent {
+            dir: dir.to_path_buf(),
+            state,
+            key: Arc::new(key),
+            server_key,
+            allow: Arc::new(allow),
+        })
     }
 
     /// The registration state.
@@ -289,16 +377,25 @@ impl Agent {
     /// Holds the tunnel until `shutdown`, reconnecting with backoff.
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
         if self.allow.is_empty() {
-            tracing::warn!("the allow-list is empty: every session will be refused (use --allow CIDR:PORTS)");
+            tracing::warn!(
+                "the allow-list is empty: every session will be refused (use --allow CIDR:PORTS)"
+            );
         }
         let (disabled_tx, disabled_rx) = watch::channel(is_disabled(&self.dir));
         let live = Arc::new(Mutex::new(CancellationToken::new()));
         let watcher = tokio::spawn(watch_switch(self.dir.clone(), disabled_tx, live.clone()));
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
-            match self.session(&disabled_rx, &live, &shutdown, &mut backoff).await {
-                Ok(()) => tracing::warn!(server = %self.state.server, "gatekeeper offline: link closed"),
-                Err(e) => tracing::warn!(server = %self.state.server, error = %e, "gatekeeper offline"),
+            match self
+                .session(&disabled_rx, &live, &shutdown, &mut backoff)
+                .await
+            {
+                Ok(()) => {
+                    tracing::warn!(server = %self.state.server, "gatekeeper offline: link closed")
+                }
+                Err(e) => {
+                    tracing::warn!(server = %self.state.server, error = %e, "gatekeeper offline")
+                }
             }
             let delay = backoff.next_delay();
             tracing::info!(?delay, "reconnecting");
@@ -327,14 +424,23 @@ impl Agent {
         };
         let mut handle = dial(&self.state.server, handler).await?;
         let auth = handle
-            .authenticate_publickey(GATEKEEPER_USER, PrivateKeyWithHashAlg::new(self.key.clone(), None))
+            .authenticate_publickey(
+                GATEKEEPER_USER,
+                PrivateKeyWithHashAlg::new(self.key.clone(), None),
+            )
             .await
             .map_err(Error::from)?;
         if !auth.success() {
-            return Err(Error::new(ErrorKind::Unauthenticated, "the server refused this gatekeeper's key"));
+            return Err(Error::new(
+                ErrorKind::Unauthenticated,
+                "the server refused this gatekeeper's key",
+            ));
         }
         let mut control = handle.channel_open_session().await.map_err(Error::from)?;
-        control.exec(true, CONTROL_COMMAND).await.map_err(Error::from)?;
+        control
+            .exec(true, CONTROL_COMMAND)
+            .await
+            .map_err(Error::from)?;
         let mut disabled = disabled.clone();
         let initial = *disabled.borrow_and_update();
         send_status(&control, initial).await?;
@@ -343,7 +449,7 @@ impl Agent {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
-                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "gatekeeper stopping".into(), "en".into()).await;
+                    let _ = handle.disconnect(russh::Disconnect::ByApplication, "gatekeeper stopping", "en").await;
                     return Ok(());
                 }
                 changed = disabled.changed() => {
@@ -360,7 +466,10 @@ impl Agent {
 
 async fn send_status(control: &Channel<Msg>, disabled: bool) -> Result<()> {
     let line = format!("{}\n", serde_json::json!({ "disabled": disabled }));
-    control.data_bytes(bytes::Bytes::from(line)).await.map_err(Error::from)
+    control
+        .data_bytes(bytes::Bytes::from(line))
+        .await
+        .map_err(Error::from)
 }
 
 /// Watches the switch file; on disable, closes every live session.

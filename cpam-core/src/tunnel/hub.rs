@@ -19,11 +19,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::dialer::{Connection, DialTarget, Dialer, GatekeeperDialer};
-use super::{keys, CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND};
+use super::{
+    CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, Timestamp, User};
+use crate::model::{
+    AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, Timestamp, User,
+};
 use crate::policy::{self, AccessRequest, Decision};
-use crate::proxy::tcp::{splice, SpliceEnd, StreamSink, StreamSource};
+use crate::proxy::tcp::{SpliceEnd, StreamSink, StreamSource, splice};
 use crate::session::{LiveSession, SessionEngine};
 
 /// How long a peer has to finish the SSH handshake and authenticate.
@@ -49,7 +53,10 @@ enum Principal {
     /// Just redeemed a registration code; may only ask who it is.
     Registered(Gatekeeper),
     Gatekeeper(Gatekeeper),
-    User { user: User, bound: Option<GatekeeperId> },
+    User {
+        user: User,
+        bound: Option<GatekeeperId>,
+    },
 }
 
 impl Hub {
@@ -99,7 +106,8 @@ impl Hub {
     /// (at most `grace`) for their records to be written.
     pub async fn shutdown(&self, grace: Duration) {
         self.shutdown.cancel();
-        self.engine.end_all(EndReason::Error, "server shutting down");
+        self.engine
+            .end_all(EndReason::Error, "server shutting down");
         self.sessions.close();
         let _ = tokio::time::timeout(grace, self.sessions.wait()).await;
     }
@@ -147,13 +155,19 @@ impl Hub {
         if let Principal::Gatekeeper(gk) = who
             && self.gatekeepers.detach(&gk.id, conn)
         {
-            self.gatekeeper_state(&gk, false, false, "gatekeeper.offline").await;
+            self.gatekeeper_state(&gk, false, false, "gatekeeper.offline")
+                .await;
         }
     }
 
     async fn gatekeeper_state(&self, gk: &Gatekeeper, online: bool, disabled: bool, action: &str) {
         let now = Timestamp::now();
-        if let Err(error) = self.engine.store().set_gatekeeper_state(&gk.id, online, disabled, now).await {
+        if let Err(error) = self
+            .engine
+            .store()
+            .set_gatekeeper_state(&gk.id, online, disabled, now)
+            .await
+        {
             tracing::error!(%error, gatekeeper = %gk.id, "cannot record gatekeeper state");
         }
         tracing::info!(gatekeeper = %gk.name, online, disabled, "{action}");
@@ -170,7 +184,14 @@ impl Hub {
             .await;
     }
 
-    async fn audit(&self, category: AuditCategory, action: &str, actor: &str, gk: Option<&Gatekeeper>, detail: serde_json::Value) {
+    async fn audit(
+        &self,
+        category: AuditCategory,
+        action: &str,
+        actor: &str,
+        gk: Option<&Gatekeeper>,
+        detail: serde_json::Value,
+    ) {
         self.engine
             .record(AuditEvent {
                 at: Timestamp::now(),
@@ -194,7 +215,10 @@ impl Hub {
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
     ) {
-        let live = match self.authorize(&user, bound.as_ref(), &spec, &originator).await {
+        let live = match self
+            .authorize(&user, bound.as_ref(), &spec, &originator)
+            .await
+        {
             Ok(pair) => pair,
             Err(e) => {
                 tracing::info!(user = %user.name, %spec, error = %e, "session refused");
@@ -217,7 +241,8 @@ impl Hub {
             Err(e) => {
                 tracing::info!(session = %live.id(), error = %e, "target unreachable");
                 reply.reject(open_failure(e.kind())).await;
-                live.finish(EndReason::Refused, Some(e.message().to_string())).await;
+                live.finish(EndReason::Refused, Some(e.message().to_string()))
+                    .await;
                 return;
             }
         };
@@ -226,21 +251,39 @@ impl Hub {
         let end = match upstream {
             Connection::Channel(target) => {
                 let (mut target_rx, mut target_tx) = target.split();
-                let end = splice(&mut user_rx, &mut user_tx, &mut target_rx, &mut target_tx, live.counters.clone(), live.cancel.clone()).await;
+                let end = splice(
+                    &mut user_rx,
+                    &mut user_tx,
+                    &mut target_rx,
+                    &mut target_tx,
+                    live.counters.clone(),
+                    live.cancel.clone(),
+                )
+                .await;
                 let _ = target_tx.close().await;
                 end
             }
             Connection::Tcp(tcp) => {
                 let (r, w) = tcp.into_split();
                 let (mut target_rx, mut target_tx) = (StreamSource::new(r), StreamSink(w));
-                splice(&mut user_rx, &mut user_tx, &mut target_rx, &mut target_tx, live.counters.clone(), live.cancel.clone()).await
+                splice(
+                    &mut user_rx,
+                    &mut user_tx,
+                    &mut target_rx,
+                    &mut target_tx,
+                    live.counters.clone(),
+                    live.cancel.clone(),
+                )
+                .await
             }
             #[allow(unreachable_patterns)]
             _ => SpliceEnd::Failed("unsupported connection".into()),
         };
         let _ = user_tx.close().await;
         match end {
-            SpliceEnd::Completed | SpliceEnd::Cancelled => live.finish(EndReason::Completed, None).await,
+            SpliceEnd::Completed | SpliceEnd::Cancelled => {
+                live.finish(EndReason::Completed, None).await
+            }
             SpliceEnd::Failed(e) => live.finish(EndReason::Error, Some(e)).await,
         };
     }
@@ -253,9 +296,11 @@ impl Hub {
         originator: &(String, u32),
     ) -> Result<(LiveSession, Gatekeeper)> {
         let store = self.engine.store();
-        let (service_name, gk_id) = spec
-            .rsplit_once('@')
-            .ok_or_else(|| Error::invalid(format!("channel target `{spec}` must be SERVICE@GATEKEEPER")))?;
+        let (service_name, gk_id) = spec.rsplit_once('@').ok_or_else(|| {
+            Error::invalid(format!(
+                "channel target `{spec}` must be SERVICE@GATEKEEPER"
+            ))
+        })?;
         let gk = store
             .gatekeeper(&GatekeeperId(gk_id.to_string()))
             .await?
@@ -269,16 +314,29 @@ impl Hub {
                 json!({ "service": service_name, "gatekeeper": gk.name, "reason": "unknown_service", "originator": format!("{}:{}", originator.0, originator.1) }),
             )
             .await;
-            return Err(Error::not_found(format!("no service `{service_name}` for this customer")));
+            return Err(Error::not_found(format!(
+                "no service `{service_name}` for this customer"
+            )));
         };
         let live = self
             .engine
-            .authorize(user, bound, &gk, &service, &format!("{}:{}", originator.0, originator.1))
+            .authorize(
+                user,
+                bound,
+                &gk,
+                &service,
+                &format!("{}:{}", originator.0, originator.1),
+            )
             .await?;
         Ok((live, gk))
     }
 
-    async fn services_for(&self, user: &User, bound: Option<&GatekeeperId>, gk_id: &str) -> Result<serde_json::Value> {
+    async fn services_for(
+        &self,
+        user: &User,
+        bound: Option<&GatekeeperId>,
+        gk_id: &str,
+    ) -> Result<serde_json::Value> {
         let store = self.engine.store();
         let gk = store
             .gatekeeper(&GatekeeperId(gk_id.to_string()))
@@ -288,7 +346,12 @@ impl Hub {
         let mut out = Vec::new();
         for service in store.list_services(Some(&gk.customer_id)).await? {
             let grants = store.grants_for(&user.id, &service.id).await?;
-            let req = AccessRequest { user, service: &service, gatekeeper: &gk, credential_gatekeeper: bound };
+            let req = AccessRequest {
+                user,
+                service: &service,
+                gatekeeper: &gk,
+                credential_gatekeeper: bound,
+            };
             if let Decision::Allow { until, .. } = policy::decide(&req, &grants, now) {
                 out.push(json!({
                     "name": service.name,
@@ -298,7 +361,9 @@ impl Hub {
                 }));
             }
         }
-        Ok(json!({ "gatekeeper": gk.name, "online": self.gatekeepers.is_online(&gk.id), "services": out }))
+        Ok(
+            json!({ "gatekeeper": gk.name, "online": self.gatekeepers.is_online(&gk.id), "services": out }),
+        )
     }
 
     /// Reads the status lines a gatekeeper sends up its control channel.
@@ -306,7 +371,9 @@ impl Hub {
         let mut buf = Vec::new();
         let mut disabled = gk.customer_disabled;
         while let Some(msg) = channel.wait().await {
-            let russh::ChannelMsg::Data { data } = msg else { continue };
+            let russh::ChannelMsg::Data { data } = msg else {
+                continue;
+            };
             buf.extend_from_slice(&data);
             if buf.len() > 64 * 1024 {
                 tracing::warn!(gatekeeper = %gk.name, "control line too long, closing");
@@ -318,16 +385,31 @@ impl Hub {
                     tracing::warn!(gatekeeper = %gk.name, "malformed control line");
                     continue;
                 };
-                let now_disabled = status.get("disabled").and_then(|v| v.as_bool()).unwrap_or(false);
+                let now_disabled = status
+                    .get("disabled")
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
                 if now_disabled != disabled {
                     disabled = now_disabled;
-                    let action = if disabled { "gatekeeper.disabled_by_customer" } else { "gatekeeper.enabled_by_customer" };
+                    let action = if disabled {
+                        "gatekeeper.disabled_by_customer"
+                    } else {
+                        "gatekeeper.enabled_by_customer"
+                    };
                     self.gatekeeper_state(&gk, true, disabled, action).await;
                     if disabled {
-                        self.engine.end_gatekeeper_sessions(&gk.id, EndReason::Revoked, "customer disabled the gatekeeper");
+                        self.engine.end_gatekeeper_sessions(
+                            &gk.id,
+                            EndReason::Revoked,
+                            "customer disabled the gatekeeper",
+                        );
                     }
                 } else {
-                    let _ = self.engine.store().set_gatekeeper_state(&gk.id, true, disabled, Timestamp::now()).await;
+                    let _ = self
+                        .engine
+                        .store()
+                        .set_gatekeeper_state(&gk.id, true, disabled, Timestamp::now())
+                        .await;
                 }
             }
         }
@@ -336,7 +418,9 @@ impl Hub {
 
 fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
     match kind {
-        ErrorKind::TunnelUnavailable | ErrorKind::Timeout | ErrorKind::Io => ChannelOpenFailure::ConnectFailed,
+        ErrorKind::TunnelUnavailable | ErrorKind::Timeout | ErrorKind::Io => {
+            ChannelOpenFailure::ConnectFailed
+        }
         ErrorKind::NotFound | ErrorKind::InvalidArgument => ChannelOpenFailure::UnknownChannelType,
         _ => ChannelOpenFailure::AdministrativelyProhibited,
     }
@@ -355,7 +439,10 @@ struct Conn {
 
 impl Conn {
     fn principal(&self) -> Principal {
-        self.principal.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.principal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_principal(&self, p: Principal) {
@@ -391,7 +478,12 @@ impl Conn {
         let fp = keys::fingerprint(key);
         let store = self.hub.engine.store();
         match store
-            .redeem_registration_code(&code_hash, &keys::public_openssh(key), &fp, Timestamp::now())
+            .redeem_registration_code(
+                &code_hash,
+                &keys::public_openssh(key),
+                &fp,
+                Timestamp::now(),
+            )
             .await?
         {
             Ok(gk) => {
@@ -422,10 +514,21 @@ impl Conn {
         }
     }
 
-    async fn user_key(&self, user: &str, key: &PublicKey) -> Result<Option<(User, Option<GatekeeperId>)>> {
+    async fn user_key(
+        &self,
+        user: &str,
+        key: &PublicKey,
+    ) -> Result<Option<(User, Option<GatekeeperId>)>> {
         let store = self.hub.engine.store();
-        let Some(u) = store.user_by_name(user).await? else { return Ok(None) };
-        let Some(k) = store.user_key_by_fingerprint(&keys::fingerprint(key)).await? else { return Ok(None) };
+        let Some(u) = store.user_by_name(user).await? else {
+            return Ok(None);
+        };
+        let Some(k) = store
+            .user_key_by_fingerprint(&keys::fingerprint(key))
+            .await?
+        else {
+            return Ok(None);
+        };
         Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id)))
     }
 }
@@ -438,52 +541,93 @@ fn internal(e: &Error) -> russh::Error {
 impl russh::server::Handler for Conn {
     type Error = russh::Error;
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         if user.starts_with(REGISTER_USER_PREFIX) {
             return Ok(Auth::Accept);
         }
         let store = self.hub.engine.store();
         let fp = keys::fingerprint(offer.public_key);
         let known = if user == GATEKEEPER_USER {
-            store.gatekeeper_by_fingerprint(&fp).await.map_err(|e| internal(&e))?.is_some()
+            store
+                .gatekeeper_by_fingerprint(&fp)
+                .await
+                .map_err(|e| internal(&e))?
+                .is_some()
         } else {
-            self.user_key(user, offer.public_key).await.map_err(|e| internal(&e))?.is_some()
+            self.user_key(user, offer.public_key)
+                .await
+                .map_err(|e| internal(&e))?
+                .is_some()
         };
         if !known && !self.offer_refusal_audited {
             // Once per connection: a client may offer several keys in turn.
             self.offer_refusal_audited = true;
             if user == GATEKEEPER_USER {
                 self.hub
-                    .audit(AuditCategory::SystemMessages, "gatekeeper.unknown_key", "anonymous", None, json!({ "fingerprint": fp, "peer": self.peer.to_string() }))
+                    .audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.unknown_key",
+                        "anonymous",
+                        None,
+                        json!({ "fingerprint": fp, "peer": self.peer.to_string() }),
+                    )
                     .await;
             } else {
-                self.login_failure(user, "publickey", &format!("unknown key {fp}")).await;
+                self.login_failure(user, "publickey", &format!("unknown key {fp}"))
+                    .await;
             }
         }
         Ok(if known { Auth::Accept } else { Auth::reject() })
     }
 
-    async fn auth_publickey(&mut self, user: &str, key: VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
         if let Some(code) = user.strip_prefix(REGISTER_USER_PREFIX) {
-            return self.register(code, key.public_key).await.map_err(|e| internal(&e));
+            return self
+                .register(code, key.public_key)
+                .await
+                .map_err(|e| internal(&e));
         }
         let store = self.hub.engine.store();
         if user == GATEKEEPER_USER {
             let fp = keys::fingerprint(key.public_key);
-            return Ok(match store.gatekeeper_by_fingerprint(&fp).await.map_err(|e| internal(&e))? {
-                Some(gk) => {
-                    self.set_principal(Principal::Gatekeeper(gk));
-                    Auth::Accept
-                }
-                None => {
-                    self.hub
-                        .audit(AuditCategory::SystemMessages, "gatekeeper.unknown_key", "anonymous", None, json!({ "fingerprint": fp, "peer": self.peer.to_string() }))
-                        .await;
-                    Auth::reject()
-                }
-            });
+            return Ok(
+                match store
+                    .gatekeeper_by_fingerprint(&fp)
+                    .await
+                    .map_err(|e| internal(&e))?
+                {
+                    Some(gk) => {
+                        self.set_principal(Principal::Gatekeeper(gk));
+                        Auth::Accept
+                    }
+                    None => {
+                        self.hub
+                            .audit(
+                                AuditCategory::SystemMessages,
+                                "gatekeeper.unknown_key",
+                                "anonymous",
+                                None,
+                                json!({ "fingerprint": fp, "peer": self.peer.to_string() }),
+                            )
+                            .await;
+                        Auth::reject()
+                    }
+                },
+            );
         }
-        match self.user_key(user, key.public_key).await.map_err(|e| internal(&e))? {
+        match self
+            .user_key(user, key.public_key)
+            .await
+            .map_err(|e| internal(&e))?
+        {
             Some((u, _)) if u.disabled => {
                 self.login_failure(user, "publickey", "user disabled").await;
                 Ok(Auth::reject())
@@ -494,7 +638,8 @@ impl russh::server::Handler for Conn {
                 Ok(Auth::Accept)
             }
             None => {
-                self.login_failure(user, "publickey", "unknown user or key").await;
+                self.login_failure(user, "publickey", "unknown user or key")
+                    .await;
                 Ok(Auth::reject())
             }
         }
@@ -513,11 +658,15 @@ impl russh::server::Handler for Conn {
         match found {
             Some(u) if ok => {
                 self.login_success(&u, "password").await;
-                self.set_principal(Principal::User { user: u, bound: None });
+                self.set_principal(Principal::User {
+                    user: u,
+                    bound: None,
+                });
                 Ok(Auth::Accept)
             }
             _ => {
-                self.login_failure(user, "password", "wrong user or password").await;
+                self.login_failure(user, "password", "wrong user or password")
+                    .await;
                 Ok(Auth::reject())
             }
         }
@@ -525,19 +674,36 @@ impl russh::server::Handler for Conn {
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
         if let Principal::Gatekeeper(gk) = self.principal() {
-            if let Some(old) = self.hub.gatekeepers.attach(&gk.id, self.conn, session.handle()) {
+            if let Some(old) = self
+                .hub
+                .gatekeepers
+                .attach(&gk.id, self.conn, session.handle())
+            {
                 let _ = old
-                    .disconnect(russh::Disconnect::ByApplication, "replaced by a new connection".into(), "en".into())
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "replaced by a new connection".into(),
+                        "en".into(),
+                    )
                     .await;
             }
-            self.hub.gatekeeper_state(&gk, true, gk.customer_disabled, "gatekeeper.online").await;
+            self.hub
+                .gatekeeper_state(&gk, true, gk.customer_disabled, "gatekeeper.online")
+                .await;
         }
         Ok(())
     }
 
-    async fn channel_open_session(&mut self, channel: Channel<Msg>, reply: ChannelOpenHandle, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if matches!(self.principal(), Principal::Anonymous) {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         }
         self.pending.insert(channel.id(), channel);
@@ -545,7 +711,12 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
-    async fn exec_request(&mut self, id: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         let Some(channel) = self.pending.remove(&id) else {
             session.channel_failure(id)?;
             return Ok(());
@@ -553,24 +724,35 @@ impl russh::server::Handler for Conn {
         let command = String::from_utf8_lossy(data).to_string();
         let mut words = command.split_whitespace();
         let reply = match (self.principal(), words.next()) {
-            (Principal::Registered(gk) | Principal::Gatekeeper(gk), Some(WHOAMI_COMMAND)) => Ok(json!({
-                "gatekeeper_id": gk.id, "name": gk.name, "customer_id": gk.customer_id,
-            })),
+            (Principal::Registered(gk) | Principal::Gatekeeper(gk), Some(WHOAMI_COMMAND)) => {
+                Ok(json!({
+                    "gatekeeper_id": gk.id, "name": gk.name, "customer_id": gk.customer_id,
+                }))
+            }
             (Principal::Gatekeeper(gk), Some(CONTROL_COMMAND)) => {
                 session.channel_success(id)?;
                 tokio::spawn(self.hub.clone().control_channel(gk, channel));
                 return Ok(());
             }
             (Principal::User { user, bound }, Some(SERVICES_COMMAND)) => {
-                let gk = words.next().map(str::to_string).or(bound.as_ref().map(|b| b.0.clone())).unwrap_or_default();
+                let gk = words
+                    .next()
+                    .map(str::to_string)
+                    .or(bound.as_ref().map(|b| b.0.clone()))
+                    .unwrap_or_default();
                 self.hub.services_for(&user, bound.as_ref(), &gk).await
             }
-            _ => Err(Error::denied(format!("command `{command}` is not available"))),
+            _ => Err(Error::denied(format!(
+                "command `{command}` is not available"
+            ))),
         };
         session.channel_success(id)?;
         let (body, status) = match reply {
             Ok(v) => (v, 0),
-            Err(e) => (json!({ "error": { "kind": e.kind(), "message": e.message() } }), 1),
+            Err(e) => (
+                json!({ "error": { "kind": e.kind(), "message": e.message() } }),
+                1,
+            ),
         };
         let mut text = body.to_string();
         text.push('\n');
@@ -593,7 +775,9 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let Principal::User { user, bound } = self.principal() else {
-            reply.reject(ChannelOpenFailure::AdministrativelyProhibited).await;
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
             return Ok(());
         };
         let hub = self.hub.clone();
@@ -609,7 +793,11 @@ impl russh::server::Handler for Conn {
         Ok(())
     }
 
-    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.pending.remove(&channel);
         Ok(())
     }

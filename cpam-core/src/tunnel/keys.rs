@@ -24,12 +24,14 @@ pub fn private_openssh(key: &PrivateKey) -> Result<Secret<String>> {
 
 /// Parses OpenSSH private-key text; `what` names where it came from.
 pub fn parse_private(text: &str, what: &str) -> Result<PrivateKey> {
-    PrivateKey::from_openssh(text).map_err(|e| Error::invalid(format!("{what}: not an OpenSSH private key: {e}")))
+    PrivateKey::from_openssh(text)
+        .map_err(|e| Error::invalid(format!("{what}: not an OpenSSH private key: {e}")))
 }
 
 /// Parses one `ssh-ed25519 AAAA... [comment]` line; `what` names where it came from.
 pub fn parse_public(text: &str, what: &str) -> Result<PublicKey> {
-    PublicKey::from_openssh(text.trim()).map_err(|e| Error::invalid(format!("{what}: not an OpenSSH public key: {e}")))
+    PublicKey::from_openssh(text.trim())
+        .map_err(|e| Error::invalid(format!("{what}: not an OpenSSH public key: {e}")))
 }
 
 /// `ssh-ed25519 AAAA...` without a comment.
@@ -71,6 +73,7 @@ pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::from(e).context(&format!("cannot write {}", tmp.display())))?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::from(e).context(&format!("cannot write {}", path.display())))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::from(e).context(&format!("cannot write {}", path.display())))?;
     Ok(())
 }

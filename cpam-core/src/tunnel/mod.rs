@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use russh::{cipher, kex, Preferred};
+use russh::{Preferred, cipher, kex};
 use tokio::net::{TcpListener, TcpSocket};
 
 pub use dialer::{DialTarget, Dialer, DirectDialer, GatekeeperDialer};
@@ -91,8 +91,13 @@ pub fn client_config() -> Arc<russh::client::Config> {
 /// The russh server configuration of the hub.
 pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Config> {
     Arc::new(russh::server::Config {
-        server_id: russh::SshId::Standard(std::borrow::Cow::Borrowed(concat!("SSH-2.0-cpam_", env!("CARGO_PKG_VERSION")))),
-        methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey, russh::MethodKind::Password][..]),
+        server_id: russh::SshId::Standard(std::borrow::Cow::Borrowed(concat!(
+            "SSH-2.0-cpam_",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        methods: russh::MethodSet::from(
+            &[russh::MethodKind::PublicKey, russh::MethodKind::Password][..],
+        ),
         auth_rejection_time: Duration::from_millis(300),
         auth_rejection_time_initial: Some(Duration::ZERO),
         keys: vec![host_key],
@@ -111,7 +116,11 @@ pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Co
 
 /// Binds a TCP listener with a deep backlog and `SO_REUSEADDR`.
 pub fn bind_listener(addr: SocketAddr) -> Result<TcpListener> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket
         .bind(addr)
@@ -128,7 +137,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { attempt: 0, cap: Duration::from_secs(10) }
+        Self {
+            attempt: 0,
+            cap: Duration::from_secs(10),
+        }
     }
 }
 
@@ -161,6 +173,12 @@ pub async fn resolve(addr: &str) -> Result<Vec<SocketAddr>> {
     Ok(addrs)
 }
 
+/// The hex SHA-256 under which a registration code is stored.
+pub fn code_hash(code: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(code.trim().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,10 +197,4 @@ mod tests {
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(250));
     }
-}
-
-/// The hex SHA-256 under which a registration code is stored.
-pub fn code_hash(code: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(code.trim().as_bytes()))
 }

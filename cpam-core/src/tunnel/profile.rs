@@ -60,10 +60,13 @@ impl Profile {
 
     /// Parses profile text; `what` names its origin in errors.
     pub fn parse(text: &str, what: &str) -> Result<Profile> {
-        let field = |name: &str, why: &str| Error::invalid(format!("profile {what}: field `{name}` {why}"));
-        let value: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::invalid(format!("profile {what}: not JSON: {e}")))?;
-        let obj = value.as_object().ok_or_else(|| Error::invalid(format!("profile {what}: not a JSON object")))?;
+        let field =
+            |name: &str, why: &str| Error::invalid(format!("profile {what}: field `{name}` {why}"));
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::invalid(format!("profile {what}: not JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::invalid(format!("profile {what}: not a JSON object")))?;
         for (name, is_string) in [
             ("server", true),
             ("server_key", true),
@@ -76,27 +79,42 @@ impl Profile {
         ] {
             match obj.get(name) {
                 None => return Err(field(name, "is missing")),
-                Some(v) if is_string && !v.is_string() => return Err(field(name, "must be a string")),
+                Some(v) if is_string && !v.is_string() => {
+                    return Err(field(name, "must be a string"));
+                }
                 _ => {}
             }
         }
         let f: ProfileFile = serde_json::from_value(value)
             .map_err(|e| Error::invalid(format!("profile {what}: {e}")))?;
         if f.cpam_profile != PROFILE_VERSION {
-            return Err(field("cpam_profile", &format!("is {}, this build reads version {PROFILE_VERSION}", f.cpam_profile)));
+            return Err(field(
+                "cpam_profile",
+                &format!(
+                    "is {}, this build reads version {PROFILE_VERSION}",
+                    f.cpam_profile
+                ),
+            ));
         }
-        if f.server.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if f.server
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(field("server", "must be HOST:PORT"));
         }
-        super::keys::parse_public(&f.server_key, "server_key").map_err(|e| field("server_key", &format!("is invalid: {}", e.message())))?;
+        super::keys::parse_public(&f.server_key, "server_key")
+            .map_err(|e| field("server_key", &format!("is invalid: {}", e.message())))?;
         if !f.gatekeeper.id.starts_with("gk_") {
             return Err(field("gatekeeper.id", "is not a gatekeeper id"));
         }
         if f.user.is_empty() {
             return Err(field("user", "is empty"));
         }
-        super::keys::parse_private(&f.key, "key").map_err(|e| field("key", &format!("is invalid: {}", e.message())))?;
-        let created_at = Timestamp::parse_rfc3339(&f.created_at).map_err(|_| field("created_at", "is not an RFC 3339 time"))?;
+        super::keys::parse_private(&f.key, "key")
+            .map_err(|e| field("key", &format!("is invalid: {}", e.message())))?;
+        let created_at = Timestamp::parse_rfc3339(&f.created_at)
+            .map_err(|_| field("created_at", "is not an RFC 3339 time"))?;
         Ok(Profile {
             server: f.server,
             server_key: f.server_key,
@@ -116,7 +134,10 @@ impl Profile {
             server: self.server.clone(),
             server_key: self.server_key.clone(),
             customer: self.customer.clone(),
-            gatekeeper: GatekeeperRef { id: self.gatekeeper_id.0.clone(), name: self.gatekeeper_name.clone() },
+            gatekeeper: GatekeeperRef {
+                id: self.gatekeeper_id.0.clone(),
+                name: self.gatekeeper_name.clone(),
+            },
             user: self.user.clone(),
             key: self.key.expose().clone(),
             created_at: self.created_at.to_rfc3339(),
