@@ -16,6 +16,7 @@ fi
 
 need=()
 command -v ip >/dev/null || need+=(iproute2)
+command -v sshpass >/dev/null || need+=(sshpass)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)

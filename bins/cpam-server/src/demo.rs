@@ -31,23 +31,47 @@ pub async fn demo(listen: &str) -> anyhow::Result<ExitCode> {
     let store = data.store().await?;
     let admin = Admin::new(store.clone(), Arc::new(StoreAuditSink::new(store)), "demo");
     admin.add_customer("demo-customer").await?;
-    let code = admin.add_gatekeeper("demo-customer", "demo-gatekeeper", Duration::from_secs(600)).await?;
+    let code = admin
+        .add_gatekeeper("demo-customer", "demo-gatekeeper", Duration::from_secs(600))
+        .await?;
     let gk_dir = tmp.join("gatekeeper");
     gatekeeper::register(&server, &code.code, &gk_dir, None).await?;
     let allow = AllowList::parse(&[format!("127.0.0.1:{}", target.port())])?;
     let stop = CancellationToken::new();
     tokio::spawn(Agent::open(&gk_dir, allow)?.run(stop.clone()));
 
-    admin.add_user("vendor", None, &[], &["Vendor".to_string()]).await?;
-    admin.add_service("demo-customer", "demo-ssh", &target.to_string(), ServiceKind::Custom).await?;
+    admin
+        .add_user("vendor", None, &[], &["Vendor".to_string()])
+        .await?;
+    admin
+        .add_service(
+            "demo-customer",
+            "demo-ssh",
+            &target.to_string(),
+            ServiceKind::Custom,
+        )
+        .await?;
     let now = Timestamp::now();
-    admin.add_grant("vendor", "demo-customer", "demo-ssh", now, Some(now.add(Duration::from_secs(8 * 3600))), None).await?;
+    admin
+        .add_grant(
+            "vendor",
+            "demo-customer",
+            "demo-ssh",
+            now,
+            Some(now.add(Duration::from_secs(8 * 3600))),
+            None,
+        )
+        .await?;
     let server_key = keys::public_openssh(data.host_key()?.public_key());
-    let profile = admin.export_profile("vendor", "demo-gatekeeper", &server, &server_key).await?;
+    let profile = admin
+        .export_profile("vendor", "demo-gatekeeper", &server, &server_key)
+        .await?;
     let profile_path = tmp.join("vendor.profile");
     profile.save(&profile_path)?;
 
-    let addr: std::net::SocketAddr = listen.parse().map_err(|_| anyhow::anyhow!("--listen `{listen}` must be ADDR:PORT"))?;
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--listen `{listen}` must be ADDR:PORT"))?;
     let listener = match tunnel::bind_listener(addr) {
         Ok(l) => l,
         Err(_) => tunnel::bind_listener(std::net::SocketAddr::new(addr.ip(), 0))?,
@@ -97,7 +121,9 @@ async fn start_target() -> anyhow::Result<std::net::SocketAddr> {
         while let Ok((stream, _)) = listener.accept().await {
             let config = config.clone();
             tokio::spawn(async move {
-                if let Ok(running) = russh::server::run_stream(config, stream, Target::default()).await {
+                if let Ok(running) =
+                    russh::server::run_stream(config, stream, Target::default()).await
+                {
                     let _ = running.await;
                 }
             });
@@ -129,10 +155,19 @@ impl russh::server::Handler for Target {
     type Error = russh::Error;
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        Ok(if user == "demo" && password == "demo" { Auth::Accept } else { Auth::reject() })
+        Ok(if user == "demo" && password == "demo" {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
     }
 
-    async fn channel_open_session(&mut self, mut channel: Channel<Msg>, reply: ChannelOpenHandle, _: &mut Session) -> Result<(), Self::Error> {
+    async fn channel_open_session(
+        &mut self,
+        mut channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _: &mut Session,
+    ) -> Result<(), Self::Error> {
         self.lines.insert(channel.id(), String::new());
         reply.accept().await;
         tokio::spawn(async move { while channel.wait().await.is_some() {} });
@@ -153,14 +188,23 @@ impl russh::server::Handler for Target {
         session.channel_success(channel)
     }
 
-    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+    async fn shell_request(
+        &mut self,
+        channel: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         let banner = "Welcome to the cpam demo target, inside the customer's network.\r\n\
                       Your keystrokes travel: ssh -> cpam-connect -> cpam-server -> gatekeeper -> here.\r\n";
         session.data(channel, format!("{banner}{PROMPT}"))
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
         let out = run_command(&String::from_utf8_lossy(data)).unwrap_or_default();
         session.data(channel, out.replace("\r\n", "\n"))?;
@@ -169,8 +213,15 @@ impl russh::server::Handler for Target {
         session.close(channel)
     }
 
-    async fn data(&mut self, channel: ChannelId, data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
-        let Some(line) = self.lines.get_mut(&channel) else { return Ok(()) };
+    async fn data(
+        &mut self,
+        channel: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(line) = self.lines.get_mut(&channel) else {
+            return Ok(());
+        };
         for &b in data {
             match b {
                 b'\r' | b'\n' => {
