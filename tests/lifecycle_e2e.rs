@@ -173,3 +173,105 @@ fn customer_switch_closes_live_sessions_and_refuses_new_ones() -> anyhow::Result
     .map_err(|e| anyhow::anyhow!("{e}\n{}", d.logs()))?;
     Ok(())
 }
+
+/// Sets the customer namespace's veth link up or down.
+fn customer_link(d: &Deployment, up: bool) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "-n",
+            d.topo.customer.name(),
+            "-o",
+            "link",
+            "show",
+            "type",
+            "veth",
+        ])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let name = text
+        .split(": ")
+        .nth(1)
+        .and_then(|n| n.split('@').next())
+        .ok_or_else(|| anyhow::anyhow!("no veth in the customer namespace: {text}"))?
+        .to_string();
+    let state = if up { "up" } else { "down" };
+    let st = std::process::Command::new("ip")
+        .args([
+            "-n",
+            d.topo.customer.name(),
+            "link",
+            "set",
+            "dev",
+            &name,
+            state,
+        ])
+        .status()?;
+    anyhow::ensure!(st.success(), "ip link set {name} {state} failed");
+    Ok(())
+}
+
+#[test]
+fn dead_link_is_detected_within_thirty_seconds_and_recovered() -> anyhow::Result<()> {
+    let mut d = Deployment::start()?;
+    d.expect_ssh_works_on(d.connect_port)?;
+    customer_link(&d, false)?;
+    let cut = Instant::now();
+    // Both ends notice by keepalive alone: nothing is sent on the link.
+    d.gatekeeper
+        .wait_for_stderr("gatekeeper offline", Duration::from_secs(35))?;
+    let gk_noticed = cut.elapsed();
+    wait_until(
+        Duration::from_secs(35).saturating_sub(cut.elapsed()),
+        "the server marking gk1 offline",
+        || {
+            let list = as_list(d.admin_json(&["gatekeeper", "list"]).ok()?).ok()?;
+            list.into_iter()
+                .find(|g| g["name"] == "gk1" && g["online"] == false)
+        },
+    )?;
+    let server_noticed = cut.elapsed();
+    eprintln!(
+        "dead link noticed by the gatekeeper after {gk_noticed:?}, by the server after {server_noticed:?}"
+    );
+    assert!(
+        gk_noticed <= Duration::from_secs(31),
+        "gatekeeper took {gk_noticed:?}"
+    );
+    assert!(
+        server_noticed <= Duration::from_secs(31),
+        "server took {server_noticed:?}"
+    );
+    customer_link(&d, true)?;
+    wait_until(
+        Duration::from_secs(25),
+        "gk1 online again after the link came back",
+        || gk1_online(&d),
+    )?;
+    d.expect_still_serving()
+}
+
+#[test]
+fn connection_manager_waits_for_an_unreachable_server() -> anyhow::Result<()> {
+    let mut d = Deployment::start()?;
+    d.kill_server()?;
+    let mut c = d
+        .topo
+        .vendor
+        .command(cpam_tests::bins::bin_path("cpam-connect")?);
+    c.arg("--profile")
+        .arg(&d.profile)
+        .args(["forward", "ssh", "--listen", "127.0.0.1:0"]);
+    let mut connect = d.spawn("connect-retry", c)?;
+    connect.wait_for_stderr("server unreachable, retrying", Duration::from_secs(15))?;
+    assert!(
+        connect.is_running(),
+        "cpam-connect gave up\n{}",
+        connect.logs()
+    );
+    d.restart_server()?;
+    let addr = connect.wait_for_line("cpam-connect forwarding ssh on ", Duration::from_secs(20))?;
+    let port: u16 = addr.rsplit(':').next().unwrap_or_default().parse()?;
+    d.expect_ssh_works_on(port)?;
+    d.extra.push(connect);
+    Ok(())
+}

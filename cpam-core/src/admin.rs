@@ -46,6 +46,18 @@ impl Admin {
         }
     }
 
+    /// Creates the built-in roles that are missing (System Administrator,
+    /// Vendor, Customer Administrator, Auditor).
+    pub async fn ensure_builtin_roles(&self) -> Result<()> {
+        let existing = self.store.list_roles().await?;
+        for role in crate::model::builtin_roles() {
+            if !existing.iter().any(|r| r.name == role.name) {
+                self.store.put_role(&role).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -1,0 +1,1 @@
+//! Tutorials live in the `[[example]]` targets of this package.
