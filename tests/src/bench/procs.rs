@@ -271,6 +271,24 @@ fn cpu_totals() -> Option<(u64, u64)> {
     Some((v.iter().sum(), v[3] + v[4]))
 }
 
+/// Busy jiffies of the whole machine (user, nice, system, irq, softirq,
+/// steal) from the first line of `/proc/stat`.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let s = fs::read_to_string("/proc/stat").ok()?;
+    let v: Vec<u64> = s
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    if v.len() < 8 {
+        return None;
+    }
+    Some(v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+}
+
 /// Waits until the machine has been at least `min_idle` idle for two
 /// consecutive half-second samples, at most `cap`. Returns the last idle
 /// fraction seen and whether the wait succeeded.

@@ -185,21 +185,22 @@ pub fn table(results: &[PathResult], plan: &Plan) -> String {
             if b.processes.is_empty() {
                 let _ = writeln!(
                     out,
-                    "  {} {} stream(s): no tunnel processes; bench (client+sink) {:.2} s",
-                    r.name, b.bulk.streams, b.bench_cpu_s
+                    "  {} {} stream(s): no tunnel processes; bench (client+sink) {:.2} s, other load {:.2} cores",
+                    r.name, b.bulk.streams, b.bench_cpu_s, b.foreign_cores
                 );
                 continue;
             }
             let _ = writeln!(
                 out,
-                "  {} {} stream(s): {:.2} CPU-s for {:.2} GB = {:.2} CPU-s/GB (bench client+sink: {:.2} s, idle before {:.0} %)",
+                "  {} {} stream(s): {:.2} CPU-s for {:.2} GB = {:.2} CPU-s/GB (bench client+sink: {:.2} s, idle before {:.0} %, other load {:.2} cores)",
                 r.name,
                 b.bulk.streams,
                 b.cpu_s,
                 b.bulk.bytes as f64 / 1e9,
                 b.cpu_s_per_gb,
                 b.bench_cpu_s,
-                b.idle_before * 100.0
+                b.idle_before * 100.0,
+                b.foreign_cores
             );
             for p in &b.processes {
                 let _ = writeln!(
