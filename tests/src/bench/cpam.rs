@@ -237,7 +237,12 @@ pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
         path.guards.insert(0, connect);
     }
 
-    wait_echo(path.echo, READY_TIMEOUT).with_context(|| {
+    let up = wait_echo(path.echo, READY_TIMEOUT);
+    let alive = path
+        .guards
+        .iter_mut()
+        .try_for_each(ChildGuard::check_running);
+    alive.and(up).with_context(|| {
         format!(
             "logs: server: {} / gatekeeper: {} / connect: {}",
             log_tail(&server_log),
