@@ -10,10 +10,30 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// PIDs of every live [`ChildGuard`], so a signal handler can stop them
+/// when the bench is interrupted before the guards drop.
+static LIVE: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Kills (SIGKILL, by PID) every process the bench started and has not
+/// stopped yet. For signal handlers; normal teardown is the guards' drop.
+pub fn kill_all_started() {
+    let pids: Vec<String> = LIVE
+        .lock()
+        .map(|v| v.iter().map(u32::to_string).collect())
+        .unwrap_or_default();
+    if !pids.is_empty() {
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
 
 /// A started process, killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
@@ -30,6 +50,9 @@ impl ChildGuard {
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start {name} ({:?})", cmd.get_program()))?;
+        if let Ok(mut live) = LIVE.lock() {
+            live.push(child.id());
+        }
         Ok(Self {
             name: name.to_owned(),
             child,
@@ -109,6 +132,10 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let pid = self.child.id();
+        if let Ok(mut live) = LIVE.lock() {
+            live.retain(|p| *p != pid);
+        }
     }
 }
 

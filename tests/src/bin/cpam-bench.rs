@@ -134,6 +134,23 @@ fn run() -> Result<()> {
         .thread_name("bench-client")
         .enable_all()
         .build()?;
+    // Interrupted (Ctrl-C, SIGTERM): stop what we started, then exit.
+    rt.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("cpam-bench: interrupted, stopping the processes it started");
+        procs::kill_all_started();
+        std::process::exit(130);
+    });
 
     let mut results: Vec<PathResult> = Vec::new();
     for name in ALL_PATHS
