@@ -125,13 +125,21 @@ pub async fn bulk(addr: SocketAddr, targets: &Targets, bytes: u64, streams: usiz
         if targets.sink_received() >= bytes {
             break Ok(start.elapsed());
         }
-        if let Some(t) = tasks.iter_mut().find(|t| t.is_finished()) {
-            match t.await {
-                Ok(Err(e)) => break Err(e.context("bulk writer failed")),
-                Err(e) => break Err(anyhow::anyhow!("bulk writer panicked: {e}")),
+        let mut failure = None;
+        let mut i = 0;
+        while i < tasks.len() {
+            if !tasks[i].is_finished() {
+                i += 1;
+                continue;
+            }
+            match tasks.swap_remove(i).await {
+                Ok(Err(e)) => failure = Some(e.context("bulk writer failed")),
+                Err(e) => failure = Some(anyhow::anyhow!("bulk writer panicked: {e}")),
                 Ok(Ok(())) => {}
             }
-            tasks.retain(|t| !t.is_finished());
+        }
+        if let Some(e) = failure {
+            break Err(e);
         }
         if Instant::now() > deadline {
             break Err(anyhow::anyhow!(

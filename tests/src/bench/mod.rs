@@ -134,7 +134,7 @@ pub struct PathResult {
 }
 
 impl PathResult {
-    pub fn failed(name: &str, error: String) -> Self {
+    pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
             notes: Vec::new(),
@@ -143,8 +143,14 @@ impl PathResult {
             concurrency: None,
             rss_idle_kib: BTreeMap::new(),
             rss_loaded_kib: BTreeMap::new(),
-            errors: vec![error],
+            errors: Vec::new(),
         }
+    }
+
+    pub fn failed(name: &str, error: String) -> Self {
+        let mut r = Self::new(name);
+        r.errors.push(error);
+        r
     }
 }
 
@@ -237,8 +243,7 @@ fn bulk_once(
 
 /// Runs every metric against one running path.
 pub fn measure(rt: &Runtime, path: &RunningPath, targets: &Targets, plan: &Plan) -> PathResult {
-    let mut res = PathResult::failed(path.name, String::new());
-    res.errors.clear();
+    let mut res = PathResult::new(path.name);
     res.notes = path.notes.clone();
     res.rss_idle_kib = rss_map(&path.processes());
 

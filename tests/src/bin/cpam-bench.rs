@@ -196,3 +196,35 @@ fn run() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+    use crate::bench::load::percentile;
+
+    #[test]
+    fn byte_counts() {
+        let check = |input: &str, expect: Option<u64>| {
+            assert_eq!(parse_bytes(input).ok(), expect, "input {input:?}");
+        };
+        check("268435456", Some(268_435_456));
+        check("256MiB", Some(256 << 20));
+        check("256M", Some(256 << 20));
+        check("1GiB", Some(1 << 30));
+        check("1gb", Some(1_000_000_000));
+        check("4 KiB", Some(4096));
+        check("0", None);
+        check("MiB", None);
+        check("12XB", None);
+        check("99999999999999999999", None);
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(51.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
