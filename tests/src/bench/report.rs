@@ -119,8 +119,9 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// The ratio columns: (header, numerator path, denominator path).
-const RATIOS: [(&str, &str, &str); 3] = [
+const RATIOS: [(&str, &str, &str); 4] = [
     ("cpam/openssh", "cpam", "openssh"),
+    ("cpam/openssh-tty", "cpam", "openssh-tty"),
     ("cpam/direct", "cpam", "direct"),
     ("openssh/direct", "openssh", "direct"),
 ];
