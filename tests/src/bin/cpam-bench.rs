@@ -1,0 +1,230 @@
+//! `cpam-bench`: measures cpam's data path next to direct TCP and the
+//! equivalent OpenSSH two-hop chain, on loopback, in one run, and prints the
+//! figures with within-run ratios. See `docs/benchmark.md`.
+
+#[path = "../bench/mod.rs"]
+mod bench;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+
+use bench::openssh::Flavor;
+use bench::targets::Targets;
+use bench::{PathResult, Plan, RunningPath, procs};
+
+const ALL_PATHS: [&str; 4] = ["direct", "openssh", "openssh-tty", "cpam"];
+
+/// Throughput, CPU per byte, first-byte latency and a connection burst
+/// through direct TCP, OpenSSH (-R + -L through one sshd) and cpam.
+#[derive(Debug, Parser)]
+#[command(name = "cpam-bench", version)]
+struct Args {
+    /// Bytes for the bulk transfer: a number, or with KiB/MiB/GiB (or K/M/G,
+    /// KB/MB/GB) suffix.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    bytes: u64,
+    /// Parallel connections for the bulk transfer, as a list: each entry is
+    /// one run moving --bytes in total.
+    #[arg(long, default_value = "1,4", value_delimiter = ',')]
+    streams: Vec<usize>,
+    /// Sequential new connections for the first-byte latency (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    latency_samples: usize,
+    /// Concurrent connections for the burst (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Echo round trips per burst connection.
+    #[arg(long, default_value_t = 10)]
+    round_trips: usize,
+    /// Bytes per burst round trip.
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Paths to measure: direct, openssh, openssh-tty (OpenSSH with NODELAY
+    /// via -tt sessions), cpam.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "direct,openssh,openssh-tty,cpam"
+    )]
+    only: Vec<String>,
+    /// Directory with cpam-server, cpam-gatekeeper and cpam-connect
+    /// (default: the directory of this executable).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/cpam-bench.json")]
+    json: PathBuf,
+    /// Longest wait for an idle CPU before each measurement, in seconds.
+    #[arg(long, default_value_t = 10)]
+    idle_wait: u64,
+    /// Bound on the whole connection burst, in seconds.
+    #[arg(long, default_value_t = 60)]
+    burst_timeout: u64,
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid byte count {s:?}: expected e.g. 268435456 or 256MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {s:?}: use KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    match n.checked_mul(mult) {
+        Some(0) | None => Err(format!("byte count {s:?} must be between 1 and 2^64")),
+        Some(v) => Ok(v),
+    }
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<()> {
+    let args = Args::parse();
+    for p in &args.only {
+        if !ALL_PATHS.contains(&p.as_str()) {
+            bail!("unknown path {p:?} in --only: use {}", ALL_PATHS.join(","));
+        }
+    }
+    if args.streams.is_empty() || args.streams.contains(&0) {
+        bail!("--streams needs positive counts, e.g. 1,4");
+    }
+    let bin_dir = match &args.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("the bench executable has no parent directory")?
+            .to_path_buf(),
+    };
+    let plan = Plan {
+        bytes: args.bytes,
+        streams: args.streams.clone(),
+        latency_samples: args.latency_samples,
+        connections: args.connections,
+        round_trips: args.round_trips,
+        size: args.size,
+        conc_timeout: Duration::from_secs(args.burst_timeout),
+        idle_cap: Duration::from_secs(args.idle_wait),
+        clk_tck: procs::clock_ticks(),
+    };
+
+    let targets = Targets::start()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bench-client")
+        .enable_all()
+        .build()?;
+    // Interrupted (Ctrl-C, SIGTERM): stop what we started, then exit.
+    rt.spawn(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("cpam-bench: interrupted, stopping the processes it started");
+        procs::kill_all_started();
+        std::process::exit(130);
+    });
+
+    let mut results: Vec<PathResult> = Vec::new();
+    for name in ALL_PATHS
+        .iter()
+        .filter(|p| args.only.iter().any(|o| o == *p))
+    {
+        eprintln!("cpam-bench: setting up {name}");
+        let started: Result<RunningPath> = match *name {
+            "direct" => Ok(RunningPath::direct(&targets)),
+            "openssh" => bench::openssh::start(&targets, Flavor::Plain),
+            "openssh-tty" => bench::openssh::start(&targets, Flavor::Tty),
+            _ => bench::cpam::start(&targets, &bin_dir),
+        };
+        match started {
+            Ok(path) => {
+                eprintln!("cpam-bench: measuring {name}");
+                let r = bench::measure(&rt, &path, &targets, &plan);
+                for e in &r.errors {
+                    eprintln!("cpam-bench: {name}: {e}");
+                }
+                results.push(r);
+                // Stops the path's processes before the next one starts.
+                drop(path);
+            }
+            Err(e) => {
+                eprintln!("cpam-bench: {name} could not be set up: {e:#}");
+                results.push(PathResult::failed(name, format!("setup: {e:#}")));
+            }
+        }
+    }
+    drop(rt);
+
+    print!("{}", bench::report::table(&results, &plan));
+    let doc = bench::report::json(&results, &plan);
+    if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
+        procs::ensure_dir(parent)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&doc)? + "\n")
+        .with_context(|| format!("cannot write {}", args.json.display()))?;
+    println!("JSON written to {}", args.json.display());
+    if results.iter().any(|r| !r.errors.is_empty()) {
+        bail!("some measurements failed (see ERROR lines above)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+    use crate::bench::load::percentile;
+
+    #[test]
+    fn byte_counts() {
+        let check = |input: &str, expect: Option<u64>| {
+            assert_eq!(parse_bytes(input).ok(), expect, "input {input:?}");
+        };
+        check("268435456", Some(268_435_456));
+        check("256MiB", Some(256 << 20));
+        check("256M", Some(256 << 20));
+        check("1GiB", Some(1 << 30));
+        check("1gb", Some(1_000_000_000));
+        check("4 KiB", Some(4096));
+        check("0", None);
+        check("MiB", None);
+        check("12XB", None);
+        check("99999999999999999999", None);
+    }
+
+    #[test]
+    fn percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 50.0), Some(51.0));
+        assert_eq!(percentile(&v, 99.0), Some(99.0));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
