@@ -61,6 +61,19 @@ pub struct LiveSession {
     engine: Arc<SessionEngine>,
 }
 
+/// A session policy allowed, not yet recorded (see [`SessionEngine::approve`]).
+#[derive(Debug, Clone)]
+pub struct Approval {
+    pub user: User,
+    pub credential_gatekeeper: Option<GatekeeperId>,
+    pub gatekeeper: Gatekeeper,
+    pub service: Service,
+    pub grant_id: GrantId,
+    pub until: Option<Timestamp>,
+    pub originator: String,
+    pub at: Timestamp,
+}
+
 /// One live session as listed by [`SessionEngine::live`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LiveInfo {
@@ -107,6 +120,23 @@ impl SessionEngine {
         service: &Service,
         originator: &str,
     ) -> Result<LiveSession> {
+        let approval = self
+            .approve(user, credential_gatekeeper, gatekeeper, service, originator)
+            .await?;
+        self.start(approval).await
+    }
+
+    /// The read-only half of [`SessionEngine::authorize`]: checks policy and
+    /// audits a refusal. A proxy may dial the target while [`SessionEngine::start`]
+    /// records the approved session.
+    pub async fn approve(
+        &self,
+        user: &User,
+        credential_gatekeeper: Option<&GatekeeperId>,
+        gatekeeper: &Gatekeeper,
+        service: &Service,
+        originator: &str,
+    ) -> Result<Approval> {
         let now = Timestamp::now();
         let grants = self.store.grants_for(&user.id, &service.id).await?;
         let req = AccessRequest {
@@ -115,8 +145,17 @@ impl SessionEngine {
             gatekeeper,
             credential_gatekeeper,
         };
-        let (grant_id, until) = match policy::decide(&req, &grants, now) {
-            Decision::Allow { grant_id, until } => (grant_id, until),
+        match policy::decide(&req, &grants, now) {
+            Decision::Allow { grant_id, until } => Ok(Approval {
+                user: user.clone(),
+                credential_gatekeeper: credential_gatekeeper.cloned(),
+                gatekeeper: gatekeeper.clone(),
+                service: service.clone(),
+                grant_id,
+                until,
+                originator: originator.to_string(),
+                at: now,
+            }),
             Decision::Deny { reason } => {
                 self.record(AuditEvent {
                     at: now,
@@ -134,10 +173,14 @@ impl SessionEngine {
                     }),
                 })
                 .await;
-                return Err(reason.into_error());
+                Err(reason.into_error())
             }
-        };
-        self.start(
+        }
+    }
+
+    /// Records an approved session, registers it live and arms its expiry.
+    pub async fn start(self: &Arc<Self>, approval: Approval) -> Result<LiveSession> {
+        let Approval {
             user,
             credential_gatekeeper,
             gatekeeper,
@@ -145,23 +188,8 @@ impl SessionEngine {
             grant_id,
             until,
             originator,
-            now,
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn start(
-        self: &Arc<Self>,
-        user: &User,
-        credential_gatekeeper: Option<&GatekeeperId>,
-        gatekeeper: &Gatekeeper,
-        service: &Service,
-        grant_id: GrantId,
-        until: Option<Timestamp>,
-        originator: &str,
-        now: Timestamp,
-    ) -> Result<LiveSession> {
+            at: now,
+        } = approval;
         let session = Session {
             id: SessionId::generate(),
             user_id: user.id.clone(),
@@ -206,10 +234,10 @@ impl SessionEngine {
                 cancel: cancel.clone(),
                 end: end.clone(),
                 counters: counters.clone(),
-                user: user.clone(),
-                service: service.clone(),
-                gatekeeper: gatekeeper.clone(),
-                credential_gatekeeper: credential_gatekeeper.cloned(),
+                user,
+                service,
+                gatekeeper,
+                credential_gatekeeper,
             },
         );
         if let Some(until) = until {

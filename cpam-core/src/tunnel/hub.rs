@@ -28,7 +28,7 @@ use crate::model::{
 };
 use crate::policy::{self, AccessRequest, Decision};
 use crate::proxy::tcp::{SpliceEnd, StreamSink, StreamSource, splice};
-use crate::session::{LiveSession, SessionEngine};
+use crate::session::{Approval, SessionEngine};
 
 /// How long a peer has to finish the SSH handshake and authenticate.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -215,26 +215,36 @@ impl Hub {
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
     ) {
-        let live = match self
-            .authorize(&user, bound.as_ref(), &spec, &originator)
+        let approval = match self
+            .approve(&user, bound.as_ref(), &spec, &originator)
             .await
         {
-            Ok(pair) => pair,
+            Ok(a) => a,
             Err(e) => {
                 tracing::info!(user = %user.name, %spec, error = %e, "session refused");
                 reply.reject(open_failure(e.kind())).await;
                 return;
             }
         };
-        let (live, gk) = live;
         let target = DialTarget {
-            gatekeeper: Some(gk.id.clone()),
-            target: live.session.target.clone(),
+            gatekeeper: Some(approval.gatekeeper.id.clone()),
+            target: approval.service.target.clone(),
             originator,
         };
-        let upstream = tokio::select! {
-            r = self.gatekeepers.dial(&target) => r,
-            _ = live.cancel.cancelled() => Err(Error::new(ErrorKind::Cancelled, "session ended while dialing")),
+        // Recording the session and dialing the target overlap; the vendor's
+        // channel is accepted only once both are done.
+        let (live, upstream) =
+            tokio::join!(self.engine.start(approval), self.gatekeepers.dial(&target));
+        let live = match live {
+            Ok(live) => live,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a session, refusing it");
+                reply.reject(ChannelOpenFailure::ResourceShortage).await;
+                if let Ok(Connection::Channel(ch)) = upstream {
+                    let _ = ch.close().await;
+                }
+                return;
+            }
         };
         let upstream = match upstream {
             Ok(c) => c,
@@ -246,6 +256,13 @@ impl Hub {
                 return;
             }
         };
+        if live.cancel.is_cancelled() {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            live.finish(EndReason::Completed, None).await;
+            return;
+        }
         reply.accept().await;
         let (mut user_rx, mut user_tx) = channel.split();
         let end = match upstream {
@@ -288,13 +305,13 @@ impl Hub {
         };
     }
 
-    async fn authorize(
+    async fn approve(
         &self,
         user: &User,
         bound: Option<&GatekeeperId>,
         spec: &str,
         originator: &(String, u32),
-    ) -> Result<(LiveSession, Gatekeeper)> {
+    ) -> Result<Approval> {
         let store = self.engine.store();
         let (service_name, gk_id) = spec.rsplit_once('@').ok_or_else(|| {
             Error::invalid(format!(
@@ -318,17 +335,15 @@ impl Hub {
                 "no service `{service_name}` for this customer"
             )));
         };
-        let live = self
-            .engine
-            .authorize(
+        self.engine
+            .approve(
                 user,
                 bound,
                 &gk,
                 &service,
                 &format!("{}:{}", originator.0, originator.1),
             )
-            .await?;
-        Ok((live, gk))
+            .await
     }
 
     async fn services_for(
