@@ -237,7 +237,10 @@ pub struct UserKey {
 
 /// A named permission. The seed documents' names are used verbatim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[allow(non_camel_case_types)]
+#[expect(
+    non_camel_case_types,
+    reason = "permission names are the seed documents' own, verbatim"
+)]
 #[non_exhaustive]
 pub enum Permission {
     VIEW_ADMIN_LOG_USER_ACTIVITY,

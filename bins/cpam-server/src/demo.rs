@@ -241,10 +241,8 @@ impl russh::server::Handler for Target {
                     session.eof(channel)?;
                     return session.close(channel);
                 }
-                0x7f | 0x08 => {
-                    if line.pop().is_some() {
-                        session.data(channel, "\x08 \x08")?;
-                    }
+                0x7f | 0x08 if line.pop().is_some() => {
+                    session.data(channel, "\x08 \x08")?;
                 }
                 b if b >= 0x20 && line.len() < 1024 => {
                     line.push(char::from(b));

@@ -1,6 +1,7 @@
 //! `cpam-server`: the reference server. Thin: clap, configuration, wiring.
 
 mod admin;
+mod admin_args;
 mod demo;
 mod run;
 

@@ -156,3 +156,47 @@ fn refusal(gk: &GatekeeperId, target: &Target, reason: ChannelOpenFailure) -> Er
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(port: u16, gatekeeper: Option<&str>) -> DialTarget {
+        DialTarget {
+            gatekeeper: gatekeeper.map(|g| GatekeeperId(g.into())),
+            target: Target {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            originator: ("127.0.0.1".into(), 1),
+        }
+    }
+
+    #[tokio::test]
+    async fn direct_dialer_connects_and_names_a_refusal() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let conn = DirectDialer.dial(&target(port, None)).await.expect("dial");
+        assert!(matches!(conn, Connection::Tcp(ref s) if s.nodelay().unwrap_or(false)));
+        drop(listener);
+        let e = DirectDialer
+            .dial(&target(port, None))
+            .await
+            .expect_err("closed port");
+        assert!(e.message().contains(&format!("127.0.0.1:{port}")), "{e}");
+    }
+
+    #[tokio::test]
+    async fn gatekeeper_dialer_reports_an_offline_gatekeeper() {
+        let d = GatekeeperDialer::new();
+        assert!(!d.is_online(&GatekeeperId("gk_x".into())));
+        let e = d
+            .dial(&target(22, Some("gk_x")))
+            .await
+            .expect_err("offline");
+        assert_eq!(e.kind(), ErrorKind::TunnelUnavailable);
+        assert!(e.message().contains("gk_x is offline"), "{e}");
+    }
+}

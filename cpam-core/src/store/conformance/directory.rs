@@ -152,10 +152,7 @@ pub async fn gatekeepers(store: &dyn Store) {
     );
 }
 
-fn code_hash(code: &str) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(code.as_bytes()))
-}
+use crate::tunnel::code_hash;
 
 /// Registration codes: unknown, expired, replaced, redeemed once; a refused code changes nothing.
 pub async fn registration_codes(store: &dyn Store) {

@@ -1,0 +1,263 @@
+//! The admin subcommands' arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+#[derive(Args, Debug)]
+pub struct Common {
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Customers.
+    #[command(subcommand)]
+    Customer(CustomerCmd),
+    /// Gatekeepers and their one-time registration codes.
+    #[command(subcommand)]
+    Gatekeeper(GatekeeperCmd),
+    /// Users, their keys and passwords.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Roles with named permissions.
+    #[command(subcommand)]
+    Role(RoleCmd),
+    /// Services (HOST:PORT) per customer.
+    #[command(subcommand)]
+    Service(ServiceCmd),
+    /// Grants: user x service x time window.
+    #[command(subcommand)]
+    Grant(GrantCmd),
+    /// Live and past sessions.
+    #[command(subcommand)]
+    Sessions(SessionsCmd),
+    /// The hash-chained audit log.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+    /// Connection Manager profiles.
+    #[command(subcommand)]
+    Profile(ProfileCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CustomerCmd {
+    Add {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GatekeeperCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long, default_value = "24h")]
+        code_ttl: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// A new one-time registration code.
+    Code {
+        name: String,
+        #[arg(long, default_value = "24h")]
+        code_ttl: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[arg(long)]
+        customer: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    Add {
+        name: String,
+        /// Read the password from one line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+        /// OpenSSH public key file.
+        #[arg(long)]
+        key: Vec<PathBuf>,
+        #[arg(long)]
+        role: Vec<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Keys.
+    #[command(subcommand)]
+    Key(UserKeyCmd),
+    Disable {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    Enable {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserKeyCmd {
+    Add {
+        name: String,
+        file: PathBuf,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoleCmd {
+    Add {
+        name: String,
+        #[arg(long, required = true)]
+        permission: Vec<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[command(flatten)]
+        c: Common,
+    },
+    Assign {
+        user: String,
+        role: String,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCmd {
+    Add {
+        name: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        target: String,
+        #[arg(long, default_value = "custom")]
+        kind: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[arg(long)]
+        customer: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GrantCmd {
+    Add {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        customer: String,
+        #[arg(long)]
+        service: String,
+        /// Start (RFC 3339); default now.
+        #[arg(long)]
+        from: Option<String>,
+        /// End (RFC 3339).
+        #[arg(long, conflicts_with = "for_")]
+        until: Option<String>,
+        /// Length from the start, e.g. 8h.
+        #[arg(long = "for", id = "for_")]
+        for_: Option<String>,
+        /// Days of the week, e.g. mon-fri.
+        #[arg(long, requires = "hours")]
+        days: Option<String>,
+        /// Time of day, UTC, e.g. 08:00-18:00.
+        #[arg(long, requires = "days")]
+        hours: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SessionsCmd {
+    List {
+        #[arg(long)]
+        live: bool,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[command(flatten)]
+        c: Common,
+    },
+    Terminate {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    List {
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[command(flatten)]
+        c: Common,
+    },
+    Verify {
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProfileCmd {
+    Export {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        gatekeeper: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// The address vendors reach the server at (default: the configured one).
+        #[arg(long)]
+        server_address: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+}

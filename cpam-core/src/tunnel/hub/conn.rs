@@ -1,0 +1,394 @@
+//! One SSH connection's handler: authentication and channel requests.
+//! Callbacks decide and hand work to owned tasks of the [`Hub`].
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use russh::keys::PublicKey;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelOpenFailure};
+use serde_json::json;
+
+use super::{Hub, Principal};
+use crate::error::{Error, Result};
+use crate::model::{AuditCategory, GatekeeperId, Timestamp, User};
+use crate::tunnel::{
+    CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+};
+
+/// One SSH connection's handler.
+pub(super) struct Conn {
+    pub(super) hub: Arc<Hub>,
+    pub(super) conn: u64,
+    pub(super) peer: SocketAddr,
+    pub(super) principal: Arc<Mutex<Principal>>,
+    /// Session channels waiting for their exec request.
+    pub(super) pending: std::collections::HashMap<ChannelId, Channel<Msg>>,
+    pub(super) offer_refusal_audited: bool,
+}
+
+impl Conn {
+    fn principal(&self) -> Principal {
+        self.principal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set_principal(&self, p: Principal) {
+        *self.principal.lock().unwrap_or_else(|p| p.into_inner()) = p;
+    }
+
+    async fn login_failure(&self, user: &str, method: &str, reason: &str) {
+        self.hub
+            .audit(
+                AuditCategory::UserActivity,
+                "login.failure",
+                user,
+                None,
+                json!({ "method": method, "reason": reason, "peer": self.peer.to_string() }),
+            )
+            .await;
+    }
+
+    async fn login_success(&self, user: &User, method: &str) {
+        self.hub
+            .audit(
+                AuditCategory::UserActivity,
+                "login.success",
+                &user.name,
+                None,
+                json!({ "method": method, "peer": self.peer.to_string() }),
+            )
+            .await;
+    }
+
+    async fn register(&self, code: &str, key: &PublicKey) -> Result<Auth> {
+        let code_hash = crate::tunnel::code_hash(code);
+        let fp = keys::fingerprint(key);
+        let store = self.hub.engine.store();
+        match store
+            .redeem_registration_code(
+                &code_hash,
+                &keys::public_openssh(key),
+                &fp,
+                Timestamp::now(),
+            )
+            .await?
+        {
+            Ok(gk) => {
+                self.hub
+                    .audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.registered",
+                        &format!("gatekeeper:{}", gk.name),
+                        Some(&gk),
+                        json!({ "gatekeeper": gk.name, "fingerprint": fp, "peer": self.peer.to_string() }),
+                    )
+                    .await;
+                self.set_principal(Principal::Registered(gk));
+                Ok(Auth::Accept)
+            }
+            Err(refusal) => {
+                self.hub
+                    .audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.registration_refused",
+                        "anonymous",
+                        None,
+                        json!({ "reason": refusal, "message": refusal.to_string(), "peer": self.peer.to_string() }),
+                    )
+                    .await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn user_key(
+        &self,
+        user: &str,
+        key: &PublicKey,
+    ) -> Result<Option<(User, Option<GatekeeperId>)>> {
+        let store = self.hub.engine.store();
+        let Some(u) = store.user_by_name(user).await? else {
+            return Ok(None);
+        };
+        let Some(k) = store
+            .user_key_by_fingerprint(&keys::fingerprint(key))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id)))
+    }
+}
+
+fn internal(e: &Error) -> russh::Error {
+    tracing::error!(error = %e, "hub callback failed");
+    russh::Error::Disconnect
+}
+
+impl russh::server::Handler for Conn {
+    type Error = russh::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if user.starts_with(REGISTER_USER_PREFIX) {
+            return Ok(Auth::Accept);
+        }
+        let store = self.hub.engine.store();
+        let fp = keys::fingerprint(offer.public_key);
+        let known = if user == GATEKEEPER_USER {
+            store
+                .gatekeeper_by_fingerprint(&fp)
+                .await
+                .map_err(|e| internal(&e))?
+                .is_some()
+        } else {
+            self.user_key(user, offer.public_key)
+                .await
+                .map_err(|e| internal(&e))?
+                .is_some()
+        };
+        if !known && !self.offer_refusal_audited {
+            // Once per connection: a client may offer several keys in turn.
+            self.offer_refusal_audited = true;
+            if user == GATEKEEPER_USER {
+                self.hub
+                    .audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.unknown_key",
+                        "anonymous",
+                        None,
+                        json!({ "fingerprint": fp, "peer": self.peer.to_string() }),
+                    )
+                    .await;
+            } else {
+                self.login_failure(user, "publickey", &format!("unknown key {fp}"))
+                    .await;
+            }
+        }
+        Ok(if known { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if let Some(code) = user.strip_prefix(REGISTER_USER_PREFIX) {
+            return self
+                .register(code, key.public_key)
+                .await
+                .map_err(|e| internal(&e));
+        }
+        let store = self.hub.engine.store();
+        if user == GATEKEEPER_USER {
+            let fp = keys::fingerprint(key.public_key);
+            return Ok(
+                match store
+                    .gatekeeper_by_fingerprint(&fp)
+                    .await
+                    .map_err(|e| internal(&e))?
+                {
+                    Some(gk) => {
+                        self.set_principal(Principal::Gatekeeper(gk));
+                        Auth::Accept
+                    }
+                    None => {
+                        self.hub
+                            .audit(
+                                AuditCategory::SystemMessages,
+                                "gatekeeper.unknown_key",
+                                "anonymous",
+                                None,
+                                json!({ "fingerprint": fp, "peer": self.peer.to_string() }),
+                            )
+                            .await;
+                        Auth::reject()
+                    }
+                },
+            );
+        }
+        match self
+            .user_key(user, key.public_key)
+            .await
+            .map_err(|e| internal(&e))?
+        {
+            Some((u, _)) if u.disabled => {
+                self.login_failure(user, "publickey", "user disabled").await;
+                Ok(Auth::reject())
+            }
+            Some((u, bound)) => {
+                self.login_success(&u, "publickey").await;
+                self.set_principal(Principal::User { user: u, bound });
+                Ok(Auth::Accept)
+            }
+            None => {
+                self.login_failure(user, "publickey", "unknown user or key")
+                    .await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        let store = self.hub.engine.store();
+        let found = store.user_by_name(user).await.map_err(|e| internal(&e))?;
+        let ok = match &found {
+            Some(u) if !u.disabled => match &u.password_hash {
+                Some(hash) => crate::password::verify(password, hash).await,
+                None => false,
+            },
+            _ => false,
+        };
+        match found {
+            Some(u) if ok => {
+                self.login_success(&u, "password").await;
+                self.set_principal(Principal::User {
+                    user: u,
+                    bound: None,
+                });
+                Ok(Auth::Accept)
+            }
+            _ => {
+                self.login_failure(user, "password", "wrong user or password")
+                    .await;
+                Ok(Auth::reject())
+            }
+        }
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        if let Principal::Gatekeeper(gk) = self.principal() {
+            if let Some(old) = self
+                .hub
+                .gatekeepers
+                .attach(&gk.id, self.conn, session.handle())
+            {
+                let _ = old
+                    .disconnect(
+                        russh::Disconnect::ByApplication,
+                        "replaced by a new connection".into(),
+                        "en".into(),
+                    )
+                    .await;
+            }
+            self.hub
+                .gatekeeper_state(&gk, true, gk.customer_disabled, "gatekeeper.online")
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if matches!(self.principal(), Principal::Anonymous) {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        }
+        self.pending.insert(channel.id(), channel);
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(channel) = self.pending.remove(&id) else {
+            session.channel_failure(id)?;
+            return Ok(());
+        };
+        let command = String::from_utf8_lossy(data).to_string();
+        let mut words = command.split_whitespace();
+        let reply = match (self.principal(), words.next()) {
+            (Principal::Registered(gk) | Principal::Gatekeeper(gk), Some(WHOAMI_COMMAND)) => {
+                Ok(json!({
+                    "gatekeeper_id": gk.id, "name": gk.name, "customer_id": gk.customer_id,
+                }))
+            }
+            (Principal::Gatekeeper(gk), Some(CONTROL_COMMAND)) => {
+                session.channel_success(id)?;
+                tokio::spawn(self.hub.clone().control_channel(gk, channel));
+                return Ok(());
+            }
+            (Principal::User { user, bound }, Some(SERVICES_COMMAND)) => {
+                let gk = words
+                    .next()
+                    .map(str::to_string)
+                    .or(bound.as_ref().map(|b| b.0.clone()))
+                    .unwrap_or_default();
+                self.hub.services_for(&user, bound.as_ref(), &gk).await
+            }
+            _ => Err(Error::denied(format!(
+                "command `{command}` is not available"
+            ))),
+        };
+        session.channel_success(id)?;
+        let (body, status) = match reply {
+            Ok(v) => (v, 0),
+            Err(e) => (
+                json!({ "error": { "kind": e.kind(), "message": e.message() } }),
+                1,
+            ),
+        };
+        let mut text = body.to_string();
+        text.push('\n');
+        session.data(id, bytes::Bytes::from(text))?;
+        session.exit_status_request(id, status)?;
+        session.eof(id)?;
+        session.close(id)?;
+        drop(channel);
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host_to_connect: &str,
+        _port_to_connect: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Principal::User { user, bound } = self.principal() else {
+            reply
+                .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        let hub = self.hub.clone();
+        let task = hub.clone().open_session(
+            user,
+            bound,
+            host_to_connect.to_string(),
+            (originator_address.to_string(), originator_port),
+            channel,
+            reply,
+        );
+        hub.sessions.spawn(task);
+        Ok(())
+    }
+
+    async fn channel_close(
+        &mut self,
+        channel: ChannelId,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.pending.remove(&channel);
+        Ok(())
+    }
+}
