@@ -194,7 +194,7 @@ fn bad_arguments_are_named_and_change_nothing() -> anyhow::Result<()> {
     )?;
     s.refused(
         &["grant", "revoke", "grt_missing"],
-        &["no active grant `grt_missing`"],
+        &["grant `grt_missing` not found"],
     )?;
     s.refused(
         &["sessions", "terminate", "ses_missing"],
