@@ -272,7 +272,11 @@ fn connection_manager_waits_for_an_unreachable_server() -> anyhow::Result<()> {
     let addr = connect.wait_for_line("cpam-connect forwarding ssh on ", Duration::from_secs(20))?;
     let port: u16 = addr.rsplit(':').next().unwrap_or_default().parse()?;
     // The gatekeeper reconnects on its own backoff; sessions need it online.
-    wait_until(Duration::from_secs(15), "gk1 online after the restart", || gk1_online(&d))?;
+    wait_until(
+        Duration::from_secs(15),
+        "gk1 online after the restart",
+        || gk1_online(&d),
+    )?;
     d.expect_ssh_works_on(port)?;
     d.extra.push(connect);
     Ok(())
