@@ -29,4 +29,4 @@ fi
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
-cargo test --workspace "$@"
+cargo test --workspace --no-fail-fast "$@"

@@ -34,6 +34,15 @@ pub struct Running {
 /// Opens the data dir, starts the hub and the control socket.
 pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Running> {
     let store = data.store().await?;
+    // A server that stopped without saying so left its gatekeepers marked
+    // online; they reconnect (and are marked online again) within seconds.
+    for gk in store.list_gatekeepers(None).await? {
+        if gk.online {
+            store
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, Timestamp::now())
+                .await?;
+        }
+    }
     let closed = store
         .close_orphan_sessions(
             Timestamp::now(),
