@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod signal;
 pub mod store;
 pub mod tunnel;
 

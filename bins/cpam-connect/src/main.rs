@@ -102,7 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             {
                 let stop = stop.clone();
                 tokio::spawn(async move {
-                    wait_for_signal().await;
+                    cpam_core::signal::shutdown().await;
                     stop.cancel();
                 });
             }
@@ -115,19 +115,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -105,7 +105,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let agent = Agent::open(&state_dir, allow)?;
             let stop = CancellationToken::new();
             let task = tokio::spawn(agent.run(stop.clone()));
-            wait_for_signal().await;
+            cpam_core::signal::shutdown().await;
             stop.cancel();
             task.await??;
         }
@@ -137,19 +137,4 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

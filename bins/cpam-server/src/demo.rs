@@ -99,7 +99,7 @@ pub async fn demo(listen: &str) -> anyhow::Result<ExitCode> {
         profile = profile_path.display(),
         tmp = tmp.display(),
     );
-    crate::run::wait_for_signal().await;
+    cpam_core::signal::shutdown().await;
     stop.cancel();
     running.hub.shutdown(Duration::from_secs(2)).await;
     let _ = std::fs::remove_dir_all(&tmp);

@@ -11,7 +11,6 @@ use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
 use cpam_core::server::DataDir;
 use cpam_core::session::SessionEngine;
 use cpam_core::tunnel::{self, hub::Hub, keys};
-use tokio_util::sync::CancellationToken;
 
 pub async fn init(dir: &Path, listen: &str, database: Option<&str>) -> anyhow::Result<ExitCode> {
     let data = DataDir::init(dir, listen, database).await?;
@@ -98,7 +97,7 @@ pub async fn run(dir: &Path, listen: Option<&str>) -> anyhow::Result<ExitCode> {
     let data = DataDir::open(dir)?;
     let running = start(&data, listen).await?;
     println!("cpam-server listening on {}", running.addr);
-    wait_for_signal().await;
+    cpam_core::signal::shutdown().await;
     tracing::info!("shutting down");
     running.hub.shutdown(Duration::from_secs(3)).await;
     for t in running.tasks {
@@ -106,21 +105,4 @@ pub async fn run(dir: &Path, listen: Option<&str>) -> anyhow::Result<ExitCode> {
     }
     let _ = std::fs::remove_file(data.control_socket());
     Ok(ExitCode::SUCCESS)
-}
-
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let stop = CancellationToken::new();
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = stop.cancelled() => {}
-    }
 }

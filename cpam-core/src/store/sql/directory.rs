@@ -98,15 +98,20 @@ impl SqlStore {
         Ok(g)
     }
 
-    pub(super) async fn list_gatekeepers_impl(
+    /// `SELECT cols FROM table`, of one customer (ordered by `order_one`) or
+    /// of all (ordered by `order_all`).
+    async fn rows_of_customer(
         &self,
+        cols: &str,
+        table: &str,
         customer: Option<&CustomerId>,
-    ) -> Result<Vec<Gatekeeper>> {
-        let found = match customer {
+        order_one: &str,
+        order_all: &str,
+    ) -> Result<Vec<sqlx::any::AnyRow>> {
+        Ok(match customer {
             Some(c) => {
                 let sql = format!(
-                    "SELECT {} FROM gatekeepers WHERE customer_id = $1 ORDER BY name",
-                    rows::GATEKEEPER
+                    "SELECT {cols} FROM {table} WHERE customer_id = $1 ORDER BY {order_one}"
                 );
                 sqlx::query(AssertSqlSafe(sql))
                     .bind(c.as_str())
@@ -114,12 +119,21 @@ impl SqlStore {
                     .await?
             }
             None => {
-                let sql = format!("SELECT {} FROM gatekeepers ORDER BY name", rows::GATEKEEPER);
+                let sql = format!("SELECT {cols} FROM {table} ORDER BY {order_all}");
                 sqlx::query(AssertSqlSafe(sql))
                     .fetch_all(&self.pool)
                     .await?
             }
-        };
+        })
+    }
+
+    pub(super) async fn list_gatekeepers_impl(
+        &self,
+        customer: Option<&CustomerId>,
+    ) -> Result<Vec<Gatekeeper>> {
+        let found = self
+            .rows_of_customer(rows::GATEKEEPER, "gatekeepers", customer, "name", "name")
+            .await?;
         found.iter().map(rows::gatekeeper).collect()
     }
 
@@ -533,27 +547,15 @@ impl SqlStore {
         &self,
         customer: Option<&CustomerId>,
     ) -> Result<Vec<Service>> {
-        let found = match customer {
-            Some(c) => {
-                let sql = format!(
-                    "SELECT {} FROM services WHERE customer_id = $1 ORDER BY name, id",
-                    rows::SERVICE
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(c.as_str())
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!(
-                    "SELECT {} FROM services ORDER BY customer_id, name",
-                    rows::SERVICE
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        let found = self
+            .rows_of_customer(
+                rows::SERVICE,
+                "services",
+                customer,
+                "name, id",
+                "customer_id, name",
+            )
+            .await?;
         found.iter().map(rows::service).collect()
     }
 
