@@ -66,11 +66,6 @@ fn bad_arguments_are_named_and_change_nothing() -> anyhow::Result<()> {
         "10.0.0.5:22",
     ])?
     .ok("service add")?;
-    let audit_before = s
-        .json(&["audit", "list"])?
-        .as_array()
-        .map(Vec::len)
-        .unwrap_or(0);
 
     s.refused(
         &["customer", "add", "acme"],
@@ -219,6 +214,61 @@ fn bad_arguments_are_named_and_change_nothing() -> anyhow::Result<()> {
         &["audit", "list", "--category", "gossip"],
         &["unknown audit category `gossip`"],
     )?;
+
+    // Roles with named permissions, assigned to users.
+    s.cmd(&[
+        "role",
+        "add",
+        "Log Reader",
+        "--permission",
+        "VIEW_ADMIN_LOG_USER_ACTIVITY",
+        "--permission",
+        "VIEW_ADMIN_LOG_SYSTEM_MESSAGES",
+    ])?
+    .ok("role add")?;
+    s.cmd(&["role", "assign", "alice", "Log Reader"])?
+        .ok("role assign")?;
+    let roles = s.json(&["role", "list"])?;
+    let reader = roles
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == "Log Reader"))
+        .cloned();
+    assert_eq!(
+        reader.map(|r| r["permissions"].clone()),
+        Some(serde_json::json!([
+            "VIEW_ADMIN_LOG_USER_ACTIVITY",
+            "VIEW_ADMIN_LOG_SYSTEM_MESSAGES"
+        ])),
+        "{roles:#}"
+    );
+    for builtin in [
+        "System Administrator",
+        "Vendor",
+        "Customer Administrator",
+        "Auditor",
+    ] {
+        assert!(
+            roles.as_array().is_some_and(|a| a
+                .iter()
+                .any(|r| r["name"] == builtin && r["builtin"] == true)),
+            "{builtin} missing: {roles:#}"
+        );
+    }
+    s.refused(
+        &["role", "add", "Vendor", "--permission", "MANAGE_USERS"],
+        &["Vendor"],
+    )?;
+    let users = s.json(&["user", "list"])?;
+    assert_eq!(
+        users[0]["roles"],
+        serde_json::json!(["Log Reader"]),
+        "{users:#}"
+    );
+    let audit_before = s
+        .json(&["audit", "list"])?
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or(0);
 
     // Nothing a refused command touched was stored.
     let customers = s.json(&["customer", "list"])?;

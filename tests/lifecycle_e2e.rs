@@ -281,3 +281,31 @@ fn connection_manager_waits_for_an_unreachable_server() -> anyhow::Result<()> {
     d.extra.push(connect);
     Ok(())
 }
+
+#[test]
+fn revoking_the_grant_ends_the_live_session() -> anyhow::Result<()> {
+    let _t = timed();
+    let mut d = Deployment::start()?;
+    let mut ssh = d.spawn("ssh-sleep", d.ssh(&["sleep", "600"]))?;
+    let id = d.wait_live_session()?;
+    let grants = as_list(d.admin_json(&["grant", "list"])?)?;
+    let grant = grants
+        .first()
+        .and_then(|g| g["id"].as_str())
+        .ok_or_else(|| anyhow::anyhow!("no grant listed: {grants:?}"))?
+        .to_string();
+    d.admin_ok(&["grant", "revoke", &grant])?;
+    let status = ssh.wait_timeout(Duration::from_secs(2))?;
+    assert!(
+        status.is_some(),
+        "ssh still running after the grant was revoked\n{}",
+        d.logs()
+    );
+    let s = d.wait_session_ended(&id)?;
+    assert_eq!(s["end_reason"], "revoked", "{s:#}");
+    let seq = d.audit_seq()?;
+    d.expect_ssh_refused_on(d.connect_port, "a session after the grant was revoked")?;
+    d.expect_refusal_audited(seq, "a session after the grant was revoked")?;
+    d.extra.push(ssh);
+    d.expect_audit_intact()
+}

@@ -136,3 +136,55 @@ fn scp_64_mib_both_ways_keeps_content() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn services_listing_and_audit_categories() -> anyhow::Result<()> {
+    let d = Deployment::start()?;
+    let mut c = d
+        .topo
+        .vendor
+        .command(cpam_tests::bins::bin_path("cpam-connect")?);
+    c.arg("--profile")
+        .arg(&d.profile)
+        .args(["services", "--json"]);
+    let out = d.run("connect-services", c)?.ok("cpam-connect services")?;
+    let v: Value = serde_json::from_str(&out.stdout)?;
+    assert_eq!(v["gatekeeper"], "gk1", "{v:#}");
+    assert_eq!(v["online"], true, "{v:#}");
+    let names: Vec<&str> = v["services"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["ssh"], "{v:#}");
+
+    // System messages and user activity are kept apart, as the admin log needs.
+    let system = d.admin_json(&["audit", "list", "--category", "system-messages"])?;
+    let user = d.admin_json(&["audit", "list", "--category", "user-activity"])?;
+    let actions = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["action"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (system, user) = (actions(&system), actions(&user));
+    for a in ["server.start", "gatekeeper.registered", "gatekeeper.online"] {
+        assert!(
+            system.contains(&a.to_string()),
+            "{a} missing from system messages: {system:?}"
+        );
+    }
+    for a in ["admin.customer.add", "admin.grant.add", "login.success"] {
+        assert!(
+            user.contains(&a.to_string()),
+            "{a} missing from user activity: {user:?}"
+        );
+    }
+    assert!(
+        !system.iter().any(|a| a.starts_with("admin.")),
+        "{system:?}"
+    );
+    Ok(())
+}
