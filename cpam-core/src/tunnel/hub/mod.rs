@@ -154,7 +154,16 @@ impl Hub {
         if let Principal::Gatekeeper(gk) = who
             && self.gatekeepers.detach(&gk.id, conn)
         {
-            self.gatekeeper_state(&gk, false, false, "gatekeeper.offline")
+            self.engine.end_gatekeeper_sessions(
+                &gk.id,
+                EndReason::Error,
+                "the gatekeeper's link to the server closed",
+            );
+            let disabled = match self.engine.store().gatekeeper(&gk.id).await {
+                Ok(Some(now)) => now.customer_disabled,
+                _ => gk.customer_disabled,
+            };
+            self.gatekeeper_state(&gk, false, disabled, "gatekeeper.offline")
                 .await;
         }
     }
@@ -256,9 +265,13 @@ impl Hub {
             }
         };
         if live.cancel.is_cancelled() {
+            // Terminated or revoked while it was being opened.
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
+            if let Connection::Channel(ch) = upstream {
+                let _ = ch.close().await;
+            }
             live.finish(EndReason::Completed, None).await;
             return;
         }
