@@ -45,20 +45,30 @@ impl SqlStore {
         found.iter().map(rows::customer).collect()
     }
 
+    /// The one row of `table` whose `column` equals `value`, mapped by `map`.
+    async fn one_where<T>(
+        &self,
+        cols: &str,
+        table: &str,
+        column: &'static str,
+        value: &str,
+        map: fn(&sqlx::any::AnyRow) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let sql = format!("SELECT {cols} FROM {table} WHERE {column} = $1");
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?;
+        found.as_ref().map(map).transpose()
+    }
+
     pub(super) async fn customer_where(
         &self,
         column: &'static str,
         value: &str,
     ) -> Result<Option<Customer>> {
-        let sql = format!(
-            "SELECT {} FROM customers WHERE {column} = $1",
-            rows::CUSTOMER
-        );
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?;
-        found.as_ref().map(rows::customer).transpose()
+        self.one_where(rows::CUSTOMER, "customers", column, value, rows::customer)
+            .await
     }
 
     pub(super) async fn create_gatekeeper_impl(
@@ -142,15 +152,14 @@ impl SqlStore {
         column: &'static str,
         value: &str,
     ) -> Result<Option<Gatekeeper>> {
-        let sql = format!(
-            "SELECT {} FROM gatekeepers WHERE {column} = $1",
-            rows::GATEKEEPER
-        );
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?;
-        found.as_ref().map(rows::gatekeeper).transpose()
+        self.one_where(
+            rows::GATEKEEPER,
+            "gatekeepers",
+            column,
+            value,
+            rows::gatekeeper,
+        )
+        .await
     }
 
     pub(super) async fn set_gatekeeper_state_impl(
@@ -304,12 +313,8 @@ impl SqlStore {
         column: &'static str,
         value: &str,
     ) -> Result<Option<User>> {
-        let sql = format!("SELECT {} FROM users WHERE {column} = $1", rows::USER);
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?;
-        found.as_ref().map(rows::user).transpose()
+        self.one_where(rows::USER, "users", column, value, rows::user)
+            .await
     }
 
     pub(super) async fn set_password_hash_impl(
