@@ -9,6 +9,7 @@
 
 pub mod bins;
 pub mod browser;
+pub mod console;
 pub mod cpam;
 pub mod netns;
 pub mod postgres;
