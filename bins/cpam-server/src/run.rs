@@ -33,6 +33,10 @@ pub struct Running {
 /// Opens the data dir, starts the hub and the control socket.
 pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Running> {
     let store = data.store().await?;
+    let audit = Arc::new(StoreAuditSink::new(store.clone()));
+    cpam_core::admin::Admin::new(store.clone(), audit.clone(), "system")
+        .ensure_builtin_roles()
+        .await?;
     // A server that stopped without saying so left its gatekeepers marked
     // online; they reconnect (and are marked online again) within seconds.
     for gk in store.list_gatekeepers(None).await? {
@@ -48,7 +52,6 @@ pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Runni
             "server stopped while the session was live",
         )
         .await?;
-    let audit = Arc::new(StoreAuditSink::new(store.clone()));
     let engine = SessionEngine::new(store.clone(), audit);
     let key = data.host_key()?;
     let hub = Hub::new(engine.clone(), key);
