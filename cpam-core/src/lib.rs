@@ -11,6 +11,8 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod error;
+pub mod events;
+pub mod hooks;
 pub mod model;
 pub mod password;
 pub mod policy;
