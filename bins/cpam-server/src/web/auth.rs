@@ -253,7 +253,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<(User,
         return Err(ApiError::unauthenticated("session expired; sign in again"));
     }
     let user = active_user(state, &s.user_id).await?;
-    if s.last_seen.until(now) >= TOUCH_EVERY {
+    if s.last_seen.until(now) >= TOUCH_EVERY.min(state.options.idle_timeout / 4) {
         state.store.touch_web_session(&id_hash, now).await?;
     }
     Ok((

@@ -26,10 +26,17 @@ pub struct Login {
     password: String,
 }
 
-/// A valid Argon2id hash of a random password: checked when the user name is
+/// An Argon2id hash of a random password, checked when the user name is
 /// unknown so that both cases take as long.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$0bHZ1cmlGV0JlZkZ6c3NxZ2F6b1dBdw";
+async fn dummy_hash() -> String {
+    static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    HASH.get_or_init(|| async {
+        let random = cpam_core::Secret::new(cpam_core::model::random_token(16));
+        cpam_core::password::hash(random).await.unwrap_or_default()
+    })
+    .await
+    .clone()
+}
 
 async fn me_json(state: &AppState, p: &Principal, csrf: Option<&str>) -> ApiResult<Value> {
     let user = user_json(state.store.as_ref(), &p.user).await?;
@@ -69,10 +76,10 @@ pub async fn login(
         return Err(ApiError::throttled(wait));
     }
     let user = state.store.user_by_name(&body.username).await?;
-    let hash = user
-        .as_ref()
-        .and_then(|u| u.password_hash.clone())
-        .unwrap_or_else(|| DUMMY_HASH.to_string());
+    let hash = match user.as_ref().and_then(|u| u.password_hash.clone()) {
+        Some(h) => h,
+        None => dummy_hash().await,
+    };
     let matches = cpam_core::password::verify(password.expose(), &hash).await;
     let user = match user {
         Some(u) if matches && u.password_hash.is_some() && !u.disabled => u,
