@@ -7,9 +7,12 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod error;
+pub mod events;
+pub mod hooks;
 pub mod model;
 pub mod password;
 pub mod policy;

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod sshd;
+pub mod web;
 
 use std::time::{Duration, Instant};
 
