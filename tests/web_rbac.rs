@@ -15,7 +15,12 @@ use cpam_server::web::rbac::{Access, Body, POLICY, Route, Scope};
 use cpam_tests::web::{WebClient, WebOptions, WebServer};
 use serde_json::{Value, json};
 
-const ROLES: &[&str] = &["System Administrator", "Vendor", "Customer Administrator", "Auditor"];
+const ROLES: &[&str] = &[
+    "System Administrator",
+    "Vendor",
+    "Customer Administrator",
+    "Auditor",
+];
 const PASSWORD: &str = "role-user-password";
 
 #[test]
@@ -25,13 +30,22 @@ fn every_route_has_a_policy_entry_and_every_entry_a_route() {
     let table: BTreeSet<(&str, &str)> = POLICY.iter().map(|r| (r.method, r.path)).collect();
     let unlisted: Vec<_> = registered.difference(&table).collect();
     let unrouted: Vec<_> = table.difference(&registered).collect();
-    assert!(unlisted.is_empty(), "routes without a policy entry: {unlisted:?}");
-    assert!(unrouted.is_empty(), "policy entries without a route: {unrouted:?}");
+    assert!(
+        unlisted.is_empty(),
+        "routes without a policy entry: {unlisted:?}"
+    );
+    assert!(
+        unrouted.is_empty(),
+        "policy entries without a route: {unrouted:?}"
+    );
     // Registering a route the table does not list cannot happen unnoticed.
     let attempt = std::panic::catch_unwind(|| {
         cpam_server::web::ApiRoutes::default().add("GET", "/api/v1/unlisted", || async { "x" })
     });
-    assert!(attempt.is_err(), "a route without a policy entry was accepted");
+    assert!(
+        attempt.is_err(),
+        "a route without a policy entry was accepted"
+    );
 }
 
 struct Ctx {
@@ -58,13 +72,20 @@ impl Ctx {
 
     fn gatekeeper(&self, customer: &str) -> anyhow::Result<String> {
         let body = json!({ "name": self.unique("gk") });
-        Ok(Self::id(&self.admin.post(&format!("/api/v1/customers/{customer}/gatekeepers"), &body)?))
+        Ok(Self::id(&self.admin.post(
+            &format!("/api/v1/customers/{customer}/gatekeepers"),
+            &body,
+        )?))
     }
 
     fn service(&self, customer: &str) -> anyhow::Result<String> {
         let gk = self.gatekeeper(customer)?;
-        let body = json!({ "name": self.unique("svc"), "kind": "custom", "host": "10.0.0.5", "port": 22 });
-        Ok(Self::id(&self.admin.post(&format!("/api/v1/gatekeepers/{gk}/services"), &body)?))
+        let body =
+            json!({ "name": self.unique("svc"), "kind": "custom", "host": "10.0.0.5", "port": 22 });
+        Ok(Self::id(&self.admin.post(
+            &format!("/api/v1/gatekeepers/{gk}/services"),
+            &body,
+        )?))
     }
 
     fn grant(&self, customer: &str) -> anyhow::Result<String> {
@@ -83,7 +104,10 @@ impl Ctx {
             gatekeeper_id: cpam_core::model::GatekeeperId("gk_matrix".into()),
             service_id: cpam_core::model::ServiceId("svc_matrix".into()),
             service_name: "matrix".into(),
-            target: Target { host: "10.0.0.5".into(), port: 22 },
+            target: Target {
+                host: "10.0.0.5".into(),
+                port: 22,
+            },
             grant_id: None,
             started_at: now,
             ended_at: Some(now),
@@ -92,7 +116,9 @@ impl Ctx {
             end_reason: Some(cpam_core::model::EndReason::Completed),
             end_detail: None,
         };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         rt.block_on(self.store.insert_session(&s))?;
         Ok(s.id.0)
     }
@@ -134,7 +160,9 @@ fn expected(route: &Route, user: &RoleUser, own: bool) -> Expect {
             !sees
         }
         Scope::Own => !own,
-        Scope::SelfOrManager if !own && !user.has(Permission::MANAGE_USERS) => return Expect::Status(403),
+        Scope::SelfOrManager if !own && !user.has(Permission::MANAGE_USERS) => {
+            return Expect::Status(403);
+        }
         _ => false,
     };
     if hidden {
@@ -142,14 +170,20 @@ fn expected(route: &Route, user: &RoleUser, own: bool) -> Expect {
     }
     match (route.method, route.path) {
         // Allowed, but the object's state refuses: an unregistered gatekeeper, an ended session.
-        ("GET", "/api/v1/gatekeepers/{id}/profile") | ("POST", "/api/v1/sessions/{id}/terminate") => Expect::Status(409),
+        ("GET", "/api/v1/gatekeepers/{id}/profile")
+        | ("POST", "/api/v1/sessions/{id}/terminate") => Expect::Status(409),
         ("GET", "/assets/{*path}") => Expect::NotRefused,
         _ => Expect::Status(route.status),
     }
 }
 
 /// The concrete path and body for `route`, creating the objects it names.
-fn prepare(ctx: &Ctx, route: &Route, user: &RoleUser, own: bool) -> anyhow::Result<(String, Option<Value>)> {
+fn prepare(
+    ctx: &Ctx,
+    route: &Route,
+    user: &RoleUser,
+    own: bool,
+) -> anyhow::Result<(String, Option<Value>)> {
     let customer = if own { ctx.a.clone() } else { ctx.b.clone() };
     let mut path = route.path.to_string();
     let param = |path: &mut String, name: &str, value: String| {
@@ -157,16 +191,30 @@ fn prepare(ctx: &Ctx, route: &Route, user: &RoleUser, own: bool) -> anyhow::Resu
     };
     match route.path {
         p if p.starts_with("/api/v1/customers/{id}") && route.method == "DELETE" => {
-            let c = Ctx::id(&ctx.admin.post("/api/v1/customers", &json!({ "name": ctx.unique("co") }))?);
+            let c = Ctx::id(
+                &ctx.admin
+                    .post("/api/v1/customers", &json!({ "name": ctx.unique("co") }))?,
+            );
             if own {
-                ctx.admin.expect("PATCH", &format!("/api/v1/users/{}", user.id), Some(&json!({ "customers": [ctx.a, c] })), 200)?;
+                ctx.admin.expect(
+                    "PATCH",
+                    &format!("/api/v1/users/{}", user.id),
+                    Some(&json!({ "customers": [ctx.a, c] })),
+                    200,
+                )?;
             }
             param(&mut path, "{id}", c);
         }
         p if p.starts_with("/api/v1/customers/{id}") => param(&mut path, "{id}", customer.clone()),
-        p if p.starts_with("/api/v1/gatekeepers/{id}") => param(&mut path, "{id}", ctx.gatekeeper(&customer)?),
-        p if p.starts_with("/api/v1/services/{id}") => param(&mut path, "{id}", ctx.service(&customer)?),
-        p if p.starts_with("/api/v1/grants/{id}") => param(&mut path, "{id}", ctx.grant(&customer)?),
+        p if p.starts_with("/api/v1/gatekeepers/{id}") => {
+            param(&mut path, "{id}", ctx.gatekeeper(&customer)?)
+        }
+        p if p.starts_with("/api/v1/services/{id}") => {
+            param(&mut path, "{id}", ctx.service(&customer)?)
+        }
+        p if p.starts_with("/api/v1/grants/{id}") => {
+            param(&mut path, "{id}", ctx.grant(&customer)?)
+        }
         p if p.starts_with("/api/v1/sessions/{id}") => {
             let id = if own {
                 ctx.session(&user.id, &user.name, &ctx.a)?
@@ -177,22 +225,45 @@ fn prepare(ctx: &Ctx, route: &Route, user: &RoleUser, own: bool) -> anyhow::Resu
         }
         "/api/v1/tokens/{id}" => {
             let owner = if own { &user.client } else { &ctx.outsider };
-            param(&mut path, "{id}", Ctx::id(&owner.post("/api/v1/tokens", &json!({ "name": "t" }))?));
+            param(
+                &mut path,
+                "{id}",
+                Ctx::id(&owner.post("/api/v1/tokens", &json!({ "name": "t" }))?),
+            );
         }
-        "/api/v1/users/{id}" => param(&mut path, "{id}", if own { user.id.clone() } else { ctx.admin_id.clone() }),
+        "/api/v1/users/{id}" => param(
+            &mut path,
+            "{id}",
+            if own {
+                user.id.clone()
+            } else {
+                ctx.admin_id.clone()
+            },
+        ),
         "/api/v1/roles/{name}" => {
             let name = ctx.unique("custom-role");
-            ctx.admin.post("/api/v1/roles", &json!({ "name": name, "permissions": ["VIEW_SESSIONS"] }))?;
+            ctx.admin.post(
+                "/api/v1/roles",
+                &json!({ "name": name, "permissions": ["VIEW_SESSIONS"] }),
+            )?;
             param(&mut path, "{name}", name);
         }
         "/api/v1/downloads/ipconnect/{file}" => param(
             &mut path,
             "{file}",
-            format!("cpam-connect-{}-{}", std::env::consts::OS, std::env::consts::ARCH),
+            format!(
+                "cpam-connect-{}-{}",
+                std::env::consts::OS,
+                std::env::consts::ARCH
+            ),
         ),
         "/ui/{*path}" => param(&mut path, "{*path}", "customers".into()),
         "/assets/{*path}" => param(&mut path, "{*path}", "app.js".into()),
-        p => assert!(!p.contains('{'), "no fixture for the parameter of {} {p}", route.method),
+        p => assert!(
+            !p.contains('{'),
+            "no fixture for the parameter of {} {p}",
+            route.method
+        ),
     }
     let body = match (route.method, route.path) {
         (_, _) if route.request.is_none() => None,
@@ -200,16 +271,26 @@ fn prepare(ctx: &Ctx, route: &Route, user: &RoleUser, own: bool) -> anyhow::Resu
         ("POST", "/api/v1/auth/login") => None,
         ("POST", "/api/v1/tokens") => Some(json!({ "name": "matrix" })),
         ("POST", "/api/v1/customers") => Some(json!({ "name": ctx.unique("new-co") })),
-        ("POST", "/api/v1/customers/{id}/gatekeepers") => Some(json!({ "name": ctx.unique("new-gk") })),
-        ("POST", "/api/v1/gatekeepers/{id}/registration-code") => Some(json!({ "ttl_minutes": 5 })),
-        ("POST", "/api/v1/gatekeepers/{id}/services") => {
-            Some(json!({ "name": ctx.unique("new-svc"), "kind": "desktop-sharing", "host": "10.0.0.9" }))
+        ("POST", "/api/v1/customers/{id}/gatekeepers") => {
+            Some(json!({ "name": ctx.unique("new-gk") }))
         }
-        ("POST", "/api/v1/users") => Some(json!({ "name": ctx.unique("new-user"), "roles": ["Vendor"] })),
+        ("POST", "/api/v1/gatekeepers/{id}/registration-code") => Some(json!({ "ttl_minutes": 5 })),
+        ("POST", "/api/v1/gatekeepers/{id}/services") => Some(
+            json!({ "name": ctx.unique("new-svc"), "kind": "desktop-sharing", "host": "10.0.0.9" }),
+        ),
+        ("POST", "/api/v1/users") => {
+            Some(json!({ "name": ctx.unique("new-user"), "roles": ["Vendor"] }))
+        }
         ("PATCH", "/api/v1/users/{id}") => Some(json!({ "ip_connect_mode": "legacy" })),
-        ("POST", "/api/v1/roles") => Some(json!({ "name": ctx.unique("new-role"), "permissions": ["VIEW_SESSIONS"] })),
-        ("PUT", "/api/v1/roles/{name}") => Some(json!({ "permissions": ["VIEW_SESSIONS", "VERIFY_AUDIT_LOG"] })),
-        ("POST", "/api/v1/grants") => Some(json!({ "user": "outsider", "service_id": ctx.service(&customer)?, "hours": 1 })),
+        ("POST", "/api/v1/roles") => {
+            Some(json!({ "name": ctx.unique("new-role"), "permissions": ["VIEW_SESSIONS"] }))
+        }
+        ("PUT", "/api/v1/roles/{name}") => {
+            Some(json!({ "permissions": ["VIEW_SESSIONS", "VERIFY_AUDIT_LOG"] }))
+        }
+        ("POST", "/api/v1/grants") => {
+            Some(json!({ "user": "outsider", "service_id": ctx.service(&customer)?, "hours": 1 }))
+        }
         ("PUT", "/api/v1/settings") => Some(json!({ "ip_connect_mode": "driver" })),
         ("POST", "/api/v1/sessions/{id}/terminate") => Some(json!({ "reason": "matrix" })),
         (m, p) => panic!("no request body fixture for {m} {p}"),
@@ -238,8 +319,20 @@ fn check_listing(ctx: &Ctx, route: &Route, user: &RoleUser, body: &str) -> anyho
     } else {
         user.client.send("GET", route.path, None)?.body
     };
-    assert_eq!(body.contains(&own), own_visible, "{} as {}: own {own} in {body}", route.path, user.role);
-    assert_eq!(body.contains(&foreign), foreign_visible, "{} as {}: foreign {foreign} in {body}", route.path, user.role);
+    assert_eq!(
+        body.contains(&own),
+        own_visible,
+        "{} as {}: own {own} in {body}",
+        route.path,
+        user.role
+    );
+    assert_eq!(
+        body.contains(&foreign),
+        foreign_visible,
+        "{} as {}: foreign {foreign} in {body}",
+        route.path,
+        user.role
+    );
     Ok(())
 }
 
@@ -260,11 +353,16 @@ fn rbac_matrix_from_the_policy_table() -> anyhow::Result<()> {
             (r["name"].as_str().unwrap_or_default().to_string(), perms)
         })
         .collect();
-    let new_user = |name: &str, role: &str, customer: &str| -> anyhow::Result<(String, WebClient)> {
-        let body = json!({ "name": name, "password": PASSWORD, "roles": [role], "customers": [customer] });
+    let new_user = |name: &str,
+                    role: &str,
+                    customer: &str|
+     -> anyhow::Result<(String, WebClient)> {
+        let body =
+            json!({ "name": name, "password": PASSWORD, "roles": [role], "customers": [customer] });
         let id = Ctx::id(&admin.post("/api/v1/users", &body)?);
         let mut c = web.client()?;
-        c.login(name, PASSWORD)?.expect(200, &format!("login {name}"))?;
+        c.login(name, PASSWORD)?
+            .expect(200, &format!("login {name}"))?;
         Ok((id, c))
     };
     let (outsider_id, outsider) = new_user("outsider", "Vendor", &b)?;
@@ -274,20 +372,46 @@ fn rbac_matrix_from_the_policy_table() -> anyhow::Result<()> {
         let (id, client) = new_user(&name, role, &a)?;
         let perms = roles.get(*role).cloned().unwrap_or_default();
         assert!(!perms.is_empty(), "built-in role {role} missing");
-        users.push(RoleUser { role, id, name, perms, client });
+        users.push(RoleUser {
+            role,
+            id,
+            name,
+            perms,
+            client,
+        });
     }
-    let admin_id = admin.get("/api/v1/auth/me")?["user"]["id"].as_str().unwrap_or_default().to_string();
+    let admin_id = admin.get("/api/v1/auth/me")?["user"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let store = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(SqlStore::connect(&format!("sqlite://{}", web.data_dir.join("cpam.db").display())))?;
-    let ctx = Ctx { web, admin, store, a, b, outsider, outsider_id, admin_id, n: Default::default() };
+        .block_on(SqlStore::connect(&format!(
+            "sqlite://{}",
+            web.data_dir.join("cpam.db").display()
+        )))?;
+    let ctx = Ctx {
+        web,
+        admin,
+        store,
+        a,
+        b,
+        outsider,
+        outsider_id,
+        admin_id,
+        n: Default::default(),
+    };
 
     let mut cases = 0;
     let mut tally: BTreeMap<u16, usize> = BTreeMap::new();
     let mut failures = Vec::new();
     for route in POLICY {
-        let objects: &[bool] = if route.path.contains('{') && route.scope != Scope::None { &[true, false] } else { &[true] };
+        let objects: &[bool] = if route.path.contains('{') && route.scope != Scope::None {
+            &[true, false]
+        } else {
+            &[true]
+        };
         for user in &users {
             for &own in objects {
                 cases += 1;
@@ -308,7 +432,10 @@ fn rbac_matrix_from_the_policy_table() -> anyhow::Result<()> {
                         status.0,
                         status.1
                     ));
-                } else if status.0 == 200 && route.scope == Scope::Filtered && route.response != Body::EventStream {
+                } else if status.0 == 200
+                    && route.scope == Scope::Filtered
+                    && route.response != Body::EventStream
+                {
                     check_listing(&ctx, route, user, &status.1)?;
                 }
             }
@@ -324,7 +451,10 @@ fn rbac_matrix_from_the_policy_table() -> anyhow::Result<()> {
     assert!(cases > 4 * POLICY.len(), "{cases} cases");
     eprintln!("{cases} cases by status: {tally:?}");
     for status in [200, 201, 204, 403, 404, 409] {
-        assert!(tally.contains_key(&status), "no case answered {status}: {tally:?}");
+        assert!(
+            tally.contains_key(&status),
+            "no case answered {status}: {tally:?}"
+        );
     }
     Ok(())
 }
@@ -338,7 +468,8 @@ fn run_case(ctx: &Ctx, route: &Route, user: &RoleUser, own: bool) -> anyhow::Res
         }
         ("POST", "/api/v1/auth/logout") => {
             let mut c = ctx.web.client()?;
-            c.login(&user.name, PASSWORD)?.expect(200, "login for logout")?;
+            c.login(&user.name, PASSWORD)?
+                .expect(200, "login for logout")?;
             let r = c.send("POST", &path, None)?;
             Ok((r.status, r.body))
         }
@@ -362,8 +493,16 @@ fn public_routes_answer_without_a_session() -> anyhow::Result<()> {
         let path = route.path.replace("{*path}", "x");
         let r = anon.send(route.method, &path, None)?;
         match route.access {
-            Access::Public => assert!(!matches!(r.status, 401 | 403) || route.path == "/api/v1/auth/login", "{path}: {r:?}"),
-            _ => assert_eq!((r.status, r.code().as_deref()), (401, Some("unauthenticated")), "{} {path}", route.method),
+            Access::Public => assert!(
+                !matches!(r.status, 401 | 403) || route.path == "/api/v1/auth/login",
+                "{path}: {r:?}"
+            ),
+            _ => assert_eq!(
+                (r.status, r.code().as_deref()),
+                (401, Some("unauthenticated")),
+                "{} {path}",
+                route.method
+            ),
         }
     }
     Ok(())
