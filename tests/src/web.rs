@@ -346,3 +346,85 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|v| v.split(';').next().unwrap_or("").to_string())
         .filter(|v| !v.is_empty())
 }
+
+/// One network namespace joined to the host by a veth pair, so that a
+/// server on the host (reachable by the test's HTTP client on loopback) and
+/// a gatekeeper and target inside the namespace see each other only through
+/// `host_addr`.
+#[derive(Debug)]
+pub struct HostLink {
+    pub ns: crate::netns::Netns,
+    /// The host's end (`10.214.x.1`).
+    pub host_addr: std::net::Ipv4Addr,
+    host_if: String,
+}
+
+impl HostLink {
+    /// Creates the namespace and the link; unique per process and call.
+    pub fn create() -> anyhow::Result<HostLink> {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let pid = std::process::id();
+        let ns = crate::netns::Netns::create(&format!("cpam-w-{pid}-{n}"))?;
+        let slot = (pid.wrapping_mul(16).wrapping_add(n)) % 16384;
+        let base = u32::from(std::net::Ipv4Addr::new(10, 214, 0, 0)) + slot * 4;
+        let host_addr = std::net::Ipv4Addr::from(base + 1);
+        let ns_addr = std::net::Ipv4Addr::from(base + 2);
+        let host_if = format!("wh{:x}", (pid * 16 + n) % 0xfff_ffff);
+        let ns_if = format!("wn{:x}", (pid * 16 + n) % 0xfff_ffff);
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            let out = Command::new("ip").args(args).output().with_context(
+                || "cannot run `ip`: the web e2e test needs iproute2 and root (bash tests/run.sh)",
+            )?;
+            if !out.status.success() {
+                bail!(
+                    "`ip {}` failed: {} (the web e2e test needs root)",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            Ok(())
+        };
+        ip(&[
+            "link",
+            "add",
+            &host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &ns_if,
+            "netns",
+            ns.name(),
+        ])?;
+        let link = HostLink {
+            ns,
+            host_addr,
+            host_if: host_if.clone(),
+        };
+        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &host_if])?;
+        ip(&["link", "set", &host_if, "up"])?;
+        let name = link.ns.name().to_string();
+        ip(&[
+            "-n",
+            &name,
+            "addr",
+            "add",
+            &format!("{ns_addr}/30"),
+            "dev",
+            &ns_if,
+        ])?;
+        ip(&["-n", &name, "link", "set", &ns_if, "up"])?;
+        Ok(link)
+    }
+}
+
+impl Drop for HostLink {
+    fn drop(&mut self) {
+        // Deleting the namespace removes the pair too; this covers the host end
+        // if the namespace outlives us.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
+    }
+}
