@@ -341,9 +341,9 @@ fn vendor_sees_no_admin_menus_and_the_api_refuses_them() -> anyhow::Result<()> {
             "GET {path}: {body}"
         );
     }
-    // Typing the Admin Log's address shows the refusal, not the log.
+    // Typing the Admin Log's address explains the refusal instead of showing the log.
     b.goto(&format!("{}/ui/admin-log", c.url))?;
-    b.wait_text(&t("page-error"), "", LIVE)?;
+    b.wait_text(&t("page-forbidden"), "VIEW_ADMIN_LOG_USER_ACTIVITY", LIVE)?;
     assert!(!b.visible(&t("audit-table")));
     b.screenshot("admin-log-refused")?;
     Ok(())

@@ -49,7 +49,12 @@ static INDEX_ETAG: LazyLock<String> = LazyLock::new(|| etag(INDEX));
 static ASSET_ETAGS: LazyLock<Vec<String>> =
     LazyLock::new(|| ASSETS.iter().map(|(_, _, body)| etag(body)).collect());
 
-fn respond(headers: &HeaderMap, content_type: &'static str, tag: &str, body: &'static str) -> Response {
+fn respond(
+    headers: &HeaderMap,
+    content_type: &'static str,
+    tag: &str,
+    body: &'static str,
+) -> Response {
     let tag_value = HeaderValue::from_str(tag).unwrap_or(HeaderValue::from_static("\"\""));
     let fresh = headers
         .get(header::IF_NONE_MATCH)
@@ -111,7 +116,10 @@ mod tests {
                     .strip_prefix("/assets/")
                     .or_else(|| piece.strip_prefix("./"));
                 if let Some(name) = name.filter(|n| n.ends_with(".js") || n.ends_with(".css")) {
-                    assert!(known.contains(&name), "{file} refers to {piece}, which is not embedded");
+                    assert!(
+                        known.contains(&name),
+                        "{file} refers to {piece}, which is not embedded"
+                    );
                 }
             }
         }
@@ -123,14 +131,31 @@ mod tests {
         let html = INDEX.to_ascii_lowercase();
         for tag in html.split("<script").skip(1) {
             let open = tag.split('>').next().unwrap_or_default();
-            assert!(open.contains("src="), "index.html has an inline script: <script{open}>");
+            assert!(
+                open.contains("src="),
+                "index.html has an inline script: <script{open}>"
+            );
         }
         for (file, body) in all_files() {
             let lower = body.to_ascii_lowercase();
-            for bad in [" onclick=", " onload=", " onsubmit=", " style=", "innerhtml", "eval(", "new function("] {
-                assert!(!lower.contains(bad), "{file} contains `{bad}`, which the CSP forbids or the console avoids");
+            for bad in [
+                " onclick=",
+                " onload=",
+                " onsubmit=",
+                " style=",
+                "innerhtml",
+                "eval(",
+                "new function(",
+            ] {
+                assert!(
+                    !lower.contains(bad),
+                    "{file} contains `{bad}`, which the CSP forbids or the console avoids"
+                );
             }
-            assert!(!lower.contains(".style."), "{file} sets inline styles; use a class");
+            assert!(
+                !lower.contains(".style."),
+                "{file} sets inline styles; use a class"
+            );
         }
     }
 

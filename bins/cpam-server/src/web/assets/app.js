@@ -53,17 +53,18 @@ function stopEvents() {
 
 // --- routing ---------------------------------------------------------------
 
+// [path pattern, page, nav entry, permissions of which the page needs one (none: any user)]
 const routes = [
-  [/^\/ui\/customers\/([^/]+)$/, customerPage, 'customers'],
-  [/^\/ui\/customers$/, customersPage, 'customers'],
-  [/^\/ui\/sessions$/, sessionsPage, 'sessions'],
-  [/^\/ui\/users\/([^/]+)$/, userPage, 'users'],
-  [/^\/ui\/users$/, usersPage, 'users'],
-  [/^\/ui\/roles$/, rolesPage, 'roles'],
-  [/^\/ui\/admin-log$/, auditPage, 'admin-log'],
-  [/^\/ui\/settings$/, settingsPage, 'settings'],
-  [/^\/ui\/download-ipconnect$/, downloadsPage, 'download-ipconnect'],
-  [/^\/ui\/tokens$/, tokensPage, 'tokens'],
+  [/^\/ui\/customers\/([^/]+)$/, customerPage, 'customers', []],
+  [/^\/ui\/customers$/, customersPage, 'customers', []],
+  [/^\/ui\/sessions$/, sessionsPage, 'sessions', ['VIEW_SESSIONS', 'VIEW_OWN_SESSIONS']],
+  [/^\/ui\/users\/([^/]+)$/, userPage, 'users', []],
+  [/^\/ui\/users$/, usersPage, 'users', ['MANAGE_USERS']],
+  [/^\/ui\/roles$/, rolesPage, 'roles', ['MANAGE_ROLES', 'MANAGE_USERS']],
+  [/^\/ui\/admin-log$/, auditPage, 'admin-log', ['VIEW_ADMIN_LOG_USER_ACTIVITY', 'VIEW_ADMIN_LOG_SYSTEM_MESSAGES']],
+  [/^\/ui\/settings$/, settingsPage, 'settings', ['MANAGE_SETTINGS']],
+  [/^\/ui\/download-ipconnect$/, downloadsPage, 'download-ipconnect', ['DOWNLOAD_IPCONNECT']],
+  [/^\/ui\/tokens$/, tokensPage, 'tokens', []],
 ];
 
 /** Goes to a console path (e.g. /ui/customers/cus_1) without reloading. */
@@ -93,18 +94,25 @@ async function render() {
   if (!session.me) return;
   if (!main) layout();
   const path = location.pathname.replace(/\/+$/, '');
-  const found = routes.map(([re, page, nav]) => [re.exec(path), page, nav]).find(([m]) => m);
+  const found = routes.map(([re, page, nav, need]) => [re.exec(path), page, nav, need]).find(([m]) => m);
   if (!found) {
     navigate('/ui/customers', true);
     return;
   }
-  const [m, page, nav] = found;
+  const [m, page, nav, need] = found;
   subscribers = [];
   document.querySelectorAll('nav.side a').forEach((a) => a.classList.toggle('active', a.dataset.nav === nav));
   closeUserMenu();
   const seq = ++renderSeq;
   const container = h('div', { 'data-test': `page-${nav}` });
   mount(main, container);
+  if (need.length && !can(...need)) {
+    mount(container, h('h1', {}, 'Not available to you'),
+      h('div', { class: 'notice warn', 'data-test': 'page-forbidden' },
+        `Your roles do not include the permission this page needs (${need.join(' or ')}). `,
+        'Ask a System Administrator if you need it.'));
+    return;
+  }
   try {
     await page(container, ...m.slice(1).map(decodeURIComponent));
   } catch (e) {
