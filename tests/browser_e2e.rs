@@ -146,6 +146,19 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
     assert_eq!(b.property(&t("connect"), "disabled")?, json!(false));
     b.screenshot("gatekeeper-online")?;
 
+    // The customer switches the gatekeeper off and on; the page mirrors it live.
+    c.gatekeeper_switch(false)?;
+    b.wait_text(&t("gatekeeper-switch"), "Disabled by the customer", LIVE)
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", c.logs()))?;
+    b.find(&t("gatekeeper-disabled-notice"))?;
+    b.screenshot("customer-switched-off")?;
+    c.gatekeeper_switch(true)?;
+    b.wait_text(&t("gatekeeper-switch"), "Enabled by the customer", LIVE)?;
+    assert!(
+        same_document(&b)?,
+        "the page reloaded; the switch must arrive live"
+    );
+
     // A service to the customer's sshd.
     b.click(&t("add-service"))?;
     b.fill(&t("service-name"), "ssh")?;

@@ -74,6 +74,29 @@ pub fn artifacts_dir() -> anyhow::Result<PathBuf> {
     Ok(target.join("test-artifacts").join("browser"))
 }
 
+/// Deletes the screenshots an earlier run with the same prefix left.
+fn remove_old_shots(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().to_string();
+        let rest = if prefix.is_empty() {
+            Some(name.as_str())
+        } else {
+            name.strip_prefix(prefix).and_then(|r| r.strip_prefix('-'))
+        };
+        let numbered = rest.is_some_and(|r| {
+            r.len() > 3
+                && r.as_bytes()[..2].iter().all(u8::is_ascii_digit)
+                && r.as_bytes()[2] == b'-'
+        });
+        if numbered && name.ends_with(".png") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(l.local_addr()?.port())
@@ -254,6 +277,7 @@ impl Browser {
         let artifacts = artifacts_dir()?;
         std::fs::create_dir_all(&artifacts)
             .with_context(|| format!("creating {}", artifacts.display()))?;
+        remove_old_shots(&artifacts, &opts.shot_prefix);
 
         let port = free_port()?;
         let mut c = Command::new(CHROMEDRIVER);

@@ -221,6 +221,16 @@ impl Console {
         Ok(())
     }
 
+    /// The customer's switch: `cpam-gatekeeper enable|disable`.
+    pub fn gatekeeper_switch(&self, enable: bool) -> anyhow::Result<()> {
+        let verb = if enable { "enable" } else { "disable" };
+        let mut c = Command::new(bin_path("cpam-gatekeeper")?);
+        c.arg(verb).arg("--state-dir").arg(&self.gk_state);
+        self.run(&format!("gatekeeper-{verb}"), c)?
+            .ok(&format!("cpam-gatekeeper {verb}"))?;
+        Ok(())
+    }
+
     /// Starts `cpam-connect --profile P forward SERVICE` on a free loopback
     /// port (kept in `extra`) and returns the port.
     pub fn forward(&mut self, profile: &Path, service: &str) -> anyhow::Result<u16> {
