@@ -24,6 +24,7 @@ type Asset = (&'static str, &'static str, &'static str);
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
 
 const INDEX: &str = include_str!("assets/index.html");
 
@@ -38,6 +39,7 @@ pub const ASSETS: &[Asset] = &[
     ("users.js", JS, include_str!("assets/users.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
     ("admin.js", JS, include_str!("assets/admin.js")),
+    ("favicon.svg", SVG, include_str!("assets/favicon.svg")),
 ];
 
 fn etag(body: &str) -> String {
@@ -115,7 +117,9 @@ mod tests {
                 let name = piece
                     .strip_prefix("/assets/")
                     .or_else(|| piece.strip_prefix("./"));
-                if let Some(name) = name.filter(|n| n.ends_with(".js") || n.ends_with(".css")) {
+                if let Some(name) =
+                    name.filter(|n| [".js", ".css", ".svg"].iter().any(|e| n.ends_with(e)))
+                {
                     assert!(
                         known.contains(&name),
                         "{file} refers to {piece}, which is not embedded"
@@ -162,7 +166,12 @@ mod tests {
     #[test]
     fn content_types_match_file_names() {
         for (name, content_type, _) in ASSETS {
-            let want = if name.ends_with(".js") { JS } else { CSS };
+            let want = match name.rsplit('.').next() {
+                Some("js") => JS,
+                Some("css") => CSS,
+                Some("svg") => SVG,
+                other => panic!("{name}: no content type for {other:?}"),
+            };
             assert_eq!(*content_type, want, "{name}");
         }
     }

@@ -161,7 +161,8 @@ function layout() {
   main = h('main', {});
   mount(app,
     h('header', { class: 'topbar' },
-      h('div', { class: 'brand' }, 'cpam', h('small', {}, 'Privileged Access Console')),
+      h('div', { class: 'brand' }, h('img', { class: 'logo', src: '/assets/favicon.svg', alt: '' }), 'cpam',
+        h('small', {}, 'Privileged Access Console')),
       h('div', { class: 'spacer' }),
       h('span', { class: 'live off', 'data-test': 'live-indicator' }, 'Connecting…'),
       h('div', { class: 'usermenu' }, userButton, menu)),
@@ -229,7 +230,7 @@ function loginPage(message) {
   mount(app,
     h('div', { class: 'login-wrap' },
       h('div', { class: 'login-card', 'data-test': 'login' },
-        h('h1', {}, 'cpam console'),
+        h('h1', {}, h('img', { class: 'logo', src: '/assets/favicon.svg', alt: '' }), 'cpam console'),
         h('p', { class: 'sub' }, 'Sign in to manage customers, gatekeepers and vendor sessions.'),
         message ? h('div', { class: 'notice', 'data-test': 'login-message' }, message) : null,
         f)));
