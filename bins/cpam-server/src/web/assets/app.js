@@ -2,7 +2,7 @@
 // event stream (SSE /api/v1/events) pages subscribe to.
 
 import { can, get, login, post, remember, session, setUnauthenticatedHandler, userName } from './api.js';
-import { h, mount } from './ui.js';
+import { clearToasts, h, mount } from './ui.js';
 import { customersPage, customerPage } from './customers.js';
 import { sessionsPage } from './sessions.js';
 import { usersPage, userPage, rolesPage } from './users.js';
@@ -101,6 +101,7 @@ async function render() {
   }
   const [m, page, nav, need] = found;
   subscribers = [];
+  clearToasts();
   document.querySelectorAll('nav.side a').forEach((a) => a.classList.toggle('active', a.dataset.nav === nav));
   closeUserMenu();
   const seq = ++renderSeq;

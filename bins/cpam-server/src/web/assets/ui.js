@@ -115,9 +115,16 @@ export function toast(message, kind = '') {
     box = h('div', { class: 'toasts' });
     document.body.appendChild(box);
   }
+  // One message at a time: the newest replaces the last.
   const t = h('div', { class: `toast ${kind}`, 'data-test': 'toast' }, message);
-  box.appendChild(t);
-  setTimeout(() => t.remove(), 4000);
+  box.replaceChildren(t);
+  setTimeout(() => t.remove(), 3500);
+}
+
+/** Removes shown messages (on page changes). */
+export function clearToasts() {
+  const box = document.querySelector('.toasts');
+  if (box) box.replaceChildren();
 }
 
 /**
