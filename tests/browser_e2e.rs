@@ -362,6 +362,100 @@ fn vendor_sees_no_admin_menus_and_the_api_refuses_them() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `fetch` from the page with a bearer token and no cookie: the status.
+fn token_fetch(b: &Browser, path: &str, token: &str) -> anyhow::Result<u64> {
+    let v = b.execute_async(
+        "const done = arguments[arguments.length - 1];\
+         fetch(arguments[0], {credentials: 'omit', headers: {Authorization: 'Bearer ' + arguments[1]}})\
+           .then(r => done(r.status)).catch(() => done(0));",
+        json!([path, token]),
+    )?;
+    Ok(v.as_u64().unwrap_or(0))
+}
+
+#[test]
+fn roles_settings_tokens_and_ip_connect_download() -> anyhow::Result<()> {
+    let c = Console::start()?;
+    let mut b = browser(&c, "admin")?;
+    sign_in(&b, &c.url, ADMIN, ADMIN_PASSWORD)?;
+
+    // Roles: built-in ones are read-only; a custom role is created and deleted.
+    b.click(&t("nav-roles"))?;
+    b.find("[data-test=role-row][data-name=Vendor]")?;
+    assert!(
+        !b.visible("[data-test=role-row][data-name=Vendor] [data-test=role-edit]"),
+        "a built-in role offers Edit"
+    );
+    b.click(&t("new-role"))?;
+    b.fill(&t("role-name"), "log-reader")?;
+    b.click("[data-test=role-perm][value=VIEW_ADMIN_LOG_USER_ACTIVITY]")?;
+    b.click("[data-test=role-perm][value=VERIFY_AUDIT_LOG]")?;
+    b.screenshot("new-role")?;
+    b.click(&t("role-create"))?;
+    let row = "[data-test=role-row][data-name=log-reader]";
+    b.wait_text(row, "VERIFY_AUDIT_LOG", LIVE)?;
+    b.screenshot("roles")?;
+    b.click(&format!("{row} [data-test=role-delete]"))?;
+    b.click(&t("confirm-ok"))?;
+    crate_wait(|| !b.visible(row), "the deleted role to disappear")?;
+
+    // Settings: the server-wide IP Connect mode is saved.
+    b.click(&t("nav-settings"))?;
+    b.select(&t("settings-ip-connect-mode"), "driver")?;
+    b.click(&t("settings-save"))?;
+    b.wait_text(&t("toast"), "saved", LIVE)?;
+    b.refresh()?;
+    b.find(&t("settings-ip-connect-mode"))?;
+    assert_eq!(
+        b.property(&t("settings-ip-connect-mode"), "value")?,
+        json!("driver")
+    );
+    b.screenshot("settings")?;
+
+    // API tokens: shown once, work as a bearer token, stop working when revoked.
+    b.click(&t("user-menu"))?;
+    b.click(&t("menu-tokens"))?;
+    b.fill(&t("token-name"), "nightly export")?;
+    b.click(&t("token-create"))?;
+    let token = b.text(&t("token-value"))?.trim().to_string();
+    assert!(token.starts_with("cpam_tok_"), "{token}");
+    assert_eq!(token_fetch(&b, "/api/v1/auth/me", &token)?, 200);
+    b.screenshot("token-created")?;
+    b.click("[data-test=token-row][data-name=\"nightly export\"] [data-test=token-revoke]")?;
+    b.click(&t("confirm-ok"))?;
+    b.find(&t("tokens-table-empty"))?;
+    assert_eq!(token_fetch(&b, "/api/v1/auth/me", &token)?, 401);
+
+    // Help -> Download IP Connect: the listed file downloads whole.
+    b.click(&t("nav-download-ipconnect"))?;
+    let file = b
+        .execute(
+            "return document.querySelector('[data-test=ipconnect-row]').dataset.file;",
+            json!([]),
+        )?
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(file.starts_with("cpam-connect"), "{file}");
+    b.screenshot("download-ip-connect")?;
+    b.click(&t("ipconnect-download"))?;
+    let got = b.wait_download(&file, Duration::from_secs(120))?;
+    let (_, list) = page_fetch(&b, "GET", "/api/v1/downloads/ipconnect")?;
+    let size = list
+        .as_array()
+        .and_then(|a| a.iter().find(|d| d["file"] == json!(file)))
+        .and_then(|d| d["size"].as_u64())
+        .unwrap_or(0);
+    cpam_tests::wait_until(Duration::from_secs(60), "the whole download", || {
+        (std::fs::metadata(&got).ok()?.len() == size).then_some(())
+    })?;
+    Ok(())
+}
+
+fn crate_wait(mut f: impl FnMut() -> bool, what: &str) -> anyhow::Result<()> {
+    cpam_tests::wait_until(LIVE, what, || f().then_some(()))
+}
+
 /// The harness itself: a page loads, a script runs on click, a screenshot
 /// is a PNG in the artifacts directory.
 #[test]
