@@ -428,6 +428,7 @@ fn roles_settings_tokens_and_ip_connect_download() -> anyhow::Result<()> {
 
     // Help -> Download IP Connect: the listed file downloads whole.
     b.click(&t("nav-download-ipconnect"))?;
+    b.find(&t("ipconnect-row"))?;
     let file = b
         .execute(
             "return document.querySelector('[data-test=ipconnect-row]').dataset.file;",
