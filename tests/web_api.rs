@@ -119,10 +119,12 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         "/api/v1/users",
         &json!({ "name": "vendor", "password": "vendor-password", "roles": ["Vendor"], "customers": [cid] }),
     )?;
-    admin.post(
+    let grant = admin.post(
         "/api/v1/grants",
         &json!({ "user": "vendor", "service_id": id(&svc), "hours": 2 }),
     )?;
+    assert_eq!(grant["user"], "vendor", "{grant}");
+    assert!(grant["not_after"].is_string(), "{grant}");
     let mut vendor = web.client()?;
     vendor
         .login("vendor", "vendor-password")?
@@ -274,6 +276,38 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         Some(1)
     );
 
+    // Revoking the grant through the API: the next connection is refused.
+    admin.expect(
+        "DELETE",
+        &format!("/api/v1/grants/{}", id(&grant)),
+        None,
+        204,
+    )?;
+    let revoked = admin.get("/api/v1/grants")?;
+    assert!(revoked[0]["revoked_at"].is_string(), "{revoked}");
+    let mut retry = Command::new("ssh");
+    retry
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&sshd.client_key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-p",
+            &port,
+            "root@127.0.0.1",
+            "true",
+        ]);
+    let out = run("ssh-after-revoke", retry, &d, TIMEOUT)?;
+    assert!(!out.success(), "ssh after the grant was revoked: {out:?}");
+
     // The admin log: filters, exports, verification.
     let mine = admin.get("/api/v1/audit?user=admin")?;
     let actions: Vec<&str> = mine
@@ -373,6 +407,12 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         "{m}"
     );
     assert!(metric(&m, "cpam_logins_total{result=\"ok\"}") >= 2, "{m}");
+    let refusals: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("cpam_refusals_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(refusals, 1, "{m}");
 
     // IP Connect: the cpam-connect next to the server, for this platform.
     let list = vendor.get("/api/v1/downloads/ipconnect")?;
