@@ -60,6 +60,9 @@ pub async fn login(
         ));
     }
     let ip = client_ip(&ext);
+    if body.username.is_empty() || body.username.len() > 64 {
+        return Err(ApiError::invalid("username must be 1-64 characters"));
+    }
     let (user_key, addr_key) = (format!("user:{}", body.username), format!("addr:{ip}"));
     let password = cpam_core::Secret::new(body.password);
     if let Some(wait) = state.throttle.locked(&[&user_key, &addr_key]) {
