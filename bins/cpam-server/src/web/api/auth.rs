@@ -147,9 +147,22 @@ pub async fn login(
     Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
-pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    ext: axum::http::Extensions,
+) -> ApiResult<Response> {
     if let Via::Cookie { id_hash, .. } = &caller.via {
         state.store.delete_web_session(id_hash).await?;
+        audit_login(
+            &state,
+            "web.logout",
+            AuditCategory::UserActivity,
+            &caller.user().name,
+            client_ip(&ext),
+            json!({}),
+        )
+        .await;
     }
     let clear = clear_cookie(state.options.secure_cookies);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
