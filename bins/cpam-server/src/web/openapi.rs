@@ -423,7 +423,10 @@ mod tests {
     fn operation_ids_are_unique_identifiers() {
         let ids: Vec<String> = POLICY.iter().map(operation_id).collect();
         for (i, id) in ids.iter().enumerate() {
-            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{id}");
+            assert!(
+                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{id}"
+            );
             assert!(!ids[..i].contains(id), "duplicate operationId {id}");
         }
         assert_eq!(operation_id(&POLICY[0]), "get_root");
