@@ -119,10 +119,12 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         "/api/v1/users",
         &json!({ "name": "vendor", "password": "vendor-password", "roles": ["Vendor"], "customers": [cid] }),
     )?;
-    admin.post(
+    let grant = admin.post(
         "/api/v1/grants",
         &json!({ "user": "vendor", "service_id": id(&svc), "hours": 2 }),
     )?;
+    assert_eq!(grant["user"], "vendor", "{grant}");
+    assert!(grant["not_after"].is_string(), "{grant}");
     let mut vendor = web.client()?;
     vendor
         .login("vendor", "vendor-password")?
@@ -222,6 +224,23 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         "the vendor sees its own session: {own}"
     );
 
+    let r = admin.send("DELETE", &format!("/api/v1/customers/{cid}"), None)?;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (409, Some("conflict")),
+        "delete with a live session: {r:?}"
+    );
+    let r = vendor.send(
+        "POST",
+        &format!("/api/v1/sessions/{sid}/terminate"),
+        Some(&json!({ "reason": "mine" })),
+    )?;
+    assert_eq!(
+        r.code().as_deref(),
+        Some("permission_denied"),
+        "a vendor cannot terminate: {r:?}"
+    );
+
     // Terminate with a reason; the session ends and says who and why.
     let r = admin.send(
         "POST",
@@ -273,6 +292,38 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
             .map(Vec::len),
         Some(1)
     );
+
+    // Revoking the grant through the API: the next connection is refused.
+    admin.expect(
+        "DELETE",
+        &format!("/api/v1/grants/{}", id(&grant)),
+        None,
+        204,
+    )?;
+    let revoked = admin.get("/api/v1/grants")?;
+    assert!(revoked[0]["revoked_at"].is_string(), "{revoked}");
+    let mut retry = Command::new("ssh");
+    retry
+        .args(["-F", "/dev/null", "-i"])
+        .arg(&sshd.client_key)
+        .args([
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "ConnectTimeout=10",
+            "-p",
+            &port,
+            "root@127.0.0.1",
+            "true",
+        ]);
+    let out = run("ssh-after-revoke", retry, &d, TIMEOUT)?;
+    assert!(!out.success(), "ssh after the grant was revoked: {out:?}");
 
     // The admin log: filters, exports, verification.
     let mine = admin.get("/api/v1/audit?user=admin")?;
@@ -373,6 +424,12 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         "{m}"
     );
     assert!(metric(&m, "cpam_logins_total{result=\"ok\"}") >= 2, "{m}");
+    let refusals: u64 = m
+        .lines()
+        .filter(|l| l.starts_with("cpam_refusals_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(refusals, 1, "{m}");
 
     // IP Connect: the cpam-connect next to the server, for this platform.
     let list = vendor.get("/api/v1/downloads/ipconnect")?;
@@ -416,5 +473,204 @@ fn openapi_document_is_committed_and_served() -> anyhow::Result<()> {
     );
     assert_eq!(served["openapi"], "3.1.0");
     assert!(served["paths"]["/api/v1/sessions/{id}/terminate"]["post"].is_object());
+    Ok(())
+}
+
+#[test]
+fn users_roles_settings_and_scope_through_the_api() -> anyhow::Result<()> {
+    let web = WebServer::start(WebOptions::default())?;
+    let admin = web.admin()?;
+    let acme = id(&admin.post("/api/v1/customers", &json!({ "name": "acme" }))?);
+    let globex = id(&admin.post("/api/v1/customers", &json!({ "name": "globex" }))?);
+
+    // Settings: the server-wide IP Connect mode; `global` is a per-user value only.
+    assert_eq!(
+        admin.get("/api/v1/settings")?["ip_connect_mode"],
+        "driver-with-legacy-fallback"
+    );
+    let put = admin.send(
+        "PUT",
+        "/api/v1/settings",
+        Some(&json!({ "ip_connect_mode": "legacy" })),
+    )?;
+    assert_eq!(
+        put.expect(200, "settings")?.json()?["ip_connect_mode"],
+        "legacy"
+    );
+    let r = admin.send(
+        "PUT",
+        "/api/v1/settings",
+        Some(&json!({ "ip_connect_mode": "global" })),
+    )?;
+    assert_eq!(r.code().as_deref(), Some("invalid_argument"), "{r:?}");
+
+    // A user with a membership, an IP Connect preference and a custom role.
+    admin.post(
+        "/api/v1/roles",
+        &json!({ "name": "Viewer", "permissions": ["VIEW_SESSIONS"] }),
+    )?;
+    let u = admin.post(
+        "/api/v1/users",
+        &json!({ "name": "carol", "password": "carol-pw-1", "roles": ["Viewer"], "customers": [acme], "ip_connect_mode": "driver" }),
+    )?;
+    let uid = id(&u);
+    assert_eq!(
+        (u["ip_connect_mode"].as_str(), u["roles"][0].as_str()),
+        (Some("driver"), Some("Viewer")),
+        "{u}"
+    );
+    let r = admin.send(
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "bad", "ip_connect_mode": "warp" })),
+    )?;
+    assert_eq!(r.code().as_deref(), Some("invalid_argument"), "{r:?}");
+    let r = admin.send(
+        "POST",
+        "/api/v1/users",
+        Some(&json!({ "name": "bad", "roles": ["Nope"] })),
+    )?;
+    assert_eq!(r.code().as_deref(), Some("not_found"), "{r:?}");
+    assert!(
+        admin
+            .get("/api/v1/users")?
+            .as_array()
+            .is_some_and(|a| !a.iter().any(|u| u["name"] == "bad")),
+        "a refused user is not created"
+    );
+
+    let mut carol = web.client()?;
+    carol
+        .login("carol", "carol-pw-1")?
+        .expect(200, "carol login")?;
+    assert_eq!(
+        carol.get(&format!("/api/v1/users/{uid}"))?["name"],
+        "carol",
+        "a user reads themself"
+    );
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    assert_eq!(names(carol.get("/api/v1/customers")?), ["acme"]);
+    let r = carol.send("GET", &format!("/api/v1/customers/{globex}"), None)?;
+    assert_eq!(
+        (r.status, r.code().as_deref()),
+        (404, Some("not_found")),
+        "a foreign customer is not found"
+    );
+    let r = carol.send("GET", "/api/v1/customers/cus_doesnotexist", None)?;
+    assert_eq!((r.status, r.code().as_deref()), (404, Some("not_found")));
+
+    // Membership and role edits take effect on the next request.
+    admin.expect(
+        "PATCH",
+        &format!("/api/v1/users/{uid}"),
+        Some(&json!({ "customers": [acme, globex] })),
+        200,
+    )?;
+    assert_eq!(names(carol.get("/api/v1/customers")?), ["acme", "globex"]);
+    assert_eq!(
+        carol
+            .send("GET", "/api/v1/audit/verify", None)?
+            .code()
+            .as_deref(),
+        Some("permission_denied")
+    );
+    let role = admin.send(
+        "PUT",
+        "/api/v1/roles/Viewer",
+        Some(&json!({ "permissions": ["VIEW_SESSIONS", "VERIFY_AUDIT_LOG"] })),
+    )?;
+    assert_eq!(
+        role.expect(200, "role update")?.json()?["permissions"],
+        json!(["VIEW_SESSIONS", "VERIFY_AUDIT_LOG"])
+    );
+    assert_eq!(carol.get("/api/v1/audit/verify")?["intact"], true);
+    for (method, body) in [
+        ("PUT", Some(json!({ "permissions": ["VIEW_SESSIONS"] }))),
+        ("DELETE", None),
+    ] {
+        let r = admin.send(method, "/api/v1/roles/Vendor", body.as_ref())?;
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (409, Some("conflict")),
+            "{method} a built-in role: {r:?}"
+        );
+    }
+    let vendor = admin.get("/api/v1/roles")?;
+    let vendor = vendor
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["name"] == "Vendor"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        vendor["permissions"],
+        json!([
+            "DOWNLOAD_IPCONNECT",
+            "USE_CONNECTION_MANAGER",
+            "DOWNLOAD_CONNECTION_MANAGER",
+            "VIEW_OWN_SESSIONS"
+        ]),
+        "{vendor}"
+    );
+
+    // A password change and disabling end the user's console sessions.
+    admin.expect(
+        "PATCH",
+        &format!("/api/v1/users/{uid}"),
+        Some(&json!({ "password": "carol-pw-2" })),
+        200,
+    )?;
+    assert_eq!(carol.send("GET", "/api/v1/auth/me", None)?.status, 401);
+    assert_eq!(carol.login("carol", "carol-pw-1")?.status, 401);
+    carol
+        .login("carol", "carol-pw-2")?
+        .expect(200, "login with the new password")?;
+    let disabled = admin.send(
+        "PATCH",
+        &format!("/api/v1/users/{uid}"),
+        Some(&json!({ "disabled": true, "ip_connect_mode": "off" })),
+    )?;
+    let disabled = disabled.expect(200, "disable")?.json()?;
+    assert_eq!(
+        (
+            disabled["disabled"].as_bool(),
+            disabled["ip_connect_mode"].as_str()
+        ),
+        (Some(true), Some("off"))
+    );
+    assert_eq!(carol.send("GET", "/api/v1/auth/me", None)?.status, 401);
+    assert_eq!(carol.login("carol", "carol-pw-2")?.status, 401);
+
+    // Deleting the custom role unassigns it; every change is in the admin log.
+    admin.expect("DELETE", "/api/v1/roles/Viewer", None, 204)?;
+    assert_eq!(
+        admin.get(&format!("/api/v1/users/{uid}"))?["roles"],
+        json!([])
+    );
+    let log = admin.get("/api/v1/audit?user=admin")?;
+    let actions: Vec<&str> = log
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for a in [
+        "admin.settings.update",
+        "admin.role.add",
+        "admin.user.add",
+        "admin.user.update",
+        "admin.role.update",
+        "admin.role.delete",
+    ] {
+        assert!(actions.contains(&a), "{a} missing from {actions:?}");
+    }
+    let r = admin.send("DELETE", &format!("/api/v1/customers/{globex}"), None)?;
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(names(admin.get("/api/v1/customers")?), ["acme"]);
     Ok(())
 }

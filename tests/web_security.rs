@@ -123,6 +123,19 @@ fn a_login_never_adopts_a_presented_session_id() -> anyhow::Result<()> {
         (r.status, r.code().as_deref()),
         (401, Some("unauthenticated"))
     );
+    let log = web.admin()?.get("/api/v1/audit?user=admin")?;
+    let actions: Vec<&str> = log
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "web.login").count(),
+        3,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"web.logout"), "{actions:?}");
     Ok(())
 }
 
@@ -194,12 +207,14 @@ fn cookie_flags_over_tls_and_plain_http_only_on_loopback() -> anyhow::Result<()>
 #[test]
 fn an_idle_session_ends_and_activity_keeps_it() -> anyhow::Result<()> {
     let web = WebServer::start(WebOptions {
-        idle_timeout_secs: Some(2),
+        idle_timeout_secs: Some(3),
         ..WebOptions::default()
     })?;
-    let busy = web.admin()?;
+    // The idle one signs in first: the busy one's clock starts after both logins.
     let idle = web.admin()?;
-    for _ in 0..8 {
+    let busy = web.admin()?;
+    busy.expect("GET", "/api/v1/auth/me", None, 200)?;
+    for _ in 0..10 {
         std::thread::sleep(Duration::from_millis(500));
         busy.expect("GET", "/api/v1/auth/me", None, 200)?;
     }

@@ -78,18 +78,39 @@ pub async fn init(
 
 /// The first administrator's password: `CPAM_ADMIN_PASSWORD`, or one line on stdin.
 fn admin_password(name: &str, stdin: bool) -> anyhow::Result<cpam_core::Secret<String>> {
-    let password = if stdin {
+    use std::io::IsTerminal as _;
+    let read_line = || -> anyhow::Result<String> {
         let mut line = String::new();
         std::io::stdin()
             .read_line(&mut line)
             .context("cannot read the administrator password from stdin")?;
-        line.trim_end_matches(['\n', '\r']).to_string()
+        Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    };
+    let password = if stdin {
+        read_line()?
+    } else if let Ok(p) = std::env::var("CPAM_ADMIN_PASSWORD") {
+        p
+    } else if std::io::stdin().is_terminal() {
+        // Prompt without echo (stty on the controlling terminal).
+        eprint!("password for {name}: ");
+        let stty = |arg: &str| {
+            std::process::Command::new("stty")
+                .arg(arg)
+                .stdin(std::process::Stdio::inherit())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let hidden = stty("-echo");
+        let line = read_line();
+        if hidden {
+            stty("echo");
+        }
+        eprintln!();
+        line?
     } else {
-        std::env::var("CPAM_ADMIN_PASSWORD").map_err(|_| {
-            anyhow::anyhow!(
-                "--admin-user {name} needs a password: set CPAM_ADMIN_PASSWORD or pass --admin-password-stdin"
-            )
-        })?
+        anyhow::bail!(
+            "--admin-user {name} needs a password: set CPAM_ADMIN_PASSWORD or pass --admin-password-stdin"
+        )
     };
     if password.is_empty() {
         anyhow::bail!("the administrator password is empty");

@@ -42,6 +42,8 @@ pub const ADDRESS_FAILURES: usize = 20;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// How long a lockout lasts.
 pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+/// Beyond this many tracked keys, stale ones are forgotten.
+const MAX_TRACKED: usize = 10_000;
 /// A session's last-seen time is written at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(5);
 
@@ -106,6 +108,13 @@ impl Throttle {
     pub fn fail(&self, key: &str, limit: usize) -> bool {
         let now = Instant::now();
         let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_TRACKED {
+            // Forget keys with nothing recent and no lockout running.
+            map.retain(|_, f| {
+                f.locked_until.is_some_and(|u| u > now)
+                    || f.at.iter().any(|t| now.duration_since(*t) < WINDOW)
+            });
+        }
         let f = map.entry(key.to_string()).or_default();
         f.at.retain(|t| now.duration_since(*t) < WINDOW);
         f.at.push(now);
@@ -194,6 +203,9 @@ pub async fn audit_login(
     address: IpAddr,
     detail: serde_json::Value,
 ) {
+    // The name as typed, bounded: it is caller input.
+    let user: String = user.chars().take(100).collect();
+    let user = user.as_str();
     let mut d = json!({ "user": user, "address": address.to_string() });
     if let (Some(obj), serde_json::Value::Object(extra)) = (d.as_object_mut(), detail) {
         obj.extend(extra);

@@ -301,6 +301,24 @@ fn error(description: &str) -> Value {
     json!({ "description": description, "content": { "application/json": { "schema": reference("Error") } } })
 }
 
+/// `get_api_v1_customers_id` for `GET /api/v1/customers/{id}`.
+fn operation_id(r: &Route) -> String {
+    let path: String = r
+        .path
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut id = r.method.to_lowercase();
+    for part in path.split('_').filter(|p| !p.is_empty()) {
+        id.push('_');
+        id.push_str(part);
+    }
+    if r.path == "/" {
+        id.push_str("_root");
+    }
+    id
+}
+
 fn operation(r: &Route) -> Value {
     let mut responses = Map::new();
     let mut ok = json!({ "description": "success" });
@@ -345,7 +363,7 @@ fn operation(r: &Route) -> Value {
     }));
     let mut op = json!({
         "summary": r.summary,
-        "operationId": format!("{} {}", r.method.to_lowercase(), r.path),
+        "operationId": operation_id(r),
         "tags": [r.tag],
         "responses": responses,
         "x-cpam-access": access,
@@ -400,6 +418,19 @@ pub fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_identifiers() {
+        let ids: Vec<String> = POLICY.iter().map(operation_id).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(
+                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{id}"
+            );
+            assert!(!ids[..i].contains(id), "duplicate operationId {id}");
+        }
+        assert_eq!(operation_id(&POLICY[0]), "get_root");
+    }
 
     #[test]
     fn every_referenced_schema_exists() {

@@ -60,6 +60,9 @@ pub async fn login(
         ));
     }
     let ip = client_ip(&ext);
+    if body.username.is_empty() || body.username.len() > 64 {
+        return Err(ApiError::invalid("username must be 1-64 characters"));
+    }
     let (user_key, addr_key) = (format!("user:{}", body.username), format!("addr:{ip}"));
     let password = cpam_core::Secret::new(body.password);
     if let Some(wait) = state.throttle.locked(&[&user_key, &addr_key]) {
@@ -144,9 +147,22 @@ pub async fn login(
     Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
 }
 
-pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Caller,
+    ext: axum::http::Extensions,
+) -> ApiResult<Response> {
     if let Via::Cookie { id_hash, .. } = &caller.via {
         state.store.delete_web_session(id_hash).await?;
+        audit_login(
+            &state,
+            "web.logout",
+            AuditCategory::UserActivity,
+            &caller.user().name,
+            client_ip(&ext),
+            json!({}),
+        )
+        .await;
     }
     let clear = clear_cookie(state.options.secure_cookies);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
