@@ -10,21 +10,19 @@
 //! customer ns: cpam-gatekeeper (dials host_addr) -> sshd 127.0.0.1:2022
 //! ```
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::bins::bin_path;
 use crate::cpam::{ALLOW, SSHD_PORT};
-use crate::netns::Netns;
 use crate::process::{Child, Output, run};
 use crate::sshd::Sshd;
+use crate::web::HostLink;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
 const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -32,24 +30,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const ADMIN: &str = "admin";
 /// Their password (test-only).
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
-
-fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().with_context(|| {
-        format!(
-            "cannot run `ip {}`: the console tests need iproute2 and root",
-            args.join(" ")
-        )
-    })?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}; the console tests need root to create network namespaces \
-             (run them through `bash tests/run.sh`)",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
 
 /// A running server with its console, and the customer namespace.
 #[derive(Debug)]
@@ -66,7 +46,8 @@ pub struct Console {
     pub sshd: Sshd,
     /// Processes a test started (gatekeeper, cpam-connect, ssh), killed first.
     pub extra: Vec<Child>,
-    pub customer: Netns,
+    /// The customer namespace, joined to the test's own.
+    pub link: HostLink,
     pub dir: tempfile::TempDir,
 }
 
@@ -78,43 +59,9 @@ impl Console {
             bin_path(b)?;
         }
         let dir = tempfile::Builder::new().prefix("cpam-console-").tempdir()?;
-        let pid = std::process::id();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let customer = Netns::create(&format!("cpam-c-{pid}-w{n}"))?;
-        let slot = (pid.wrapping_mul(16).wrapping_add(n)) % 16384;
-        let base = u32::from(Ipv4Addr::new(10, 214, 0, 0)) + slot * 4;
-        let host_addr = Ipv4Addr::from(base + 1);
-        let customer_addr = Ipv4Addr::from(base + 2);
-        let hif = format!("cw{:x}", pid * 16 + n % 16);
-        let cif = format!("cx{:x}", pid * 16 + n % 16);
-        // The pair is created in the test's namespace; one end moves to the
-        // customer. Deleting the customer namespace deletes both ends.
-        ip(&[
-            "link",
-            "add",
-            &hif,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &cif,
-            "netns",
-            customer.name(),
-        ])?;
-        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &hif])?;
-        ip(&["link", "set", &hif, "up"])?;
-        ip(&[
-            "-n",
-            customer.name(),
-            "addr",
-            "add",
-            &format!("{customer_addr}/30"),
-            "dev",
-            &cif,
-        ])?;
-        ip(&["-n", customer.name(), "link", "set", &cif, "up"])?;
-
-        let sshd = Sshd::start(&customer, dir.path(), &[SSHD_PORT])?;
+        let link = HostLink::create()?;
+        let host_addr = link.host_addr;
+        let sshd = Sshd::start(&link.ns, dir.path(), &[SSHD_PORT])?;
         let data_dir = dir.path().join("server");
         let gk_state = dir.path().join("gatekeeper");
         let mut init = Command::new(bin_path("cpam-server")?);
@@ -156,7 +103,7 @@ impl Console {
             gk_state,
             sshd,
             extra: Vec::new(),
-            customer,
+            link,
             dir,
         })
     }
@@ -194,7 +141,7 @@ impl Console {
 
     /// `cpam-gatekeeper register --server SSH --code CODE` in the customer ns.
     pub fn register_gatekeeper(&self, code: &str) -> anyhow::Result<Output> {
-        let mut c = self.customer.command(bin_path("cpam-gatekeeper")?);
+        let mut c = self.link.ns.command(bin_path("cpam-gatekeeper")?);
         c.args([
             "register",
             "--server",
@@ -210,7 +157,7 @@ impl Console {
 
     /// Starts `cpam-gatekeeper run` in the customer ns (kept in `extra`).
     pub fn run_gatekeeper(&mut self) -> anyhow::Result<()> {
-        let mut c = self.customer.command(bin_path("cpam-gatekeeper")?);
+        let mut c = self.link.ns.command(bin_path("cpam-gatekeeper")?);
         c.args(["run", "--allow", ALLOW, "--state-dir"])
             .arg(&self.gk_state)
             .env("RUST_LOG", "info");
