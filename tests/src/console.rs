@@ -44,7 +44,7 @@ pub struct Console {
     pub data_dir: PathBuf,
     pub gk_state: PathBuf,
     pub sshd: Sshd,
-    /// Processes a test started (gatekeeper, cpam-connect, ssh), killed first.
+    /// Processes a test started (gatekeeper, cpam-connect, ssh), killed with it.
     pub extra: Vec<Child>,
     /// The customer namespace, joined to the test's own.
     pub link: HostLink,

@@ -8,7 +8,7 @@ import { busy, bytes, confirmDialog, duration, h, mount, table, timeCell, toast 
 
 const REASONS = {
   completed: 'Completed',
-  terminated_by: 'Terminated',
+  terminated_by: 'Terminated by',
   expired: 'Grant window closed',
   revoked: 'Grant revoked',
   customer_disabled: 'Disabled by the customer',
@@ -20,7 +20,8 @@ const REASONS = {
 
 function reasonText(s) {
   const r = REASONS[s.end_reason] || s.end_reason || '';
-  return s.end_detail ? `${r}: ${s.end_detail}` : r;
+  if (!s.end_detail) return r;
+  return s.end_reason === 'terminated_by' ? `${r} ${s.end_detail}` : `${r}: ${s.end_detail}`;
 }
 
 function who(s) {
@@ -67,7 +68,7 @@ export async function sessionsPage(root) {
       h('td', {}, customerCell(s)),
       h('td', {}, service(s), h('div', { class: 'muted small mono' }, fmtTarget(s))),
       h('td', {}, timeCell(s.started_at), h('div', { class: 'muted small' }, `running ${duration(s.started_at)}`)),
-      h('td', { class: 'small' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
+      h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
       h('td', { class: 'actions' }, mayTerminate
         ? h('button', { class: 'danger small', 'data-test': 'session-terminate', onclick: (e) => terminate(s, e.target) }, 'Terminate')
         : null)));
@@ -82,7 +83,7 @@ export async function sessionsPage(root) {
       h('td', {}, timeCell(s.started_at)),
       h('td', {}, duration(s.started_at, s.ended_at)),
       h('td', { 'data-test': 'history-reason' }, reasonText(s)),
-      h('td', { class: 'small' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`)));
+      h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`)));
     mount(historyBox, table('sessions-history', ['User', 'Customer', 'Service', 'Started', 'Duration', 'Ended because', 'Traffic'], rows,
       'No finished sessions yet.'));
   };
