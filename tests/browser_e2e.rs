@@ -359,6 +359,23 @@ fn vendor_sees_no_admin_menus_and_the_api_refuses_them() -> anyhow::Result<()> {
     b.wait_text(&t("page-forbidden"), "VIEW_ADMIN_LOG_USER_ACTIVITY", LIVE)?;
     assert!(!b.visible(&t("audit-table")));
     b.screenshot("admin-log-refused")?;
+
+    // Repeated failed sign-ins lock the name out, and the form says so.
+    sign_out(&b)?;
+    let mut locked = false;
+    for _ in 0..8 {
+        b.fill(&t("login-username"), "mallory")?;
+        b.fill(&t("login-password"), "guess")?;
+        b.click(&t("login-submit"))?;
+        let msg = b.wait_text(&t("login-error"), "", LIVE)?;
+        if msg.contains("locked") {
+            locked = true;
+            break;
+        }
+        assert!(msg.contains("Wrong username or password"), "{msg}");
+    }
+    assert!(locked, "no lockout message after 8 failed sign-ins");
+    b.screenshot("sign-in-locked")?;
     Ok(())
 }
 

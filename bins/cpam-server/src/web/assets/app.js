@@ -208,6 +208,8 @@ function loginPage(message) {
   f.addEventListener('submit', async (e) => {
     e.preventDefault();
     err.classList.add('hidden');
+    const note = document.querySelector('[data-test=login-message]');
+    if (note) note.remove();
     submit.disabled = true;
     try {
       await login(user.value.trim(), pass.value);
