@@ -159,6 +159,17 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
         "the page reloaded; the switch must arrive live"
     );
 
+    // The customer list shows the gatekeeper's state too.
+    b.click(&t("nav-customers"))?;
+    b.wait_text(
+        "[data-test=customer-row][data-name=acme] [data-test=customer-gk-status]",
+        "Online",
+        LIVE,
+    )?;
+    b.screenshot("customers")?;
+    b.click("[data-test=customer-link][data-name=acme]")?;
+    b.find(&t("gatekeeper-card"))?;
+
     // A service to the customer's sshd.
     b.click(&t("add-service"))?;
     b.fill(&t("service-name"), "ssh")?;
