@@ -3,7 +3,7 @@
 
 import { del, get, post, put } from './api.js';
 import { USER_MODES } from './users.js';
-import { busy, bytes, confirmDialog, field, form, h, mount, table, timeCell, toast } from './ui.js';
+import { busy, bytes, confirmDialog, copyButton, field, form, h, mount, table, timeCell, toast } from './ui.js';
 
 export async function settingsPage(root) {
   const s = await get('/settings');
@@ -59,7 +59,7 @@ export async function tokensPage(root) {
     await tokensPage(root);
     mount(root.querySelector('[data-test=token-shown]'), h('div', { class: 'notice ok' },
       h('h3', {}, `Token “${t.name}” — copy it now, it is shown only once`),
-      h('div', { class: 'secret', 'data-test': 'token-value' }, t.token),
+      h('div', {}, h('span', { class: 'secret', 'data-test': 'token-value' }, t.token), ' ', copyButton(t.token, 'copy-token')),
       h('p', { class: 'small' }, 'Use it as ', h('code', {}, 'Authorization: Bearer <token>'), ' on /api/v1 requests.')));
   });
   const rows = tokens.map((t) => h('tr', { 'data-test': 'token-row', 'data-name': t.name },

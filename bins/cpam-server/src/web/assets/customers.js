@@ -4,7 +4,7 @@
 import { can, del, download, get, post } from './api.js';
 import { link, navigate, subscribe } from './app.js';
 import {
-  badge, busy, confirmDialog, errorBox, field, form, h, isoFromLocal, mount, table, timeCell, toast,
+  badge, busy, confirmDialog, copyButton, errorBox, field, form, h, isoFromLocal, mount, table, timeCell, toast,
 } from './ui.js';
 
 export const KINDS = {
@@ -213,11 +213,13 @@ function gatekeeperCard(customer, gk, services, previous) {
         const resp = await post(`/gatekeepers/${encodeURIComponent(gk.id)}/registration-code`, { ttl_minutes: 60 });
         mount(extra, h('div', { class: 'notice', 'data-test': 'registration-panel' },
           h('h3', {}, 'Registration code — shown only once'),
-          h('div', { class: 'secret', 'data-test': 'registration-code' }, resp.code),
+          h('div', {}, h('span', { class: 'secret', 'data-test': 'registration-code' }, resp.code), ' ',
+            copyButton(resp.code, 'copy-registration-code')),
           h('p', { class: 'small' }, 'Expires ', h('span', { 'data-test': 'registration-expires' }, timeCell(resp.expires_at)),
             '. It can be used once.'),
           h('p', {}, 'On a machine inside the customer’s network, register the gatekeeper:'),
           h('pre', { class: 'cmd', 'data-test': 'registration-command' }, registerCommand(resp, gk)),
+          copyButton(registerCommand(resp, gk), 'copy-registration-command'),
           resp.server_address ? null : h('p', { class: 'small muted' },
             'SSH_PORT is the port cpam-server listens on for gatekeepers (“listen” in its config.json, printed at start as “cpam-server listening on”).'),
           h('p', {}, 'Then start it, allowing the hosts and ports vendors may reach:'),

@@ -211,8 +211,36 @@ export function form(attrs, children, fn) {
   return f;
 }
 
+let fieldSeq = 0;
+
+/** A labelled form field; the label is tied to the input for screen readers. */
 export function field(label, input) {
-  return h('div', {}, h('label', {}, label), input);
+  const target = Array.isArray(input) ? input[0] : input;
+  const attrs = {};
+  if (target instanceof HTMLElement && ['INPUT', 'SELECT', 'TEXTAREA'].includes(target.tagName)) {
+    if (!target.id) target.id = `f${++fieldSeq}`;
+    attrs.for = target.id;
+  }
+  return h('div', {}, h('label', attrs, label), input);
+}
+
+/** A small button copying `text` to the clipboard. */
+export function copyButton(text, test) {
+  const b = h('button', {
+    type: 'button',
+    class: 'small copy',
+    'data-test': test,
+    onclick: async () => {
+      try {
+        await navigator.clipboard.writeText(text);
+        b.textContent = 'Copied';
+      } catch (_) {
+        b.textContent = 'Select and copy';
+      }
+      setTimeout(() => { b.textContent = 'Copy'; }, 2000);
+    },
+  }, 'Copy');
+  return b;
 }
 
 /** Elements matching a selector inside `root` that are checked, as their values. */
