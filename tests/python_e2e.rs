@@ -39,6 +39,7 @@ fn pytest_suite_passes_against_the_built_wheel() -> anyhow::Result<()> {
         ])
         .current_dir(&root)
         .env("CPAM_BIN_DIR", &bin_dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .with_context(|| format!("running {} -m pytest", python.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use cpam_core::Result;
 use cpam_core::audit;
 use cpam_core::model::AuditCategory;
 use cpam_core::server::DataDir;
 use cpam_core::store::{AuditFilter, SqlStore, Store};
+use cpam_core::{Error, Result};
 use pyo3::prelude::*;
 use serde_json::json;
 
@@ -18,6 +18,13 @@ use crate::rt::{Json, awaitable, wait};
 /// server data dir.
 pub async fn open_store(source: &str) -> Result<Arc<dyn Store>> {
     if source.contains("://") || source.starts_with("sqlite:") {
+        // Reading an audit log must not create an empty database.
+        if let Some(path) = source.strip_prefix("sqlite://") {
+            let path = path.split('?').next().unwrap_or_default();
+            if !path.contains(":memory:") && !Path::new(path).is_file() {
+                return Err(Error::not_found(format!("no database at {path}")));
+            }
+        }
         Ok(Arc::new(SqlStore::connect(source).await?))
     } else {
         DataDir::open(Path::new(source))?.store().await

@@ -126,18 +126,17 @@ async fn next_event(events: Events, timeout: Option<f64>) -> Result<Option<Json>
     }
 }
 
-/// Reports online/offline and switch changes until `stop`.
+/// Reports online/offline and switch changes until the agent is gone (its
+/// last online/offline change included).
 async fn watch_agent(
     dir: PathBuf,
     mut online: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<Json>,
-    stop: CancellationToken,
 ) {
     let mut disabled = gatekeeper::is_disabled(&dir);
     let mut poll = tokio::time::interval(SWITCH_POLL);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return,
             changed = online.changed() => {
                 if changed.is_err() { return; }
                 let up = *online.borrow_and_update();
@@ -203,9 +202,8 @@ impl Gatekeeper {
         let task = runtime().spawn({
             let stop = stop.clone();
             async move {
-                let watcher = tokio::spawn(watch_agent(dir, online, tx.clone(), stop.clone()));
-                let result = agent.run(stop.clone()).await;
-                stop.cancel();
+                let watcher = tokio::spawn(watch_agent(dir, online, tx.clone()));
+                let result = agent.run(stop).await;
                 let _ = watcher.await;
                 let error = result.err().map(|e| e.to_string());
                 let _ = tx.send(event("stopped", json!({ "error": error })));

@@ -1,0 +1,235 @@
+"""Typed stubs of the native module ``cpam._cpam`` (re-exported by ``cpam``)."""
+
+from os import PathLike
+from types import TracebackType
+from typing import Any, Awaitable, ClassVar, Literal, Optional, TypedDict, Union
+
+from typing_extensions import Self
+
+__version__: str
+
+_Path = Union[str, "PathLike[str]"]
+
+# ---------------------------------------------------------------- errors
+
+class CpamError(Exception):
+    """Base class of every error cpam raises."""
+
+    kind: ClassVar[str]
+    """The stable error kind, e.g. ``"permission_denied"``."""
+
+class InvalidArgumentError(CpamError): ...
+class NotFoundError(CpamError): ...
+class PermissionDeniedError(CpamError): ...
+class AccessExpiredError(CpamError): ...
+class UnauthenticatedError(CpamError): ...
+class TunnelUnavailableError(CpamError): ...
+class CpamIoError(CpamError): ...
+class ProtocolError(CpamError): ...
+class StorageError(CpamError): ...
+class RecordingError(CpamError): ...
+class CpamTimeoutError(CpamError): ...
+class CpamCancelledError(CpamError): ...
+class InternalError(CpamError): ...
+
+# ---------------------------------------------------------------- data
+
+class ServiceInfo(TypedDict):
+    name: str
+    kind: str
+    target: str
+    until: Optional[str]
+
+class Services(TypedDict):
+    gatekeeper: str
+    online: bool
+    services: list[ServiceInfo]
+
+class Registration(TypedDict):
+    server: str
+    server_key: str
+    gatekeeper_id: str
+    name: str
+    registered_at: int
+
+class GatekeeperStatus(TypedDict):
+    id: str
+    name: str
+    server: str
+    registered_at: int
+    running: bool
+    online: bool
+    disabled: bool
+
+class GatekeeperEvent(TypedDict, total=False):
+    type: Literal["online", "offline", "switch", "stopped"]
+    at: int
+    disabled: bool
+    """On ``switch``: the new state of the customer's switch."""
+    error: Optional[str]
+    """On ``stopped``: why the agent stopped, if it failed."""
+
+class BrokenLink(TypedDict):
+    expected_seq: int
+    found_seq: int
+    problem: str
+
+class Verification(TypedDict):
+    intact: bool
+    checked: int
+    first_broken: Optional[BrokenLink]
+
+class AuditRecord(TypedDict):
+    seq: int
+    at: int
+    category: Literal["user-activity", "system-messages"]
+    action: str
+    actor: str
+    customer_id: Optional[str]
+    session_id: Optional[str]
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+# ---------------------------------------------------------------- gatekeeper
+
+def register_gatekeeper(
+    server: str, code: str, state_dir: _Path, server_fingerprint: Optional[str] = None
+) -> Registration:
+    """Redeems the one-time ``code`` at ``server`` (``HOST:PORT``) and writes the
+    gatekeeper's key and state into ``state_dir``."""
+
+def register_gatekeeper_async(
+    server: str, code: str, state_dir: _Path, server_fingerprint: Optional[str] = None
+) -> Awaitable[Registration]: ...
+
+class Gatekeeper:
+    """A registered gatekeeper run in the background of this process."""
+
+    def __init__(self, state_dir: _Path, allow: list[str]) -> None: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    def start(self) -> None:
+        """Starts holding the tunnel (reconnecting with backoff)."""
+    def status(self) -> GatekeeperStatus: ...
+    def disable(self) -> None:
+        """The customer's switch on: refuse new sessions, close live ones."""
+    def enable(self) -> None:
+        """The customer's switch off."""
+    def next_event(self, timeout: Optional[float] = None) -> Optional[GatekeeperEvent]:
+        """The next event, or ``None`` after ``timeout`` seconds."""
+    def next_event_async(self, timeout: Optional[float] = None) -> Awaitable[Optional[GatekeeperEvent]]: ...
+    def stop(self) -> None:
+        """Closes the tunnel and its sessions; waits for the agent to stop."""
+    def stop_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
+# ---------------------------------------------------------------- Connection Manager
+
+class ConnectionManager:
+    """A Connection Manager bound to one profile, and so to one gatekeeper."""
+
+    def __init__(self, profile: _Path) -> None: ...
+    @classmethod
+    def from_text(cls, text: str) -> "ConnectionManager": ...
+    @property
+    def user(self) -> str: ...
+    @property
+    def server(self) -> str: ...
+    @property
+    def customer(self) -> str: ...
+    @property
+    def gatekeeper(self) -> str: ...
+    def services(self) -> Services: ...
+    def services_async(self) -> Awaitable[Services]: ...
+    def open_session(self, service: str) -> "Session":
+        """One session to ``service`` as a byte stream."""
+    def open_session_async(self, service: str) -> Awaitable["Session"]: ...
+    def forward(self, service: str, listen: str = "127.0.0.1:0") -> "Forward":
+        """Listens on ``listen``; every connection becomes a session to ``service``."""
+    def forward_async(self, service: str, listen: str = "127.0.0.1:0") -> Awaitable["Forward"]: ...
+
+class Session:
+    """One session as a byte stream; ``read`` returns ``b""`` at its end."""
+
+    @property
+    def service(self) -> str: ...
+    def read(self, n: int = 65536) -> bytes: ...
+    def read_async(self, n: int = 65536) -> Awaitable[bytes]: ...
+    def read_exactly(self, n: int) -> bytes: ...
+    def read_exactly_async(self, n: int) -> Awaitable[bytes]: ...
+    def write(self, data: Union[bytes, bytearray]) -> None: ...
+    def write_async(self, data: Union[bytes, bytearray]) -> Awaitable[None]: ...
+    def shutdown_write(self) -> None: ...
+    def shutdown_write_async(self) -> Awaitable[None]: ...
+    def close(self) -> None: ...
+    def close_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
+class Forward:
+    """A local listener forwarding each connection as a session."""
+
+    @property
+    def address(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def service(self) -> str: ...
+    def close(self) -> None: ...
+    def close_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
+# ---------------------------------------------------------------- audit
+
+def verify_audit(source: str) -> Verification:
+    """Checks the audit chain of ``source``: a database URL or a server data dir."""
+
+def verify_audit_async(source: str) -> Awaitable[Verification]: ...
+def read_audit(
+    source: str,
+    from_seq: Optional[int] = None,
+    limit: Optional[int] = None,
+    category: Optional[Literal["user-activity", "system-messages"]] = None,
+) -> list[AuditRecord]: ...
+def read_audit_async(
+    source: str,
+    from_seq: Optional[int] = None,
+    limit: Optional[int] = None,
+    category: Optional[Literal["user-activity", "system-messages"]] = None,
+) -> Awaitable[list[AuditRecord]]: ...
