@@ -76,14 +76,14 @@ class Proc:
         return self.log.read_text(errors="replace")
 
     def wait_for_line(self, prefix: str) -> str:
-        def found() -> Optional[str]:
+        def found() -> Optional[tuple[str]]:
             if self.popen.poll() is not None:
                 raise RuntimeError(f"{self.name} exited ({self.popen.returncode}):\n{self.output()}")
             for line in self.output().splitlines():
                 if line.startswith(prefix):
-                    return line[len(prefix):].strip()
+                    return (line[len(prefix):].strip(),)
             return None
-        return str(wait_until(f"{self.name} to print {prefix!r}", found))
+        return str(wait_until(f"{self.name} to print {prefix!r}", found)[0])
 
     def stop(self) -> None:
         if self.popen.poll() is None:
