@@ -178,6 +178,15 @@ fn classes(py: Python<'_>) -> [(&'static str, Bound<'_, PyType>, ErrorKind); 13]
     ]
 }
 
+/// The kind a raised Python exception stands for: its class's kind when it
+/// is one of ours, `internal` for anything else.
+pub fn kind_of(py: Python<'_>, err: &PyErr) -> ErrorKind {
+    classes(py)
+        .into_iter()
+        .find(|(_, class, _)| err.is_instance(py, class))
+        .map_or(ErrorKind::Internal, |(_, _, kind)| kind)
+}
+
 /// Adds the classes to the module and sets each one's `kind`.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();

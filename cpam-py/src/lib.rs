@@ -9,7 +9,9 @@ mod audit;
 mod connect;
 mod errors;
 mod gatekeeper;
+mod hooks;
 mod rt;
+mod server;
 
 use pyo3::prelude::*;
 
@@ -20,6 +22,8 @@ fn _cpam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connect::Session>()?;
     m.add_class::<connect::Forward>()?;
     m.add_class::<gatekeeper::Gatekeeper>()?;
+    m.add_class::<server::Server>()?;
+    m.add_class::<hooks::Credential>()?;
     m.add_function(wrap_pyfunction!(gatekeeper::register_gatekeeper, m)?)?;
     m.add_function(wrap_pyfunction!(gatekeeper::register_gatekeeper_async, m)?)?;
     m.add_function(wrap_pyfunction!(audit::verify_audit, m)?)?;

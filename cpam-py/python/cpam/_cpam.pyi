@@ -2,7 +2,7 @@
 
 from os import PathLike
 from types import TracebackType
-from typing import Any, Awaitable, ClassVar, Literal, Optional, TypedDict, Union
+from typing import Any, Awaitable, Callable, ClassVar, Literal, Optional, TypedDict, Union
 
 from typing_extensions import Self
 
@@ -233,3 +233,99 @@ def read_audit_async(
     limit: Optional[int] = None,
     category: Optional[Literal["user-activity", "system-messages"]] = None,
 ) -> Awaitable[list[AuditRecord]]: ...
+
+# ---------------------------------------------------------------- server
+
+class Credential:
+    """A credential for the engine to inject; its secret never shows in ``repr``."""
+
+    def __init__(self, username: str, *, password: Optional[str] = None, private_key: Optional[str] = None) -> None:
+        """Exactly one of ``password`` and ``private_key``."""
+    @property
+    def username(self) -> str: ...
+    @property
+    def kind(self) -> Literal["password", "private_key"]: ...
+    def expose_secret(self) -> str: ...
+
+class AccessCheck(TypedDict):
+    """What an access hook decides on (user, customer, gatekeeper, service and
+    grant as the store holds them)."""
+
+    user: dict[str, Any]
+    customer: dict[str, Any]
+    gatekeeper: dict[str, Any]
+    service: dict[str, Any]
+    grant: dict[str, Any]
+    originator: str
+    at: int
+
+class CredentialRequest(TypedDict):
+    session: str
+    user: str
+    customer: str
+    service: dict[str, Any]
+
+class ServerEvent(TypedDict, total=False):
+    type: Literal[
+        "gatekeeper_online",
+        "gatekeeper_offline",
+        "gatekeeper_switch",
+        "session_started",
+        "session_ended",
+        "session_refused",
+        "lost",
+    ]
+    at: int
+    gatekeeper: str
+    customer: Optional[str]
+    disabled: bool
+    session: dict[str, Any]
+    """On ``session_started``/``session_ended``: the session record."""
+    user: str
+    service: str
+    kind: str
+    """On ``session_refused``: the refusal's error kind, e.g. ``"permission_denied"``."""
+    reason: str
+    count: int
+    """On ``lost``: how many events this watcher missed by falling behind."""
+
+AuditSinkFn = Callable[[AuditRecord], object]
+AccessHookFn = Callable[[AccessCheck], Union[bool, tuple[bool, str]]]
+CredentialSourceFn = Callable[[CredentialRequest], Optional[Credential]]
+
+class Server:
+    """A cpam server engine and SSH port in this process, with callbacks.
+
+    Callbacks run on the engine's threads (holding the GIL while they run),
+    possibly several at once. An exception in one goes to
+    ``sys.unraisablehook``; from an access hook it refuses the session, from
+    a credential source it fails the session with the exception's kind."""
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        audit_sink: Optional[AuditSinkFn] = None,
+        access_hook: Optional[AccessHookFn] = None,
+        credential_source: Optional[CredentialSourceFn] = None,
+    ) -> None: ...
+    def set_audit_sink(self, sink: Optional[AuditSinkFn]) -> None: ...
+    def set_access_hook(self, hook: Optional[AccessHookFn]) -> None: ...
+    def set_credential_source(self, source: Optional[CredentialSourceFn]) -> None: ...
+    def start(self, listen: Optional[str] = None) -> str:
+        """Serves in the background; returns the ``IP:PORT`` it listens on."""
+    @property
+    def address(self) -> Optional[str]: ...
+    def next_event(self, timeout: Optional[float] = None) -> Optional[ServerEvent]: ...
+    def next_event_async(self, timeout: Optional[float] = None) -> Awaitable[Optional[ServerEvent]]: ...
+    def credential(self, customer: str, service: str, user: str) -> Optional[Credential]: ...
+    def credential_async(self, customer: str, service: str, user: str) -> Awaitable[Optional[Credential]]: ...
+    def stop(self) -> None: ...
+    def stop_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...

@@ -1,0 +1,362 @@
+//! The server engine and its SSH hub run inside Python, with the
+//! integrator's callbacks plugged in and engine events pulled.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cpam_core::events::EngineEvent;
+use cpam_core::hooks::{AccessHook, CredentialRequest, CredentialSource};
+use cpam_core::model::{SessionId, builtin_roles};
+use cpam_core::server::DataDir;
+use cpam_core::session::SessionEngine;
+use cpam_core::store::{SqlStore, Store};
+use cpam_core::tunnel::hub::Hub;
+use cpam_core::tunnel::keys;
+use cpam_core::{Error, Result};
+use pyo3::prelude::*;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+
+use crate::errors::to_py;
+use crate::hooks::{Credential, PyAccessHook, PyAuditSink, PyCredentialSource};
+use crate::rt::{Json, awaitable, runtime, wait};
+
+/// How long `stop` lets live sessions write their end records.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+type Events = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Json>>>;
+
+/// The hub over `source`: a server data dir (its database, host key and
+/// listen address) or a database URL (a fresh host key, `127.0.0.1:0`).
+async fn open(source: String) -> Result<(Arc<Hub>, Arc<PyAuditSink>, String)> {
+    let (store, key, listen): (Arc<dyn Store>, _, String) =
+        if source.contains("://") || source.starts_with("sqlite:") {
+            let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&source).await?);
+            let roles = store.list_roles().await?;
+            for role in builtin_roles() {
+                if !roles.iter().any(|r| r.name == role.name) {
+                    store.put_role(&role).await?;
+                }
+            }
+            (store, keys::generate()?, "127.0.0.1:0".into())
+        } else {
+            let data = DataDir::open(Path::new(&source))?;
+            (
+                data.store().await?,
+                data.host_key()?,
+                data.config.listen.clone(),
+            )
+        };
+    let sink = Arc::new(PyAuditSink {
+        store: store.clone(),
+        callback: RwLock::new(None),
+    });
+    let engine = SessionEngine::new(store, sink.clone());
+    Ok((Hub::new(engine, key), sink, listen))
+}
+
+/// Moves engine events into the handle's queue; a watcher that fell behind
+/// gets a `lost` event with the count.
+async fn forward_events(
+    mut rx: tokio::sync::broadcast::Receiver<EngineEvent>,
+    tx: mpsc::UnboundedSender<Json>,
+) {
+    loop {
+        let event = match rx.recv().await {
+            Ok(event) => Json::of(&event).unwrap_or_else(|e| {
+                Json(json!({ "type": "lost", "count": 1, "error": e.to_string() }))
+            }),
+            Err(RecvError::Lagged(n)) => Json(json!({ "type": "lost", "count": n })),
+            Err(RecvError::Closed) => return,
+        };
+        if tx.send(event).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Serving {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A cpam server engine and its SSH port, run in the background of this
+/// process, with Python callables as audit sink, access hook and
+/// credential source.
+#[pyclass(module = "cpam", frozen)]
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+    sink: Arc<PyAuditSink>,
+    listen: String,
+    serving: Mutex<Option<Serving>>,
+    forwarder: tokio::task::JoinHandle<()>,
+    events: Events,
+}
+
+async fn stop(hub: Arc<Hub>, serving: Option<Serving>) -> Result<()> {
+    if let Some(serving) = serving {
+        hub.shutdown(STOP_GRACE).await;
+        let _ = tokio::time::timeout(STOP_GRACE, serving.task).await;
+    }
+    Ok(())
+}
+
+async fn next_event(events: Events, timeout: Option<f64>) -> Result<Option<Json>> {
+    let mut rx = events.lock().await;
+    match timeout {
+        None => Ok(rx.recv().await),
+        Some(secs) => {
+            let d = Duration::try_from_secs_f64(secs.max(0.0))
+                .map_err(|_| Error::invalid(format!("timeout {secs} is not a duration")))?;
+            Ok(tokio::time::timeout(d, rx.recv()).await.ok().flatten())
+        }
+    }
+}
+
+async fn credential(
+    hub: Arc<Hub>,
+    customer: String,
+    service: String,
+    user: String,
+) -> Result<Option<Credential>> {
+    let engine = hub.engine();
+    let store = engine.store();
+    let customer = store
+        .customer_by_name(&customer)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no customer `{customer}`")))?;
+    let service = store
+        .service_by_name(&customer.id, &service)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "no service `{service}` for customer `{}`",
+                customer.name
+            ))
+        })?;
+    let request = CredentialRequest {
+        session: SessionId::generate(),
+        user,
+        customer: customer.id,
+        service,
+    };
+    Ok(engine
+        .credential(&request)
+        .await?
+        .map(|inner| Credential { inner }))
+}
+
+fn callable(py: Python<'_>, f: Option<Py<PyAny>>, what: &str) -> PyResult<Option<Arc<Py<PyAny>>>> {
+    match f {
+        Some(f) if !f.bind(py).is_callable() => Err(to_py(Error::invalid(format!(
+            "the {what} must be callable"
+        )))),
+        f => Ok(f.map(Arc::new)),
+    }
+}
+
+#[pymethods]
+impl Server {
+    /// A server over `source`: a data dir made by `cpam-server init` (its
+    /// database, host key and listen address; administer it with
+    /// `cpam-server ... --data-dir` as usual), or a database URL with a fresh
+    /// host key. Nothing listens until `start`; events are queued from now.
+    #[new]
+    #[pyo3(signature = (source, *, audit_sink = None, access_hook = None, credential_source = None))]
+    fn new(
+        py: Python<'_>,
+        source: String,
+        audit_sink: Option<Py<PyAny>>,
+        access_hook: Option<Py<PyAny>>,
+        credential_source: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let (hub, sink, listen) = wait(py, open(source))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let forwarder = runtime().spawn(forward_events(hub.engine().subscribe(), tx));
+        let server = Self {
+            hub,
+            sink,
+            listen,
+            serving: Mutex::new(None),
+            forwarder,
+            events: Arc::new(tokio::sync::Mutex::new(rx)),
+        };
+        server.set_audit_sink(py, audit_sink)?;
+        server.set_access_hook(py, access_hook)?;
+        server.set_credential_source(py, credential_source)?;
+        Ok(server)
+    }
+
+    /// Sets (or with `None`, removes) the callable that receives each audit
+    /// record as a dict once it is sealed and stored.
+    fn set_audit_sink(&self, py: Python<'_>, sink: Option<Py<PyAny>>) -> PyResult<()> {
+        let sink = callable(py, sink, "audit sink")?;
+        *self
+            .sink
+            .callback
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = sink;
+        Ok(())
+    }
+
+    /// Sets (or removes) the callable deciding on each session the policy
+    /// allowed: `hook(check) -> bool | (bool, reason)`.
+    fn set_access_hook(&self, py: Python<'_>, hook: Option<Py<PyAny>>) -> PyResult<()> {
+        let hook = callable(py, hook, "access hook")?;
+        self.hub
+            .engine()
+            .set_access_hook(hook.map(|h| Arc::new(PyAccessHook(h)) as Arc<dyn AccessHook>));
+        Ok(())
+    }
+
+    /// Sets (or removes) the callable supplying injected credentials:
+    /// `source(request) -> Credential | None`.
+    fn set_credential_source(&self, py: Python<'_>, source: Option<Py<PyAny>>) -> PyResult<()> {
+        let source = callable(py, source, "credential source")?;
+        self.hub.engine().set_credential_source(
+            source.map(|s| Arc::new(PyCredentialSource(s)) as Arc<dyn CredentialSource>),
+        );
+        Ok(())
+    }
+
+    /// Starts serving gatekeepers and Connection Managers on `listen`
+    /// (`IP:PORT`, port 0 for a free one; `None`: the data dir's address) in
+    /// the background; returns the address it listens on.
+    #[pyo3(signature = (listen = None))]
+    fn start(&self, listen: Option<&str>) -> PyResult<String> {
+        let listen = listen.unwrap_or(&self.listen);
+        let addr: SocketAddr = listen.parse().map_err(|_| {
+            to_py(Error::invalid(format!(
+                "listen address `{listen}` must be IP:PORT"
+            )))
+        })?;
+        let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if serving.is_some() {
+            return Err(to_py(Error::invalid("the server is already running")));
+        }
+        let listener = {
+            let _enter = runtime().enter();
+            cpam_core::tunnel::bind_listener(addr).map_err(to_py)?
+        };
+        let address = listener.local_addr().map_err(|e| to_py(e.into()))?;
+        let hub = self.hub.clone();
+        let task = runtime().spawn(async move {
+            if let Err(error) = hub.serve(listener).await {
+                tracing::error!(%error, "the hub stopped");
+            }
+        });
+        *serving = Some(Serving { address, task });
+        Ok(address.to_string())
+    }
+
+    /// `IP:PORT` it listens on, or `None` when not started.
+    #[getter]
+    fn address(&self) -> Option<String> {
+        self.serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.address.to_string())
+    }
+
+    /// The next engine event as a dict (`type`: `gatekeeper_online`,
+    /// `gatekeeper_offline`, `gatekeeper_switch`, `session_started`,
+    /// `session_ended`, `session_refused`, or `lost`), or `None` after
+    /// `timeout` seconds (`None`: wait as long as it takes).
+    #[pyo3(signature = (timeout = None))]
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Json>> {
+        wait(py, next_event(self.events.clone(), timeout))
+    }
+
+    /// `next_event()` for asyncio.
+    #[pyo3(signature = (timeout = None))]
+    fn next_event_async<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, next_event(self.events.clone(), timeout))
+    }
+
+    /// Asks the credential source, as the engine does for a session of
+    /// `user` to `service` of `customer`.
+    fn credential(
+        &self,
+        py: Python<'_>,
+        customer: String,
+        service: String,
+        user: String,
+    ) -> PyResult<Option<Credential>> {
+        wait(py, credential(self.hub.clone(), customer, service, user))
+    }
+
+    /// `credential()` for asyncio.
+    fn credential_async<'py>(
+        &self,
+        py: Python<'py>,
+        customer: String,
+        service: String,
+        user: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, credential(self.hub.clone(), customer, service, user))
+    }
+
+    /// Stops listening and ends live sessions (their end records are
+    /// written, at most 3 s). Stopping twice is fine.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        wait(py, stop(self.hub.clone(), serving))
+    }
+
+    /// `stop()` for asyncio.
+    fn stop_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        awaitable(py, stop(self.hub.clone(), serving))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _ty: Option<Bound<'_, PyAny>>,
+        _value: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.stop(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Server(address={:?})", self.address())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+        if let Some(serving) = self
+            .serving
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let hub = self.hub.clone();
+            runtime().spawn(stop(hub, Some(serving)));
+        }
+    }
+}
