@@ -20,8 +20,6 @@ use crate::rt::{Bytes, Json, awaitable, runtime, wait};
 
 /// The address sessions are reported as coming from (the caller's process).
 const LOCAL_ORIGINATOR: &str = "127.0.0.1:0";
-/// Bytes `Session.read` returns at most by default.
-const READ_DEFAULT: usize = 64 * 1024;
 
 /// A Connection Manager bound to one profile, and so to one gatekeeper.
 #[pyclass(module = "cpam", frozen)]
@@ -355,14 +353,14 @@ impl Session {
         self.service.clone()
     }
 
-    /// Up to `n` bytes; `b""` once the target closed its side.
-    #[pyo3(signature = (n = READ_DEFAULT))]
+    /// Up to `n` bytes (64 KiB by default); `b""` once the target closed its side.
+    #[pyo3(signature = (n = 65536))]
     fn read(&self, py: Python<'_>, n: usize) -> PyResult<Bytes> {
         wait(py, read(self.reader.clone(), n))
     }
 
     /// `read()` for asyncio.
-    #[pyo3(signature = (n = READ_DEFAULT))]
+    #[pyo3(signature = (n = 65536))]
     fn read_async<'py>(&self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, read(self.reader.clone(), n))
     }

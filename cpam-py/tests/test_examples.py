@@ -3,6 +3,7 @@ real server, a stock sshd target and stock ssh."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,7 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from harness import Deployment, Proc
+import cpam
+from harness import Deployment, Proc, bin_path, run, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
 
@@ -77,3 +79,44 @@ def test_read_audit(deployment: Deployment, running_gatekeeper: Proc) -> None:
     assert out.stdout.strip().splitlines()[-1].startswith("audit chain intact (")
     user = example("read_audit.py", "--data-dir", str(deployment.data_dir), "--category", "user-activity")
     assert "gatekeeper.online" not in user.stdout and "session.refused" in user.stdout
+
+
+def test_server_hooks(deployment: Deployment, tmp_path: Path) -> None:
+    data = tmp_path / "server"
+    cli = str(bin_path("cpam-server"))
+    run([cli, "init", "--listen", "127.0.0.1:0", "--data-dir", str(data)], tmp_path)
+    server = Proc("server_hooks", [sys.executable, str(EXAMPLES / "server_hooks.py"), "--data-dir", str(data),
+                                   "--listen", "127.0.0.1:0", "--deny-user", "contractor"], tmp_path)
+    try:
+        address = server.wait_for_line("cpam server listening on ")
+
+        def admin(*args: str) -> str:
+            return run([cli, *args, "--data-dir", str(data)], tmp_path)
+
+        admin("customer", "add", "acme")
+        code = json.loads(admin("gatekeeper", "add", "--customer", "acme", "gk1", "--json"))["code"]
+        admin("service", "add", "--customer", "acme", "ssh", "--target", deployment.service_target)
+        cpam.register_gatekeeper(address, code, str(tmp_path / "gk"))
+        with cpam.Gatekeeper(str(tmp_path / "gk"), allow=deployment.allow) as gk:
+            gk.start()
+            assert (gk.next_event(timeout=30) or {}).get("type") == "online"
+            for user in ("vendor", "contractor"):
+                admin("user", "add", user)
+                admin("grant", "add", "--user", user, "--customer", "acme", "--service", "ssh")
+                admin("profile", "export", "--user", user, "--gatekeeper", "gk1",
+                      "--out", str(tmp_path / user), "--server-address", address)
+            with cpam.ConnectionManager(str(tmp_path / "vendor")).open_session("ssh") as s:
+                assert s.read(7) == b"SSH-2.0"
+            with pytest.raises(cpam.PermissionDeniedError):
+                cpam.ConnectionManager(str(tmp_path / "contractor")).open_session("ssh")
+            wait_until("the refusal event", lambda: '"type": "session_refused"' in server.output())
+        out = server.output()
+        assert "contractor needs an approved change ticket for ssh" in out, out
+        assert '"type": "gatekeeper_online"' in out and '"type": "session_started"' in out, out
+        assert "session.start by vendor" in out and "session.refused by contractor" in out, out
+        os.kill(server.popen.pid, signal.SIGINT)
+        assert server.popen.wait(timeout=20) == 0, server.output()
+        assert "audit records forwarded" in server.output()
+    finally:
+        server.stop()
+    assert cpam.verify_audit(str(data))["intact"]

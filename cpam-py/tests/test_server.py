@@ -22,15 +22,15 @@ class Hooks:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.records: list[cpam._cpam.AuditRecord] = []
-        self.checks: list[cpam._cpam.AccessCheck] = []
+        self.records: list[cpam.types.AuditRecord] = []
+        self.checks: list[cpam.types.AccessCheck] = []
         self.answer: Any = True
 
-    def audit(self, record: cpam._cpam.AuditRecord) -> None:
+    def audit(self, record: cpam.types.AuditRecord) -> None:
         with self.lock:
             self.records.append(record)
 
-    def access(self, check: cpam._cpam.AccessCheck) -> Union[bool, tuple[bool, str]]:
+    def access(self, check: cpam.types.AccessCheck) -> Union[bool, tuple[bool, str]]:
         with self.lock:
             self.checks.append(check)
         if check["user"]["name"] == "vendor2":
@@ -40,7 +40,7 @@ class Hooks:
             raise answer
         return answer  # type: ignore[no-any-return]
 
-    def credential(self, request: cpam._cpam.CredentialRequest) -> Optional[cpam.Credential]:
+    def credential(self, request: cpam.types.CredentialRequest) -> Optional[cpam.Credential]:
         if request["user"] == "raises":
             raise cpam.NotFoundError(f"no vault entry for {request['service']['name']}")
         if request["user"] == "wrong-type":
@@ -80,8 +80,8 @@ class PyHub:
                        "--server-address", self.address)
         return str(out)
 
-    def events_until(self, wanted: str) -> list[cpam._cpam.ServerEvent]:
-        seen: list[cpam._cpam.ServerEvent] = []
+    def events_until(self, wanted: str) -> list[cpam.types.ServerEvent]:
+        seen: list[cpam.types.ServerEvent] = []
         while True:
             event = self.server.next_event(timeout=20)
             assert event is not None, f"no {wanted} event; saw {seen}"

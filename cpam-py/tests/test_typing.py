@@ -20,6 +20,14 @@ def test_examples_and_tests_type_check_strictly() -> None:
     assert "Success: no issues found" in out.stdout
 
 
+def test_stubs_match_the_native_module(tmp_path: Path) -> None:
+    """`stubtest` compares the stubs with the runtime objects: every class,
+    function, parameter and default."""
+    out = subprocess.run([sys.executable, "-m", "mypy.stubtest", "cpam"], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_stubs_and_marker_ship_in_the_package() -> None:
     import cpam
 

@@ -6,6 +6,7 @@ Ctrl-C, and has an ``_async`` twin for asyncio. Errors are ``CpamError``
 subclasses, one per stable error kind, each with a ``kind`` attribute.
 """
 
+from . import types
 from ._cpam import (
     AccessExpiredError,
     ConnectionManager,
@@ -62,6 +63,7 @@ __all__ = [
     "read_audit_async",
     "register_gatekeeper",
     "register_gatekeeper_async",
+    "types",
     "verify_audit",
     "verify_audit_async",
 ]

@@ -2,11 +2,57 @@
 
 from os import PathLike
 from types import TracebackType
-from typing import Any, Awaitable, Callable, ClassVar, Literal, Optional, TypedDict, Union
+from typing import Awaitable, ClassVar, Literal, Optional, Union, final
 
 from typing_extensions import Self
 
+from .types import (
+    AccessCheck,
+    AccessHookFn,
+    AuditRecord,
+    AuditSinkFn,
+    BrokenLink,
+    CredentialRequest,
+    CredentialSourceFn,
+    GatekeeperEvent,
+    GatekeeperStatus,
+    Registration,
+    ServerEvent,
+    ServiceInfo,
+    Services,
+    Verification,
+)
+
 __version__: str
+__all__ = [
+    "AccessExpiredError",
+    "ConnectionManager",
+    "CpamCancelledError",
+    "CpamError",
+    "CpamIoError",
+    "CpamTimeoutError",
+    "Credential",
+    "Forward",
+    "Gatekeeper",
+    "InternalError",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RecordingError",
+    "Server",
+    "Session",
+    "StorageError",
+    "TunnelUnavailableError",
+    "UnauthenticatedError",
+    "__version__",
+    "read_audit",
+    "read_audit_async",
+    "register_gatekeeper",
+    "register_gatekeeper_async",
+    "verify_audit",
+    "verify_audit_async",
+]
 
 _Path = Union[str, "PathLike[str]"]
 
@@ -32,65 +78,6 @@ class CpamTimeoutError(CpamError): ...
 class CpamCancelledError(CpamError): ...
 class InternalError(CpamError): ...
 
-# ---------------------------------------------------------------- data
-
-class ServiceInfo(TypedDict):
-    name: str
-    kind: str
-    target: str
-    until: Optional[str]
-
-class Services(TypedDict):
-    gatekeeper: str
-    online: bool
-    services: list[ServiceInfo]
-
-class Registration(TypedDict):
-    server: str
-    server_key: str
-    gatekeeper_id: str
-    name: str
-    registered_at: int
-
-class GatekeeperStatus(TypedDict):
-    id: str
-    name: str
-    server: str
-    registered_at: int
-    running: bool
-    online: bool
-    disabled: bool
-
-class GatekeeperEvent(TypedDict, total=False):
-    type: Literal["online", "offline", "switch", "stopped"]
-    at: int
-    disabled: bool
-    """On ``switch``: the new state of the customer's switch."""
-    error: Optional[str]
-    """On ``stopped``: why the agent stopped, if it failed."""
-
-class BrokenLink(TypedDict):
-    expected_seq: int
-    found_seq: int
-    problem: str
-
-class Verification(TypedDict):
-    intact: bool
-    checked: int
-    first_broken: Optional[BrokenLink]
-
-class AuditRecord(TypedDict):
-    seq: int
-    at: int
-    category: Literal["user-activity", "system-messages"]
-    action: str
-    actor: str
-    customer_id: Optional[str]
-    session_id: Optional[str]
-    detail: dict[str, Any]
-    prev_hash: str
-    hash: str
-
 # ---------------------------------------------------------------- gatekeeper
 
 def register_gatekeeper(
@@ -103,10 +90,11 @@ def register_gatekeeper_async(
     server: str, code: str, state_dir: _Path, server_fingerprint: Optional[str] = None
 ) -> Awaitable[Registration]: ...
 
+@final
 class Gatekeeper:
     """A registered gatekeeper run in the background of this process."""
 
-    def __init__(self, state_dir: _Path, allow: list[str]) -> None: ...
+    def __new__(cls, state_dir: _Path, allow: list[str]) -> Self: ...
     @property
     def id(self) -> str: ...
     @property
@@ -134,10 +122,11 @@ class Gatekeeper:
 
 # ---------------------------------------------------------------- Connection Manager
 
+@final
 class ConnectionManager:
     """A Connection Manager bound to one profile, and so to one gatekeeper."""
 
-    def __init__(self, profile: _Path) -> None: ...
+    def __new__(cls, profile: _Path) -> Self: ...
     @classmethod
     def from_text(cls, text: str) -> "ConnectionManager": ...
     @property
@@ -157,6 +146,7 @@ class ConnectionManager:
         """Listens on ``listen``; every connection becomes a session to ``service``."""
     def forward_async(self, service: str, listen: str = "127.0.0.1:0") -> Awaitable["Forward"]: ...
 
+@final
 class Session:
     """One session as a byte stream; ``read`` returns ``b""`` at its end."""
 
@@ -187,6 +177,7 @@ class Session:
         tb: Optional[TracebackType],
     ) -> None: ...
 
+@final
 class Forward:
     """A local listener forwarding each connection as a session."""
 
@@ -236,10 +227,11 @@ def read_audit_async(
 
 # ---------------------------------------------------------------- server
 
+@final
 class Credential:
     """A credential for the engine to inject; its secret never shows in ``repr``."""
 
-    def __init__(self, username: str, *, password: Optional[str] = None, private_key: Optional[str] = None) -> None:
+    def __new__(cls, username: str, *, password: Optional[str] = None, private_key: Optional[str] = None) -> Self:
         """Exactly one of ``password`` and ``private_key``."""
     @property
     def username(self) -> str: ...
@@ -247,52 +239,8 @@ class Credential:
     def kind(self) -> Literal["password", "private_key"]: ...
     def expose_secret(self) -> str: ...
 
-class AccessCheck(TypedDict):
-    """What an access hook decides on (user, customer, gatekeeper, service and
-    grant as the store holds them)."""
 
-    user: dict[str, Any]
-    customer: dict[str, Any]
-    gatekeeper: dict[str, Any]
-    service: dict[str, Any]
-    grant: dict[str, Any]
-    originator: str
-    at: int
-
-class CredentialRequest(TypedDict):
-    session: str
-    user: str
-    customer: str
-    service: dict[str, Any]
-
-class ServerEvent(TypedDict, total=False):
-    type: Literal[
-        "gatekeeper_online",
-        "gatekeeper_offline",
-        "gatekeeper_switch",
-        "session_started",
-        "session_ended",
-        "session_refused",
-        "lost",
-    ]
-    at: int
-    gatekeeper: str
-    customer: Optional[str]
-    disabled: bool
-    session: dict[str, Any]
-    """On ``session_started``/``session_ended``: the session record."""
-    user: str
-    service: str
-    kind: str
-    """On ``session_refused``: the refusal's error kind, e.g. ``"permission_denied"``."""
-    reason: str
-    count: int
-    """On ``lost``: how many events this watcher missed by falling behind."""
-
-AuditSinkFn = Callable[[AuditRecord], object]
-AccessHookFn = Callable[[AccessCheck], Union[bool, tuple[bool, str]]]
-CredentialSourceFn = Callable[[CredentialRequest], Optional[Credential]]
-
+@final
 class Server:
     """A cpam server engine and SSH port in this process, with callbacks.
 
@@ -301,14 +249,14 @@ class Server:
     ``sys.unraisablehook``; from an access hook it refuses the session, from
     a credential source it fails the session with the exception's kind."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         source: str,
         *,
         audit_sink: Optional[AuditSinkFn] = None,
         access_hook: Optional[AccessHookFn] = None,
         credential_source: Optional[CredentialSourceFn] = None,
-    ) -> None: ...
+    ) -> Self: ...
     def set_audit_sink(self, sink: Optional[AuditSinkFn]) -> None: ...
     def set_access_hook(self, hook: Optional[AccessHookFn]) -> None: ...
     def set_credential_source(self, source: Optional[CredentialSourceFn]) -> None: ...
