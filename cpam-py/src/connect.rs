@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::to_py;
-use crate::rt::{Bytes, Json, awaitable, runtime, wait};
+use crate::rt::{Bytes, Json, awaitable, wait};
 
 /// The address sessions are reported as coming from (the caller's process).
 const LOCAL_ORIGINATOR: &str = "127.0.0.1:0";
@@ -158,7 +158,7 @@ async fn forward(
     let listener = cpam_core::tunnel::bind_listener(listen)?;
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let task = runtime().spawn(client.forward(service.clone(), listener, stop.clone()));
+    let task = tokio::spawn(client.forward(service.clone(), listener, stop.clone()));
     Ok(Forward {
         service,
         address,

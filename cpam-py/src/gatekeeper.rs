@@ -78,8 +78,14 @@ pub struct Gatekeeper {
     events: Events,
 }
 
-fn event(kind: &str, extra: serde_json::Value) -> Json {
-    let mut v = json!({ "type": kind, "at": Timestamp::now().millis() });
+/// An event as the C ABI reports it: `type`, `gatekeeper` (id), `name`, `at`.
+fn event(state: &GatekeeperState, kind: &str, extra: serde_json::Value) -> Json {
+    let mut v = json!({
+        "type": kind,
+        "gatekeeper": state.gatekeeper_id,
+        "name": state.name,
+        "at": Timestamp::now().millis(),
+    });
     if let (Some(map), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
         map.extend(extra);
     }
@@ -130,6 +136,7 @@ async fn next_event(events: Events, timeout: Option<f64>) -> Result<Option<Json>
 /// last online/offline change included).
 async fn watch_agent(
     dir: PathBuf,
+    state: GatekeeperState,
     mut online: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<Json>,
 ) {
@@ -140,13 +147,14 @@ async fn watch_agent(
             changed = online.changed() => {
                 if changed.is_err() { return; }
                 let up = *online.borrow_and_update();
-                let _ = tx.send(event(if up { "online" } else { "offline" }, json!({})));
+                let kind = if up { "gatekeeper_online" } else { "gatekeeper_offline" };
+                let _ = tx.send(event(&state, kind, json!({})));
             }
             _ = poll.tick() => {
                 let now = gatekeeper::is_disabled(&dir);
                 if now != disabled {
                     disabled = now;
-                    let _ = tx.send(event("switch", json!({ "disabled": now })));
+                    let _ = tx.send(event(&state, "gatekeeper_switch", json!({ "disabled": now })));
                 }
             }
         }
@@ -199,14 +207,19 @@ impl Gatekeeper {
         let stop = CancellationToken::new();
         let tx = self.events_tx.clone();
         let dir = self.dir.clone();
-        let task = runtime().spawn({
+        let state = self.state.clone();
+        let task = runtime()?.spawn({
             let stop = stop.clone();
             async move {
-                let watcher = tokio::spawn(watch_agent(dir, online, tx.clone()));
+                let watcher = tokio::spawn(watch_agent(dir, state.clone(), online, tx.clone()));
                 let result = agent.run(stop).await;
                 let _ = watcher.await;
                 let error = result.err().map(|e| e.to_string());
-                let _ = tx.send(event("stopped", json!({ "error": error })));
+                let _ = tx.send(event(
+                    &state,
+                    "gatekeeper_stopped",
+                    json!({ "error": error }),
+                ));
             }
         });
         *running = Some(Running { stop, task });
@@ -242,7 +255,8 @@ impl Gatekeeper {
         gatekeeper::set_disabled(&self.dir, false).map_err(to_py)
     }
 
-    /// The next event (`online`, `offline`, `switch`, `stopped`), or `None`
+    /// The next event (`gatekeeper_online`, `gatekeeper_offline`,
+    /// `gatekeeper_switch`, `gatekeeper_stopped`), or `None`
     /// after `timeout` seconds (`None`: wait as long as it takes).
     #[pyo3(signature = (timeout = None))]
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Json>> {

@@ -8,6 +8,7 @@
 //! future on the caller's event loop; cancelling that future drops ours.
 
 use std::future::Future;
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
@@ -20,9 +21,22 @@ use crate::errors::{InternalError, to_py};
 /// How long a blocking call waits before it checks for signals again.
 const SIGNAL_SLICE: Duration = Duration::from_millis(100);
 
+/// The process the runtime's threads live in.
+static RUNTIME_PID: OnceLock<u32> = OnceLock::new();
+
 /// The runtime every handle's tasks run on (shared with the asyncio bridge).
-pub fn runtime() -> &'static Runtime {
-    pyo3_async_runtimes::tokio::get_runtime()
+///
+/// A forked child inherits the runtime's state but not its threads, so
+/// there it refuses (like obstore) instead of hanging.
+pub fn runtime() -> PyResult<&'static Runtime> {
+    let pid = *RUNTIME_PID.get_or_init(std::process::id);
+    if pid != std::process::id() {
+        return Err(to_py(cpam_core::Error::internal(
+            "cpam was started before this process forked and its threads did not survive the \
+             fork; use cpam only after forking (multiprocessing's `spawn` or `forkserver`)",
+        )));
+    }
+    Ok(pyo3_async_runtimes::tokio::get_runtime())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -42,7 +56,7 @@ where
     T: Send + 'static,
 {
     let (tx, mut rx) = mpsc::sync_channel(1);
-    let _task = AbortOnDrop(runtime().spawn(async move {
+    let _task = AbortOnDrop(runtime()?.spawn(async move {
         let _ = tx.send(fut.await);
     }));
     loop {
@@ -69,6 +83,7 @@ where
     F: Future<Output = cpam_core::Result<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
+    runtime()?;
     pyo3_async_runtimes::tokio::future_into_py(py, async move { fut.await.map_err(to_py) })
 }
 

@@ -59,7 +59,7 @@ async fn open(source: String) -> Result<(Arc<Hub>, Arc<PyAuditSink>, String)> {
 }
 
 /// Moves engine events into the handle's queue; a watcher that fell behind
-/// gets a `lost` event with the count.
+/// gets an `events_lost` event with the count (`lost`).
 async fn forward_events(
     mut rx: tokio::sync::broadcast::Receiver<EngineEvent>,
     tx: mpsc::UnboundedSender<Json>,
@@ -67,9 +67,9 @@ async fn forward_events(
     loop {
         let event = match rx.recv().await {
             Ok(event) => Json::of(&event).unwrap_or_else(|e| {
-                Json(json!({ "type": "lost", "count": 1, "error": e.to_string() }))
+                Json(json!({ "type": "events_lost", "lost": 1, "error": e.to_string() }))
             }),
-            Err(RecvError::Lagged(n)) => Json(json!({ "type": "lost", "count": n })),
+            Err(RecvError::Lagged(n)) => Json(json!({ "type": "events_lost", "lost": n })),
             Err(RecvError::Closed) => return,
         };
         if tx.send(event).is_err() {
@@ -177,7 +177,7 @@ impl Server {
     ) -> PyResult<Self> {
         let (hub, sink, listen) = wait(py, open(source))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let forwarder = runtime().spawn(forward_events(hub.engine().subscribe(), tx));
+        let forwarder = runtime()?.spawn(forward_events(hub.engine().subscribe(), tx));
         let server = Self {
             hub,
             sink,
@@ -239,13 +239,14 @@ impl Server {
         if serving.is_some() {
             return Err(to_py(Error::invalid("the server is already running")));
         }
+        let rt = runtime()?;
         let listener = {
-            let _enter = runtime().enter();
+            let _enter = rt.enter();
             cpam_core::tunnel::bind_listener(addr).map_err(to_py)?
         };
         let address = listener.local_addr().map_err(|e| to_py(e.into()))?;
         let hub = self.hub.clone();
-        let task = runtime().spawn(async move {
+        let task = rt.spawn(async move {
             if let Err(error) = hub.serve(listener).await {
                 tracing::error!(%error, "the hub stopped");
             }
@@ -266,7 +267,7 @@ impl Server {
 
     /// The next engine event as a dict (`type`: `gatekeeper_online`,
     /// `gatekeeper_offline`, `gatekeeper_switch`, `session_started`,
-    /// `session_ended`, `session_refused`, or `lost`), or `None` after
+    /// `session_ended`, `session_refused`, or `events_lost`), or `None` after
     /// `timeout` seconds (`None`: wait as long as it takes).
     #[pyo3(signature = (timeout = None))]
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Json>> {
@@ -349,14 +350,13 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.forwarder.abort();
-        if let Some(serving) = self
+        let serving = self
             .serving
             .get_mut()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
-            let hub = self.hub.clone();
-            runtime().spawn(stop(hub, Some(serving)));
+            .take();
+        if let (Some(serving), Ok(rt)) = (serving, runtime()) {
+            rt.spawn(stop(self.hub.clone(), Some(serving)));
         }
     }
 }

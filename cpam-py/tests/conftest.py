@@ -32,7 +32,7 @@ def gatekeeper(deployment: Deployment) -> Iterator[cpam.Gatekeeper]:
     gk = cpam.Gatekeeper(str(deployment.gk_state), allow=deployment.allow)
     gk.start()
     event = gk.next_event(timeout=30)
-    assert event is not None and event["type"] == "online", f"{event}\n{deployment.logs()}"
+    assert event is not None and event["type"] == "gatekeeper_online", f"{event}\n{deployment.logs()}"
     try:
         yield gk
     finally:

@@ -20,10 +20,10 @@ def test_gatekeeper_twins(deployment: Deployment, tmp_path: Path) -> None:
         assert await gk.next_event_async(timeout=0.05) is None
         gk.start()
         event = await gk.next_event_async(timeout=30)
-        assert event is not None and event["type"] == "online", event
+        assert event is not None and event["type"] == "gatekeeper_online", event
         await gk.stop_async()
         types = [(await gk.next_event_async(timeout=5) or {}).get("type") for _ in range(2)]
-        assert types == ["offline", "stopped"], types
+        assert types == ["gatekeeper_offline", "gatekeeper_stopped"], types
 
     asyncio.run(main())
 
@@ -78,10 +78,10 @@ def test_cancelling_an_awaited_call(deployment: Deployment, gatekeeper: cpam.Gat
         gatekeeper.disable()
         try:
             event = await gatekeeper.next_event_async(timeout=10)
-            assert event is not None and event["type"] == "switch" and event["disabled"], event
+            assert event is not None and event["type"] == "gatekeeper_switch" and event["disabled"], event
         finally:
             gatekeeper.enable()
         event = await gatekeeper.next_event_async(timeout=10)
-        assert event is not None and event["type"] == "switch" and not event["disabled"], event
+        assert event is not None and event["type"] == "gatekeeper_switch" and not event["disabled"], event
 
     asyncio.run(main())

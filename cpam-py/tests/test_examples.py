@@ -99,7 +99,7 @@ def test_server_hooks(deployment: Deployment, tmp_path: Path) -> None:
         cpam.register_gatekeeper(address, code, str(tmp_path / "gk"))
         with cpam.Gatekeeper(str(tmp_path / "gk"), allow=deployment.allow) as gk:
             gk.start()
-            assert (gk.next_event(timeout=30) or {}).get("type") == "online"
+            assert (gk.next_event(timeout=30) or {}).get("type") == "gatekeeper_online"
             for user in ("vendor", "contractor"):
                 admin("user", "add", user)
                 admin("grant", "add", "--user", user, "--customer", "acme", "--service", "ssh")

@@ -39,14 +39,14 @@ def test_customer_switch_refuses_then_allows_sessions(deployment: Deployment,
     gatekeeper.disable()
     try:
         event = gatekeeper.next_event(timeout=10)
-        assert event is not None and event["type"] == "switch" and event["disabled"] is True, event
+        assert event is not None and event["type"] == "gatekeeper_switch" and event["disabled"] is True, event
         assert gatekeeper.status()["disabled"] is True
         with pytest.raises(cpam.PermissionDeniedError, match="refused `ssh`"):
             cm.open_session("ssh")
     finally:
         gatekeeper.enable()
     event = gatekeeper.next_event(timeout=10)
-    assert event is not None and event["type"] == "switch" and event["disabled"] is False, event
+    assert event is not None and event["type"] == "gatekeeper_switch" and event["disabled"] is False, event
     with cm.open_session("ssh") as s:
         assert s.read(7) == b"SSH-2.0"
 
@@ -60,7 +60,7 @@ def test_blocking_wait_releases_the_gil(deployment: Deployment, gatekeeper: cpam
     gatekeeper.disable()
     waiter.join(timeout=30)
     gatekeeper.enable()
-    assert got and isinstance(got[0], dict) and got[0]["type"] == "switch", got
+    assert got and isinstance(got[0], dict) and got[0]["type"] == "gatekeeper_switch", got
     assert gatekeeper.next_event(timeout=10) is not None  # the enable
 
 
@@ -73,12 +73,12 @@ def test_second_gatekeeper_lifecycle(deployment: Deployment, tmp_path: Path) -> 
         assert gk.status()["running"] is False
         assert gk.next_event(timeout=0.1) is None
         gk.start()
-        assert (gk.next_event(timeout=30) or {}).get("type") == "online"
+        assert (gk.next_event(timeout=30) or {}).get("type") == "gatekeeper_online"
         listed = deployment.admin_json("gatekeeper", "list")
         assert any(g["name"] == "gk2" and g["online"] for g in listed), listed
     # Leaving the block stopped it.
     assert gk.status()["running"] is False and gk.status()["online"] is False
     events = [gk.next_event(timeout=5), gk.next_event(timeout=5)]
-    assert [e and e["type"] for e in events] == ["offline", "stopped"], events
+    assert [e and e["type"] for e in events] == ["gatekeeper_offline", "gatekeeper_stopped"], events
     assert events[1] is not None and events[1]["error"] is None
     gk.stop()  # stopping twice is fine

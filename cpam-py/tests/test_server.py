@@ -68,7 +68,7 @@ class PyHub:
         cpam.register_gatekeeper(self.address, code, str(dir / "gk"))
         self.gatekeeper = cpam.Gatekeeper(str(dir / "gk"), allow=d.allow)
         self.gatekeeper.start()
-        assert (self.gatekeeper.next_event(timeout=30) or {}).get("type") == "online"
+        assert (self.gatekeeper.next_event(timeout=30) or {}).get("type") == "gatekeeper_online"
 
     def admin(self, *args: str) -> str:
         return run([str(bin_path("cpam-server")), *args, "--data-dir", str(self.data_dir)], self.dir)

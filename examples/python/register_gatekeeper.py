@@ -33,18 +33,18 @@ def main() -> None:
     with cpam.Gatekeeper(args.state_dir, allow=args.allow) as gk:
         gk.start()
         try:
-            # Events arrive as dicts: online, offline, switch, stopped.
+            # Events arrive as dicts; their "type" says what happened.
             while True:
                 event = gk.next_event(timeout=60)
                 if event is None:
                     continue
-                if event["type"] == "online":
+                if event["type"] == "gatekeeper_online":
                     print(f"gatekeeper {gk.name} online", flush=True)
-                elif event["type"] == "offline":
+                elif event["type"] == "gatekeeper_offline":
                     print(f"gatekeeper {gk.name} offline, reconnecting", flush=True)
-                elif event["type"] == "switch":
+                elif event["type"] == "gatekeeper_switch":
                     print(f"customer switch: {'disabled' if event['disabled'] else 'enabled'}", flush=True)
-                elif event["type"] == "stopped":
+                elif event["type"] == "gatekeeper_stopped":
                     print(f"gatekeeper stopped: {event.get('error')}", flush=True)
                     break
         except KeyboardInterrupt:

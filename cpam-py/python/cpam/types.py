@@ -41,12 +41,16 @@ class GatekeeperStatus(TypedDict):
 
 
 class GatekeeperEvent(TypedDict, total=False):
-    type: Literal["online", "offline", "switch", "stopped"]
+    type: Literal["gatekeeper_online", "gatekeeper_offline", "gatekeeper_switch", "gatekeeper_stopped"]
+    gatekeeper: str
+    """The gatekeeper's id."""
+    name: str
     at: int
+    """Milliseconds since the Unix epoch."""
     disabled: bool
-    """On ``switch``: the new state of the customer's switch."""
+    """On ``gatekeeper_switch``: the new state of the customer's switch."""
     error: Optional[str]
-    """On ``stopped``: why the agent stopped, if it failed."""
+    """On ``gatekeeper_stopped``: why the agent stopped, if it failed."""
 
 
 class BrokenLink(TypedDict):
@@ -102,7 +106,7 @@ class ServerEvent(TypedDict, total=False):
         "session_started",
         "session_ended",
         "session_refused",
-        "lost",
+        "events_lost",
     ]
     at: int
     gatekeeper: str
@@ -115,8 +119,8 @@ class ServerEvent(TypedDict, total=False):
     kind: str
     """On ``session_refused``: the refusal's error kind, e.g. ``"permission_denied"``."""
     reason: str
-    count: int
-    """On ``lost``: how many events this watcher missed by falling behind."""
+    lost: int
+    """On ``events_lost``: how many events this watcher missed by falling behind."""
 
 
 AuditSinkFn = Callable[[AuditRecord], object]
