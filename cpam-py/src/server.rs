@@ -2,13 +2,14 @@
 //! integrator's callbacks plugged in and engine events pulled.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cpam_core::events::EngineEvent;
 use cpam_core::hooks::{AccessHook, CredentialRequest, CredentialSource};
-use cpam_core::model::{SessionId, builtin_roles};
+use cpam_core::model::{AuditCategory, AuditEvent, SessionId, Timestamp, builtin_roles};
 use cpam_core::server::DataDir;
 use cpam_core::session::SessionEngine;
 use cpam_core::store::{SqlStore, Store};
@@ -29,10 +30,21 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 
 type Events = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Json>>>;
 
-/// The hub over `source`: a server data dir (its database, host key and
-/// listen address) or a database URL (a fresh host key, `127.0.0.1:0`).
-async fn open(source: String) -> Result<(Arc<Hub>, Arc<PyAuditSink>, String)> {
-    let (store, key, listen): (Arc<dyn Store>, _, String) =
+/// What [`open`] opened.
+struct Opened {
+    hub: Arc<Hub>,
+    sink: Arc<PyAuditSink>,
+    listen: String,
+    /// A data dir's control socket, through which `cpam-server`'s admin
+    /// commands reach the running hub.
+    control: Option<PathBuf>,
+}
+
+/// The hub over `source`: a server data dir (its database, host key, listen
+/// address and control socket) or a database URL (a fresh host key,
+/// `127.0.0.1:0`, no control socket).
+async fn open(source: String) -> Result<Opened> {
+    let (store, key, listen, control): (Arc<dyn Store>, _, String, _) =
         if source.contains("://") || source.starts_with("sqlite:") {
             let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&source).await?);
             let roles = store.list_roles().await?;
@@ -41,21 +53,40 @@ async fn open(source: String) -> Result<(Arc<Hub>, Arc<PyAuditSink>, String)> {
                     store.put_role(&role).await?;
                 }
             }
-            (store, keys::generate()?, "127.0.0.1:0".into())
+            (store, keys::generate()?, "127.0.0.1:0".into(), None)
         } else {
             let data = DataDir::open(Path::new(&source))?;
             (
                 data.store().await?,
                 data.host_key()?,
                 data.config.listen.clone(),
+                Some(data.control_socket()),
             )
         };
+    // As `cpam-server run` does: a server that stopped without saying so
+    // left gatekeepers marked online and sessions open.
+    let now = Timestamp::now();
+    for gk in store.list_gatekeepers(None).await? {
+        if gk.online {
+            store
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
+                .await?;
+        }
+    }
+    store
+        .close_orphan_sessions(now, "server stopped while the session was live")
+        .await?;
     let sink = Arc::new(PyAuditSink {
         store: store.clone(),
         callback: RwLock::new(None),
     });
     let engine = SessionEngine::new(store, sink.clone());
-    Ok((Hub::new(engine, key), sink, listen))
+    Ok(Opened {
+        hub: Hub::new(engine, key),
+        sink,
+        listen,
+        control,
+    })
 }
 
 /// Moves engine events into the handle's queue; a watcher that fell behind
@@ -81,7 +112,8 @@ async fn forward_events(
 #[derive(Debug)]
 struct Serving {
     address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    control: Option<PathBuf>,
 }
 
 /// A cpam server engine and its SSH port, run in the background of this
@@ -93,7 +125,10 @@ pub struct Server {
     hub: Arc<Hub>,
     sink: Arc<PyAuditSink>,
     listen: String,
+    control: Option<PathBuf>,
     serving: Mutex<Option<Serving>>,
+    /// A stopped server cannot start again.
+    stopped: AtomicBool,
     forwarder: tokio::task::JoinHandle<()>,
     events: Events,
 }
@@ -101,7 +136,13 @@ pub struct Server {
 async fn stop(hub: Arc<Hub>, serving: Option<Serving>) -> Result<()> {
     if let Some(serving) = serving {
         hub.shutdown(STOP_GRACE).await;
-        let _ = tokio::time::timeout(STOP_GRACE, serving.task).await;
+        for task in serving.tasks {
+            task.abort();
+            let _ = tokio::time::timeout(STOP_GRACE, task).await;
+        }
+        if let Some(path) = serving.control {
+            let _ = std::fs::remove_file(path);
+        }
     }
     Ok(())
 }
@@ -160,6 +201,15 @@ fn callable(py: Python<'_>, f: Option<Py<PyAny>>, what: &str) -> PyResult<Option
     }
 }
 
+impl Server {
+    /// Marks the server stopped and takes what it serves.
+    fn take_serving(&self) -> Option<Serving> {
+        let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        self.stopped.store(true, Ordering::SeqCst);
+        serving.take()
+    }
+}
+
 #[pymethods]
 impl Server {
     /// A server over `source`: a data dir made by `cpam-server init` (its
@@ -175,14 +225,21 @@ impl Server {
         access_hook: Option<Py<PyAny>>,
         credential_source: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let (hub, sink, listen) = wait(py, open(source))?;
+        let Opened {
+            hub,
+            sink,
+            listen,
+            control,
+        } = wait(py, open(source))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let forwarder = runtime()?.spawn(forward_events(hub.engine().subscribe(), tx));
         let server = Self {
             hub,
             sink,
             listen,
+            control,
             serving: Mutex::new(None),
+            stopped: AtomicBool::new(false),
             forwarder,
             events: Arc::new(tokio::sync::Mutex::new(rx)),
         };
@@ -226,7 +283,9 @@ impl Server {
 
     /// Starts serving gatekeepers and Connection Managers on `listen`
     /// (`IP:PORT`, port 0 for a free one; `None`: the data dir's address) in
-    /// the background; returns the address it listens on.
+    /// the background; returns the address it listens on. Over a data dir it
+    /// also serves the control socket, so `cpam-server sessions terminate`
+    /// and grant revocations reach it. A stopped server cannot start again.
     #[pyo3(signature = (listen = None))]
     fn start(&self, listen: Option<&str>) -> PyResult<String> {
         let listen = listen.unwrap_or(&self.listen);
@@ -236,6 +295,11 @@ impl Server {
             )))
         })?;
         let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(to_py(Error::invalid(
+                "the server was stopped; create a new one",
+            )));
+        }
         if serving.is_some() {
             return Err(to_py(Error::invalid("the server is already running")));
         }
@@ -245,13 +309,40 @@ impl Server {
             cpam_core::tunnel::bind_listener(addr).map_err(to_py)?
         };
         let address = listener.local_addr().map_err(|e| to_py(e.into()))?;
+        let engine = self.hub.engine().clone();
         let hub = self.hub.clone();
-        let task = rt.spawn(async move {
-            if let Err(error) = hub.serve(listener).await {
-                tracing::error!(%error, "the hub stopped");
+        let mut tasks = vec![rt.spawn({
+            let engine = engine.clone();
+            async move {
+                // Before the first connection is accepted (they queue meanwhile).
+                engine
+                    .record(AuditEvent {
+                        at: Timestamp::now(),
+                        category: AuditCategory::SystemMessages,
+                        action: "server.start".into(),
+                        actor: "system".into(),
+                        customer_id: None,
+                        session_id: None,
+                        detail: json!({ "listen": address.to_string(), "embedded": true }),
+                    })
+                    .await;
+                if let Err(error) = hub.serve(listener).await {
+                    tracing::error!(%error, "the hub stopped");
+                }
             }
+        })];
+        if let Some(path) = self.control.clone() {
+            tasks.push(rt.spawn(async move {
+                if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
+                    tracing::error!(%error, "the control socket stopped");
+                }
+            }));
+        }
+        *serving = Some(Serving {
+            address,
+            tasks,
+            control: self.control.clone(),
         });
-        *serving = Some(Serving { address, task });
         Ok(address.to_string())
     }
 
@@ -310,21 +401,13 @@ impl Server {
     /// Stops listening and ends live sessions (their end records are
     /// written, at most 3 s). Stopping twice is fine.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        let serving = self
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let serving = self.take_serving();
         wait(py, stop(self.hub.clone(), serving))
     }
 
     /// `stop()` for asyncio.
     fn stop_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let serving = self
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let serving = self.take_serving();
         awaitable(py, stop(self.hub.clone(), serving))
     }
 

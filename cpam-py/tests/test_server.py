@@ -173,6 +173,22 @@ def test_a_failing_or_refusing_hook_refuses_and_the_server_goes_on(
         assert s.read(7) == b"SSH-2.0"
 
 
+def test_admin_cli_terminates_a_session_through_the_control_socket(hub: PyHub) -> None:
+    while hub.server.next_event(timeout=0.5) is not None:
+        pass
+    with cpam.ConnectionManager(hub.profile("vendor")).open_session("ssh") as s:
+        assert s.read(7) == b"SSH-2.0"
+        started = hub.events_until("session_started")[-1]
+        sid = started["session"]["id"]
+        hub.admin("sessions", "terminate", sid, "--reason", "change window closed")
+        ended = hub.events_until("session_ended")[-1]
+        assert ended["session"]["id"] == sid and ended["session"]["end_reason"] == "terminated_by", ended
+        assert ended["session"]["end_detail"] == "admin-cli: change window closed", ended
+        # The stream ends on the vendor's side too.
+        while s.read():
+            pass
+
+
 def test_credential_source(hub: PyHub, monkeypatch: pytest.MonkeyPatch) -> None:
     unraisable: list[Any] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
@@ -225,7 +241,10 @@ def test_server_on_a_database_url_and_async_stop(tmp_path: Path) -> None:
             assert await server.next_event_async(timeout=0.1) is None
             await server.stop_async()
             assert server.address is None
+            with pytest.raises(cpam.InvalidArgumentError, match="was stopped"):
+                server.start()
         refused = cpam.read_audit(f"sqlite://{tmp_path / 'cpam.db'}")
-        assert [r["action"] for r in refused] == ["gatekeeper.registration_refused"], refused
+        assert [r["action"] for r in refused] == ["server.start", "gatekeeper.registration_refused"], refused
+        assert refused[0]["detail"] == {"listen": address, "embedded": True}
 
     asyncio.run(main())
