@@ -79,3 +79,19 @@ def test_bad_forward_address(deployment: Deployment, gatekeeper: cpam.Gatekeeper
     cm = cpam.ConnectionManager(str(deployment.profile))
     with pytest.raises(cpam.InvalidArgumentError, match="must be IP:PORT"):
         cm.forward("ssh", listen="localhost")
+
+
+def test_expired_grant_is_refused_and_audited_as_expired(deployment: Deployment,
+                                                         gatekeeper: cpam.Gatekeeper) -> None:
+    deployment.admin("user", "add", "expired")
+    deployment.admin("grant", "add", "--user", "expired", "--customer", "acme", "--service", "ssh",
+                     "--from", "2020-01-01T00:00:00Z", "--until", "2020-01-02T00:00:00Z")
+    cm = cpam.ConnectionManager(str(deployment.profile_of("expired")))
+    # The SSH channel refusal carries no reason: the vendor sees a refusal...
+    with pytest.raises(cpam.PermissionDeniedError):
+        cm.open_session("ssh")
+    # ...and the audit log, why.
+    refusal = [r for r in cpam.read_audit(str(deployment.data_dir))
+               if r["action"] == "session.refused" and r["actor"] == "expired"]
+    assert refusal and refusal[-1]["detail"]["reason"] == "expired", refusal
+    assert refusal[-1]["detail"]["message"] == "grant has expired"

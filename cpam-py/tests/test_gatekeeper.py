@@ -82,3 +82,19 @@ def test_second_gatekeeper_lifecycle(deployment: Deployment, tmp_path: Path) -> 
     assert [e and e["type"] for e in events] == ["gatekeeper_offline", "gatekeeper_stopped"], events
     assert events[1] is not None and events[1]["error"] is None
     gk.stop()  # stopping twice is fine
+
+
+def test_offline_gatekeeper_is_tunnel_unavailable(deployment: Deployment, gatekeeper: cpam.Gatekeeper) -> None:
+    cm = cpam.ConnectionManager(str(deployment.profile))
+    gatekeeper.stop()
+    try:
+        assert [(gatekeeper.next_event(timeout=10) or {}).get("type") for _ in range(2)] == [
+            "gatekeeper_offline", "gatekeeper_stopped"]
+        with pytest.raises(cpam.TunnelUnavailableError) as e:
+            cm.open_session("ssh")
+        assert e.value.kind == "tunnel_unavailable"
+    finally:
+        gatekeeper.start()  # a stopped gatekeeper starts again
+    assert (gatekeeper.next_event(timeout=30) or {}).get("type") == "gatekeeper_online"
+    with cm.open_session("ssh") as s:
+        assert s.read(7) == b"SSH-2.0"
