@@ -304,7 +304,10 @@ fn closed() -> Error {
 async fn read(reader: Arc<tokio::sync::Mutex<Option<Reader>>>, n: usize) -> Result<Bytes> {
     let mut guard = reader.lock().await;
     let r = guard.as_mut().ok_or_else(closed)?;
-    let mut buf = vec![0u8; n.max(1)];
+    if n == 0 {
+        return Ok(Bytes(Vec::new()));
+    }
+    let mut buf = vec![0u8; n];
     let got = r.read(&mut buf).await?;
     buf.truncate(got);
     Ok(Bytes(buf))

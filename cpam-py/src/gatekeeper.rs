@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::to_py;
-use crate::rt::{Json, awaitable, runtime, wait};
+use crate::rt::{EventQueue, Json, awaitable, next_event, runtime, wait};
 
 /// How often the customer switch file is looked at for events.
 const SWITCH_POLL: Duration = Duration::from_millis(100);
@@ -63,8 +63,6 @@ struct Running {
     task: tokio::task::JoinHandle<()>,
 }
 
-type Events = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Json>>>;
-
 /// A registered gatekeeper, run in the background of this process.
 #[pyclass(module = "cpam", frozen)]
 #[derive(Debug)]
@@ -75,7 +73,7 @@ pub struct Gatekeeper {
     running: Mutex<Option<Running>>,
     online: Mutex<Option<watch::Receiver<bool>>>,
     events_tx: mpsc::UnboundedSender<Json>,
-    events: Events,
+    events: EventQueue,
 }
 
 /// An event as the C ABI reports it: `type`, `gatekeeper` (id), `name`, `at`.
@@ -118,18 +116,6 @@ async fn join(task: Option<tokio::task::JoinHandle<()>>) -> Result<()> {
             .map_err(|e| Error::internal(format!("the gatekeeper's task failed: {e}")))?;
     }
     Ok(())
-}
-
-async fn next_event(events: Events, timeout: Option<f64>) -> Result<Option<Json>> {
-    let mut rx = events.lock().await;
-    match timeout {
-        None => Ok(rx.recv().await),
-        Some(secs) => {
-            let d = Duration::try_from_secs_f64(secs.max(0.0))
-                .map_err(|_| Error::invalid(format!("timeout {secs} is not a duration")))?;
-            Ok(tokio::time::timeout(d, rx.recv()).await.ok().flatten())
-        }
-    }
 }
 
 /// Reports online/offline and switch changes until the agent is gone (its
@@ -297,6 +283,22 @@ impl Gatekeeper {
         _tb: Option<Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         self.stop(py)
+    }
+
+    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.unbind();
+        awaitable(py, async move { Ok(me) })
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _ty: Option<Bound<'py, PyAny>>,
+        _value: Option<Bound<'py, PyAny>>,
+        _tb: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_async(py)
     }
 
     fn __repr__(&self) -> String {

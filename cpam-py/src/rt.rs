@@ -8,8 +8,8 @@
 //! future on the caller's event loop; cancelling that future drops ours.
 
 use std::future::Future;
-use std::sync::OnceLock;
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -85,6 +85,27 @@ where
 {
     runtime()?;
     pyo3_async_runtimes::tokio::future_into_py(py, async move { fut.await.map_err(to_py) })
+}
+
+/// A handle's queue of events, pulled by `next_event`.
+pub type EventQueue = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Json>>>;
+
+/// The next event of `events`, or `None` after `timeout` seconds (`None`:
+/// no limit) or once the queue is closed and drained.
+pub async fn next_event(
+    events: EventQueue,
+    timeout: Option<f64>,
+) -> cpam_core::Result<Option<Json>> {
+    let mut rx = events.lock().await;
+    match timeout {
+        None => Ok(rx.recv().await),
+        Some(secs) => {
+            let d = Duration::try_from_secs_f64(secs.max(0.0)).map_err(|_| {
+                cpam_core::Error::invalid(format!("timeout {secs} is not a duration"))
+            })?;
+            Ok(tokio::time::timeout(d, rx.recv()).await.ok().flatten())
+        }
+    }
 }
 
 /// A JSON value handed to Python as plain objects (dict, list, str, int, float, bool, None).

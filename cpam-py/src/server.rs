@@ -18,17 +18,16 @@ use cpam_core::tunnel::keys;
 use cpam_core::{Error, Result};
 use pyo3::prelude::*;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::errors::to_py;
 use crate::hooks::{Credential, PyAccessHook, PyAuditSink, PyCredentialSource};
-use crate::rt::{Json, awaitable, runtime, wait};
+use crate::rt::{EventQueue, Json, awaitable, next_event, runtime, wait};
 
 /// How long `stop` lets live sessions write their end records.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-
-type Events = Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<Json>>>;
 
 /// What [`open`] opened.
 struct Opened {
@@ -89,21 +88,42 @@ async fn open(source: String) -> Result<Opened> {
     })
 }
 
-/// Moves engine events into the handle's queue; a watcher that fell behind
-/// gets an `events_lost` event with the count (`lost`).
+/// Moves engine events into the handle's queue until `closed`, then what
+/// is left; a watcher that fell behind gets an `events_lost` event with the
+/// count (`lost`). The queue closes when this returns.
 async fn forward_events(
     mut rx: tokio::sync::broadcast::Receiver<EngineEvent>,
     tx: mpsc::UnboundedSender<Json>,
+    closed: CancellationToken,
 ) {
+    let as_json = |got: std::result::Result<EngineEvent, u64>| match got {
+        Ok(event) => Json::of(&event).unwrap_or_else(|e| {
+            Json(json!({ "type": "events_lost", "lost": 1, "error": e.to_string() }))
+        }),
+        Err(n) => Json(json!({ "type": "events_lost", "lost": n })),
+    };
     loop {
-        let event = match rx.recv().await {
-            Ok(event) => Json::of(&event).unwrap_or_else(|e| {
-                Json(json!({ "type": "events_lost", "lost": 1, "error": e.to_string() }))
-            }),
-            Err(RecvError::Lagged(n)) => Json(json!({ "type": "events_lost", "lost": n })),
+        let got = tokio::select! {
+            biased;
+            got = rx.recv() => got,
+            _ = closed.cancelled() => break,
+        };
+        let got = match got {
+            Ok(event) => Ok(event),
+            Err(RecvError::Lagged(n)) => Err(n),
             Err(RecvError::Closed) => return,
         };
-        if tx.send(event).is_err() {
+        if tx.send(as_json(got)).is_err() {
+            return;
+        }
+    }
+    loop {
+        let got = match rx.try_recv() {
+            Ok(event) => Ok(event),
+            Err(TryRecvError::Lagged(n)) => Err(n),
+            Err(_) => return,
+        };
+        if tx.send(as_json(got)).is_err() {
             return;
         }
     }
@@ -129,11 +149,14 @@ pub struct Server {
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
+    /// Closes the event queue (after `stop`).
+    closed: CancellationToken,
     forwarder: tokio::task::JoinHandle<()>,
-    events: Events,
+    events: EventQueue,
 }
 
-async fn stop(hub: Arc<Hub>, serving: Option<Serving>) -> Result<()> {
+/// Stops serving, then closes the event queue once the last events are in.
+async fn stop(hub: Arc<Hub>, serving: Option<Serving>, closed: CancellationToken) -> Result<()> {
     if let Some(serving) = serving {
         hub.shutdown(STOP_GRACE).await;
         for task in serving.tasks {
@@ -144,19 +167,8 @@ async fn stop(hub: Arc<Hub>, serving: Option<Serving>) -> Result<()> {
             let _ = std::fs::remove_file(path);
         }
     }
+    closed.cancel();
     Ok(())
-}
-
-async fn next_event(events: Events, timeout: Option<f64>) -> Result<Option<Json>> {
-    let mut rx = events.lock().await;
-    match timeout {
-        None => Ok(rx.recv().await),
-        Some(secs) => {
-            let d = Duration::try_from_secs_f64(secs.max(0.0))
-                .map_err(|_| Error::invalid(format!("timeout {secs} is not a duration")))?;
-            Ok(tokio::time::timeout(d, rx.recv()).await.ok().flatten())
-        }
-    }
 }
 
 async fn credential(
@@ -232,7 +244,9 @@ impl Server {
             control,
         } = wait(py, open(source))?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let forwarder = runtime()?.spawn(forward_events(hub.engine().subscribe(), tx));
+        let closed = CancellationToken::new();
+        let forwarder =
+            runtime()?.spawn(forward_events(hub.engine().subscribe(), tx, closed.clone()));
         let server = Self {
             hub,
             sink,
@@ -240,6 +254,7 @@ impl Server {
             control,
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
+            closed,
             forwarder,
             events: Arc::new(tokio::sync::Mutex::new(rx)),
         };
@@ -359,7 +374,8 @@ impl Server {
     /// The next engine event as a dict (`type`: `gatekeeper_online`,
     /// `gatekeeper_offline`, `gatekeeper_switch`, `session_started`,
     /// `session_ended`, `session_refused`, or `events_lost`), or `None` after
-    /// `timeout` seconds (`None`: wait as long as it takes).
+    /// `timeout` seconds (`None`: no limit) or, after `stop`, once the
+    /// remaining events were read.
     #[pyo3(signature = (timeout = None))]
     fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Json>> {
         wait(py, next_event(self.events.clone(), timeout))
@@ -402,13 +418,13 @@ impl Server {
     /// written, at most 3 s). Stopping twice is fine.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
         let serving = self.take_serving();
-        wait(py, stop(self.hub.clone(), serving))
+        wait(py, stop(self.hub.clone(), serving, self.closed.clone()))
     }
 
     /// `stop()` for asyncio.
     fn stop_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let serving = self.take_serving();
-        awaitable(py, stop(self.hub.clone(), serving))
+        awaitable(py, stop(self.hub.clone(), serving, self.closed.clone()))
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -425,6 +441,22 @@ impl Server {
         self.stop(py)
     }
 
+    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.unbind();
+        awaitable(py, async move { Ok(me) })
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _ty: Option<Bound<'py, PyAny>>,
+        _value: Option<Bound<'py, PyAny>>,
+        _tb: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_async(py)
+    }
+
     fn __repr__(&self) -> String {
         format!("Server(address={:?})", self.address())
     }
@@ -439,7 +471,7 @@ impl Drop for Server {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let (Some(serving), Ok(rt)) = (serving, runtime()) {
-            rt.spawn(stop(self.hub.clone(), Some(serving)));
+            rt.spawn(stop(self.hub.clone(), Some(serving), self.closed.clone()));
         }
     }
 }

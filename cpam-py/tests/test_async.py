@@ -16,12 +16,13 @@ def test_gatekeeper_twins(deployment: Deployment, tmp_path: Path) -> None:
         code = deployment.new_gatekeeper_code("gk-async")
         reg = await cpam.register_gatekeeper_async(deployment.address, code, str(tmp_path / "gk"))
         assert reg["name"] == "gk-async"
-        gk = cpam.Gatekeeper(str(tmp_path / "gk"), allow=deployment.allow)
-        assert await gk.next_event_async(timeout=0.05) is None
-        gk.start()
-        event = await gk.next_event_async(timeout=30)
-        assert event is not None and event["type"] == "gatekeeper_online", event
-        await gk.stop_async()
+        async with cpam.Gatekeeper(str(tmp_path / "gk"), allow=deployment.allow) as gk:
+            assert await gk.next_event_async(timeout=0.05) is None
+            gk.start()
+            event = await gk.next_event_async(timeout=30)
+            assert event is not None and event["type"] == "gatekeeper_online", event
+        # Leaving the block awaited stop_async().
+        assert gk.status()["running"] is False
         types = [(await gk.next_event_async(timeout=5) or {}).get("type") for _ in range(2)]
         assert types == ["gatekeeper_offline", "gatekeeper_stopped"], types
 

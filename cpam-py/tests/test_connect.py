@@ -27,6 +27,7 @@ def test_session_is_a_byte_stream_to_the_target(deployment: Deployment, gatekeep
     before = len(deployment.sessions())
     with cm.open_session("ssh") as s:
         assert s.service == "ssh"
+        assert s.read(0) == b""
         banner = s.read(256)
         assert banner.startswith(b"SSH-2.0-OpenSSH"), banner
         # Speak SSH to the real sshd: it answers a bad protocol line and closes.

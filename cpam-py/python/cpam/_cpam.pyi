@@ -119,6 +119,13 @@ class Gatekeeper:
         value: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
 
 # ---------------------------------------------------------------- Connection Manager
 
@@ -272,6 +279,13 @@ class Server:
     def stop_async(self) -> Awaitable[None]: ...
     def __enter__(self) -> Self: ...
     def __exit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
         self,
         ty: Optional[type[BaseException]],
         value: Optional[BaseException],
