@@ -8,6 +8,7 @@ import asyncio
 import json
 import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator, Optional, Union
 
@@ -171,6 +172,19 @@ def test_a_failing_or_refusing_hook_refuses_and_the_server_goes_on(
         assert unraisable[0].object == hooks.access
     with cm.open_session("ssh") as s:
         assert s.read(7) == b"SSH-2.0"
+
+
+def test_sessions_at_once_from_several_threads(hub: PyHub, hooks: Hooks) -> None:
+    cm = cpam.ConnectionManager(hub.profile("vendor"))
+    before = len(hooks.checks)
+
+    def banner(_: int) -> bytes:
+        with cm.open_session("ssh") as s:
+            return s.read_exactly(7)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert list(pool.map(banner, range(16))) == [b"SSH-2.0"] * 16
+    assert len(hooks.checks) - before == 16
 
 
 def test_admin_cli_terminates_a_session_through_the_control_socket(hub: PyHub) -> None:
