@@ -17,6 +17,7 @@ use cpam_core::tunnel::hub::Hub;
 use cpam_core::tunnel::keys;
 use cpam_core::{Error, Result};
 use pyo3::prelude::*;
+use pyo3::types::PyType;
 use serde_json::json;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::mpsc;
@@ -213,7 +214,77 @@ fn callable(py: Python<'_>, f: Option<Py<PyAny>>, what: &str) -> PyResult<Option
     }
 }
 
+/// The callables a `Server` is created with, checked.
+struct Callbacks {
+    audit_sink: Option<Arc<Py<PyAny>>>,
+    access_hook: Option<Arc<Py<PyAny>>>,
+    credential_source: Option<Arc<Py<PyAny>>>,
+}
+
+impl Callbacks {
+    fn check(
+        py: Python<'_>,
+        audit_sink: Option<Py<PyAny>>,
+        access_hook: Option<Py<PyAny>>,
+        credential_source: Option<Py<PyAny>>,
+    ) -> PyResult<Callbacks> {
+        Ok(Callbacks {
+            audit_sink: callable(py, audit_sink, "audit sink")?,
+            access_hook: callable(py, access_hook, "access hook")?,
+            credential_source: callable(py, credential_source, "credential source")?,
+        })
+    }
+}
+
 impl Server {
+    /// The server over what [`open`] opened; its event forwarder runs on `rt`.
+    fn build(opened: Opened, callbacks: Callbacks, rt: &tokio::runtime::Handle) -> Server {
+        let Opened {
+            hub,
+            sink,
+            listen,
+            control,
+        } = opened;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closed = CancellationToken::new();
+        let forwarder = rt.spawn(forward_events(hub.engine().subscribe(), tx, closed.clone()));
+        let server = Server {
+            hub,
+            sink,
+            listen,
+            control,
+            serving: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            closed,
+            forwarder,
+            events: Arc::new(tokio::sync::Mutex::new(rx)),
+        };
+        server.install_audit_sink(callbacks.audit_sink);
+        server.install_access_hook(callbacks.access_hook);
+        server.install_credential_source(callbacks.credential_source);
+        server
+    }
+
+    fn install_audit_sink(&self, sink: Option<Arc<Py<PyAny>>>) {
+        *self
+            .sink
+            .callback
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    fn install_access_hook(&self, hook: Option<Arc<Py<PyAny>>>) {
+        self.hub
+            .engine()
+            .set_access_hook(hook.map(|h| Arc::new(PyAccessHook(h)) as Arc<dyn AccessHook>));
+    }
+
+    fn install_credential_source(&self, source: Option<Arc<Py<PyAny>>>) {
+        self.hub.engine().set_credential_source(
+            source.map(|s| Arc::new(PyCredentialSource(s)) as Arc<dyn CredentialSource>),
+        );
+    }
+
     /// Marks the server stopped and takes what it serves.
     fn take_serving(&self) -> Option<Serving> {
         let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
@@ -237,62 +308,51 @@ impl Server {
         access_hook: Option<Py<PyAny>>,
         credential_source: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
-        let Opened {
-            hub,
-            sink,
-            listen,
-            control,
-        } = wait(py, open(source))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let closed = CancellationToken::new();
-        let forwarder =
-            runtime()?.spawn(forward_events(hub.engine().subscribe(), tx, closed.clone()));
-        let server = Self {
-            hub,
-            sink,
-            listen,
-            control,
-            serving: Mutex::new(None),
-            stopped: AtomicBool::new(false),
-            closed,
-            forwarder,
-            events: Arc::new(tokio::sync::Mutex::new(rx)),
-        };
-        server.set_audit_sink(py, audit_sink)?;
-        server.set_access_hook(py, access_hook)?;
-        server.set_credential_source(py, credential_source)?;
-        Ok(server)
+        let callbacks = Callbacks::check(py, audit_sink, access_hook, credential_source)?;
+        let opened = wait(py, open(source))?;
+        Ok(Server::build(opened, callbacks, runtime()?.handle()))
+    }
+
+    /// `Server(...)` for asyncio: opening the database is awaited.
+    #[classmethod]
+    #[pyo3(signature = (source, *, audit_sink = None, access_hook = None, credential_source = None))]
+    fn open_async<'py>(
+        _cls: &Bound<'py, PyType>,
+        py: Python<'py>,
+        source: String,
+        audit_sink: Option<Py<PyAny>>,
+        access_hook: Option<Py<PyAny>>,
+        credential_source: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let callbacks = Callbacks::check(py, audit_sink, access_hook, credential_source)?;
+        awaitable(py, async move {
+            let opened = open(source).await?;
+            Ok(Server::build(
+                opened,
+                callbacks,
+                &tokio::runtime::Handle::current(),
+            ))
+        })
     }
 
     /// Sets (or with `None`, removes) the callable that receives each audit
     /// record as a dict once it is sealed and stored.
     fn set_audit_sink(&self, py: Python<'_>, sink: Option<Py<PyAny>>) -> PyResult<()> {
-        let sink = callable(py, sink, "audit sink")?;
-        *self
-            .sink
-            .callback
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = sink;
+        self.install_audit_sink(callable(py, sink, "audit sink")?);
         Ok(())
     }
 
     /// Sets (or removes) the callable deciding on each session the policy
     /// allowed: `hook(check) -> bool | (bool, reason)`.
     fn set_access_hook(&self, py: Python<'_>, hook: Option<Py<PyAny>>) -> PyResult<()> {
-        let hook = callable(py, hook, "access hook")?;
-        self.hub
-            .engine()
-            .set_access_hook(hook.map(|h| Arc::new(PyAccessHook(h)) as Arc<dyn AccessHook>));
+        self.install_access_hook(callable(py, hook, "access hook")?);
         Ok(())
     }
 
     /// Sets (or removes) the callable supplying injected credentials:
     /// `source(request) -> Credential | None`.
     fn set_credential_source(&self, py: Python<'_>, source: Option<Py<PyAny>>) -> PyResult<()> {
-        let source = callable(py, source, "credential source")?;
-        self.hub.engine().set_credential_source(
-            source.map(|s| Arc::new(PyCredentialSource(s)) as Arc<dyn CredentialSource>),
-        );
+        self.install_credential_source(callable(py, source, "credential source")?);
         Ok(())
     }
 

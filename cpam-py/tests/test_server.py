@@ -246,7 +246,9 @@ def test_bad_arguments(hub: PyHub, tmp_path: Path) -> None:
 
 def test_server_on_a_database_url_and_async_stop(tmp_path: Path) -> None:
     async def main() -> None:
-        async with cpam.Server(f"sqlite://{tmp_path / 'cpam.db'}") as server:
+        records: list[cpam.types.AuditRecord] = []
+        async with await cpam.Server.open_async(f"sqlite://{tmp_path / 'cpam.db'}",
+                                                audit_sink=records.append) as server:
             address = server.start()
             assert address.startswith("127.0.0.1:") and not address.endswith(":0")
             # A wrong code is refused by this server like by any other.
@@ -260,6 +262,7 @@ def test_server_on_a_database_url_and_async_stop(tmp_path: Path) -> None:
             # The event queue is closed: no wait, even without a timeout.
             assert await server.next_event_async() is None
         refused = cpam.read_audit(f"sqlite://{tmp_path / 'cpam.db'}")
+        assert records == refused
         assert [r["action"] for r in refused] == ["server.start", "gatekeeper.registration_refused"], refused
         assert refused[0]["detail"] == {"listen": address, "embedded": True}
 

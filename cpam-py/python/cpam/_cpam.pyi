@@ -264,6 +264,16 @@ class Server:
         access_hook: Optional[AccessHookFn] = None,
         credential_source: Optional[CredentialSourceFn] = None,
     ) -> Self: ...
+    @classmethod
+    def open_async(
+        cls,
+        source: str,
+        *,
+        audit_sink: Optional[AuditSinkFn] = None,
+        access_hook: Optional[AccessHookFn] = None,
+        credential_source: Optional[CredentialSourceFn] = None,
+    ) -> Awaitable["Server"]:
+        """``Server(...)`` for asyncio: opening the database is awaited."""
     def set_audit_sink(self, sink: Optional[AuditSinkFn]) -> None: ...
     def set_access_hook(self, hook: Optional[AccessHookFn]) -> None: ...
     def set_credential_source(self, source: Optional[CredentialSourceFn]) -> None: ...
