@@ -129,6 +129,9 @@ class Sshd:
             f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {host_key}\nPidFile none\n"
             f"AuthorizedKeysFile {authorized}\nPermitRootLogin prohibit-password\nUsePAM no\n"
             "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            # The tests open many sessions at once that only read the banner:
+            # more unauthenticated connections than sshd's default of 10.
+            "MaxStartups 200\n"
         )
         Path("/run/sshd").mkdir(exist_ok=True)
         self.proc = Proc("sshd", [SSHD, "-D", "-e", "-f", str(config)], dir)
