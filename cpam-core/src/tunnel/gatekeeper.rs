@@ -422,6 +422,7 @@ pub struct Agent {
     key: Arc<PrivateKey>,
     server_key: PublicKey,
     allow: Arc<AllowList>,
+    online: watch::Sender<bool>,
 }
 
 impl Agent {
@@ -436,7 +437,15 @@ impl Agent {
             key: Arc::new(key),
             server_key,
             allow: Arc::new(allow),
+            online: watch::channel(false).0,
         })
+    }
+
+    /// Whether the tunnel is up: `true` from the moment the server accepted
+    /// this gatekeeper until the link closes. Embedders watch it to show the
+    /// gatekeeper's state; it keeps its last value after [`Agent::run`] returns.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.online.subscribe()
     }
 
     /// The registration state.
@@ -467,6 +476,7 @@ impl Agent {
                     tracing::warn!(server = %self.state.server, error = %e, "gatekeeper offline")
                 }
             }
+            self.online.send_replace(false);
             let delay = backoff.next_delay();
             tracing::info!(?delay, "reconnecting");
             tokio::select! {
@@ -515,6 +525,7 @@ impl Agent {
         let initial = disabled.borrow_and_update().clone();
         send_status(&control, initial).await?;
         tracing::info!(server = %self.state.server, gatekeeper = %self.state.name, "gatekeeper online");
+        self.online.send_replace(true);
         backoff.reset();
         loop {
             tokio::select! {
