@@ -89,6 +89,12 @@ create_exception!(
     CpamError,
     "A bug or an unexpected internal state."
 );
+create_exception!(
+    cpam,
+    ConflictError,
+    CpamError,
+    "The object's current state does not allow this."
+);
 
 /// The Python exception for a cpam error: the class of its kind, its message.
 pub fn to_py(e: Error) -> PyErr {
@@ -107,12 +113,13 @@ pub fn to_py(e: Error) -> PyErr {
         ErrorKind::Timeout => CpamTimeoutError::new_err(msg),
         ErrorKind::Cancelled => CpamCancelledError::new_err(msg),
         ErrorKind::Internal => InternalError::new_err(msg),
+        ErrorKind::Conflict => ConflictError::new_err(msg),
         _ => InternalError::new_err(format!("{}: {msg}", e.kind())),
     }
 }
 
 /// Every kind's class with its Python name.
-fn classes(py: Python<'_>) -> [(&'static str, Bound<'_, PyType>, ErrorKind); 13] {
+fn classes(py: Python<'_>) -> [(&'static str, Bound<'_, PyType>, ErrorKind); 14] {
     [
         (
             "InvalidArgumentError",
@@ -174,6 +181,11 @@ fn classes(py: Python<'_>) -> [(&'static str, Bound<'_, PyType>, ErrorKind); 13]
             "InternalError",
             py.get_type::<InternalError>(),
             ErrorKind::Internal,
+        ),
+        (
+            "ConflictError",
+            py.get_type::<ConflictError>(),
+            ErrorKind::Conflict,
         ),
     ]
 }

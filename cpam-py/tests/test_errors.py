@@ -23,6 +23,7 @@ KINDS = {
     "CpamTimeoutError": "timeout",
     "CpamCancelledError": "cancelled",
     "InternalError": "internal",
+    "ConflictError": "conflict",
 }
 
 

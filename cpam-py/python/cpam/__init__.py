@@ -9,6 +9,7 @@ subclasses, one per stable error kind, each with a ``kind`` attribute.
 from . import types
 from ._cpam import (
     AccessExpiredError,
+    ConflictError,
     ConnectionManager,
     CpamCancelledError,
     Credential,
@@ -39,6 +40,7 @@ from ._cpam import (
 
 __all__ = [
     "AccessExpiredError",
+    "ConflictError",
     "ConnectionManager",
     "CpamCancelledError",
     "Credential",
