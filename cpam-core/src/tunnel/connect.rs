@@ -18,6 +18,9 @@ use super::{Backoff, SERVICES_COMMAND, keys};
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::tcp::{Counters, StreamSink, StreamSource, splice};
 
+/// A session opened with [`ConnectClient::open_stream`].
+pub type SessionStream = russh::ChannelStream<Msg>;
+
 /// A service the profile's user may use now.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ServiceInfo {
@@ -175,6 +178,17 @@ impl ConnectClient {
             Err(russh::Error::ChannelOpenFailure(reason)) => Err(refusal(service, reason)),
             Err(e) => Err(Error::from(e)),
         }
+    }
+
+    /// Opens one session to `service` as a byte stream (`AsyncRead` +
+    /// `AsyncWrite`): what embedders read and write instead of a local socket.
+    /// Shutting down its write side sends EOF towards the target.
+    pub async fn open_stream(
+        &self,
+        service: &str,
+        originator: SocketAddr,
+    ) -> Result<SessionStream> {
+        Ok(self.open(service, originator).await?.into_stream())
     }
 
     /// Serves `listener`: every accepted connection becomes one session to `service`.

@@ -352,6 +352,7 @@ pub struct Agent {
     key: Arc<PrivateKey>,
     server_key: PublicKey,
     allow: Arc<AllowList>,
+    online: watch::Sender<bool>,
 }
 
 impl Agent {
@@ -366,7 +367,15 @@ impl Agent {
             key: Arc::new(key),
             server_key,
             allow: Arc::new(allow),
+            online: watch::channel(false).0,
         })
+    }
+
+    /// Whether the tunnel is up: `true` from the moment the server accepted
+    /// this gatekeeper until the link closes. Embedders watch it to show the
+    /// gatekeeper's state; it keeps its last value after [`Agent::run`] returns.
+    pub fn online(&self) -> watch::Receiver<bool> {
+        self.online.subscribe()
     }
 
     /// The registration state.
@@ -397,6 +406,7 @@ impl Agent {
                     tracing::warn!(server = %self.state.server, error = %e, "gatekeeper offline")
                 }
             }
+            self.online.send_replace(false);
             let delay = backoff.next_delay();
             tracing::info!(?delay, "reconnecting");
             tokio::select! {
@@ -445,6 +455,7 @@ impl Agent {
         let initial = *disabled.borrow_and_update();
         send_status(&control, initial).await?;
         tracing::info!(server = %self.state.server, gatekeeper = %self.state.name, "gatekeeper online");
+        self.online.send_replace(true);
         backoff.reset();
         loop {
             tokio::select! {
