@@ -10,6 +10,8 @@
 pub mod admin;
 pub mod audit;
 pub mod error;
+pub mod events;
+pub mod hooks;
 pub mod model;
 pub mod password;
 pub mod policy;

@@ -8,14 +8,19 @@
 //! live watchers and credential injection attach at the same place.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::json;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::audit::AuditSink;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EVENT_BUFFER, EngineEvent};
+use crate::hooks::{
+    AccessCheck, AccessHook, Credential, CredentialRequest, CredentialSource, HookDecision,
+};
 use crate::model::{
     AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, GrantId, Service, Session,
     SessionId, Timestamp, User,
@@ -46,6 +51,14 @@ pub struct SessionEngine {
     audit: Arc<dyn AuditSink>,
     live: Mutex<HashMap<SessionId, Entry>>,
     tasks: TaskTracker,
+    hooks: RwLock<Hooks>,
+    events: broadcast::Sender<EngineEvent>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Hooks {
+    access: Option<Arc<dyn AccessHook>>,
+    credentials: Option<Arc<dyn CredentialSource>>,
 }
 
 /// What a proxy needs to run one authorized session.
@@ -89,7 +102,48 @@ impl SessionEngine {
             audit,
             live: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
+            hooks: RwLock::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
         })
+    }
+
+    /// Sets (or clears) the hook that sees every session the built-in
+    /// policy allowed and may refuse it.
+    pub fn set_access_hook(&self, hook: Option<Arc<dyn AccessHook>>) {
+        self.hooks.write().unwrap_or_else(|p| p.into_inner()).access = hook;
+    }
+
+    /// Sets (or clears) where injected credentials come from.
+    pub fn set_credential_source(&self, source: Option<Arc<dyn CredentialSource>>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .credentials = source;
+    }
+
+    /// The credential to inject for a session, from the configured
+    /// [`CredentialSource`]. Fails with `NotFound` when none is configured.
+    pub async fn credential(&self, request: &CredentialRequest) -> Result<Option<Credential>> {
+        let source = self.hooks().credentials;
+        match source {
+            Some(source) => source.credential(request).await,
+            None => Err(Error::not_found("no credential source is configured")),
+        }
+    }
+
+    /// Watches what happens: sessions starting, ending and refused, and
+    /// gatekeepers coming and going.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes an event to every watcher (none is fine).
+    pub fn publish(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn hooks(&self) -> Hooks {
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The store the engine writes sessions to.
@@ -145,37 +199,96 @@ impl SessionEngine {
             gatekeeper,
             credential_gatekeeper,
         };
-        match policy::decide(&req, &grants, now) {
-            Decision::Allow { grant_id, until } => Ok(Approval {
+        let (grant_id, until) = match policy::decide(&req, &grants, now) {
+            Decision::Allow { grant_id, until } => (grant_id, until),
+            Decision::Deny { reason } => {
+                let detail = json!({ "reason": reason, "message": reason.message() });
+                let error = reason.into_error();
+                return Err(self
+                    .refuse(user, gatekeeper, service, originator, now, error, detail)
+                    .await);
+            }
+        };
+        if let Some(hook) = self.hooks().access {
+            let customer = self
+                .store
+                .customer(&service.customer_id)
+                .await?
+                .ok_or_else(|| Error::internal("service without customer"))?;
+            let grant = grants
+                .iter()
+                .find(|g| g.id == grant_id)
+                .cloned()
+                .ok_or_else(|| Error::internal("allowed by a grant that was not offered"))?;
+            let check = AccessCheck {
                 user: user.clone(),
-                credential_gatekeeper: credential_gatekeeper.cloned(),
+                customer,
                 gatekeeper: gatekeeper.clone(),
                 service: service.clone(),
-                grant_id,
-                until,
+                grant,
                 originator: originator.to_string(),
                 at: now,
-            }),
-            Decision::Deny { reason } => {
-                self.record(AuditEvent {
-                    at: now,
-                    category: AuditCategory::UserActivity,
-                    action: "session.refused".into(),
-                    actor: user.name.clone(),
-                    customer_id: Some(service.customer_id.clone()),
-                    session_id: None,
-                    detail: json!({
-                        "service": service.name,
-                        "gatekeeper": gatekeeper.name,
-                        "reason": reason,
-                        "message": reason.message(),
-                        "originator": originator,
-                    }),
-                })
-                .await;
-                Err(reason.into_error())
+            };
+            if let HookDecision::Deny { reason } = hook.check(&check).await {
+                let detail = json!({ "reason": "access_hook", "message": reason });
+                let error = Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("refused by the access hook: {reason}"),
+                );
+                return Err(self
+                    .refuse(user, gatekeeper, service, originator, now, error, detail)
+                    .await);
             }
         }
+        Ok(Approval {
+            user: user.clone(),
+            credential_gatekeeper: credential_gatekeeper.cloned(),
+            gatekeeper: gatekeeper.clone(),
+            service: service.clone(),
+            grant_id,
+            until,
+            originator: originator.to_string(),
+            at: now,
+        })
+    }
+
+    /// Audits and publishes a refused session; returns the error to report.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per refusal source"
+    )]
+    async fn refuse(
+        &self,
+        user: &User,
+        gatekeeper: &Gatekeeper,
+        service: &Service,
+        originator: &str,
+        now: Timestamp,
+        error: Error,
+        mut detail: serde_json::Value,
+    ) -> Error {
+        detail["service"] = json!(service.name);
+        detail["gatekeeper"] = json!(gatekeeper.name);
+        detail["originator"] = json!(originator);
+        self.record(AuditEvent {
+            at: now,
+            category: AuditCategory::UserActivity,
+            action: "session.refused".into(),
+            actor: user.name.clone(),
+            customer_id: Some(service.customer_id.clone()),
+            session_id: None,
+            detail,
+        })
+        .await;
+        self.publish(EngineEvent::SessionRefused {
+            user: user.name.clone(),
+            customer: Some(service.customer_id.clone()),
+            service: service.name.clone(),
+            kind: error.kind(),
+            reason: error.to_string(),
+            at: now,
+        });
+        error
     }
 
     /// Records an approved session, registers it live and arms its expiry.
@@ -243,6 +356,9 @@ impl SessionEngine {
         if let Some(until) = until {
             self.arm_expiry(session.id.clone(), until, cancel.clone(), end.clone());
         }
+        self.publish(EngineEvent::SessionStarted {
+            session: session.clone(),
+        });
         Ok(LiveSession {
             session,
             cancel,
@@ -432,6 +548,8 @@ impl LiveSession {
         s.bytes_down = down;
         s.end_reason = Some(reason);
         s.end_detail = detail;
+        self.engine
+            .publish(EngineEvent::SessionEnded { session: s.clone() });
         s
     }
 }

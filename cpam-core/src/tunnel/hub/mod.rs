@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use super::dialer::{Connection, DialTarget, Dialer, GatekeeperDialer};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::EngineEvent;
 use crate::model::{
     AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, Timestamp, User,
 };
@@ -179,6 +180,25 @@ impl Hub {
             tracing::error!(%error, gatekeeper = %gk.id, "cannot record gatekeeper state");
         }
         tracing::info!(gatekeeper = %gk.name, online, disabled, "{action}");
+        let (gatekeeper, customer, at) = (gk.id.clone(), gk.customer_id.clone(), now);
+        self.engine.publish(match action {
+            "gatekeeper.online" => EngineEvent::GatekeeperOnline {
+                gatekeeper,
+                customer,
+                at,
+            },
+            "gatekeeper.offline" => EngineEvent::GatekeeperOffline {
+                gatekeeper,
+                customer,
+                at,
+            },
+            _ => EngineEvent::GatekeeperSwitch {
+                gatekeeper,
+                customer,
+                disabled,
+                at,
+            },
+        });
         self.engine
             .record(AuditEvent {
                 at: now,
