@@ -32,6 +32,9 @@
 // A `timeout_ms` that waits without limit.
 #define CPAM_TIMEOUT_INFINITE UINT32_MAX
 
+// Bytes the access hook may write as its reason (including the NUL).
+#define CPAM_REASON_MAX 512
+
 // The result of every fallible call. `CPAM_OK` is 0; codes are never reused.
 //
 // 1..99 are conditions of the C boundary itself; 100 and up mirror
@@ -102,6 +105,9 @@ typedef enum cpam_event_kind {
 // The outcome of `cpam_audit_verify`.
 typedef struct cpam_audit_report cpam_audit_report;
 
+// A credential being filled by a `cpam_credential_fn`.
+typedef struct cpam_credential cpam_credential;
+
 // One event, owned by the caller until `cpam_event_free`.
 typedef struct cpam_event cpam_event;
 
@@ -110,6 +116,9 @@ typedef struct cpam_forward cpam_forward;
 
 // An embedded gatekeeper bound to one state dir. Owns its runtime.
 typedef struct cpam_gatekeeper cpam_gatekeeper;
+
+// A server engine and its SSH hub. Owns its runtime.
+typedef struct cpam_hub cpam_hub;
 
 // A loaded Connection Manager profile: one user, one gatekeeper. Owns its
 // runtime and one SSH link to the server, dialed on first use.
@@ -129,6 +138,34 @@ typedef struct cpam_gatekeeper_state {
   // The customer's switch is off: sessions are refused and closed.
   bool disabled;
 } cpam_gatekeeper_state;
+
+// Receives each audit record once it is sealed into the chain and stored,
+// as a NUL-terminated JSON object (`seq`, `at`, `category`, `action`,
+// `actor`, `customer_id`, `session_id`, `detail`, `prev_hash`, `hash`),
+// valid only during the call. Runs on one of the hub's threads, possibly
+// on several at once; it must not call `cpam_hub_stop`/`cpam_hub_free`.
+typedef void (*cpam_audit_sink_fn)(void *userdata, const char *record_json);
+
+// Decides on a session the built-in policy allowed. `check_json` is the
+// check (`user`, `customer`, `gatekeeper`, `service`, `grant`,
+// `originator`, `at`). Return true to allow; false to refuse, after
+// writing a NUL-terminated reason of at most `reason_len` bytes to `reason`
+// (it is audited and shown to the user). A refused session fails with
+// `CPAM_PERMISSION_DENIED` on the vendor's side. Runs on one of the hub's
+// threads, possibly on several at once, while that session waits.
+typedef bool (*cpam_access_hook_fn)(void *userdata,
+                                    const char *check_json,
+                                    char *reason,
+                                    size_t reason_len);
+
+// Supplies the credential injected into a session. `request_json` has
+// `session`, `user`, `customer` and `service`. Call `cpam_credential_set`
+// on `credential` to supply one, or leave it unset when the service needs
+// none, and return true; return false to fail the session's start. Runs on
+// one of the hub's threads, possibly on several at once.
+typedef bool (*cpam_credential_fn)(void *userdata,
+                                   const char *request_json,
+                                   struct cpam_credential *credential);
 
 #ifdef __cplusplus
 extern "C" {
@@ -288,6 +325,65 @@ enum cpam_status cpam_gatekeeper_stop(const struct cpam_gatekeeper *gatekeeper);
 
 // Stops the gatekeeper if running and frees the handle. NULL is ignored.
 void cpam_gatekeeper_free(struct cpam_gatekeeper *gatekeeper);
+
+// Creates a hub over `source`: a server data dir made by `cpam-server
+// init` (its database, host key and listen address), or a database URL
+// (`sqlite:///path/cpam.db`, `sqlite::memory:`, `postgres://...`) with a
+// fresh host key each time. Administer it with `cpam-server ... --data-dir`
+// as usual. Nothing listens until `cpam_hub_run`; events are queued from now.
+enum cpam_status cpam_hub_new(const char *source, struct cpam_hub **out);
+
+// Sets (or with a NULL `callback`, removes) the audit sink callback; see
+// `cpam_audit_sink_fn`. Records are stored in the hub's database either way.
+enum cpam_status cpam_hub_set_audit_sink(const struct cpam_hub *hub,
+                                         cpam_audit_sink_fn callback,
+                                         void *userdata);
+
+// Sets (or with a NULL `callback`, removes) the access decision hook; see
+// `cpam_access_hook_fn`.
+enum cpam_status cpam_hub_set_access_hook(const struct cpam_hub *hub,
+                                          cpam_access_hook_fn callback,
+                                          void *userdata);
+
+// Sets (or with a NULL `callback`, removes) the credential source; see
+// `cpam_credential_fn`.
+enum cpam_status cpam_hub_set_credential_source(const struct cpam_hub *hub,
+                                                cpam_credential_fn callback,
+                                                void *userdata);
+
+// Fills the credential a `cpam_credential_fn` was asked for. `kind` is a
+// `cpam_credential_kind`; the strings are copied. Only valid inside the callback.
+enum cpam_status cpam_credential_set(struct cpam_credential *credential,
+                                     uint32_t kind,
+                                     const char *username,
+                                     const char *secret);
+
+// Starts serving gatekeepers and Connection Managers on `listen` (`IP:PORT`,
+// port 0 for a free one; NULL for the data dir's configured address) in the
+// background. `cpam_hub_local_addr` tells the bound address.
+enum cpam_status cpam_hub_run(const struct cpam_hub *hub, const char *listen);
+
+// Copies the address the hub listens on (`IP:PORT`, NUL-terminated; 64
+// bytes always suffice) into `buf`. `CPAM_CLOSED` when it is not running.
+enum cpam_status cpam_hub_local_addr(const struct cpam_hub *hub,
+                                     char *buf,
+                                     size_t len,
+                                     size_t *written);
+
+// Waits up to `timeout_ms` (`CPAM_TIMEOUT_INFINITE`: no limit) for the next
+// engine event (gatekeepers online/offline/switch, sessions started, ended,
+// refused) and writes it to `*event`; free it with `cpam_event_free`.
+// `CPAM_TIMEOUT` when none came; `CPAM_CLOSED` after `cpam_hub_stop` once drained.
+enum cpam_status cpam_hub_next_event(const struct cpam_hub *hub,
+                                     uint32_t timeout_ms,
+                                     struct cpam_event **event);
+
+// Stops listening, ends live sessions (their end records are written, at
+// most 3 s) and closes the event queue. Blocks until done.
+enum cpam_status cpam_hub_stop(const struct cpam_hub *hub);
+
+// Stops the hub if running and frees it. NULL is ignored.
+void cpam_hub_free(struct cpam_hub *hub);
 
 // The stable name of `status` (`"ok"`, `"permission_denied"`, ...), the
 // same names cpam uses for error kinds in JSON and Python. Never NULL; a

@@ -21,6 +21,7 @@ mod boundary;
 pub mod connect;
 pub mod event;
 pub mod gatekeeper;
+pub mod hub;
 pub mod status;
 
 use std::ffi::c_char;
