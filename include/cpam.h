@@ -102,6 +102,14 @@ typedef enum cpam_event_kind {
   CPAM_EVENT_KIND_EVENTS_LOST = 7,
 } cpam_event_kind;
 
+// What a credential carries, for `cpam_credential_set`.
+typedef enum cpam_credential_kind {
+  // A password.
+  CPAM_CREDENTIAL_KIND_PASSWORD = 1,
+  // An OpenSSH private key (PEM text).
+  CPAM_CREDENTIAL_KIND_PRIVATE_KEY = 2,
+} cpam_credential_kind;
+
 // The outcome of `cpam_audit_verify`.
 typedef struct cpam_audit_report cpam_audit_report;
 

@@ -20,6 +20,9 @@ command -v sshpass >/dev/null || need+=(sshpass)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The C ABI tests (tests/c_abi.rs) compile examples/c/ with cc under
+# AddressSanitizer and UndefinedBehaviorSanitizer (gcc's libasan/libubsan).
+command -v cc >/dev/null && echo 'int main(void){return 0;}' | cc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null || need+=(build-essential)
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing test peers: ${need[*]}"
     apt-get update -qq

@@ -7,15 +7,16 @@
  *   1. lists the services the user may use now,
  *   2. opens a session to SERVICE as a byte stream it writes to and reads
  *      from itself (no local socket involved),
- *   3. tries a service the user has no grant for, and shows that the refusal
- *      arrives as CPAM_PERMISSION_DENIED with a message,
+ *   3. tries services it must not reach (no grant, or refused by the
+ *      server's access hook), and shows that each refusal arrives as
+ *      CPAM_PERMISSION_DENIED with a message,
  *   4. opens a local forward (what `cpam-connect forward` does) and talks
  *      through it with a plain TCP socket, as an ssh or RDP client would.
  *
  * SERVICE is expected to echo what it receives (the tests point it at a TCP
  * echo server in the customer's network).
  *
- * Usage: forward_service PROFILE SERVICE DENIED_SERVICE
+ * Usage: forward_service PROFILE SERVICE [DENIED_SERVICE...]
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -86,7 +87,7 @@ static int echo_over_stream(const cpam_profile *profile, const char *service) {
     return rc;
 }
 
-/* 3. A service without a grant: the server refuses the session. */
+/* 3. A service we must not reach: the server refuses the session. */
 static int expect_refusal(const cpam_profile *profile, const char *service) {
     cpam_stream *stream = NULL;
     cpam_status st = cpam_profile_open_stream(profile, service, &stream);
@@ -157,8 +158,8 @@ static int echo_over_forward(const cpam_profile *profile, const char *service) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s PROFILE SERVICE DENIED_SERVICE\n", argv[0]);
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s PROFILE SERVICE [DENIED_SERVICE...]\n", argv[0]);
         return 2;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -178,7 +179,9 @@ int main(int argc, char **argv) {
     cpam_string_free(services);
 
     int rc = echo_over_stream(profile, argv[2]);
-    rc |= expect_refusal(profile, argv[3]);
+    for (int i = 3; i < argc; i++) {
+        rc |= expect_refusal(profile, argv[i]);
+    }
     rc |= echo_over_forward(profile, argv[2]);
     cpam_profile_free(profile);
     printf(rc == 0 ? "all good\n" : "something failed\n");
