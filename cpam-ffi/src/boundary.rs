@@ -239,3 +239,33 @@ impl Rt {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_cpam_panic_with_a_message() {
+        let st = boundary(|| panic!("boom"));
+        assert_eq!(st, cpam_status::CPAM_PANIC);
+        let last = crate::status::last_error().expect("a last error");
+        assert_eq!(last.message, "internal panic: boom");
+        assert_eq!(boundary_or(7, || panic!("again")), 7);
+    }
+
+    #[test]
+    fn copy_out_writes_nothing_when_the_buffer_is_too_small() {
+        let mut buf = [1 as c_char; 4];
+        let mut written = 99;
+        // SAFETY: a 4-byte buffer and a valid usize.
+        let r = unsafe { copy_out("abcd", buf.as_mut_ptr(), buf.len(), &mut written) };
+        assert_eq!(
+            r.map_err(|f| f.status).err(),
+            Some(cpam_status::CPAM_BUFFER_TOO_SMALL)
+        );
+        assert_eq!((buf, written), ([1; 4], 99));
+        // SAFETY: as above.
+        unsafe { copy_out("abc", buf.as_mut_ptr(), buf.len(), &mut written) }.unwrap();
+        assert_eq!((buf, written), ([97, 98, 99, 0], 3));
+    }
+}
