@@ -343,18 +343,20 @@ enum cpam_status cpam_hub_new(const char *source, struct cpam_hub **out);
 
 // Sets (or with a NULL `callback`, removes) the audit sink callback; see
 // `cpam_audit_sink_fn`. Records are stored in the hub's database either way.
+// `userdata` is passed to every call and must stay valid until the hub is
+// freed (a call already under way may still use a replaced one).
 enum cpam_status cpam_hub_set_audit_sink(const struct cpam_hub *hub,
                                          cpam_audit_sink_fn callback,
                                          void *userdata);
 
 // Sets (or with a NULL `callback`, removes) the access decision hook; see
-// `cpam_access_hook_fn`.
+// `cpam_access_hook_fn`. `userdata` must stay valid until the hub is freed.
 enum cpam_status cpam_hub_set_access_hook(const struct cpam_hub *hub,
                                           cpam_access_hook_fn callback,
                                           void *userdata);
 
 // Sets (or with a NULL `callback`, removes) the credential source; see
-// `cpam_credential_fn`.
+// `cpam_credential_fn`. `userdata` must stay valid until the hub is freed.
 enum cpam_status cpam_hub_set_credential_source(const struct cpam_hub *hub,
                                                 cpam_credential_fn callback,
                                                 void *userdata);
@@ -368,7 +370,10 @@ enum cpam_status cpam_credential_set(struct cpam_credential *credential,
 
 // Starts serving gatekeepers and Connection Managers on `listen` (`IP:PORT`,
 // port 0 for a free one; NULL for the data dir's configured address) in the
-// background. `cpam_hub_local_addr` tells the bound address.
+// background. `cpam_hub_local_addr` tells the bound address. Over a data
+// dir it also serves the control socket, so `cpam-server sessions
+// terminate` and grant revocations reach the running hub. A stopped hub
+// cannot run again (`CPAM_CLOSED`).
 enum cpam_status cpam_hub_run(const struct cpam_hub *hub, const char *listen);
 
 // Copies the address the hub listens on (`IP:PORT`, NUL-terminated; 64

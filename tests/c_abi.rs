@@ -344,6 +344,7 @@ fn c_hub_with_an_access_hook_and_an_audit_sink() -> anyhow::Result<()> {
         &[
             "access hook: allow",
             "access hook: deny after-hours",
+            "\"action\":\"server.start\"",
             "\"action\":\"gatekeeper.registered\"",
             "\"action\":\"session.start\"",
             "change window closed for after-hours",

@@ -4,7 +4,8 @@
 
 use std::ffi::{CStr, CString, c_char, c_void};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use cpam_core::hooks::{
     AccessCheck, AccessHook, Credential, CredentialKind, CredentialRequest, CredentialSource,
     HookDecision,
 };
-use cpam_core::model::AuditEvent;
+use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
 use cpam_core::server::DataDir;
 use cpam_core::session::SessionEngine;
 use cpam_core::store::{SqlStore, Store};
@@ -122,16 +123,12 @@ impl AuditSink for FfiAuditSink {
             // SAFETY: `f` is the caller's callback with its own userdata; the
             // string outlives the call.
             let call = move || unsafe { f(ud.get(), json.as_ptr()) };
-            if let Err(e) = tokio::task::spawn_blocking(call).await {
-                tracing_warn(&format!("the audit sink callback failed: {e}"));
+            if let Err(error) = tokio::task::spawn_blocking(call).await {
+                tracing::error!(%error, "the audit sink callback failed");
             }
         }
         Ok(())
     }
-}
-
-fn tracing_warn(message: &str) {
-    eprintln!("cpam: {message}");
 }
 
 #[derive(Debug)]
@@ -219,9 +216,18 @@ pub struct cpam_hub {
     hub: Arc<Hub>,
     sink: Arc<FfiAuditSink>,
     listen: String,
+    control: Option<PathBuf>,
     events: Arc<EventQueue>,
     forwarder: JoinHandle<()>,
-    serving: Mutex<Option<(SocketAddr, JoinHandle<()>)>>,
+    serving: Mutex<Option<Serving>>,
+    /// A stopped hub cannot serve again.
+    stopped: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Serving {
+    addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl cpam_hub {
@@ -236,11 +242,18 @@ impl cpam_hub {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        if let Some((_, task)) = serving {
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(serving) = serving {
             self.rt.block_on(async {
                 self.hub.shutdown(STOP_GRACE).await;
-                let _ = tokio::time::timeout(STOP_GRACE, task).await;
+                for task in serving.tasks {
+                    task.abort();
+                    let _ = tokio::time::timeout(STOP_GRACE, task).await;
+                }
             });
+            if let Some(path) = &self.control {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -273,10 +286,18 @@ async fn forward_events(
     }
 }
 
-async fn open(
-    source: &str,
-) -> cpam_core::Result<(Arc<dyn Store>, russh::keys::PrivateKey, String)> {
-    if source.contains("://") || source.starts_with("sqlite:") {
+/// What `cpam_hub_new` opened.
+struct Opened {
+    store: Arc<dyn Store>,
+    key: russh::keys::PrivateKey,
+    listen: String,
+    /// The control socket of a data dir, through which `cpam-server`'s admin
+    /// commands reach the running hub.
+    control: Option<PathBuf>,
+}
+
+async fn open(source: &str) -> cpam_core::Result<Opened> {
+    let opened = if source.contains("://") || source.starts_with("sqlite:") {
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(source).await?);
         for role in cpam_core::model::builtin_roles() {
             if !store
@@ -288,19 +309,37 @@ async fn open(
                 store.put_role(&role).await?;
             }
         }
-        Ok((
+        Opened {
             store,
-            cpam_core::tunnel::keys::generate()?,
-            "127.0.0.1:0".into(),
-        ))
+            key: cpam_core::tunnel::keys::generate()?,
+            listen: "127.0.0.1:0".into(),
+            control: None,
+        }
     } else {
         let data = DataDir::open(Path::new(source))?;
-        Ok((
-            data.store().await?,
-            data.host_key()?,
-            data.config.listen.clone(),
-        ))
+        Opened {
+            store: data.store().await?,
+            key: data.host_key()?,
+            listen: data.config.listen.clone(),
+            control: Some(data.control_socket()),
+        }
+    };
+    // As `cpam-server run` does: a server that stopped without saying so
+    // left gatekeepers marked online and sessions open.
+    let now = Timestamp::now();
+    for gk in opened.store.list_gatekeepers(None).await? {
+        if gk.online {
+            opened
+                .store
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
+                .await?;
+        }
     }
+    opened
+        .store
+        .close_orphan_sessions(now, "server stopped while the session was live")
+        .await?;
+    Ok(opened)
 }
 
 /// Creates a hub over `source`: a server data dir made by `cpam-server
@@ -318,7 +357,12 @@ pub unsafe extern "C" fn cpam_hub_new(
         let source = unsafe { arg_str(source, "source") }?;
         let out = arg_out(out, "out")?;
         let rt = Rt::new("hub")?;
-        let (store, key, listen) = rt.block_on(open(source))?;
+        let Opened {
+            store,
+            key,
+            listen,
+            control,
+        } = rt.block_on(open(source))?;
         let sink = Arc::new(FfiAuditSink {
             store: store.clone(),
             callback: Mutex::new(None),
@@ -337,9 +381,11 @@ pub unsafe extern "C" fn cpam_hub_new(
             hub,
             sink,
             listen,
+            control,
             events,
             forwarder,
             serving: Mutex::new(None),
+            stopped: AtomicBool::new(false),
         };
         // SAFETY: checked by `arg_out`.
         unsafe { put(out, into_handle(handle)) };
@@ -349,6 +395,8 @@ pub unsafe extern "C" fn cpam_hub_new(
 
 /// Sets (or with a NULL `callback`, removes) the audit sink callback; see
 /// `cpam_audit_sink_fn`. Records are stored in the hub's database either way.
+/// `userdata` is passed to every call and must stay valid until the hub is
+/// freed (a call already under way may still use a replaced one).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_hub_set_audit_sink(
     hub: *const cpam_hub,
@@ -365,7 +413,7 @@ pub unsafe extern "C" fn cpam_hub_set_audit_sink(
 }
 
 /// Sets (or with a NULL `callback`, removes) the access decision hook; see
-/// `cpam_access_hook_fn`.
+/// `cpam_access_hook_fn`. `userdata` must stay valid until the hub is freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_hub_set_access_hook(
     hub: *const cpam_hub,
@@ -386,7 +434,7 @@ pub unsafe extern "C" fn cpam_hub_set_access_hook(
 }
 
 /// Sets (or with a NULL `callback`, removes) the credential source; see
-/// `cpam_credential_fn`.
+/// `cpam_credential_fn`. `userdata` must stay valid until the hub is freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_hub_set_credential_source(
     hub: *const cpam_hub,
@@ -443,7 +491,10 @@ pub unsafe extern "C" fn cpam_credential_set(
 
 /// Starts serving gatekeepers and Connection Managers on `listen` (`IP:PORT`,
 /// port 0 for a free one; NULL for the data dir's configured address) in the
-/// background. `cpam_hub_local_addr` tells the bound address.
+/// background. `cpam_hub_local_addr` tells the bound address. Over a data
+/// dir it also serves the control socket, so `cpam-server sessions
+/// terminate` and grant revocations reach the running hub. A stopped hub
+/// cannot run again (`CPAM_CLOSED`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_hub_run(hub: *const cpam_hub, listen: *const c_char) -> cpam_status {
     boundary(|| {
@@ -462,6 +513,12 @@ pub unsafe extern "C" fn cpam_hub_run(hub: *const cpam_hub, listen: *const c_cha
             )
         })?;
         let mut serving = hub.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if hub.stopped.load(Ordering::SeqCst) {
+            return Err(Failure::new(
+                cpam_status::CPAM_CLOSED,
+                "the hub was stopped; create a new one with cpam_hub_new",
+            ));
+        }
         if serving.is_some() {
             return Err(Failure::new(
                 cpam_status::CPAM_INVALID_ARGUMENT,
@@ -475,13 +532,30 @@ pub unsafe extern "C" fn cpam_hub_run(hub: *const cpam_hub, listen: *const c_cha
         let addr = listener
             .local_addr()
             .map_err(|e| Failure::from(Error::from(e)))?;
+        let engine = hub.engine().clone();
+        hub.rt.block_on(engine.record(AuditEvent {
+            at: Timestamp::now(),
+            category: AuditCategory::SystemMessages,
+            action: "server.start".into(),
+            actor: "system".into(),
+            customer_id: None,
+            session_id: None,
+            detail: serde_json::json!({ "listen": addr.to_string(), "embedded": true }),
+        }));
         let h = hub.hub.clone();
-        let task = hub.rt.handle().spawn(async move {
-            if let Err(e) = h.serve(listener).await {
-                tracing_warn(&format!("the hub stopped: {e}"));
+        let mut tasks = vec![hub.rt.handle().spawn(async move {
+            if let Err(error) = h.serve(listener).await {
+                tracing::error!(%error, "the hub stopped");
             }
-        });
-        *serving = Some((addr, task));
+        })];
+        if let Some(path) = hub.control.clone() {
+            tasks.push(hub.rt.handle().spawn(async move {
+                if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
+                    tracing::error!(%error, "the control socket stopped");
+                }
+            }));
+        }
+        *serving = Some(Serving { addr, tasks });
         Ok(())
     })
 }
@@ -503,7 +577,7 @@ pub unsafe extern "C" fn cpam_hub_local_addr(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
-            .map(|(a, _)| *a)
+            .map(|s| s.addr)
             .ok_or_else(|| Failure::new(cpam_status::CPAM_CLOSED, "the hub is not running"))?;
         // SAFETY: buffer per the header's contract.
         unsafe { copy_out(&addr.to_string(), buf, len, written) }
