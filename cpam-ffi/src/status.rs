@@ -9,9 +9,9 @@ use cpam_core::ErrorKind;
 /// The result of every fallible call. `CPAM_OK` is 0; codes are never reused.
 ///
 /// 1..99 are conditions of the C boundary itself; 100 and up mirror
-/// cpam's `ErrorKind` one to one (the Python exceptions derive from the same
-/// kinds), so a refused session is `CPAM_PERMISSION_DENIED` in C and
-/// `cpam.PermissionDenied` in Python.
+/// cpam's `ErrorKind` one to one (the Python package's `CpamError`
+/// subclasses derive from the same kinds), so a refused session is
+/// `CPAM_PERMISSION_DENIED` here and the `permission_denied` kind in Python.
 ///
 /// cbindgen:prefix-with-name=false
 #[allow(non_camel_case_types)]
