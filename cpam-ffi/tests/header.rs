@@ -26,12 +26,22 @@ fn header_is_fresh() -> Result<(), Box<dyn std::error::Error>> {
             .zip(committed.lines())
             .position(|(a, b)| a != b)
             .unwrap_or(fresh.lines().count().min(committed.lines().count()));
+        let line = |text: &str| {
+            text.lines()
+                .nth(first)
+                .unwrap_or("<end of file>")
+                .to_string()
+        };
+        // Keep the fresh header so the hint's `diff` works after the test.
+        let kept = dir.keep();
         panic!(
-            "include/cpam.h is stale (first difference at line {}): regenerate it with \
-             `CPAM_UPDATE_HEADER=1 cargo test -p cpam-ffi --test header` and commit it; \
-             see `diff include/cpam.h {}`",
+            "include/cpam.h is stale (first difference at line {}):\n  committed: {}\n  generated: {}\n\
+             regenerate it with `CPAM_UPDATE_HEADER=1 cargo test -p cpam-ffi --test header` and \
+             commit it; see `diff include/cpam.h {}`",
             first + 1,
-            fresh_path.display()
+            line(&committed),
+            line(&fresh),
+            kept.join("cpam.h").display()
         );
     }
     Ok(())
