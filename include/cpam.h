@@ -145,6 +145,8 @@ typedef struct cpam_gatekeeper_state {
   bool online;
   // The customer's switch is off: sessions are refused and closed.
   bool disabled;
+  // Space for fields added later (the struct's size stays the same); zero.
+  uint8_t _reserved[12];
 } cpam_gatekeeper_state;
 
 // Receives each audit record once it is sealed into the chain and stored,
@@ -310,6 +312,12 @@ enum cpam_status cpam_gatekeeper_run(const struct cpam_gatekeeper *gatekeeper, c
 // Writes the gatekeeper's state to `*out`.
 enum cpam_status cpam_gatekeeper_status(const struct cpam_gatekeeper *gatekeeper,
                                         struct cpam_gatekeeper_state *out);
+
+// Writes to `*json_out` the registration kept in the state dir, as a JSON
+// object (`server`, `server_key`, `gatekeeper_id`, `name`,
+// `registered_at`); free it with `cpam_string_free`. `CPAM_NOT_FOUND` when
+// the gatekeeper is not registered.
+enum cpam_status cpam_gatekeeper_info(const struct cpam_gatekeeper *gatekeeper, char **json_out);
 
 // The customer's switch: refuse new sessions and close the live ones. The
 // server learns it at once; it persists in the state dir.

@@ -297,6 +297,8 @@ fn c_gatekeeper_and_vendor_through_cpam_server() -> anyhow::Result<()> {
         &out.gatekeeper,
         &[
             "registered",
+            "info: {\"server\":\"127.0.0.1:",
+            "\"gatekeeper_id\":\"gk_",
             "\"type\":\"gatekeeper_online\"",
             "status: registered=1 running=1 online=1 disabled=1",
             "status: registered=1 running=1 online=1 disabled=0",

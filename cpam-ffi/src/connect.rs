@@ -242,6 +242,12 @@ pub unsafe extern "C" fn cpam_stream_read(
             return Err(crate::boundary::null("buf"));
         }
         let read = arg_out(read, "read")?;
+        if len == 0 {
+            return Err(Failure::new(
+                cpam_status::CPAM_INVALID_ARGUMENT,
+                "len is 0: a read of nothing cannot tell data from end of stream",
+            ));
+        }
         // SAFETY: the caller guarantees `buf` is valid for `len` bytes and
         // not used elsewhere during the call.
         let buf = unsafe { std::slice::from_raw_parts_mut(buf, len) };

@@ -14,8 +14,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::boundary::{
-    FfiResult, Rt, arg_opt_str, arg_out, arg_ref, arg_str, boundary, boundary_or, into_handle, put,
-    take_handle,
+    FfiResult, Rt, arg_opt_str, arg_out, arg_ref, arg_str, boundary, boundary_or, c_string,
+    into_handle, put, take_handle,
 };
 use crate::event::{EventQueue, cpam_event, cpam_event_kind, pull};
 use crate::status::{Failure, cpam_status};
@@ -54,6 +54,8 @@ pub struct cpam_gatekeeper_state {
     pub online: bool,
     /// The customer's switch is off: sessions are refused and closed.
     pub disabled: bool,
+    /// Space for fields added later (the struct's size stays the same); zero.
+    pub _reserved: [u8; 12],
 }
 
 impl cpam_gatekeeper {
@@ -254,9 +256,33 @@ pub unsafe extern "C" fn cpam_gatekeeper_status(
             running: running.is_some(),
             online: running.as_ref().is_some_and(|r| *r.online.borrow()),
             disabled: gatekeeper::is_disabled(&gk.dir),
+            _reserved: [0; 12],
         };
         // SAFETY: checked by `arg_out`.
         unsafe { put(out, status) };
+        Ok(())
+    })
+}
+
+/// Writes to `*json_out` the registration kept in the state dir, as a JSON
+/// object (`server`, `server_key`, `gatekeeper_id`, `name`,
+/// `registered_at`); free it with `cpam_string_free`. `CPAM_NOT_FOUND` when
+/// the gatekeeper is not registered.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_gatekeeper_info(
+    gatekeeper: *const cpam_gatekeeper,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let gk = unsafe { arg_ref(gatekeeper, "gatekeeper") }?;
+        let out = arg_out(json_out, "json_out")?;
+        let state = GatekeeperState::load(&gk.dir)?;
+        let text = serde_json::to_string(&state)
+            .map_err(|e| Failure::new(cpam_status::CPAM_INTERNAL, e.to_string()))?;
+        let text = c_string(text)?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { put(out, text) };
         Ok(())
     })
 }

@@ -105,12 +105,19 @@ fn errors_carry_the_status_of_their_kind_and_a_message_naming_the_cause() {
             running: true,
             online: true,
             disabled: true,
+            _reserved: [7; 12],
         };
         assert_eq!(
             cpam_gatekeeper_status(gk, &mut status),
             cpam_status::CPAM_OK
         );
         assert_eq!(status, cpam_gatekeeper_state::default());
+        let mut info = ptr::null_mut();
+        assert_eq!(
+            cpam_gatekeeper_info(gk, &mut info),
+            cpam_status::CPAM_NOT_FOUND
+        );
+        assert!(info.is_null());
         assert_eq!(
             cpam_gatekeeper_run(gk, c"not-a-rule".as_ptr()),
             cpam_status::CPAM_INVALID_ARGUMENT

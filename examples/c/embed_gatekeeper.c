@@ -96,6 +96,15 @@ int main(int argc, char **argv) {
         goto out;
     }
     printf("registered\n");
+    /* What registration kept in the state dir: our id and name, the server
+     * and its pinned key. Strings the library returns are freed by it. */
+    char *info = NULL;
+    if ((st = cpam_gatekeeper_info(gk, &info)) != CPAM_OK) {
+        fail("cpam_gatekeeper_info", st);
+        goto out;
+    }
+    printf("info: %s\n", info);
+    cpam_string_free(info);
 
     /* 2. Run. This returns at once; the tunnel lives on the handle's
      * threads and reconnects with backoff if the server goes away. */
