@@ -34,8 +34,13 @@ pub const CPAM_TIMEOUT_INFINITE: u32 = u32::MAX;
 /// The library version (`"0.1.0"`), a static string.
 #[unsafe(no_mangle)]
 pub extern "C" fn cpam_version() -> *const c_char {
-    const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\0");
-    VERSION.as_ptr().cast()
+    const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+    ) {
+        Ok(v) => v,
+        Err(_) => c"unknown",
+    };
+    boundary::boundary_or(c"unknown".as_ptr(), || VERSION.as_ptr())
 }
 
 /// Frees a string the library returned through a `char **` out-parameter.

@@ -6,6 +6,8 @@ use std::ffi::c_char;
 
 use cpam_core::ErrorKind;
 
+use crate::boundary::boundary_or;
+
 /// The result of every fallible call. `CPAM_OK` is 0; codes are never reused.
 ///
 /// 1..99 are conditions of the C boundary itself; 100 and up mirror
@@ -184,7 +186,7 @@ pub fn last_error() -> Option<Failure> {
 /// static string the caller must not free.
 #[unsafe(no_mangle)]
 pub extern "C" fn cpam_status_name(status: cpam_status) -> *const c_char {
-    status.c_name().as_ptr()
+    boundary_or(c"internal".as_ptr(), || status.c_name().as_ptr())
 }
 
 /// Copies the message of the last failed call on this thread into `buf` as a
@@ -198,25 +200,29 @@ pub unsafe extern "C" fn cpam_last_error_message(
     len: usize,
     written: *mut usize,
 ) -> cpam_status {
-    if buf.is_null() || written.is_null() {
-        return cpam_status::CPAM_NULL_ARGUMENT;
-    }
-    if len == 0 {
-        return cpam_status::CPAM_BUFFER_TOO_SMALL;
-    }
-    let message = last_error().map(|f| f.message).unwrap_or_default();
-    let mut n = message.len().min(len - 1);
-    while !message.is_char_boundary(n) {
-        n -= 1;
-    }
-    // SAFETY: the caller guarantees `buf` is valid for `len` bytes and
-    // `written` for one `size_t`; `n < len`, so `n + 1` bytes fit.
-    unsafe {
-        std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
-        *buf.add(n) = 0;
-        *written = n;
-    }
-    cpam_status::CPAM_OK
+    // `boundary_or`, not `boundary`: a failure here must not replace the
+    // message the caller asks for.
+    boundary_or(cpam_status::CPAM_PANIC, || {
+        if buf.is_null() || written.is_null() {
+            return cpam_status::CPAM_NULL_ARGUMENT;
+        }
+        if len == 0 {
+            return cpam_status::CPAM_BUFFER_TOO_SMALL;
+        }
+        let message = last_error().map(|f| f.message).unwrap_or_default();
+        let mut n = message.len().min(len - 1);
+        while !message.is_char_boundary(n) {
+            n -= 1;
+        }
+        // SAFETY: the caller guarantees `buf` is valid for `len` bytes and
+        // `written` for one `size_t`; `n < len`, so `n + 1` bytes fit.
+        unsafe {
+            std::ptr::copy_nonoverlapping(message.as_ptr(), buf.cast::<u8>(), n);
+            *buf.add(n) = 0;
+            *written = n;
+        }
+        cpam_status::CPAM_OK
+    })
 }
 
 #[cfg(test)]

@@ -56,6 +56,17 @@ fn null_and_non_utf8_arguments_are_refused_and_outputs_stay_untouched() {
     // SAFETY: NULL out-pointer is what is being tested.
     let st = unsafe { cpam_profile_load(c"/nonexistent".as_ptr(), ptr::null_mut()) };
     assert_eq!(st, cpam_status::CPAM_NULL_ARGUMENT);
+    // SAFETY: both return static NUL-terminated strings.
+    unsafe {
+        assert_eq!(
+            CStr::from_ptr(cpam::cpam_version()).to_str(),
+            Ok(env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            CStr::from_ptr(cpam_status_name(cpam_status::CPAM_PERMISSION_DENIED)).to_str(),
+            Ok("permission_denied")
+        );
+    }
     // SAFETY: freeing NULL is documented to be ignored.
     unsafe {
         cpam_gatekeeper_free(ptr::null_mut());
