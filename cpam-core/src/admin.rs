@@ -19,6 +19,10 @@ use crate::store::{NewGrant, Store};
 use crate::tunnel::keys;
 use crate::tunnel::profile::Profile;
 
+mod console;
+
+pub use console::{NewUser, UserUpdate};
+
 /// An operator acting on a store; `actor` is recorded with every change.
 #[derive(Debug, Clone)]
 pub struct Admin {
@@ -47,12 +51,22 @@ impl Admin {
     }
 
     /// Creates the built-in roles that are missing (System Administrator,
-    /// Vendor, Customer Administrator, Auditor).
+    /// Vendor, Customer Administrator, Auditor) and brings the permissions of
+    /// existing ones up to date with this version.
     pub async fn ensure_builtin_roles(&self) -> Result<()> {
         let existing = self.store.list_roles().await?;
         for role in crate::model::builtin_roles() {
-            if !existing.iter().any(|r| r.name == role.name) {
-                self.store.put_role(&role).await?;
+            match existing.iter().find(|r| r.name == role.name) {
+                None => self.store.put_role(&role).await?,
+                Some(old) => {
+                    let mut want = role.permissions.clone();
+                    want.sort();
+                    if old.permissions != want {
+                        self.store
+                            .set_role_permissions(&role.name, &role.permissions)
+                            .await?;
+                    }
+                }
             }
         }
         Ok(())

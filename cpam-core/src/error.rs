@@ -37,6 +37,9 @@ pub enum ErrorKind {
     Cancelled,
     /// A bug or an unexpected internal state.
     Internal,
+    /// The object's current state does not allow this (e.g. a built-in role
+    /// is read-only, a gatekeeper is not registered yet, a session is not live).
+    Conflict,
 }
 
 impl ErrorKind {
@@ -56,6 +59,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::Internal => "internal",
+            ErrorKind::Conflict => "conflict",
         }
     }
 }
@@ -115,6 +119,11 @@ impl Error {
     /// Shorthand for [`ErrorKind::PermissionDenied`].
     pub fn denied(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::PermissionDenied, message)
+    }
+
+    /// Shorthand for [`ErrorKind::Conflict`].
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
     }
 
     /// Shorthand for [`ErrorKind::Internal`].

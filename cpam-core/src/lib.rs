@@ -7,6 +7,7 @@
 //!
 //! See `ARCHITECTURE.md` for the map of modules.
 
+pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod error;

@@ -117,6 +117,8 @@ id_type!(/// One connection through the tunnel.
     SessionId, "ses");
 id_type!(/// One key enrolled for a user.
     KeyId, "key");
+id_type!(/// One API token of a user.
+    TokenId, "tok");
 
 /// Lowercase base32 (RFC 4648 alphabet, no padding) of `bytes` random bytes.
 pub fn random_token(bytes: usize) -> String {
@@ -257,6 +259,9 @@ pub enum Permission {
     VIEW_SESSIONS,
     TERMINATE_SESSIONS,
     VERIFY_AUDIT_LOG,
+    ACCESS_ALL_CUSTOMERS,
+    VIEW_OWN_SESSIONS,
+    MANAGE_SETTINGS,
 }
 
 impl Permission {
@@ -276,6 +281,9 @@ impl Permission {
         Permission::VIEW_SESSIONS,
         Permission::TERMINATE_SESSIONS,
         Permission::VERIFY_AUDIT_LOG,
+        Permission::ACCESS_ALL_CUSTOMERS,
+        Permission::VIEW_OWN_SESSIONS,
+        Permission::MANAGE_SETTINGS,
     ];
 
     /// The permission's name as written in roles and the seeds.
@@ -295,6 +303,42 @@ impl Permission {
             Permission::VIEW_SESSIONS => "VIEW_SESSIONS",
             Permission::TERMINATE_SESSIONS => "TERMINATE_SESSIONS",
             Permission::VERIFY_AUDIT_LOG => "VERIFY_AUDIT_LOG",
+            Permission::ACCESS_ALL_CUSTOMERS => "ACCESS_ALL_CUSTOMERS",
+            Permission::VIEW_OWN_SESSIONS => "VIEW_OWN_SESSIONS",
+            Permission::MANAGE_SETTINGS => "MANAGE_SETTINGS",
+        }
+    }
+
+    /// What the permission allows, in one sentence for people.
+    pub fn description(self) -> &'static str {
+        match self {
+            Permission::VIEW_ADMIN_LOG_USER_ACTIVITY => {
+                "read user-activity entries of the admin log (logins, sessions, changes)"
+            }
+            Permission::VIEW_ADMIN_LOG_SYSTEM_MESSAGES => {
+                "read system-message entries of the admin log (gatekeepers online/offline, server)"
+            }
+            Permission::DOWNLOAD_IPCONNECT => "download the IP Connect program",
+            Permission::MANAGE_CUSTOMERS => "create and delete customers",
+            Permission::MANAGE_GATEKEEPERS => {
+                "create gatekeepers and issue their registration codes"
+            }
+            Permission::MANAGE_SERVICES => "create and delete services behind a gatekeeper",
+            Permission::MANAGE_USERS => "create, edit and disable users",
+            Permission::MANAGE_ROLES => "create, edit and delete custom roles",
+            Permission::MANAGE_GRANTS => "grant users services for a time window, and revoke",
+            Permission::USE_CONNECTION_MANAGER => "connect to services with the Connection Manager",
+            Permission::DOWNLOAD_CONNECTION_MANAGER => {
+                "download a Connection Manager profile for a gatekeeper"
+            }
+            Permission::VIEW_SESSIONS => "see every session of the customers in scope",
+            Permission::TERMINATE_SESSIONS => "terminate live sessions of the customers in scope",
+            Permission::VERIFY_AUDIT_LOG => "verify the admin log's hash chain",
+            Permission::ACCESS_ALL_CUSTOMERS => {
+                "see every customer, not only those the user is a member of"
+            }
+            Permission::VIEW_OWN_SESSIONS => "see one's own sessions",
+            Permission::MANAGE_SETTINGS => "change server-wide settings",
         }
     }
 }
@@ -340,7 +384,7 @@ pub fn builtin_roles() -> Vec<Role> {
                 P::USE_CONNECTION_MANAGER,
                 P::DOWNLOAD_CONNECTION_MANAGER,
                 P::DOWNLOAD_IPCONNECT,
-                P::VIEW_SESSIONS,
+                P::VIEW_OWN_SESSIONS,
             ],
         ),
         role(
@@ -357,6 +401,7 @@ pub fn builtin_roles() -> Vec<Role> {
         role(
             "Auditor",
             vec![
+                P::ACCESS_ALL_CUSTOMERS,
                 P::VIEW_ADMIN_LOG_USER_ACTIVITY,
                 P::VIEW_ADMIN_LOG_SYSTEM_MESSAGES,
                 P::VIEW_SESSIONS,
@@ -364,6 +409,88 @@ pub fn builtin_roles() -> Vec<Role> {
             ],
         ),
     ]
+}
+
+/// How IP Connect reaches services for a user (seed 001's "IP Connect Mode").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpConnectMode {
+    /// Use the server-wide setting (a per-user value only).
+    Global,
+    Legacy,
+    Driver,
+    DriverWithLegacyFallback,
+    Off,
+}
+
+impl IpConnectMode {
+    /// Every mode, in the order the console offers them.
+    pub const ALL: &'static [IpConnectMode] = &[
+        IpConnectMode::Global,
+        IpConnectMode::Legacy,
+        IpConnectMode::Driver,
+        IpConnectMode::DriverWithLegacyFallback,
+        IpConnectMode::Off,
+    ];
+
+    /// The kebab-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpConnectMode::Global => "global",
+            IpConnectMode::Legacy => "legacy",
+            IpConnectMode::Driver => "driver",
+            IpConnectMode::DriverWithLegacyFallback => "driver-with-legacy-fallback",
+            IpConnectMode::Off => "off",
+        }
+    }
+}
+
+impl FromStr for IpConnectMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        IpConnectMode::ALL
+            .iter()
+            .copied()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "unknown IP Connect mode `{s}` (expected global, legacy, driver, driver-with-legacy-fallback or off)"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for IpConnectMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A signed-in console session. Only the SHA-256 of its cookie value is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSession {
+    /// Hex SHA-256 of the cookie value.
+    pub id_hash: String,
+    pub user_id: UserId,
+    /// The token state-changing requests must echo in `X-CSRF-Token`.
+    pub csrf_token: String,
+    pub created_at: Timestamp,
+    pub last_seen: Timestamp,
+    /// The absolute end, whatever the activity.
+    pub expires_at: Timestamp,
+}
+
+/// A bearer token for scripts. Only the SHA-256 of the token is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiToken {
+    pub id: TokenId,
+    pub user_id: UserId,
+    pub name: String,
+    #[serde(skip)]
+    pub token_hash: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub last_used_at: Option<Timestamp>,
 }
 
 /// The kind of a service, as in seed 000.

@@ -30,6 +30,29 @@ pub struct ServerConfig {
     /// The address written into exported profiles (defaults to `listen`).
     #[serde(default)]
     pub public_address: Option<String>,
+    /// Where the web console listens.
+    #[serde(default = "default_web_listen")]
+    pub web_listen: String,
+    /// The console's TLS certificate (PEM); default `web_cert.pem` in the data dir.
+    #[serde(default)]
+    pub web_cert: Option<PathBuf>,
+    /// The console's TLS key (PEM); default `web_key.pem` in the data dir.
+    #[serde(default)]
+    pub web_key: Option<PathBuf>,
+    /// A console session ends after this long without a request.
+    #[serde(default = "default_web_idle_timeout_secs")]
+    pub web_idle_timeout_secs: u64,
+}
+
+/// The console's default listen address.
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8443";
+
+fn default_web_listen() -> String {
+    DEFAULT_WEB_LISTEN.to_string()
+}
+
+fn default_web_idle_timeout_secs() -> u64 {
+    30 * 60
 }
 
 /// An opened data dir.
@@ -62,6 +85,10 @@ impl DataDir {
             listen: listen.to_string(),
             database,
             public_address: None,
+            web_listen: default_web_listen(),
+            web_cert: None,
+            web_key: None,
+            web_idle_timeout_secs: default_web_idle_timeout_secs(),
         };
         let store = SqlStore::connect(&config.database).await?;
         for role in crate::model::builtin_roles() {
@@ -107,6 +134,29 @@ impl DataDir {
             path: path.to_path_buf(),
             config,
         })
+    }
+
+    /// Writes `config` back to `config.json`.
+    pub fn save_config(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(&self.config)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        keys::write_private_file(&self.path.join(CONFIG_FILE), text.as_bytes())
+    }
+
+    /// The console's certificate file.
+    pub fn web_cert_path(&self) -> PathBuf {
+        self.config
+            .web_cert
+            .clone()
+            .unwrap_or_else(|| self.path.join("web_cert.pem"))
+    }
+
+    /// The console's private key file.
+    pub fn web_key_path(&self) -> PathBuf {
+        self.config
+            .web_key
+            .clone()
+            .unwrap_or_else(|| self.path.join("web_key.pem"))
     }
 
     /// The database.

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod sshd;
+pub mod web;
 
 use std::time::{Duration, Instant};
 

@@ -20,13 +20,14 @@ use tokio_util::sync::CancellationToken;
 
 const PROMPT: &str = "demo@customer-host:~$ ";
 
-pub async fn demo(listen: &str) -> anyhow::Result<ExitCode> {
+pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     let tmp = std::env::temp_dir().join(format!("cpam-demo-{}", std::process::id()));
     let data_dir = tmp.join("server");
     let data = DataDir::init(&data_dir, "127.0.0.1:0", None).await?;
     let target = start_target().await?;
-    let running = crate::run::start(&data, None).await?;
+    let mut running = crate::run::start(&data, None).await?;
     let server = running.addr.to_string();
+    cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
 
     let store = data.store().await?;
     let admin = Admin::new(store.clone(), Arc::new(StoreAuditSink::new(store)), "demo");
@@ -40,9 +41,35 @@ pub async fn demo(listen: &str) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
     tokio::spawn(Agent::open(&gk_dir, allow)?.run(stop.clone()));
 
-    admin
+    let vendor = admin
         .add_user("vendor", None, &[], &["Vendor".to_string()])
         .await?;
+    let c = admin.customer("demo-customer").await?;
+    admin
+        .store()
+        .set_user_customers(&vendor.id, &[c.id])
+        .await?;
+    let console_password = cpam_core::model::random_token(10);
+    admin
+        .add_user(
+            "admin",
+            Some(cpam_core::Secret::new(console_password.clone())),
+            &[],
+            &["System Administrator".to_string()],
+        )
+        .await?;
+    let web_args = |listen: &str| crate::run::WebArgs {
+        listen: Some(listen.to_string()),
+        insecure_http: false,
+    };
+    let console = match crate::run::start_web(&data, &mut running, &web_args(web_listen)).await {
+        Ok(url) => url,
+        Err(_) => {
+            let any =
+                std::net::SocketAddr::new(web_listen.parse::<std::net::SocketAddr>()?.ip(), 0);
+            crate::run::start_web(&data, &mut running, &web_args(&any.to_string())).await?
+        }
+    };
     admin
         .add_service(
             "demo-customer",
@@ -93,6 +120,8 @@ pub async fn demo(listen: &str) -> anyhow::Result<ExitCode> {
          \x20 cargo run --release --bin cpam-server -- audit verify --data-dir {dd}\n\
          Run your own Connection Manager with the exported profile:\n\
          \x20 cargo run --release --bin cpam-connect -- --profile {profile} services\n\n\
+         The web console (self-signed certificate: accept it in the browser):\n\
+         \x20 {console}  user: admin  password: {console_password}\n\n\
          Ctrl-C stops the demo and removes {tmp}.",
         port = local.port(),
         ip = local.ip(),

@@ -32,20 +32,43 @@ enum Command {
         /// Database URL (`postgres://...`); default: SQLite in the data dir.
         #[arg(long, env = "CPAM_DATABASE_URL")]
         database: Option<String>,
+        /// Where the web console listens (default 127.0.0.1:8443).
+        #[arg(long)]
+        web_listen: Option<String>,
+        /// Another name or address for the console certificate (repeatable);
+        /// localhost, 127.0.0.1 and ::1 are always in it.
+        #[arg(long)]
+        web_host: Vec<String>,
+        /// Create this user as System Administrator; the password comes from
+        /// CPAM_ADMIN_PASSWORD or --admin-password-stdin.
+        #[arg(long)]
+        admin_user: Option<String>,
+        /// Read the administrator password from the first line of stdin.
+        #[arg(long, requires = "admin_user")]
+        admin_password_stdin: bool,
     },
-    /// Serve gatekeepers and Connection Managers.
+    /// Serve gatekeepers, Connection Managers and the web console.
     Run {
         #[arg(long)]
         data_dir: PathBuf,
         /// Overrides the configured listen address.
         #[arg(long)]
         listen: Option<String>,
+        /// Overrides the console address of config.json (`web_listen`).
+        #[arg(long)]
+        web_listen: Option<String>,
+        /// Serve the console over plain HTTP (only on a loopback address).
+        #[arg(long)]
+        web_insecure_http: bool,
     },
-    /// Server, gatekeeper and a demo SSH target in one process.
+    /// Server, gatekeeper, web console and a demo SSH target in one process.
     Demo {
         /// Where the vendor-side forward listens.
         #[arg(long, default_value = "127.0.0.1:2200")]
         listen: String,
+        /// Where the console listens (another free port if taken).
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        web_listen: String,
     },
     #[command(flatten)]
     Admin(admin::AdminCommand),
@@ -73,9 +96,32 @@ fn main() -> std::process::ExitCode {
                 data_dir,
                 listen,
                 database,
-            } => run::init(&data_dir, &listen, database.as_deref()).await,
-            Command::Run { data_dir, listen } => run::run(&data_dir, listen.as_deref()).await,
-            Command::Demo { listen } => demo::demo(&listen).await,
+                web_listen,
+                web_host,
+                admin_user,
+                admin_password_stdin,
+            } => {
+                let web = run::InitWeb {
+                    web_listen,
+                    web_hosts: web_host,
+                    admin_user,
+                    admin_password_stdin,
+                };
+                run::init(&data_dir, &listen, database.as_deref(), web).await
+            }
+            Command::Run {
+                data_dir,
+                listen,
+                web_listen,
+                web_insecure_http,
+            } => {
+                let web = run::WebArgs {
+                    listen: web_listen,
+                    insecure_http: web_insecure_http,
+                };
+                run::run(&data_dir, listen.as_deref(), web).await
+            }
+            Command::Demo { listen, web_listen } => demo::demo(&listen, &web_listen).await,
             Command::Admin(cmd) => admin::dispatch(cmd).await,
         }
     });

@@ -14,9 +14,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
-    GatekeeperId, Grant, GrantId, Permission, Role, Service, ServiceId, ServiceKind, Session,
-    SessionId, Target, Timestamp, User, UserId, UserKey,
+    ApiToken, AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
+    GatekeeperId, Grant, GrantId, IpConnectMode, Permission, Role, Service, ServiceId, ServiceKind,
+    Session, SessionId, Target, Timestamp, TokenId, User, UserId, UserKey, WebSession,
 };
 
 /// Which sessions to list.
@@ -168,4 +168,50 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Seals `event` into the hash chain (see [`crate::audit::seal`]) and stores it.
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
     async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    // deletions and replacements made from the console
+    /// Deletes a customer with its gatekeepers, services, grants, codes,
+    /// gatekeeper-bound keys and memberships; session history stays.
+    /// `NotFound` for an unknown customer.
+    async fn delete_customer(&self, id: &CustomerId) -> Result<()>;
+    /// Deletes a service and its grants. `NotFound` for an unknown service.
+    async fn delete_service(&self, id: &ServiceId) -> Result<()>;
+    /// Replaces the permissions of an existing role, built-in ones included
+    /// (callers keep built-in roles read-only for people). `NotFound` if missing.
+    async fn set_role_permissions(&self, name: &str, permissions: &[Permission]) -> Result<()>;
+    /// Deletes a custom role and its assignments; `Conflict` for a built-in
+    /// role, `NotFound` for an unknown one.
+    async fn delete_role(&self, name: &str) -> Result<()>;
+    /// Replaces the roles of `user` (every role must exist).
+    async fn set_user_roles(&self, user: &UserId, roles: &[String]) -> Result<()>;
+
+    // membership and preferences
+    /// Replaces the customers `user` is a member of.
+    async fn set_user_customers(&self, user: &UserId, customers: &[CustomerId]) -> Result<()>;
+    /// The customers `user` is a member of, sorted by id.
+    async fn user_customers(&self, user: &UserId) -> Result<Vec<CustomerId>>;
+    async fn set_user_ip_connect_mode(&self, user: &UserId, mode: IpConnectMode) -> Result<()>;
+    /// The user's IP Connect mode (`global` unless set). `NotFound` for an unknown user.
+    async fn user_ip_connect_mode(&self, user: &UserId) -> Result<IpConnectMode>;
+    /// A server-wide setting.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Creates or replaces a server-wide setting.
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()>;
+
+    // console sessions and API tokens (only hashes are stored)
+    async fn create_web_session(&self, session: &WebSession) -> Result<()>;
+    async fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>>;
+    async fn touch_web_session(&self, id_hash: &str, at: Timestamp) -> Result<()>;
+    async fn delete_web_session(&self, id_hash: &str) -> Result<()>;
+    /// Ends every console session of `user`; returns how many.
+    async fn delete_user_web_sessions(&self, user: &UserId) -> Result<u64>;
+    /// Deletes sessions idle since before `idle_before` or past their absolute end at `now`.
+    async fn purge_web_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64>;
+    async fn create_api_token(&self, token: &ApiToken) -> Result<()>;
+    /// The tokens of `user`, oldest first.
+    async fn list_api_tokens(&self, user: &UserId) -> Result<Vec<ApiToken>>;
+    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>>;
+    async fn touch_api_token(&self, id: &TokenId, at: Timestamp) -> Result<()>;
+    /// `true` when the token existed.
+    async fn delete_api_token(&self, id: &TokenId) -> Result<bool>;
 }

@@ -14,9 +14,11 @@ use crate::model::{Customer, Timestamp, random_token};
 use crate::store::Store;
 
 mod activity;
+mod console;
 mod directory;
 
 pub use activity::{audit_log, concurrent_audit_appends, grants, sessions};
+pub use console::{deletions, membership_and_settings, role_edits, web_sessions_and_tokens};
 pub use directory::{
     concurrent_redemption, customers, gatekeepers, registration_codes, roles_and_permissions,
     services, users_and_keys,
@@ -33,6 +35,10 @@ pub async fn run_all(store: &dyn Store) {
     users_and_keys(store).await;
     roles_and_permissions(store).await;
     services(store).await;
+    membership_and_settings(store).await;
+    role_edits(store).await;
+    deletions(store).await;
+    web_sessions_and_tokens(store).await;
     grants(store).await;
     sessions(store).await;
     audit_log(store).await;

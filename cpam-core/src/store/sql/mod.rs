@@ -7,6 +7,7 @@
 //! the connection settings; both are chosen from [`Backend`].
 
 mod activity;
+mod console;
 mod directory;
 mod rows;
 mod schema;
@@ -19,9 +20,9 @@ use sqlx::{Any, AnyPool, AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
-    GatekeeperId, Grant, GrantId, Permission, Role, Service, ServiceId, ServiceKind, Session,
-    SessionId, Target, Timestamp, User, UserId, UserKey,
+    ApiToken, AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
+    GatekeeperId, Grant, GrantId, IpConnectMode, Permission, Role, Service, ServiceId, ServiceKind,
+    Session, SessionId, Target, Timestamp, TokenId, User, UserId, UserKey, WebSession,
 };
 use crate::store::{AuditFilter, NewGrant, SessionFilter, Store};
 
@@ -475,6 +476,73 @@ impl Store for SqlStore {
     }
     async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
         self.audit_records_impl(filter).await
+    }
+
+    async fn delete_customer(&self, id: &CustomerId) -> Result<()> {
+        self.delete_customer_impl(id).await
+    }
+    async fn delete_service(&self, id: &ServiceId) -> Result<()> {
+        self.delete_service_impl(id).await
+    }
+    async fn set_role_permissions(&self, name: &str, permissions: &[Permission]) -> Result<()> {
+        self.set_role_permissions_impl(name, permissions).await
+    }
+    async fn delete_role(&self, name: &str) -> Result<()> {
+        self.delete_role_impl(name).await
+    }
+    async fn set_user_roles(&self, user: &UserId, roles: &[String]) -> Result<()> {
+        self.set_user_roles_impl(user, roles).await
+    }
+    async fn set_user_customers(&self, user: &UserId, customers: &[CustomerId]) -> Result<()> {
+        self.set_user_customers_impl(user, customers).await
+    }
+    async fn user_customers(&self, user: &UserId) -> Result<Vec<CustomerId>> {
+        self.user_customers_impl(user).await
+    }
+    async fn set_user_ip_connect_mode(&self, user: &UserId, mode: IpConnectMode) -> Result<()> {
+        self.set_user_ip_connect_mode_impl(user, mode).await
+    }
+    async fn user_ip_connect_mode(&self, user: &UserId) -> Result<IpConnectMode> {
+        self.user_ip_connect_mode_impl(user).await
+    }
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        self.setting_impl(key).await
+    }
+    async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
+        self.put_setting_impl(key, value).await
+    }
+    async fn create_web_session(&self, session: &WebSession) -> Result<()> {
+        self.create_web_session_impl(session).await
+    }
+    async fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>> {
+        self.web_session_impl(id_hash).await
+    }
+    async fn touch_web_session(&self, id_hash: &str, at: Timestamp) -> Result<()> {
+        self.touch_web_session_impl(id_hash, at).await
+    }
+    async fn delete_web_session(&self, id_hash: &str) -> Result<()> {
+        self.delete_web_session_impl(id_hash).await
+    }
+    async fn delete_user_web_sessions(&self, user: &UserId) -> Result<u64> {
+        self.delete_user_web_sessions_impl(user).await
+    }
+    async fn purge_web_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64> {
+        self.purge_web_sessions_impl(idle_before, now).await
+    }
+    async fn create_api_token(&self, token: &ApiToken) -> Result<()> {
+        self.create_api_token_impl(token).await
+    }
+    async fn list_api_tokens(&self, user: &UserId) -> Result<Vec<ApiToken>> {
+        self.list_api_tokens_impl(user).await
+    }
+    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
+        self.api_token_by_hash_impl(token_hash).await
+    }
+    async fn touch_api_token(&self, id: &TokenId, at: Timestamp) -> Result<()> {
+        self.touch_api_token_impl(id, at).await
+    }
+    async fn delete_api_token(&self, id: &TokenId) -> Result<bool> {
+        self.delete_api_token_impl(id).await
     }
 }
 

@@ -137,13 +137,61 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_log_at ON audit_log (at);
 "#;
 
+/// Version 2: customer membership, IP Connect modes, settings, console
+/// sessions and API tokens.
+const V2: &str = r#"
+ALTER TABLE users ADD COLUMN ip_connect_mode TEXT NOT NULL DEFAULT 'global';
+
+CREATE TABLE user_customers (
+    user_id TEXT NOT NULL REFERENCES users (id),
+    customer_id TEXT NOT NULL REFERENCES customers (id),
+    PRIMARY KEY (user_id, customer_id)
+);
+CREATE INDEX user_customers_customer ON user_customers (customer_id);
+
+CREATE TABLE settings (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE web_sessions (
+    id_hash TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    csrf_token TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX web_sessions_user ON web_sessions (user_id);
+
+CREATE TABLE api_tokens (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT,
+    last_used_at BIGINT
+);
+CREATE INDEX api_tokens_user ON api_tokens (user_id);
+"#;
+
 /// The migrator holding every schema version, applied on connect.
 pub(super) fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("initial schema"),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(V1),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            Cow::Borrowed("initial schema"),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(V1),
+            false,
+        ),
+        Migration::new(
+            2,
+            Cow::Borrowed("console: membership, settings, web sessions, api tokens"),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(V2),
+            false,
+        ),
+    ])
 }

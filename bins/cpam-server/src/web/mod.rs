@@ -1,0 +1,288 @@
+//! The web console and REST API (`/api/v1`), served by `cpam-server run`.
+//!
+//! Every route is registered through [`ApiRoutes::add`], which refuses a
+//! route that has no entry in the policy table ([`rbac::POLICY`]); the
+//! policy middleware ([`auth::policy`]) then enforces that entry on every
+//! request and fails closed for anything unlisted (the console shell routes
+//! of [`ui`] included). Handlers are thin: they resolve objects through
+//! `cpam_core::access` (a foreign object is a 404) and act through
+//! `cpam_core::admin::Admin`, which audits.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod openapi;
+pub mod rbac;
+pub mod tls;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::handler::Handler;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{MethodFilter, on};
+use cpam_core::admin::Admin;
+use cpam_core::audit::AuditSink;
+use cpam_core::session::SessionEngine;
+use cpam_core::store::Store;
+
+use self::auth::Caller;
+use self::error::ApiError;
+
+/// What the web server needs to know besides the store and the engine.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Mark the cookie `Secure` (served over TLS).
+    pub secure_cookies: bool,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    /// The SSH address written into downloaded Connection Manager profiles.
+    pub ssh_address: String,
+    /// The server's SSH host key (OpenSSH public form) for profiles.
+    pub server_key: String,
+    /// Where the `cpam-connect` executable is looked for (IP Connect downloads).
+    pub downloads_dir: PathBuf,
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState(Arc<Shared>);
+
+/// See [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub audit: Arc<dyn AuditSink>,
+    pub engine: Arc<SessionEngine>,
+    pub options: WebOptions,
+    pub throttle: auth::Throttle,
+    pub metrics: metrics::Metrics,
+    /// Whether the SSH hub is listening (for `/readyz`).
+    pub hub_ready: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+        engine: Arc<SessionEngine>,
+        options: WebOptions,
+        hub_ready: Arc<AtomicBool>,
+    ) -> Self {
+        AppState(Arc::new(Shared {
+            store,
+            audit,
+            engine,
+            options,
+            throttle: auth::Throttle::default(),
+            metrics: metrics::Metrics::default(),
+            hub_ready,
+        }))
+    }
+
+    /// An [`Admin`] acting as `caller` (their name goes into the audit log).
+    pub fn admin(&self, caller: &Caller) -> Admin {
+        Admin::new(
+            self.store.clone(),
+            self.audit.clone(),
+            caller.user().name.clone(),
+        )
+    }
+
+    /// Whether the hub is listening.
+    pub fn hub_is_ready(&self) -> bool {
+        self.hub_ready.load(Ordering::Relaxed)
+    }
+}
+
+/// The router's routes as registered, each checked against the policy table.
+#[derive(Debug, Default)]
+pub struct ApiRoutes {
+    router: Router<AppState>,
+    registered: Vec<(&'static str, &'static str)>,
+}
+
+impl ApiRoutes {
+    /// Registers `handler` for `method` on `path`.
+    ///
+    /// # Panics
+    /// When the policy table has no entry for the route: a route without a
+    /// policy cannot exist (the server refuses to start, tests fail).
+    pub fn add<H, T>(mut self, method: &'static str, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        assert!(
+            rbac::lookup(method, path).is_some(),
+            "route {method} {path} has no entry in the policy table (web/rbac.rs)"
+        );
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            other => panic!("unsupported method {other} for {path}"),
+        };
+        self.router = self.router.route(path, on(filter, handler));
+        self.registered.push((method, path));
+        self
+    }
+
+    /// Adds routes that register themselves (the console shell).
+    pub fn merge(mut self, routes: ApiRoutes) -> Self {
+        self.router = self.router.merge(routes.router);
+        self.registered.extend(routes.registered);
+        self
+    }
+
+    /// `(method, path)` of every registered route.
+    pub fn registered(&self) -> &[(&'static str, &'static str)] {
+        &self.registered
+    }
+}
+
+/// Every route of the web server: the API, operations, and the console shell.
+pub fn routes() -> ApiRoutes {
+    api::routes()
+        .add("GET", "/healthz", metrics::healthz)
+        .add("GET", "/readyz", metrics::readyz)
+        .add("GET", "/metrics", metrics::metrics)
+        .add("GET", "/api/v1/openapi.json", openapi::serve)
+        .add("GET", "/api/v1/events", events::events)
+        .merge(ui::routes())
+}
+
+/// The complete application for `state`.
+pub fn app(state: AppState) -> Router {
+    routes()
+        .router
+        .route_layer(from_fn_with_state(state.clone(), auth::policy))
+        .fallback(fallback)
+        .layer(from_fn(security_headers))
+        .with_state(state)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; frame-ancestors 'none'",
+    );
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    if api {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    r
+}
+
+/// Where the console listens and how.
+#[derive(Debug)]
+pub enum Listener {
+    Tls(tls::TlsListener),
+    Plain(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds `addr`: TLS with `config`, or plain HTTP when `config` is
+    /// `None`, which is refused unless `addr` is loopback.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: Option<Arc<rustls::ServerConfig>>,
+    ) -> anyhow::Result<Listener> {
+        if config.is_none() && !addr.ip().is_loopback() {
+            anyhow::bail!(
+                "--web-insecure-http serves plain HTTP only on a loopback address, not {addr}"
+            );
+        }
+        let tcp = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for the console on {addr}: {e}"))?;
+        Ok(match config {
+            Some(c) => Listener::Tls(tls::TlsListener::new(tcp, c)?),
+            None => Listener::Plain(tcp),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Tls(l) => axum::serve::Listener::local_addr(l),
+            Listener::Plain(l) => l.local_addr(),
+        }
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Listener::Tls(_) => "https",
+            Listener::Plain(_) => "http",
+        }
+    }
+}
+
+/// Serves the console until the returned tasks are aborted: the HTTP server,
+/// the console-session sweeper and the metrics event feed.
+pub fn serve(listener: Listener, state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        let result = match listener {
+            Listener::Tls(l) => {
+                use axum::serve::ListenerExt as _;
+                axum::serve(l.tap_io(|_| ()), app).await
+            }
+            Listener::Plain(l) => axum::serve(l, app).await,
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "console server stopped");
+        }
+    });
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let now = cpam_core::model::Timestamp::now();
+                let idle_before = cpam_core::model::Timestamp(
+                    now.millis() - state.options.idle_timeout.as_millis() as i64,
+                );
+                if let Err(error) = state.store.purge_web_sessions(idle_before, now).await {
+                    tracing::warn!(%error, "cannot purge expired console sessions");
+                }
+            }
+        })
+    };
+    let feed = tokio::spawn(metrics::feed(state));
+    vec![server, sweeper, feed]
+}

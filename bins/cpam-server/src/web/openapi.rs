@@ -1,0 +1,450 @@
+//! The OpenAPI 3.1 document, generated from the policy table and the
+//! schemas below; served at `/api/v1/openapi.json` and committed as
+//! `docs/openapi.json` (a test fails when they drift).
+
+use axum::Json;
+use serde_json::{Map, Value, json};
+
+use super::error::CODES;
+use super::rbac::{Access, Body, POLICY, Route, Scope};
+
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+fn obj(required: &[&str], props: Value) -> Value {
+    json!({ "type": "object", "required": required, "properties": props })
+}
+
+fn s() -> Value {
+    json!({ "type": "string" })
+}
+fn ns() -> Value {
+    json!({ "type": ["string", "null"] })
+}
+fn time() -> Value {
+    json!({ "type": "string", "format": "date-time" })
+}
+fn ntime() -> Value {
+    json!({ "type": ["string", "null"], "format": "date-time" })
+}
+fn b() -> Value {
+    json!({ "type": "boolean" })
+}
+fn int() -> Value {
+    json!({ "type": "integer" })
+}
+fn strings() -> Value {
+    json!({ "type": "array", "items": { "type": "string" } })
+}
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+/// Every named schema the policy table refers to.
+pub fn schemas() -> Map<String, Value> {
+    let mode = json!({ "type": "string", "enum": ["global", "legacy", "driver", "driver-with-legacy-fallback", "off"] });
+    let gatekeeper = obj(
+        &["id", "name", "customer_id", "registered", "online"],
+        json!({ "id": s(), "name": s(), "customer_id": s(), "customer_name": s(), "registered": b(),
+                "registered_at": ntime(), "fingerprint": ns(), "online": b(), "last_contact": ntime(),
+                "customer_disabled": b(), "created_at": time() }),
+    );
+    let user = obj(
+        &[
+            "id",
+            "name",
+            "disabled",
+            "roles",
+            "customers",
+            "ip_connect_mode",
+        ],
+        json!({ "id": s(), "name": s(), "disabled": b(), "roles": strings(), "customers": strings(),
+                "ip_connect_mode": mode, "created_at": time() }),
+    );
+    let pairs = [
+        (
+            "Error",
+            obj(
+                &["error"],
+                json!({ "error": obj(&["code", "message"], json!({
+            "code": { "type": "string", "enum": CODES.iter().map(|c| c.0).collect::<Vec<_>>() },
+            "message": s() })) }),
+            ),
+        ),
+        (
+            "Login",
+            obj(
+                &["username", "password"],
+                json!({ "username": s(), "password": s() }),
+            ),
+        ),
+        (
+            "Me",
+            obj(
+                &["user", "permissions"],
+                json!({ "user": reference("User"), "permissions": strings(),
+            "csrf_token": { "type": ["string", "null"], "description": "echo in X-CSRF-Token on changes (null for bearer callers)" } }),
+            ),
+        ),
+        ("User", user),
+        (
+            "NewUser",
+            obj(
+                &["name"],
+                json!({ "name": s(), "password": s(), "roles": strings(), "customers": strings(), "ip_connect_mode": mode }),
+            ),
+        ),
+        (
+            "UserUpdate",
+            obj(
+                &[],
+                json!({ "disabled": b(), "roles": strings(), "customers": strings(), "ip_connect_mode": mode, "password": s() }),
+            ),
+        ),
+        (
+            "Token",
+            obj(
+                &["id", "name", "created_at"],
+                json!({ "id": s(), "name": s(), "created_at": time(), "expires_at": ntime(), "last_used_at": ntime() }),
+            ),
+        ),
+        (
+            "NewToken",
+            obj(&["name"], json!({ "name": s(), "expires_in_days": int() })),
+        ),
+        (
+            "IssuedToken",
+            obj(
+                &["id", "name", "token"],
+                json!({ "id": s(), "name": s(), "token": { "type": "string", "description": "shown once; send as `Authorization: Bearer TOKEN`" }, "created_at": time(), "expires_at": ntime() }),
+            ),
+        ),
+        (
+            "PermissionInfo",
+            obj(
+                &["name", "description"],
+                json!({ "name": s(), "description": s() }),
+            ),
+        ),
+        (
+            "CustomerSummary",
+            obj(
+                &["id", "name", "gatekeeper"],
+                json!({ "id": s(), "name": s(), "created_at": time(),
+            "gatekeeper": { "oneOf": [ { "type": "null" }, obj(&["id", "name", "registered", "online"], json!({ "id": s(), "name": s(), "registered": b(), "online": b() })) ] } }),
+            ),
+        ),
+        ("NewCustomer", obj(&["name"], json!({ "name": s() }))),
+        (
+            "Customer",
+            obj(
+                &["id", "name", "gatekeepers"],
+                json!({ "id": s(), "name": s(), "created_at": time(), "gatekeepers": { "type": "array", "items": reference("Gatekeeper") } }),
+            ),
+        ),
+        (
+            "NewGatekeeper",
+            obj(&["name"], json!({ "name": s(), "description": s() })),
+        ),
+        ("Gatekeeper", gatekeeper),
+        (
+            "NewCode",
+            obj(
+                &[],
+                json!({ "ttl_minutes": { "type": "integer", "default": 60 } }),
+            ),
+        ),
+        (
+            "RegistrationCode",
+            obj(
+                &["code", "expires_at"],
+                json!({ "gatekeeper_id": s(), "code": { "type": "string", "description": "shown once" }, "expires_at": time() }),
+            ),
+        ),
+        (
+            "Profile",
+            json!({ "type": "object", "description": "a Connection Manager profile (cpam-connect --profile FILE)" }),
+        ),
+        (
+            "Service",
+            obj(
+                &["id", "name", "kind", "host", "port"],
+                json!({ "id": s(), "customer_id": s(), "name": s(),
+            "kind": { "type": "string", "enum": ["desktop-sharing", "file-transfer", "custom"] }, "host": s(), "port": int(), "target": s(), "created_at": time() }),
+            ),
+        ),
+        (
+            "NewService",
+            obj(
+                &["name", "kind", "host"],
+                json!({ "name": s(), "kind": { "type": "string", "enum": ["desktop-sharing", "file-transfer", "custom"] },
+            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer" } }),
+            ),
+        ),
+        (
+            "Role",
+            obj(
+                &["name", "permissions", "builtin"],
+                json!({ "name": s(), "permissions": strings(), "builtin": b() }),
+            ),
+        ),
+        (
+            "NewRole",
+            obj(
+                &["name", "permissions"],
+                json!({ "name": s(), "permissions": strings() }),
+            ),
+        ),
+        (
+            "RoleUpdate",
+            obj(&["permissions"], json!({ "permissions": strings() })),
+        ),
+        (
+            "Grant",
+            obj(
+                &["id", "user", "service_id", "not_before"],
+                json!({ "id": s(), "user_id": s(), "user": s(), "service_id": s(), "service": s(), "customer_id": s(),
+            "not_before": time(), "not_after": ntime(), "created_at": time(), "created_by": s(), "revoked_at": ntime() }),
+            ),
+        ),
+        (
+            "NewGrant",
+            obj(
+                &["user", "service_id"],
+                json!({ "user": { "type": "string", "description": "user name or id" }, "service_id": s(),
+            "not_before": time(), "not_after": time(), "days": int(), "hours": int() }),
+            ),
+        ),
+        (
+            "Settings",
+            obj(
+                &["ip_connect_mode"],
+                json!({ "ip_connect_mode": { "type": "string", "enum": ["legacy", "driver", "driver-with-legacy-fallback", "off"] } }),
+            ),
+        ),
+        (
+            "Session",
+            obj(
+                &[
+                    "id",
+                    "user",
+                    "customer_id",
+                    "service",
+                    "target",
+                    "started_at",
+                    "live",
+                ],
+                json!({ "id": s(), "user": s(), "user_id": s(),
+            "customer_id": s(), "customer_name": ns(), "gatekeeper_id": s(), "service": s(), "service_id": s(), "target": s(),
+            "started_at": time(), "ended_at": ntime(), "bytes_up": int(), "bytes_down": int(),
+            "end_reason": { "type": ["string", "null"], "enum": [null, "completed", "terminated_by", "expired", "revoked", "refused", "error"] },
+            "end_detail": ns(), "live": b() }),
+            ),
+        ),
+        (
+            "Terminate",
+            obj(
+                &["reason"],
+                json!({ "reason": { "type": "string", "minLength": 1 } }),
+            ),
+        ),
+        (
+            "AuditEntry",
+            obj(
+                &["seq", "at", "category", "action", "actor"],
+                json!({ "seq": int(), "at": time(),
+            "category": { "type": "string", "enum": ["user-activity", "system-messages"] }, "action": s(), "actor": s(),
+            "customer_id": ns(), "session_id": ns(), "detail": {}, "hash": s() }),
+            ),
+        ),
+        (
+            "AuditVerification",
+            obj(
+                &["intact", "records"],
+                json!({ "intact": b(), "records": int(),
+            "first_broken": { "oneOf": [ { "type": "null" }, obj(&["seq", "problem"], json!({ "seq": int(), "problem": s() })) ] } }),
+            ),
+        ),
+        (
+            "Download",
+            obj(
+                &["os", "arch", "file", "size"],
+                json!({ "os": s(), "arch": s(), "file": s(), "size": int() }),
+            ),
+        ),
+        (
+            "OpenApi",
+            json!({ "type": "object", "description": "this document" }),
+        ),
+    ];
+    pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn content(body: &Body) -> Option<Value> {
+    Some(match body {
+        Body::Empty => return None,
+        Body::Json(name) => json!({ "application/json": { "schema": reference(name) } }),
+        Body::List(name) => {
+            json!({ "application/json": { "schema": { "type": "array", "items": reference(name) } } })
+        }
+        Body::Html => json!({ "text/html": { "schema": s() } }),
+        Body::Text => json!({ "text/plain": { "schema": s() } }),
+        Body::EventStream => json!({ "text/event-stream": { "schema": s() } }),
+        Body::Binary => {
+            json!({ "application/octet-stream": { "schema": { "type": "string", "contentEncoding": "binary" } } })
+        }
+    })
+}
+
+fn error(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": reference("Error") } } })
+}
+
+/// `get_api_v1_customers_id` for `GET /api/v1/customers/{id}`.
+fn operation_id(r: &Route) -> String {
+    let path: String = r
+        .path
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let mut id = r.method.to_lowercase();
+    for part in path.split('_').filter(|p| !p.is_empty()) {
+        id.push('_');
+        id.push_str(part);
+    }
+    if r.path == "/" {
+        id.push_str("_root");
+    }
+    id
+}
+
+fn operation(r: &Route) -> Value {
+    let mut responses = Map::new();
+    let mut ok = json!({ "description": "success" });
+    if let Some(c) = content(&r.response) {
+        ok["content"] = c;
+    }
+    responses.insert(r.status.to_string(), ok);
+    if r.request.is_some() || !r.query.is_empty() {
+        responses.insert("400".into(), error("invalid_argument"));
+    }
+    let (access, permissions) = match &r.access {
+        Access::Public => ("public", vec![]),
+        Access::Authenticated => ("authenticated", vec![]),
+        Access::AnyOf(ps) => ("any_of", ps.iter().map(|p| p.as_str()).collect()),
+        Access::AllOf(ps) => ("all_of", ps.iter().map(|p| p.as_str()).collect()),
+    };
+    if r.access != Access::Public {
+        responses.insert("401".into(), error("unauthenticated"));
+        responses.insert("403".into(), error("permission_denied or csrf_failed"));
+    }
+    if matches!(
+        r.scope,
+        Scope::Customer | Scope::Session | Scope::Own | Scope::SelfOrManager
+    ) || r.path.contains('{')
+    {
+        responses.insert(
+            "404".into(),
+            error("not_found (missing or outside the caller's scope)"),
+        );
+    }
+    let mut params: Vec<Value> = r
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| {
+            let name = name.trim_start_matches('*');
+            json!({ "name": name, "in": "path", "required": true, "schema": s() })
+        })
+        .collect();
+    params.extend(r.query.iter().map(|(name, desc)| {
+        json!({ "name": name, "in": "query", "required": false, "description": desc, "schema": s() })
+    }));
+    let mut op = json!({
+        "summary": r.summary,
+        "operationId": operation_id(r),
+        "tags": [r.tag],
+        "responses": responses,
+        "x-cpam-access": access,
+        "x-cpam-permissions": permissions,
+        "x-cpam-scope": r.scope,
+    });
+    if !params.is_empty() {
+        op["parameters"] = Value::Array(params);
+    }
+    if let Some(req) = r.request {
+        op["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": reference(req) } } });
+    }
+    if r.access == Access::Public {
+        op["security"] = json!([]);
+    }
+    op
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for r in POLICY {
+        let openapi_path = r.path.replace("{*", "{");
+        let entry = paths
+            .entry(openapi_path)
+            .or_insert_with(|| Value::Object(Map::new()));
+        entry[r.method.to_lowercase()] = operation(r);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "cpam REST API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Every console action as a REST call. Authenticate with the session cookie from \
+                POST /api/v1/auth/login (changes then need X-CSRF-Token) or with `Authorization: Bearer TOKEN` \
+                (tokens from /api/v1/tokens). Errors are {\"error\": {\"code\", \"message\"}}. A foreign object \
+                (outside the caller's customers) answers 404 like a missing one. See docs/api.md.",
+        },
+        "servers": [{ "url": "/" }],
+        "security": [{ "cookie": [] }, { "bearer": [] }],
+        "paths": paths,
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": {
+                "cookie": { "type": "apiKey", "in": "cookie", "name": super::auth::COOKIE },
+                "bearer": { "type": "http", "scheme": "bearer" },
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_ids_are_unique_identifiers() {
+        let ids: Vec<String> = POLICY.iter().map(operation_id).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(
+                id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                "{id}"
+            );
+            assert!(!ids[..i].contains(id), "duplicate operationId {id}");
+        }
+        assert_eq!(operation_id(&POLICY[0]), "get_root");
+    }
+
+    #[test]
+    fn every_referenced_schema_exists() {
+        let doc = document().to_string();
+        let schemas = schemas();
+        for part in doc.split("#/components/schemas/").skip(1) {
+            let name: String = part
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            assert!(
+                schemas.contains_key(&name),
+                "schema {name} is referenced but not defined"
+            );
+        }
+    }
+}
