@@ -20,6 +20,10 @@ command -v sshpass >/dev/null || need+=(sshpass)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+# The web console's browser test: headless Chromium driven through
+# WebDriver (tests/src/browser.rs starts chromedriver itself).
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 # The C ABI tests (tests/c_abi.rs) compile examples/c/ with cc under
 # AddressSanitizer and UndefinedBehaviorSanitizer (gcc's libasan/libubsan).
 command -v cc >/dev/null && echo 'int main(void){return 0;}' | cc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null || need+=(build-essential)

@@ -8,6 +8,8 @@
 //! A missing peer or missing privilege is a test failure, never a skip.
 
 pub mod bins;
+pub mod browser;
+pub mod console;
 pub mod cpam;
 pub mod netns;
 pub mod postgres;

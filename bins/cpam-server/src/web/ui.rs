@@ -1,27 +1,194 @@
-//! The console shell: a placeholder page until the console itself lands.
+//! The console: a vanilla-JS single-page app embedded in the binary.
+//!
+//! `GET /` and `GET /ui/{*path}` serve the HTML shell (it calls
+//! `/api/v1/auth/me` and shows the sign-in form on 401); `GET /assets/{*path}`
+//! serves the scripts and the stylesheet with their content types. Every
+//! console action is a REST call under `/api/v1`. The pages carry no inline
+//! scripts, handlers or styles, so the CSP `default-src 'self'` holds.
+//! Responses are revalidated (`no-cache` + a content-hash `ETag`), so a new
+//! server version never runs with stale scripts.
 
-use axum::response::Html;
+use std::sync::LazyLock;
+
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 
 use super::ApiRoutes;
+use super::error::ApiError;
 
-const PAGE: &str = "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<title>cpam console</title></head><body><h1>cpam console</h1>\
-<p>The REST API is at <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>.</p>\
-</body></html>\n";
+/// One embedded file: name under `/assets/`, content type, body.
+type Asset = (&'static str, &'static str, &'static str);
 
-async fn shell() -> Html<&'static str> {
-    Html(PAGE)
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const SVG: &str = "image/svg+xml";
+
+const INDEX: &str = include_str!("assets/index.html");
+
+/// Every console asset.
+pub const ASSETS: &[Asset] = &[
+    ("app.css", CSS, include_str!("assets/app.css")),
+    ("app.js", JS, include_str!("assets/app.js")),
+    ("api.js", JS, include_str!("assets/api.js")),
+    ("ui.js", JS, include_str!("assets/ui.js")),
+    ("customers.js", JS, include_str!("assets/customers.js")),
+    ("sessions.js", JS, include_str!("assets/sessions.js")),
+    ("users.js", JS, include_str!("assets/users.js")),
+    ("audit.js", JS, include_str!("assets/audit.js")),
+    ("admin.js", JS, include_str!("assets/admin.js")),
+    ("favicon.svg", SVG, include_str!("assets/favicon.svg")),
+];
+
+fn etag(body: &str) -> String {
+    let d = Sha256::digest(body.as_bytes());
+    format!("\"{}\"", hex::encode(&d[..12]))
 }
 
-async fn asset() -> super::error::ApiError {
-    super::error::ApiError::not_found("no such asset")
+static INDEX_ETAG: LazyLock<String> = LazyLock::new(|| etag(INDEX));
+static ASSET_ETAGS: LazyLock<Vec<String>> =
+    LazyLock::new(|| ASSETS.iter().map(|(_, _, body)| etag(body)).collect());
+
+fn respond(
+    headers: &HeaderMap,
+    content_type: &'static str,
+    tag: &str,
+    body: &'static str,
+) -> Response {
+    let tag_value = HeaderValue::from_str(tag).unwrap_or(HeaderValue::from_static("\"\""));
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+    let common = [
+        (header::ETAG, tag_value),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        common,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
 }
 
-/// The shell routes (`/`, `/ui/{*path}`, `/assets/{*path}`); each needs a
-/// "console" entry in the policy table.
+async fn shell(headers: HeaderMap) -> Response {
+    respond(&headers, HTML, &INDEX_ETAG, INDEX)
+}
+
+async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
+    match ASSETS.iter().position(|(name, _, _)| *name == path) {
+        Some(i) => {
+            let (_, content_type, body) = ASSETS[i];
+            respond(&headers, content_type, &ASSET_ETAGS[i], body)
+        }
+        None => ApiError::not_found(format!("no console asset `{path}`")).into_response(),
+    }
+}
+
+/// The console routes: the shell at `/` and `/ui/{*path}`, and `/assets/{*path}`.
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
         .add("GET", "/", shell)
         .add("GET", "/ui/{*path}", shell)
         .add("GET", "/assets/{*path}", asset)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_files() -> Vec<(&'static str, &'static str)> {
+        let mut v = vec![("index.html", INDEX)];
+        v.extend(ASSETS.iter().map(|(n, _, b)| (*n, *b)));
+        v
+    }
+
+    #[test]
+    fn every_referenced_asset_is_embedded() {
+        let known: Vec<&str> = ASSETS.iter().map(|(n, _, _)| *n).collect();
+        for (file, body) in all_files() {
+            for piece in body.split(['\'', '"']) {
+                let name = piece
+                    .strip_prefix("/assets/")
+                    .or_else(|| piece.strip_prefix("./"));
+                if let Some(name) =
+                    name.filter(|n| [".js", ".css", ".svg"].iter().any(|e| n.ends_with(e)))
+                {
+                    assert!(
+                        known.contains(&name),
+                        "{file} refers to {piece}, which is not embedded"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn assets_obey_the_content_security_policy() {
+        // CSP `default-src 'self'`: no inline scripts, inline handlers or inline styles.
+        let html = INDEX.to_ascii_lowercase();
+        for tag in html.split("<script").skip(1) {
+            let open = tag.split('>').next().unwrap_or_default();
+            assert!(
+                open.contains("src="),
+                "index.html has an inline script: <script{open}>"
+            );
+        }
+        for (file, body) in all_files() {
+            let lower = body.to_ascii_lowercase();
+            for bad in [
+                " onclick=",
+                " onload=",
+                " onsubmit=",
+                " style=",
+                "innerhtml",
+                "eval(",
+                "new function(",
+            ] {
+                assert!(
+                    !lower.contains(bad),
+                    "{file} contains `{bad}`, which the CSP forbids or the console avoids"
+                );
+            }
+            assert!(
+                !lower.contains(".style."),
+                "{file} sets inline styles; use a class"
+            );
+        }
+    }
+
+    #[test]
+    fn content_types_match_file_names() {
+        for (name, content_type, _) in ASSETS {
+            let want = match name.rsplit('.').next() {
+                Some("js") => JS,
+                Some("css") => CSS,
+                Some("svg") => SVG,
+                other => panic!("{name}: no content type for {other:?}"),
+            };
+            assert_eq!(*content_type, want, "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn assets_are_served_with_their_type_and_revalidated() {
+        let r = asset(Path("app.js".into()), HeaderMap::new()).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], JS);
+        let tag = r.headers()[header::ETAG].clone();
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_NONE_MATCH, tag);
+        let again = asset(Path("app.js".into()), h).await;
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        let missing = asset(Path("nope.js".into()), HeaderMap::new()).await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        let page = shell(HeaderMap::new()).await;
+        assert_eq!(page.headers()[header::CONTENT_TYPE], HTML);
+    }
 }

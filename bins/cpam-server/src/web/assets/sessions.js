@@ -1,0 +1,132 @@
+// Sessions: live sessions (kept current by the event stream), the history,
+// and Terminate with a required reason.
+
+import { can, get, post } from './api.js';
+import { link, subscribe } from './app.js';
+import { fmtTarget } from './customers.js';
+import { busy, bytes, confirmDialog, duration, h, mount, table, timeCell, toast } from './ui.js';
+
+const REASONS = {
+  completed: 'Completed',
+  terminated_by: 'Terminated by',
+  expired: 'Grant window closed',
+  revoked: 'Grant revoked',
+  customer_disabled: 'Disabled by the customer',
+  gatekeeper_offline: 'Gatekeeper went offline',
+  refused: 'Refused',
+  server_shutdown: 'Server shut down',
+  error: 'Error',
+};
+
+function reasonText(s) {
+  const r = REASONS[s.end_reason] || s.end_reason || '';
+  if (!s.end_detail) return r;
+  return s.end_reason === 'terminated_by' ? `${r} ${s.end_detail}` : `${r}: ${s.end_detail}`;
+}
+
+function who(s) {
+  return s.user_name || (typeof s.user === 'string' ? s.user : (s.user && s.user.name)) || s.user_id || '';
+}
+
+function service(s) {
+  return s.service_name || (typeof s.service === 'string' ? s.service : (s.service && s.service.name)) || s.service_id || '';
+}
+
+function customerCell(s) {
+  const name = s.customer_name || s.customer_id || '';
+  return s.customer_id ? link(`/ui/customers/${encodeURIComponent(s.customer_id)}`, {}, name) : name;
+}
+
+export async function sessionsPage(root) {
+  const [active, history] = await Promise.all([
+    get('/sessions?state=active&limit=500'),
+    get('/sessions?state=ended&limit=100'),
+  ]);
+  const live = new Map(active.map((s) => [s.id, s]));
+  const ended = history;
+  const mayTerminate = can('TERMINATE_SESSIONS');
+  const activeBox = h('div', {});
+  const historyBox = h('div', {});
+
+  const terminate = async (s, button) => {
+    const ok = await confirmDialog({
+      title: `Terminate ${who(s)}’s session?`,
+      message: `The connection to ${service(s)} (${fmtTarget(s)}) is cut at once. The reason is recorded in the Admin Log.`,
+      ok: 'Terminate session',
+      reason: { label: 'Reason', placeholder: 'e.g. maintenance window over' },
+    });
+    if (!ok) return;
+    await busy(button, async () => {
+      await post(`/sessions/${encodeURIComponent(s.id)}/terminate`, { reason: ok.reason });
+      toast('Session terminated.');
+    });
+  };
+
+  const renderActive = () => {
+    const rows = [...live.values()].map((s) => h('tr', { 'data-test': 'session-row', 'data-id': s.id, 'data-user': who(s) },
+      h('td', {}, h('strong', {}, who(s))),
+      h('td', {}, customerCell(s)),
+      h('td', {}, service(s), h('div', { class: 'muted small mono' }, fmtTarget(s))),
+      h('td', {}, timeCell(s.started_at), h('div', { class: 'muted small' }, `running ${duration(s.started_at)}`)),
+      h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
+      h('td', { class: 'actions' }, mayTerminate
+        ? h('button', { class: 'danger small', 'data-test': 'session-terminate', onclick: (e) => terminate(s, e.target) }, 'Terminate')
+        : null)));
+    mount(activeBox, table('sessions-active', ['User', 'Customer', 'Service', 'Started', 'Traffic', ''], rows,
+      'No active sessions right now. New ones appear here by themselves.'));
+  };
+  const renderHistory = () => {
+    const rows = ended.map((s) => h('tr', { 'data-test': 'history-row', 'data-id': s.id, 'data-user': who(s) },
+      h('td', {}, who(s)),
+      h('td', {}, customerCell(s)),
+      h('td', {}, service(s), h('div', { class: 'muted small mono' }, fmtTarget(s))),
+      h('td', {}, timeCell(s.started_at)),
+      h('td', {}, duration(s.started_at, s.ended_at)),
+      h('td', { 'data-test': 'history-reason' }, reasonText(s)),
+      h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`)));
+    mount(historyBox, table('sessions-history', ['User', 'Customer', 'Service', 'Started', 'Duration', 'Ended because', 'Traffic'], rows,
+      'No finished sessions yet.'));
+  };
+  renderActive();
+  renderHistory();
+
+  subscribe('session', (ev) => {
+    const prev = live.get(ev.id) || {};
+    const s = { ...prev, ...ev };
+    if (s.live) {
+      live.set(s.id, s);
+    } else {
+      live.delete(s.id);
+      const i = ended.findIndex((x) => x.id === s.id);
+      if (i >= 0) ended[i] = s;
+      else ended.unshift(s);
+      renderHistory();
+    }
+    renderActive();
+  });
+
+  // Byte counters move without events; refresh them while the page is open.
+  const timer = setInterval(async () => {
+    if (!root.isConnected) {
+      clearInterval(timer);
+      return;
+    }
+    if (!live.size) return;
+    try {
+      for (const s of await get('/sessions?state=active&limit=500')) {
+        if (live.has(s.id)) live.set(s.id, { ...live.get(s.id), ...s });
+      }
+      renderActive();
+    } catch (_) {
+      // The next tick tries again; a lost sign-in is handled by the API client.
+    }
+  }, 5000);
+
+  mount(root,
+    h('h1', {}, 'Sessions'),
+    h('p', { class: 'lead' }, can('VIEW_SESSIONS')
+      ? 'Every vendor connection is a session: authorized, recorded, and stoppable at any moment.'
+      : 'Your own sessions through the Connection Manager.'),
+    h('div', { class: 'card' }, h('h2', {}, 'Active sessions ', h('span', { class: 'badge info' }, 'live')), activeBox),
+    h('div', { class: 'card' }, h('h2', {}, 'History'), historyBox));
+}
