@@ -126,7 +126,9 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
     assert!(!code.is_empty(), "no registration code on the page");
     let command = b.text(&t("registration-command"))?;
     assert!(
-        command.contains("cpam-gatekeeper register") && command.contains(&code),
+        command.contains("cpam-gatekeeper register")
+            && command.contains(&code)
+            && command.contains("--server-fingerprint SHA256:"),
         "{command}"
     );
     b.screenshot("registration-code")?;
@@ -158,6 +160,29 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
         same_document(&b)?,
         "the page reloaded; the switch must arrive live"
     );
+
+    // Opening hours set on the customer side (a whole day that is not today)
+    // close the gatekeeper now; the page shows them live, then reopens.
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let today = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 86_400
+        + 3)
+        % 7;
+    let other = days[usize::try_from((today + 2) % 7)?];
+    c.gatekeeper_schedule(&["--days", other, "--hours", "00:00-00:00"])?;
+    b.wait_text(&t("gatekeeper-switch"), "Closed by the customer", LIVE)
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", c.logs()))?;
+    b.wait_text(
+        &t("gatekeeper-schedule"),
+        &format!("{other} 00:00-00:00"),
+        LIVE,
+    )?;
+    b.screenshot("customer-opening-hours")?;
+    c.gatekeeper_schedule(&["--always"])?;
+    b.wait_text(&t("gatekeeper-switch"), "Enabled by the customer", LIVE)?;
+    b.wait_text(&t("gatekeeper-schedule"), "Always", LIVE)?;
 
     // The customer list shows the gatekeeper's state too.
     b.click(&t("nav-customers"))?;
@@ -415,12 +440,12 @@ fn roles_settings_tokens_and_ip_connect_download() -> anyhow::Result<()> {
         "a built-in role offers Edit"
     );
     b.click(&t("new-role"))?;
-    b.fill(&t("role-name"), "log-reader")?;
+    b.fill(&t("role-name"), "Log Reader")?;
     b.click("[data-test=role-perm][value=VIEW_ADMIN_LOG_USER_ACTIVITY]")?;
     b.click("[data-test=role-perm][value=VERIFY_AUDIT_LOG]")?;
     b.screenshot("new-role")?;
     b.click(&t("role-create"))?;
-    let row = "[data-test=role-row][data-name=log-reader]";
+    let row = "[data-test=role-row][data-name='Log Reader']";
     b.wait_text(row, "VERIFY_AUDIT_LOG", LIVE)?;
     b.screenshot("roles")?;
     b.click(&format!("{row} [data-test=role-delete]"))?;

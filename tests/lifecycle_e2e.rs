@@ -171,6 +171,48 @@ fn customer_switch_closes_live_sessions_and_refuses_new_ones() -> anyhow::Result
             .filter(|o| o.success())
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}", d.logs()))?;
+
+    // Opening hours that exclude now close the gatekeeper the same way: a
+    // whole day two days from today (UTC; Monday = 0, 1970-01-01 a Thursday).
+    let mut ssh = d.spawn("ssh-sleep-hours", d.ssh(&["sleep", "600"]))?;
+    d.wait_live_session()?;
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        / 86_400;
+    let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let other = days[usize::try_from((today + 3 + 2) % 7)?];
+    let hours = d.gatekeeper_cmd(&["schedule", "--days", other, "--hours", "00:00-00:00"])?;
+    d.run("gatekeeper-schedule", hours)?
+        .ok("cpam-gatekeeper schedule")?;
+    assert!(
+        ssh.wait_timeout(Duration::from_secs(2))?.is_some(),
+        "ssh still running 2 s after the opening hours closed the gatekeeper\n{}",
+        d.logs()
+    );
+    let expected = format!("{other} 00:00-00:00");
+    wait_until(
+        Duration::from_secs(5),
+        "gk1 reported its opening hours, closed",
+        || {
+            let list = as_list(d.admin_json(&["gatekeeper", "list"]).ok()?).ok()?;
+            list.into_iter().find(|g| {
+                g["name"] == "gk1"
+                    && g["customer_disabled"] == true
+                    && g["customer_schedule"] == expected.as_str()
+            })
+        },
+    )?;
+    d.expect_ssh_refused_on(d.connect_port, "outside the opening hours")?;
+    let always = d.gatekeeper_cmd(&["schedule", "--always"])?;
+    d.run("gatekeeper-always", always)?
+        .ok("cpam-gatekeeper schedule --always")?;
+    wait_until(Duration::from_secs(10), "a session once open again", || {
+        d.run("ssh-after-hours", d.ssh(&["true"]))
+            .ok()
+            .filter(|o| o.success())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", d.logs()))?;
     Ok(())
 }
 

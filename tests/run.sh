@@ -33,6 +33,27 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# Python bindings (cpam-py): a virtual environment at target/py-venv with
+# maturin and pytest, and the `cpam` wheel built from this tree installed
+# into it. `cargo test` runs the pytest suite with it (tests/python_e2e.rs).
+py_need=()
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || py_need+=(python3 python3-venv python3-pip)
+python3 -c 'import os, sys, sysconfig as s; sys.exit(not os.path.exists(os.path.join(s.get_config_var("LIBDIR"), s.get_config_var("LDLIBRARY"))))' \
+    >/dev/null 2>&1 || py_need+=(python3-dev)
+if [ ${#py_need[@]} -gt 0 ]; then
+    echo "installing Python: ${py_need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${py_need[@]}"
+fi
+[ -x target/py-venv/bin/python ] || python3 -m venv target/py-venv
+target/py-venv/bin/pip install -q --disable-pip-version-check "maturin==1.16.*" pytest mypy
+# `--profile dev` reuses the debug build of cpam-core the rest of the suite
+# needs anyway (about 30 s here); `--release` would compile every dependency
+# a second time (several minutes on two cores). Release wheels: `maturin build --release`.
+rm -rf target/py-wheels
+target/py-venv/bin/maturin build --profile dev -q -m cpam-py/Cargo.toml --out target/py-wheels
+target/py-venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/py-wheels/cpam-*.whl
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets

@@ -98,7 +98,7 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
     let cid = id(&acme);
     let gk = admin.post(
         &format!("/api/v1/customers/{cid}/gatekeepers"),
-        &json!({ "name": "gk1", "description": "branch office" }),
+        &json!({ "name": "gk1" }),
     )?;
     let gid = id(&gk);
     assert_eq!(
@@ -110,6 +110,20 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
         &format!("/api/v1/gatekeepers/{gid}/registration-code"),
         &json!({ "ttl_minutes": 10 }),
     )?;
+    let fingerprint = code["server_fingerprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(fingerprint.starts_with("SHA256:"), "{code}");
+    assert!(
+        code["server_address"]
+            .as_str()
+            .is_some_and(|a| a.ends_with(&format!(
+                ":{}",
+                web.ssh_addr.rsplit(':').next().unwrap_or("")
+            ))),
+        "{code}"
+    );
     let code = code["code"].as_str().unwrap_or_default().to_string();
     let svc = admin.post(
         &format!("/api/v1/gatekeepers/{gid}/services"),
@@ -140,7 +154,9 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
     let events = sse(&admin)?;
     let state = d.join("gatekeeper");
     let mut reg = link.ns.command(bin_path("cpam-gatekeeper")?);
+    // The gatekeeper pins the server key the console showed with the code.
     reg.args(["register", "--server", &web.ssh_addr, "--code", &code])
+        .args(["--server-fingerprint", &fingerprint])
         .arg("--state-dir")
         .arg(&state);
     run("gatekeeper-register", reg, &d, TIMEOUT)?.ok("cpam-gatekeeper register")?;
@@ -507,16 +523,22 @@ fn users_roles_settings_and_scope_through_the_api() -> anyhow::Result<()> {
     // A user with a membership, an IP Connect preference and a custom role.
     admin.post(
         "/api/v1/roles",
-        &json!({ "name": "Viewer", "permissions": ["VIEW_SESSIONS"] }),
+        &json!({ "name": "Session Viewer", "permissions": ["VIEW_SESSIONS"] }),
     )?;
+    let r = admin.send(
+        "POST",
+        "/api/v1/roles",
+        Some(&json!({ "name": " Viewer", "permissions": ["VIEW_SESSIONS"] })),
+    )?;
+    assert_eq!(r.code().as_deref(), Some("invalid_argument"), "{r:?}");
     let u = admin.post(
         "/api/v1/users",
-        &json!({ "name": "carol", "password": "carol-pw-1", "roles": ["Viewer"], "customers": [acme], "ip_connect_mode": "driver" }),
+        &json!({ "name": "carol", "password": "carol-pw-1", "roles": ["Session Viewer"], "customers": [acme], "ip_connect_mode": "driver" }),
     )?;
     let uid = id(&u);
     assert_eq!(
         (u["ip_connect_mode"].as_str(), u["roles"][0].as_str()),
-        (Some("driver"), Some("Viewer")),
+        (Some("driver"), Some("Session Viewer")),
         "{u}"
     );
     let r = admin.send(
@@ -582,7 +604,7 @@ fn users_roles_settings_and_scope_through_the_api() -> anyhow::Result<()> {
     );
     let role = admin.send(
         "PUT",
-        "/api/v1/roles/Viewer",
+        "/api/v1/roles/Session%20Viewer",
         Some(&json!({ "permissions": ["VIEW_SESSIONS", "VERIFY_AUDIT_LOG"] })),
     )?;
     assert_eq!(
@@ -647,7 +669,7 @@ fn users_roles_settings_and_scope_through_the_api() -> anyhow::Result<()> {
     assert_eq!(carol.login("carol", "carol-pw-2")?.status, 401);
 
     // Deleting the custom role unassigns it; every change is in the admin log.
-    admin.expect("DELETE", "/api/v1/roles/Viewer", None, 204)?;
+    admin.expect("DELETE", "/api/v1/roles/Session%20Viewer", None, 204)?;
     assert_eq!(
         admin.get(&format!("/api/v1/users/{uid}"))?["roles"],
         json!([])

@@ -276,6 +276,7 @@ impl Admin {
     }
 
     pub async fn add_role(&self, name: &str, permissions: &[String]) -> Result<Role> {
+        crate::model::validate_role_name(name)?;
         let perms = permissions
             .iter()
             .map(|p| p.parse())

@@ -142,6 +142,24 @@ pub fn random_token(bytes: usize) -> String {
     out
 }
 
+/// Checks a role name: like [`validate_name`], plus inner spaces, as in the
+/// built-in "System Administrator".
+pub fn validate_role_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.trim() == name
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b' ' | b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "role name `{name}` must be 1-64 characters of letters, digits, spaces, `.`, `_` or `-`, without leading or trailing spaces"
+        )))
+    }
+}
+
 /// Checks a name given by an administrator: 1-64 chars of `[A-Za-z0-9._-]`.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -184,6 +202,10 @@ pub struct Gatekeeper {
     pub online: bool,
     /// The customer-side switch as last reported by the gatekeeper.
     pub customer_disabled: bool,
+    /// The customer's opening hours for the gatekeeper (`mon-fri 08:00-18:00`,
+    /// UTC) as it last reported them; `None` = open whenever switched on.
+    #[serde(default)]
+    pub customer_schedule: Option<String>,
 }
 
 impl Gatekeeper {

@@ -235,6 +235,22 @@ pub fn parse_hours(s: &str) -> Result<(u16, u16), Error> {
     Ok((minute(a)?, minute(b)?))
 }
 
+/// Parses opening hours `DAYS HH:MM-HH:MM` in UTC: `mon-fri 08:00-18:00`,
+/// `sat,sun 22:00-06:00` (overnight), `all 00:00-00:00` (whole days).
+pub fn parse_schedule(s: &str) -> Result<Schedule, Error> {
+    let (days, hours) = s.trim().split_once(' ').ok_or_else(|| {
+        Error::invalid(format!(
+            "schedule `{s}` must look like `mon-fri 08:00-18:00` (days, a space, hours)"
+        ))
+    })?;
+    let (start_minute, end_minute) = parse_hours(hours.trim())?;
+    Ok(Schedule {
+        days: parse_days(days)?,
+        start_minute,
+        end_minute,
+    })
+}
+
 /// Parses `90s`, `15m`, `8h`, `7d` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, Error> {
     let bad = || Error::invalid(format!("duration `{s}` must look like 90s, 15m, 8h or 7d"));
@@ -295,6 +311,7 @@ mod tests {
             last_contact: None,
             online: true,
             customer_disabled: false,
+            customer_schedule: None,
         };
         (user, service, gk)
     }

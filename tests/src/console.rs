@@ -178,6 +178,18 @@ impl Console {
         Ok(())
     }
 
+    /// `cpam-gatekeeper schedule ARGS` on the customer side.
+    pub fn gatekeeper_schedule(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut c = Command::new(bin_path("cpam-gatekeeper")?);
+        c.arg("schedule")
+            .arg("--state-dir")
+            .arg(&self.gk_state)
+            .args(args);
+        self.run("gatekeeper-schedule", c)?
+            .ok("cpam-gatekeeper schedule")?;
+        Ok(())
+    }
+
     /// Starts `cpam-connect --profile P forward SERVICE` on a free loopback
     /// port (kept in `extra`) and returns the port.
     pub fn forward(&mut self, profile: &Path, service: &str) -> anyhow::Result<u16> {

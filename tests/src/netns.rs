@@ -145,8 +145,9 @@ impl Drop for Netns {
 }
 
 /// Deletes namespaces left by test processes that no longer exist (killed
-/// before their guards ran). Names are `cpam-[vc]-PID-N`.
-fn remove_stale() {
+/// before their guards ran). Names are `cpam-[vcw]-PID-N`; deleting a
+/// namespace also deletes the veth pairs with an end inside it.
+pub(crate) fn remove_stale() {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
     };
@@ -157,6 +158,7 @@ fn remove_stale() {
         let Some(rest) = name
             .strip_prefix("cpam-v-")
             .or_else(|| name.strip_prefix("cpam-c-"))
+            .or_else(|| name.strip_prefix("cpam-w-"))
         else {
             continue;
         };

@@ -363,6 +363,7 @@ impl HostLink {
     /// Creates the namespace and the link; unique per process and call.
     pub fn create() -> anyhow::Result<HostLink> {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        crate::netns::remove_stale();
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let pid = std::process::id();
         let ns = crate::netns::Netns::create(&format!("cpam-w-{pid}-{n}"))?;

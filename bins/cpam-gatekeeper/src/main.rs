@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cpam_core::model::Timestamp;
 use cpam_core::tunnel::allow::AllowList;
 use cpam_core::tunnel::gatekeeper::{self, Agent, GatekeeperState};
 use tokio_util::sync::CancellationToken;
@@ -51,6 +52,20 @@ enum Command {
     Enable {
         #[arg(long)]
         state_dir: PathBuf,
+    },
+    /// Open only during these hours (UTC), or always with --always.
+    Schedule {
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Days the gatekeeper is open: `mon-fri`, `sat,sun`, `all`.
+        #[arg(long, requires = "hours", conflicts_with = "always")]
+        days: Option<String>,
+        /// Hours it is open on those days, UTC: `08:00-18:00` (overnight: `22:00-06:00`).
+        #[arg(long, requires = "days", conflicts_with = "always")]
+        hours: Option<String>,
+        /// Remove the opening hours: open whenever enabled.
+        #[arg(long)]
+        always: bool,
     },
     /// Show registration and the customer switch.
     Status {
@@ -119,20 +134,51 @@ async fn run(command: Command) -> anyhow::Result<()> {
             gatekeeper::set_disabled(&state_dir, false)?;
             println!("gatekeeper enabled");
         }
+        Command::Schedule {
+            state_dir,
+            days,
+            hours,
+            always,
+        } => {
+            GatekeeperState::load(&state_dir)?;
+            match (days, hours) {
+                (Some(days), Some(hours)) => {
+                    let text = format!("{} {}", days.trim(), hours.trim());
+                    gatekeeper::set_schedule(&state_dir, Some(&text))?;
+                    println!("gatekeeper open {text} (UTC); closed outside these hours");
+                }
+                _ if always => {
+                    gatekeeper::set_schedule(&state_dir, None)?;
+                    println!("gatekeeper open at all hours while enabled");
+                }
+                _ => anyhow::bail!("give --days and --hours, or --always"),
+            }
+        }
         Command::Status { state_dir, json } => {
             let state = GatekeeperState::load(&state_dir)?;
-            let disabled = gatekeeper::is_disabled(&state_dir);
+            let switch = gatekeeper::Switch::read(&state_dir, Timestamp::now());
             if json {
                 let mut v = serde_json::to_value(&state)?;
-                v["disabled"] = serde_json::json!(disabled);
+                v["disabled"] = serde_json::json!(switch.switched_off);
+                v["schedule"] = serde_json::json!(switch.schedule);
+                v["closed"] = serde_json::json!(switch.closed);
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("gatekeeper {} ({})", state.name, state.gatekeeper_id);
                 println!("server {}", state.server);
                 println!(
                     "customer switch: {}",
-                    if disabled { "disabled" } else { "enabled" }
+                    if switch.switched_off {
+                        "disabled"
+                    } else {
+                        "enabled"
+                    }
                 );
+                println!(
+                    "opening hours: {}",
+                    switch.schedule.as_deref().unwrap_or("always")
+                );
+                println!("now: {}", if switch.closed { "closed" } else { "open" });
             }
         }
     }

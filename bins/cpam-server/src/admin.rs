@@ -189,6 +189,11 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                                 "enabled".into()
                             }
                         }),
+                        ("HOURS (UTC)", &|g| {
+                            g.customer_schedule
+                                .clone()
+                                .unwrap_or_else(|| "always".into())
+                        }),
                         ("LAST CONTACT", &|g| ts(g.last_contact)),
                         ("ID", &|g| g.id.to_string()),
                     ],

@@ -172,6 +172,7 @@ pub async fn start_web(
             .clone()
             .unwrap_or_else(|| running.addr.to_string()),
         server_key: keys::public_openssh(data.host_key()?.public_key()),
+        server_fingerprint: keys::fingerprint(data.host_key()?.public_key()),
         downloads_dir,
     };
     let state = web::AppState::new(

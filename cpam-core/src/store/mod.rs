@@ -85,6 +85,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         customer_disabled: bool,
         at: Timestamp,
     ) -> Result<()>;
+    /// Records the opening hours the gatekeeper's customer set (`None`: always open).
+    async fn set_gatekeeper_schedule(
+        &self,
+        id: &GatekeeperId,
+        schedule: Option<&str>,
+    ) -> Result<()>;
     /// Stores a new one-time code (its SHA-256 hex) for `id`, replacing any unused one.
     async fn put_registration_code(
         &self,

@@ -1,9 +1,10 @@
 //! The customer-side agent: dials out to the server, holds the tunnel, and
 //! dials the targets its allow-list permits when the server asks.
 //!
-//! The customer keeps control: the switch file `disabled` in the state dir
-//! refuses new sessions and closes live ones, and the agent reports it to the
-//! server at once.
+//! The customer keeps control: the switch file `disabled` in the state dir,
+//! or opening hours in the file `schedule` (`mon-fri 08:00-18:00`, UTC),
+//! refuse new sessions and close live ones while the gatekeeper is closed,
+//! and the agent reports every change to the server at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,12 +23,14 @@ use super::{
     Backoff, CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, WHOAMI_COMMAND, keys,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{GatekeeperId, Timestamp};
+use crate::model::{GatekeeperId, Schedule, Timestamp};
+use crate::policy;
 use crate::proxy::tcp::{Counters, StreamSink, StreamSource, splice};
 
 const STATE_FILE: &str = "state.json";
 const KEY_FILE: &str = "key";
 const DISABLED_FILE: &str = "disabled";
+const SCHEDULE_FILE: &str = "schedule";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a registered gatekeeper keeps in its state dir.
@@ -87,6 +90,68 @@ pub fn is_disabled(dir: &Path) -> bool {
     dir.join(DISABLED_FILE).exists()
 }
 
+/// Sets the customer's opening hours (`mon-fri 08:00-18:00`, UTC), or
+/// removes them with `None` (open whenever switched on).
+pub fn set_schedule(dir: &Path, schedule: Option<&str>) -> Result<()> {
+    let path = dir.join(SCHEDULE_FILE);
+    match schedule {
+        Some(text) => {
+            policy::parse_schedule(text)?;
+            std::fs::write(&path, format!("{}\n", text.trim()))
+                .map_err(|e| Error::from(e).context(&format!("cannot write {}", path.display())))
+        }
+        None => match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::from(e).context(&format!("cannot remove {}", path.display()))),
+        },
+    }
+}
+
+/// The customer's opening hours, if set.
+pub fn schedule(dir: &Path) -> Result<Option<(String, Schedule)>> {
+    let path = dir.join(SCHEDULE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(Error::from(e).context(&format!("cannot read {}", path.display())));
+        }
+    };
+    let parsed =
+        policy::parse_schedule(&text).map_err(|e| e.context(&format!("{}", path.display())))?;
+    Ok(Some((text, parsed)))
+}
+
+/// The customer's controls as the agent applies them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Switch {
+    /// The switch file is there.
+    pub switched_off: bool,
+    /// The opening hours, as written (or the reason they cannot be read).
+    pub schedule: Option<String>,
+    /// Sessions are refused: switched off, outside the opening hours, or
+    /// the schedule file is unreadable (fail closed).
+    pub closed: bool,
+}
+
+impl Switch {
+    /// Reads the switch and the opening hours in `dir` as they apply at `now`.
+    pub fn read(dir: &Path, now: Timestamp) -> Switch {
+        let switched_off = is_disabled(dir);
+        let (schedule, open) = match schedule(dir) {
+            Ok(None) => (None, true),
+            Ok(Some((text, s))) => (Some(text), policy::schedule_end(&s, now).is_some()),
+            Err(e) => (Some(format!("unreadable: {e}")), false),
+        };
+        Switch {
+            switched_off,
+            schedule,
+            closed: switched_off || !open,
+        }
+    }
+}
+
 /// Creates a key, redeems the one-time `code` at `server`, and pins the
 /// server's key. With `expected_fingerprint`, the server key must match it.
 pub async fn register(
@@ -112,7 +177,12 @@ pub async fn register(
         },
         allow: Arc::new(AllowList::default()),
         live: Arc::new(Mutex::new(CancellationToken::new())),
-        disabled: watch::channel(true).1,
+        disabled: watch::channel(Switch {
+            switched_off: true,
+            schedule: None,
+            closed: true,
+        })
+        .1,
     };
     let mut handle = dial(server, handler).await?;
     let user = format!("{REGISTER_USER_PREFIX}{}", code.trim());
@@ -239,7 +309,7 @@ struct Handler {
     allow: Arc<AllowList>,
     /// Cancelling it closes every live session; replaced after each disable.
     live: Arc<Mutex<CancellationToken>>,
-    disabled: watch::Receiver<bool>,
+    disabled: watch::Receiver<Switch>,
 }
 
 impl client::Handler for Handler {
@@ -277,13 +347,13 @@ impl client::Handler for Handler {
         _session: &mut client::Session,
     ) -> Result<(), Self::Error> {
         let allow = self.allow.clone();
-        let disabled = *self.disabled.borrow();
+        let disabled = self.disabled.borrow().closed;
         let cancel = self.live.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let target = format!("{host}:{port}");
         let originator = format!("{originator_address}:{originator_port}");
         tokio::spawn(async move {
             if disabled {
-                tracing::info!(%target, %originator, "refused: disabled by the customer");
+                tracing::info!(%target, %originator, "refused: closed by the customer");
                 reply
                     .reject(ChannelOpenFailure::AdministrativelyProhibited)
                     .await;
@@ -390,7 +460,7 @@ impl Agent {
                 "the allow-list is empty: every session will be refused (use --allow CIDR:PORTS)"
             );
         }
-        let (disabled_tx, disabled_rx) = watch::channel(is_disabled(&self.dir));
+        let (disabled_tx, disabled_rx) = watch::channel(Switch::read(&self.dir, Timestamp::now()));
         let live = Arc::new(Mutex::new(CancellationToken::new()));
         let watcher = tokio::spawn(watch_switch(self.dir.clone(), disabled_tx, live.clone()));
         let mut backoff = Backoff::default();
@@ -421,7 +491,7 @@ impl Agent {
 
     async fn session(
         &self,
-        disabled: &watch::Receiver<bool>,
+        disabled: &watch::Receiver<Switch>,
         live: &Arc<Mutex<CancellationToken>>,
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
@@ -452,7 +522,7 @@ impl Agent {
             .await
             .map_err(Error::from)?;
         let mut disabled = disabled.clone();
-        let initial = *disabled.borrow_and_update();
+        let initial = disabled.borrow_and_update().clone();
         send_status(&control, initial).await?;
         tracing::info!(server = %self.state.server, gatekeeper = %self.state.name, "gatekeeper online");
         self.online.send_replace(true);
@@ -465,8 +535,8 @@ impl Agent {
                 }
                 changed = disabled.changed() => {
                     if changed.is_err() { return Ok(()); }
-                    let now = *disabled.borrow_and_update();
-                    tracing::info!(disabled = now, "customer switch changed");
+                    let now = disabled.borrow_and_update().clone();
+                    tracing::info!(closed = now.closed, switched_off = now.switched_off, schedule = ?now.schedule, "customer switch changed");
                     send_status(&control, now).await?;
                 }
                 msg = control.wait() => if msg.is_none() { return Ok(()) },
@@ -475,23 +545,36 @@ impl Agent {
     }
 }
 
-async fn send_status(control: &Channel<Msg>, disabled: bool) -> Result<()> {
-    let line = format!("{}\n", serde_json::json!({ "disabled": disabled }));
+async fn send_status(control: &Channel<Msg>, switch: Switch) -> Result<()> {
+    let line = format!(
+        "{}\n",
+        serde_json::json!({
+            "disabled": switch.closed,
+            "switched_off": switch.switched_off,
+            "schedule": switch.schedule,
+        })
+    );
     control
         .data_bytes(bytes::Bytes::from(line))
         .await
         .map_err(Error::from)
 }
 
-/// Watches the switch file; on disable, closes every live session.
-async fn watch_switch(dir: PathBuf, tx: watch::Sender<bool>, live: Arc<Mutex<CancellationToken>>) {
+/// Watches the switch file and the opening hours; when the gatekeeper
+/// closes, closes every live session.
+async fn watch_switch(
+    dir: PathBuf,
+    tx: watch::Sender<Switch>,
+    live: Arc<Mutex<CancellationToken>>,
+) {
     let mut interval = tokio::time::interval(Duration::from_millis(100));
     loop {
         interval.tick().await;
-        let now = is_disabled(&dir);
+        let now = Switch::read(&dir, Timestamp::now());
         if now != *tx.borrow() {
+            let closes = now.closed && !tx.borrow().closed;
             let _ = tx.send(now);
-            if now {
+            if closes {
                 // Let the status line reach the server first, so it records why.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let mut guard = live.lock().unwrap_or_else(|p| p.into_inner());

@@ -2,7 +2,8 @@
 //! filtered to the caller's scope (the scope as it was when the stream
 //! opened).
 //!
-//! - `gatekeeper`: `{id, customer_id, online, last_contact, customer_disabled}`
+//! - `gatekeeper`: `{id, customer_id, online, last_contact, customer_disabled,
+//!   customer_schedule}`
 //! - `session`: `{id, live, ...session}` (as `GET /api/v1/sessions/{id}`)
 //! - `lagged`: the stream fell behind and lost events; reload.
 
@@ -60,10 +61,12 @@ async fn gatekeeper_event(
             "online": online.unwrap_or(g.online),
             "last_contact": opt_ts(g.last_contact.or(Some(at))),
             "customer_disabled": g.customer_disabled,
+            "customer_schedule": g.customer_schedule,
         }),
         None => json!({
             "id": id, "customer_id": customer, "online": online.unwrap_or(false),
             "last_contact": at.to_rfc3339(), "customer_disabled": false,
+            "customer_schedule": null,
         }),
     };
     Event::default().event("gatekeeper").data(data.to_string())

@@ -48,6 +48,9 @@ pub struct WebOptions {
     pub ssh_address: String,
     /// The server's SSH host key (OpenSSH public form) for profiles.
     pub server_key: String,
+    /// The fingerprint of that key, shown with registration codes so the
+    /// gatekeeper pins it on first contact.
+    pub server_fingerprint: String,
     /// Where the `cpam-connect` executable is looked for (IP Connect downloads).
     pub downloads_dir: PathBuf,
 }

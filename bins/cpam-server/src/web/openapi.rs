@@ -48,7 +48,9 @@ pub fn schemas() -> Map<String, Value> {
         &["id", "name", "customer_id", "registered", "online"],
         json!({ "id": s(), "name": s(), "customer_id": s(), "customer_name": s(), "registered": b(),
                 "registered_at": ntime(), "fingerprint": ns(), "online": b(), "last_contact": ntime(),
-                "customer_disabled": b(), "created_at": time() }),
+                "customer_disabled": b(),
+                "customer_schedule": { "type": ["string", "null"], "description": "the customer's opening hours, UTC (`mon-fri 08:00-18:00`); null = open whenever switched on" },
+                "created_at": time() }),
     );
     let user = obj(
         &[
@@ -143,10 +145,7 @@ pub fn schemas() -> Map<String, Value> {
                 json!({ "id": s(), "name": s(), "created_at": time(), "gatekeepers": { "type": "array", "items": reference("Gatekeeper") } }),
             ),
         ),
-        (
-            "NewGatekeeper",
-            obj(&["name"], json!({ "name": s(), "description": s() })),
-        ),
+        ("NewGatekeeper", obj(&["name"], json!({ "name": s() }))),
         ("Gatekeeper", gatekeeper),
         (
             "NewCode",
@@ -159,7 +158,13 @@ pub fn schemas() -> Map<String, Value> {
             "RegistrationCode",
             obj(
                 &["code", "expires_at"],
-                json!({ "gatekeeper_id": s(), "code": { "type": "string", "description": "shown once" }, "expires_at": time() }),
+                json!({
+                    "gatekeeper_id": s(),
+                    "code": { "type": "string", "description": "shown once" },
+                    "expires_at": time(),
+                    "server_address": { "type": "string", "description": "the SSH address the gatekeeper dials (`cpam-gatekeeper register --server`)" },
+                    "server_fingerprint": { "type": "string", "description": "the server key's fingerprint (`--server-fingerprint`)" },
+                }),
             ),
         ),
         (

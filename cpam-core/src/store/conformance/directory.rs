@@ -150,6 +150,31 @@ pub async fn gatekeepers(store: &dyn Store) {
         "gatekeeper",
         "state of an unknown gatekeeper",
     );
+
+    assert_eq!(
+        now.customer_schedule, None,
+        "store conformance: no schedule yet"
+    );
+    for schedule in [Some("mon-fri 08:00-18:00"), None] {
+        ok(
+            store.set_gatekeeper_schedule(&g.id, schedule).await,
+            "set_gatekeeper_schedule",
+        );
+        let now = ok(store.gatekeeper(&g.id).await, "gatekeeper").expect("gatekeeper exists");
+        assert_eq!(
+            now.customer_schedule.as_deref(),
+            schedule,
+            "store conformance: schedule not stored"
+        );
+    }
+    expect_error(
+        store
+            .set_gatekeeper_schedule(&GatekeeperId::generate(), None)
+            .await,
+        ErrorKind::NotFound,
+        "gatekeeper",
+        "schedule of an unknown gatekeeper",
+    );
 }
 
 use crate::tunnel::code_hash;

@@ -88,6 +88,7 @@ impl SqlStore {
             last_contact: None,
             online: false,
             customer_disabled: false,
+            customer_schedule: None,
         };
         sqlx::query(
             "INSERT INTO gatekeepers (id, customer_id, name, created_at) VALUES ($1, $2, $3, $4)",
@@ -160,6 +161,22 @@ impl SqlStore {
             rows::gatekeeper,
         )
         .await
+    }
+
+    pub(super) async fn set_gatekeeper_schedule_impl(
+        &self,
+        id: &GatekeeperId,
+        schedule: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE gatekeepers SET customer_schedule = $1 WHERE id = $2")
+            .bind(schedule)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found(format!("gatekeeper `{id}` not found")));
+        }
+        Ok(())
     }
 
     pub(super) async fn set_gatekeeper_state_impl(

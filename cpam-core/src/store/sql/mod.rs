@@ -337,6 +337,13 @@ impl Store for SqlStore {
         self.set_gatekeeper_state_impl(id, online, customer_disabled, at)
             .await
     }
+    async fn set_gatekeeper_schedule(
+        &self,
+        id: &GatekeeperId,
+        schedule: Option<&str>,
+    ) -> Result<()> {
+        self.set_gatekeeper_schedule_impl(id, schedule).await
+    }
     async fn put_registration_code(
         &self,
         id: &GatekeeperId,

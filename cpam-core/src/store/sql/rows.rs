@@ -12,7 +12,7 @@ use crate::model::{
 
 pub(super) const CUSTOMER: &str = "id, name, created_at";
 pub(super) const GATEKEEPER: &str = "id, customer_id, name, public_key, fingerprint, registered_at, \
-     created_at, last_contact, online, customer_disabled";
+     created_at, last_contact, online, customer_disabled, customer_schedule";
 pub(super) const USER: &str = "id, name, password_hash, disabled, created_at";
 pub(super) const USER_KEY: &str =
     "id, user_id, public_key, fingerprint, label, gatekeeper_id, created_at";
@@ -98,6 +98,7 @@ pub(super) fn gatekeeper(row: &AnyRow) -> Result<Gatekeeper> {
         last_contact: opt_time(row, "last_contact")?,
         online: flag(row, "online")?,
         customer_disabled: flag(row, "customer_disabled")?,
+        customer_schedule: opt_text(row, "customer_schedule")?,
     })
 }
 

@@ -176,6 +176,11 @@ CREATE TABLE api_tokens (
 CREATE INDEX api_tokens_user ON api_tokens (user_id);
 "#;
 
+/// Version 3: the customer's opening hours for its gatekeeper.
+const V3: &str = r#"
+ALTER TABLE gatekeepers ADD COLUMN customer_schedule TEXT;
+"#;
+
 /// The migrator holding every schema version, applied on connect.
 pub(super) fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
@@ -191,6 +196,13 @@ pub(super) fn migrator() -> Migrator {
             Cow::Borrowed("console: membership, settings, web sessions, api tokens"),
             MigrationType::Simple,
             sqlx::SqlSafeStr::into_sql_str(V2),
+            false,
+        ),
+        Migration::new(
+            3,
+            Cow::Borrowed("gatekeeper opening hours"),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(V3),
             false,
         ),
     ])

@@ -420,6 +420,7 @@ impl Hub {
     async fn control_channel(self: Arc<Self>, gk: Gatekeeper, mut channel: Channel<Msg>) {
         let mut buf = Vec::new();
         let mut disabled = gk.customer_disabled;
+        let mut schedule = gk.customer_schedule.clone();
         while let Some(msg) = channel.wait().await {
             let russh::ChannelMsg::Data { data } = msg else {
                 continue;
@@ -439,6 +440,37 @@ impl Hub {
                     .get("disabled")
                     .and_then(|v| v.as_bool())
                     .unwrap_or(false);
+                let now_schedule = status
+                    .get("schedule")
+                    .and_then(|v| v.as_str())
+                    .map(|s| s.chars().take(200).collect::<String>());
+                if now_schedule != schedule {
+                    schedule = now_schedule;
+                    if let Err(error) = self
+                        .engine
+                        .store()
+                        .set_gatekeeper_schedule(&gk.id, schedule.as_deref())
+                        .await
+                    {
+                        tracing::error!(%error, gatekeeper = %gk.id, "cannot record the customer's schedule");
+                    }
+                    self.audit(
+                        AuditCategory::SystemMessages,
+                        "gatekeeper.schedule_changed",
+                        &format!("gatekeeper:{}", gk.name),
+                        Some(&gk),
+                        json!({ "gatekeeper": gk.name, "schedule": schedule }),
+                    )
+                    .await;
+                    if now_disabled == disabled {
+                        self.engine.publish(EngineEvent::GatekeeperSwitch {
+                            gatekeeper: gk.id.clone(),
+                            customer: gk.customer_id.clone(),
+                            disabled,
+                            at: Timestamp::now(),
+                        });
+                    }
+                }
                 if now_disabled != disabled {
                     disabled = now_disabled;
                     let action = if disabled {

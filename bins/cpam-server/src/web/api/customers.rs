@@ -95,8 +95,6 @@ pub async fn delete(
 #[serde(deny_unknown_fields)]
 pub struct NewGatekeeper {
     name: String,
-    #[serde(default)]
-    description: Option<String>,
 }
 
 pub async fn create_gatekeeper(
@@ -106,11 +104,6 @@ pub async fn create_gatekeeper(
     Body(body): Body<NewGatekeeper>,
 ) -> ApiResult<(StatusCode, Json<GatekeeperJson>)> {
     let c = access::customer(state.store.as_ref(), &caller.principal, &CustomerId(id)).await?;
-    if body.description.as_ref().is_some_and(|d| d.len() > 500) {
-        return Err(ApiError::invalid(
-            "description is longer than 500 characters",
-        ));
-    }
     let gk = state
         .admin(&caller)
         .create_gatekeeper(&c, &body.name)
@@ -188,7 +181,13 @@ pub async fn registration_code(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({ "gatekeeper_id": gk.id, "code": code.code, "expires_at": code.expires_at })),
+        Json(json!({
+            "gatekeeper_id": gk.id,
+            "code": code.code,
+            "expires_at": code.expires_at,
+            "server_address": state.options.ssh_address,
+            "server_fingerprint": state.options.server_fingerprint,
+        })),
     ))
 }
 

@@ -170,6 +170,8 @@ pub struct GatekeeperJson {
     pub online: bool,
     pub last_contact: Option<String>,
     pub customer_disabled: bool,
+    /// The customer's opening hours (UTC) as the gatekeeper reported them.
+    pub customer_schedule: Option<String>,
     pub created_at: String,
 }
 
@@ -185,6 +187,7 @@ pub fn gatekeeper_json(g: &Gatekeeper, customer: &Customer) -> GatekeeperJson {
         online: g.online,
         last_contact: opt_ts(g.last_contact),
         customer_disabled: g.customer_disabled,
+        customer_schedule: g.customer_schedule.clone(),
         created_at: ts(g.created_at),
     }
 }

@@ -143,7 +143,7 @@ pub async fn create_role(
     caller: Caller,
     Body(body): Body<NewRole>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    cpam_core::model::validate_name("role", &body.name)?;
+    cpam_core::model::validate_role_name(&body.name)?;
     if state
         .store
         .list_roles()

@@ -168,19 +168,17 @@ export async function customerPage(root, id) {
 
 function addGatekeeperForm(box, customer, reload) {
   const name = h('input', { type: 'text', 'data-test': 'gatekeeper-name', placeholder: 'e.g. gk1', required: true });
-  const desc = h('input', { type: 'text', 'data-test': 'gatekeeper-description', placeholder: 'optional: where it runs' });
   const existing = box.querySelector('[data-test=gatekeeper-form]');
   if (existing) return;
   box.appendChild(h('div', { class: 'notice' },
     h('h3', {}, 'Add gatekeeper'),
     form({ 'data-test': 'gatekeeper-form' }, [
-      h('div', { class: 'row' }, field('Name', name), field('Description', desc)),
+      h('div', { class: 'row' }, field('Name', name)),
       h('div', { class: 'formbar' },
         h('button', { class: 'primary', type: 'submit', 'data-test': 'gatekeeper-create' }, 'Add gatekeeper'),
         h('button', { type: 'button', onclick: () => reload() }, 'Cancel')),
     ], async () => {
       const body = { name: name.value.trim() };
-      if (desc.value.trim()) body.description = desc.value.trim();
       await post(`/customers/${encodeURIComponent(customer.id)}/gatekeepers`, body);
       toast(`Gatekeeper ${body.name} added. Issue a registration code to register it.`);
       await reload();
@@ -257,23 +255,26 @@ function gatekeeperCard(customer, gk, services, previous) {
   let switchBadge = null;
   if (gk.registered) {
     switchBadge = gk.customer_disabled
-      ? badge('Disabled by the customer', 'bad', 'gatekeeper-switch')
+      ? badge(gk.customer_schedule ? 'Closed by the customer' : 'Disabled by the customer', 'bad', 'gatekeeper-switch')
       : badge('Enabled by the customer', 'ok', 'gatekeeper-switch');
   }
   return h('div', { 'data-gk': gk.id, 'data-test': 'gatekeeper-card', 'data-name': gk.name },
     h('div', { class: 'gk-head' },
       h('span', { class: 'name', 'data-test': 'gatekeeper-title' }, gk.name),
       badge(label, kind, 'gatekeeper-status'), switchBadge),
-    gk.description ? h('p', { class: 'muted' }, gk.description) : null,
     h('dl', { class: 'kv' },
       h('dt', {}, 'Last contact'),
       h('dd', { 'data-test': 'gatekeeper-last-contact' }, gk.last_contact ? timeCell(gk.last_contact) : 'Never'),
       h('dt', {}, 'Registered'),
       h('dd', {}, gk.registered ? timeCell(gk.registered_at) : 'Not yet — issue a registration code and run it on the customer side'),
       gk.fingerprint ? [h('dt', {}, 'Key fingerprint'), h('dd', { class: 'mono' }, gk.fingerprint)] : null,
+      gk.registered ? [h('dt', {}, 'Opening hours'), h('dd', { 'data-test': 'gatekeeper-schedule' },
+        gk.customer_schedule ? `${gk.customer_schedule} (UTC), set by the customer` : 'Always, while the customer keeps it switched on')] : null,
       h('dt', {}, 'Added'), h('dd', {}, timeCell(gk.created_at))),
     gk.customer_disabled ? h('div', { class: 'notice bad', 'data-test': 'gatekeeper-disabled-notice' },
-      'The customer has switched this gatekeeper off on their side. Vendors cannot connect until the customer switches it back on.') : null,
+      gk.customer_schedule
+        ? 'The customer has closed this gatekeeper: it is switched off or outside its opening hours. Vendors cannot connect until it opens again.'
+        : 'The customer has switched this gatekeeper off on their side. Vendors cannot connect until the customer switches it back on.') : null,
     h('div', { class: 'gk-actions' }, connect, issue,
       mayConnect && !gk.registered ? h('span', { class: 'muted small', 'data-test': 'connect-hint' },
         'Connect is available once the gatekeeper is registered.') : null),

@@ -148,7 +148,7 @@ export async function rolesPage(root) {
     h('span', {}, h('code', {}, p.name), h('br'), h('span', { class: 'muted' }, p.description || '')))));
 
   const showForm = () => {
-    const name = h('input', { type: 'text', 'data-test': 'role-name', required: true, placeholder: 'e.g. log-reader (letters, digits, . _ -)' });
+    const name = h('input', { type: 'text', 'data-test': 'role-name', required: true, placeholder: 'e.g. Log Reader (letters, digits, spaces, . _ -)' });
     const f = form({ 'data-test': 'role-form' }, [
       field('Role name', name),
       field('Permissions', permChecks([], false)),

@@ -1,0 +1,129 @@
+"""The shapes of the dicts cpam hands to Python, and of the callbacks it
+takes, as ``TypedDict``s and aliases for type checkers (and for your own
+annotations: ``from cpam.types import AccessCheck``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypedDict, Union
+
+if TYPE_CHECKING:
+    from ._cpam import Credential
+
+class ServiceInfo(TypedDict):
+    name: str
+    kind: str
+    target: str
+    until: Optional[str]
+
+
+class Services(TypedDict):
+    gatekeeper: str
+    online: bool
+    services: list[ServiceInfo]
+
+
+class Registration(TypedDict):
+    server: str
+    server_key: str
+    gatekeeper_id: str
+    name: str
+    registered_at: int
+
+
+class GatekeeperStatus(TypedDict):
+    id: str
+    name: str
+    server: str
+    registered_at: int
+    running: bool
+    online: bool
+    disabled: bool
+
+
+class GatekeeperEvent(TypedDict, total=False):
+    type: Literal["gatekeeper_online", "gatekeeper_offline", "gatekeeper_switch", "gatekeeper_stopped"]
+    gatekeeper: str
+    """The gatekeeper's id."""
+    name: str
+    at: int
+    """Milliseconds since the Unix epoch."""
+    disabled: bool
+    """On ``gatekeeper_switch``: the new state of the customer's switch."""
+    error: Optional[str]
+    """On ``gatekeeper_stopped``: why the agent stopped, if it failed."""
+
+
+class BrokenLink(TypedDict):
+    expected_seq: int
+    found_seq: int
+    problem: str
+
+
+class Verification(TypedDict):
+    intact: bool
+    checked: int
+    first_broken: Optional[BrokenLink]
+
+
+class AuditRecord(TypedDict):
+    seq: int
+    at: int
+    category: Literal["user-activity", "system-messages"]
+    action: str
+    actor: str
+    customer_id: Optional[str]
+    session_id: Optional[str]
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AccessCheck(TypedDict):
+    """What an access hook decides on (user, customer, gatekeeper, service and
+    grant as the store holds them)."""
+
+    user: dict[str, Any]
+    customer: dict[str, Any]
+    gatekeeper: dict[str, Any]
+    service: dict[str, Any]
+    grant: dict[str, Any]
+    originator: str
+    at: int
+
+
+class CredentialRequest(TypedDict):
+    session: str
+    user: str
+    customer: str
+    service: dict[str, Any]
+
+
+class ServerEvent(TypedDict, total=False):
+    type: Literal[
+        "gatekeeper_online",
+        "gatekeeper_offline",
+        "gatekeeper_switch",
+        "session_started",
+        "session_ended",
+        "session_refused",
+        "events_lost",
+    ]
+    at: int
+    gatekeeper: str
+    customer: Optional[str]
+    disabled: bool
+    session: dict[str, Any]
+    """On ``session_started``/``session_ended``: the session record."""
+    user: str
+    service: str
+    kind: str
+    """On ``session_refused``: the refusal's error kind, e.g. ``"permission_denied"``."""
+    reason: str
+    lost: int
+    """On ``events_lost``: how many events this watcher missed by falling behind."""
+
+
+AuditSinkFn = Callable[[AuditRecord], object]
+"""Receives each audit record once it is sealed and stored."""
+AccessHookFn = Callable[[AccessCheck], Union[bool, tuple[bool, str]]]
+CredentialSourceFn = Callable[[CredentialRequest], Optional["Credential"]]

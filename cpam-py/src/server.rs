@@ -1,0 +1,537 @@
+//! The server engine and its SSH hub run inside Python, with the
+//! integrator's callbacks plugged in and engine events pulled.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use cpam_core::events::EngineEvent;
+use cpam_core::hooks::{AccessHook, CredentialRequest, CredentialSource};
+use cpam_core::model::{AuditCategory, AuditEvent, SessionId, Timestamp, builtin_roles};
+use cpam_core::server::DataDir;
+use cpam_core::session::SessionEngine;
+use cpam_core::store::{SqlStore, Store};
+use cpam_core::tunnel::hub::Hub;
+use cpam_core::tunnel::keys;
+use cpam_core::{Error, Result};
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+use serde_json::json;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::errors::to_py;
+use crate::hooks::{Credential, PyAccessHook, PyAuditSink, PyCredentialSource};
+use crate::rt::{EventQueue, Json, awaitable, next_event, runtime, wait};
+
+/// How long `stop` lets live sessions write their end records.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What [`open`] opened.
+struct Opened {
+    hub: Arc<Hub>,
+    sink: Arc<PyAuditSink>,
+    listen: String,
+    /// A data dir's control socket, through which `cpam-server`'s admin
+    /// commands reach the running hub.
+    control: Option<PathBuf>,
+}
+
+/// The hub over `source`: a server data dir (its database, host key, listen
+/// address and control socket) or a database URL (a fresh host key,
+/// `127.0.0.1:0`, no control socket).
+async fn open(source: String) -> Result<Opened> {
+    let (store, key, listen, control): (Arc<dyn Store>, _, String, _) =
+        if source.contains("://") || source.starts_with("sqlite:") {
+            let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&source).await?);
+            let roles = store.list_roles().await?;
+            for role in builtin_roles() {
+                if !roles.iter().any(|r| r.name == role.name) {
+                    store.put_role(&role).await?;
+                }
+            }
+            (store, keys::generate()?, "127.0.0.1:0".into(), None)
+        } else {
+            let data = DataDir::open(Path::new(&source))?;
+            (
+                data.store().await?,
+                data.host_key()?,
+                data.config.listen.clone(),
+                Some(data.control_socket()),
+            )
+        };
+    // As `cpam-server run` does: a server that stopped without saying so
+    // left gatekeepers marked online and sessions open.
+    let now = Timestamp::now();
+    for gk in store.list_gatekeepers(None).await? {
+        if gk.online {
+            store
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
+                .await?;
+        }
+    }
+    store
+        .close_orphan_sessions(now, "server stopped while the session was live")
+        .await?;
+    let sink = Arc::new(PyAuditSink {
+        store: store.clone(),
+        callback: RwLock::new(None),
+    });
+    let engine = SessionEngine::new(store, sink.clone());
+    Ok(Opened {
+        hub: Hub::new(engine, key),
+        sink,
+        listen,
+        control,
+    })
+}
+
+/// Moves engine events into the handle's queue until `closed`, then what
+/// is left; a watcher that fell behind gets an `events_lost` event with the
+/// count (`lost`). The queue closes when this returns.
+async fn forward_events(
+    mut rx: tokio::sync::broadcast::Receiver<EngineEvent>,
+    tx: mpsc::UnboundedSender<Json>,
+    closed: CancellationToken,
+) {
+    let as_json = |got: std::result::Result<EngineEvent, u64>| match got {
+        Ok(event) => Json::of(&event).unwrap_or_else(|e| {
+            Json(json!({ "type": "events_lost", "lost": 1, "error": e.to_string() }))
+        }),
+        Err(n) => Json(json!({ "type": "events_lost", "lost": n })),
+    };
+    loop {
+        let got = tokio::select! {
+            biased;
+            got = rx.recv() => got,
+            _ = closed.cancelled() => break,
+        };
+        let got = match got {
+            Ok(event) => Ok(event),
+            Err(RecvError::Lagged(n)) => Err(n),
+            Err(RecvError::Closed) => return,
+        };
+        if tx.send(as_json(got)).is_err() {
+            return;
+        }
+    }
+    loop {
+        let got = match rx.try_recv() {
+            Ok(event) => Ok(event),
+            Err(TryRecvError::Lagged(n)) => Err(n),
+            Err(_) => return,
+        };
+        if tx.send(as_json(got)).is_err() {
+            return;
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Serving {
+    address: SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    control: Option<PathBuf>,
+}
+
+/// A cpam server engine and its SSH port, run in the background of this
+/// process, with Python callables as audit sink, access hook and
+/// credential source.
+#[pyclass(module = "cpam", frozen)]
+#[derive(Debug)]
+pub struct Server {
+    hub: Arc<Hub>,
+    sink: Arc<PyAuditSink>,
+    listen: String,
+    control: Option<PathBuf>,
+    serving: Mutex<Option<Serving>>,
+    /// A stopped server cannot start again.
+    stopped: AtomicBool,
+    /// Closes the event queue (after `stop`).
+    closed: CancellationToken,
+    forwarder: tokio::task::JoinHandle<()>,
+    events: EventQueue,
+}
+
+/// Stops serving, then closes the event queue once the last events are in.
+async fn stop(hub: Arc<Hub>, serving: Option<Serving>, closed: CancellationToken) -> Result<()> {
+    if let Some(serving) = serving {
+        hub.shutdown(STOP_GRACE).await;
+        for task in serving.tasks {
+            task.abort();
+            let _ = tokio::time::timeout(STOP_GRACE, task).await;
+        }
+        if let Some(path) = serving.control {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    closed.cancel();
+    Ok(())
+}
+
+async fn credential(
+    hub: Arc<Hub>,
+    customer: String,
+    service: String,
+    user: String,
+) -> Result<Option<Credential>> {
+    let engine = hub.engine();
+    let store = engine.store();
+    let customer = store
+        .customer_by_name(&customer)
+        .await?
+        .ok_or_else(|| Error::not_found(format!("no customer `{customer}`")))?;
+    let service = store
+        .service_by_name(&customer.id, &service)
+        .await?
+        .ok_or_else(|| {
+            Error::not_found(format!(
+                "no service `{service}` for customer `{}`",
+                customer.name
+            ))
+        })?;
+    let request = CredentialRequest {
+        session: SessionId::generate(),
+        user,
+        customer: customer.id,
+        service,
+    };
+    Ok(engine
+        .credential(&request)
+        .await?
+        .map(|inner| Credential { inner }))
+}
+
+fn callable(py: Python<'_>, f: Option<Py<PyAny>>, what: &str) -> PyResult<Option<Arc<Py<PyAny>>>> {
+    match f {
+        Some(f) if !f.bind(py).is_callable() => Err(to_py(Error::invalid(format!(
+            "the {what} must be callable"
+        )))),
+        f => Ok(f.map(Arc::new)),
+    }
+}
+
+/// The callables a `Server` is created with, checked.
+struct Callbacks {
+    audit_sink: Option<Arc<Py<PyAny>>>,
+    access_hook: Option<Arc<Py<PyAny>>>,
+    credential_source: Option<Arc<Py<PyAny>>>,
+}
+
+impl Callbacks {
+    fn check(
+        py: Python<'_>,
+        audit_sink: Option<Py<PyAny>>,
+        access_hook: Option<Py<PyAny>>,
+        credential_source: Option<Py<PyAny>>,
+    ) -> PyResult<Callbacks> {
+        Ok(Callbacks {
+            audit_sink: callable(py, audit_sink, "audit sink")?,
+            access_hook: callable(py, access_hook, "access hook")?,
+            credential_source: callable(py, credential_source, "credential source")?,
+        })
+    }
+}
+
+impl Server {
+    /// The server over what [`open`] opened; its event forwarder runs on `rt`.
+    fn build(opened: Opened, callbacks: Callbacks, rt: &tokio::runtime::Handle) -> Server {
+        let Opened {
+            hub,
+            sink,
+            listen,
+            control,
+        } = opened;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let closed = CancellationToken::new();
+        let forwarder = rt.spawn(forward_events(hub.engine().subscribe(), tx, closed.clone()));
+        let server = Server {
+            hub,
+            sink,
+            listen,
+            control,
+            serving: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            closed,
+            forwarder,
+            events: Arc::new(tokio::sync::Mutex::new(rx)),
+        };
+        server.install_audit_sink(callbacks.audit_sink);
+        server.install_access_hook(callbacks.access_hook);
+        server.install_credential_source(callbacks.credential_source);
+        server
+    }
+
+    fn install_audit_sink(&self, sink: Option<Arc<Py<PyAny>>>) {
+        *self
+            .sink
+            .callback
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = sink;
+    }
+
+    fn install_access_hook(&self, hook: Option<Arc<Py<PyAny>>>) {
+        self.hub
+            .engine()
+            .set_access_hook(hook.map(|h| Arc::new(PyAccessHook(h)) as Arc<dyn AccessHook>));
+    }
+
+    fn install_credential_source(&self, source: Option<Arc<Py<PyAny>>>) {
+        self.hub.engine().set_credential_source(
+            source.map(|s| Arc::new(PyCredentialSource(s)) as Arc<dyn CredentialSource>),
+        );
+    }
+
+    /// Marks the server stopped and takes what it serves.
+    fn take_serving(&self) -> Option<Serving> {
+        let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        self.stopped.store(true, Ordering::SeqCst);
+        serving.take()
+    }
+}
+
+#[pymethods]
+impl Server {
+    /// A server over `source`: a data dir made by `cpam-server init` (its
+    /// database, host key and listen address; administer it with
+    /// `cpam-server ... --data-dir` as usual), or a database URL with a fresh
+    /// host key. Nothing listens until `start`; events are queued from now.
+    #[new]
+    #[pyo3(signature = (source, *, audit_sink = None, access_hook = None, credential_source = None))]
+    fn new(
+        py: Python<'_>,
+        source: String,
+        audit_sink: Option<Py<PyAny>>,
+        access_hook: Option<Py<PyAny>>,
+        credential_source: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let callbacks = Callbacks::check(py, audit_sink, access_hook, credential_source)?;
+        let opened = wait(py, open(source))?;
+        Ok(Server::build(opened, callbacks, runtime()?.handle()))
+    }
+
+    /// `Server(...)` for asyncio: opening the database is awaited.
+    #[classmethod]
+    #[pyo3(signature = (source, *, audit_sink = None, access_hook = None, credential_source = None))]
+    fn open_async<'py>(
+        _cls: &Bound<'py, PyType>,
+        py: Python<'py>,
+        source: String,
+        audit_sink: Option<Py<PyAny>>,
+        access_hook: Option<Py<PyAny>>,
+        credential_source: Option<Py<PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let callbacks = Callbacks::check(py, audit_sink, access_hook, credential_source)?;
+        awaitable(py, async move {
+            let opened = open(source).await?;
+            Ok(Server::build(
+                opened,
+                callbacks,
+                &tokio::runtime::Handle::current(),
+            ))
+        })
+    }
+
+    /// Sets (or with `None`, removes) the callable that receives each audit
+    /// record as a dict once it is sealed and stored.
+    fn set_audit_sink(&self, py: Python<'_>, sink: Option<Py<PyAny>>) -> PyResult<()> {
+        self.install_audit_sink(callable(py, sink, "audit sink")?);
+        Ok(())
+    }
+
+    /// Sets (or removes) the callable deciding on each session the policy
+    /// allowed: `hook(check) -> bool | (bool, reason)`.
+    fn set_access_hook(&self, py: Python<'_>, hook: Option<Py<PyAny>>) -> PyResult<()> {
+        self.install_access_hook(callable(py, hook, "access hook")?);
+        Ok(())
+    }
+
+    /// Sets (or removes) the callable supplying injected credentials:
+    /// `source(request) -> Credential | None`.
+    fn set_credential_source(&self, py: Python<'_>, source: Option<Py<PyAny>>) -> PyResult<()> {
+        self.install_credential_source(callable(py, source, "credential source")?);
+        Ok(())
+    }
+
+    /// Starts serving gatekeepers and Connection Managers on `listen`
+    /// (`IP:PORT`, port 0 for a free one; `None`: the data dir's address) in
+    /// the background; returns the address it listens on. Over a data dir it
+    /// also serves the control socket, so `cpam-server sessions terminate`
+    /// and grant revocations reach it. A stopped server cannot start again.
+    #[pyo3(signature = (listen = None))]
+    fn start(&self, listen: Option<&str>) -> PyResult<String> {
+        let listen = listen.unwrap_or(&self.listen);
+        let addr: SocketAddr = listen.parse().map_err(|_| {
+            to_py(Error::invalid(format!(
+                "listen address `{listen}` must be IP:PORT"
+            )))
+        })?;
+        let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(to_py(Error::invalid(
+                "the server was stopped; create a new one",
+            )));
+        }
+        if serving.is_some() {
+            return Err(to_py(Error::invalid("the server is already running")));
+        }
+        let rt = runtime()?;
+        let listener = {
+            let _enter = rt.enter();
+            cpam_core::tunnel::bind_listener(addr).map_err(to_py)?
+        };
+        let address = listener.local_addr().map_err(|e| to_py(e.into()))?;
+        let engine = self.hub.engine().clone();
+        let hub = self.hub.clone();
+        let mut tasks = vec![rt.spawn({
+            let engine = engine.clone();
+            async move {
+                // Before the first connection is accepted (they queue meanwhile).
+                engine
+                    .record(AuditEvent {
+                        at: Timestamp::now(),
+                        category: AuditCategory::SystemMessages,
+                        action: "server.start".into(),
+                        actor: "system".into(),
+                        customer_id: None,
+                        session_id: None,
+                        detail: json!({ "listen": address.to_string(), "embedded": true }),
+                    })
+                    .await;
+                if let Err(error) = hub.serve(listener).await {
+                    tracing::error!(%error, "the hub stopped");
+                }
+            }
+        })];
+        if let Some(path) = self.control.clone() {
+            tasks.push(rt.spawn(async move {
+                if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
+                    tracing::error!(%error, "the control socket stopped");
+                }
+            }));
+        }
+        *serving = Some(Serving {
+            address,
+            tasks,
+            control: self.control.clone(),
+        });
+        Ok(address.to_string())
+    }
+
+    /// `IP:PORT` it listens on, or `None` when not started.
+    #[getter]
+    fn address(&self) -> Option<String> {
+        self.serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.address.to_string())
+    }
+
+    /// The next engine event as a dict (`type`: `gatekeeper_online`,
+    /// `gatekeeper_offline`, `gatekeeper_switch`, `session_started`,
+    /// `session_ended`, `session_refused`, or `events_lost`), or `None` after
+    /// `timeout` seconds (`None`: no limit) or, after `stop`, once the
+    /// remaining events were read.
+    #[pyo3(signature = (timeout = None))]
+    fn next_event(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<Json>> {
+        wait(py, next_event(self.events.clone(), timeout))
+    }
+
+    /// `next_event()` for asyncio.
+    #[pyo3(signature = (timeout = None))]
+    fn next_event_async<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, next_event(self.events.clone(), timeout))
+    }
+
+    /// Asks the credential source, as the engine does for a session of
+    /// `user` to `service` of `customer`.
+    fn credential(
+        &self,
+        py: Python<'_>,
+        customer: String,
+        service: String,
+        user: String,
+    ) -> PyResult<Option<Credential>> {
+        wait(py, credential(self.hub.clone(), customer, service, user))
+    }
+
+    /// `credential()` for asyncio.
+    fn credential_async<'py>(
+        &self,
+        py: Python<'py>,
+        customer: String,
+        service: String,
+        user: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, credential(self.hub.clone(), customer, service, user))
+    }
+
+    /// Stops listening and ends live sessions (their end records are
+    /// written, at most 3 s). Stopping twice is fine.
+    fn stop(&self, py: Python<'_>) -> PyResult<()> {
+        let serving = self.take_serving();
+        wait(py, stop(self.hub.clone(), serving, self.closed.clone()))
+    }
+
+    /// `stop()` for asyncio.
+    fn stop_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let serving = self.take_serving();
+        awaitable(py, stop(self.hub.clone(), serving, self.closed.clone()))
+    }
+
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _ty: Option<Bound<'_, PyAny>>,
+        _value: Option<Bound<'_, PyAny>>,
+        _tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        self.stop(py)
+    }
+
+    fn __aenter__<'py>(slf: Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
+        let py = slf.py();
+        let me = slf.unbind();
+        awaitable(py, async move { Ok(me) })
+    }
+
+    fn __aexit__<'py>(
+        &self,
+        py: Python<'py>,
+        _ty: Option<Bound<'py, PyAny>>,
+        _value: Option<Bound<'py, PyAny>>,
+        _tb: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.stop_async(py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Server(address={:?})", self.address())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+        let serving = self
+            .serving
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let (Some(serving), Ok(rt)) = (serving, runtime()) {
+            rt.spawn(stop(self.hub.clone(), Some(serving), self.closed.clone()));
+        }
+    }
+}

@@ -1,0 +1,122 @@
+"""The tutorials in examples/python, run as a user would run them against a
+real server, a stock sshd target and stock ssh."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+import cpam
+from harness import Deployment, Proc, bin_path, run, wait_until
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "python"
+
+
+def example(name: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def running_gatekeeper(deployment: Deployment) -> Iterator[Proc]:
+    """register_gatekeeper.py, left running in the background."""
+    p = Proc("register_gatekeeper", [
+        sys.executable, str(EXAMPLES / "register_gatekeeper.py"), "--server", deployment.address,
+        "--code", deployment.code, "--fingerprint", deployment.fingerprint,
+        "--state-dir", str(deployment.gk_state), "--allow", deployment.allow[0],
+    ], deployment.dir)
+    p.wait_for_line("gatekeeper gk1 online")
+    yield p
+    # Ctrl-C: the example stops its gatekeeper and exits 0.
+    os.kill(p.popen.pid, signal.SIGINT)
+    assert p.popen.wait(timeout=20) == 0, p.output()
+    assert "stopping" in p.output()
+    p.stop()
+
+
+def test_register_gatekeeper(deployment: Deployment, running_gatekeeper: Proc) -> None:
+    assert "registered gk1 (gk_" in running_gatekeeper.output()
+    listed = deployment.admin_json("gatekeeper", "list")
+    assert any(g["name"] == "gk1" and g["online"] for g in listed), listed
+
+
+def test_open_session(deployment: Deployment, running_gatekeeper: Proc) -> None:
+    out = example("open_session.py", "--profile", str(deployment.profile), "--service", "ssh")
+    assert out.returncode == 0, out.stderr
+    assert "gatekeeper gk1 online: True" in out.stdout
+    assert "target says: SSH-2.0-OpenSSH" in out.stdout
+    refused = example("open_session.py", "--profile", str(deployment.profile_of("nogrant")), "--service", "ssh")
+    assert refused.returncode == 2 and "refused (permission_denied)" in refused.stderr, refused
+
+
+def test_run_command(deployment: Deployment, running_gatekeeper: Proc) -> None:
+    out = example("run_command.py", "--profile", str(deployment.profile), "--service", "ssh",
+                  "--key", str(deployment.sshd.client_key), "--", "echo", "ran", "through", "cpam")
+    assert out.returncode == 0, out.stderr + deployment.logs()
+    assert out.stdout.strip() == "ran through cpam"
+
+
+def test_proxy_command(deployment: Deployment, running_gatekeeper: Proc) -> None:
+    proxy = f"{sys.executable} {EXAMPLES / 'proxy_command.py'} --profile {deployment.profile} --service ssh"
+    args = deployment.sshd.ssh_args(22, "echo", "via", "ProxyCommand")
+    args[1:1] = ["-o", f"ProxyCommand={proxy}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr + deployment.logs()
+    assert out.stdout.strip() == "via ProxyCommand"
+
+
+def test_read_audit(deployment: Deployment, running_gatekeeper: Proc) -> None:
+    out = example("read_audit.py", "--data-dir", str(deployment.data_dir))
+    assert out.returncode == 0, out.stderr
+    assert "session.start" in out.stdout and "gatekeeper.online" in out.stdout
+    assert out.stdout.strip().splitlines()[-1].startswith("audit chain intact (")
+    user = example("read_audit.py", "--data-dir", str(deployment.data_dir), "--category", "user-activity")
+    assert "gatekeeper.online" not in user.stdout and "session.refused" in user.stdout
+
+
+def test_server_hooks(deployment: Deployment, tmp_path: Path) -> None:
+    data = tmp_path / "server"
+    cli = str(bin_path("cpam-server"))
+    run([cli, "init", "--listen", "127.0.0.1:0", "--data-dir", str(data)], tmp_path)
+    server = Proc("server_hooks", [sys.executable, str(EXAMPLES / "server_hooks.py"), "--data-dir", str(data),
+                                   "--listen", "127.0.0.1:0", "--deny-user", "contractor"], tmp_path)
+    try:
+        address = server.wait_for_line("cpam server listening on ")
+
+        def admin(*args: str) -> str:
+            return run([cli, *args, "--data-dir", str(data)], tmp_path)
+
+        admin("customer", "add", "acme")
+        code = json.loads(admin("gatekeeper", "add", "--customer", "acme", "gk1", "--json"))["code"]
+        admin("service", "add", "--customer", "acme", "ssh", "--target", deployment.service_target)
+        cpam.register_gatekeeper(address, code, str(tmp_path / "gk"))
+        with cpam.Gatekeeper(str(tmp_path / "gk"), allow=deployment.allow) as gk:
+            gk.start()
+            assert (gk.next_event(timeout=30) or {}).get("type") == "gatekeeper_online"
+            for user in ("vendor", "contractor"):
+                admin("user", "add", user)
+                admin("grant", "add", "--user", user, "--customer", "acme", "--service", "ssh")
+                admin("profile", "export", "--user", user, "--gatekeeper", "gk1",
+                      "--out", str(tmp_path / user), "--server-address", address)
+            with cpam.ConnectionManager(str(tmp_path / "vendor")).open_session("ssh") as s:
+                assert s.read(7) == b"SSH-2.0"
+            with pytest.raises(cpam.PermissionDeniedError):
+                cpam.ConnectionManager(str(tmp_path / "contractor")).open_session("ssh")
+            wait_until("the refusal event", lambda: '"type": "session_refused"' in server.output())
+        out = server.output()
+        assert "contractor needs an approved change ticket for ssh" in out, out
+        assert '"type": "gatekeeper_online"' in out and '"type": "session_started"' in out, out
+        assert "session.start by vendor" in out and "session.refused by contractor" in out, out
+        os.kill(server.popen.pid, signal.SIGINT)
+        assert server.popen.wait(timeout=20) == 0, server.output()
+        assert "audit records forwarded" in server.output()
+    finally:
+        server.stop()
+    assert cpam.verify_audit(str(data))["intact"]
