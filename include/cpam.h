@@ -81,6 +81,9 @@ typedef enum cpam_status {
   CPAM_CANCELLED = 111,
   // `ErrorKind::Internal`: an unexpected internal state.
   CPAM_INTERNAL = 112,
+  // `ErrorKind::Conflict`: the object's current state does not allow this
+  // (e.g. a gatekeeper not registered yet, a session no longer live).
+  CPAM_CONFLICT = 113,
 } cpam_status;
 
 // What an event is about. Its JSON (`cpam_event_get_json`) has a `type` field

@@ -58,6 +58,9 @@ pub enum cpam_status {
     CPAM_CANCELLED = 111,
     /// `ErrorKind::Internal`: an unexpected internal state.
     CPAM_INTERNAL = 112,
+    /// `ErrorKind::Conflict`: the object's current state does not allow this
+    /// (e.g. a gatekeeper not registered yet, a session no longer live).
+    CPAM_CONFLICT = 113,
 }
 
 impl cpam_status {
@@ -76,6 +79,7 @@ impl cpam_status {
             ErrorKind::Recording => cpam_status::CPAM_RECORDING,
             ErrorKind::Timeout => cpam_status::CPAM_TIMEOUT,
             ErrorKind::Cancelled => cpam_status::CPAM_CANCELLED,
+            ErrorKind::Conflict => cpam_status::CPAM_CONFLICT,
             // A kind added to cpam-core gets its own code here before release.
             _ => cpam_status::CPAM_INTERNAL,
         }
@@ -98,6 +102,7 @@ impl cpam_status {
             CPAM_TIMEOUT => ErrorKind::Timeout,
             CPAM_CANCELLED => ErrorKind::Cancelled,
             CPAM_INTERNAL => ErrorKind::Internal,
+            CPAM_CONFLICT => ErrorKind::Conflict,
             CPAM_OK
             | CPAM_NULL_ARGUMENT
             | CPAM_INVALID_UTF8
@@ -141,6 +146,7 @@ impl cpam_status {
             cpam_status::CPAM_TIMEOUT => c"timeout",
             cpam_status::CPAM_CANCELLED => c"cancelled",
             cpam_status::CPAM_INTERNAL => c"internal",
+            cpam_status::CPAM_CONFLICT => c"conflict",
         }
     }
 }
@@ -229,7 +235,7 @@ pub unsafe extern "C" fn cpam_last_error_message(
 mod tests {
     use super::*;
 
-    const KINDS: [ErrorKind; 13] = [
+    const KINDS: [ErrorKind; 14] = [
         ErrorKind::InvalidArgument,
         ErrorKind::NotFound,
         ErrorKind::PermissionDenied,
@@ -243,6 +249,7 @@ mod tests {
         ErrorKind::Timeout,
         ErrorKind::Cancelled,
         ErrorKind::Internal,
+        ErrorKind::Conflict,
     ];
 
     #[test]
