@@ -1,0 +1,628 @@
+//! `cpam_hub`: the server engine embedded in the integrator's product, with
+//! its own parts plugged in through callbacks (audit sink, access hook,
+//! credential source) and events pulled like every other handle's.
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cpam_core::audit::AuditSink;
+use cpam_core::events::EngineEvent;
+use cpam_core::hooks::{
+    AccessCheck, AccessHook, Credential, CredentialKind, CredentialRequest, CredentialSource,
+    HookDecision,
+};
+use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
+use cpam_core::server::DataDir;
+use cpam_core::session::SessionEngine;
+use cpam_core::store::{SqlStore, Store};
+use cpam_core::tunnel::hub::Hub;
+use cpam_core::{Error, ErrorKind, Secret};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use crate::boundary::{
+    Rt, arg_out, arg_ref, arg_str, boundary, boundary_or, copy_out, into_handle, put, take_handle,
+};
+use crate::event::{EventQueue, cpam_event, cpam_event_kind, pull};
+use crate::status::{Failure, cpam_status};
+
+/// Bytes the access hook may write as its reason (including the NUL).
+pub const CPAM_REASON_MAX: usize = 512;
+/// How long `cpam_hub_stop` lets live sessions write their end records.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// Receives each audit record once it is sealed into the chain and stored,
+/// as a NUL-terminated JSON object (`seq`, `at`, `category`, `action`,
+/// `actor`, `customer_id`, `session_id`, `detail`, `prev_hash`, `hash`),
+/// valid only during the call. Runs on one of the hub's threads, possibly
+/// on several at once; it must not call `cpam_hub_stop`/`cpam_hub_free`.
+pub type cpam_audit_sink_fn =
+    Option<unsafe extern "C" fn(userdata: *mut c_void, record_json: *const c_char)>;
+
+/// Decides on a session the built-in policy allowed. `check_json` is the
+/// check (`user`, `customer`, `gatekeeper`, `service`, `grant`,
+/// `originator`, `at`). Return true to allow; false to refuse, after
+/// writing a NUL-terminated reason of at most `reason_len` bytes to `reason`
+/// (it is audited and shown to the user). A refused session fails with
+/// `CPAM_PERMISSION_DENIED` on the vendor's side. Runs on one of the hub's
+/// threads, possibly on several at once, while that session waits.
+pub type cpam_access_hook_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        check_json: *const c_char,
+        reason: *mut c_char,
+        reason_len: usize,
+    ) -> bool,
+>;
+
+/// Supplies the credential injected into a session. `request_json` has
+/// `session`, `user`, `customer` and `service`. Call `cpam_credential_set`
+/// on `credential` to supply one, or leave it unset when the service needs
+/// none, and return true; return false to fail the session's start. Runs on
+/// one of the hub's threads, possibly on several at once.
+pub type cpam_credential_fn = Option<
+    unsafe extern "C" fn(
+        userdata: *mut c_void,
+        request_json: *const c_char,
+        credential: *mut cpam_credential,
+    ) -> bool,
+>;
+
+/// What a credential carries, for `cpam_credential_set`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum cpam_credential_kind {
+    /// A password.
+    Password = 1,
+    /// An OpenSSH private key (PEM text).
+    PrivateKey = 2,
+}
+
+/// A credential being filled by a `cpam_credential_fn`.
+#[derive(Debug, Default)]
+pub struct cpam_credential {
+    value: Option<Credential>,
+}
+
+/// The caller's `void *userdata`, handed back to its callback. The caller
+/// promises it may be used from the hub's threads.
+#[derive(Debug, Clone, Copy)]
+struct UserData(*mut c_void);
+// SAFETY: the header documents that callbacks run on the hub's threads; the
+// caller guarantees `userdata` may be used there.
+unsafe impl Send for UserData {}
+// SAFETY: as above, for concurrent calls.
+unsafe impl Sync for UserData {}
+
+impl UserData {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper).
+    fn get(self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// The engine's audit sink: seals into the store, then tells C.
+#[derive(Debug)]
+struct FfiAuditSink {
+    store: Arc<dyn Store>,
+    callback: Mutex<Option<(unsafe extern "C" fn(*mut c_void, *const c_char), UserData)>>,
+}
+
+#[async_trait::async_trait]
+impl AuditSink for FfiAuditSink {
+    async fn record(&self, event: AuditEvent) -> cpam_core::Result<()> {
+        let record = self.store.append_audit(&event).await?;
+        let callback = *self.callback.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((f, ud)) = callback {
+            let json = CString::new(serde_json::to_string(&record).unwrap_or_default())
+                .unwrap_or_default();
+            // SAFETY: `f` is the caller's callback with its own userdata; the
+            // string outlives the call.
+            let call = move || unsafe { f(ud.get(), json.as_ptr()) };
+            if let Err(error) = tokio::task::spawn_blocking(call).await {
+                tracing::error!(%error, "the audit sink callback failed");
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct FfiAccessHook {
+    f: unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_char, usize) -> bool,
+    ud: UserData,
+}
+
+#[async_trait::async_trait]
+impl AccessHook for FfiAccessHook {
+    async fn check(&self, check: &AccessCheck) -> HookDecision {
+        let json =
+            CString::new(serde_json::to_string(check).unwrap_or_default()).unwrap_or_default();
+        let (f, ud) = (self.f, self.ud);
+        let decided = tokio::task::spawn_blocking(move || {
+            let mut reason = vec![0 as c_char; CPAM_REASON_MAX];
+            // SAFETY: the caller's callback; `json` and `reason` outlive the
+            // call and `reason` holds `CPAM_REASON_MAX` bytes.
+            let allow = unsafe {
+                f(
+                    ud.get(),
+                    json.as_ptr(),
+                    reason.as_mut_ptr(),
+                    CPAM_REASON_MAX,
+                )
+            };
+            reason[CPAM_REASON_MAX - 1] = 0;
+            // SAFETY: NUL-terminated by the line above at the latest.
+            let reason = unsafe { CStr::from_ptr(reason.as_ptr()) }
+                .to_string_lossy()
+                .into_owned();
+            (allow, reason)
+        })
+        .await;
+        match decided {
+            Ok((true, _)) => HookDecision::Allow,
+            Ok((false, reason)) if !reason.is_empty() => HookDecision::Deny { reason },
+            Ok((false, _)) => HookDecision::Deny {
+                reason: "refused by the integrator's access hook".into(),
+            },
+            Err(e) => HookDecision::Deny {
+                reason: format!("the access hook failed: {e}"),
+            },
+        }
+    }
+}
+
+#[derive(Debug)]
+struct FfiCredentialSource {
+    f: unsafe extern "C" fn(*mut c_void, *const c_char, *mut cpam_credential) -> bool,
+    ud: UserData,
+}
+
+#[async_trait::async_trait]
+impl CredentialSource for FfiCredentialSource {
+    async fn credential(
+        &self,
+        request: &CredentialRequest,
+    ) -> cpam_core::Result<Option<Credential>> {
+        let json =
+            CString::new(serde_json::to_string(request).unwrap_or_default()).unwrap_or_default();
+        let (f, ud) = (self.f, self.ud);
+        let answered = tokio::task::spawn_blocking(move || {
+            let mut cred = cpam_credential::default();
+            // SAFETY: the caller's callback; `json` and `cred` outlive the call.
+            let ok = unsafe { f(ud.get(), json.as_ptr(), &mut cred) };
+            (ok, cred.value)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("the credential source failed: {e}")))?;
+        match answered {
+            (true, value) => Ok(value),
+            (false, _) => Err(Error::new(
+                ErrorKind::NotFound,
+                "the integrator's credential source has no credential for this session",
+            )),
+        }
+    }
+}
+
+/// A server engine and its SSH hub. Owns its runtime.
+#[derive(Debug)]
+pub struct cpam_hub {
+    rt: Rt,
+    hub: Arc<Hub>,
+    sink: Arc<FfiAuditSink>,
+    listen: String,
+    control: Option<PathBuf>,
+    events: Arc<EventQueue>,
+    forwarder: JoinHandle<()>,
+    serving: Mutex<Option<Serving>>,
+    /// A stopped hub cannot serve again.
+    stopped: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Serving {
+    addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl cpam_hub {
+    /// The session engine (for Rust callers and tests).
+    pub fn engine(&self) -> &Arc<SessionEngine> {
+        self.hub.engine()
+    }
+
+    fn stop(&self) {
+        let serving = self
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        self.stopped.store(true, Ordering::SeqCst);
+        if let Some(serving) = serving {
+            self.rt.block_on(async {
+                self.hub.shutdown(STOP_GRACE).await;
+                for task in serving.tasks {
+                    task.abort();
+                    let _ = tokio::time::timeout(STOP_GRACE, task).await;
+                }
+            });
+            if let Some(path) = &self.control {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+fn event_kind(event: &EngineEvent) -> cpam_event_kind {
+    match event {
+        EngineEvent::GatekeeperOnline { .. } => cpam_event_kind::GatekeeperOnline,
+        EngineEvent::GatekeeperOffline { .. } => cpam_event_kind::GatekeeperOffline,
+        EngineEvent::GatekeeperSwitch { .. } => cpam_event_kind::GatekeeperSwitch,
+        EngineEvent::SessionStarted { .. } => cpam_event_kind::SessionStarted,
+        EngineEvent::SessionEnded { .. } => cpam_event_kind::SessionEnded,
+        _ => cpam_event_kind::SessionRefused,
+    }
+}
+
+/// Moves engine events into the handle's queue.
+async fn forward_events(
+    mut rx: tokio::sync::broadcast::Receiver<EngineEvent>,
+    events: Arc<EventQueue>,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(event) => {
+                let json = serde_json::to_value(&event).unwrap_or_default();
+                events.push(event_kind(&event), json);
+            }
+            Err(RecvError::Lagged(n)) => events.lost(n),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// What `cpam_hub_new` opened.
+struct Opened {
+    store: Arc<dyn Store>,
+    key: russh::keys::PrivateKey,
+    listen: String,
+    /// The control socket of a data dir, through which `cpam-server`'s admin
+    /// commands reach the running hub.
+    control: Option<PathBuf>,
+}
+
+async fn open(source: &str) -> cpam_core::Result<Opened> {
+    let opened = if source.contains("://") || source.starts_with("sqlite:") {
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(source).await?);
+        for role in cpam_core::model::builtin_roles() {
+            if !store
+                .list_roles()
+                .await?
+                .iter()
+                .any(|r| r.name == role.name)
+            {
+                store.put_role(&role).await?;
+            }
+        }
+        Opened {
+            store,
+            key: cpam_core::tunnel::keys::generate()?,
+            listen: "127.0.0.1:0".into(),
+            control: None,
+        }
+    } else {
+        let data = DataDir::open(Path::new(source))?;
+        Opened {
+            store: data.store().await?,
+            key: data.host_key()?,
+            listen: data.config.listen.clone(),
+            control: Some(data.control_socket()),
+        }
+    };
+    // As `cpam-server run` does: a server that stopped without saying so
+    // left gatekeepers marked online and sessions open.
+    let now = Timestamp::now();
+    for gk in opened.store.list_gatekeepers(None).await? {
+        if gk.online {
+            opened
+                .store
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
+                .await?;
+        }
+    }
+    opened
+        .store
+        .close_orphan_sessions(now, "server stopped while the session was live")
+        .await?;
+    Ok(opened)
+}
+
+/// Creates a hub over `source`: a server data dir made by `cpam-server
+/// init` (its database, host key and listen address), or a database URL
+/// (`sqlite:///path/cpam.db`, `sqlite::memory:`, `postgres://...`) with a
+/// fresh host key each time. Administer it with `cpam-server ... --data-dir`
+/// as usual. Nothing listens until `cpam_hub_run`; events are queued from now.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_new(
+    source: *const c_char,
+    out: *mut *mut cpam_hub,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C string per the header's contract.
+        let source = unsafe { arg_str(source, "source") }?;
+        let out = arg_out(out, "out")?;
+        let rt = Rt::new("hub")?;
+        let Opened {
+            store,
+            key,
+            listen,
+            control,
+        } = rt.block_on(open(source))?;
+        let sink = Arc::new(FfiAuditSink {
+            store: store.clone(),
+            callback: Mutex::new(None),
+        });
+        let engine = SessionEngine::new(store, sink.clone());
+        let events = Arc::new(EventQueue::default());
+        let forwarder = rt
+            .handle()
+            .spawn(forward_events(engine.subscribe(), events.clone()));
+        let hub = {
+            let _enter = rt.handle().enter();
+            Hub::new(engine, key)
+        };
+        let handle = cpam_hub {
+            rt,
+            hub,
+            sink,
+            listen,
+            control,
+            events,
+            forwarder,
+            serving: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+        };
+        // SAFETY: checked by `arg_out`.
+        unsafe { put(out, into_handle(handle)) };
+        Ok(())
+    })
+}
+
+/// Sets (or with a NULL `callback`, removes) the audit sink callback; see
+/// `cpam_audit_sink_fn`. Records are stored in the hub's database either way.
+/// `userdata` is passed to every call and must stay valid until the hub is
+/// freed (a call already under way may still use a replaced one).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_set_audit_sink(
+    hub: *const cpam_hub,
+    callback: cpam_audit_sink_fn,
+    userdata: *mut c_void,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let hub = unsafe { arg_ref(hub, "hub") }?;
+        *hub.sink.callback.lock().unwrap_or_else(|p| p.into_inner()) =
+            callback.map(|f| (f, UserData(userdata)));
+        Ok(())
+    })
+}
+
+/// Sets (or with a NULL `callback`, removes) the access decision hook; see
+/// `cpam_access_hook_fn`. `userdata` must stay valid until the hub is freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_set_access_hook(
+    hub: *const cpam_hub,
+    callback: cpam_access_hook_fn,
+    userdata: *mut c_void,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let hub = unsafe { arg_ref(hub, "hub") }?;
+        hub.engine().set_access_hook(callback.map(|f| {
+            Arc::new(FfiAccessHook {
+                f,
+                ud: UserData(userdata),
+            }) as Arc<dyn AccessHook>
+        }));
+        Ok(())
+    })
+}
+
+/// Sets (or with a NULL `callback`, removes) the credential source; see
+/// `cpam_credential_fn`. `userdata` must stay valid until the hub is freed.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_set_credential_source(
+    hub: *const cpam_hub,
+    callback: cpam_credential_fn,
+    userdata: *mut c_void,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let hub = unsafe { arg_ref(hub, "hub") }?;
+        hub.engine().set_credential_source(callback.map(|f| {
+            Arc::new(FfiCredentialSource {
+                f,
+                ud: UserData(userdata),
+            }) as Arc<dyn CredentialSource>
+        }));
+        Ok(())
+    })
+}
+
+/// Fills the credential a `cpam_credential_fn` was asked for. `kind` is a
+/// `cpam_credential_kind`; the strings are copied. Only valid inside the callback.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_credential_set(
+    credential: *mut cpam_credential,
+    kind: u32,
+    username: *const c_char,
+    secret: *const c_char,
+) -> cpam_status {
+    boundary(|| {
+        let credential = arg_out(credential, "credential")?;
+        // SAFETY: C strings per the header's contract.
+        let (username, secret) =
+            unsafe { (arg_str(username, "username")?, arg_str(secret, "secret")?) };
+        let kind = match kind {
+            k if k == cpam_credential_kind::Password as u32 => CredentialKind::Password,
+            k if k == cpam_credential_kind::PrivateKey as u32 => CredentialKind::PrivateKey,
+            other => {
+                return Err(Failure::new(
+                    cpam_status::CPAM_INVALID_ARGUMENT,
+                    format!("credential kind {other} is not a cpam_credential_kind"),
+                ));
+            }
+        };
+        // SAFETY: non-NULL; the callback received it from the library and it
+        // lives for the call.
+        unsafe { &mut *credential }.value = Some(Credential {
+            username: username.to_string(),
+            kind,
+            secret: Secret::new(secret.to_string()),
+        });
+        Ok(())
+    })
+}
+
+/// Starts serving gatekeepers and Connection Managers on `listen` (`IP:PORT`,
+/// port 0 for a free one; NULL for the data dir's configured address) in the
+/// background. `cpam_hub_local_addr` tells the bound address. Over a data
+/// dir it also serves the control socket, so `cpam-server sessions
+/// terminate` and grant revocations reach the running hub. A stopped hub
+/// cannot run again (`CPAM_CLOSED`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_run(hub: *const cpam_hub, listen: *const c_char) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle and optional C string per the header's contract.
+        let (hub, listen) = unsafe {
+            (
+                arg_ref(hub, "hub")?,
+                crate::boundary::arg_opt_str(listen, "listen")?,
+            )
+        };
+        let listen = listen.unwrap_or(&hub.listen);
+        let addr: SocketAddr = listen.parse().map_err(|_| {
+            Failure::new(
+                cpam_status::CPAM_INVALID_ARGUMENT,
+                format!("listen address `{listen}` must be IP:PORT"),
+            )
+        })?;
+        let mut serving = hub.serving.lock().unwrap_or_else(|p| p.into_inner());
+        if hub.stopped.load(Ordering::SeqCst) {
+            return Err(Failure::new(
+                cpam_status::CPAM_CLOSED,
+                "the hub was stopped; create a new one with cpam_hub_new",
+            ));
+        }
+        if serving.is_some() {
+            return Err(Failure::new(
+                cpam_status::CPAM_INVALID_ARGUMENT,
+                "the hub is already running",
+            ));
+        }
+        let listener = {
+            let _enter = hub.rt.handle().enter();
+            cpam_core::tunnel::bind_listener(addr)?
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::from(Error::from(e)))?;
+        let engine = hub.engine().clone();
+        hub.rt.block_on(engine.record(AuditEvent {
+            at: Timestamp::now(),
+            category: AuditCategory::SystemMessages,
+            action: "server.start".into(),
+            actor: "system".into(),
+            customer_id: None,
+            session_id: None,
+            detail: serde_json::json!({ "listen": addr.to_string(), "embedded": true }),
+        }));
+        let h = hub.hub.clone();
+        let mut tasks = vec![hub.rt.handle().spawn(async move {
+            if let Err(error) = h.serve(listener).await {
+                tracing::error!(%error, "the hub stopped");
+            }
+        })];
+        if let Some(path) = hub.control.clone() {
+            tasks.push(hub.rt.handle().spawn(async move {
+                if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
+                    tracing::error!(%error, "the control socket stopped");
+                }
+            }));
+        }
+        *serving = Some(Serving { addr, tasks });
+        Ok(())
+    })
+}
+
+/// Copies the address the hub listens on (`IP:PORT`, NUL-terminated; 64
+/// bytes always suffice) into `buf`. `CPAM_CLOSED` when it is not running.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_local_addr(
+    hub: *const cpam_hub,
+    buf: *mut c_char,
+    len: usize,
+    written: *mut usize,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let hub = unsafe { arg_ref(hub, "hub") }?;
+        let addr = hub
+            .serving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.addr)
+            .ok_or_else(|| Failure::new(cpam_status::CPAM_CLOSED, "the hub is not running"))?;
+        // SAFETY: buffer per the header's contract.
+        unsafe { copy_out(&addr.to_string(), buf, len, written) }
+    })
+}
+
+/// Waits up to `timeout_ms` (`CPAM_TIMEOUT_INFINITE`: no limit) for the next
+/// engine event (gatekeepers online/offline/switch, sessions started, ended,
+/// refused) and writes it to `*event`; free it with `cpam_event_free`.
+/// `CPAM_TIMEOUT` when none came; `CPAM_CLOSED` after `cpam_hub_stop` once drained.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_next_event(
+    hub: *const cpam_hub,
+    timeout_ms: u32,
+    event: *mut *mut cpam_event,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let hub = unsafe { arg_ref(hub, "hub") }?;
+        pull(&hub.rt, &hub.events, timeout_ms, event)
+    })
+}
+
+/// Stops listening, ends live sessions (their end records are written, at
+/// most 3 s) and closes the event queue. Blocks until done.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_stop(hub: *const cpam_hub) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle per the header's contract.
+        let hub = unsafe { arg_ref(hub, "hub") }?;
+        hub.stop();
+        hub.events.close();
+        Ok(())
+    })
+}
+
+/// Stops the hub if running and frees it. NULL is ignored.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_hub_free(hub: *mut cpam_hub) {
+    boundary_or((), || {
+        // SAFETY: NULL or a handle from `cpam_hub_new`, freed once.
+        if let Some(hub) = unsafe { take_handle(hub) } {
+            hub.stop();
+            hub.forwarder.abort();
+            hub.rt.block_on(hub.engine().close());
+        }
+    })
+}
