@@ -125,7 +125,7 @@ export async function sessionsPage(root) {
   mount(root,
     h('h1', {}, 'Sessions'),
     h('p', { class: 'lead' }, can('VIEW_SESSIONS')
-      ? 'Every vendor connection is a session: authorized, recorded, and stoppable at any moment.'
+      ? 'Every vendor connection is a session: authorized, audited, and stoppable at any moment.'
       : 'Your own sessions through the Connection Manager.'),
     h('div', { class: 'card' }, h('h2', {}, 'Active sessions ', h('span', { class: 'badge info' }, 'live')), activeBox),
     h('div', { class: 'card' }, h('h2', {}, 'History'), historyBox));
