@@ -198,25 +198,11 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
     let mut connect = Child::spawn("connect", fwd, &d)?;
     let local = connect.wait_for_line("cpam-connect forwarding ssh on ", TIMEOUT)?;
     let port = local.rsplit(':').next().unwrap_or_default().to_string();
-    let mut ssh = Command::new("ssh");
-    ssh.args(["-F", "/dev/null", "-i"])
-        .arg(&sshd.client_key)
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-p",
-            &port,
-            "root@127.0.0.1",
-            "echo through-the-console-flow; sleep 60",
-        ]);
+    let ssh = cpam_tests::sshd::local_ssh_cmd(
+        &sshd.client_key,
+        port.parse()?,
+        &["echo through-the-console-flow; sleep 60"],
+    );
     let mut ssh = Child::spawn("ssh", ssh, &d)?;
     ssh.wait_for_line("through-the-console-flow", TIMEOUT)?;
 
@@ -318,26 +304,7 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
     )?;
     let revoked = admin.get("/api/v1/grants")?;
     assert!(revoked[0]["revoked_at"].is_string(), "{revoked}");
-    let mut retry = Command::new("ssh");
-    retry
-        .args(["-F", "/dev/null", "-i"])
-        .arg(&sshd.client_key)
-        .args([
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "ConnectTimeout=10",
-            "-p",
-            &port,
-            "root@127.0.0.1",
-            "true",
-        ]);
+    let retry = cpam_tests::sshd::local_ssh_cmd(&sshd.client_key, port.parse()?, &["true"]);
     let out = run("ssh-after-revoke", retry, &d, TIMEOUT)?;
     assert!(!out.success(), "ssh after the grant was revoked: {out:?}");
 

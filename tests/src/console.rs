@@ -212,26 +212,7 @@ impl Console {
 
     /// Stock `ssh` to the target through `cpam-connect`'s listener on `port`.
     pub fn ssh(&self, port: u16, remote: &[&str]) -> Command {
-        let mut c = Command::new("ssh");
-        c.args(["-F", "/dev/null", "-i"])
-            .arg(&self.sshd.client_key)
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=10",
-            ])
-            .args(["-p", &port.to_string(), "root@127.0.0.1"])
-            .args(remote);
-        c
+        crate::sshd::local_ssh_cmd(&self.sshd.client_key, port, remote)
     }
 
     /// Every process's captured output.

@@ -112,7 +112,15 @@ impl Sshd {
 /// `ssh` to `root@127.0.0.1:port` inside `ns` with `key`, non-interactive,
 /// followed by `args` (the remote command).
 pub fn ssh_cmd(ns: &Netns, key: &Path, port: u16, args: &[&str]) -> Command {
-    let mut c = ns.command("ssh");
+    ssh_args(ns.command("ssh"), key, port, args)
+}
+
+/// [`ssh_cmd`] in the test's own network namespace.
+pub fn local_ssh_cmd(key: &Path, port: u16, args: &[&str]) -> Command {
+    ssh_args(Command::new("ssh"), key, port, args)
+}
+
+fn ssh_args(mut c: Command, key: &Path, port: u16, args: &[&str]) -> Command {
     c.args(["-F", "/dev/null", "-i"])
         .arg(key)
         .args(common_opts())
