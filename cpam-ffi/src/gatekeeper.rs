@@ -106,7 +106,7 @@ async fn watch_agent(
         events.push(kind, ev);
     };
     let mut was_online = false;
-    let mut was_disabled = gatekeeper::is_disabled(&dir);
+    let mut was = gatekeeper::Switch::read(&dir, Timestamp::now());
     let mut tick = tokio::time::interval(SWITCH_POLL);
     loop {
         tokio::select! {
@@ -125,14 +125,24 @@ async fn watch_agent(
                 }
             }
             _ = tick.tick() => {
-                let now = gatekeeper::is_disabled(&dir);
-                if now != was_disabled {
-                    was_disabled = now;
-                    emit(cpam_event_kind::GatekeeperSwitch, "gatekeeper_switch", json!({ "disabled": now }));
+                let now = gatekeeper::Switch::read(&dir, Timestamp::now());
+                if now != was {
+                    emit(cpam_event_kind::GatekeeperSwitch, "gatekeeper_switch", switch_json(&now));
+                    was = now;
                 }
             }
         }
     }
+}
+
+/// A switch event's fields: `disabled` (sessions refused now: switched off
+/// or outside the opening hours), `switched_off`, `schedule`.
+fn switch_json(switch: &gatekeeper::Switch) -> serde_json::Value {
+    json!({
+        "disabled": switch.closed,
+        "switched_off": switch.switched_off,
+        "schedule": switch.schedule,
+    })
 }
 
 /// Creates a gatekeeper handle for `state_dir` (created on registration if

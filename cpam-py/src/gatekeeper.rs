@@ -126,7 +126,7 @@ async fn watch_agent(
     mut online: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<Json>,
 ) {
-    let mut disabled = gatekeeper::is_disabled(&dir);
+    let mut was = gatekeeper::Switch::read(&dir, Timestamp::now());
     let mut poll = tokio::time::interval(SWITCH_POLL);
     loop {
         tokio::select! {
@@ -137,10 +137,17 @@ async fn watch_agent(
                 let _ = tx.send(event(&state, kind, json!({})));
             }
             _ = poll.tick() => {
-                let now = gatekeeper::is_disabled(&dir);
-                if now != disabled {
-                    disabled = now;
-                    let _ = tx.send(event(&state, "gatekeeper_switch", json!({ "disabled": now })));
+                let now = gatekeeper::Switch::read(&dir, Timestamp::now());
+                if now != was {
+                    // `disabled`: sessions are refused now (switched off, or
+                    // outside the customer's opening hours).
+                    let fields = json!({
+                        "disabled": now.closed,
+                        "switched_off": now.switched_off,
+                        "schedule": now.schedule,
+                    });
+                    let _ = tx.send(event(&state, "gatekeeper_switch", fields));
+                    was = now;
                 }
             }
         }

@@ -3,13 +3,15 @@ the customer's switch, stop."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 import cpam
-from harness import Deployment
+from harness import Deployment, bin_path
 
 
 def test_registration_refusals(deployment: Deployment, tmp_path: Path) -> None:
@@ -47,6 +49,35 @@ def test_customer_switch_refuses_then_allows_sessions(deployment: Deployment,
         gatekeeper.enable()
     event = gatekeeper.next_event(timeout=10)
     assert event is not None and event["type"] == "gatekeeper_switch" and event["disabled"] is False, event
+    with cm.open_session("ssh") as s:
+        assert s.read(7) == b"SSH-2.0"
+
+
+def test_opening_hours_close_the_gatekeeper(deployment: Deployment, gatekeeper: cpam.Gatekeeper) -> None:
+    """The customer's opening hours (set with `cpam-gatekeeper schedule`) close
+    the gatekeeper like the switch, and the event says why."""
+    while gatekeeper.next_event(timeout=0.2) is not None:
+        pass
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    other = days[(int(time.time()) // 86_400 + 3 + 2) % 7]  # a whole day that is not today (UTC)
+
+    def schedule(*args: str) -> None:
+        subprocess.run([str(bin_path("cpam-gatekeeper")), "schedule", "--state-dir", str(deployment.gk_state),
+                        *args], check=True, capture_output=True)
+
+    cm = cpam.ConnectionManager(str(deployment.profile))
+    schedule("--days", other, "--hours", "00:00-00:00")
+    try:
+        event = gatekeeper.next_event(timeout=10)
+        assert event is not None and event["type"] == "gatekeeper_switch", event
+        assert event["disabled"] is True and event["switched_off"] is False, event
+        assert event["schedule"] == f"{other} 00:00-00:00", event
+        with pytest.raises(cpam.PermissionDeniedError):
+            cm.open_session("ssh")
+    finally:
+        schedule("--always")
+    event = gatekeeper.next_event(timeout=10)
+    assert event is not None and event["disabled"] is False and event["schedule"] is None, event
     with cm.open_session("ssh") as s:
         assert s.read(7) == b"SSH-2.0"
 

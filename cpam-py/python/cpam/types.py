@@ -48,7 +48,12 @@ class GatekeeperEvent(TypedDict, total=False):
     at: int
     """Milliseconds since the Unix epoch."""
     disabled: bool
-    """On ``gatekeeper_switch``: the new state of the customer's switch."""
+    """On ``gatekeeper_switch``: sessions are refused now (the customer's
+    switch is off, or it is outside the customer's opening hours)."""
+    switched_off: bool
+    """On ``gatekeeper_switch``: the state of the customer's switch."""
+    schedule: Optional[str]
+    """On ``gatekeeper_switch``: the opening hours (UTC), if any."""
     error: Optional[str]
     """On ``gatekeeper_stopped``: why the agent stopped, if it failed."""
 
