@@ -152,8 +152,15 @@ fn drive(server: Server, denied: &[&str]) -> anyhow::Result<Outcome> {
     let (mut server_child, addr) = match server {
         Server::Binary => {
             let mut c = Command::new(bin_path("cpam-server")?);
-            c.args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-                .arg(&data);
+            c.args([
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--web-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data);
             let mut child = Child::spawn("server", c, d)?;
             let addr = child.wait_for_line("cpam-server listening on ", TIMEOUT)?;
             (child, addr)

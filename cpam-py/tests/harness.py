@@ -157,11 +157,19 @@ class Deployment:
     def __init__(self, dir: Path):
         self.dir = dir
         self.sshd = Sshd(dir)
+        self.server: Optional[Proc] = None
+        try:
+            self._set_up(dir)
+        except BaseException:
+            # A failed set-up leaves nothing running behind it.
+            self.stop()
+            raise
+
+    def _set_up(self, dir: Path) -> None:
         self.data_dir = dir / "server"
         init = run([str(bin_path("cpam-server")), "init", "--listen", "127.0.0.1:0",
                     "--data-dir", str(self.data_dir)], dir)
         self.fingerprint = init.split("server key fingerprint:")[1].split()[0]
-        self.server: Optional[Proc] = None
         self.start_server()
         self.admin("customer", "add", "acme")
         gk = self.admin_json("gatekeeper", "add", "--customer", "acme", "gk1")
@@ -177,7 +185,8 @@ class Deployment:
 
     def start_server(self) -> None:
         self.server = Proc("server", [str(bin_path("cpam-server")), "run", "--listen", "127.0.0.1:0",
-                                      "--data-dir", str(self.data_dir)], self.dir)
+                                      "--web-listen", "127.0.0.1:0", "--data-dir", str(self.data_dir)],
+                           self.dir)
         self.address = self.server.wait_for_line("cpam-server listening on ")
 
     def admin(self, *args: str) -> str:

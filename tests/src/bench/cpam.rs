@@ -126,7 +126,7 @@ pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
             .arg("run")
             .arg("--data-dir")
             .arg(&cli.data_dir)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(&server_log)?),
