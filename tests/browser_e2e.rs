@@ -29,7 +29,7 @@ fn browser(c: &Console, prefix: &str) -> anyhow::Result<Browser> {
 }
 
 fn sign_in(b: &Browser, url: &str, user: &str, password: &str) -> anyhow::Result<()> {
-    b.goto(url)?;
+    b.open_console(url, &t("login-username"))?;
     b.fill(&t("login-username"), user)?;
     b.fill(&t("login-password"), password)?;
     b.click(&t("login-submit"))?;
@@ -93,8 +93,7 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
     let url = c.url.clone();
 
     // Sign-in page; a wrong password is refused in the page.
-    b.goto(&url)?;
-    b.find(&t("login-username"))?;
+    b.open_console(&url, &t("login-username"))?;
     b.screenshot("login")?;
     b.fill(&t("login-username"), ADMIN)?;
     b.fill(&t("login-password"), "not the password")?;

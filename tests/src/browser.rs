@@ -377,6 +377,25 @@ impl Browser {
         Ok(())
     }
 
+    /// Opens the console at `url` and waits for `ready` (a CSS selector).
+    ///
+    /// A fresh browser's first load has once been seen to stop at the shell's
+    /// "Loading" text under a fully loaded machine; the page is then reloaded
+    /// once, saying so on stderr, and must come up the second time.
+    pub fn open_console(&self, url: &str, ready: &str) -> anyhow::Result<()> {
+        self.goto(url)?;
+        if self.find_within(ready, Duration::from_secs(15)).is_ok() {
+            return Ok(());
+        }
+        eprintln!(
+            "console at {url} did not start within 15 s (page: {:?}); reloading once",
+            self.page_text()
+        );
+        self.refresh()?;
+        self.find(ready)?;
+        Ok(())
+    }
+
     /// Reloads the page.
     pub fn refresh(&self) -> anyhow::Result<()> {
         self.cmd("POST", "/refresh", Some(json!({})))?;
