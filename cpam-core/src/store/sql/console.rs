@@ -62,9 +62,7 @@ impl SqlStore {
             .bind(c)
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("customer `{id}` not found")));
-        }
+        super::found(&done, "customer", &id)?;
         tx.commit().await?;
         Ok(())
     }
@@ -79,9 +77,7 @@ impl SqlStore {
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("service `{id}` not found")));
-        }
+        super::found(&done, "service", &id)?;
         tx.commit().await?;
         Ok(())
     }
@@ -229,10 +225,7 @@ impl SqlStore {
             .bind(user.as_str())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("user `{user}` not found")));
-        }
-        Ok(())
+        super::found(&done, "user", &user)
     }
 
     pub(super) async fn user_ip_connect_mode_impl(&self, user: &UserId) -> Result<IpConnectMode> {

@@ -173,10 +173,7 @@ impl SqlStore {
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("gatekeeper `{id}` not found")));
-        }
-        Ok(())
+        super::found(&done, "gatekeeper", &id)
     }
 
     pub(super) async fn set_gatekeeper_state_impl(
@@ -195,10 +192,7 @@ impl SqlStore {
         .bind(id.as_str())
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("gatekeeper `{id}` not found")));
-        }
-        Ok(())
+        super::found(&done, "gatekeeper", &id)
     }
 
     pub(super) async fn put_registration_code_impl(
@@ -344,10 +338,7 @@ impl SqlStore {
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("user `{id}` not found")));
-        }
-        Ok(())
+        super::found(&done, "user", &id)
     }
 
     pub(super) async fn set_user_disabled_impl(&self, id: &UserId, disabled: bool) -> Result<()> {
@@ -356,10 +347,7 @@ impl SqlStore {
             .bind(id.as_str())
             .execute(&self.pool)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(Error::not_found(format!("user `{id}` not found")));
-        }
-        Ok(())
+        super::found(&done, "user", &id)
     }
 
     pub(super) async fn add_user_key_impl(&self, key: &UserKey) -> Result<()> {

@@ -147,6 +147,19 @@ impl SqlStore {
 }
 
 /// Adds `mode=rwc` (create if missing) to a SQLite file URL without a mode.
+/// `Ok` when a statement touched at least one row; otherwise `NotFound`
+/// naming the object (`gatekeeper `gk_…` not found`).
+pub(super) fn found(
+    done: &sqlx::any::AnyQueryResult,
+    what: &str,
+    id: &dyn std::fmt::Display,
+) -> Result<()> {
+    if done.rows_affected() == 0 {
+        return Err(Error::not_found(format!("{what} `{id}` not found")));
+    }
+    Ok(())
+}
+
 fn sqlite_url(url: &str) -> String {
     if url.contains(":memory:") || url.contains("mode=") {
         url.to_string()
