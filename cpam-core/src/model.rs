@@ -647,6 +647,8 @@ pub enum EndReason {
     Refused,
     /// A fault ended it.
     Error,
+    /// The session's mandatory recording could not be written.
+    RecordingFailed,
 }
 
 impl EndReason {
@@ -659,6 +661,7 @@ impl EndReason {
             EndReason::Revoked => "revoked",
             EndReason::Refused => "refused",
             EndReason::Error => "error",
+            EndReason::RecordingFailed => "recording_failed",
         }
     }
 }
@@ -673,6 +676,7 @@ impl FromStr for EndReason {
             EndReason::Revoked,
             EndReason::Refused,
             EndReason::Error,
+            EndReason::RecordingFailed,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -681,6 +685,60 @@ impl FromStr for EndReason {
 }
 
 impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a session carries: how the server handles its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionProtocol {
+    /// Bytes spliced unchanged between the user and the target.
+    Tcp,
+    /// An SSH session the server terminates (credential injection, recording).
+    Ssh,
+    /// An SFTP session the server reads (per-file audit).
+    Sftp,
+    /// An RDP session the server terminates.
+    Rdp,
+    /// A flow of IP Connect, the user's mapped local address.
+    IpConnect,
+}
+
+impl SessionProtocol {
+    /// Every protocol, in declaration order.
+    pub const ALL: [SessionProtocol; 5] = [
+        SessionProtocol::Tcp,
+        SessionProtocol::Ssh,
+        SessionProtocol::Sftp,
+        SessionProtocol::Rdp,
+        SessionProtocol::IpConnect,
+    ];
+
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionProtocol::Tcp => "tcp",
+            SessionProtocol::Ssh => "ssh",
+            SessionProtocol::Sftp => "sftp",
+            SessionProtocol::Rdp => "rdp",
+            SessionProtocol::IpConnect => "ip_connect",
+        }
+    }
+}
+
+impl FromStr for SessionProtocol {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown session protocol `{s}`")))
+    }
+}
+
+impl fmt::Display for SessionProtocol {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
