@@ -212,7 +212,7 @@ pub(crate) fn storage(context: impl std::fmt::Display, e: sqlx::Error) -> Error 
 }
 
 /// Maps a failed insert or update: a unique violation becomes
-/// `InvalidArgument` with `duplicate`, a foreign-key violation `NotFound`
+/// `Conflict` with `duplicate`, a foreign-key violation `NotFound`
 /// with `missing`, anything else a storage error.
 pub(crate) fn write_error(
     e: sqlx::Error,
@@ -224,7 +224,7 @@ pub(crate) fn write_error(
         _ => None,
     };
     match kind {
-        Some(sqlx::error::ErrorKind::UniqueViolation) => Error::invalid(duplicate()),
+        Some(sqlx::error::ErrorKind::UniqueViolation) => Error::conflict(duplicate()),
         Some(sqlx::error::ErrorKind::ForeignKeyViolation) => Error::not_found(missing()),
         _ => Error::from(e),
     }
