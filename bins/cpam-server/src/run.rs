@@ -88,22 +88,8 @@ fn admin_password(name: &str, stdin: bool) -> anyhow::Result<cpam_core::Secret<S
     } else if let Ok(p) = std::env::var("CPAM_ADMIN_PASSWORD") {
         p
     } else if std::io::stdin().is_terminal() {
-        // Prompt without echo (stty on the controlling terminal).
-        eprint!("password for {name}: ");
-        let stty = |arg: &str| {
-            std::process::Command::new("stty")
-                .arg(arg)
-                .stdin(std::process::Stdio::inherit())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let hidden = stty("-echo");
-        let line = read_line();
-        if hidden {
-            stty("echo");
-        }
-        eprintln!();
-        line?
+        rpassword::prompt_password(format!("password for {name}: "))
+            .context("cannot read the administrator password from the terminal")?
     } else {
         anyhow::bail!(
             "--admin-user {name} needs a password: set CPAM_ADMIN_PASSWORD or pass --admin-password-stdin"
