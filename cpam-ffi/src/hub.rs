@@ -331,7 +331,7 @@ async fn open(source: &str) -> cpam_core::Result<Opened> {
         if gk.online {
             opened
                 .store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, None, now)
                 .await?;
         }
     }

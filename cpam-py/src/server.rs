@@ -69,7 +69,7 @@ async fn open(source: String) -> Result<Opened> {
     for gk in store.list_gatekeepers(None).await? {
         if gk.online {
             store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, None, now)
                 .await?;
         }
     }

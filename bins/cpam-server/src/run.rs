@@ -198,7 +198,7 @@ pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Runni
     for gk in store.list_gatekeepers(None).await? {
         if gk.online {
             store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, Timestamp::now())
+                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, None, Timestamp::now())
                 .await?;
         }
     }

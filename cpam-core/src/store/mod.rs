@@ -78,13 +78,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn gatekeeper_by_name(&self, name: &str) -> Result<Option<Gatekeeper>>;
     async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>>;
     /// Records the live state the hub observed (pushed, never polled).
+    /// Online, the gatekeeper's link is held by `node_id` (`None`: a node
+    /// that was not named); offline, no node holds it and `node_id` is
+    /// ignored.
     async fn set_gatekeeper_state(
         &self,
         id: &GatekeeperId,
         online: bool,
         customer_disabled: bool,
+        node_id: Option<&str>,
         at: Timestamp,
     ) -> Result<()>;
+    /// Marks offline the gatekeepers whose link `node_id` held, or whose
+    /// holder was not named, and returns them (now offline). Run when that
+    /// node starts: whatever it held died with its previous process. Links
+    /// other nodes hold are left alone.
+    async fn release_node_gatekeepers(&self, node_id: &str) -> Result<Vec<Gatekeeper>>;
     /// Records the opening hours the gatekeeper's customer set (`None`: always open).
     async fn set_gatekeeper_schedule(
         &self,
@@ -167,8 +176,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
-    /// Ends every session still open with reason `error` (after a crash).
+    /// Ends every session still open, on any node, with reason `error`.
+    /// Only right for a single server; several nodes sharing a database use
+    /// [`Store::close_node_sessions`].
     async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64>;
+    /// Ends the sessions still open on `node_id`, and those without a node
+    /// (recorded before nodes were named), with reason `error` and `detail`
+    /// (e.g. "server restarted"); returns how many. Run when that node
+    /// starts. Sessions of other nodes are left alone.
+    async fn close_node_sessions(&self, node_id: &str, now: Timestamp, detail: &str)
+    -> Result<u64>;
 
     // audit
     /// Seals `event` into the hash chain (see [`crate::audit::seal`]) and stores it.

@@ -123,28 +123,36 @@ pub async fn gatekeepers(store: &dyn Store) {
 
     let at = Timestamp(T0.0 + 5_000);
     ok(
-        store.set_gatekeeper_state(&g.id, true, true, at).await,
-        "set_gatekeeper_state",
-    );
-    let now = ok(store.gatekeeper(&g.id).await, "gatekeeper").expect("gatekeeper exists");
-    assert!(
-        now.online && now.customer_disabled && now.last_contact == Some(at),
-        "store conformance: state not stored: {now:?}"
-    );
-    ok(
         store
-            .set_gatekeeper_state(&g.id, false, false, Timestamp(at.0 + 1))
+            .set_gatekeeper_state(&g.id, true, true, Some("node-1"), at)
             .await,
         "set_gatekeeper_state",
     );
     let now = ok(store.gatekeeper(&g.id).await, "gatekeeper").expect("gatekeeper exists");
     assert!(
-        !now.online && !now.customer_disabled && now.last_contact == Some(Timestamp(at.0 + 1)),
+        now.online
+            && now.customer_disabled
+            && now.last_contact == Some(at)
+            && now.node_id.as_deref() == Some("node-1"),
         "store conformance: state not stored: {now:?}"
+    );
+    ok(
+        store
+            .set_gatekeeper_state(&g.id, false, false, Some("node-1"), Timestamp(at.0 + 1))
+            .await,
+        "set_gatekeeper_state",
+    );
+    let now = ok(store.gatekeeper(&g.id).await, "gatekeeper").expect("gatekeeper exists");
+    assert!(
+        !now.online
+            && !now.customer_disabled
+            && now.last_contact == Some(Timestamp(at.0 + 1))
+            && now.node_id.is_none(),
+        "store conformance: offline state not stored (no node holds an offline link): {now:?}"
     );
     expect_error(
         store
-            .set_gatekeeper_state(&GatekeeperId::generate(), true, false, at)
+            .set_gatekeeper_state(&GatekeeperId::generate(), true, false, None, at)
             .await,
         ErrorKind::NotFound,
         "gatekeeper",

@@ -111,7 +111,7 @@ impl SqlStore {
                 .await
                 .map_err(|e| storage(format!("cannot switch database `{shown}` to WAL mode"), e))?;
         }
-        schema::migrator().run(&pool).await.map_err(|e| {
+        schema::migrator(backend).run(&pool).await.map_err(|e| {
             Error::new(
                 ErrorKind::Storage,
                 format!("cannot migrate database `{shown}`: {e}"),
@@ -345,10 +345,14 @@ impl Store for SqlStore {
         id: &GatekeeperId,
         online: bool,
         customer_disabled: bool,
+        node_id: Option<&str>,
         at: Timestamp,
     ) -> Result<()> {
-        self.set_gatekeeper_state_impl(id, online, customer_disabled, at)
+        self.set_gatekeeper_state_impl(id, online, customer_disabled, node_id, at)
             .await
+    }
+    async fn release_node_gatekeepers(&self, node_id: &str) -> Result<Vec<Gatekeeper>> {
+        self.release_node_gatekeepers_impl(node_id).await
     }
     async fn set_gatekeeper_schedule(
         &self,
@@ -489,6 +493,14 @@ impl Store for SqlStore {
     }
     async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64> {
         self.close_orphan_sessions_impl(now, detail).await
+    }
+    async fn close_node_sessions(
+        &self,
+        node_id: &str,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<u64> {
+        self.close_node_sessions_impl(node_id, now, detail).await
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
