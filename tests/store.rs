@@ -7,7 +7,7 @@ use cpam_core::model::{
     AuditCategory, AuditEvent, EndReason, GatekeeperId, SessionId, SessionProtocol, Timestamp,
 };
 use cpam_core::store::conformance;
-use cpam_core::store::{SqlStore, Store};
+use cpam_core::store::{AuditLog, Directory, SessionLog, SqlStore};
 use cpam_tests::postgres::PgFixture;
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {

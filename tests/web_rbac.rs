@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cpam_core::model::{Permission, Session, SessionId, Target, Timestamp};
-use cpam_core::store::{SqlStore, Store};
+use cpam_core::store::{SessionLog, SqlStore};
 use cpam_server::web::rbac::{Access, Body, POLICY, Route, Scope};
 use cpam_tests::web::{WebClient, WebOptions, WebServer};
 use serde_json::{Value, json};

@@ -12,7 +12,7 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::SessionId;
 use crate::session::SessionEngine;
-use crate::store::{SqlStore, Store};
+use crate::store::{Directory, SqlStore, Store};
 use crate::tunnel::keys;
 
 const CONFIG_FILE: &str = "config.json";

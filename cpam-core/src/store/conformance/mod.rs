@@ -62,26 +62,9 @@ pub(crate) fn ok<T>(r: Result<T>, what: &str) -> T {
     }
 }
 
-#[track_caller]
-pub(crate) fn expect_error<T: std::fmt::Debug>(
-    r: Result<T>,
-    kind: ErrorKind,
-    needle: &str,
-    what: &str,
-) {
-    match r {
-        Err(e) if e.kind() == kind && e.message().contains(needle) => {}
-        Err(e) => panic!(
-            "store conformance: {what}: expected a `{kind}` error mentioning `{needle}`, got `{}` error: {e}",
-            e.kind()
-        ),
-        Ok(v) => panic!("store conformance: {what}: expected a `{kind}` error, got Ok({v:?})"),
-    }
-}
-
 /// Checks that `r` failed with `kind`; the message is free text and not checked.
 #[track_caller]
-pub(crate) fn expect_kind<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind, what: &str) {
+pub(crate) fn expect_error<T: std::fmt::Debug>(r: Result<T>, kind: ErrorKind, what: &str) {
     match r {
         Err(e) if e.kind() == kind => {}
         Err(e) => panic!(

@@ -8,7 +8,7 @@ use crate::model::{
 };
 use crate::store::Store;
 
-use super::{T0, expect_kind, new_customer, ok, unique};
+use super::{T0, expect_error, new_customer, ok, unique};
 
 fn session(node: Option<&str>, gatekeeper: Option<GatekeeperId>) -> Session {
     Session {
@@ -202,7 +202,7 @@ pub async fn node_gatekeepers(store: &dyn Store) {
         .is_empty(),
         "store conformance: a second release_node_gatekeepers found links to release"
     );
-    expect_kind(
+    expect_error(
         store
             .set_gatekeeper_state(&GatekeeperId::generate(), true, false, Some(&node_a), at)
             .await,
