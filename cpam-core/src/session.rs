@@ -308,11 +308,13 @@ impl SessionEngine {
             user_id: user.id.clone(),
             user_name: user.name.clone(),
             customer_id: service.customer_id.clone(),
-            gatekeeper_id: gatekeeper.id.clone(),
+            gatekeeper_id: Some(gatekeeper.id.clone()),
             service_id: service.id.clone(),
             service_name: service.name.clone(),
             target: service.target.clone(),
             grant_id: Some(grant_id),
+            protocol: crate::model::SessionProtocol::Tcp,
+            node_id: None,
             started_at: now,
             ended_at: None,
             bytes_up: 0,
@@ -404,7 +406,7 @@ impl SessionEngine {
         let mut n = 0;
         for e in live
             .values()
-            .filter(|e| &e.session.gatekeeper_id == gatekeeper)
+            .filter(|e| e.session.gatekeeper_id.as_ref() == Some(gatekeeper))
         {
             end_with(&e.end, &e.cancel, reason, Some(detail.to_string()));
             n += 1;

@@ -353,24 +353,17 @@ pub async fn ensure_builtin_roles(store: &Arc<dyn Store>) -> Result<()> {
 
 /// Start-up recovery for `node`: a server that stopped without saying so
 /// left its sessions open and its gatekeepers marked online (they reconnect,
-/// and are marked online again, within seconds).
+/// and are marked online again, within seconds). Only what this node held
+/// (and what was recorded before nodes were named) is touched: other nodes'
+/// sessions and gatekeeper links are theirs.
 pub async fn recover(store: &Arc<dyn Store>, node: &str, now: Timestamp) -> Result<Recovered> {
-    let mut gatekeepers_offline = 0;
-    for gk in store.list_gatekeepers(None).await? {
-        if gk.online {
-            store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, now)
-                .await?;
-            gatekeepers_offline += 1;
-        }
-    }
-    let _ = node;
+    let released = store.release_node_gatekeepers(node).await?;
     let sessions_closed = store
-        .close_orphan_sessions(now, "server stopped while the session was live")
+        .close_node_sessions(node, now, "server stopped while the session was live")
         .await?;
     Ok(Recovered {
         sessions_closed,
-        gatekeepers_offline,
+        gatekeepers_offline: released.len() as u64,
     })
 }
 

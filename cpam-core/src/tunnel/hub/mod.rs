@@ -174,7 +174,7 @@ impl Hub {
         if let Err(error) = self
             .engine
             .store()
-            .set_gatekeeper_state(&gk.id, online, disabled, now)
+            .set_gatekeeper_state(&gk.id, online, disabled, None, now)
             .await
         {
             tracing::error!(%error, gatekeeper = %gk.id, "cannot record gatekeeper state");
@@ -490,7 +490,7 @@ impl Hub {
                     let _ = self
                         .engine
                         .store()
-                        .set_gatekeeper_state(&gk.id, true, disabled, Timestamp::now())
+                        .set_gatekeeper_state(&gk.id, true, disabled, None, Timestamp::now())
                         .await;
                 }
             }
