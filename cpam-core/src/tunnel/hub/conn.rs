@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{Hub, Principal};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, GatekeeperId, Timestamp, User};
+use crate::session::Originator;
 use crate::tunnel::{
     CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
 };
@@ -375,7 +376,7 @@ impl russh::server::Handler for Conn {
             user,
             bound,
             host_to_connect.to_string(),
-            (originator_address.to_string(), originator_port),
+            Originator::new(originator_address, originator_port),
             channel,
             reply,
         );
