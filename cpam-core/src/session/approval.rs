@@ -59,6 +59,7 @@ impl fmt::Display for Originator {
 /// }
 /// ```
 #[derive(Debug)]
+#[must_use = "an approval does nothing until it runs (SessionEngine::run)"]
 pub struct Approval {
     pub(super) user: User,
     pub(super) credential_gatekeeper: Option<GatekeeperId>,

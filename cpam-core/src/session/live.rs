@@ -108,7 +108,13 @@ impl Meter for SessionControl {
     fn moved(&self, direction: Direction, data: &[u8]) {
         self.shared.counters.add(direction, data.len() as u64);
         if self.shared.observed.load(Ordering::Acquire) {
-            for o in self.shared.observers() {
+            // Under the read lock, without a copy of the list per chunk.
+            let observers = self
+                .shared
+                .observers
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            for o in observers.iter() {
                 o.on_data(direction, data);
             }
         }

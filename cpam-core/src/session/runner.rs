@@ -102,6 +102,28 @@ impl SessionEngine {
     /// not be recorded (nothing is stored), the target could not be reached
     /// (the row is closed as `refused`), or it was ended before it started
     /// (`PermissionDenied`, the row closed with that reason).
+    ///
+    /// ```no_run
+    /// # async fn demo(
+    /// #     engine: std::sync::Arc<cpam_core::session::SessionEngine>,
+    /// #     user: cpam_core::model::User,
+    /// #     gatekeeper: cpam_core::model::Gatekeeper,
+    /// #     service: cpam_core::model::Service,
+    /// #     client: tokio::net::TcpStream,
+    /// # ) -> cpam_core::Result<()> {
+    /// use std::sync::Arc;
+    /// use cpam_core::proxy::tcp::TcpSplice;
+    /// use cpam_core::session::Originator;
+    /// use cpam_core::tunnel::dialer::{Connection, DirectDialer};
+    ///
+    /// let from = Originator::new("192.0.2.7", 50_000);
+    /// let approval = engine.approve(&user, None, &gatekeeper, &service, &from).await?;
+    /// let user_io = Box::new(Connection::stream(client));
+    /// let ended = engine.run(approval, user_io, Arc::new(DirectDialer), &TcpSplice).await?;
+    /// println!("{} ended: {:?}", ended.id, ended.end_reason);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn run(
         self: &Arc<Self>,
         approval: Approval,
