@@ -24,9 +24,7 @@ use tokio_util::task::TaskTracker;
 use super::dialer::{Connection, Dialer, GatekeeperDialer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EngineEvent;
-use crate::model::{
-    AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, Timestamp, User,
-};
+use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, User};
 use crate::policy::{self, AccessRequest, Decision};
 use crate::proxy::tcp::TcpSplice;
 use crate::session::{Originator, SessionEngine, UserIo};
@@ -213,7 +211,7 @@ impl Hub {
     }
 
     async fn gatekeeper_state(&self, gk: &Gatekeeper, online: bool, disabled: bool, action: &str) {
-        let now = Timestamp::now();
+        let now = self.engine.clock().now();
         if let Err(error) = self
             .engine
             .store()
@@ -265,7 +263,7 @@ impl Hub {
     ) {
         self.engine
             .record(AuditEvent {
-                at: Timestamp::now(),
+                at: self.engine.clock().now(),
                 category,
                 action: action.into(),
                 actor: actor.into(),
@@ -326,7 +324,7 @@ impl Hub {
             .gatekeeper(&GatekeeperId(gk_id.to_string()))
             .await?
             .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gk_id}`")))?;
-        let now = Timestamp::now();
+        let now = self.engine.clock().now();
         let mut out = Vec::new();
         for service in store.list_services(Some(&gk.customer_id)).await? {
             let grants = store.grants_for(&user.id, &service.id).await?;
@@ -401,7 +399,7 @@ impl Hub {
                             gatekeeper: gk.id.clone(),
                             customer: gk.customer_id.clone(),
                             disabled,
-                            at: Timestamp::now(),
+                            at: self.engine.clock().now(),
                         });
                     }
                 }
@@ -424,7 +422,7 @@ impl Hub {
                     let _ = self
                         .engine
                         .store()
-                        .set_gatekeeper_state(&gk.id, true, disabled, Timestamp::now())
+                        .set_gatekeeper_state(&gk.id, true, disabled, self.engine.clock().now())
                         .await;
                 }
             }
