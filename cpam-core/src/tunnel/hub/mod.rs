@@ -458,3 +458,6 @@ fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
         _ => ChannelOpenFailure::AdministrativelyProhibited,
     }
 }
+
+#[cfg(test)]
+mod tests;
