@@ -110,19 +110,14 @@ impl SessionEngine {
     }
 
     /// Attaches `observer` to live session `id` (a live watcher joining);
-    /// returns whether the session was live.
+    /// returns whether the session was live. An attached observer always
+    /// sees the start and the end.
     pub fn watch(&self, id: &SessionId, observer: Arc<dyn SessionObserver>) -> bool {
         let shared = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(id).map(|e| e.shared.clone())
         };
-        match shared {
-            Some(shared) => {
-                shared.attach(observer);
-                true
-            }
-            None => false,
-        }
+        shared.is_some_and(|shared| shared.attach(observer))
     }
 
     /// The credential to inject for a session, from the configured

@@ -31,9 +31,17 @@ pub(super) struct Shared {
     /// The end as decided by whoever ended the session first.
     end: Mutex<Option<(EndReason, Option<String>)>>,
     pub(super) counters: Counters,
-    observers: RwLock<Vec<Arc<dyn SessionObserver>>>,
+    observers: RwLock<Observers>,
     /// Whether `observers` is non-empty, read on every chunk without a lock.
     observed: AtomicBool,
+}
+
+/// A session's observers; `closed` once they were told of its end, after
+/// which no observer can attach.
+#[derive(Debug, Default)]
+struct Observers {
+    list: Vec<Arc<dyn SessionObserver>>,
+    closed: bool,
 }
 
 impl Shared {
@@ -61,21 +69,34 @@ impl Shared {
         self.observers
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .list
             .clone()
     }
 
-    pub(super) fn attach(self: &Arc<Self>, observer: Arc<dyn SessionObserver>) {
+    /// Attaches `observer` (it sees the start at once) unless the session
+    /// already ended; returns whether it did.
+    pub(super) fn attach(self: &Arc<Self>, observer: Arc<dyn SessionObserver>) -> bool {
+        let mut observers = self.observers.write().unwrap_or_else(|p| p.into_inner());
+        if observers.closed {
+            return false;
+        }
+        // Under the lock, so the end cannot be told before the start.
         observer.on_start(
             &self.session,
             &SessionControl {
                 shared: self.clone(),
             },
         );
-        self.observers
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(observer);
+        observers.list.push(observer);
         self.observed.store(true, Ordering::Release);
+        true
+    }
+
+    /// The observers to tell of the end; none can attach afterwards.
+    fn close_observers(&self) -> Vec<Arc<dyn SessionObserver>> {
+        let mut observers = self.observers.write().unwrap_or_else(|p| p.into_inner());
+        observers.closed = true;
+        observers.list.clone()
     }
 }
 
@@ -114,7 +135,7 @@ impl Meter for SessionControl {
                 .observers
                 .read()
                 .unwrap_or_else(|p| p.into_inner());
-            for o in observers.iter() {
+            for o in observers.list.iter() {
                 o.on_data(direction, data);
             }
         }
@@ -168,9 +189,10 @@ impl LiveSession {
         self.shared.end(reason, detail)
     }
 
-    /// Attaches an observer; it sees the start at once.
-    pub fn attach(&self, observer: Arc<dyn SessionObserver>) {
-        self.shared.attach(observer);
+    /// Attaches an observer; it sees the start at once. Returns false
+    /// when the session already ended.
+    pub fn attach(&self, observer: Arc<dyn SessionObserver>) -> bool {
+        self.shared.attach(observer)
     }
 
     /// Records something that happened inside the session: every observer
@@ -202,7 +224,17 @@ impl LiveSession {
     /// or `default`. Leaves the registry, writes the row and the audit event,
     /// tells the observers and publishes the end.
     pub(crate) async fn finish(mut self, default: EndReason, detail: Option<String>) -> Session {
-        self.ending(default, detail).write().await
+        let ending = self.ending(default, detail);
+        let fallback = ending.shared.session.clone();
+        // On a task of its own: the end is written even if the caller stops
+        // waiting for it.
+        match self.engine.tasks.spawn(ending.write()).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::error!(%error, session = %fallback.id, "recording the end of a session failed");
+                fallback
+            }
+        }
     }
 
     /// Takes the session out of the registry and settles its end reason.
@@ -289,7 +321,7 @@ impl Ending {
         s.bytes_down = down;
         s.end_reason = Some(reason);
         s.end_detail = detail;
-        for o in self.shared.observers() {
+        for o in self.shared.close_observers() {
             o.on_end(&s);
         }
         self.engine
@@ -361,7 +393,7 @@ impl SessionEngine {
         };
         for factory in self.observer_factories() {
             for observer in factory.observers(&session) {
-                live.attach(observer);
+                live.shared.attach(observer);
             }
         }
         if let Some(until) = until {
