@@ -51,7 +51,10 @@ fn grant_of(v: Value) -> Value {
 #[test]
 fn grant_expiry_ends_the_live_session_and_refuses_new_ones() -> anyhow::Result<()> {
     let _t = timed();
-    let d = Deployment::start_with(Options { grant: false })?;
+    let d = Deployment::start_with(Options {
+        grant: false,
+        ..Options::default()
+    })?;
     let g = grant_of(d.admin_json(&[
         "grant",
         "add",

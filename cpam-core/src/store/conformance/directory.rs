@@ -23,7 +23,7 @@ pub async fn customers(store: &dyn Store) {
     );
     expect_error(
         store.create_customer(&name, T0).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         &format!("customer `{name}` already exists"),
         "duplicate customer name",
     );
@@ -72,7 +72,7 @@ pub async fn gatekeepers(store: &dyn Store) {
     );
     expect_error(
         store.create_gatekeeper(&c2.id, &name, T0).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         &format!("gatekeeper `{name}` already exists"),
         "duplicate gatekeeper name under another customer",
     );
@@ -315,7 +315,7 @@ pub async fn registration_codes(store: &dyn Store) {
     );
     expect_error(
         store.redeem_registration_code(&third, &key, &fp, now).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         &fp,
         "enrolling a key twice",
     );
@@ -402,7 +402,7 @@ pub async fn users_and_keys(store: &dyn Store) {
     );
     expect_error(
         store.create_user(&name, None, T0).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         &format!("user `{name}` already exists"),
         "duplicate user name",
     );
@@ -492,7 +492,7 @@ pub async fn users_and_keys(store: &dyn Store) {
     };
     expect_error(
         store.add_user_key(&dup).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         &k1.fingerprint,
         "duplicate key fingerprint",
     );
@@ -628,7 +628,7 @@ pub async fn services(store: &dyn Store) {
         store
             .create_service(&c1.id, "ssh", ServiceKind::FileTransfer, &target, T0)
             .await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "service `ssh` already exists",
         "duplicate service name for one customer",
     );
