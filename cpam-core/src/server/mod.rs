@@ -155,6 +155,7 @@ impl Server {
             None => Arc::new(StoreAuditSink::new(store.clone())),
         };
         let engine = SessionEngine::new(store, audit);
+        engine.set_node(&node_id)?;
         let hub = Hub::new(engine, key);
         Ok(Server {
             data,
