@@ -23,6 +23,8 @@ pub mod session;
 pub mod signal;
 pub mod store;
 pub mod tunnel;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use error::{Error, ErrorKind, Result};
 pub use secret::Secret;

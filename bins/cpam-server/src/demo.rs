@@ -27,7 +27,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     let target = start_target().await?;
     let mut running = crate::run::start(&data, None).await?;
     let server = running.addr.to_string();
-    cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
+    cpam_core::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
 
     let store = data.store().await?;
     let admin = Admin::new(store.clone(), Arc::new(StoreAuditSink::new(store)), "demo");

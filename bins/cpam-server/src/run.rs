@@ -11,7 +11,7 @@ use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
 use cpam_core::server::DataDir;
 use cpam_core::session::SessionEngine;
 use cpam_core::tunnel::{self, hub::Hub, keys};
-use cpam_server::web;
+use cpam_core::web;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What `init` sets up besides the SSH side.
@@ -44,7 +44,7 @@ pub async fn init(
         data.config.web_listen = l;
         data.save_config()?;
     }
-    cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &web.web_hosts)?;
+    cpam_core::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &web.web_hosts)?;
     if let (Some(name), Some(password)) = (&web.admin_user, admin_password) {
         let store = data.store().await?;
         let admin = cpam_core::admin::Admin::new(

@@ -16,14 +16,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::access::{Principal, token_hash};
+use crate::model::{AuditCategory, AuditEvent, Timestamp, TokenId, User, WebSession};
 use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
-use cpam_core::access::{Principal, token_hash};
-use cpam_core::model::{AuditCategory, AuditEvent, Timestamp, TokenId, User, WebSession};
 use serde_json::json;
 
 use super::AppState;
@@ -277,7 +277,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<(User,
     ))
 }
 
-async fn active_user(state: &AppState, id: &cpam_core::model::UserId) -> ApiResult<User> {
+async fn active_user(state: &AppState, id: &crate::model::UserId) -> ApiResult<User> {
     match state.store.user(id).await? {
         Some(u) if !u.disabled => Ok(u),
         _ => Err(ApiError::unauthenticated("user is disabled or gone")),
@@ -354,8 +354,7 @@ async fn admit(state: &AppState, req: &mut Request) -> ApiResult<()> {
 }
 
 fn describe(access: &Access) -> String {
-    let names =
-        |ps: &[cpam_core::model::Permission]| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>();
+    let names = |ps: &[crate::model::Permission]| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>();
     match access {
         Access::Public | Access::Authenticated => "a signed-in user".to_string(),
         Access::AnyOf(ps) => format!("one of {}", names(ps).join(", ")),

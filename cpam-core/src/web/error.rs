@@ -1,8 +1,8 @@
 //! JSON errors with stable codes: `{"error": {"code": "...", "message": "..."}}`.
 
+use crate::{Error, ErrorKind};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cpam_core::{Error, ErrorKind};
 use serde_json::json;
 
 /// An error answer of the API.

@@ -5,8 +5,8 @@
 //! policy middleware ([`auth::policy`]) then enforces that entry on every
 //! request and fails closed for anything unlisted (the console shell routes
 //! of [`ui`] included). Handlers are thin: they resolve objects through
-//! `cpam_core::access` (a foreign object is a 404) and act through
-//! `cpam_core::admin::Admin`, which audits.
+//! `crate::access` (a foreign object is a 404) and act through
+//! `crate::admin::Admin`, which audits.
 
 pub mod api;
 pub mod auth;
@@ -24,15 +24,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::admin::Admin;
+use crate::audit::AuditSink;
+use crate::session::SessionEngine;
+use crate::store::Store;
 use axum::Router;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, header};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{MethodFilter, on};
-use cpam_core::admin::Admin;
-use cpam_core::audit::AuditSink;
-use cpam_core::session::SessionEngine;
-use cpam_core::store::Store;
 
 use self::auth::Caller;
 use self::error::ApiError;
@@ -223,15 +223,15 @@ impl Listener {
     pub async fn bind(
         addr: SocketAddr,
         config: Option<Arc<rustls::ServerConfig>>,
-    ) -> anyhow::Result<Listener> {
+    ) -> crate::Result<Listener> {
         if config.is_none() && !addr.ip().is_loopback() {
-            anyhow::bail!(
-                "--web-insecure-http serves plain HTTP only on a loopback address, not {addr}"
-            );
+            return Err(crate::Error::invalid(format!(
+                "plain HTTP (--web-insecure-http) is served only on a loopback address, not {addr}"
+            )));
         }
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen for the console on {addr}: {e}"))?;
+        let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            crate::Error::from(e).context(&format!("cannot listen for the console on {addr}"))
+        })?;
         Ok(match config {
             Some(c) => Listener::Tls(tls::TlsListener::new(tcp, c)?),
             None => Listener::Plain(tcp),
@@ -276,8 +276,8 @@ pub fn serve(listener: Listener, state: AppState) -> Vec<tokio::task::JoinHandle
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(60)).await;
-                let now = cpam_core::model::Timestamp::now();
-                let idle_before = cpam_core::model::Timestamp(
+                let now = crate::model::Timestamp::now();
+                let idle_before = crate::model::Timestamp(
                     now.millis() - state.options.idle_timeout.as_millis() as i64,
                 );
                 if let Err(error) = state.store.purge_web_sessions(idle_before, now).await {
