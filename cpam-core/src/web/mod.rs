@@ -1,15 +1,24 @@
-//! The web console and REST API (`/api/v1`), served by `cpam-server run`.
+//! The web console and REST API (`/api/v1`) as an axum router (feature
+//! `web`), served by `cpam-server run` or mounted by an integrator under a
+//! base path of their own app with [`router`].
 //!
 //! Every route is registered through [`ApiRoutes::add`], which refuses a
-//! route that has no entry in the policy table ([`rbac::POLICY`]); the
-//! policy middleware ([`auth::policy`]) then enforces that entry on every
-//! request and fails closed for anything unlisted (the console shell routes
-//! of [`ui`] included). Handlers are thin: they resolve objects through
-//! `crate::access` (a foreign object is a 404) and act through
+//! route that has no entry in the policy table ([`rbac::POLICY`]) and wraps
+//! the route in the policy middleware ([`auth::policy`]) with that entry;
+//! anything unlisted is a 404 (the console shell routes of [`ui`] included).
+//! Who the caller is comes from the mount's [`Authenticator`] ([`BuiltIn`]:
+//! session cookie or bearer token). Handlers are thin: they resolve objects
+//! through `crate::access` (a foreign object is a 404) and act through
 //! `crate::admin::Admin`, which audits.
+//!
+//! Nothing assumes the console sits at `/`: routes are relative to the base
+//! path, the session cookie's `Path` is the base path, and the shell tells
+//! the scripts where they are (`<base href>`), so every URL they build
+//! (the API, the event stream, downloads, page links) starts there.
 
 pub mod api;
 pub mod auth;
+pub mod authenticator;
 pub mod error;
 pub mod events;
 pub mod metrics;
@@ -28,14 +37,83 @@ use crate::admin::Admin;
 use crate::audit::AuditSink;
 use crate::session::SessionEngine;
 use crate::store::Store;
+use axum::Extension;
 use axum::Router;
+use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, header};
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn};
 use axum::routing::{MethodFilter, on};
 
-use self::auth::Caller;
+pub use self::auth::{Caller, Via};
+pub use self::authenticator::{AuthRequest, Authenticator, BuiltIn, Identity};
 use self::error::ApiError;
+
+/// Where and how the console is mounted (see [`router`]).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The path the console lives under in the integrator's app: `/` (the
+    /// whole host, as `cpam-server run` serves it) or e.g. `/pam`.
+    /// Normalized by [`WebConfig::with_base_path`].
+    base_path: String,
+    /// Who signs callers in; [`BuiltIn`] by default.
+    pub authenticator: Arc<dyn Authenticator>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            base_path: "/".to_string(),
+            authenticator: Arc::new(BuiltIn),
+        }
+    }
+}
+
+impl WebConfig {
+    /// Mounts the console under `path` (`/pam`, `/pam/` and `pam` are the
+    /// same). Refused: anything but plain path segments of letters, digits,
+    /// `-`, `_`, `.` and `~` (no `..`, no query, no `{`).
+    pub fn with_base_path(mut self, path: &str) -> crate::Result<Self> {
+        let trimmed = path.trim_matches('/');
+        if trimmed.is_empty() {
+            self.base_path = "/".to_string();
+            return Ok(self);
+        }
+        for segment in trimmed.split('/') {
+            let plain = segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'));
+            if segment.is_empty() || segment == "." || segment == ".." || !plain {
+                return Err(crate::Error::invalid(format!(
+                    "console base path `{path}`: segment `{segment}` must be letters, digits, `-`, `_`, `.` or `~`"
+                )));
+            }
+        }
+        self.base_path = format!("/{trimmed}");
+        Ok(self)
+    }
+
+    /// Signs callers in with `authenticator` instead of [`BuiltIn`].
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    /// `/` or the base path without a trailing slash (`/pam`).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The base path with a trailing slash (`/`, `/pam/`): the shell's
+    /// `<base href>`.
+    pub fn base_href(&self) -> String {
+        if self.base_path == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", self.base_path)
+        }
+    }
+}
 
 /// What the web server needs to know besides the store and the engine.
 #[derive(Debug, Clone)]
@@ -55,9 +133,13 @@ pub struct WebOptions {
     pub downloads_dir: PathBuf,
 }
 
-/// Shared state of every handler.
+/// Shared state of every handler: the server's parts and the mount
+/// ([`WebConfig`]) the request came through.
 #[derive(Debug, Clone)]
-pub struct AppState(Arc<Shared>);
+pub struct AppState {
+    shared: Arc<Shared>,
+    mount: Arc<WebConfig>,
+}
 
 /// See [`AppState`].
 #[derive(Debug)]
@@ -75,7 +157,7 @@ pub struct Shared {
 impl std::ops::Deref for AppState {
     type Target = Shared;
     fn deref(&self) -> &Shared {
-        &self.0
+        &self.shared
     }
 }
 
@@ -87,15 +169,41 @@ impl AppState {
         options: WebOptions,
         hub_ready: Arc<AtomicBool>,
     ) -> Self {
-        AppState(Arc::new(Shared {
-            store,
-            audit,
-            engine,
-            options,
-            throttle: auth::Throttle::default(),
-            metrics: metrics::Metrics::default(),
-            hub_ready,
-        }))
+        AppState {
+            shared: Arc::new(Shared {
+                store,
+                audit,
+                engine,
+                options,
+                throttle: auth::Throttle::default(),
+                metrics: metrics::Metrics::default(),
+                hub_ready,
+            }),
+            mount: Arc::new(WebConfig::default()),
+        }
+    }
+
+    /// The same server parts behind another mount.
+    pub fn mounted(&self, config: WebConfig) -> AppState {
+        AppState {
+            shared: self.shared.clone(),
+            mount: Arc::new(config),
+        }
+    }
+
+    /// How this console is mounted.
+    pub fn mount(&self) -> &WebConfig {
+        &self.mount
+    }
+
+    /// Who signs callers in on this mount.
+    pub fn authenticator(&self) -> &dyn Authenticator {
+        self.mount.authenticator.as_ref()
+    }
+
+    /// The session cookie's `Path`: the base path.
+    pub fn cookie_path(&self) -> &str {
+        self.mount.base_path()
     }
 
     /// An [`Admin`] acting as `caller` (their name goes into the audit log).
@@ -123,6 +231,9 @@ pub struct ApiRoutes {
 impl ApiRoutes {
     /// Registers `handler` for `method` on `path`.
     ///
+    /// The route carries its policy table entry: the policy middleware
+    /// applies it to every request of the route (a `HEAD` is its `GET`).
+    ///
     /// # Panics
     /// When the policy table has no entry for the route: a route without a
     /// policy cannot exist (the server refuses to start, tests fail).
@@ -131,10 +242,9 @@ impl ApiRoutes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        assert!(
-            rbac::lookup(method, path).is_some(),
-            "route {method} {path} has no entry in the policy table (web/rbac.rs)"
-        );
+        let Some(entry) = rbac::lookup(method, path) else {
+            panic!("route {method} {path} has no entry in the policy table (web/rbac.rs)");
+        };
         let filter = match method {
             "GET" => MethodFilter::GET,
             "POST" => MethodFilter::POST,
@@ -143,7 +253,10 @@ impl ApiRoutes {
             "DELETE" => MethodFilter::DELETE,
             other => panic!("unsupported method {other} for {path}"),
         };
-        self.router = self.router.route(path, on(filter, handler));
+        let guarded = on(filter, handler).route_layer(from_fn(move |req: Request, next: Next| {
+            auth::policy(entry, req, next)
+        }));
+        self.router = self.router.route(path, guarded);
         self.registered.push((method, path));
         self
     }
@@ -172,14 +285,30 @@ pub fn routes() -> ApiRoutes {
         .merge(ui::routes())
 }
 
-/// The complete application for `state`.
+/// The console and API as served at `/` with the built-in sign-in (what
+/// `cpam-server run` serves).
 pub fn app(state: AppState) -> Router {
-    routes()
+    router(state, WebConfig::default())
+}
+
+/// The console and API mounted as `config` says, ready to merge into an
+/// integrator's app (`Router::merge`): with a base path every route, the
+/// 404 answer for unknown paths and the security headers stay below it, and
+/// the app's own routes and fallback are left alone.
+pub fn router(state: AppState, config: WebConfig) -> Router {
+    let base = config.base_path().to_string();
+    let state = state.mounted(config);
+    let console = routes()
         .router
-        .route_layer(from_fn_with_state(state.clone(), auth::policy))
         .fallback(fallback)
         .layer(from_fn(security_headers))
-        .with_state(state)
+        .layer(Extension(state.clone()))
+        .with_state(state);
+    if base == "/" {
+        console
+    } else {
+        Router::new().nest(&base, console)
+    }
 }
 
 async fn fallback() -> ApiError {

@@ -50,6 +50,11 @@ pub async fn login(
     ext: axum::http::Extensions,
     Body(body): Body<Login>,
 ) -> ApiResult<Response> {
+    if !state.authenticator().password_login() {
+        return Err(ApiError::denied(
+            "password sign-in is not offered here; sign in through the product that hosts the console",
+        ));
+    }
     if headers
         .get("x-requested-with")
         .and_then(|v| v.to_str().ok())
@@ -141,6 +146,7 @@ pub async fn login(
     let body = me_json(&state, &principal, Some(&session.csrf_token)).await?;
     let cookie = set_cookie(
         &cookie,
+        state.cookie_path(),
         state.options.secure_cookies,
         state.options.absolute_timeout,
     );
@@ -164,15 +170,12 @@ pub async fn logout(
         )
         .await;
     }
-    let clear = clear_cookie(state.options.secure_cookies);
+    let clear = clear_cookie(state.cookie_path(), state.options.secure_cookies);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
 }
 
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let csrf = match &caller.via {
-        Via::Cookie { csrf, .. } => Some(csrf.as_str()),
-        Via::Bearer { .. } => None,
-    };
+    let csrf = caller.via.csrf();
     Ok(Json(me_json(&state, &caller.principal, csrf).await?))
 }
 
