@@ -61,6 +61,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     let web_args = |listen: &str| crate::run::WebArgs {
         listen: Some(listen.to_string()),
         insecure_http: false,
+        base_path: None,
     };
     let console = match crate::run::start_web(&data, &mut running, &web_args(web_listen)).await {
         Ok(url) => url,

@@ -134,6 +134,8 @@ pub struct WebArgs {
     pub listen: Option<String>,
     /// Plain HTTP (loopback only).
     pub insecure_http: bool,
+    /// Serve the console below this path (`/pam`) instead of at `/`.
+    pub base_path: Option<String>,
 }
 
 /// Starts the console next to the hub; returns its URL.
@@ -143,6 +145,10 @@ pub async fn start_web(
     args: &WebArgs,
 ) -> anyhow::Result<String> {
     let listen = args.listen.as_deref().unwrap_or(&data.config.web_listen);
+    let config = match &args.base_path {
+        Some(p) => web::WebConfig::default().with_base_path(p)?,
+        None => web::WebConfig::default(),
+    };
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("console address `{listen}` must be IP:PORT"))?;
@@ -156,7 +162,10 @@ pub async fn start_web(
     };
     let listener = web::Listener::bind(addr, tls).await?;
     let local = listener.local_addr()?;
-    let url = format!("{}://{local}", listener.scheme());
+    let url = match config.base_path() {
+        "/" => format!("{}://{local}", listener.scheme()),
+        _ => format!("{}://{local}{}", listener.scheme(), config.base_href()),
+    };
     let engine = running.hub.engine().clone();
     let downloads_dir = std::env::current_exe()
         .ok()
@@ -182,7 +191,7 @@ pub async fn start_web(
         options,
         running.hub_ready.clone(),
     );
-    running.tasks.extend(web::serve(listener, state));
+    running.tasks.extend(web::serve(listener, state, config));
     Ok(url)
 }
 

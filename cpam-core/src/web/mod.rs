@@ -292,11 +292,14 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// The console and API mounted as `config` says, ready to merge into an
-/// integrator's app (`Router::merge`): with a base path every route, the
-/// 404 answer for unknown paths and the security headers stay below it, and
-/// the app's own routes and fallback are left alone.
+/// integrator's app (`Router::merge`): with a base path (`/pam`) every
+/// route, the 404 answer for unknown paths and the security headers stay
+/// below `/pam/`, `/pam` redirects there, and the app's own routes and
+/// fallback are left alone. Serve the app with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so login throttling
+/// and the audit log see client addresses.
 pub fn router(state: AppState, config: WebConfig) -> Router {
-    let base = config.base_path().to_string();
+    let (base, href) = (config.base_path().to_string(), config.base_href());
     let state = state.mounted(config);
     let console = routes()
         .router
@@ -305,10 +308,14 @@ pub fn router(state: AppState, config: WebConfig) -> Router {
         .layer(Extension(state.clone()))
         .with_state(state);
     if base == "/" {
-        console
-    } else {
-        Router::new().nest(&base, console)
+        return console;
     }
+    // `/pam/...` is the console; `/pam` itself goes to `/pam/`, so relative
+    // URLs resolve below the base path.
+    let to_shell = axum::response::Redirect::permanent(&href);
+    Router::new()
+        .route(&base, axum::routing::get(move || async move { to_shell }))
+        .nest(&href, console)
 }
 
 async fn fallback() -> ApiError {
@@ -384,10 +391,14 @@ impl Listener {
     }
 }
 
-/// Serves the console until the returned tasks are aborted: the HTTP server,
-/// the console-session sweeper and the metrics event feed.
-pub fn serve(listener: Listener, state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
-    let app = app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+/// Serves the console as `config` mounts it until the returned tasks are
+/// aborted: the HTTP server and the [`housekeeping`] tasks.
+pub fn serve(
+    listener: Listener,
+    state: AppState,
+    config: WebConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let app = router(state.clone(), config).into_make_service_with_connect_info::<SocketAddr>();
     let server = tokio::spawn(async move {
         let result = match listener {
             Listener::Tls(l) => {
@@ -400,6 +411,15 @@ pub fn serve(listener: Listener, state: AppState) -> Vec<tokio::task::JoinHandle
             tracing::error!(%error, "console server stopped");
         }
     });
+    let mut tasks = vec![server];
+    tasks.extend(housekeeping(state));
+    tasks
+}
+
+/// What a console needs running beside its router, for an app that serves
+/// [`router`] itself: the sweeper of expired console sessions and the
+/// metrics event feed. Abort the tasks to stop them.
+pub fn housekeeping(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
     let sweeper = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -416,5 +436,5 @@ pub fn serve(listener: Listener, state: AppState) -> Vec<tokio::task::JoinHandle
         })
     };
     let feed = tokio::spawn(metrics::feed(state));
-    vec![server, sweeper, feed]
+    vec![sweeper, feed]
 }
