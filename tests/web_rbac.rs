@@ -338,7 +338,20 @@ fn check_listing(ctx: &Ctx, route: &Route, user: &RoleUser, body: &str) -> anyho
 
 #[test]
 fn rbac_matrix_from_the_policy_table() -> anyhow::Result<()> {
-    let web = WebServer::start(WebOptions::default())?;
+    rbac_matrix(WebOptions::default())
+}
+
+/// The same matrix against a console served below `/pam`.
+#[test]
+fn rbac_matrix_under_a_base_path() -> anyhow::Result<()> {
+    rbac_matrix(WebOptions {
+        base_path: Some("/pam".into()),
+        ..WebOptions::default()
+    })
+}
+
+fn rbac_matrix(opts: WebOptions) -> anyhow::Result<()> {
+    let web = WebServer::start(opts)?;
     let admin = web.admin()?;
     let a = Ctx::id(&admin.post("/api/v1/customers", &json!({ "name": "own-co" }))?);
     let b = Ctx::id(&admin.post("/api/v1/customers", &json!({ "name": "foreign-co" }))?);
