@@ -22,6 +22,7 @@ pub mod server;
 pub mod session;
 pub mod signal;
 pub mod store;
+pub mod throttle;
 pub mod tunnel;
 #[cfg(feature = "web")]
 pub mod web;

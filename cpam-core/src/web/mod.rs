@@ -148,7 +148,8 @@ pub struct Shared {
     pub audit: Arc<dyn AuditSink>,
     pub engine: Arc<SessionEngine>,
     pub options: WebOptions,
-    pub throttle: auth::Throttle,
+    /// Failed logins; share it with the SSH hub so both count together.
+    pub throttle: Arc<crate::throttle::Throttle>,
     pub metrics: metrics::Metrics,
     /// Whether the SSH hub is listening (for `/readyz`).
     pub hub_ready: Arc<AtomicBool>,
@@ -169,13 +170,27 @@ impl AppState {
         options: WebOptions,
         hub_ready: Arc<AtomicBool>,
     ) -> Self {
+        let throttle = Arc::default();
+        Self::with_throttle(store, audit, engine, options, hub_ready, throttle)
+    }
+
+    /// [`AppState::new`] counting failed logins in `throttle`, e.g. the one
+    /// the SSH hub counts password failures in.
+    pub fn with_throttle(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+        engine: Arc<SessionEngine>,
+        options: WebOptions,
+        hub_ready: Arc<AtomicBool>,
+        throttle: Arc<crate::throttle::Throttle>,
+    ) -> Self {
         AppState {
             shared: Arc::new(Shared {
                 store,
                 audit,
                 engine,
                 options,
-                throttle: auth::Throttle::default(),
+                throttle,
                 metrics: metrics::Metrics::default(),
                 hub_ready,
             }),
