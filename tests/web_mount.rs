@@ -162,6 +162,18 @@ async fn a_custom_authenticator_signs_callers_in_below_the_base_path() -> anyhow
         "a console script",
     )
     .await?;
+    let (_, doc) = call(
+        http.get(format!("{url}/pam/api/v1/openapi.json")),
+        StatusCode::OK,
+        "the OpenAPI document",
+    )
+    .await?;
+    assert_eq!(
+        doc["servers"],
+        json!([{ "url": "/pam" }]),
+        "{}",
+        doc["servers"]
+    );
     let (_, unknown) = call(
         http.get(format!("{url}/pam/api/v1/nothing-here")),
         StatusCode::NOT_FOUND,
