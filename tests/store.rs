@@ -3,9 +3,11 @@
 
 use cpam_core::ErrorKind;
 use cpam_core::audit;
-use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
+use cpam_core::model::{
+    AuditCategory, AuditEvent, EndReason, GatekeeperId, SessionId, SessionProtocol, Timestamp,
+};
 use cpam_core::store::conformance;
-use cpam_core::store::{SqlStore, Store};
+use cpam_core::store::{AuditLog, Directory, SessionLog, SqlStore};
 use cpam_tests::postgres::PgFixture;
 
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
@@ -115,6 +117,130 @@ async fn sqlite_data_survives_reopening() {
         .await
         .expect("append after reopening");
     assert_eq!(next.seq, 4, "the chain continues after reopening");
+}
+
+/// A database made by the release with schema version 3 (see the fixture's
+/// README) opens with the current code: later migrations apply, every row
+/// reads back, new columns take their defaults, and a node's recovery
+/// treats the rows without a node as its own.
+#[tokio::test]
+async fn a_data_dir_from_schema_3_upgrades() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/data-dir-v3");
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::copy(fixture.join("cpam.db"), dir.path().join("cpam.db")).expect("copy fixture");
+    let store = SqlStore::connect(&sqlite_url(&dir))
+        .await
+        .expect("the release's database opens and migrates");
+
+    let acme = store
+        .customer_by_name("acme")
+        .await
+        .expect("customer lookup")
+        .expect("customer acme");
+    let gk = store
+        .gatekeeper_by_name("gk-acme")
+        .await
+        .expect("gatekeeper lookup")
+        .expect("gatekeeper gk-acme");
+    assert_eq!(gk.id, GatekeeperId("gk_nfiyoj4ppvuv4xj34e7yafdgdi".into()));
+    assert_eq!(gk.customer_id, acme.id);
+    assert!(gk.online, "the fixture's gatekeeper was left online");
+    assert_eq!(
+        gk.node_id, None,
+        "no node held links before nodes had names"
+    );
+    let alice = store
+        .user_by_name("alice")
+        .await
+        .expect("user lookup")
+        .expect("user alice");
+    assert!(alice.password_hash.is_some(), "alice keeps her password");
+    let service = store
+        .service_by_name(&acme.id, "db-ssh")
+        .await
+        .expect("service lookup")
+        .expect("service db-ssh");
+    assert_eq!(service.target.to_string(), "10.0.0.5:22");
+    let grants = store
+        .grants_for(&alice.id, &service.id)
+        .await
+        .expect("grants");
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert!(store.user_roles(&alice.id).await.expect("roles").is_empty());
+    assert!(
+        !store.list_roles().await.expect("roles").is_empty(),
+        "init made the built-in roles"
+    );
+
+    let closed = store
+        .session(&SessionId("ses_closedfixture00000000000001".into()))
+        .await
+        .expect("session lookup")
+        .expect("the closed session");
+    assert_eq!(
+        closed.protocol,
+        SessionProtocol::Tcp,
+        "old sessions are tcp"
+    );
+    assert_eq!(closed.node_id, None);
+    assert_eq!(closed.gatekeeper_id.as_ref(), Some(&gk.id));
+    assert_eq!(closed.grant_id.as_ref(), Some(&grants[0].id));
+    assert_eq!(
+        (closed.bytes_up, closed.bytes_down, closed.end_reason),
+        (1234, 5678, Some(EndReason::Completed))
+    );
+    let open = SessionId("ses_openfixture000000000000001".into());
+    assert_eq!(
+        store
+            .session(&open)
+            .await
+            .expect("session lookup")
+            .expect("the open session")
+            .ended_at,
+        None
+    );
+    let v = audit::verify_store(&store).await.expect("verify");
+    assert!(v.is_intact() && v.checked == 6, "{v:?}");
+
+    // The first node to start after the upgrade ends what the old server left.
+    let now = Timestamp::now();
+    assert_eq!(
+        store
+            .close_node_sessions("node-1", now, "server restarted")
+            .await
+            .expect("close_node_sessions"),
+        1
+    );
+    let ended = store
+        .session(&open)
+        .await
+        .expect("lookup")
+        .expect("session");
+    assert_eq!(
+        (ended.end_reason, ended.end_detail.as_deref()),
+        (Some(EndReason::Error), Some("server restarted"))
+    );
+    let released = store
+        .release_node_gatekeepers("node-1")
+        .await
+        .expect("release_node_gatekeepers");
+    assert_eq!(
+        released.iter().map(|g| &g.id).collect::<Vec<_>>(),
+        vec![&gk.id]
+    );
+    // New rows use the new columns.
+    store
+        .set_gatekeeper_state(&gk.id, true, false, Some("node-1"), now)
+        .await
+        .expect("gatekeeper online");
+    store.close().await;
+    drop(store);
+
+    let store = SqlStore::connect(&sqlite_url(&dir))
+        .await
+        .expect("the upgraded database reopens (its migration history is consistent)");
+    let gk = store.gatekeeper(&gk.id).await.expect("lookup").expect("gk");
+    assert_eq!(gk.node_id.as_deref(), Some("node-1"));
 }
 
 #[tokio::test]

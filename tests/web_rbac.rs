@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cpam_core::model::{Permission, Session, SessionId, Target, Timestamp};
-use cpam_core::store::{SqlStore, Store};
+use cpam_core::store::{SessionLog, SqlStore};
 use cpam_core::web::rbac::{Access, Body, POLICY, Route, Scope};
 use cpam_tests::web::{WebClient, WebOptions, WebServer};
 use serde_json::{Value, json};
@@ -101,7 +101,7 @@ impl Ctx {
             user_id: cpam_core::model::UserId(user_id.into()),
             user_name: user.into(),
             customer_id: cpam_core::model::CustomerId(customer.into()),
-            gatekeeper_id: cpam_core::model::GatekeeperId("gk_matrix".into()),
+            gatekeeper_id: Some(cpam_core::model::GatekeeperId("gk_matrix".into())),
             service_id: cpam_core::model::ServiceId("svc_matrix".into()),
             service_name: "matrix".into(),
             target: Target {
@@ -109,6 +109,8 @@ impl Ctx {
                 port: 22,
             },
             grant_id: None,
+            protocol: cpam_core::model::SessionProtocol::Tcp,
+            node_id: None,
             started_at: now,
             ended_at: Some(now),
             bytes_up: 1,

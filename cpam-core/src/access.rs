@@ -186,7 +186,7 @@ mod tests {
             user_id: UserId(user.into()),
             user_name: user.into(),
             customer_id: CustomerId(customer.into()),
-            gatekeeper_id: GatekeeperId("gk_1".into()),
+            gatekeeper_id: Some(GatekeeperId("gk_1".into())),
             service_id: ServiceId("svc_1".into()),
             service_name: "s".into(),
             target: crate::model::Target {
@@ -194,6 +194,8 @@ mod tests {
                 port: 22,
             },
             grant_id: None,
+            protocol: crate::model::SessionProtocol::Tcp,
+            node_id: None,
             started_at: Timestamp(0),
             ended_at: None,
             bytes_up: 0,

@@ -206,6 +206,10 @@ pub struct Gatekeeper {
     /// UTC) as it last reported them; `None` = open whenever switched on.
     #[serde(default)]
     pub customer_schedule: Option<String>,
+    /// The server node that holds its link while it is online (`None` when
+    /// offline, or when the node was not named).
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 impl Gatekeeper {
@@ -751,11 +755,18 @@ pub struct Session {
     pub user_id: UserId,
     pub user_name: String,
     pub customer_id: CustomerId,
-    pub gatekeeper_id: GatekeeperId,
+    /// The gatekeeper the session runs through; `None` for a direct path
+    /// (PSM to a target the server reaches itself).
+    pub gatekeeper_id: Option<GatekeeperId>,
     pub service_id: ServiceId,
     pub service_name: String,
     pub target: Target,
     pub grant_id: Option<GrantId>,
+    /// How the server handles the session's bytes.
+    pub protocol: SessionProtocol,
+    /// The server node that runs the session (`None`: a node that was not
+    /// named, such as a session recorded before nodes had names).
+    pub node_id: Option<String>,
     pub started_at: Timestamp,
     pub ended_at: Option<Timestamp>,
     /// Bytes from the user towards the target.

@@ -312,6 +312,7 @@ mod tests {
             online: true,
             customer_disabled: false,
             customer_schedule: None,
+            node_id: None,
         };
         (user, service, gk)
     }

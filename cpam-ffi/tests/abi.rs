@@ -17,7 +17,7 @@ use cpam_core::hooks::{CredentialKind, CredentialRequest};
 use cpam_core::model::{
     AuditCategory, AuditEvent, CustomerId, Service, ServiceId, ServiceKind, SessionId, Timestamp,
 };
-use cpam_core::store::{SqlStore, Store};
+use cpam_core::store::{AuditLog, SqlStore};
 
 fn last_message() -> String {
     let mut buf = [0 as c_char; 512];

@@ -64,6 +64,10 @@ enum Command {
         /// proxy) instead of at `/`.
         #[arg(long)]
         web_base_path: Option<String>,
+        /// This server's name among nodes sharing one database (default:
+        /// `node_id` of config.json).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Server, gatekeeper, web console and a demo SSH target in one process.
     Demo {
@@ -119,13 +123,14 @@ fn main() -> std::process::ExitCode {
                 web_listen,
                 web_insecure_http,
                 web_base_path,
+                node_id,
             } => {
                 let web = run::WebArgs {
                     listen: web_listen,
                     insecure_http: web_insecure_http,
                     base_path: web_base_path,
                 };
-                run::run(&data_dir, listen.as_deref(), web).await
+                run::run(&data_dir, node_id, listen.as_deref(), web).await
             }
             Command::Demo { listen, web_listen } => demo::demo(&listen, &web_listen).await,
             Command::Admin(cmd) => admin::dispatch(cmd).await,

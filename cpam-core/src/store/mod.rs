@@ -2,9 +2,12 @@
 //!
 //! [`SqlStore`] implements it with sqlx for SQLite (the embedded default) and
 //! PostgreSQL (several server nodes sharing one database). Integrators may
-//! bring their own implementation; the same conformance suite
-//! (`store::conformance`) runs against each.
+//! bring their own implementation: the four role traits [`Directory`],
+//! [`SessionLog`], [`AuditLog`] and [`ConsoleStore`], which together make a
+//! [`Store`]. The same conformance suite (`store::conformance`, behind the
+//! `conformance` feature) runs against each.
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod sql;
 
@@ -56,10 +59,10 @@ pub struct NewGrant {
     pub created_by: String,
 }
 
-/// Everything cpam persists. All methods are safe to call concurrently;
-/// name lookups are exact and case-sensitive.
+/// Customers, gatekeepers, users and their keys, roles, services and grants:
+/// who may reach what. Name lookups are exact and case-sensitive.
 #[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug {
+pub trait Directory: Send + Sync + std::fmt::Debug {
     // customers
     async fn create_customer(&self, name: &str, now: Timestamp) -> Result<Customer>;
     async fn list_customers(&self) -> Result<Vec<Customer>>;
@@ -78,13 +81,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn gatekeeper_by_name(&self, name: &str) -> Result<Option<Gatekeeper>>;
     async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>>;
     /// Records the live state the hub observed (pushed, never polled).
+    /// Online, the gatekeeper's link is held by `node_id` (`None`: a node
+    /// that was not named); offline, no node holds it and `node_id` is
+    /// ignored.
     async fn set_gatekeeper_state(
         &self,
         id: &GatekeeperId,
         online: bool,
         customer_disabled: bool,
+        node_id: Option<&str>,
         at: Timestamp,
     ) -> Result<()>;
+    /// Marks offline the gatekeepers whose link `node_id` held, or whose
+    /// holder was not named, and returns them (now offline). Run when that
+    /// node starts: whatever it held died with its previous process. Links
+    /// other nodes hold are left alone.
+    async fn release_node_gatekeepers(&self, node_id: &str) -> Result<Vec<Gatekeeper>>;
     /// Records the opening hours the gatekeeper's customer set (`None`: always open).
     async fn set_gatekeeper_schedule(
         &self,
@@ -152,29 +164,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `NotFound` for an unknown grant.
     async fn revoke_grant(&self, id: &GrantId, now: Timestamp) -> Result<bool>;
 
-    // sessions
-    async fn insert_session(&self, session: &Session) -> Result<()>;
-    /// Ends an open session; on an already ended one it changes nothing (the
-    /// first end wins). `NotFound` for an unknown session.
-    async fn finish_session(
-        &self,
-        id: &SessionId,
-        ended_at: Timestamp,
-        bytes_up: u64,
-        bytes_down: u64,
-        reason: EndReason,
-        detail: Option<&str>,
-    ) -> Result<()>;
-    async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
-    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
-    /// Ends every session still open with reason `error` (after a crash).
-    async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64>;
-
-    // audit
-    /// Seals `event` into the hash chain (see [`crate::audit::seal`]) and stores it.
-    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
-    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
-
     // deletions and replacements made from the console
     /// Deletes a customer with its gatekeepers, services, grants, codes,
     /// gatekeeper-bound keys and memberships; session history stays.
@@ -199,6 +188,51 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn set_user_ip_connect_mode(&self, user: &UserId, mode: IpConnectMode) -> Result<()>;
     /// The user's IP Connect mode (`global` unless set). `NotFound` for an unknown user.
     async fn user_ip_connect_mode(&self, user: &UserId) -> Result<IpConnectMode>;
+}
+
+/// The record of sessions: opened, ended, listed, and closed after a node
+/// stopped without ending them.
+#[async_trait]
+pub trait SessionLog: Send + Sync + std::fmt::Debug {
+    async fn insert_session(&self, session: &Session) -> Result<()>;
+    /// Ends an open session; on an already ended one it changes nothing (the
+    /// first end wins). `NotFound` for an unknown session.
+    async fn finish_session(
+        &self,
+        id: &SessionId,
+        ended_at: Timestamp,
+        bytes_up: u64,
+        bytes_down: u64,
+        reason: EndReason,
+        detail: Option<&str>,
+    ) -> Result<()>;
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
+    /// Ends every session still open, on any node, with reason `error`.
+    /// Only right for a single server; several nodes sharing a database use
+    /// [`SessionLog::close_node_sessions`].
+    async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64>;
+    /// Ends the sessions still open on `node_id`, and those without a node
+    /// (recorded before nodes were named), with reason `error` and `detail`
+    /// (e.g. "server restarted"); returns how many. Run when that node
+    /// starts. Sessions of other nodes are left alone.
+    async fn close_node_sessions(&self, node_id: &str, now: Timestamp, detail: &str)
+    -> Result<u64>;
+}
+
+/// The append-only, hash-chained audit log.
+#[async_trait]
+pub trait AuditLog: Send + Sync + std::fmt::Debug {
+    /// Seals `event` into the hash chain (see [`crate::audit::seal`]) and stores it.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+}
+
+/// What the web console keeps: server-wide settings, console sessions and
+/// API tokens (only hashes are stored).
+#[async_trait]
+pub trait ConsoleStore: Send + Sync + std::fmt::Debug {
+    // server-wide settings
     /// A server-wide setting.
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Creates or replaces a server-wide setting.
@@ -221,3 +255,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// `true` when the token existed.
     async fn delete_api_token(&self, id: &TokenId) -> Result<bool>;
 }
+
+/// Everything cpam persists: the four roles together. Implement the four
+/// role traits and `Store` comes with them; code that needs only one role
+/// takes that trait. All methods are safe to call concurrently.
+pub trait Store: Directory + SessionLog + AuditLog + ConsoleStore {}
+
+impl<T: Directory + SessionLog + AuditLog + ConsoleStore + ?Sized> Store for T {}

@@ -7,7 +7,7 @@ use crate::audit;
 use crate::error::ErrorKind;
 use crate::model::{
     AuditCategory, AuditEvent, CustomerId, EndReason, GatekeeperId, GrantId, Schedule, ServiceId,
-    ServiceKind, Session, SessionId, Timestamp, UserId,
+    ServiceKind, Session, SessionId, SessionProtocol, Timestamp, UserId,
 };
 use crate::store::{AuditFilter, NewGrant, SessionFilter, Store};
 
@@ -112,7 +112,6 @@ pub async fn grants(store: &dyn Store) {
             )
             .await,
         ErrorKind::NotFound,
-        "user",
         "grant for an unknown user",
     );
     assert_eq!(
@@ -156,7 +155,6 @@ pub async fn grants(store: &dyn Store) {
     expect_error(
         store.revoke_grant(&GrantId::generate(), at).await,
         ErrorKind::NotFound,
-        "grant",
         "revoking an unknown grant",
     );
     let mut for_pair = ok(store.grants_for(&u.id, &svc.id).await, "grants_for");
@@ -177,11 +175,13 @@ pub async fn sessions(store: &dyn Store) {
         user_id: uid.clone(),
         user_name: "erin".into(),
         customer_id: CustomerId("cus_x".into()),
-        gatekeeper_id: GatekeeperId("gk_x".into()),
+        gatekeeper_id: Some(GatekeeperId("gk_x".into())),
         service_id: ServiceId("svc_x".into()),
         service_name: "ssh".into(),
         target: "10.0.0.1:22".parse().expect("target"),
         grant_id: Some(GrantId("grt_x".into())),
+        protocol: SessionProtocol::Tcp,
+        node_id: None,
         started_at: Timestamp(T0.0 + started),
         ended_at: None,
         bytes_up: 0,
@@ -195,8 +195,7 @@ pub async fn sessions(store: &dyn Store) {
     }
     expect_error(
         store.insert_session(&a).await,
-        ErrorKind::InvalidArgument,
-        a.id.as_str(),
+        ErrorKind::Conflict,
         "duplicate session id",
     );
     assert_eq!(
@@ -250,7 +249,6 @@ pub async fn sessions(store: &dyn Store) {
             )
             .await,
         ErrorKind::NotFound,
-        "session",
         "finishing an unknown session",
     );
 

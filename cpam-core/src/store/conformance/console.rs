@@ -51,7 +51,6 @@ pub async fn membership_and_settings(store: &dyn Store) {
             .set_user_customers(&u.id, &[CustomerId::generate()])
             .await,
         ErrorKind::NotFound,
-        "not found",
         "membership of an unknown customer",
     );
     assert_eq!(
@@ -86,7 +85,6 @@ pub async fn membership_and_settings(store: &dyn Store) {
     expect_error(
         store.user_ip_connect_mode(&ghost).await,
         ErrorKind::NotFound,
-        "not found",
         "IP Connect mode of an unknown user",
     );
 
@@ -162,13 +160,11 @@ pub async fn role_edits(store: &dyn Store) {
             .set_role_permissions(&unique("none"), &[Permission::VIEW_SESSIONS])
             .await,
         ErrorKind::NotFound,
-        "no role",
         "editing an unknown role",
     );
     expect_error(
         store.delete_role(&builtin).await,
         ErrorKind::Conflict,
-        "built in",
         "deleting a built-in role",
     );
     ok(store.delete_role(&name).await, "delete_role");
@@ -186,13 +182,11 @@ pub async fn role_edits(store: &dyn Store) {
     expect_error(
         store.delete_role(&name).await,
         ErrorKind::NotFound,
-        "no role",
         "deleting a role twice",
     );
     expect_error(
         store.set_user_roles(&u.id, &[unique("none")]).await,
         ErrorKind::NotFound,
-        "no role",
         "assigning an unknown role",
     );
     assert_eq!(
@@ -267,7 +261,6 @@ pub async fn deletions(store: &dyn Store) {
     expect_error(
         store.delete_service(&s1.id).await,
         ErrorKind::NotFound,
-        "not found",
         "deleting a service twice",
     );
     let session = crate::model::Session {
@@ -275,11 +268,13 @@ pub async fn deletions(store: &dyn Store) {
         user_id: u.id.clone(),
         user_name: u.name.clone(),
         customer_id: c.id.clone(),
-        gatekeeper_id: gk.id.clone(),
+        gatekeeper_id: Some(gk.id.clone()),
         service_id: s2.id.clone(),
         service_name: s2.name.clone(),
         target: target.clone(),
         grant_id: None,
+        protocol: crate::model::SessionProtocol::Tcp,
+        node_id: None,
         started_at: T0,
         ended_at: Some(Timestamp(T0.0 + 1)),
         bytes_up: 1,
@@ -315,7 +310,6 @@ pub async fn deletions(store: &dyn Store) {
     expect_error(
         store.delete_customer(&c.id).await,
         ErrorKind::NotFound,
-        "not found",
         "deleting a customer twice",
     );
 }
@@ -346,8 +340,7 @@ pub async fn web_sessions_and_tokens(store: &dyn Store) {
     }
     expect_error(
         store.create_web_session(&fresh).await,
-        ErrorKind::InvalidArgument,
-        "already exists",
+        ErrorKind::Conflict,
         "duplicate console session",
     );
     assert_eq!(

@@ -130,14 +130,15 @@ impl SqlStore {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
              service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, \
-             bytes_down, end_reason, end_detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             bytes_down, end_reason, end_detail, protocol, node_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18)",
         )
         .bind(s.id.as_str())
         .bind(s.user_id.as_str())
         .bind(&s.user_name)
         .bind(s.customer_id.as_str())
-        .bind(s.gatekeeper_id.as_str())
+        .bind(s.gatekeeper_id.as_ref().map(|g| g.as_str()))
         .bind(s.service_id.as_str())
         .bind(&s.service_name)
         .bind(&s.target.host)
@@ -149,6 +150,8 @@ impl SqlStore {
         .bind(rows::counter_to_db(s.bytes_down))
         .bind(s.end_reason.map(EndReason::as_str))
         .bind(s.end_detail.as_deref())
+        .bind(s.protocol.as_str())
+        .bind(s.node_id.as_deref())
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -234,6 +237,25 @@ impl SqlStore {
         .bind(now.millis())
         .bind(EndReason::Error.as_str())
         .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn close_node_sessions_impl(
+        &self,
+        node_id: &str,
+        now: Timestamp,
+        detail: &str,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE sessions SET ended_at = $1, end_reason = $2, end_detail = $3 \
+             WHERE ended_at IS NULL AND (node_id = $4 OR node_id IS NULL)",
+        )
+        .bind(now.millis())
+        .bind(EndReason::Error.as_str())
+        .bind(detail)
+        .bind(node_id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

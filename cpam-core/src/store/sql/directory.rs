@@ -89,6 +89,7 @@ impl SqlStore {
             online: false,
             customer_disabled: false,
             customer_schedule: None,
+            node_id: None,
         };
         sqlx::query(
             "INSERT INTO gatekeepers (id, customer_id, name, created_at) VALUES ($1, $2, $3, $4)",
@@ -181,18 +182,44 @@ impl SqlStore {
         id: &GatekeeperId,
         online: bool,
         customer_disabled: bool,
+        node_id: Option<&str>,
         at: Timestamp,
     ) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE gatekeepers SET online = $1, customer_disabled = $2, last_contact = $3 WHERE id = $4",
+            "UPDATE gatekeepers SET online = $1, customer_disabled = $2, node_id = $3, \
+             last_contact = $4 WHERE id = $5",
         )
         .bind(i64::from(online))
         .bind(i64::from(customer_disabled))
+        .bind(if online { node_id } else { None })
         .bind(at.millis())
         .bind(id.as_str())
         .execute(&self.pool)
         .await?;
         super::found(&done, "gatekeeper", &id)
+    }
+
+    /// Marks offline the gatekeepers `node_id` (or an unnamed node) held
+    /// online, in one statement; their last contact stays what it was.
+    pub(super) async fn release_node_gatekeepers_impl(
+        &self,
+        node_id: &str,
+    ) -> Result<Vec<Gatekeeper>> {
+        let sql = format!(
+            "UPDATE gatekeepers SET online = 0, node_id = NULL \
+             WHERE online = 1 AND (node_id = $1 OR node_id IS NULL) RETURNING {}",
+            rows::GATEKEEPER
+        );
+        let released = sqlx::query(AssertSqlSafe(sql))
+            .bind(node_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut released = released
+            .iter()
+            .map(rows::gatekeeper)
+            .collect::<Result<Vec<_>>>()?;
+        released.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(released)
     }
 
     pub(super) async fn put_registration_code_impl(

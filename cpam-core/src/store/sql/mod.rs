@@ -9,22 +9,16 @@
 mod activity;
 mod console;
 mod directory;
+mod roles;
 mod rows;
 mod schema;
 
 use std::time::Duration;
 
-use async_trait::async_trait;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, AssertSqlSafe, Connection as _, Executor as _};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{
-    ApiToken, AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
-    GatekeeperId, Grant, GrantId, IpConnectMode, Permission, Role, Service, ServiceId, ServiceKind,
-    Session, SessionId, Target, Timestamp, TokenId, User, UserId, UserKey, WebSession,
-};
-use crate::store::{AuditFilter, NewGrant, SessionFilter, Store};
 
 /// How long a SQLite connection waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -111,7 +105,7 @@ impl SqlStore {
                 .await
                 .map_err(|e| storage(format!("cannot switch database `{shown}` to WAL mode"), e))?;
         }
-        schema::migrator().run(&pool).await.map_err(|e| {
+        schema::migrator(backend).run(&pool).await.map_err(|e| {
             Error::new(
                 ErrorKind::Storage,
                 format!("cannot migrate database `{shown}`: {e}"),
@@ -170,40 +164,34 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`, fit for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let url = redact_query_password(url);
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
+/// `url` with any password (in the user info or a `password=` query
+/// parameter) replaced by `***`, fit for messages and logs. Text that is not
+/// a URL is shown as it is unless it might hold a password (an `@` or
+/// `password`), which is then not shown at all.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        let risky = text.contains('@') || text.to_ascii_lowercase().contains("password");
+        return if risky {
+            "<a url that cannot be parsed>".to_string()
+        } else {
+            text.to_string()
+        };
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.clone(),
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return "<a url whose password cannot be hidden>".to_string();
     }
-}
-
-/// `url` with the value of a `password=` query parameter replaced by `***`.
-fn redact_query_password(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
+    let is_password = |k: &str| k.eq_ignore_ascii_case("password");
+    if url.query_pairs().any(|(k, _)| is_password(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_password(&k) { "***".into() } else { v };
+                (k.into_owned(), v.into_owned())
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// A storage error with context.
@@ -212,7 +200,7 @@ pub(crate) fn storage(context: impl std::fmt::Display, e: sqlx::Error) -> Error 
 }
 
 /// Maps a failed insert or update: a unique violation becomes
-/// `InvalidArgument` with `duplicate`, a foreign-key violation `NotFound`
+/// `Conflict` with `duplicate`, a foreign-key violation `NotFound`
 /// with `missing`, anything else a storage error.
 pub(crate) fn write_error(
     e: sqlx::Error,
@@ -224,7 +212,7 @@ pub(crate) fn write_error(
         _ => None,
     };
     match kind {
-        Some(sqlx::error::ErrorKind::UniqueViolation) => Error::invalid(duplicate()),
+        Some(sqlx::error::ErrorKind::UniqueViolation) => Error::conflict(duplicate()),
         Some(sqlx::error::ErrorKind::ForeignKeyViolation) => Error::not_found(missing()),
         _ => Error::from(e),
     }
@@ -305,267 +293,6 @@ impl Conditions {
     }
 }
 
-#[async_trait]
-impl Store for SqlStore {
-    async fn create_customer(&self, name: &str, now: Timestamp) -> Result<Customer> {
-        self.create_customer_impl(name, now).await
-    }
-    async fn list_customers(&self) -> Result<Vec<Customer>> {
-        self.list_customers_impl().await
-    }
-    async fn customer_by_name(&self, name: &str) -> Result<Option<Customer>> {
-        self.customer_where("name", name).await
-    }
-    async fn customer(&self, id: &CustomerId) -> Result<Option<Customer>> {
-        self.customer_where("id", id.as_str()).await
-    }
-
-    async fn create_gatekeeper(
-        &self,
-        customer: &CustomerId,
-        name: &str,
-        now: Timestamp,
-    ) -> Result<Gatekeeper> {
-        self.create_gatekeeper_impl(customer, name, now).await
-    }
-    async fn list_gatekeepers(&self, customer: Option<&CustomerId>) -> Result<Vec<Gatekeeper>> {
-        self.list_gatekeepers_impl(customer).await
-    }
-    async fn gatekeeper(&self, id: &GatekeeperId) -> Result<Option<Gatekeeper>> {
-        self.gatekeeper_where("id", id.as_str()).await
-    }
-    async fn gatekeeper_by_name(&self, name: &str) -> Result<Option<Gatekeeper>> {
-        self.gatekeeper_where("name", name).await
-    }
-    async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>> {
-        self.gatekeeper_where("fingerprint", fingerprint).await
-    }
-    async fn set_gatekeeper_state(
-        &self,
-        id: &GatekeeperId,
-        online: bool,
-        customer_disabled: bool,
-        at: Timestamp,
-    ) -> Result<()> {
-        self.set_gatekeeper_state_impl(id, online, customer_disabled, at)
-            .await
-    }
-    async fn set_gatekeeper_schedule(
-        &self,
-        id: &GatekeeperId,
-        schedule: Option<&str>,
-    ) -> Result<()> {
-        self.set_gatekeeper_schedule_impl(id, schedule).await
-    }
-    async fn put_registration_code(
-        &self,
-        id: &GatekeeperId,
-        code_hash: &str,
-        expires_at: Timestamp,
-    ) -> Result<()> {
-        self.put_registration_code_impl(id, code_hash, expires_at)
-            .await
-    }
-    async fn redeem_registration_code(
-        &self,
-        code_hash: &str,
-        public_key: &str,
-        fingerprint: &str,
-        now: Timestamp,
-    ) -> Result<std::result::Result<Gatekeeper, CodeRefusal>> {
-        self.redeem_registration_code_impl(code_hash, public_key, fingerprint, now)
-            .await
-    }
-
-    async fn create_user(
-        &self,
-        name: &str,
-        password_hash: Option<&str>,
-        now: Timestamp,
-    ) -> Result<User> {
-        self.create_user_impl(name, password_hash, now).await
-    }
-    async fn list_users(&self) -> Result<Vec<User>> {
-        self.list_users_impl().await
-    }
-    async fn user(&self, id: &UserId) -> Result<Option<User>> {
-        self.user_where("id", id.as_str()).await
-    }
-    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
-        self.user_where("name", name).await
-    }
-    async fn set_password_hash(&self, id: &UserId, password_hash: Option<&str>) -> Result<()> {
-        self.set_password_hash_impl(id, password_hash).await
-    }
-    async fn set_user_disabled(&self, id: &UserId, disabled: bool) -> Result<()> {
-        self.set_user_disabled_impl(id, disabled).await
-    }
-    async fn add_user_key(&self, key: &UserKey) -> Result<()> {
-        self.add_user_key_impl(key).await
-    }
-    async fn user_keys(&self, id: &UserId) -> Result<Vec<UserKey>> {
-        self.user_keys_where("user_id", id.as_str()).await
-    }
-    async fn user_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<UserKey>> {
-        Ok(self
-            .user_keys_where("fingerprint", fingerprint)
-            .await?
-            .into_iter()
-            .next())
-    }
-    async fn put_role(&self, role: &Role) -> Result<()> {
-        self.put_role_impl(role).await
-    }
-    async fn list_roles(&self) -> Result<Vec<Role>> {
-        self.list_roles_impl().await
-    }
-    async fn assign_role(&self, user: &UserId, role: &str) -> Result<()> {
-        self.assign_role_impl(user, role).await
-    }
-    async fn user_roles(&self, user: &UserId) -> Result<Vec<String>> {
-        self.user_roles_impl(user).await
-    }
-    async fn user_permissions(&self, user: &UserId) -> Result<Vec<Permission>> {
-        self.user_permissions_impl(user).await
-    }
-
-    async fn create_service(
-        &self,
-        customer: &CustomerId,
-        name: &str,
-        kind: ServiceKind,
-        target: &Target,
-        now: Timestamp,
-    ) -> Result<Service> {
-        self.create_service_impl(customer, name, kind, target, now)
-            .await
-    }
-    async fn list_services(&self, customer: Option<&CustomerId>) -> Result<Vec<Service>> {
-        self.list_services_impl(customer).await
-    }
-    async fn service(&self, id: &ServiceId) -> Result<Option<Service>> {
-        self.service_impl(id).await
-    }
-    async fn service_by_name(&self, customer: &CustomerId, name: &str) -> Result<Option<Service>> {
-        self.service_by_name_impl(customer, name).await
-    }
-
-    async fn create_grant(&self, grant: &NewGrant, now: Timestamp) -> Result<Grant> {
-        self.create_grant_impl(grant, now).await
-    }
-    async fn list_grants(&self, user: Option<&UserId>) -> Result<Vec<Grant>> {
-        self.list_grants_impl(user).await
-    }
-    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>> {
-        self.grant_impl(id).await
-    }
-    async fn grants_for(&self, user: &UserId, service: &ServiceId) -> Result<Vec<Grant>> {
-        self.grants_for_impl(user, service).await
-    }
-    async fn revoke_grant(&self, id: &GrantId, now: Timestamp) -> Result<bool> {
-        self.revoke_grant_impl(id, now).await
-    }
-
-    async fn insert_session(&self, session: &Session) -> Result<()> {
-        self.insert_session_impl(session).await
-    }
-    async fn finish_session(
-        &self,
-        id: &SessionId,
-        ended_at: Timestamp,
-        bytes_up: u64,
-        bytes_down: u64,
-        reason: EndReason,
-        detail: Option<&str>,
-    ) -> Result<()> {
-        self.finish_session_impl(id, ended_at, bytes_up, bytes_down, reason, detail)
-            .await
-    }
-    async fn session(&self, id: &SessionId) -> Result<Option<Session>> {
-        self.session_impl(id).await
-    }
-    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
-        self.list_sessions_impl(filter).await
-    }
-    async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64> {
-        self.close_orphan_sessions_impl(now, detail).await
-    }
-
-    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
-        self.append_audit_impl(event).await
-    }
-    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
-        self.audit_records_impl(filter).await
-    }
-
-    async fn delete_customer(&self, id: &CustomerId) -> Result<()> {
-        self.delete_customer_impl(id).await
-    }
-    async fn delete_service(&self, id: &ServiceId) -> Result<()> {
-        self.delete_service_impl(id).await
-    }
-    async fn set_role_permissions(&self, name: &str, permissions: &[Permission]) -> Result<()> {
-        self.set_role_permissions_impl(name, permissions).await
-    }
-    async fn delete_role(&self, name: &str) -> Result<()> {
-        self.delete_role_impl(name).await
-    }
-    async fn set_user_roles(&self, user: &UserId, roles: &[String]) -> Result<()> {
-        self.set_user_roles_impl(user, roles).await
-    }
-    async fn set_user_customers(&self, user: &UserId, customers: &[CustomerId]) -> Result<()> {
-        self.set_user_customers_impl(user, customers).await
-    }
-    async fn user_customers(&self, user: &UserId) -> Result<Vec<CustomerId>> {
-        self.user_customers_impl(user).await
-    }
-    async fn set_user_ip_connect_mode(&self, user: &UserId, mode: IpConnectMode) -> Result<()> {
-        self.set_user_ip_connect_mode_impl(user, mode).await
-    }
-    async fn user_ip_connect_mode(&self, user: &UserId) -> Result<IpConnectMode> {
-        self.user_ip_connect_mode_impl(user).await
-    }
-    async fn setting(&self, key: &str) -> Result<Option<String>> {
-        self.setting_impl(key).await
-    }
-    async fn put_setting(&self, key: &str, value: &str) -> Result<()> {
-        self.put_setting_impl(key, value).await
-    }
-    async fn create_web_session(&self, session: &WebSession) -> Result<()> {
-        self.create_web_session_impl(session).await
-    }
-    async fn web_session(&self, id_hash: &str) -> Result<Option<WebSession>> {
-        self.web_session_impl(id_hash).await
-    }
-    async fn touch_web_session(&self, id_hash: &str, at: Timestamp) -> Result<()> {
-        self.touch_web_session_impl(id_hash, at).await
-    }
-    async fn delete_web_session(&self, id_hash: &str) -> Result<()> {
-        self.delete_web_session_impl(id_hash).await
-    }
-    async fn delete_user_web_sessions(&self, user: &UserId) -> Result<u64> {
-        self.delete_user_web_sessions_impl(user).await
-    }
-    async fn purge_web_sessions(&self, idle_before: Timestamp, now: Timestamp) -> Result<u64> {
-        self.purge_web_sessions_impl(idle_before, now).await
-    }
-    async fn create_api_token(&self, token: &ApiToken) -> Result<()> {
-        self.create_api_token_impl(token).await
-    }
-    async fn list_api_tokens(&self, user: &UserId) -> Result<Vec<ApiToken>> {
-        self.list_api_tokens_impl(user).await
-    }
-    async fn api_token_by_hash(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        self.api_token_by_hash_impl(token_hash).await
-    }
-    async fn touch_api_token(&self, id: &TokenId, at: Timestamp) -> Result<()> {
-        self.touch_api_token_impl(id, at).await
-    }
-    async fn delete_api_token(&self, id: &TokenId) -> Result<bool> {
-        self.delete_api_token_impl(id).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +330,17 @@ mod tests {
         );
         check("sqlite:///var/lib/cpam.db", "sqlite:///var/lib/cpam.db");
         check("postgres://u:p@ss@h/d", "postgres://u:***@h/d");
+        check("postgres://:only@h/d", "postgres://:***@h/d");
+        check(
+            "postgres://h/d?PASSWORD=x&sslmode=require",
+            "postgres://h/d?PASSWORD=***&sslmode=require",
+        );
+        check("sqlite::memory:", "sqlite::memory:");
+        check("garbage", "garbage");
+        check(
+            "not a url: user:hunter2@host",
+            "<a url that cannot be parsed>",
+        );
     }
 
     #[test]

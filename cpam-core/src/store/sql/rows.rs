@@ -12,7 +12,7 @@ use crate::model::{
 
 pub(super) const CUSTOMER: &str = "id, name, created_at";
 pub(super) const GATEKEEPER: &str = "id, customer_id, name, public_key, fingerprint, registered_at, \
-     created_at, last_contact, online, customer_disabled, customer_schedule";
+     created_at, last_contact, online, customer_disabled, customer_schedule, node_id";
 pub(super) const USER: &str = "id, name, password_hash, disabled, created_at";
 pub(super) const USER_KEY: &str =
     "id, user_id, public_key, fingerprint, label, gatekeeper_id, created_at";
@@ -22,7 +22,7 @@ pub(super) const GRANT: &str = "id, user_id, service_id, not_before, not_after, 
      schedule_start_minute, schedule_end_minute, created_at, created_by, revoked_at";
 pub(super) const SESSION: &str = "id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
      service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, bytes_down, \
-     end_reason, end_detail";
+     end_reason, end_detail, protocol, node_id";
 pub(super) const AUDIT: &str =
     "seq, at, category, action, actor, customer_id, session_id, detail, prev_hash, hash";
 
@@ -99,6 +99,7 @@ pub(super) fn gatekeeper(row: &AnyRow) -> Result<Gatekeeper> {
         online: flag(row, "online")?,
         customer_disabled: flag(row, "customer_disabled")?,
         customer_schedule: opt_text(row, "customer_schedule")?,
+        node_id: opt_text(row, "node_id")?,
     })
 }
 
@@ -168,11 +169,15 @@ pub(super) fn session(row: &AnyRow) -> Result<Session> {
         user_id: UserId(text(row, "user_id")?),
         user_name: text(row, "user_name")?,
         customer_id: CustomerId(text(row, "customer_id")?),
-        gatekeeper_id: GatekeeperId(text(row, "gatekeeper_id")?),
+        gatekeeper_id: opt_text(row, "gatekeeper_id")?.map(GatekeeperId),
         service_id: ServiceId(text(row, "service_id")?),
         service_name: text(row, "service_name")?,
         target: target(row)?,
         grant_id: opt_text(row, "grant_id")?.map(GrantId),
+        protocol: text(row, "protocol")?
+            .parse()
+            .map_err(|e| corrupt("session protocol", e))?,
+        node_id: opt_text(row, "node_id")?,
         started_at: time(row, "started_at")?,
         ended_at: opt_time(row, "ended_at")?,
         bytes_up: counter(row, "bytes_up")?,

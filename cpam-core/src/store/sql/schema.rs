@@ -1,209 +1,77 @@
-//! The schema, as in-code migrations shared by both backends.
+//! The schema: `.sql` migrations under `cpam-core/migrations/`, one folder
+//! per backend, embedded at compile time.
 //!
-//! Only portable SQL: `TEXT` and `BIGINT` columns (booleans are 0/1), no
-//! blobs, no generated ids (ids are made in Rust), `UNIQUE` constraints for
-//! every name the store promises to keep unique. A migration, once released,
-//! is never edited: add a new one.
+//! Only portable SQL where the backends agree: `TEXT` and `BIGINT` columns
+//! (booleans are 0/1), no blobs, no generated ids (ids are made in Rust),
+//! `UNIQUE` constraints for every name the store promises to keep unique.
+//! Where they disagree (SQLite cannot drop `NOT NULL` in place) the folders
+//! hold different statements for the same version.
+//!
+//! A migration, once released, is never edited, not even its whitespace:
+//! sqlx keeps each applied migration's SHA-384 in `_sqlx_migrations` and
+//! refuses a database whose history differs. Versions 1 to 3 were released
+//! as strings in the code; their files hold exactly those bytes, so a data
+//! dir made then upgrades without any mapping (`tests/store.rs` opens one).
+//! Add a new version instead, in both folders.
 
-use std::borrow::Cow;
+use sqlx::migrate::Migrator;
 
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use super::Backend;
 
-/// Version 1: the whole initial schema.
-const V1: &str = r#"
-CREATE TABLE customers (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    created_at BIGINT NOT NULL
-);
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 
-CREATE TABLE gatekeepers (
-    id TEXT PRIMARY KEY,
-    customer_id TEXT NOT NULL REFERENCES customers (id),
-    name TEXT NOT NULL UNIQUE,
-    public_key TEXT,
-    fingerprint TEXT UNIQUE,
-    registered_at BIGINT,
-    created_at BIGINT NOT NULL,
-    last_contact BIGINT,
-    online BIGINT NOT NULL DEFAULT 0,
-    customer_disabled BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX gatekeepers_customer ON gatekeepers (customer_id);
+/// The migrator of `backend`, applied on connect.
+pub(super) fn migrator(backend: Backend) -> &'static Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE,
+        Backend::Postgres => &POSTGRES,
+    }
+}
 
-CREATE TABLE registration_codes (
-    code_hash TEXT PRIMARY KEY,
-    gatekeeper_id TEXT NOT NULL REFERENCES gatekeepers (id),
-    expires_at BIGINT NOT NULL,
-    used_at BIGINT
-);
-CREATE INDEX registration_codes_gatekeeper ON registration_codes (gatekeeper_id);
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-CREATE TABLE users (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    password_hash TEXT,
-    disabled BIGINT NOT NULL DEFAULT 0,
-    created_at BIGINT NOT NULL
-);
-
-CREATE TABLE user_keys (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users (id),
-    public_key TEXT NOT NULL,
-    fingerprint TEXT NOT NULL UNIQUE,
-    label TEXT NOT NULL,
-    gatekeeper_id TEXT REFERENCES gatekeepers (id),
-    created_at BIGINT NOT NULL
-);
-CREATE INDEX user_keys_user ON user_keys (user_id);
-
-CREATE TABLE roles (
-    name TEXT PRIMARY KEY,
-    builtin BIGINT NOT NULL DEFAULT 0
-);
-
-CREATE TABLE role_permissions (
-    role_name TEXT NOT NULL REFERENCES roles (name),
-    permission TEXT NOT NULL,
-    PRIMARY KEY (role_name, permission)
-);
-
-CREATE TABLE user_roles (
-    user_id TEXT NOT NULL REFERENCES users (id),
-    role_name TEXT NOT NULL REFERENCES roles (name),
-    PRIMARY KEY (user_id, role_name)
-);
-
-CREATE TABLE services (
-    id TEXT PRIMARY KEY,
-    customer_id TEXT NOT NULL REFERENCES customers (id),
-    name TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    target_host TEXT NOT NULL,
-    target_port BIGINT NOT NULL,
-    created_at BIGINT NOT NULL,
-    UNIQUE (customer_id, name)
-);
-
-CREATE TABLE grants (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users (id),
-    service_id TEXT NOT NULL REFERENCES services (id),
-    not_before BIGINT NOT NULL,
-    not_after BIGINT,
-    schedule_days BIGINT,
-    schedule_start_minute BIGINT,
-    schedule_end_minute BIGINT,
-    created_at BIGINT NOT NULL,
-    created_by TEXT NOT NULL,
-    revoked_at BIGINT
-);
-CREATE INDEX grants_user_service ON grants (user_id, service_id);
-
-CREATE TABLE sessions (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    user_name TEXT NOT NULL,
-    customer_id TEXT NOT NULL,
-    gatekeeper_id TEXT NOT NULL,
-    service_id TEXT NOT NULL,
-    service_name TEXT NOT NULL,
-    target_host TEXT NOT NULL,
-    target_port BIGINT NOT NULL,
-    grant_id TEXT,
-    started_at BIGINT NOT NULL,
-    ended_at BIGINT,
-    bytes_up BIGINT NOT NULL DEFAULT 0,
-    bytes_down BIGINT NOT NULL DEFAULT 0,
-    end_reason TEXT,
-    end_detail TEXT
-);
-CREATE INDEX sessions_started ON sessions (started_at);
-CREATE INDEX sessions_ended ON sessions (ended_at);
-
-CREATE TABLE audit_log (
-    seq BIGINT PRIMARY KEY,
-    at BIGINT NOT NULL,
-    category TEXT NOT NULL,
-    action TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    customer_id TEXT,
-    session_id TEXT,
-    detail TEXT NOT NULL,
-    prev_hash TEXT NOT NULL,
-    hash TEXT NOT NULL
-);
-CREATE INDEX audit_log_at ON audit_log (at);
-"#;
-
-/// Version 2: customer membership, IP Connect modes, settings, console
-/// sessions and API tokens.
-const V2: &str = r#"
-ALTER TABLE users ADD COLUMN ip_connect_mode TEXT NOT NULL DEFAULT 'global';
-
-CREATE TABLE user_customers (
-    user_id TEXT NOT NULL REFERENCES users (id),
-    customer_id TEXT NOT NULL REFERENCES customers (id),
-    PRIMARY KEY (user_id, customer_id)
-);
-CREATE INDEX user_customers_customer ON user_customers (customer_id);
-
-CREATE TABLE settings (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-
-CREATE TABLE web_sessions (
-    id_hash TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users (id),
-    csrf_token TEXT NOT NULL,
-    created_at BIGINT NOT NULL,
-    last_seen BIGINT NOT NULL,
-    expires_at BIGINT NOT NULL
-);
-CREATE INDEX web_sessions_user ON web_sessions (user_id);
-
-CREATE TABLE api_tokens (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL REFERENCES users (id),
-    name TEXT NOT NULL,
-    token_hash TEXT NOT NULL UNIQUE,
-    created_at BIGINT NOT NULL,
-    expires_at BIGINT,
-    last_used_at BIGINT
-);
-CREATE INDEX api_tokens_user ON api_tokens (user_id);
-"#;
-
-/// Version 3: the customer's opening hours for its gatekeeper.
-const V3: &str = r#"
-ALTER TABLE gatekeepers ADD COLUMN customer_schedule TEXT;
-"#;
-
-/// The migrator holding every schema version, applied on connect.
-pub(super) fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        Migration::new(
+    /// The SHA-384 of versions 1 to 3 as released (stored in every data dir
+    /// made before the migrations became files).
+    const RELEASED: [(i64, &str); 3] = [
+        (
             1,
-            Cow::Borrowed("initial schema"),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(V1),
-            false,
+            "6135ce3f6c05985220d59eccc1f700118249161e2486d148601c438a6f2c1b2922220875de462fbdda89d02dbda00bb7",
         ),
-        Migration::new(
+        (
             2,
-            Cow::Borrowed("console: membership, settings, web sessions, api tokens"),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(V2),
-            false,
+            "5262ed4296d9e0baed132e57c113b10a7215f4dca40f9dc153b9b9c0f15aa2ffeca1c95ef2111644f9a1cbea97c6aa0c",
         ),
-        Migration::new(
+        (
             3,
-            Cow::Borrowed("gatekeeper opening hours"),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(V3),
-            false,
+            "525af470f1aafdb7d7b53892a4425939c9984f4dd4840910b72992ae4a1554687f45998e831ae5b8ee1b30cb714aa3b3",
         ),
-    ])
+    ];
+
+    #[test]
+    fn released_migrations_keep_their_checksums() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let migrations = migrator(backend).iter().collect::<Vec<_>>();
+            for (version, checksum) in RELEASED {
+                let m = migrations
+                    .iter()
+                    .find(|m| m.version == version)
+                    .unwrap_or_else(|| panic!("{backend:?} has no migration {version}"));
+                assert_eq!(
+                    hex::encode(&m.checksum),
+                    checksum,
+                    "{backend:?} migration {version} was edited after its release"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn both_backends_have_the_same_versions() {
+        let versions = |b: Backend| migrator(b).iter().map(|m| m.version).collect::<Vec<_>>();
+        assert_eq!(versions(Backend::Sqlite), versions(Backend::Postgres));
+        assert_eq!(versions(Backend::Sqlite), (1..=4).collect::<Vec<i64>>());
+    }
 }

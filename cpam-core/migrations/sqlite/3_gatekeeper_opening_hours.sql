@@ -1,0 +1,2 @@
+
+ALTER TABLE gatekeepers ADD COLUMN customer_schedule TEXT;
