@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn docs_list_every_code_with_its_status() {
-        let docs = include_str!("../../../../docs/api.md");
+        let docs = include_str!("../../../docs/api.md");
         for (code, status, _) in CODES.iter() {
             let row = format!("| `{code}` | {status} |");
             assert!(
