@@ -436,7 +436,7 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
 
 #[test]
 fn openapi_document_is_committed_and_served() -> anyhow::Result<()> {
-    let doc = cpam_server::web::openapi::document();
+    let doc = cpam_core::web::openapi::document();
     let text = format!("{}\n", serde_json::to_string_pretty(&doc)?);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
     if std::env::var_os("CPAM_UPDATE_OPENAPI").is_some() {

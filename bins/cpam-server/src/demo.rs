@@ -30,7 +30,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the demo server stopped at once"))?
         .to_string();
-    cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
+    cpam_core::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
 
     let store = data.store().await?;
     let admin = Admin::new(store.clone(), Arc::new(StoreAuditSink::new(store)), "demo");
@@ -64,6 +64,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     let web_args = |listen: &str| crate::run::WebArgs {
         listen: Some(listen.to_string()),
         insecure_http: false,
+        base_path: None,
     };
     let console = match crate::run::start_web(&running, &web_args(web_listen)).await {
         Ok(url) => url,

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use cpam_core::audit::StoreAuditSink;
 use cpam_core::server::{DataDir, Server, ServerOptions, Source};
 use cpam_core::tunnel::keys;
-use cpam_server::web;
+use cpam_core::web;
 
 /// What `init` sets up besides the SSH side.
 #[derive(Debug, Default)]
@@ -41,7 +41,7 @@ pub async fn init(
         data.config.web_listen = l;
         data.save_config()?;
     }
-    cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &web.web_hosts)?;
+    cpam_core::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &web.web_hosts)?;
     if let (Some(name), Some(password)) = (&web.admin_user, admin_password) {
         let store = data.store().await?;
         let admin = cpam_core::admin::Admin::new(
@@ -108,6 +108,8 @@ pub struct WebArgs {
     pub listen: Option<String>,
     /// Plain HTTP (loopback only).
     pub insecure_http: bool,
+    /// Serve the console below this path (`/pam`) instead of at `/`.
+    pub base_path: Option<String>,
 }
 
 /// Starts the console next to the hub; returns its URL.
@@ -116,6 +118,10 @@ pub async fn start_web(server: &Server, args: &WebArgs) -> anyhow::Result<String
         .data_dir()
         .context("the console needs a server opened from a data dir")?;
     let listen = args.listen.as_deref().unwrap_or(&data.config.web_listen);
+    let config = match &args.base_path {
+        Some(p) => web::WebConfig::default().with_base_path(p)?,
+        None => web::WebConfig::default(),
+    };
     let addr: std::net::SocketAddr = listen
         .parse()
         .with_context(|| format!("console address `{listen}` must be IP:PORT"))?;
@@ -129,7 +135,10 @@ pub async fn start_web(server: &Server, args: &WebArgs) -> anyhow::Result<String
     };
     let listener = web::Listener::bind(addr, tls).await?;
     let local = listener.local_addr()?;
-    let url = format!("{}://{local}", listener.scheme());
+    let url = match config.base_path() {
+        "/" => format!("{}://{local}", listener.scheme()),
+        _ => format!("{}://{local}{}", listener.scheme(), config.base_href()),
+    };
     let engine = server.engine().clone();
     let downloads_dir = std::env::current_exe()
         .ok()
@@ -158,7 +167,7 @@ pub async fn start_web(server: &Server, args: &WebArgs) -> anyhow::Result<String
         options,
         server.ready().clone(),
     );
-    for task in web::serve(listener, state) {
+    for task in web::serve(listener, state, config) {
         server.adopt(task)?;
     }
     Ok(url)
