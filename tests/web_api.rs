@@ -446,7 +446,7 @@ fn openapi_document_is_committed_and_served() -> anyhow::Result<()> {
     assert!(
         committed == text,
         "docs/openapi.json is stale; refresh it with \
-         `CPAM_UPDATE_OPENAPI=1 cargo test -p cpam-tests --test web_api openapi` and commit it"
+         `CPAM_UPDATE_OPENAPI=1 cargo test -p cpam-tests --test integration openapi` and commit it"
     );
     let web = WebServer::start(WebOptions::default())?;
     let served = web.client()?.get("/api/v1/openapi.json")?;
