@@ -235,8 +235,13 @@ impl Protocol for Evented {
         SessionProtocol::Sftp
     }
     async fn run(&self, _user: Connection, _up: Upstream, live: &LiveSession) -> Result<()> {
+        for bad in ["", "End", "end", "sftp..upload", "sftp upload"] {
+            let e = live.record_event(bad, json!({})).await.expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
+            assert!(e.message().contains(&format!("`{bad}`")), "{e}");
+        }
         live.record_event("sftp.upload", json!({ "path": "/tmp/a" }))
-            .await;
+            .await?;
         live.cancel().cancelled().await;
         Ok(())
     }
