@@ -58,6 +58,16 @@ impl fmt::Display for Originator {
 ///     (a.clone(), a.clone())
 /// }
 /// ```
+///
+/// ```compile_fail
+/// use std::sync::Arc;
+/// use cpam_core::model::SessionProtocol;
+/// use cpam_core::session::{Approval, SessionEngine};
+/// // No way around the runner: recording a session is the engine's own.
+/// async fn start(engine: Arc<SessionEngine>, a: Approval) {
+///     let _live = engine.start(a, SessionProtocol::Tcp).await;
+/// }
+/// ```
 #[derive(Debug)]
 #[must_use = "an approval does nothing until it runs (SessionEngine::run)"]
 pub struct Approval {

@@ -16,7 +16,7 @@ use super::approval::Approval;
 use super::counters::{Counters, Direction, Meter};
 use super::engine::{Entry, SessionEngine};
 use super::observer::{SessionEvent, SessionObserver};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::EngineEvent;
 use crate::model::{
     AuditCategory, AuditEvent, EndReason, Session, SessionId, SessionProtocol, Timestamp,
@@ -196,8 +196,11 @@ impl LiveSession {
     }
 
     /// Records something that happened inside the session: every observer
-    /// sees it and it is audited as `session.<action>`.
-    pub async fn record_event(&self, action: &str, detail: serde_json::Value) {
+    /// sees it and it is audited as `session.<action>`. `action` is a dotted
+    /// lowercase name (`sftp.upload`) other than the engine's own `start`,
+    /// `end` and `refused`.
+    pub async fn record_event(&self, action: &str, detail: serde_json::Value) -> Result<()> {
+        check_action(action)?;
         let event = SessionEvent {
             at: self.engine.clock().now(),
             action: action.to_string(),
@@ -218,6 +221,7 @@ impl LiveSession {
                 detail: event.detail,
             })
             .await;
+        Ok(())
     }
 
     /// Records the end: the reason set by whoever ended the session first,
@@ -416,6 +420,29 @@ impl SessionEngine {
             }
         });
     }
+}
+
+/// An event name a protocol may record: dotted lowercase words, not one of
+/// the engine's own.
+fn check_action(action: &str) -> Result<()> {
+    let well_formed = !action.is_empty()
+        && action.len() <= 64
+        && action.split('.').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        });
+    if !well_formed {
+        return Err(Error::invalid(format!(
+            "session event `{action}` must be dotted lowercase words, e.g. `sftp.upload`"
+        )));
+    }
+    if matches!(action, "start" | "end" | "refused") {
+        return Err(Error::invalid(format!(
+            "session event `{action}` is the engine's own"
+        )));
+    }
+    Ok(())
 }
 
 /// The one place a session record is built.

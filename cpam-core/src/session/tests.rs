@@ -235,8 +235,13 @@ impl Protocol for Evented {
         SessionProtocol::Sftp
     }
     async fn run(&self, _user: Connection, _up: Upstream, live: &LiveSession) -> Result<()> {
+        for bad in ["", "End", "end", "sftp..upload", "sftp upload"] {
+            let e = live.record_event(bad, json!({})).await.expect_err(bad);
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad}");
+            assert!(e.message().contains(&format!("`{bad}`")), "{e}");
+        }
         live.record_event("sftp.upload", json!({ "path": "/tmp/a" }))
-            .await;
+            .await?;
         live.cancel().cancelled().await;
         Ok(())
     }
@@ -605,5 +610,51 @@ async fn the_live_session_knows_its_protocol() {
     assert!(
         dialer.targets.lock().unwrap().is_empty(),
         "the runner dialed"
+    );
+}
+
+#[tokio::test]
+async fn approvals_follow_policy_on_the_engine_clock() {
+    let w = world().await;
+    let from = Originator::new("127.0.0.1", 40000);
+    let a = w
+        .engine
+        .approve(&w.user, None, &w.gatekeeper, &w.service, &from)
+        .await
+        .expect("inside the grant window");
+    assert_eq!(a.until(), Some(w.clock.now().add(HOUR)));
+    assert_eq!(a.originator().to_string(), "127.0.0.1:40000");
+    drop(a);
+    // Past the window on the engine's clock (the wall clock is still inside).
+    w.clock.advance(HOUR);
+    let e = w
+        .engine
+        .approve(&w.user, None, &w.gatekeeper, &w.service, &from)
+        .await
+        .expect_err("the window closed");
+    assert_eq!(e.kind(), ErrorKind::AccessExpired);
+    let e = w
+        .engine
+        .approve_named(&w.user, None, &w.gatekeeper.id.0, "nope", &from)
+        .await
+        .expect_err("unknown service");
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    assert!(e.message().contains("`nope`"), "{e}");
+    // Refusals are audited and record no session.
+    let refused = w
+        .store
+        .audit_records(&AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == "session.refused")
+        .count();
+    assert_eq!(refused, 2);
+    assert!(
+        w.store
+            .list_sessions(&Default::default())
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
