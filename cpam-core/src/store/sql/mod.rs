@@ -1,4 +1,4 @@
-//! [`SqlStore`]: the [`Store`] on SQLite or PostgreSQL, through one
+//! [`SqlStore`]: the [`Store`](crate::store::Store) on SQLite or PostgreSQL, through one
 //! implementation over [`sqlx::AnyPool`].
 //!
 //! The SQL is portable: `$n` placeholders (SQLite accepts them too), `TEXT`
@@ -30,7 +30,7 @@ pub(crate) enum Backend {
     Postgres,
 }
 
-/// The SQL [`Store`]: SQLite (one file shared by the server and the admin
+/// The SQL [`Store`](crate::store::Store): SQLite (one file shared by the server and the admin
 /// commands) or PostgreSQL (several server nodes sharing one database).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
