@@ -82,7 +82,8 @@ typedef enum cpam_status {
   // `ErrorKind::Internal`: an unexpected internal state.
   CPAM_INTERNAL = 112,
   // `ErrorKind::Conflict`: the object's current state does not allow this
-  // (e.g. a gatekeeper not registered yet, a session no longer live).
+  // (e.g. a name already taken, a gatekeeper not registered yet, a session
+  // no longer live).
   CPAM_CONFLICT = 113,
 } cpam_status;
 

@@ -4,7 +4,9 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use cpam_tests::cpam::{Deployment, Options, as_list, json_millis};
+use cpam_tests::postgres::PgFixture;
 use cpam_tests::{now_millis, wait_until};
 use serde_json::Value;
 
@@ -51,7 +53,10 @@ fn grant_of(v: Value) -> Value {
 #[test]
 fn grant_expiry_ends_the_live_session_and_refuses_new_ones() -> anyhow::Result<()> {
     let _t = timed();
-    let d = Deployment::start_with(Options { grant: false })?;
+    let d = Deployment::start_with(Options {
+        grant: false,
+        ..Options::default()
+    })?;
     let g = grant_of(d.admin_json(&[
         "grant",
         "add",
@@ -130,6 +135,71 @@ fn server_restart_is_recovered_within_ten_seconds() -> anyhow::Result<()> {
         "gk1 not online after restart: {:#}",
         d.admin_json(&["gatekeeper", "list"])?
     );
+    Ok(())
+}
+
+/// Two `cpam-server run` processes (nodes `node-a` and `node-b`, each with
+/// its own data dir) on one PostgreSQL database: starting the second leaves
+/// the first one's live session and gatekeeper link alone, and a restart of
+/// `node-b` does too.
+#[test]
+fn a_second_node_on_one_database_leaves_the_first_nodes_work_alone() -> anyhow::Result<()> {
+    let _t = timed();
+    let pg = PgFixture::start()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let db = pg.socket_url(&rt.block_on(pg.fresh_database())?)?;
+    let mut d = Deployment::start_with(Options {
+        database: Some(db.clone()),
+        node_id: Some("node-a".into()),
+        ..Options::default()
+    })?;
+    let mut ssh = d.spawn("ssh-sleep", d.ssh(&["sleep", "600"]))?;
+    let id = d.wait_live_session()?;
+    let session = d.session(&id)?.context("the live session has no row")?;
+    assert_eq!(session["node_id"], "node-a", "{session:#}");
+
+    let b_dir = d.path().join("server-b");
+    d.admin_of(
+        &b_dir,
+        &["init", "--listen", "127.0.0.1:0", "--database", &db],
+    )?;
+    for round in ["start", "restart"] {
+        let b_addr = d.spawn_node(&b_dir, "node-b")?;
+        eprintln!("node-b {round}ed on {b_addr}");
+        let row = d.session(&id)?.context("the session row is gone")?;
+        assert!(
+            row["ended_at"].is_null(),
+            "node-b's {round} closed node-a's session: {row:#}\n{}",
+            d.logs()
+        );
+        assert!(
+            gk1_online(&d).is_some(),
+            "node-b's {round} marked node-a's gatekeeper offline: {:#}",
+            d.admin_json(&["gatekeeper", "list"])?
+        );
+        let live = d.live_sessions()?;
+        assert!(
+            live.iter().any(|s| s["id"] == id.as_str()),
+            "node-a no longer lists its session as live after node-b's {round}: {live:#?}"
+        );
+        if let Some(mut b) = d.extra.pop() {
+            b.kill()?;
+            d.extra.push(b);
+        }
+    }
+    assert!(
+        ssh.try_status()?.is_none(),
+        "the vendor's ssh ended while node-b came and went\n{}",
+        d.logs()
+    );
+    d.expect_ssh_works_on(d.connect_port)?;
+    // node-a's own restart still closes what node-a left open.
+    d.restart_server()?;
+    let ended = d.wait_session_ended(&id)?;
+    assert_eq!(ended["end_reason"], "error", "{ended:#}");
+    d.expect_audit_intact()?;
     Ok(())
 }
 

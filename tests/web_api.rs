@@ -554,6 +554,19 @@ fn users_roles_settings_and_scope_through_the_api() -> anyhow::Result<()> {
     let r = carol.send("GET", "/api/v1/customers/cus_doesnotexist", None)?;
     assert_eq!((r.status, r.code().as_deref()), (404, Some("not_found")));
 
+    // A name that is taken is a conflict (409), not a malformed request.
+    for (path, body) in [
+        ("/api/v1/customers", json!({ "name": "acme" })),
+        ("/api/v1/users", json!({ "name": "carol" })),
+    ] {
+        let r = admin.send("POST", path, Some(&body))?;
+        assert_eq!(
+            (r.status, r.code().as_deref()),
+            (409, Some("conflict")),
+            "a second {body} at {path}: {r:?}"
+        );
+    }
+
     // Membership and role edits take effect on the next request.
     admin.expect(
         "PATCH",

@@ -96,8 +96,8 @@ mod tests {
     use crate::admin::Admin;
     use crate::audit::StoreAuditSink;
     use crate::events::EngineEvent;
-    use crate::model::{EndReason, ServiceKind};
-    use crate::session::SessionEngine;
+    use crate::model::{EndReason, ServiceKind, SessionProtocol};
+    use crate::session::{Originator, SessionEngine};
     use crate::store::{AuditFilter, SqlStore, Store};
 
     #[derive(Debug)]
@@ -128,6 +128,10 @@ mod tests {
                 secret: Secret::new("s3cret".into()),
             }))
         }
+    }
+
+    fn origin() -> Originator {
+        Originator::new("127.0.0.1", 40000)
     }
 
     struct World {
@@ -186,7 +190,7 @@ mod tests {
 
         let e = w
             .engine
-            .authorize(&w.user, None, &w.gatekeeper, &w.ssh, "test")
+            .approve(&w.user, None, &w.gatekeeper, &w.ssh, &origin())
             .await
             .expect_err("the hook refuses ssh");
         assert_eq!(e.kind(), ErrorKind::PermissionDenied);
@@ -210,16 +214,21 @@ mod tests {
 
         // The same hook lets another service through, and the session's
         // start and end are published.
-        let live = w
+        let approval = w
             .engine
-            .authorize(&w.user, None, &w.gatekeeper, &w.db, "test")
+            .approve(&w.user, None, &w.gatekeeper, &w.db, &origin())
             .await
             .expect("the hook allows db");
+        let live = w
+            .engine
+            .start(approval, SessionProtocol::Tcp)
+            .await
+            .unwrap();
         assert!(matches!(
             events.recv().await.unwrap(),
-            EngineEvent::SessionStarted { session } if session.id == live.session.id
+            EngineEvent::SessionStarted { session } if &session.id == live.id()
         ));
-        let id = live.session.id.clone();
+        let id = live.id().clone();
         live.finish(EndReason::Completed, None).await;
         assert!(matches!(
             events.recv().await.unwrap(),
@@ -229,11 +238,16 @@ mod tests {
 
         // Cleared, the hook no longer applies.
         w.engine.set_access_hook(None);
-        let live = w
+        let approval = w
             .engine
-            .authorize(&w.user, None, &w.gatekeeper, &w.ssh, "test")
+            .approve(&w.user, None, &w.gatekeeper, &w.ssh, &origin())
             .await
             .expect("no hook, policy alone allows");
+        let live = w
+            .engine
+            .start(approval, SessionProtocol::Tcp)
+            .await
+            .unwrap();
         live.finish(EndReason::Completed, None).await;
     }
 

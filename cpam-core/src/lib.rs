@@ -10,6 +10,7 @@
 pub mod access;
 pub mod admin;
 pub mod audit;
+pub mod clock;
 pub mod error;
 pub mod events;
 pub mod hooks;

@@ -3,9 +3,6 @@
 //! credential source) and events pulled like every other handle's.
 
 use std::ffi::{CStr, CString, c_char, c_void};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,11 +12,10 @@ use cpam_core::hooks::{
     AccessCheck, AccessHook, Credential, CredentialKind, CredentialRequest, CredentialSource,
     HookDecision,
 };
-use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
-use cpam_core::server::DataDir;
+use cpam_core::model::AuditEvent;
+use cpam_core::server::{Server, ServerOptions, Source};
 use cpam_core::session::SessionEngine;
-use cpam_core::store::{SqlStore, Store};
-use cpam_core::tunnel::hub::Hub;
+use cpam_core::store::Store;
 use cpam_core::{Error, ErrorKind, Secret};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -213,48 +209,20 @@ impl CredentialSource for FfiCredentialSource {
 #[derive(Debug)]
 pub struct cpam_hub {
     rt: Rt,
-    hub: Arc<Hub>,
+    server: Server,
     sink: Arc<FfiAuditSink>,
-    listen: String,
-    control: Option<PathBuf>,
     events: Arc<EventQueue>,
     forwarder: JoinHandle<()>,
-    serving: Mutex<Option<Serving>>,
-    /// A stopped hub cannot serve again.
-    stopped: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Serving {
-    addr: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
 }
 
 impl cpam_hub {
     /// The session engine (for Rust callers and tests).
     pub fn engine(&self) -> &Arc<SessionEngine> {
-        self.hub.engine()
+        self.server.engine()
     }
 
     fn stop(&self) {
-        let serving = self
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        self.stopped.store(true, Ordering::SeqCst);
-        if let Some(serving) = serving {
-            self.rt.block_on(async {
-                self.hub.shutdown(STOP_GRACE).await;
-                for task in serving.tasks {
-                    task.abort();
-                    let _ = tokio::time::timeout(STOP_GRACE, task).await;
-                }
-            });
-            if let Some(path) = &self.control {
-                let _ = std::fs::remove_file(path);
-            }
-        }
+        self.rt.block_on(self.server.stop(STOP_GRACE));
     }
 }
 
@@ -286,60 +254,26 @@ async fn forward_events(
     }
 }
 
-/// What `cpam_hub_new` opened.
-struct Opened {
-    store: Arc<dyn Store>,
-    key: russh::keys::PrivateKey,
-    listen: String,
-    /// The control socket of a data dir, through which `cpam-server`'s admin
-    /// commands reach the running hub.
-    control: Option<PathBuf>,
-}
-
-async fn open(source: &str) -> cpam_core::Result<Opened> {
-    let opened = if source.contains("://") || source.starts_with("sqlite:") {
-        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(source).await?);
-        for role in cpam_core::model::builtin_roles() {
-            if !store
-                .list_roles()
-                .await?
-                .iter()
-                .any(|r| r.name == role.name)
-            {
-                store.put_role(&role).await?;
-            }
-        }
-        Opened {
-            store,
-            key: cpam_core::tunnel::keys::generate()?,
-            listen: "127.0.0.1:0".into(),
-            control: None,
-        }
-    } else {
-        let data = DataDir::open(Path::new(source))?;
-        Opened {
-            store: data.store().await?,
-            key: data.host_key()?,
-            listen: data.config.listen.clone(),
-            control: Some(data.control_socket()),
-        }
+/// Opens the server over `source` with the C audit sink in front of its store.
+async fn open(source: &str) -> cpam_core::Result<(Server, Arc<FfiAuditSink>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let options = ServerOptions {
+        audit: Some(Box::new(move |store| {
+            let sink = Arc::new(FfiAuditSink {
+                store,
+                callback: Mutex::new(None),
+            });
+            let _ = tx.send(sink.clone());
+            sink
+        })),
+        embedded: true,
+        ..ServerOptions::default()
     };
-    // As `cpam-server run` does: a server that stopped without saying so
-    // left gatekeepers marked online and sessions open.
-    let now = Timestamp::now();
-    for gk in opened.store.list_gatekeepers(None).await? {
-        if gk.online {
-            opened
-                .store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, None, now)
-                .await?;
-        }
-    }
-    opened
-        .store
-        .close_orphan_sessions(now, "server stopped while the session was live")
-        .await?;
-    Ok(opened)
+    let server = Server::open(&Source::parse(source), options).await?;
+    let sink = rx
+        .try_recv()
+        .map_err(|_| Error::internal("the server did not build its audit sink"))?;
+    Ok((server, sink))
 }
 
 /// Creates a hub over `source`: a server data dir made by `cpam-server
@@ -357,35 +291,17 @@ pub unsafe extern "C" fn cpam_hub_new(
         let source = unsafe { arg_str(source, "source") }?;
         let out = arg_out(out, "out")?;
         let rt = Rt::new("hub")?;
-        let Opened {
-            store,
-            key,
-            listen,
-            control,
-        } = rt.block_on(open(source))?;
-        let sink = Arc::new(FfiAuditSink {
-            store: store.clone(),
-            callback: Mutex::new(None),
-        });
-        let engine = SessionEngine::new(store, sink.clone());
+        let (server, sink) = rt.block_on(open(source))?;
         let events = Arc::new(EventQueue::default());
         let forwarder = rt
             .handle()
-            .spawn(forward_events(engine.subscribe(), events.clone()));
-        let hub = {
-            let _enter = rt.handle().enter();
-            Hub::new(engine, key)
-        };
+            .spawn(forward_events(server.engine().subscribe(), events.clone()));
         let handle = cpam_hub {
             rt,
-            hub,
+            server,
             sink,
-            listen,
-            control,
             events,
             forwarder,
-            serving: Mutex::new(None),
-            stopped: AtomicBool::new(false),
         };
         // SAFETY: checked by `arg_out`.
         unsafe { put(out, into_handle(handle)) };
@@ -505,57 +421,13 @@ pub unsafe extern "C" fn cpam_hub_run(hub: *const cpam_hub, listen: *const c_cha
                 crate::boundary::arg_opt_str(listen, "listen")?,
             )
         };
-        let listen = listen.unwrap_or(&hub.listen);
-        let addr: SocketAddr = listen.parse().map_err(|_| {
-            Failure::new(
-                cpam_status::CPAM_INVALID_ARGUMENT,
-                format!("listen address `{listen}` must be IP:PORT"),
-            )
-        })?;
-        let mut serving = hub.serving.lock().unwrap_or_else(|p| p.into_inner());
-        if hub.stopped.load(Ordering::SeqCst) {
+        if hub.server.is_stopped() {
             return Err(Failure::new(
                 cpam_status::CPAM_CLOSED,
                 "the hub was stopped; create a new one with cpam_hub_new",
             ));
         }
-        if serving.is_some() {
-            return Err(Failure::new(
-                cpam_status::CPAM_INVALID_ARGUMENT,
-                "the hub is already running",
-            ));
-        }
-        let listener = {
-            let _enter = hub.rt.handle().enter();
-            cpam_core::tunnel::bind_listener(addr)?
-        };
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Failure::from(Error::from(e)))?;
-        let engine = hub.engine().clone();
-        hub.rt.block_on(engine.record(AuditEvent {
-            at: Timestamp::now(),
-            category: AuditCategory::SystemMessages,
-            action: "server.start".into(),
-            actor: "system".into(),
-            customer_id: None,
-            session_id: None,
-            detail: serde_json::json!({ "listen": addr.to_string(), "embedded": true }),
-        }));
-        let h = hub.hub.clone();
-        let mut tasks = vec![hub.rt.handle().spawn(async move {
-            if let Err(error) = h.serve(listener).await {
-                tracing::error!(%error, "the hub stopped");
-            }
-        })];
-        if let Some(path) = hub.control.clone() {
-            tasks.push(hub.rt.handle().spawn(async move {
-                if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
-                    tracing::error!(%error, "the control socket stopped");
-                }
-            }));
-        }
-        *serving = Some(Serving { addr, tasks });
+        hub.rt.block_on(hub.server.start(listen))?;
         Ok(())
     })
 }
@@ -573,11 +445,8 @@ pub unsafe extern "C" fn cpam_hub_local_addr(
         // SAFETY: handle per the header's contract.
         let hub = unsafe { arg_ref(hub, "hub") }?;
         let addr = hub
-            .serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|s| s.addr)
+            .server
+            .local_addr()
             .ok_or_else(|| Failure::new(cpam_status::CPAM_CLOSED, "the hub is not running"))?;
         // SAFETY: buffer per the header's contract.
         unsafe { copy_out(&addr.to_string(), buf, len, written) }

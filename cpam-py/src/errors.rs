@@ -1,8 +1,8 @@
 //! One Python exception class per [`ErrorKind`], under `cpam.CpamError`.
 //!
 //! Each class carries the stable kind name as the class attribute `kind`
-//! (`cpam.NotFoundError.kind == "not_found"`), the same names the C status
-//! codes are derived from.
+//! (`cpam.NotFoundError.kind == "not_found"`) and its stable number as
+//! `code` (`101`, the C `CPAM_NOT_FOUND`).
 
 use cpam_core::{Error, ErrorKind};
 use pyo3::create_exception;
@@ -16,195 +16,85 @@ create_exception!(
     PyException,
     "Base class of every error cpam raises; `kind` is the stable error kind."
 );
-create_exception!(
-    cpam,
-    InvalidArgumentError,
-    CpamError,
-    "A value is malformed or out of range."
-);
-create_exception!(
-    cpam,
-    NotFoundError,
-    CpamError,
-    "The named object does not exist."
-);
-create_exception!(
-    cpam,
-    PermissionDeniedError,
-    CpamError,
-    "Known, but not allowed to do this."
-);
-create_exception!(
-    cpam,
-    AccessExpiredError,
-    CpamError,
-    "The grant expired or is outside its window."
-);
-create_exception!(
-    cpam,
-    UnauthenticatedError,
-    CpamError,
-    "The caller could not be authenticated."
-);
-create_exception!(
-    cpam,
-    TunnelUnavailableError,
-    CpamError,
-    "The gatekeeper or server tunnel is not available."
-);
-create_exception!(
-    cpam,
-    CpamIoError,
-    CpamError,
-    "An operating-system I/O error."
-);
-create_exception!(
-    cpam,
-    ProtocolError,
-    CpamError,
-    "The peer violated the protocol."
-);
-create_exception!(cpam, StorageError, CpamError, "The database failed.");
-create_exception!(
-    cpam,
-    RecordingError,
-    CpamError,
-    "The recording sink failed."
-);
-create_exception!(
-    cpam,
-    CpamTimeoutError,
-    CpamError,
-    "An operation did not finish in time."
-);
-create_exception!(
-    cpam,
-    CpamCancelledError,
-    CpamError,
-    "The operation was cancelled."
-);
-create_exception!(
-    cpam,
-    InternalError,
-    CpamError,
-    "A bug or an unexpected internal state."
-);
-create_exception!(
-    cpam,
-    ConflictError,
-    CpamError,
-    "The object's current state does not allow this."
-);
+
+/// One table: each kind, its class and the class's docstring. It declares
+/// the classes and the two exhaustive matches below, which have no catch-all
+/// arm: a kind added to cpam-core does not compile here until it has a class
+/// of its own. `register` adds the classes to the module from
+/// `ErrorKind::ALL`; `cpam-py/tests/test_errors.py` checks the stubs and the
+/// package's exports against them.
+macro_rules! kinds {
+    ($($kind:ident => $class:ident, $doc:literal;)*) => {
+        $(create_exception!(cpam, $class, CpamError, $doc);)*
+
+        /// A lazily built exception of `kind`'s class (no GIL needed).
+        fn new_err(kind: ErrorKind, message: String) -> PyErr {
+            match kind {
+                $(ErrorKind::$kind => $class::new_err(message),)*
+            }
+        }
+
+        /// The Python name of a kind's class.
+        fn class_name(kind: ErrorKind) -> &'static str {
+            match kind {
+                $(ErrorKind::$kind => stringify!($class),)*
+            }
+        }
+
+        /// The class of a kind.
+        fn class_of(py: Python<'_>, kind: ErrorKind) -> Bound<'_, PyType> {
+            match kind {
+                $(ErrorKind::$kind => py.get_type::<$class>(),)*
+            }
+        }
+    };
+}
+
+kinds! {
+    InvalidArgument => InvalidArgumentError, "A value is malformed or out of range.";
+    NotFound => NotFoundError, "The named object does not exist.";
+    PermissionDenied => PermissionDeniedError, "Known, but not allowed to do this.";
+    AccessExpired => AccessExpiredError, "The grant expired or is outside its window.";
+    Unauthenticated => UnauthenticatedError, "The caller could not be authenticated.";
+    TunnelUnavailable => TunnelUnavailableError, "The gatekeeper or server tunnel is not available.";
+    Io => CpamIoError, "An operating-system I/O error.";
+    Protocol => ProtocolError, "The peer violated the protocol.";
+    Storage => StorageError, "The database failed.";
+    Recording => RecordingError, "The recording sink failed.";
+    Timeout => CpamTimeoutError, "An operation did not finish in time.";
+    Cancelled => CpamCancelledError, "The operation was cancelled.";
+    Internal => InternalError, "A bug or an unexpected internal state.";
+    Conflict => ConflictError, "The object's current state does not allow this (e.g. a name already taken).";
+}
 
 /// The Python exception for a cpam error: the class of its kind, its message.
 pub fn to_py(e: Error) -> PyErr {
-    let msg = e.message().to_string();
-    match e.kind() {
-        ErrorKind::InvalidArgument => InvalidArgumentError::new_err(msg),
-        ErrorKind::NotFound => NotFoundError::new_err(msg),
-        ErrorKind::PermissionDenied => PermissionDeniedError::new_err(msg),
-        ErrorKind::AccessExpired => AccessExpiredError::new_err(msg),
-        ErrorKind::Unauthenticated => UnauthenticatedError::new_err(msg),
-        ErrorKind::TunnelUnavailable => TunnelUnavailableError::new_err(msg),
-        ErrorKind::Io => CpamIoError::new_err(msg),
-        ErrorKind::Protocol => ProtocolError::new_err(msg),
-        ErrorKind::Storage => StorageError::new_err(msg),
-        ErrorKind::Recording => RecordingError::new_err(msg),
-        ErrorKind::Timeout => CpamTimeoutError::new_err(msg),
-        ErrorKind::Cancelled => CpamCancelledError::new_err(msg),
-        ErrorKind::Internal => InternalError::new_err(msg),
-        ErrorKind::Conflict => ConflictError::new_err(msg),
-        _ => InternalError::new_err(format!("{}: {msg}", e.kind())),
-    }
+    new_err(e.kind(), e.message().to_string())
 }
 
 /// Every kind's class with its Python name.
-fn classes(py: Python<'_>) -> [(&'static str, Bound<'_, PyType>, ErrorKind); 14] {
-    [
-        (
-            "InvalidArgumentError",
-            py.get_type::<InvalidArgumentError>(),
-            ErrorKind::InvalidArgument,
-        ),
-        (
-            "NotFoundError",
-            py.get_type::<NotFoundError>(),
-            ErrorKind::NotFound,
-        ),
-        (
-            "PermissionDeniedError",
-            py.get_type::<PermissionDeniedError>(),
-            ErrorKind::PermissionDenied,
-        ),
-        (
-            "AccessExpiredError",
-            py.get_type::<AccessExpiredError>(),
-            ErrorKind::AccessExpired,
-        ),
-        (
-            "UnauthenticatedError",
-            py.get_type::<UnauthenticatedError>(),
-            ErrorKind::Unauthenticated,
-        ),
-        (
-            "TunnelUnavailableError",
-            py.get_type::<TunnelUnavailableError>(),
-            ErrorKind::TunnelUnavailable,
-        ),
-        ("CpamIoError", py.get_type::<CpamIoError>(), ErrorKind::Io),
-        (
-            "ProtocolError",
-            py.get_type::<ProtocolError>(),
-            ErrorKind::Protocol,
-        ),
-        (
-            "StorageError",
-            py.get_type::<StorageError>(),
-            ErrorKind::Storage,
-        ),
-        (
-            "RecordingError",
-            py.get_type::<RecordingError>(),
-            ErrorKind::Recording,
-        ),
-        (
-            "CpamTimeoutError",
-            py.get_type::<CpamTimeoutError>(),
-            ErrorKind::Timeout,
-        ),
-        (
-            "CpamCancelledError",
-            py.get_type::<CpamCancelledError>(),
-            ErrorKind::Cancelled,
-        ),
-        (
-            "InternalError",
-            py.get_type::<InternalError>(),
-            ErrorKind::Internal,
-        ),
-        (
-            "ConflictError",
-            py.get_type::<ConflictError>(),
-            ErrorKind::Conflict,
-        ),
-    ]
+fn classes(py: Python<'_>) -> impl Iterator<Item = (&'static str, Bound<'_, PyType>, ErrorKind)> {
+    ErrorKind::ALL
+        .iter()
+        .map(move |&kind| (class_name(kind), class_of(py, kind), kind))
 }
 
 /// The kind a raised Python exception stands for: its class's kind when it
 /// is one of ours, `internal` for anything else.
 pub fn kind_of(py: Python<'_>, err: &PyErr) -> ErrorKind {
     classes(py)
-        .into_iter()
         .find(|(_, class, _)| err.is_instance(py, class))
         .map_or(ErrorKind::Internal, |(_, _, kind)| kind)
 }
 
-/// Adds the classes to the module and sets each one's `kind`.
+/// Adds the classes to the module and sets each one's `kind` (the stable
+/// name) and `code` (the stable number, the C `cpam_status`).
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("CpamError", py.get_type::<CpamError>())?;
     for (name, class, kind) in classes(py) {
         class.setattr("kind", kind.as_str())?;
+        class.setattr("code", kind.code())?;
         m.add(name, class)?;
     }
     Ok(())

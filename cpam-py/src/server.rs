@@ -1,20 +1,13 @@
 //! The server engine and its SSH hub run inside Python, with the
 //! integrator's callbacks plugged in and engine events pulled.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use cpam_core::events::EngineEvent;
 use cpam_core::hooks::{AccessHook, CredentialRequest, CredentialSource};
-use cpam_core::model::{AuditCategory, AuditEvent, SessionId, Timestamp, builtin_roles};
-use cpam_core::server::DataDir;
-use cpam_core::session::SessionEngine;
-use cpam_core::store::{SqlStore, Store};
-use cpam_core::tunnel::hub::Hub;
-use cpam_core::tunnel::keys;
+use cpam_core::model::SessionId;
+use cpam_core::server::{Server as CoreServer, ServerOptions, Source};
 use cpam_core::{Error, Result};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
@@ -30,63 +23,26 @@ use crate::rt::{EventQueue, Json, awaitable, next_event, runtime, wait};
 /// How long `stop` lets live sessions write their end records.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// What [`open`] opened.
-struct Opened {
-    hub: Arc<Hub>,
-    sink: Arc<PyAuditSink>,
-    listen: String,
-    /// A data dir's control socket, through which `cpam-server`'s admin
-    /// commands reach the running hub.
-    control: Option<PathBuf>,
-}
-
-/// The hub over `source`: a server data dir (its database, host key, listen
-/// address and control socket) or a database URL (a fresh host key,
-/// `127.0.0.1:0`, no control socket).
-async fn open(source: String) -> Result<Opened> {
-    let (store, key, listen, control): (Arc<dyn Store>, _, String, _) =
-        if source.contains("://") || source.starts_with("sqlite:") {
-            let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&source).await?);
-            let roles = store.list_roles().await?;
-            for role in builtin_roles() {
-                if !roles.iter().any(|r| r.name == role.name) {
-                    store.put_role(&role).await?;
-                }
-            }
-            (store, keys::generate()?, "127.0.0.1:0".into(), None)
-        } else {
-            let data = DataDir::open(Path::new(&source))?;
-            (
-                data.store().await?,
-                data.host_key()?,
-                data.config.listen.clone(),
-                Some(data.control_socket()),
-            )
-        };
-    // As `cpam-server run` does: a server that stopped without saying so
-    // left gatekeepers marked online and sessions open.
-    let now = Timestamp::now();
-    for gk in store.list_gatekeepers(None).await? {
-        if gk.online {
-            store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, None, now)
-                .await?;
-        }
-    }
-    store
-        .close_orphan_sessions(now, "server stopped while the session was live")
-        .await?;
-    let sink = Arc::new(PyAuditSink {
-        store: store.clone(),
-        callback: RwLock::new(None),
-    });
-    let engine = SessionEngine::new(store, sink.clone());
-    Ok(Opened {
-        hub: Hub::new(engine, key),
-        sink,
-        listen,
-        control,
-    })
+/// The server over `source` with the Python audit sink in front of its store.
+async fn open(source: String) -> Result<(Arc<CoreServer>, Arc<PyAuditSink>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let options = ServerOptions {
+        audit: Some(Box::new(move |store| {
+            let sink = Arc::new(PyAuditSink {
+                store,
+                callback: RwLock::new(None),
+            });
+            let _ = tx.send(sink.clone());
+            sink
+        })),
+        embedded: true,
+        ..ServerOptions::default()
+    };
+    let server = CoreServer::open(&Source::parse(&source), options).await?;
+    let sink = rx
+        .try_recv()
+        .map_err(|_| Error::internal("the server did not build its audit sink"))?;
+    Ok((Arc::new(server), sink))
 }
 
 /// Moves engine events into the handle's queue until `closed`, then what
@@ -130,26 +86,14 @@ async fn forward_events(
     }
 }
 
-#[derive(Debug)]
-struct Serving {
-    address: SocketAddr,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-    control: Option<PathBuf>,
-}
-
 /// A cpam server engine and its SSH port, run in the background of this
 /// process, with Python callables as audit sink, access hook and
 /// credential source.
 #[pyclass(module = "cpam", frozen)]
 #[derive(Debug)]
 pub struct Server {
-    hub: Arc<Hub>,
+    core: Arc<CoreServer>,
     sink: Arc<PyAuditSink>,
-    listen: String,
-    control: Option<PathBuf>,
-    serving: Mutex<Option<Serving>>,
-    /// A stopped server cannot start again.
-    stopped: AtomicBool,
     /// Closes the event queue (after `stop`).
     closed: CancellationToken,
     forwarder: tokio::task::JoinHandle<()>,
@@ -157,28 +101,19 @@ pub struct Server {
 }
 
 /// Stops serving, then closes the event queue once the last events are in.
-async fn stop(hub: Arc<Hub>, serving: Option<Serving>, closed: CancellationToken) -> Result<()> {
-    if let Some(serving) = serving {
-        hub.shutdown(STOP_GRACE).await;
-        for task in serving.tasks {
-            task.abort();
-            let _ = tokio::time::timeout(STOP_GRACE, task).await;
-        }
-        if let Some(path) = serving.control {
-            let _ = std::fs::remove_file(path);
-        }
-    }
+async fn stop(core: Arc<CoreServer>, closed: CancellationToken) -> Result<()> {
+    core.stop(STOP_GRACE).await;
     closed.cancel();
     Ok(())
 }
 
 async fn credential(
-    hub: Arc<Hub>,
+    core: Arc<CoreServer>,
     customer: String,
     service: String,
     user: String,
 ) -> Result<Option<Credential>> {
-    let engine = hub.engine();
+    let engine = core.engine();
     let store = engine.store();
     let customer = store
         .customer_by_name(&customer)
@@ -238,23 +173,21 @@ impl Callbacks {
 
 impl Server {
     /// The server over what [`open`] opened; its event forwarder runs on `rt`.
-    fn build(opened: Opened, callbacks: Callbacks, rt: &tokio::runtime::Handle) -> Server {
-        let Opened {
-            hub,
-            sink,
-            listen,
-            control,
-        } = opened;
+    fn build(
+        (core, sink): (Arc<CoreServer>, Arc<PyAuditSink>),
+        callbacks: Callbacks,
+        rt: &tokio::runtime::Handle,
+    ) -> Server {
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = CancellationToken::new();
-        let forwarder = rt.spawn(forward_events(hub.engine().subscribe(), tx, closed.clone()));
+        let forwarder = rt.spawn(forward_events(
+            core.engine().subscribe(),
+            tx,
+            closed.clone(),
+        ));
         let server = Server {
-            hub,
+            core,
             sink,
-            listen,
-            control,
-            serving: Mutex::new(None),
-            stopped: AtomicBool::new(false),
             closed,
             forwarder,
             events: Arc::new(tokio::sync::Mutex::new(rx)),
@@ -274,22 +207,15 @@ impl Server {
     }
 
     fn install_access_hook(&self, hook: Option<Arc<Py<PyAny>>>) {
-        self.hub
+        self.core
             .engine()
             .set_access_hook(hook.map(|h| Arc::new(PyAccessHook(h)) as Arc<dyn AccessHook>));
     }
 
     fn install_credential_source(&self, source: Option<Arc<Py<PyAny>>>) {
-        self.hub.engine().set_credential_source(
+        self.core.engine().set_credential_source(
             source.map(|s| Arc::new(PyCredentialSource(s)) as Arc<dyn CredentialSource>),
         );
-    }
-
-    /// Marks the server stopped and takes what it serves.
-    fn take_serving(&self) -> Option<Serving> {
-        let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        self.stopped.store(true, Ordering::SeqCst);
-        serving.take()
     }
 }
 
@@ -362,73 +288,16 @@ impl Server {
     /// also serves the control socket, so `cpam-server sessions terminate`
     /// and grant revocations reach it. A stopped server cannot start again.
     #[pyo3(signature = (listen = None))]
-    fn start(&self, listen: Option<&str>) -> PyResult<String> {
-        let listen = listen.unwrap_or(&self.listen);
-        let addr: SocketAddr = listen.parse().map_err(|_| {
-            to_py(Error::invalid(format!(
-                "listen address `{listen}` must be IP:PORT"
-            )))
-        })?;
-        let mut serving = self.serving.lock().unwrap_or_else(|p| p.into_inner());
-        if self.stopped.load(Ordering::SeqCst) {
-            return Err(to_py(Error::invalid(
-                "the server was stopped; create a new one",
-            )));
-        }
-        if serving.is_some() {
-            return Err(to_py(Error::invalid("the server is already running")));
-        }
-        let rt = runtime()?;
-        let listener = {
-            let _enter = rt.enter();
-            cpam_core::tunnel::bind_listener(addr).map_err(to_py)?
-        };
-        let address = listener.local_addr().map_err(|e| to_py(e.into()))?;
-        let engine = self.hub.engine().clone();
-        let hub = self.hub.clone();
-        let mut tasks = vec![rt.spawn({
-            let engine = engine.clone();
-            async move {
-                // Before the first connection is accepted (they queue meanwhile).
-                engine
-                    .record(AuditEvent {
-                        at: Timestamp::now(),
-                        category: AuditCategory::SystemMessages,
-                        action: "server.start".into(),
-                        actor: "system".into(),
-                        customer_id: None,
-                        session_id: None,
-                        detail: json!({ "listen": address.to_string(), "embedded": true }),
-                    })
-                    .await;
-                if let Err(error) = hub.serve(listener).await {
-                    tracing::error!(%error, "the hub stopped");
-                }
-            }
-        })];
-        if let Some(path) = self.control.clone() {
-            tasks.push(rt.spawn(async move {
-                if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
-                    tracing::error!(%error, "the control socket stopped");
-                }
-            }));
-        }
-        *serving = Some(Serving {
-            address,
-            tasks,
-            control: self.control.clone(),
-        });
+    fn start(&self, py: Python<'_>, listen: Option<String>) -> PyResult<String> {
+        let core = self.core.clone();
+        let address = wait(py, async move { core.start(listen.as_deref()).await })?;
         Ok(address.to_string())
     }
 
     /// `IP:PORT` it listens on, or `None` when not started.
     #[getter]
     fn address(&self) -> Option<String> {
-        self.serving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|s| s.address.to_string())
+        self.core.local_addr().map(|a| a.to_string())
     }
 
     /// The next engine event as a dict (`type`: `gatekeeper_online`,
@@ -460,7 +329,7 @@ impl Server {
         service: String,
         user: String,
     ) -> PyResult<Option<Credential>> {
-        wait(py, credential(self.hub.clone(), customer, service, user))
+        wait(py, credential(self.core.clone(), customer, service, user))
     }
 
     /// `credential()` for asyncio.
@@ -471,20 +340,18 @@ impl Server {
         service: String,
         user: String,
     ) -> PyResult<Bound<'py, PyAny>> {
-        awaitable(py, credential(self.hub.clone(), customer, service, user))
+        awaitable(py, credential(self.core.clone(), customer, service, user))
     }
 
     /// Stops listening and ends live sessions (their end records are
     /// written, at most 3 s). Stopping twice is fine.
     fn stop(&self, py: Python<'_>) -> PyResult<()> {
-        let serving = self.take_serving();
-        wait(py, stop(self.hub.clone(), serving, self.closed.clone()))
+        wait(py, stop(self.core.clone(), self.closed.clone()))
     }
 
     /// `stop()` for asyncio.
     fn stop_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let serving = self.take_serving();
-        awaitable(py, stop(self.hub.clone(), serving, self.closed.clone()))
+        awaitable(py, stop(self.core.clone(), self.closed.clone()))
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {
@@ -525,13 +392,8 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.forwarder.abort();
-        let serving = self
-            .serving
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let (Some(serving), Ok(rt)) = (serving, runtime()) {
-            rt.spawn(stop(self.hub.clone(), Some(serving), self.closed.clone()));
+        if let (Some(_), Ok(rt)) = (self.core.local_addr(), runtime()) {
+            rt.spawn(stop(self.core.clone(), self.closed.clone()));
         }
     }
 }

@@ -264,6 +264,12 @@ def test_server_on_a_database_url_and_async_stop(tmp_path: Path) -> None:
         refused = cpam.read_audit(f"sqlite://{tmp_path / 'cpam.db'}")
         assert records == refused
         assert [r["action"] for r in refused] == ["server.start", "gatekeeper.registration_refused"], refused
-        assert refused[0]["detail"] == {"listen": address, "embedded": True}
+        assert refused[0]["detail"] == {
+            "listen": address,
+            "node": "default",
+            "embedded": True,
+            "orphan_sessions_closed": 0,
+            "gatekeepers_marked_offline": 0,
+        }
 
     asyncio.run(main())

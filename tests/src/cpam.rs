@@ -39,11 +39,19 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Options {
     /// Add the standard grant (vendor -> acme/ssh, no end).
     pub grant: bool,
+    /// The database URL given to `init` (default: SQLite in the data dir).
+    pub database: Option<String>,
+    /// The server's `--node-id`.
+    pub node_id: Option<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { grant: true }
+        Options {
+            grant: true,
+            database: None,
+            node_id: None,
+        }
     }
 }
 
@@ -60,6 +68,8 @@ pub struct Deployment {
     pub sshd: Sshd,
     /// The server's SSH address on the vendor veth (`10.213.x.1:PORT`).
     pub server_addr: SocketAddr,
+    /// The server's `--node-id`, if the test gave one.
+    pub node_id: Option<String>,
     pub data_dir: PathBuf,
     pub gk_state: PathBuf,
     pub profile: PathBuf,
@@ -96,14 +106,13 @@ impl Deployment {
             Ok(c)
         };
         let listen = format!("{}:0", topo.vendor_addr);
-        run(
-            "server-init",
-            server_cmd(&["init", "--listen", &listen])?,
-            &d,
-            CMD_TIMEOUT,
-        )?
-        .ok("cpam-server init")?;
-        let (server, server_addr) = spawn_server(&topo, &d, &data_dir, &listen)?;
+        let mut init = vec!["init", "--listen", &listen];
+        if let Some(url) = &opts.database {
+            init.extend(["--database", url]);
+        }
+        run("server-init", server_cmd(&init)?, &d, CMD_TIMEOUT)?.ok("cpam-server init")?;
+        let node = opts.node_id.as_deref();
+        let (server, server_addr) = spawn_server(&topo, &d, &data_dir, &listen, node)?;
         let admin = |args: &[&str]| -> anyhow::Result<Output> {
             run(
                 &format!("admin-{}", args.join("-")),
@@ -183,6 +192,7 @@ impl Deployment {
             server: Some(server),
             sshd,
             server_addr,
+            node_id: opts.node_id,
             data_dir,
             gk_state,
             profile,
@@ -405,6 +415,7 @@ impl Deployment {
             self.dir.path(),
             &self.data_dir,
             &self.server_addr.to_string(),
+            self.node_id.as_deref(),
         )?;
         if addr != self.server_addr {
             bail!(
@@ -414,6 +425,27 @@ impl Deployment {
         }
         self.server = Some(server);
         Ok(())
+    }
+
+    /// Starts another `cpam-server run` (a second node, `--node-id NODE`)
+    /// over `data_dir` on a free port in the vendor ns; the child is kept in
+    /// `extra`. Returns its SSH address.
+    pub fn spawn_node(&mut self, data_dir: &Path, node: &str) -> anyhow::Result<SocketAddr> {
+        let listen = format!("{}:0", self.topo.vendor_addr);
+        let (child, addr) =
+            spawn_server(&self.topo, self.dir.path(), data_dir, &listen, Some(node))?;
+        self.extra.push(child);
+        Ok(addr)
+    }
+
+    /// `cpam-server ARGS --data-dir DATA_DIR` for another node's data dir.
+    pub fn admin_of(&self, data_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+        let mut c = Command::new(bin_path("cpam-server")?);
+        c.args(args).arg("--data-dir").arg(data_dir);
+        let name = format!("admin-{}", args.join("-"));
+        Ok(run(&name, c, self.dir.path(), CMD_TIMEOUT)?
+            .ok(&format!("cpam-server {}", args.join(" ")))?
+            .stdout)
     }
 
     /// Every process's captured output.
@@ -436,11 +468,15 @@ fn spawn_server(
     dir: &Path,
     data_dir: &Path,
     listen: &str,
+    node: Option<&str>,
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let mut c = topo.vendor.command(bin_path("cpam-server")?);
     c.args(["run", "--listen", listen, "--data-dir"])
         .arg(data_dir)
         .env("RUST_LOG", "info");
+    if let Some(node) = node {
+        c.args(["--node-id", node]);
+    }
     let mut server = Child::spawn("server", c, dir)?;
     let addr = server.wait_for_line("cpam-server listening on ", START_TIMEOUT)?;
     let addr: SocketAddr = addr

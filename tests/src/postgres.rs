@@ -24,6 +24,9 @@ pub const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 #[derive(Debug)]
 pub struct PgFixture {
     admin_url: String,
+    /// The Unix socket directory and port: processes inside another network
+    /// namespace reach the server through the socket, not 127.0.0.1.
+    socket: Option<(PathBuf, u16)>,
     server: Option<Server>,
 }
 
@@ -40,6 +43,7 @@ impl PgFixture {
         if let Ok(url) = std::env::var("CPAM_TEST_POSTGRES_URL") {
             return Ok(PgFixture {
                 admin_url: url,
+                socket: None,
                 server: None,
             });
         }
@@ -116,6 +120,7 @@ impl PgFixture {
             .context("starting postgres")?;
         let mut fixture = PgFixture {
             admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            socket: Some((dir.path().to_path_buf(), port)),
             server: Some(Server { child, dir }),
         };
         fixture.wait_ready(&bin, port)?;
@@ -150,6 +155,24 @@ impl PgFixture {
     /// The URL of the server's administrative database.
     pub fn url(&self) -> &str {
         &self.admin_url
+    }
+
+    /// A URL of the database `url` names that reaches the server through
+    /// its Unix socket (from inside a network namespace too).
+    pub fn socket_url(&self, url: &str) -> Result<String> {
+        let (dir, port) = self
+            .socket
+            .as_ref()
+            .context("this PostgreSQL server has no Unix socket of the fixture's")?;
+        let name = url
+            .split('?')
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .context("the URL names no database")?;
+        Ok(format!(
+            "postgres://postgres@localhost/{name}?host={}&port={port}",
+            dir.display()
+        ))
     }
 
     /// Creates a new, empty database and returns its URL.

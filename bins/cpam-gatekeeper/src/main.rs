@@ -157,30 +157,100 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status { state_dir, json } => {
             let state = GatekeeperState::load(&state_dir)?;
             let switch = gatekeeper::Switch::read(&state_dir, Timestamp::now());
+            let status = Status {
+                state: &state,
+                disabled: switch.switched_off,
+                schedule: switch.schedule.as_deref(),
+                closed: switch.closed,
+            };
             if json {
-                let mut v = serde_json::to_value(&state)?;
-                v["disabled"] = serde_json::json!(switch.switched_off);
-                v["schedule"] = serde_json::json!(switch.schedule);
-                v["closed"] = serde_json::json!(switch.closed);
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!("gatekeeper {} ({})", state.name, state.gatekeeper_id);
-                println!("server {}", state.server);
-                println!(
-                    "customer switch: {}",
-                    if switch.switched_off {
-                        "disabled"
-                    } else {
-                        "enabled"
-                    }
-                );
-                println!(
-                    "opening hours: {}",
-                    switch.schedule.as_deref().unwrap_or("always")
-                );
-                println!("now: {}", if switch.closed { "closed" } else { "open" });
+                print!("{status}");
             }
         }
     }
     Ok(())
+}
+
+/// What `cpam-gatekeeper status` reports: the registration, the customer's
+/// switch and opening hours, and whether sessions are refused now. `--json`
+/// prints it as one object (the state file's fields, then these).
+#[derive(Debug, serde::Serialize)]
+struct Status<'a> {
+    #[serde(flatten)]
+    state: &'a GatekeeperState,
+    /// The customer switched the gatekeeper off.
+    disabled: bool,
+    /// The opening hours as written (UTC), `None` for always.
+    schedule: Option<&'a str>,
+    /// Sessions are refused now (switched off or outside the hours).
+    closed: bool,
+}
+
+impl std::fmt::Display for Status<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on_off = |b: bool, yes: &'static str, no: &'static str| if b { yes } else { no };
+        writeln!(
+            f,
+            "gatekeeper {} ({})",
+            self.state.name, self.state.gatekeeper_id
+        )?;
+        writeln!(f, "server {}", self.state.server)?;
+        writeln!(
+            f,
+            "customer switch: {}",
+            on_off(self.disabled, "disabled", "enabled")
+        )?;
+        writeln!(f, "opening hours: {}", self.schedule.unwrap_or("always"))?;
+        writeln!(f, "now: {}", on_off(self.closed, "closed", "open"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> GatekeeperState {
+        GatekeeperState {
+            server: "cpam.example.com:2222".into(),
+            server_key: "ssh-ed25519 AAAA".into(),
+            gatekeeper_id: cpam_core::model::GatekeeperId("gk_1".into()),
+            name: "plant-a".into(),
+            registered_at: Timestamp(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn status_json_is_the_state_and_the_switch() {
+        let state = state();
+        let status = Status {
+            state: &state,
+            disabled: true,
+            schedule: Some("mon-fri 08:00-18:00"),
+            closed: true,
+        };
+        let v = serde_json::to_value(&status).expect("status serializes");
+        let mut expect = serde_json::to_value(&state).expect("state serializes");
+        expect["disabled"] = true.into();
+        expect["schedule"] = "mon-fri 08:00-18:00".into();
+        expect["closed"] = true.into();
+        assert_eq!(v, expect);
+    }
+
+    #[test]
+    fn status_text_says_what_is_open() {
+        let state = state();
+        let status = Status {
+            state: &state,
+            disabled: false,
+            schedule: None,
+            closed: false,
+        };
+        assert_eq!(
+            status.to_string(),
+            "gatekeeper plant-a (gk_1)\nserver cpam.example.com:2222\n\
+             customer switch: enabled\nopening hours: always\nnow: open\n"
+        );
+    }
 }

@@ -25,8 +25,11 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     let data_dir = tmp.join("server");
     let data = DataDir::init(&data_dir, "127.0.0.1:0", None).await?;
     let target = start_target().await?;
-    let mut running = crate::run::start(&data, None).await?;
-    let server = running.addr.to_string();
+    let running = crate::run::start(&data_dir, None, None).await?;
+    let server = running
+        .local_addr()
+        .ok_or_else(|| anyhow::anyhow!("the demo server stopped at once"))?
+        .to_string();
     cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
 
     let store = data.store().await?;
@@ -62,12 +65,12 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
         listen: Some(listen.to_string()),
         insecure_http: false,
     };
-    let console = match crate::run::start_web(&data, &mut running, &web_args(web_listen)).await {
+    let console = match crate::run::start_web(&running, &web_args(web_listen)).await {
         Ok(url) => url,
         Err(_) => {
             let any =
                 std::net::SocketAddr::new(web_listen.parse::<std::net::SocketAddr>()?.ip(), 0);
-            crate::run::start_web(&data, &mut running, &web_args(&any.to_string())).await?
+            crate::run::start_web(&running, &web_args(&any.to_string())).await?
         }
     };
     admin
@@ -130,7 +133,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     );
     cpam_core::signal::shutdown().await;
     stop.cancel();
-    running.hub.shutdown(Duration::from_secs(2)).await;
+    running.stop(Duration::from_secs(2)).await;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(ExitCode::SUCCESS)
 }

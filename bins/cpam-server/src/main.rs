@@ -60,6 +60,10 @@ enum Command {
         /// Serve the console over plain HTTP (only on a loopback address).
         #[arg(long)]
         web_insecure_http: bool,
+        /// This server's name among nodes sharing one database (default:
+        /// `node_id` of config.json).
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Server, gatekeeper, web console and a demo SSH target in one process.
     Demo {
@@ -114,12 +118,13 @@ fn main() -> std::process::ExitCode {
                 listen,
                 web_listen,
                 web_insecure_http,
+                node_id,
             } => {
                 let web = run::WebArgs {
                     listen: web_listen,
                     insecure_http: web_insecure_http,
                 };
-                run::run(&data_dir, listen.as_deref(), web).await
+                run::run(&data_dir, node_id, listen.as_deref(), web).await
             }
             Command::Demo { listen, web_listen } => demo::demo(&listen, &web_listen).await,
             Command::Admin(cmd) => admin::dispatch(cmd).await,

@@ -7,12 +7,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cpam_core::audit::StoreAuditSink;
-use cpam_core::model::{AuditCategory, AuditEvent, Timestamp};
-use cpam_core::server::DataDir;
-use cpam_core::session::SessionEngine;
-use cpam_core::tunnel::{self, hub::Hub, keys};
+use cpam_core::server::{DataDir, Server, ServerOptions, Source};
+use cpam_core::tunnel::keys;
 use cpam_server::web;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What `init` sets up besides the SSH side.
 #[derive(Debug, Default)]
@@ -91,22 +88,8 @@ fn admin_password(name: &str, stdin: bool) -> anyhow::Result<cpam_core::Secret<S
     } else if let Ok(p) = std::env::var("CPAM_ADMIN_PASSWORD") {
         p
     } else if std::io::stdin().is_terminal() {
-        // Prompt without echo (stty on the controlling terminal).
-        eprint!("password for {name}: ");
-        let stty = |arg: &str| {
-            std::process::Command::new("stty")
-                .arg(arg)
-                .stdin(std::process::Stdio::inherit())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        let hidden = stty("-echo");
-        let line = read_line();
-        if hidden {
-            stty("echo");
-        }
-        eprintln!();
-        line?
+        rpassword::prompt_password(format!("password for {name}: "))
+            .context("cannot read the administrator password from the terminal")?
     } else {
         anyhow::bail!(
             "--admin-user {name} needs a password: set CPAM_ADMIN_PASSWORD or pass --admin-password-stdin"
@@ -116,15 +99,6 @@ fn admin_password(name: &str, stdin: bool) -> anyhow::Result<cpam_core::Secret<S
         anyhow::bail!("the administrator password is empty");
     }
     Ok(cpam_core::Secret::new(password))
-}
-
-/// Everything a running server holds.
-pub struct Running {
-    pub hub: Arc<Hub>,
-    pub addr: std::net::SocketAddr,
-    pub tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// Set while the hub accepts connections (`/readyz`).
-    pub hub_ready: Arc<AtomicBool>,
 }
 
 /// How the console is served.
@@ -137,11 +111,10 @@ pub struct WebArgs {
 }
 
 /// Starts the console next to the hub; returns its URL.
-pub async fn start_web(
-    data: &DataDir,
-    running: &mut Running,
-    args: &WebArgs,
-) -> anyhow::Result<String> {
+pub async fn start_web(server: &Server, args: &WebArgs) -> anyhow::Result<String> {
+    let data = server
+        .data_dir()
+        .context("the console needs a server opened from a data dir")?;
     let listen = args.listen.as_deref().unwrap_or(&data.config.web_listen);
     let addr: std::net::SocketAddr = listen
         .parse()
@@ -157,11 +130,14 @@ pub async fn start_web(
     let listener = web::Listener::bind(addr, tls).await?;
     let local = listener.local_addr()?;
     let url = format!("{}://{local}", listener.scheme());
-    let engine = running.hub.engine().clone();
+    let engine = server.engine().clone();
     let downloads_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
+    let hub_addr = server
+        .local_addr()
+        .context("start the server before its console")?;
     let options = web::WebOptions {
         secure_cookies: !args.insecure_http,
         idle_timeout: Duration::from_secs(data.config.web_idle_timeout_secs.max(1)),
@@ -170,7 +146,7 @@ pub async fn start_web(
             .config
             .public_address
             .clone()
-            .unwrap_or_else(|| running.addr.to_string()),
+            .unwrap_or_else(|| hub_addr.to_string()),
         server_key: keys::public_openssh(data.host_key()?.public_key()),
         server_fingerprint: keys::fingerprint(data.host_key()?.public_key()),
         downloads_dir,
@@ -180,94 +156,44 @@ pub async fn start_web(
         engine.audit().clone(),
         engine,
         options,
-        running.hub_ready.clone(),
+        server.ready().clone(),
     );
-    running.tasks.extend(web::serve(listener, state));
+    for task in web::serve(listener, state) {
+        server.adopt(task)?;
+    }
     Ok(url)
 }
 
-/// Opens the data dir, starts the hub and the control socket.
-pub async fn start(data: &DataDir, listen: Option<&str>) -> anyhow::Result<Running> {
-    let store = data.store().await?;
-    let audit = Arc::new(StoreAuditSink::new(store.clone()));
-    cpam_core::admin::Admin::new(store.clone(), audit.clone(), "system")
-        .ensure_builtin_roles()
-        .await?;
-    // A server that stopped without saying so left its gatekeepers marked
-    // online; they reconnect (and are marked online again) within seconds.
-    for gk in store.list_gatekeepers(None).await? {
-        if gk.online {
-            store
-                .set_gatekeeper_state(&gk.id, false, gk.customer_disabled, None, Timestamp::now())
-                .await?;
-        }
-    }
-    let closed = store
-        .close_orphan_sessions(
-            Timestamp::now(),
-            "server stopped while the session was live",
-        )
-        .await?;
-    let engine = SessionEngine::new(store.clone(), audit);
-    let key = data.host_key()?;
-    let hub = Hub::new(engine.clone(), key);
-    let listen = listen.unwrap_or(&data.config.listen);
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("listen address `{listen}` must be IP:PORT"))?;
-    let listener = tunnel::bind_listener(addr)?;
-    let addr = listener.local_addr()?;
-    engine
-        .record(AuditEvent {
-            at: Timestamp::now(),
-            category: AuditCategory::SystemMessages,
-            action: "server.start".into(),
-            actor: "system".into(),
-            customer_id: None,
-            session_id: None,
-            detail: serde_json::json!({ "listen": addr.to_string(), "orphan_sessions_closed": closed }),
-        })
-        .await;
-    let hub_ready = Arc::new(AtomicBool::new(true));
-    let serve = {
-        let hub = hub.clone();
-        let ready = hub_ready.clone();
-        tokio::spawn(async move {
-            if let Err(error) = hub.serve(listener).await {
-                tracing::error!(%error, "hub stopped");
-            }
-            ready.store(false, Ordering::Relaxed);
-        })
+/// Opens the data dir (recovering what this node left behind) and starts
+/// the hub and the control socket.
+pub async fn start(
+    dir: &Path,
+    node_id: Option<String>,
+    listen: Option<&str>,
+) -> anyhow::Result<Server> {
+    let options = ServerOptions {
+        node_id,
+        ..ServerOptions::default()
     };
-    let control = {
-        let path = data.control_socket();
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            if let Err(error) = cpam_core::server::serve_control(&path, engine).await {
-                tracing::error!(%error, "control socket stopped");
-            }
-        })
-    };
-    Ok(Running {
-        hub,
-        addr,
-        tasks: vec![serve, control],
-        hub_ready,
-    })
+    let server = Server::open(&Source::DataDir(dir.to_path_buf()), options).await?;
+    server.start(listen).await?;
+    Ok(server)
 }
 
-pub async fn run(dir: &Path, listen: Option<&str>, web_args: WebArgs) -> anyhow::Result<ExitCode> {
-    let data = DataDir::open(dir)?;
-    let mut running = start(&data, listen).await?;
-    println!("cpam-server listening on {}", running.addr);
-    let url = start_web(&data, &mut running, &web_args).await?;
+pub async fn run(
+    dir: &Path,
+    node_id: Option<String>,
+    listen: Option<&str>,
+    web_args: WebArgs,
+) -> anyhow::Result<ExitCode> {
+    let server = start(dir, node_id, listen).await?;
+    let addr = server.local_addr().context("the server stopped at once")?;
+    println!("cpam-server listening on {addr}");
+    println!("cpam-server node {}", server.node_id());
+    let url = start_web(&server, &web_args).await?;
     println!("cpam-server console on {url}");
     cpam_core::signal::shutdown().await;
     tracing::info!("shutting down");
-    running.hub.shutdown(Duration::from_secs(3)).await;
-    for t in running.tasks {
-        t.abort();
-    }
-    let _ = std::fs::remove_file(data.control_socket());
+    server.stop(Duration::from_secs(3)).await;
     Ok(ExitCode::SUCCESS)
 }

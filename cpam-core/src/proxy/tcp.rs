@@ -6,35 +6,21 @@
 //! at most one chunk here plus the SSH channel window.
 
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use russh::server::Msg;
 use russh::{ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::sync::CancellationToken;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::SessionProtocol;
+use crate::session::{Direction, LiveSession, Meter, Protocol, Upstream};
+use crate::tunnel::dialer::{Connection, Stream};
 
 /// Largest chunk read from a TCP socket: one SSH packet.
 pub const READ_CHUNK: usize = 65_535;
-
-/// Bytes moved in each direction; shared with the session engine.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// From the user towards the target.
-    pub up: AtomicU64,
-    /// From the target towards the user.
-    pub down: AtomicU64,
-}
-
-impl Counters {
-    /// `(up, down)` now.
-    pub fn snapshot(&self) -> (u64, u64) {
-        (
-            self.up.load(Ordering::Relaxed),
-            self.down.load(Ordering::Relaxed),
-        )
-    }
-}
 
 /// Where a pump reads from.
 pub trait Source: Send {
@@ -138,15 +124,16 @@ pub enum SpliceEnd {
     Failed(String),
 }
 
-/// Copies `src` to `dst` until end of stream, counting bytes.
+/// Copies `src` to `dst` until end of stream, telling `meter` of each chunk.
 pub async fn pump(
     src: &mut impl Source,
     dst: &mut impl Sink,
-    counter: &AtomicU64,
+    meter: &impl Meter,
+    direction: Direction,
 ) -> io::Result<()> {
     while let Some(chunk) = src.recv().await {
         let chunk = chunk?;
-        counter.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        meter.moved(direction, &chunk);
         dst.send(chunk).await?;
     }
     dst.finish().await;
@@ -155,17 +142,19 @@ pub async fn pump(
 
 /// Splices the user side (`user_*`) with the target side (`target_*`) until
 /// both directions end (half-closes pass through), a side closes the whole
-/// channel, a side fails, or `cancel` fires.
+/// channel, a side fails, or `cancel` fires. `meter` sees every chunk: plain
+/// [`Counters`](crate::session::Counters), or a session's
+/// [`SessionControl`](crate::session::SessionControl) (counters and data observers).
 pub async fn splice(
     user_rx: &mut impl Source,
     user_tx: &mut impl Sink,
     target_rx: &mut impl Source,
     target_tx: &mut impl Sink,
-    counters: Arc<Counters>,
+    meter: impl Meter,
     cancel: CancellationToken,
 ) -> SpliceEnd {
-    let up = pump(user_rx, target_tx, &counters.up);
-    let down = pump(target_rx, user_tx, &counters.down);
+    let up = pump(user_rx, target_tx, &meter, Direction::Up);
+    let down = pump(target_rx, user_tx, &meter, Direction::Down);
     tokio::select! {
         _ = cancel.cancelled() => SpliceEnd::Cancelled,
         r = async { tokio::try_join!(up, down) } => match r {
@@ -177,9 +166,114 @@ pub async fn splice(
     }
 }
 
+/// The TCP splice as a session [`Protocol`]: bytes pass unchanged between
+/// the user and the target.
+///
+/// Fast path: when a side is a russh channel it is read and written as
+/// channel messages, so `Bytes` pass from one channel to the other without a
+/// copy; only plain streams are read into a buffer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TcpSplice;
+
+#[async_trait]
+impl Protocol for TcpSplice {
+    fn kind(&self) -> SessionProtocol {
+        SessionProtocol::Tcp
+    }
+
+    async fn run(&self, user: Connection, upstream: Upstream, live: &LiveSession) -> Result<()> {
+        let target = upstream.connect().await?;
+        let (mut user_rx, mut user_tx) = halves(user);
+        let (mut target_rx, mut target_tx) = halves(target);
+        let end = splice(
+            &mut user_rx,
+            &mut user_tx,
+            &mut target_rx,
+            &mut target_tx,
+            live.control(),
+            live.cancel().clone(),
+        )
+        .await;
+        target_tx.close().await;
+        user_tx.close().await;
+        match end {
+            SpliceEnd::Completed | SpliceEnd::Cancelled => Ok(()),
+            SpliceEnd::Failed(e) => Err(Error::new(ErrorKind::Io, e)),
+        }
+    }
+}
+
+/// The read half of a [`Connection`].
+enum ConnectionSource {
+    Channel(ChannelReadHalf),
+    Stream(StreamSource<ReadHalf<Box<dyn Stream>>>),
+}
+
+/// The write half of a [`Connection`].
+enum ConnectionSink {
+    Channel(ChannelWriteHalf<Msg>),
+    Stream(StreamSink<WriteHalf<Box<dyn Stream>>>),
+}
+
+impl ConnectionSink {
+    /// Closes a channel (streams were shut down by [`Sink::finish`] or close
+    /// when dropped).
+    async fn close(&mut self) {
+        if let ConnectionSink::Channel(tx) = self {
+            let _ = tx.close().await;
+        }
+    }
+}
+
+/// Splits a connection into a [`Source`] and a [`Sink`], keeping channels as
+/// channels (no copy).
+fn halves(connection: Connection) -> (ConnectionSource, ConnectionSink) {
+    match connection {
+        Connection::Channel(ch) => {
+            let (rx, tx) = ch.split();
+            (ConnectionSource::Channel(rx), ConnectionSink::Channel(tx))
+        }
+        other => {
+            let (r, w) = tokio::io::split(other.into_stream());
+            (
+                ConnectionSource::Stream(StreamSource::new(r)),
+                ConnectionSink::Stream(StreamSink(w)),
+            )
+        }
+    }
+}
+
+impl Source for ConnectionSource {
+    async fn recv(&mut self) -> Option<io::Result<Bytes>> {
+        match self {
+            ConnectionSource::Channel(rx) => rx.recv().await,
+            ConnectionSource::Stream(rx) => rx.recv().await,
+        }
+    }
+}
+
+impl Sink for ConnectionSink {
+    async fn send(&mut self, data: Bytes) -> io::Result<()> {
+        match self {
+            ConnectionSink::Channel(tx) => tx.send(data).await,
+            ConnectionSink::Stream(tx) => tx.send(data).await,
+        }
+    }
+
+    async fn finish(&mut self) {
+        match self {
+            ConnectionSink::Channel(tx) => tx.finish().await,
+            ConnectionSink::Stream(tx) => tx.finish().await,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::session::Counters;
 
     #[tokio::test]
     async fn splices_with_half_close_and_counts() {

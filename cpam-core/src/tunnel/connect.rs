@@ -16,7 +16,8 @@ use super::gatekeeper::{dial, exec_json};
 use super::profile::Profile;
 use super::{Backoff, SERVICES_COMMAND, keys};
 use crate::error::{Error, ErrorKind, Result};
-use crate::proxy::tcp::{Counters, StreamSink, StreamSource, splice};
+use crate::proxy::tcp::{StreamSink, StreamSource, splice};
+use crate::session::Counters;
 
 /// A session opened with [`ConnectClient::open_stream`].
 pub type SessionStream = russh::ChannelStream<Msg>;

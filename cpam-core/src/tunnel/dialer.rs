@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use russh::ChannelOpenFailure;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -25,15 +26,65 @@ pub struct DialTarget {
     pub originator: (String, u32),
 }
 
-/// An established connection to a target.
-#[derive(Debug)]
+/// A plain byte stream, what protocols (IronRDP, SFTP) want.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+/// An established connection: the user's side of a session or a dialed
+/// target.
+///
+/// Protocols that want a plain stream call [`Connection::into_stream`]; the
+/// TCP splice keeps russh channels as they are, passing their `Bytes`
+/// without a copy.
 #[non_exhaustive]
 pub enum Connection {
-    Tcp(TcpStream),
+    /// Any byte stream (a TCP socket, a web socket adapter, a test duplex).
+    Stream(Box<dyn Stream>),
+    /// An SSH channel of the server hub.
     Channel(russh::Channel<russh::server::Msg>),
 }
 
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Connection::Stream(_) => f.write_str("Connection::Stream"),
+            Connection::Channel(c) => f.debug_tuple("Connection::Channel").field(c).finish(),
+        }
+    }
+}
+
+impl Connection {
+    /// Wraps any stream.
+    pub fn stream(stream: impl Stream) -> Self {
+        Connection::Stream(Box::new(stream))
+    }
+
+    /// The connection as a plain byte stream.
+    pub fn into_stream(self) -> Box<dyn Stream> {
+        match self {
+            Connection::Stream(s) => s,
+            Connection::Channel(c) => Box::new(c.into_stream()),
+        }
+    }
+
+    /// Closes the connection without using it.
+    pub async fn close(self) {
+        match self {
+            Connection::Stream(mut s) => {
+                let _ = s.shutdown().await;
+            }
+            Connection::Channel(c) => {
+                let _ = c.close().await;
+            }
+        }
+    }
+}
+
 /// Reaches targets. Implementations must be cheap to call concurrently.
+///
+/// The caller chooses the dialer of each session ([`SessionEngine::run`](crate::session::SessionEngine::run)):
+/// [`DirectDialer`], [`GatekeeperDialer`], or the integrator's own.
 #[async_trait]
 pub trait Dialer: Send + Sync + std::fmt::Debug {
     async fn dial(&self, target: &DialTarget) -> Result<Connection>;
@@ -52,7 +103,7 @@ impl Dialer for DirectDialer {
             .map_err(|_| Error::new(ErrorKind::Timeout, format!("dialing {addr} timed out")))?
             .map_err(|e| Error::from(e).context(&format!("cannot reach {addr}")))?;
         stream.set_nodelay(true)?;
-        Ok(Connection::Tcp(stream))
+        Ok(Connection::stream(stream))
     }
 }
 
@@ -179,7 +230,15 @@ mod tests {
             .expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let conn = DirectDialer.dial(&target(port, None)).await.expect("dial");
-        assert!(matches!(conn, Connection::Tcp(ref s) if s.nodelay().unwrap_or(false)));
+        let (mut accepted, _) = listener.accept().await.expect("accept");
+        let mut stream = conn.into_stream();
+        stream.write_all(b"hello").await.expect("write");
+        let mut got = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut accepted, &mut got)
+            .await
+            .expect("read");
+        assert_eq!(&got, b"hello");
+        drop(accepted);
         drop(listener);
         let e = DirectDialer
             .dial(&target(port, None))

@@ -25,7 +25,8 @@ use super::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{GatekeeperId, Schedule, Timestamp};
 use crate::policy;
-use crate::proxy::tcp::{Counters, StreamSink, StreamSource, splice};
+use crate::proxy::tcp::{StreamSink, StreamSource, splice};
+use crate::session::Counters;
 
 const STATE_FILE: &str = "state.json";
 const KEY_FILE: &str = "key";

@@ -64,6 +64,8 @@ class CpamError(Exception):
 
     kind: ClassVar[str]
     """The stable error kind, e.g. ``"permission_denied"``."""
+    code: ClassVar[int]
+    """The kind's stable number, the C ``cpam_status``, e.g. ``102``."""
 
 class InvalidArgumentError(CpamError): ...
 class NotFoundError(CpamError): ...

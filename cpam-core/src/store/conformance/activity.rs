@@ -195,7 +195,7 @@ pub async fn sessions(store: &dyn Store) {
     }
     expect_error(
         store.insert_session(&a).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate session id",
     );
     assert_eq!(

@@ -340,7 +340,7 @@ pub async fn web_sessions_and_tokens(store: &dyn Store) {
     }
     expect_error(
         store.create_web_session(&fresh).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate console session",
     );
     assert_eq!(

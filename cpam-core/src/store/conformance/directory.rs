@@ -23,7 +23,7 @@ pub async fn customers(store: &dyn Store) {
     );
     expect_error(
         store.create_customer(&name, T0).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate customer name",
     );
     let by_name = ok(store.customer_by_name(&name).await, "customer_by_name");
@@ -71,7 +71,7 @@ pub async fn gatekeepers(store: &dyn Store) {
     );
     expect_error(
         store.create_gatekeeper(&c2.id, &name, T0).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate gatekeeper name under another customer",
     );
     expect_error(
@@ -317,7 +317,7 @@ pub async fn registration_codes(store: &dyn Store) {
     );
     expect_error(
         store.redeem_registration_code(&third, &key, &fp, now).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "enrolling a key twice",
     );
     let fp2 = format!("SHA256:{}", random_token(20));
@@ -403,7 +403,7 @@ pub async fn users_and_keys(store: &dyn Store) {
     );
     expect_error(
         store.create_user(&name, None, T0).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate user name",
     );
     assert_eq!(
@@ -490,7 +490,7 @@ pub async fn users_and_keys(store: &dyn Store) {
     };
     expect_error(
         store.add_user_key(&dup).await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate key fingerprint",
     );
     let mut keys = ok(store.user_keys(&u.id).await, "user_keys");
@@ -623,7 +623,7 @@ pub async fn services(store: &dyn Store) {
         store
             .create_service(&c1.id, "ssh", ServiceKind::FileTransfer, &target, T0)
             .await,
-        ErrorKind::InvalidArgument,
+        ErrorKind::Conflict,
         "duplicate service name for one customer",
     );
     let s2 = ok(

@@ -164,40 +164,34 @@ fn sqlite_url(url: &str) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`, fit for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let url = redact_query_password(url);
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url;
+/// `url` with any password (in the user info or a `password=` query
+/// parameter) replaced by `***`, fit for messages and logs. Text that is not
+/// a URL is shown as it is unless it might hold a password (an `@` or
+/// `password`), which is then not shown at all.
+pub fn redact_url(text: &str) -> String {
+    let Ok(mut url) = url::Url::parse(text) else {
+        let risky = text.contains('@') || text.to_ascii_lowercase().contains("password");
+        return if risky {
+            "<a url that cannot be parsed>".to_string()
+        } else {
+            text.to_string()
+        };
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
-            }
-        }
-        None => url.clone(),
+    if url.password().is_some() && url.set_password(Some("***")).is_err() {
+        return "<a url whose password cannot be hidden>".to_string();
     }
-}
-
-/// `url` with the value of a `password=` query parameter replaced by `***`.
-fn redact_query_password(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_string();
-    };
-    let query: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
+    let is_password = |k: &str| k.eq_ignore_ascii_case("password");
+    if url.query_pairs().any(|(k, _)| is_password(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if is_password(&k) { "***".into() } else { v };
+                (k.into_owned(), v.into_owned())
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 /// A storage error with context.
@@ -206,7 +200,7 @@ pub(crate) fn storage(context: impl std::fmt::Display, e: sqlx::Error) -> Error 
 }
 
 /// Maps a failed insert or update: a unique violation becomes
-/// `InvalidArgument` with `duplicate`, a foreign-key violation `NotFound`
+/// `Conflict` with `duplicate`, a foreign-key violation `NotFound`
 /// with `missing`, anything else a storage error.
 pub(crate) fn write_error(
     e: sqlx::Error,
@@ -218,7 +212,7 @@ pub(crate) fn write_error(
         _ => None,
     };
     match kind {
-        Some(sqlx::error::ErrorKind::UniqueViolation) => Error::invalid(duplicate()),
+        Some(sqlx::error::ErrorKind::UniqueViolation) => Error::conflict(duplicate()),
         Some(sqlx::error::ErrorKind::ForeignKeyViolation) => Error::not_found(missing()),
         _ => Error::from(e),
     }
@@ -336,6 +330,17 @@ mod tests {
         );
         check("sqlite:///var/lib/cpam.db", "sqlite:///var/lib/cpam.db");
         check("postgres://u:p@ss@h/d", "postgres://u:***@h/d");
+        check("postgres://:only@h/d", "postgres://:***@h/d");
+        check(
+            "postgres://h/d?PASSWORD=x&sslmode=require",
+            "postgres://h/d?PASSWORD=***&sslmode=require",
+        );
+        check("sqlite::memory:", "sqlite::memory:");
+        check("garbage", "garbage");
+        check(
+            "not a url: user:hunter2@host",
+            "<a url that cannot be parsed>",
+        );
     }
 
     #[test]

@@ -11,7 +11,8 @@ use serde_json::json;
 
 use super::{Hub, Principal};
 use crate::error::{Error, Result};
-use crate::model::{AuditCategory, GatekeeperId, Timestamp, User};
+use crate::model::{AuditCategory, GatekeeperId, User};
+use crate::session::Originator;
 use crate::tunnel::{
     CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
 };
@@ -72,7 +73,7 @@ impl Conn {
                 &code_hash,
                 &keys::public_openssh(key),
                 &fp,
-                Timestamp::now(),
+                self.hub.engine.clock().now(),
             )
             .await?
         {
@@ -375,7 +376,7 @@ impl russh::server::Handler for Conn {
             user,
             bound,
             host_to_connect.to_string(),
-            (originator_address.to_string(), originator_port),
+            Originator::new(originator_address, originator_port),
             channel,
             reply,
         );

@@ -1,9 +1,11 @@
 //! The server side of the tunnel: one SSH port for gatekeepers and
 //! Connection Managers.
 //!
-//! Every connection is handled by a [`russh::server::Handler`] whose
-//! callbacks only decide and hand work to owned tasks; the session engine
-//! does authorization, records and audit.
+//! A thin front door: every connection is handled by a
+//! [`russh::server::Handler`] whose callbacks authenticate, parse channel
+//! requests and hand work to owned tasks. A vendor's channel becomes a
+//! request to the session engine, which approves it and runs it
+//! ([`SessionEngine::run`]) with the configured [`Dialer`].
 
 mod conn;
 
@@ -19,25 +21,57 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dialer::{Connection, DialTarget, Dialer, GatekeeperDialer};
+use super::dialer::{Connection, Dialer, GatekeeperDialer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EngineEvent;
-use crate::model::{
-    AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, Timestamp, User,
-};
+use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, User};
 use crate::policy::{self, AccessRequest, Decision};
-use crate::proxy::tcp::{SpliceEnd, StreamSink, StreamSource, splice};
-use crate::session::{Approval, SessionEngine};
+use crate::proxy::tcp::TcpSplice;
+use crate::session::{Originator, SessionEngine, UserIo};
 use conn::Conn;
 
 /// How long a peer has to finish the SSH handshake and authenticate.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a hub is set up.
+pub struct HubConfig {
+    /// The key the hub presents; gatekeepers and Connection Managers pin it.
+    pub host_key: russh::keys::PrivateKey,
+    /// Where connected gatekeepers' links are registered.
+    pub gatekeepers: Arc<GatekeeperDialer>,
+    /// How sessions reach their targets: by default through `gatekeepers`;
+    /// an integrator may dial directly, or through its own routing.
+    pub dialer: Arc<dyn Dialer>,
+}
+
+impl HubConfig {
+    /// Presents `host_key` and dials through the gatekeepers that connect.
+    pub fn new(host_key: russh::keys::PrivateKey) -> Self {
+        let gatekeepers = Arc::new(GatekeeperDialer::new());
+        Self {
+            host_key,
+            dialer: gatekeepers.clone(),
+            gatekeepers,
+        }
+    }
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("host_key", &"<redacted>")
+            .field("gatekeepers", &self.gatekeepers)
+            .field("dialer", &self.dialer)
+            .finish()
+    }
+}
 
 /// The server hub.
 #[derive(Debug)]
 pub struct Hub {
     engine: Arc<SessionEngine>,
     gatekeepers: Arc<GatekeeperDialer>,
+    dialer: Arc<dyn Dialer>,
     config: Arc<russh::server::Config>,
     next_conn: AtomicU64,
     connections: TaskTracker,
@@ -60,12 +94,19 @@ enum Principal {
 }
 
 impl Hub {
-    /// A hub using `engine`, presenting `host_key`.
+    /// A hub using `engine`, presenting `host_key`, dialing through the
+    /// gatekeepers that connect to it.
     pub fn new(engine: Arc<SessionEngine>, host_key: russh::keys::PrivateKey) -> Arc<Hub> {
+        Self::with_config(engine, HubConfig::new(host_key))
+    }
+
+    /// A hub using `engine`, set up by `config`.
+    pub fn with_config(engine: Arc<SessionEngine>, config: HubConfig) -> Arc<Hub> {
         Arc::new(Hub {
             engine,
-            gatekeepers: Arc::new(GatekeeperDialer::new()),
-            config: super::server_config(host_key),
+            gatekeepers: config.gatekeepers,
+            dialer: config.dialer,
+            config: super::server_config(config.host_key),
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
@@ -170,11 +211,11 @@ impl Hub {
     }
 
     async fn gatekeeper_state(&self, gk: &Gatekeeper, online: bool, disabled: bool, action: &str) {
-        let now = Timestamp::now();
+        let now = self.engine.clock().now();
         if let Err(error) = self
             .engine
             .store()
-            .set_gatekeeper_state(&gk.id, online, disabled, None, now)
+            .set_gatekeeper_state(&gk.id, online, disabled, self.engine.node().as_deref(), now)
             .await
         {
             tracing::error!(%error, gatekeeper = %gk.id, "cannot record gatekeeper state");
@@ -222,7 +263,7 @@ impl Hub {
     ) {
         self.engine
             .record(AuditEvent {
-                at: Timestamp::now(),
+                at: self.engine.clock().now(),
                 category,
                 action: action.into(),
                 actor: actor.into(),
@@ -233,20 +274,28 @@ impl Hub {
             .await;
     }
 
-    /// Authorizes and runs one vendor connection: `spec` is `SERVICE@GATEKEEPER_ID`.
+    /// Runs one vendor connection: `spec` is `SERVICE@GATEKEEPER_ID`. The
+    /// engine approves it and its runner runs it as a TCP splice.
     async fn open_session(
         self: Arc<Self>,
         user: User,
         bound: Option<GatekeeperId>,
         spec: String,
-        originator: (String, u32),
+        originator: Originator,
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
     ) {
-        let approval = match self
-            .approve(&user, bound.as_ref(), &spec, &originator)
-            .await
-        {
+        let approval = match spec.rsplit_once('@') {
+            Some((service, gatekeeper)) => {
+                self.engine
+                    .approve_named(&user, bound.as_ref(), gatekeeper, service, &originator)
+                    .await
+            }
+            None => Err(Error::invalid(format!(
+                "channel target `{spec}` must be SERVICE@GATEKEEPER"
+            ))),
+        };
+        let approval = match approval {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!(user = %user.name, %spec, error = %e, "session refused");
@@ -254,131 +303,14 @@ impl Hub {
                 return;
             }
         };
-        let target = DialTarget {
-            gatekeeper: Some(approval.gatekeeper.id.clone()),
-            target: approval.service.target.clone(),
-            originator,
-        };
-        // Recording the session and dialing the target overlap; the vendor's
-        // channel is accepted only once both are done.
-        let (live, upstream) =
-            tokio::join!(self.engine.start(approval), self.gatekeepers.dial(&target));
-        let live = match live {
-            Ok(live) => live,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot record a session, refusing it");
-                reply.reject(ChannelOpenFailure::ResourceShortage).await;
-                if let Ok(Connection::Channel(ch)) = upstream {
-                    let _ = ch.close().await;
-                }
-                return;
-            }
-        };
-        let upstream = match upstream {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::info!(session = %live.id(), error = %e, "target unreachable");
-                reply.reject(open_failure(e.kind())).await;
-                live.finish(EndReason::Refused, Some(e.message().to_string()))
-                    .await;
-                return;
-            }
-        };
-        if live.cancel.is_cancelled() {
-            // Terminated or revoked while it was being opened.
-            reply
-                .reject(ChannelOpenFailure::AdministrativelyProhibited)
-                .await;
-            if let Connection::Channel(ch) = upstream {
-                let _ = ch.close().await;
-            }
-            live.finish(EndReason::Completed, None).await;
-            return;
-        }
-        reply.accept().await;
-        let (mut user_rx, mut user_tx) = channel.split();
-        let end = match upstream {
-            Connection::Channel(target) => {
-                let (mut target_rx, mut target_tx) = target.split();
-                let end = splice(
-                    &mut user_rx,
-                    &mut user_tx,
-                    &mut target_rx,
-                    &mut target_tx,
-                    live.counters.clone(),
-                    live.cancel.clone(),
-                )
-                .await;
-                let _ = target_tx.close().await;
-                end
-            }
-            Connection::Tcp(tcp) => {
-                let (r, w) = tcp.into_split();
-                let (mut target_rx, mut target_tx) = (StreamSource::new(r), StreamSink(w));
-                splice(
-                    &mut user_rx,
-                    &mut user_tx,
-                    &mut target_rx,
-                    &mut target_tx,
-                    live.counters.clone(),
-                    live.cancel.clone(),
-                )
-                .await
-            }
-            #[expect(
-                unreachable_patterns,
-                reason = "Connection is non_exhaustive for integrators"
-            )]
-            _ => SpliceEnd::Failed("unsupported connection".into()),
-        };
-        let _ = user_tx.close().await;
-        match end {
-            SpliceEnd::Completed | SpliceEnd::Cancelled => {
-                live.finish(EndReason::Completed, None).await
-            }
-            SpliceEnd::Failed(e) => live.finish(EndReason::Error, Some(e)).await,
-        };
-    }
-
-    async fn approve(
-        &self,
-        user: &User,
-        bound: Option<&GatekeeperId>,
-        spec: &str,
-        originator: &(String, u32),
-    ) -> Result<Approval> {
-        let store = self.engine.store();
-        let (service_name, gk_id) = spec.rsplit_once('@').ok_or_else(|| {
-            Error::invalid(format!(
-                "channel target `{spec}` must be SERVICE@GATEKEEPER"
-            ))
-        })?;
-        let gk = store
-            .gatekeeper(&GatekeeperId(gk_id.to_string()))
-            .await?
-            .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gk_id}`")))?;
-        let Some(service) = store.service_by_name(&gk.customer_id, service_name).await? else {
-            self.audit(
-                AuditCategory::UserActivity,
-                "session.refused",
-                &user.name,
-                Some(&gk),
-                json!({ "service": service_name, "gatekeeper": gk.name, "reason": "unknown_service", "originator": format!("{}:{}", originator.0, originator.1) }),
-            )
-            .await;
-            return Err(Error::not_found(format!(
-                "no service `{service_name}` for this customer"
-            )));
-        };
-        self.engine
-            .approve(
-                user,
-                bound,
-                &gk,
-                &service,
-                &format!("{}:{}", originator.0, originator.1),
-            )
+        let pending = Box::new(PendingChannel { channel, reply });
+        if let Err(e) = self
+            .engine
+            .run(approval, pending, self.dialer.clone(), &TcpSplice)
             .await
+        {
+            tracing::info!(user = %user.name, %spec, error = %e, "session did not run");
+        }
     }
 
     async fn services_for(
@@ -392,7 +324,7 @@ impl Hub {
             .gatekeeper(&GatekeeperId(gk_id.to_string()))
             .await?
             .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gk_id}`")))?;
-        let now = Timestamp::now();
+        let now = self.engine.clock().now();
         let mut out = Vec::new();
         for service in store.list_services(Some(&gk.customer_id)).await? {
             let grants = store.grants_for(&user.id, &service.id).await?;
@@ -467,7 +399,7 @@ impl Hub {
                             gatekeeper: gk.id.clone(),
                             customer: gk.customer_id.clone(),
                             disabled,
-                            at: Timestamp::now(),
+                            at: self.engine.clock().now(),
                         });
                     }
                 }
@@ -490,7 +422,13 @@ impl Hub {
                     let _ = self
                         .engine
                         .store()
-                        .set_gatekeeper_state(&gk.id, true, disabled, None, Timestamp::now())
+                        .set_gatekeeper_state(
+                            &gk.id,
+                            true,
+                            disabled,
+                            self.engine.node().as_deref(),
+                            self.engine.clock().now(),
+                        )
                         .await;
                 }
             }
@@ -498,8 +436,27 @@ impl Hub {
     }
 }
 
+/// A vendor's `direct-tcpip` channel waiting for the runner's answer.
+struct PendingChannel {
+    channel: Channel<Msg>,
+    reply: ChannelOpenHandle,
+}
+
+#[async_trait::async_trait]
+impl UserIo for PendingChannel {
+    async fn accept(self: Box<Self>) -> Result<Connection> {
+        self.reply.accept().await;
+        Ok(Connection::Channel(self.channel))
+    }
+
+    async fn refuse(self: Box<Self>, error: &Error) {
+        self.reply.reject(open_failure(error.kind())).await;
+    }
+}
+
 fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
     match kind {
+        ErrorKind::Storage | ErrorKind::Internal => ChannelOpenFailure::ResourceShortage,
         ErrorKind::TunnelUnavailable | ErrorKind::Timeout | ErrorKind::Io => {
             ChannelOpenFailure::ConnectFailed
         }
@@ -507,3 +464,6 @@ fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
         _ => ChannelOpenFailure::AdministrativelyProhibited,
     }
 }
+
+#[cfg(test)]
+mod tests;

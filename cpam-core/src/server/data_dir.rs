@@ -1,18 +1,13 @@
-//! A server's data dir (`config.json`, host key, SQLite database) and the
-//! control socket through which admin commands reach a running server.
+//! A server's data dir: `config.json`, the host key, the SQLite database
+//! and the console's certificate.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::model::SessionId;
-use crate::session::SessionEngine;
-use crate::store::{Directory, SqlStore, Store};
+use crate::error::{Error, Result};
+use crate::store::{SqlStore, Store};
 use crate::tunnel::keys;
 
 const CONFIG_FILE: &str = "config.json";
@@ -42,6 +37,10 @@ pub struct ServerConfig {
     /// A console session ends after this long without a request.
     #[serde(default = "default_web_idle_timeout_secs")]
     pub web_idle_timeout_secs: u64,
+    /// This server's name among the nodes sharing one database (`init`
+    /// generates one; a data dir made before nodes existed is `default`).
+    #[serde(default)]
+    pub node_id: Option<String>,
 }
 
 /// The console's default listen address.
@@ -89,18 +88,10 @@ impl DataDir {
             web_cert: None,
             web_key: None,
             web_idle_timeout_secs: default_web_idle_timeout_secs(),
+            node_id: Some(super::generate_node_id()),
         };
-        let store = SqlStore::connect(&config.database).await?;
-        for role in crate::model::builtin_roles() {
-            if !store
-                .list_roles()
-                .await?
-                .iter()
-                .any(|r| r.name == role.name)
-            {
-                store.put_role(&role).await?;
-            }
-        }
+        let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database).await?);
+        super::ensure_builtin_roles(&store).await?;
         let key = keys::generate()?;
         keys::save_private(&key, &path.join(HOST_KEY_FILE))?;
         let text =
@@ -175,96 +166,9 @@ impl DataDir {
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<()> {
+pub(super) fn set_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| {
         Error::from(e).context(&format!("cannot set permissions of {}", path.display()))
     })
-}
-
-/// A request on the control socket.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum ControlRequest {
-    /// End a live session (`terminated_by`).
-    Terminate {
-        session: SessionId,
-        by: String,
-        reason: Option<String>,
-    },
-    /// Re-decide live sessions after a grant or user changed.
-    Recheck,
-    /// List live sessions with current byte counts.
-    Live,
-}
-
-/// Serves the control socket for `engine` until the task is dropped.
-pub async fn serve_control(path: &Path, engine: Arc<SessionEngine>) -> Result<()> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)
-        .map_err(|e| Error::from(e).context(&format!("cannot listen on {}", path.display())))?;
-    set_mode(path, 0o600)?;
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let engine = engine.clone();
-        tokio::spawn(async move {
-            if let Err(error) = control_connection(stream, engine).await {
-                tracing::debug!(%error, "control connection failed");
-            }
-        });
-    }
-}
-
-async fn control_connection(stream: UnixStream, engine: Arc<SessionEngine>) -> Result<()> {
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    while let Some(line) = lines.next_line().await? {
-        let answer = match serde_json::from_str::<ControlRequest>(&line) {
-            Err(e) => json!({ "error": format!("malformed request: {e}") }),
-            Ok(ControlRequest::Terminate {
-                session,
-                by,
-                reason,
-            }) => {
-                json!({ "ok": engine.terminate(&session, &by, reason.as_deref()) })
-            }
-            Ok(ControlRequest::Recheck) => match engine.recheck().await {
-                Ok(n) => json!({ "ok": true, "ended": n }),
-                Err(e) => json!({ "error": e.to_string() }),
-            },
-            Ok(ControlRequest::Live) => json!({ "ok": true, "sessions": engine.live() }),
-        };
-        w.write_all(format!("{answer}\n").as_bytes()).await?;
-    }
-    Ok(())
-}
-
-/// Sends one request to the running server behind `path`.
-pub async fn control(path: &Path, request: &ControlRequest) -> Result<serde_json::Value> {
-    let stream = UnixStream::connect(path).await.map_err(|e| {
-        Error::new(
-            ErrorKind::TunnelUnavailable,
-            format!("the server is not running ({}: {e})", path.display()),
-        )
-    })?;
-    let (r, mut w) = stream.into_split();
-    let line = serde_json::to_string(request).map_err(|e| Error::internal(e.to_string()))?;
-    w.write_all(format!("{line}\n").as_bytes()).await?;
-    let answer = BufReader::new(r)
-        .lines()
-        .next_line()
-        .await?
-        .ok_or_else(|| Error::new(ErrorKind::Protocol, "the server closed the control socket"))?;
-    let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| {
-        Error::new(
-            ErrorKind::Protocol,
-            format!("malformed control answer: {e}"),
-        )
-    })?;
-    if let Some(err) = v.get("error") {
-        return Err(Error::internal(
-            err.as_str().unwrap_or("control request failed").to_string(),
-        ));
-    }
-    Ok(v)
 }

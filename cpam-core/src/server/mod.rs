@@ -1,0 +1,389 @@
+//! The server as one library type: [`Server::open`] opens its state (a data
+//! dir or a database URL), recovers what this node left behind and builds
+//! the engine and the SSH hub; [`Server::start`] serves. The reference
+//! binary, the C ABI and the Python package all run a server through it.
+//!
+//! Several servers (nodes) may share one PostgreSQL database. Each has a
+//! node id; at start-up a node closes only the sessions *it* left open and
+//! marks offline only the gatekeepers whose link *it* held, so starting a
+//! second node never ends the first one's work.
+
+mod control;
+mod data_dir;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+pub use control::{ControlRequest, control, serve_control};
+pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig};
+
+use crate::admin::Admin;
+use crate::audit::{AuditSink, StoreAuditSink};
+use crate::error::{Error, Result};
+use crate::model::{AuditCategory, AuditEvent, Timestamp};
+use crate::session::SessionEngine;
+use crate::store::{SqlStore, Store};
+use crate::tunnel::{self, hub::Hub, keys};
+
+/// The node id of a server whose data dir names none (made before nodes
+/// existed) and of servers over a bare database URL.
+pub const DEFAULT_NODE_ID: &str = "default";
+
+/// Where a server keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A data dir made by `cpam-server init`: database, host key, listen
+    /// address, control socket.
+    DataDir(PathBuf),
+    /// A database URL (`sqlite:///path/cpam.db`, `sqlite::memory:`,
+    /// `postgres://...`): a fresh host key each time, `127.0.0.1:0`, no
+    /// control socket.
+    Database(String),
+}
+
+impl Source {
+    /// A database URL when `text` looks like one, else a data dir path.
+    pub fn parse(text: &str) -> Source {
+        if text.contains("://") || text.starts_with("sqlite:") {
+            Source::Database(text.to_string())
+        } else {
+            Source::DataDir(PathBuf::from(text))
+        }
+    }
+}
+
+/// Builds the audit sink the engine writes to from the opened store (an
+/// embedding product's sink usually stores and then forwards).
+pub type AuditSinkFactory = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn AuditSink> + Send>;
+
+/// How [`Server::open`] sets a server up.
+#[derive(Default)]
+pub struct ServerOptions {
+    /// This node's id; default: the data dir's `node_id`, else
+    /// [`DEFAULT_NODE_ID`].
+    pub node_id: Option<String>,
+    /// The audit sink; default: the store's own audit log.
+    pub audit: Option<AuditSinkFactory>,
+    /// Marks the `server.start` audit record as an embedded server's.
+    pub embedded: bool,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("node_id", &self.node_id)
+            .field("audit", &self.audit.as_ref().map(|_| "custom"))
+            .field("embedded", &self.embedded)
+            .finish()
+    }
+}
+
+/// A server: store, session engine and SSH hub, and what it serves once
+/// started (the hub's port, the control socket, tasks added with
+/// [`Server::spawn`]).
+#[derive(Debug)]
+pub struct Server {
+    data: Option<DataDir>,
+    hub: Arc<Hub>,
+    node_id: String,
+    listen: String,
+    embedded: bool,
+    recovered: Recovered,
+    serving: Mutex<Option<Serving>>,
+    /// A stopped server cannot start again.
+    stopped: AtomicBool,
+    /// Set while the hub accepts connections (`/readyz`).
+    ready: Arc<AtomicBool>,
+}
+
+#[derive(Debug)]
+struct Serving {
+    addr: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// What start-up recovery did (also in the `server.start` audit record).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Sessions this node left open, now closed with reason `error`.
+    pub sessions_closed: u64,
+    /// Gatekeepers whose link this node held, now marked offline.
+    pub gatekeepers_offline: u64,
+}
+
+impl Server {
+    /// Opens `source`, brings the built-in roles up to date, recovers what
+    /// this node left behind (see [`recover`]) and builds the engine and hub.
+    /// Nothing listens until [`Server::start`].
+    pub async fn open(source: &Source, options: ServerOptions) -> Result<Server> {
+        let (data, store, key, listen) = match source {
+            Source::DataDir(path) => {
+                let data = DataDir::open(path)?;
+                let store = data.store().await?;
+                let key = data.host_key()?;
+                let listen = data.config.listen.clone();
+                (Some(data), store, key, listen)
+            }
+            Source::Database(url) => {
+                let store: Arc<dyn Store> = Arc::new(SqlStore::connect(url).await?);
+                (None, store, keys::generate()?, "127.0.0.1:0".to_string())
+            }
+        };
+        let node_id = options
+            .node_id
+            .or_else(|| data.as_ref().and_then(|d| d.config.node_id.clone()))
+            .unwrap_or_else(|| DEFAULT_NODE_ID.to_string());
+        validate_node_id(&node_id)?;
+        ensure_builtin_roles(&store).await?;
+        let recovered = recover(&store, &node_id, Timestamp::now()).await?;
+        if recovered != Recovered::default() {
+            tracing::info!(
+                node = %node_id,
+                sessions = recovered.sessions_closed,
+                gatekeepers = recovered.gatekeepers_offline,
+                "recovered what this node left behind"
+            );
+        }
+        let audit = match options.audit {
+            Some(make) => make(store.clone()),
+            None => Arc::new(StoreAuditSink::new(store.clone())),
+        };
+        let engine = SessionEngine::new(store, audit);
+        engine.set_node(&node_id)?;
+        let hub = Hub::new(engine, key);
+        Ok(Server {
+            data,
+            hub,
+            node_id,
+            listen,
+            embedded: options.embedded,
+            recovered,
+            serving: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+            ready: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts serving gatekeepers and Connection Managers on `listen`
+    /// (`IP:PORT`, port 0 for a free one; `None`: the configured address) in
+    /// the background, and over a data dir the control socket. Returns the
+    /// bound address. A stopped server cannot start again.
+    pub async fn start(&self, listen: Option<&str>) -> Result<SocketAddr> {
+        let listen = listen.unwrap_or(&self.listen);
+        let addr: SocketAddr = listen
+            .parse()
+            .map_err(|_| Error::invalid(format!("listen address `{listen}` must be IP:PORT")))?;
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Error::invalid("the server was stopped; open a new one"));
+        }
+        if self.lock().is_some() {
+            return Err(Error::invalid("the server is already running"));
+        }
+        let listener = tunnel::bind_listener(addr)?;
+        let addr = listener.local_addr()?;
+        // Before the first connection is accepted (they queue meanwhile).
+        self.engine()
+            .record(AuditEvent {
+                at: Timestamp::now(),
+                category: AuditCategory::SystemMessages,
+                action: "server.start".into(),
+                actor: "system".into(),
+                customer_id: None,
+                session_id: None,
+                detail: json!({
+                    "listen": addr.to_string(),
+                    "node": self.node_id,
+                    "embedded": self.embedded,
+                    "orphan_sessions_closed": self.recovered.sessions_closed,
+                    "gatekeepers_marked_offline": self.recovered.gatekeepers_offline,
+                }),
+            })
+            .await;
+        self.ready.store(true, Ordering::SeqCst);
+        let mut tasks = vec![{
+            let hub = self.hub.clone();
+            let ready = self.ready.clone();
+            tokio::spawn(async move {
+                if let Err(error) = hub.serve(listener).await {
+                    tracing::error!(%error, "the hub stopped");
+                }
+                ready.store(false, Ordering::SeqCst);
+            })
+        }];
+        if let Some(path) = self.control_socket() {
+            let engine = self.engine().clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(error) = serve_control(&path, engine).await {
+                    tracing::error!(%error, "the control socket stopped");
+                }
+            }));
+        }
+        let mut serving = self.lock();
+        if serving.is_some() {
+            for task in tasks {
+                task.abort();
+            }
+            return Err(Error::invalid("the server is already running"));
+        }
+        *serving = Some(Serving { addr, tasks });
+        Ok(addr)
+    }
+
+    /// Runs `task` until the server stops (e.g. the console next to the hub).
+    pub fn spawn<F>(&self, task: F) -> Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut serving = self.lock();
+        let serving = serving
+            .as_mut()
+            .ok_or_else(|| Error::new(crate::ErrorKind::Conflict, "the server is not running"))?;
+        serving.tasks.push(tokio::spawn(task));
+        Ok(())
+    }
+
+    /// Stops `task` (already spawned) when the server stops.
+    pub fn adopt(&self, task: JoinHandle<()>) -> Result<()> {
+        let mut serving = self.lock();
+        match serving.as_mut() {
+            Some(serving) => {
+                serving.tasks.push(task);
+                Ok(())
+            }
+            None => {
+                task.abort();
+                Err(Error::new(
+                    crate::ErrorKind::Conflict,
+                    "the server is not running",
+                ))
+            }
+        }
+    }
+
+    /// Stops listening and ends live sessions, letting them write their end
+    /// records for at most `grace`. The server cannot start again.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let serving = self.lock().take();
+        if let Some(serving) = serving {
+            self.ready.store(false, Ordering::SeqCst);
+            self.hub.shutdown(grace).await;
+            for task in serving.tasks {
+                task.abort();
+                let _ = tokio::time::timeout(grace, task).await;
+            }
+            if let Some(path) = self.control_socket() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+
+    /// True once [`Server::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// The address the hub listens on, while it runs.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.lock().as_ref().map(|s| s.addr)
+    }
+
+    /// The session engine.
+    pub fn engine(&self) -> &Arc<SessionEngine> {
+        self.hub.engine()
+    }
+
+    /// The SSH hub.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.engine().store()
+    }
+
+    /// The data dir, when opened from one.
+    pub fn data_dir(&self) -> Option<&DataDir> {
+        self.data.as_ref()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// What start-up recovery did.
+    pub fn recovered(&self) -> Recovered {
+        self.recovered
+    }
+
+    /// The configured listen address.
+    pub fn listen(&self) -> &str {
+        &self.listen
+    }
+
+    /// True while the hub accepts connections.
+    pub fn ready(&self) -> &Arc<AtomicBool> {
+        &self.ready
+    }
+
+    fn control_socket(&self) -> Option<PathBuf> {
+        self.data.as_ref().map(DataDir::control_socket)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Serving>> {
+        self.serving.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Creates the built-in roles that are missing and brings the permissions
+/// of existing ones up to date with this version.
+pub async fn ensure_builtin_roles(store: &Arc<dyn Store>) -> Result<()> {
+    let audit = Arc::new(StoreAuditSink::new(store.clone()));
+    Admin::new(store.clone(), audit, "system")
+        .ensure_builtin_roles()
+        .await
+}
+
+/// Start-up recovery for `node`: a server that stopped without saying so
+/// left its sessions open and its gatekeepers marked online (they reconnect,
+/// and are marked online again, within seconds). Only what this node held
+/// (and what was recorded before nodes were named) is touched: other nodes'
+/// sessions and gatekeeper links are theirs.
+pub async fn recover(store: &Arc<dyn Store>, node: &str, now: Timestamp) -> Result<Recovered> {
+    let released = store.release_node_gatekeepers(node).await?;
+    let sessions_closed = store
+        .close_node_sessions(node, now, "server stopped while the session was live")
+        .await?;
+    Ok(Recovered {
+        sessions_closed,
+        gatekeepers_offline: released.len() as u64,
+    })
+}
+
+/// A fresh node id (`node-` and 8 random base32 characters).
+pub fn generate_node_id() -> String {
+    format!("node-{}", crate::model::random_token(5))
+}
+
+fn validate_node_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "node id `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"
+        )))
+    }
+}

@@ -1,0 +1,258 @@
+//! Approvals: policy's (and the access hook's) yes to one session, the only
+//! ticket the runner accepts.
+
+use std::fmt;
+
+use serde_json::json;
+
+use super::engine::SessionEngine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::EngineEvent;
+use crate::hooks::{AccessCheck, HookDecision};
+use crate::model::{
+    AuditCategory, AuditEvent, Gatekeeper, GatekeeperId, GrantId, Service, Timestamp, User,
+};
+use crate::policy::{self, AccessRequest, Decision};
+
+/// Where a session's user connects from (`ADDRESS:PORT` of their client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Originator {
+    pub address: String,
+    pub port: u32,
+}
+
+impl Originator {
+    /// `address:port`.
+    pub fn new(address: impl Into<String>, port: u32) -> Self {
+        Self {
+            address: address.into(),
+            port,
+        }
+    }
+}
+
+impl fmt::Display for Originator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.address, self.port)
+    }
+}
+
+/// A session policy allowed, not yet recorded. Only
+/// [`SessionEngine::approve`] makes one, and only
+/// [`SessionEngine::run`] consumes it: its fields are private, it has no
+/// constructor and it cannot be cloned, so no code can run a session that
+/// policy did not allow, nor run one approval twice.
+///
+/// ```compile_fail
+/// use cpam_core::session::Approval;
+/// // Private fields: an approval cannot be built outside the engine.
+/// fn forge(a: Approval) -> Approval {
+///     Approval { until: None, ..a }
+/// }
+/// ```
+///
+/// ```compile_fail
+/// use cpam_core::session::Approval;
+/// // Not `Clone`: one approval runs one session.
+/// fn twice(a: &Approval) -> (Approval, Approval) {
+///     (a.clone(), a.clone())
+/// }
+/// ```
+#[derive(Debug)]
+#[must_use = "an approval does nothing until it runs (SessionEngine::run)"]
+pub struct Approval {
+    pub(super) user: User,
+    pub(super) credential_gatekeeper: Option<GatekeeperId>,
+    pub(super) gatekeeper: Gatekeeper,
+    pub(super) service: Service,
+    pub(super) grant_id: GrantId,
+    pub(super) until: Option<Timestamp>,
+    pub(super) originator: Originator,
+    pub(super) at: Timestamp,
+}
+
+impl Approval {
+    /// Who the session is for.
+    pub fn user(&self) -> &User {
+        &self.user
+    }
+
+    /// The gatekeeper the session goes through.
+    pub fn gatekeeper(&self) -> &Gatekeeper {
+        &self.gatekeeper
+    }
+
+    /// The service approved.
+    pub fn service(&self) -> &Service {
+        &self.service
+    }
+
+    /// The grant that allowed it.
+    pub fn grant_id(&self) -> &GrantId {
+        &self.grant_id
+    }
+
+    /// When the session must end, if ever.
+    pub fn until(&self) -> Option<Timestamp> {
+        self.until
+    }
+
+    /// Where the user connects from.
+    pub fn originator(&self) -> &Originator {
+        &self.originator
+    }
+}
+
+impl SessionEngine {
+    /// Resolves a request by names (a gatekeeper id and a service name of
+    /// its customer, as a front door receives them) and approves it; an
+    /// unknown service is audited as a refusal.
+    pub async fn approve_named(
+        &self,
+        user: &User,
+        credential_gatekeeper: Option<&GatekeeperId>,
+        gatekeeper_id: &str,
+        service_name: &str,
+        originator: &Originator,
+    ) -> Result<Approval> {
+        let store = self.store();
+        let gk = store
+            .gatekeeper(&GatekeeperId(gatekeeper_id.to_string()))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gatekeeper_id}`")))?;
+        let Some(service) = store.service_by_name(&gk.customer_id, service_name).await? else {
+            self.record(AuditEvent {
+                at: self.clock().now(),
+                category: AuditCategory::UserActivity,
+                action: "session.refused".into(),
+                actor: user.name.clone(),
+                customer_id: Some(gk.customer_id.clone()),
+                session_id: None,
+                detail: json!({
+                    "service": service_name,
+                    "gatekeeper": gk.name,
+                    "reason": "unknown_service",
+                    "originator": originator.to_string(),
+                }),
+            })
+            .await;
+            return Err(Error::not_found(format!(
+                "no service `{service_name}` for this customer"
+            )));
+        };
+        self.approve(user, credential_gatekeeper, &gk, &service, originator)
+            .await
+    }
+
+    /// Checks policy and the access hook; the only way to get an
+    /// [`Approval`]. A refusal is audited, published and returned as an
+    /// error of the denial's kind; nothing is recorded for an approval until
+    /// it runs, so the runner can dial the target while it records the session.
+    pub async fn approve(
+        &self,
+        user: &User,
+        credential_gatekeeper: Option<&GatekeeperId>,
+        gatekeeper: &Gatekeeper,
+        service: &Service,
+        originator: &Originator,
+    ) -> Result<Approval> {
+        let now = self.clock().now();
+        let grants = self.store().grants_for(&user.id, &service.id).await?;
+        let req = AccessRequest {
+            user,
+            service,
+            gatekeeper,
+            credential_gatekeeper,
+        };
+        let (grant_id, until) = match policy::decide(&req, &grants, now) {
+            Decision::Allow { grant_id, until } => (grant_id, until),
+            Decision::Deny { reason } => {
+                let detail = json!({ "reason": reason, "message": reason.message() });
+                let error = reason.into_error();
+                return Err(self
+                    .refuse(user, gatekeeper, service, originator, now, error, detail)
+                    .await);
+            }
+        };
+        if let Some(hook) = self.access_hook() {
+            let customer = self
+                .store()
+                .customer(&service.customer_id)
+                .await?
+                .ok_or_else(|| Error::internal("service without customer"))?;
+            let grant = grants
+                .iter()
+                .find(|g| g.id == grant_id)
+                .cloned()
+                .ok_or_else(|| Error::internal("allowed by a grant that was not offered"))?;
+            let check = AccessCheck {
+                user: user.clone(),
+                customer,
+                gatekeeper: gatekeeper.clone(),
+                service: service.clone(),
+                grant,
+                originator: originator.to_string(),
+                at: now,
+            };
+            if let HookDecision::Deny { reason } = hook.check(&check).await {
+                let detail = json!({ "reason": "access_hook", "message": reason });
+                let error = Error::new(
+                    ErrorKind::PermissionDenied,
+                    format!("refused by the access hook: {reason}"),
+                );
+                return Err(self
+                    .refuse(user, gatekeeper, service, originator, now, error, detail)
+                    .await);
+            }
+        }
+        Ok(Approval {
+            user: user.clone(),
+            credential_gatekeeper: credential_gatekeeper.cloned(),
+            gatekeeper: gatekeeper.clone(),
+            service: service.clone(),
+            grant_id,
+            until,
+            originator: originator.clone(),
+            at: now,
+        })
+    }
+
+    /// Audits and publishes a refused session; returns the error to report.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per refusal source"
+    )]
+    async fn refuse(
+        &self,
+        user: &User,
+        gatekeeper: &Gatekeeper,
+        service: &Service,
+        originator: &Originator,
+        now: Timestamp,
+        error: Error,
+        mut detail: serde_json::Value,
+    ) -> Error {
+        detail["service"] = json!(service.name);
+        detail["gatekeeper"] = json!(gatekeeper.name);
+        detail["originator"] = json!(originator.to_string());
+        self.record(AuditEvent {
+            at: now,
+            category: AuditCategory::UserActivity,
+            action: "session.refused".into(),
+            actor: user.name.clone(),
+            customer_id: Some(service.customer_id.clone()),
+            session_id: None,
+            detail,
+        })
+        .await;
+        self.publish(EngineEvent::SessionRefused {
+            user: user.name.clone(),
+            customer: Some(service.customer_id.clone()),
+            service: service.name.clone(),
+            kind: error.kind(),
+            reason: error.to_string(),
+            at: now,
+        });
+        error
+    }
+}

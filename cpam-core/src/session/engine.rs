@@ -1,0 +1,293 @@
+//! The engine: the registry of live sessions, the integrator's hooks and
+//! observers, and the ways a session ends from outside (terminate, revoke,
+//! the customer's switch, shutdown).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use tokio::sync::broadcast;
+use tokio_util::task::TaskTracker;
+
+use super::live::Shared;
+use super::observer::{ObserverFactory, SessionObserver};
+use crate::audit::AuditSink;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EVENT_BUFFER, EngineEvent};
+use crate::hooks::{AccessHook, Credential, CredentialRequest, CredentialSource};
+use crate::model::{
+    AuditEvent, EndReason, Gatekeeper, GatekeeperId, Service, Session, SessionId, User,
+};
+use crate::policy::{self, AccessRequest, Decision};
+use crate::store::Store;
+
+/// One live session in the registry, with what a re-check needs.
+#[derive(Debug)]
+pub(super) struct Entry {
+    pub(super) shared: Arc<Shared>,
+    pub(super) user: User,
+    pub(super) service: Service,
+    pub(super) gatekeeper: Gatekeeper,
+    pub(super) credential_gatekeeper: Option<GatekeeperId>,
+}
+
+/// The session engine: approvals, the runner and the registry of live sessions.
+#[derive(Debug)]
+pub struct SessionEngine {
+    store: Arc<dyn Store>,
+    audit: Arc<dyn AuditSink>,
+    clock: Arc<dyn Clock>,
+    /// The server node this engine runs on (several may share a database).
+    node: std::sync::OnceLock<String>,
+    pub(super) live: Mutex<HashMap<SessionId, Entry>>,
+    pub(super) tasks: TaskTracker,
+    hooks: RwLock<Hooks>,
+    events: broadcast::Sender<EngineEvent>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Hooks {
+    access: Option<Arc<dyn AccessHook>>,
+    credentials: Option<Arc<dyn CredentialSource>>,
+    observers: Vec<Arc<dyn ObserverFactory>>,
+}
+
+/// One live session as listed by [`SessionEngine::live`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveInfo {
+    #[serde(flatten)]
+    pub session: Session,
+}
+
+impl SessionEngine {
+    /// An engine writing to `store` and `audit`, on the system clock.
+    pub fn new(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>) -> Arc<Self> {
+        Self::with_clock(store, audit, Arc::new(SystemClock))
+    }
+
+    /// An engine reading the time from `clock`.
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            audit,
+            clock,
+            node: std::sync::OnceLock::new(),
+            live: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            hooks: RwLock::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+        })
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Names the server node this engine runs on; its sessions and the
+    /// gatekeeper links its hub holds are recorded with it. Set once, before
+    /// the first session; a second call fails.
+    pub fn set_node(&self, node: &str) -> Result<()> {
+        self.node.set(node.to_string()).map_err(|_| {
+            Error::new(
+                ErrorKind::Conflict,
+                format!(
+                    "the engine's node is already set to `{}`",
+                    self.node.get().map_or("", |n| n)
+                ),
+            )
+        })
+    }
+
+    /// The server node this engine runs on, when named.
+    pub fn node(&self) -> Option<String> {
+        self.node.get().cloned()
+    }
+
+    /// Sets (or clears) the hook that sees every session the built-in
+    /// policy allowed and may refuse it.
+    pub fn set_access_hook(&self, hook: Option<Arc<dyn AccessHook>>) {
+        self.hooks.write().unwrap_or_else(|p| p.into_inner()).access = hook;
+    }
+
+    /// Sets (or clears) where injected credentials come from.
+    pub fn set_credential_source(&self, source: Option<Arc<dyn CredentialSource>>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .credentials = source;
+    }
+
+    /// Adds a factory whose observers attach to every session started from
+    /// now on (a recorder, an event producer).
+    pub fn add_observer_factory(&self, factory: Arc<dyn ObserverFactory>) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .observers
+            .push(factory);
+    }
+
+    /// Attaches `observer` to live session `id` (a live watcher joining);
+    /// returns whether the session was live. An attached observer always
+    /// sees the start and the end.
+    pub fn watch(&self, id: &SessionId, observer: Arc<dyn SessionObserver>) -> bool {
+        let shared = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(id).map(|e| e.shared.clone())
+        };
+        shared.is_some_and(|shared| shared.attach(observer))
+    }
+
+    /// The credential to inject for a session, from the configured
+    /// [`CredentialSource`]. Fails with `NotFound` when none is configured.
+    pub async fn credential(&self, request: &CredentialRequest) -> Result<Option<Credential>> {
+        let source = self.hooks().credentials;
+        match source {
+            Some(source) => source.credential(request).await,
+            None => Err(Error::not_found("no credential source is configured")),
+        }
+    }
+
+    /// Watches what happens: sessions starting, ending and refused, and
+    /// gatekeepers coming and going.
+    pub fn subscribe(&self) -> broadcast::Receiver<EngineEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes an event to every watcher (none is fine).
+    pub fn publish(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn hooks(&self) -> Hooks {
+        self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(super) fn access_hook(&self) -> Option<Arc<dyn AccessHook>> {
+        self.hooks().access
+    }
+
+    pub(super) fn observer_factories(&self) -> Vec<Arc<dyn ObserverFactory>> {
+        self.hooks().observers
+    }
+
+    /// The store the engine writes sessions to.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The audit sink.
+    pub fn audit(&self) -> &Arc<dyn AuditSink> {
+        &self.audit
+    }
+
+    /// Records an audit event; a failing sink is logged, never swallowed silently.
+    pub async fn record(&self, event: AuditEvent) {
+        if let Err(error) = self.audit.record(event).await {
+            tracing::error!(%error, "audit sink failed");
+        }
+    }
+
+    /// Ends a live session with reason `terminated_by`. Returns whether it was live.
+    pub fn terminate(&self, id: &SessionId, by: &str, reason: Option<&str>) -> bool {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(e) = live.get(id) else { return false };
+        let detail = match reason {
+            Some(r) if !r.is_empty() => format!("{by}: {r}"),
+            _ => by.to_string(),
+        };
+        e.shared.end(EndReason::TerminatedBy, Some(detail));
+        true
+    }
+
+    /// Ends every live session through `gatekeeper` with `reason`.
+    pub fn end_gatekeeper_sessions(
+        &self,
+        gatekeeper: &GatekeeperId,
+        reason: EndReason,
+        detail: &str,
+    ) -> usize {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let mut n = 0;
+        for e in live
+            .values()
+            .filter(|e| e.shared.session.gatekeeper_id.as_ref() == Some(gatekeeper))
+        {
+            e.shared.end(reason, Some(detail.to_string()));
+            n += 1;
+        }
+        n
+    }
+
+    /// Ends every live session with `reason` (server shutdown).
+    pub fn end_all(&self, reason: EndReason, detail: &str) {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        for e in live.values() {
+            e.shared.end(reason, Some(detail.to_string()));
+        }
+    }
+
+    /// Re-decides every live session against current grants; ends the ones no
+    /// longer allowed (`revoked`, or `expired` when a window closed).
+    pub async fn recheck(&self) -> Result<usize> {
+        let entries: Vec<_> = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.values()
+                .map(|e| {
+                    (
+                        e.user.clone(),
+                        e.service.clone(),
+                        e.gatekeeper.clone(),
+                        e.credential_gatekeeper.clone(),
+                        e.shared.clone(),
+                    )
+                })
+                .collect()
+        };
+        let now = self.clock.now();
+        let mut ended = 0;
+        for (user, service, gatekeeper, cred, shared) in entries {
+            let user = self.store.user(&user.id).await?.unwrap_or(user);
+            let grants = self.store.grants_for(&user.id, &service.id).await?;
+            let req = AccessRequest {
+                user: &user,
+                service: &service,
+                gatekeeper: &gatekeeper,
+                credential_gatekeeper: cred.as_ref(),
+            };
+            if let Decision::Deny { reason } = policy::decide(&req, &grants, now) {
+                let end_reason = match reason.kind() {
+                    crate::ErrorKind::AccessExpired => EndReason::Expired,
+                    _ => EndReason::Revoked,
+                };
+                shared.end(end_reason, Some(reason.message().to_string()));
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// The live sessions with their current byte counts.
+    pub fn live(&self) -> Vec<LiveInfo> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.values()
+            .map(|e| {
+                let mut session = e.shared.session.clone();
+                (session.bytes_up, session.bytes_down) = e.shared.counters.snapshot();
+                LiveInfo { session }
+            })
+            .collect()
+    }
+
+    /// Waits for the engine's timers and end records to finish (after
+    /// [`SessionEngine::end_all`]).
+    pub async fn close(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}

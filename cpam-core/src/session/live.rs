@@ -1,0 +1,442 @@
+//! A running session: [`LiveSession`], the handle a protocol gets, and
+//! [`SessionControl`], the cheap handle observers keep.
+//!
+//! A `LiveSession` is drop-guarded: if it goes away without being finished
+//! (an early return, a cancelled task, a panic in a protocol), it leaves the
+//! registry at once and its row is closed with reason `error` on the engine's
+//! task tracker.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::approval::Approval;
+use super::counters::{Counters, Direction, Meter};
+use super::engine::{Entry, SessionEngine};
+use super::observer::{SessionEvent, SessionObserver};
+use crate::error::Result;
+use crate::events::EngineEvent;
+use crate::model::{
+    AuditCategory, AuditEvent, EndReason, Session, SessionId, SessionProtocol, Timestamp,
+};
+
+/// What the registry, the session's handle and its observers share.
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) session: Session,
+    pub(super) protocol: SessionProtocol,
+    pub(super) cancel: CancellationToken,
+    /// The end as decided by whoever ended the session first.
+    end: Mutex<Option<(EndReason, Option<String>)>>,
+    pub(super) counters: Counters,
+    observers: RwLock<Observers>,
+    /// Whether `observers` is non-empty, read on every chunk without a lock.
+    observed: AtomicBool,
+}
+
+/// A session's observers; `closed` once they were told of its end, after
+/// which no observer can attach.
+#[derive(Debug, Default)]
+struct Observers {
+    list: Vec<Arc<dyn SessionObserver>>,
+    closed: bool,
+}
+
+impl Shared {
+    /// Ends the session with `reason` unless it already has one (the first
+    /// reason wins); fires the cancellation token either way. Returns whether
+    /// `reason` is the one recorded.
+    pub(super) fn end(&self, reason: EndReason, detail: Option<String>) -> bool {
+        let first = {
+            let mut slot = self.end.lock().unwrap_or_else(|p| p.into_inner());
+            let first = slot.is_none();
+            if first {
+                *slot = Some((reason, detail));
+            }
+            first
+        };
+        self.cancel.cancel();
+        first
+    }
+
+    fn end_reason(&self) -> Option<(EndReason, Option<String>)> {
+        self.end.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn observers(&self) -> Vec<Arc<dyn SessionObserver>> {
+        self.observers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .list
+            .clone()
+    }
+
+    /// Attaches `observer` (it sees the start at once) unless the session
+    /// already ended; returns whether it did.
+    pub(super) fn attach(self: &Arc<Self>, observer: Arc<dyn SessionObserver>) -> bool {
+        let mut observers = self.observers.write().unwrap_or_else(|p| p.into_inner());
+        if observers.closed {
+            return false;
+        }
+        // Under the lock, so the end cannot be told before the start.
+        observer.on_start(
+            &self.session,
+            &SessionControl {
+                shared: self.clone(),
+            },
+        );
+        observers.list.push(observer);
+        self.observed.store(true, Ordering::Release);
+        true
+    }
+
+    /// The observers to tell of the end; none can attach afterwards.
+    fn close_observers(&self) -> Vec<Arc<dyn SessionObserver>> {
+        let mut observers = self.observers.write().unwrap_or_else(|p| p.into_inner());
+        observers.closed = true;
+        observers.list.clone()
+    }
+}
+
+/// A cheap, cloneable handle on a live session: ends it, and meters its
+/// bytes (counters and data observers) for a pump.
+#[derive(Debug, Clone)]
+pub struct SessionControl {
+    shared: Arc<Shared>,
+}
+
+impl SessionControl {
+    /// The session id.
+    pub fn id(&self) -> &SessionId {
+        &self.shared.session.id
+    }
+
+    /// Ends the session with `reason` unless another reason came first;
+    /// returns whether this one was recorded.
+    pub fn end(&self, reason: EndReason, detail: Option<String>) -> bool {
+        self.shared.end(reason, detail)
+    }
+
+    /// Fires when the session must end.
+    pub fn cancelled(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+}
+
+impl Meter for SessionControl {
+    fn moved(&self, direction: Direction, data: &[u8]) {
+        self.shared.counters.add(direction, data.len() as u64);
+        if self.shared.observed.load(Ordering::Acquire) {
+            // Under the read lock, without a copy of the list per chunk.
+            let observers = self
+                .shared
+                .observers
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            for o in observers.list.iter() {
+                o.on_data(direction, data);
+            }
+        }
+    }
+}
+
+/// What a protocol gets to run one approved session. Only the engine makes
+/// one (see [`SessionEngine::run`]).
+#[derive(Debug)]
+pub struct LiveSession {
+    shared: Arc<Shared>,
+    engine: Arc<SessionEngine>,
+    finished: bool,
+}
+
+impl LiveSession {
+    /// The session record as it started.
+    pub fn session(&self) -> &Session {
+        &self.shared.session
+    }
+
+    /// The session id.
+    pub fn id(&self) -> &SessionId {
+        &self.shared.session.id
+    }
+
+    /// The protocol the session runs.
+    pub fn protocol(&self) -> SessionProtocol {
+        self.shared.protocol
+    }
+
+    /// Fires when the session must end (terminate, expiry, revoke, shutdown).
+    pub fn cancel(&self) -> &CancellationToken {
+        &self.shared.cancel
+    }
+
+    /// Bytes moved so far.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// A handle for observers and byte pumps.
+    pub fn control(&self) -> SessionControl {
+        SessionControl {
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Ends the session with `reason` unless another reason came first.
+    pub fn end(&self, reason: EndReason, detail: Option<String>) -> bool {
+        self.shared.end(reason, detail)
+    }
+
+    /// Attaches an observer; it sees the start at once. Returns false
+    /// when the session already ended.
+    pub fn attach(&self, observer: Arc<dyn SessionObserver>) -> bool {
+        self.shared.attach(observer)
+    }
+
+    /// Records something that happened inside the session: every observer
+    /// sees it and it is audited as `session.<action>`.
+    pub async fn record_event(&self, action: &str, detail: serde_json::Value) {
+        let event = SessionEvent {
+            at: self.engine.clock().now(),
+            action: action.to_string(),
+            detail,
+        };
+        for o in self.shared.observers() {
+            o.on_event(&event);
+        }
+        let s = &self.shared.session;
+        self.engine
+            .record(AuditEvent {
+                at: event.at,
+                category: AuditCategory::UserActivity,
+                action: format!("session.{}", event.action),
+                actor: s.user_name.clone(),
+                customer_id: Some(s.customer_id.clone()),
+                session_id: Some(s.id.clone()),
+                detail: event.detail,
+            })
+            .await;
+    }
+
+    /// Records the end: the reason set by whoever ended the session first,
+    /// or `default`. Leaves the registry, writes the row and the audit event,
+    /// tells the observers and publishes the end.
+    pub(crate) async fn finish(mut self, default: EndReason, detail: Option<String>) -> Session {
+        let ending = self.ending(default, detail);
+        let fallback = ending.shared.session.clone();
+        // On a task of its own: the end is written even if the caller stops
+        // waiting for it.
+        match self.engine.tasks.spawn(ending.write()).await {
+            Ok(session) => session,
+            Err(error) => {
+                tracing::error!(%error, session = %fallback.id, "recording the end of a session failed");
+                fallback
+            }
+        }
+    }
+
+    /// Takes the session out of the registry and settles its end reason.
+    fn ending(&mut self, default: EndReason, detail: Option<String>) -> Ending {
+        self.finished = true;
+        self.shared.end(default, detail);
+        self.engine
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.shared.session.id);
+        Ending {
+            shared: self.shared.clone(),
+            engine: self.engine.clone(),
+        }
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let detail = if std::thread::panicking() {
+            "the session's protocol panicked"
+        } else {
+            "the session's protocol stopped without finishing it"
+        };
+        tracing::warn!(session = %self.shared.session.id, "{detail}");
+        let ending = self.ending(EndReason::Error, Some(detail.into()));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let tracked = self.engine.tasks.track_future(ending.write());
+                rt.spawn(tracked);
+            }
+            Err(_) => tracing::error!(
+                session = %self.shared.session.id,
+                "no runtime to record the end of a dropped session; it stays open until restart"
+            ),
+        }
+    }
+}
+
+/// A session out of the registry whose end is still to be written.
+struct Ending {
+    shared: Arc<Shared>,
+    engine: Arc<SessionEngine>,
+}
+
+impl Ending {
+    async fn write(self) -> Session {
+        let (reason, detail) = self.shared.end_reason().unwrap_or((EndReason::Error, None));
+        let (up, down) = self.shared.counters.snapshot();
+        let now = self.engine.clock().now();
+        let id = &self.shared.session.id;
+        if let Err(error) = self
+            .engine
+            .store()
+            .finish_session(id, now, up, down, reason, detail.as_deref())
+            .await
+        {
+            tracing::error!(%error, session = %id, "cannot record the end of a session");
+        }
+        let mut s = self.shared.session.clone();
+        self.engine
+            .record(AuditEvent {
+                at: now,
+                category: AuditCategory::UserActivity,
+                action: "session.end".into(),
+                actor: s.user_name.clone(),
+                customer_id: Some(s.customer_id.clone()),
+                session_id: Some(s.id.clone()),
+                detail: json!({
+                    "reason": reason,
+                    "detail": detail,
+                    "bytes_up": up,
+                    "bytes_down": down,
+                    "service": s.service_name,
+                }),
+            })
+            .await;
+        s.ended_at = Some(now);
+        s.bytes_up = up;
+        s.bytes_down = down;
+        s.end_reason = Some(reason);
+        s.end_detail = detail;
+        for o in self.shared.close_observers() {
+            o.on_end(&s);
+        }
+        self.engine
+            .publish(EngineEvent::SessionEnded { session: s.clone() });
+        s
+    }
+}
+
+impl SessionEngine {
+    /// Records an approved session, registers it live, attaches the
+    /// observers and arms its expiry. Only the runner calls this.
+    pub(crate) async fn start(
+        self: &Arc<Self>,
+        approval: Approval,
+        protocol: SessionProtocol,
+    ) -> Result<LiveSession> {
+        let session = new_session(&approval, protocol, self.node());
+        self.store().insert_session(&session).await?;
+        let Approval {
+            user,
+            credential_gatekeeper,
+            gatekeeper,
+            service,
+            until,
+            originator,
+            ..
+        } = approval;
+        self.record(AuditEvent {
+            at: session.started_at,
+            category: AuditCategory::UserActivity,
+            action: "session.start".into(),
+            actor: user.name.clone(),
+            customer_id: Some(service.customer_id.clone()),
+            session_id: Some(session.id.clone()),
+            detail: json!({
+                "service": service.name,
+                "target": service.target.to_string(),
+                "gatekeeper": gatekeeper.name,
+                "originator": originator.to_string(),
+                "protocol": protocol,
+                "until": until.map(|u| u.to_rfc3339()),
+            }),
+        })
+        .await;
+        let shared = Arc::new(Shared {
+            session: session.clone(),
+            protocol,
+            cancel: CancellationToken::new(),
+            end: Mutex::new(None),
+            counters: Counters::default(),
+            observers: RwLock::default(),
+            observed: AtomicBool::new(false),
+        });
+        self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            session.id.clone(),
+            Entry {
+                shared: shared.clone(),
+                user,
+                service,
+                gatekeeper,
+                credential_gatekeeper,
+            },
+        );
+        // Guarded from here on: a failure below still closes the row.
+        let live = LiveSession {
+            shared,
+            engine: self.clone(),
+            finished: false,
+        };
+        for factory in self.observer_factories() {
+            for observer in factory.observers(&session) {
+                live.shared.attach(observer);
+            }
+        }
+        if let Some(until) = until {
+            self.arm_expiry(&live.shared, until);
+        }
+        self.publish(EngineEvent::SessionStarted { session });
+        Ok(live)
+    }
+
+    fn arm_expiry(&self, shared: &Arc<Shared>, until: Timestamp) {
+        let shared = shared.clone();
+        let clock = self.clock().clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = shared.cancel.cancelled() => {}
+                _ = clock.sleep_until(until) => {
+                    tracing::info!(session = %shared.session.id, "grant window closed, ending session");
+                    shared.end(EndReason::Expired, Some("grant window closed".into()));
+                }
+            }
+        });
+    }
+}
+
+/// The one place a session record is built.
+fn new_session(approval: &Approval, protocol: SessionProtocol, node: Option<String>) -> Session {
+    Session {
+        id: SessionId::generate(),
+        user_id: approval.user.id.clone(),
+        user_name: approval.user.name.clone(),
+        customer_id: approval.service.customer_id.clone(),
+        gatekeeper_id: Some(approval.gatekeeper.id.clone()),
+        protocol,
+        node_id: node,
+        service_id: approval.service.id.clone(),
+        service_name: approval.service.name.clone(),
+        target: approval.service.target.clone(),
+        grant_id: Some(approval.grant_id.clone()),
+        started_at: approval.at,
+        ended_at: None,
+        bytes_up: 0,
+        bytes_down: 0,
+        end_reason: None,
+        end_detail: None,
+    }
+}

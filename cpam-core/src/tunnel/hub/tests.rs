@@ -1,0 +1,135 @@
+//! The hub as a front door: a vendor's channel reaches the target through
+//! the dialer of the hub's configuration, and the runner records it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{Hub, HubConfig};
+use crate::admin::Admin;
+use crate::audit::StoreAuditSink;
+use crate::error::Result;
+use crate::events::EngineEvent;
+use crate::model::{EndReason, ServiceKind, Timestamp};
+use crate::session::SessionEngine;
+use crate::store::{SessionFilter, SqlStore, Store};
+use crate::tunnel::connect::ConnectClient;
+use crate::tunnel::dialer::{Connection, DialTarget, Dialer, DirectDialer, GatekeeperDialer};
+use crate::tunnel::{bind_listener, gatekeeper, keys};
+
+/// Dials directly and counts its dials.
+#[derive(Debug, Default)]
+struct Counting(AtomicUsize);
+
+#[async_trait]
+impl Dialer for Counting {
+    async fn dial(&self, target: &DialTarget) -> Result<Connection> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        DirectDialer.dial(target).await
+    }
+}
+
+#[tokio::test]
+async fn a_vendor_channel_goes_through_the_configured_dialer() {
+    // An echo target on loopback.
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = target.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    let sink = Arc::new(StoreAuditSink::new(store.clone()));
+    let engine = SessionEngine::new(store.clone(), sink.clone());
+    let host_key = keys::generate().unwrap();
+    let server_key = keys::public_openssh(host_key.public_key());
+    let dialer = Arc::new(Counting::default());
+    let gatekeepers = Arc::new(GatekeeperDialer::new());
+    let hub = Hub::with_config(
+        engine,
+        HubConfig {
+            host_key,
+            gatekeepers: gatekeepers.clone(),
+            dialer: dialer.clone(),
+        },
+    );
+    let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve(listener).await }
+    });
+
+    let admin = Admin::new(store.clone(), sink, "test");
+    admin.ensure_builtin_roles().await.unwrap();
+    admin.add_customer("acme").await.unwrap();
+    let code = admin
+        .add_gatekeeper("acme", "gk", Duration::from_secs(600))
+        .await
+        .unwrap();
+    // Registered but never connected: the gatekeeper dialer could not reach
+    // the target, the configured one can.
+    let state = tempfile::tempdir().unwrap();
+    gatekeeper::register(&server, &code.code, state.path(), None)
+        .await
+        .unwrap();
+    admin.add_user("vendor", None, &[], &[]).await.unwrap();
+    admin
+        .add_service(
+            "acme",
+            "echo",
+            &target_addr.to_string(),
+            ServiceKind::Custom,
+        )
+        .await
+        .unwrap();
+    admin
+        .add_grant("vendor", "acme", "echo", Timestamp::now(), None, None)
+        .await
+        .unwrap();
+    let profile = admin
+        .export_profile("vendor", "gk", &server, &server_key)
+        .await
+        .unwrap();
+    let gk = admin.gatekeeper("gk").await.unwrap();
+    assert!(!gatekeepers.is_online(&gk.id));
+
+    let mut events = hub.engine().subscribe();
+    let client = ConnectClient::new(profile).unwrap();
+    let channel = client
+        .open("echo", "127.0.0.1:1".parse().unwrap())
+        .await
+        .unwrap();
+    let mut stream = channel.into_stream();
+    stream.write_all(b"through the front door").await.unwrap();
+    let mut buf = [0u8; 22];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"through the front door");
+    assert_eq!(dialer.0.load(Ordering::Relaxed), 1);
+    drop(stream);
+
+    let s = loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+            Ok(Ok(EngineEvent::SessionEnded { session })) => break session,
+            Ok(Ok(_)) => continue,
+            other => panic!("the session did not end: {other:?}"),
+        }
+    };
+    let sessions = store
+        .list_sessions(&SessionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!(sessions[0].end_reason, Some(EndReason::Completed));
+    assert_eq!(s.end_reason, Some(EndReason::Completed));
+    assert_eq!((s.bytes_up, s.bytes_down), (22, 22));
+    assert!(hub.engine().live().is_empty());
+}
