@@ -226,22 +226,6 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn close_orphan_sessions_impl(
-        &self,
-        now: Timestamp,
-        detail: &str,
-    ) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET ended_at = $1, end_reason = $2, end_detail = $3 WHERE ended_at IS NULL",
-        )
-        .bind(now.millis())
-        .bind(EndReason::Error.as_str())
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
     pub(super) async fn close_node_sessions_impl(
         &self,
         node_id: &str,

@@ -226,9 +226,6 @@ impl SessionLog for SqlStore {
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         self.list_sessions_impl(filter).await
     }
-    async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64> {
-        self.close_orphan_sessions_impl(now, detail).await
-    }
     async fn close_node_sessions(
         &self,
         node_id: &str,
