@@ -4,12 +4,16 @@
 //! The SQL is portable: `$n` placeholders (SQLite accepts them too), `TEXT`
 //! and `BIGINT` columns, ids generated in Rust. The few places where the
 //! backends differ are the transaction that appends to the audit chain and
-//! the connection settings; both are chosen from [`Backend`].
+//! the connection settings; both are chosen from [`Backend`]. Each role
+//! trait is implemented once, in its own file: `directory.rs`
+//! (`Directory`), `activity.rs` (`SessionLog`, `AuditLog`), `console.rs`
+//! (`ConsoleStore`); the differences between backends' schemas live in the
+//! migrations (`schema.rs`).
 
 mod activity;
 mod console;
 mod directory;
-mod roles;
+mod lookups;
 mod rows;
 mod schema;
 
