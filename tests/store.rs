@@ -243,6 +243,84 @@ async fn a_data_dir_from_schema_3_upgrades() {
     assert_eq!(gk.node_id.as_deref(), Some("node-1"));
 }
 
+/// The same upgrade on PostgreSQL: a database at schema version 3 holding
+/// an open session and an online gatekeeper takes the later migrations
+/// (which alter the tables in place there) and keeps every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_from_schema_3_upgrades() {
+    let pg = PgFixture::start().expect("postgres for the store tests");
+    let url = pg
+        .fresh_database()
+        .await
+        .expect("a fresh postgres database");
+    let folder =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cpam-core/migrations/postgres");
+    let all = sqlx::migrate::Migrator::new(folder.as_path())
+        .await
+        .expect("the postgres migrations");
+    let v3 = sqlx::migrate::Migrator::with_migrations(
+        all.iter().filter(|m| m.version <= 3).cloned().collect(),
+    );
+    let pool = sqlx::PgPool::connect(&url).await.expect("postgres pool");
+    v3.run(&pool).await.expect("schema version 3");
+    sqlx::raw_sql(
+        "INSERT INTO customers (id, name, created_at) VALUES ('cus_old', 'acme', 1);
+         INSERT INTO gatekeepers (id, customer_id, name, created_at, online)
+             VALUES ('gk_old', 'cus_old', 'gk-acme', 1, 1);
+         INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id,
+             service_name, target_host, target_port, started_at)
+             VALUES ('ses_old', 'usr_old', 'alice', 'cus_old', 'gk_old', 'svc_old', 'db',
+                     '10.0.0.5', 22, 5);",
+    )
+    .execute(&pool)
+    .await
+    .expect("rows at schema version 3");
+    pool.close().await;
+
+    let store = SqlStore::connect(&url)
+        .await
+        .expect("the version 3 database opens and migrates");
+    let old = store
+        .session(&SessionId("ses_old".into()))
+        .await
+        .expect("lookup")
+        .expect("the old session");
+    assert_eq!(
+        (
+            old.protocol,
+            old.node_id.as_deref(),
+            old.gatekeeper_id.as_ref().map(|g| g.as_str())
+        ),
+        (SessionProtocol::Tcp, None, Some("gk_old"))
+    );
+    let mut direct = old.clone();
+    direct.id = SessionId("ses_direct".into());
+    direct.gatekeeper_id = None;
+    direct.protocol = SessionProtocol::Ssh;
+    direct.node_id = Some("node-2".into());
+    store
+        .insert_session(&direct)
+        .await
+        .expect("a session without a gatekeeper");
+    assert_eq!(
+        store
+            .close_node_sessions("node-1", Timestamp(10), "server restarted")
+            .await
+            .expect("close_node_sessions"),
+        1,
+        "node-1 ends the session without a node, not node-2's"
+    );
+    let released = store
+        .release_node_gatekeepers("node-1")
+        .await
+        .expect("release_node_gatekeepers");
+    assert_eq!(
+        released.iter().map(|g| g.id.as_str()).collect::<Vec<_>>(),
+        vec!["gk_old"]
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn bad_urls_name_the_url_without_the_password() {
     let e = SqlStore::connect("garbage")

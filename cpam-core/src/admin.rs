@@ -1,7 +1,14 @@
 //! Administration: every change an operator makes, each one audited.
 //!
-//! The reference CLI and (later) the web console call these; they hold no
-//! policy of their own.
+//! One set of operations for every front end. The operations work on
+//! objects (`console.rs`: `create_gatekeeper(&Customer, ..)`,
+//! `revoke_grant_of(&Grant, &Service)`, `update_user(&User, ..)`); the web
+//! console resolves objects through [`crate::access`] and calls them. The
+//! CLI's name-based methods here (`add_gatekeeper("acme", ..)`,
+//! `revoke_grant("grt_..")`) only look the names up and call the same
+//! operations, so both front ends validate, audit and fail alike (an
+//! unknown object is `NotFound`, a change already made is `Conflict`). The
+//! front ends hold no policy of their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,11 +18,11 @@ use serde_json::json;
 use crate::audit::AuditSink;
 use crate::error::{Error, Result};
 use crate::model::{
-    AuditCategory, AuditEvent, Customer, Gatekeeper, Grant, GrantId, KeyId, Role, Service,
-    ServiceKind, Target, Timestamp, User, UserKey, validate_name,
+    AuditCategory, AuditEvent, Customer, Gatekeeper, Grant, GrantId, IpConnectMode, KeyId, Role,
+    Service, ServiceKind, Target, Timestamp, User, UserKey, validate_name,
 };
 use crate::secret::Secret;
-use crate::store::{NewGrant, Store};
+use crate::store::Store;
 use crate::tunnel::keys;
 use crate::tunnel::profile::Profile;
 
@@ -135,18 +142,8 @@ impl Admin {
         name: &str,
         ttl: Duration,
     ) -> Result<IssuedCode> {
-        validate_name("gatekeeper", name)?;
         let c = self.customer(customer).await?;
-        let gk = self
-            .store
-            .create_gatekeeper(&c.id, name, Timestamp::now())
-            .await?;
-        self.record(
-            "admin.gatekeeper.add",
-            Some(&c),
-            json!({ "gatekeeper": name }),
-        )
-        .await?;
+        let gk = self.create_gatekeeper(&c, name).await?;
         self.issue_code_for(&c, &gk, ttl).await
     }
 
@@ -186,7 +183,8 @@ impl Admin {
         })
     }
 
-    /// Creates a user, optionally with a password and keys, and roles.
+    /// Creates a user, optionally with a password and keys, and roles
+    /// ([`Admin::create_user`], then one audited key enrollment per key).
     pub async fn add_user(
         &self,
         name: &str,
@@ -194,34 +192,23 @@ impl Admin {
         keys_text: &[String],
         roles: &[String],
     ) -> Result<User> {
-        validate_name("user", name)?;
-        let known = self.store.list_roles().await?;
-        for r in roles {
-            if !known.iter().any(|k| &k.name == r) {
-                return Err(Error::not_found(format!("no role `{r}`")));
-            }
-        }
+        // Every key is checked before anything is stored.
         let parsed: Vec<_> = keys_text
             .iter()
             .map(|k| keys::parse_public(k, "user key"))
             .collect::<Result<_>>()?;
-        let hash = match password {
-            Some(p) if p.expose().is_empty() => return Err(Error::invalid("password is empty")),
-            Some(p) => Some(crate::password::hash(p).await?),
-            None => None,
-        };
         let user = self
-            .store
-            .create_user(name, hash.as_deref(), Timestamp::now())
+            .create_user(NewUser {
+                name: name.to_string(),
+                password,
+                roles: roles.to_vec(),
+                customers: Vec::new(),
+                ip_connect_mode: IpConnectMode::Global,
+            })
             .await?;
         for (i, k) in parsed.iter().enumerate() {
-            self.enroll_key(&user, k, &format!("key {}", i + 1), None)
-                .await?;
+            self.add_key(&user, k, &format!("key {}", i + 1)).await?;
         }
-        for r in roles {
-            self.store.assign_role(&user.id, r).await?;
-        }
-        self.record("admin.user.add", None, json!({ "user": name, "roles": roles, "keys": parsed.len(), "password": hash.is_some() })).await?;
         Ok(user)
     }
 
@@ -249,30 +236,34 @@ impl Admin {
     pub async fn add_user_key(&self, name: &str, key_text: &str) -> Result<UserKey> {
         let user = self.user(name).await?;
         let key = keys::parse_public(key_text, "user key")?;
-        let k = self.enroll_key(&user, &key, "added key", None).await?;
+        self.add_key(&user, &key, "added key").await
+    }
+
+    async fn add_key(
+        &self,
+        user: &User,
+        key: &russh::keys::PublicKey,
+        label: &str,
+    ) -> Result<UserKey> {
+        let k = self.enroll_key(user, key, label, None).await?;
         self.record(
             "admin.user.key_add",
             None,
-            json!({ "user": name, "fingerprint": k.fingerprint }),
+            json!({ "user": user.name, "fingerprint": k.fingerprint }),
         )
         .await?;
         Ok(k)
     }
 
-    /// Enables or disables user `name`.
+    /// Enables or disables user `name` ([`Admin::update_user`]: disabling
+    /// also ends the user's console sessions).
     pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<()> {
         let user = self.user(name).await?;
-        self.store.set_user_disabled(&user.id, disabled).await?;
-        self.record(
-            if disabled {
-                "admin.user.disable"
-            } else {
-                "admin.user.enable"
-            },
-            None,
-            json!({ "user": name }),
-        )
-        .await
+        let update = UserUpdate {
+            disabled: Some(disabled),
+            ..UserUpdate::default()
+        };
+        self.update_user(&user, update).await.map(drop)
     }
 
     pub async fn add_role(&self, name: &str, permissions: &[String]) -> Result<Role> {
@@ -299,24 +290,18 @@ impl Admin {
         Ok(role)
     }
 
+    /// Gives user `user` the role `role` too ([`Admin::update_user`]).
     pub async fn assign_role(&self, user: &str, role: &str) -> Result<()> {
         let u = self.user(user).await?;
-        if !self
-            .store
-            .list_roles()
-            .await?
-            .iter()
-            .any(|r| r.name == role)
-        {
-            return Err(Error::not_found(format!("no role `{role}`")));
+        let mut roles = self.store.user_roles(&u.id).await?;
+        if !roles.iter().any(|r| r == role) {
+            roles.push(role.to_string());
         }
-        self.store.assign_role(&u.id, role).await?;
-        self.record(
-            "admin.role.assign",
-            None,
-            json!({ "user": user, "role": role }),
-        )
-        .await
+        let update = UserUpdate {
+            roles: Some(roles),
+            ..UserUpdate::default()
+        };
+        self.update_user(&u, update).await.map(drop)
     }
 
     pub async fn add_service(
@@ -361,41 +346,24 @@ impl Admin {
             .ok_or_else(|| {
                 Error::not_found(format!("no service `{service}` for customer `{customer}`"))
             })?;
-        if let Some(end) = not_after
-            && end <= not_before
-        {
-            return Err(Error::invalid("the grant ends before it starts"));
-        }
-        let g = self
-            .store
-            .create_grant(
-                &NewGrant {
-                    user_id: u.id,
-                    service_id: s.id,
-                    not_before,
-                    not_after,
-                    schedule,
-                    created_by: self.actor.clone(),
-                },
-                Timestamp::now(),
-            )
-            .await?;
-        self.record(
-            "admin.grant.add",
-            Some(&c),
-            json!({ "grant": g.id, "user": user, "service": service, "from": not_before.to_rfc3339(), "until": not_after.map(|t| t.to_rfc3339()) }),
-        )
-        .await?;
-        Ok(g)
+        self.grant_with_schedule(&u, &s, not_before, not_after, schedule)
+            .await
     }
 
+    /// Revokes grant `id` ([`Admin::revoke_grant_of`]): `NotFound` for an
+    /// unknown grant, `Conflict` for one already revoked.
     pub async fn revoke_grant(&self, id: &str) -> Result<()> {
-        let gid = GrantId(id.to_string());
-        if !self.store.revoke_grant(&gid, Timestamp::now()).await? {
-            return Err(Error::not_found(format!("no active grant `{id}`")));
-        }
-        self.record("admin.grant.revoke", None, json!({ "grant": id }))
-            .await
+        let grant = self
+            .store
+            .grant(&GrantId(id.to_string()))
+            .await?
+            .ok_or_else(|| Error::not_found(format!("grant `{id}` not found")))?;
+        let service = self
+            .store
+            .service(&grant.service_id)
+            .await?
+            .ok_or_else(|| Error::internal(format!("grant `{id}` without its service")))?;
+        self.revoke_grant_of(&grant, &service).await
     }
 
     /// Writes a Connection Manager profile for `user` linked to gatekeeper
@@ -444,5 +412,169 @@ impl Admin {
             key: keys::private_openssh(&key)?,
             created_at: Timestamp::now(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::StoreAuditSink;
+    use crate::error::ErrorKind;
+    use crate::model::WebSession;
+    use crate::store::{AuditFilter, SqlStore};
+
+    async fn admin() -> Admin {
+        let store: Arc<dyn Store> = Arc::new(
+            SqlStore::connect("sqlite::memory:")
+                .await
+                .expect("in-memory store"),
+        );
+        let audit = Arc::new(StoreAuditSink::new(store.clone()));
+        let admin = Admin::new(store, audit, "tester");
+        admin.ensure_builtin_roles().await.expect("built-in roles");
+        admin
+    }
+
+    async fn granted(admin: &Admin) -> Grant {
+        admin.add_customer("acme").await.expect("customer");
+        admin.add_user("vera", None, &[], &[]).await.expect("user");
+        admin
+            .add_service("acme", "db", "10.0.0.5:5432", ServiceKind::Custom)
+            .await
+            .expect("service");
+        admin
+            .add_grant("vera", "acme", "db", Timestamp(1), None, None)
+            .await
+            .expect("grant")
+    }
+
+    fn kind<T: std::fmt::Debug>(r: Result<T>) -> ErrorKind {
+        r.expect_err("the operation is refused").kind()
+    }
+
+    #[tokio::test]
+    async fn the_cli_and_the_console_revoke_a_grant_alike() {
+        let admin = admin().await;
+        let g = granted(&admin).await;
+        let s = admin
+            .store()
+            .service(&g.service_id)
+            .await
+            .expect("lookup")
+            .expect("service");
+        assert_eq!(
+            kind(admin.revoke_grant("grt_missing").await),
+            ErrorKind::NotFound
+        );
+
+        admin
+            .revoke_grant(g.id.as_str())
+            .await
+            .expect("first revoke");
+        let g = admin
+            .store()
+            .grant(&g.id)
+            .await
+            .expect("lookup")
+            .expect("grant");
+        assert!(g.revoked_at.is_some(), "{g:?}");
+        assert_eq!(
+            kind(admin.revoke_grant(g.id.as_str()).await),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            kind(admin.revoke_grant_of(&g, &s).await),
+            ErrorKind::Conflict
+        );
+
+        let revokes = admin
+            .store()
+            .audit_records(&AuditFilter::default())
+            .await
+            .expect("audit")
+            .into_iter()
+            .filter(|r| r.event.action == "admin.grant.revoke")
+            .collect::<Vec<_>>();
+        assert_eq!(revokes.len(), 1, "one audited revocation: {revokes:?}");
+        assert_eq!(revokes[0].event.customer_id.as_ref(), Some(&s.customer_id));
+    }
+
+    #[tokio::test]
+    async fn disabling_a_user_by_name_ends_their_console_sessions() {
+        let admin = admin().await;
+        let user = admin.add_user("wes", None, &[], &[]).await.expect("user");
+        let web = WebSession {
+            id_hash: "ab".repeat(32),
+            user_id: user.id.clone(),
+            csrf_token: "csrf".into(),
+            created_at: Timestamp(1),
+            last_seen: Timestamp(1),
+            expires_at: Timestamp(i64::MAX),
+        };
+        admin
+            .store()
+            .create_web_session(&web)
+            .await
+            .expect("web session");
+        admin.set_user_disabled("wes", true).await.expect("disable");
+        let user = admin.user("wes").await.expect("user");
+        assert!(user.disabled);
+        assert_eq!(
+            admin
+                .store()
+                .web_session(&web.id_hash)
+                .await
+                .expect("lookup"),
+            None,
+            "a disabled user keeps no console session, whichever front end disabled them"
+        );
+    }
+
+    #[tokio::test]
+    async fn names_that_do_not_resolve_change_nothing() {
+        let admin = admin().await;
+        assert_eq!(
+            kind(
+                admin
+                    .add_user("xan", None, &[], &["No Such Role".into()])
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(
+                admin
+                    .add_user("xan", None, &["not a key".into()], &[])
+                    .await
+            ),
+            ErrorKind::InvalidArgument
+        );
+        assert_eq!(
+            admin.store().user_by_name("xan").await.expect("lookup"),
+            None
+        );
+        assert_eq!(
+            kind(
+                admin
+                    .add_gatekeeper("nobody", "gk", Duration::from_secs(60))
+                    .await
+            ),
+            ErrorKind::NotFound
+        );
+        admin.add_user("yara", None, &[], &[]).await.expect("user");
+        admin.assign_role("yara", "Auditor").await.expect("role");
+        admin
+            .assign_role("yara", "Auditor")
+            .await
+            .expect("same role again");
+        let yara = admin.user("yara").await.expect("user");
+        assert_eq!(
+            admin.store().user_roles(&yara.id).await.expect("roles"),
+            vec!["Auditor".to_string()]
+        );
+        assert_eq!(
+            kind(admin.assign_role("yara", "Nope").await),
+            ErrorKind::NotFound
+        );
     }
 }

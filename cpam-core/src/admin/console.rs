@@ -10,8 +10,8 @@ use super::{Admin, IssuedCode};
 use crate::access::{IP_CONNECT_MODE_SETTING, token_hash};
 use crate::error::{Error, Result};
 use crate::model::{
-    ApiToken, Customer, CustomerId, Gatekeeper, Grant, IpConnectMode, Permission, Role, Service,
-    Session, Timestamp, TokenId, User, validate_name,
+    ApiToken, Customer, CustomerId, Gatekeeper, Grant, IpConnectMode, Permission, Role, Schedule,
+    Service, Session, Timestamp, TokenId, User, validate_name,
 };
 use crate::secret::Secret;
 use crate::session::SessionEngine;
@@ -248,6 +248,20 @@ impl Admin {
         not_before: Timestamp,
         not_after: Option<Timestamp>,
     ) -> Result<Grant> {
+        self.grant_with_schedule(user, service, not_before, not_after, None)
+            .await
+    }
+
+    /// Grants `user` the `service` from `not_before` to `not_after`, only
+    /// within `schedule` if set.
+    pub async fn grant_with_schedule(
+        &self,
+        user: &User,
+        service: &Service,
+        not_before: Timestamp,
+        not_after: Option<Timestamp>,
+        schedule: Option<Schedule>,
+    ) -> Result<Grant> {
         if let Some(end) = not_after
             && end <= not_before
         {
@@ -262,7 +276,7 @@ impl Admin {
                     service_id: service.id.clone(),
                     not_before,
                     not_after,
-                    schedule: None,
+                    schedule,
                     created_by: self.actor.clone(),
                 },
                 Timestamp::now(),

@@ -208,10 +208,6 @@ pub trait SessionLog: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     async fn session(&self, id: &SessionId) -> Result<Option<Session>>;
     async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>>;
-    /// Ends every session still open, on any node, with reason `error`.
-    /// Only right for a single server; several nodes sharing a database use
-    /// [`SessionLog::close_node_sessions`].
-    async fn close_orphan_sessions(&self, now: Timestamp, detail: &str) -> Result<u64>;
     /// Ends the sessions still open on `node_id`, and those without a node
     /// (recorded before nodes were named), with reason `error` and `detail`
     /// (e.g. "server restarted"); returns how many. Run when that node

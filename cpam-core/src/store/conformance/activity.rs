@@ -167,7 +167,7 @@ pub async fn grants(store: &dyn Store) {
     );
 }
 
-/// Sessions: insert, finish, list newest first, close orphans.
+/// Sessions: insert, finish, list newest first, close those a stopped node left open.
 pub async fn sessions(store: &dyn Store) {
     let uid = UserId::generate();
     let session = |started: i64| Session {
@@ -294,13 +294,13 @@ pub async fn sessions(store: &dyn Store) {
 
     let closed = ok(
         store
-            .close_orphan_sessions(Timestamp(T0.0 + 200), "server restarted")
+            .close_node_sessions(&unique("node"), Timestamp(T0.0 + 200), "server restarted")
             .await,
-        "close_orphan_sessions",
+        "close_node_sessions",
     );
     assert!(
         closed >= 2,
-        "store conformance: close_orphan_sessions closed {closed}, expected at least 2"
+        "store conformance: close_node_sessions (sessions without a node) closed {closed}, expected at least 2"
     );
     for id in [&b.id, &c.id] {
         let s = ok(store.session(id).await, "session").expect("session exists");
@@ -311,14 +311,14 @@ pub async fn sessions(store: &dyn Store) {
                 Some(EndReason::Error),
                 Some("server restarted")
             ),
-            "store conformance: orphan session after close_orphan_sessions"
+            "store conformance: orphan session after close_node_sessions (sessions without a node)"
         );
     }
     let done = ok(store.session(&a.id).await, "session").expect("session exists");
     assert_eq!(
         done.end_reason,
         Some(EndReason::TerminatedBy),
-        "store conformance: close_orphan_sessions touched an ended session"
+        "store conformance: close_node_sessions (sessions without a node) touched an ended session"
     );
     assert!(
         ok(
@@ -331,7 +331,7 @@ pub async fn sessions(store: &dyn Store) {
             "list_sessions"
         )
         .is_empty(),
-        "store conformance: live sessions after close_orphan_sessions"
+        "store conformance: live sessions after close_node_sessions (sessions without a node)"
     );
 }
 

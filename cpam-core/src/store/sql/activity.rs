@@ -1,132 +1,22 @@
-//! Grants, sessions and the audit chain.
+//! [`SessionLog`] and [`AuditLog`] on SQL: sessions and the audit chain.
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row as _};
 
 use super::{Backend, Conditions, Param, SqlStore, is_conflict, rows, storage, write_error};
 use crate::audit;
 use crate::error::{Error, Result};
-use crate::model::{
-    AuditEvent, AuditRecord, EndReason, Grant, GrantId, ServiceId, Session, SessionId, Timestamp,
-    UserId,
-};
-use crate::store::{AuditFilter, NewGrant, SessionFilter};
+use crate::model::{AuditEvent, AuditRecord, EndReason, Session, SessionId, Timestamp};
+use crate::store::{AuditFilter, AuditLog, SessionFilter, SessionLog};
 
 /// How often an audit append is retried after losing a race to another writer.
 const AUDIT_ATTEMPTS: u32 = 20;
 
-impl SqlStore {
-    pub(super) async fn create_grant_impl(
-        &self,
-        grant: &NewGrant,
-        now: Timestamp,
-    ) -> Result<Grant> {
-        let g = Grant {
-            id: GrantId::generate(),
-            user_id: grant.user_id.clone(),
-            service_id: grant.service_id.clone(),
-            not_before: grant.not_before,
-            not_after: grant.not_after,
-            schedule: grant.schedule,
-            created_at: now,
-            created_by: grant.created_by.clone(),
-            revoked_at: None,
-        };
-        sqlx::query(
-            "INSERT INTO grants (id, user_id, service_id, not_before, not_after, schedule_days, \
-             schedule_start_minute, schedule_end_minute, created_at, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(g.id.as_str())
-        .bind(g.user_id.as_str())
-        .bind(g.service_id.as_str())
-        .bind(g.not_before.millis())
-        .bind(g.not_after.map(Timestamp::millis))
-        .bind(g.schedule.map(|s| i64::from(s.days)))
-        .bind(g.schedule.map(|s| i64::from(s.start_minute)))
-        .bind(g.schedule.map(|s| i64::from(s.end_minute)))
-        .bind(now.millis())
-        .bind(&g.created_by)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
-            write_error(
-                e,
-                || format!("grant `{}` already exists", g.id),
-                || {
-                    format!(
-                        "user `{}` or service `{}` not found",
-                        g.user_id, g.service_id
-                    )
-                },
-            )
-        })?;
-        Ok(g)
-    }
-
-    pub(super) async fn list_grants_impl(&self, user: Option<&UserId>) -> Result<Vec<Grant>> {
-        let mut c = Conditions::default();
-        if let Some(u) = user {
-            c.push("user_id = ?", Param::Text(u.to_string()));
-        }
-        let sql = format!(
-            "SELECT {} FROM grants{} ORDER BY created_at, id",
-            rows::GRANT,
-            c.where_sql()
-        );
-        c.fetch_all(&self.pool, sql)
-            .await?
-            .iter()
-            .map(rows::grant)
-            .collect()
-    }
-
-    pub(super) async fn grant_impl(&self, id: &GrantId) -> Result<Option<Grant>> {
-        let sql = format!("SELECT {} FROM grants WHERE id = $1", rows::GRANT);
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        found.as_ref().map(rows::grant).transpose()
-    }
-
-    pub(super) async fn grants_for_impl(
-        &self,
-        user: &UserId,
-        service: &ServiceId,
-    ) -> Result<Vec<Grant>> {
-        let sql = format!(
-            "SELECT {} FROM grants WHERE user_id = $1 AND service_id = $2 ORDER BY created_at, id",
-            rows::GRANT
-        );
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(user.as_str())
-            .bind(service.as_str())
-            .fetch_all(&self.pool)
-            .await?;
-        found.iter().map(rows::grant).collect()
-    }
-
-    /// `Ok(true)` when this call revoked the grant, `Ok(false)` when it was
-    /// already revoked, `NotFound` when there is no such grant.
-    pub(super) async fn revoke_grant_impl(&self, id: &GrantId, now: Timestamp) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-                .bind(now.millis())
-                .bind(id.as_str())
-                .execute(&self.pool)
-                .await?;
-        if done.rows_affected() == 1 {
-            return Ok(true);
-        }
-        match self.grant_impl(id).await? {
-            Some(_) => Ok(false),
-            None => Err(Error::not_found(format!("grant `{id}` not found"))),
-        }
-    }
-
-    pub(super) async fn insert_session_impl(&self, s: &Session) -> Result<()> {
+#[async_trait]
+impl SessionLog for SqlStore {
+    async fn insert_session(&self, s: &Session) -> Result<()> {
         sqlx::query(
             "INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
              service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, \
@@ -166,7 +56,7 @@ impl SqlStore {
 
     /// Ends an open session. Ending one that has already ended changes
     /// nothing (the first end wins); an unknown id is `NotFound`.
-    pub(super) async fn finish_session_impl(
+    async fn finish_session(
         &self,
         id: &SessionId,
         ended_at: Timestamp,
@@ -187,13 +77,13 @@ impl SqlStore {
         .bind(id.as_str())
         .execute(&self.pool)
         .await?;
-        if done.rows_affected() == 0 && self.session_impl(id).await?.is_none() {
+        if done.rows_affected() == 0 && self.session(id).await?.is_none() {
             return Err(Error::not_found(format!("session `{id}` not found")));
         }
         Ok(())
     }
 
-    pub(super) async fn session_impl(&self, id: &SessionId) -> Result<Option<Session>> {
+    async fn session(&self, id: &SessionId) -> Result<Option<Session>> {
         let sql = format!("SELECT {} FROM sessions WHERE id = $1", rows::SESSION);
         let found = sqlx::query(AssertSqlSafe(sql))
             .bind(id.as_str())
@@ -202,7 +92,7 @@ impl SqlStore {
         found.as_ref().map(rows::session).transpose()
     }
 
-    pub(super) async fn list_sessions_impl(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
+    async fn list_sessions(&self, filter: &SessionFilter) -> Result<Vec<Session>> {
         let mut c = Conditions::default();
         if filter.live_only {
             c.push_plain("ended_at IS NULL");
@@ -226,23 +116,7 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn close_orphan_sessions_impl(
-        &self,
-        now: Timestamp,
-        detail: &str,
-    ) -> Result<u64> {
-        let done = sqlx::query(
-            "UPDATE sessions SET ended_at = $1, end_reason = $2, end_detail = $3 WHERE ended_at IS NULL",
-        )
-        .bind(now.millis())
-        .bind(EndReason::Error.as_str())
-        .bind(detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    pub(super) async fn close_node_sessions_impl(
+    async fn close_node_sessions(
         &self,
         node_id: &str,
         now: Timestamp,
@@ -260,8 +134,11 @@ impl SqlStore {
         .await?;
         Ok(done.rows_affected())
     }
+}
 
-    pub(super) async fn append_audit_impl(&self, event: &AuditEvent) -> Result<AuditRecord> {
+#[async_trait]
+impl AuditLog for SqlStore {
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
         let detail = serde_json::to_string(&event.detail)
             .map_err(|e| Error::invalid(format!("audit detail cannot be encoded: {e}")))?;
         let mut attempt = 0;
@@ -280,6 +157,41 @@ impl SqlStore {
         }
     }
 
+    async fn audit_records(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let mut c = Conditions::default();
+        if let Some(from) = filter.from_seq {
+            c.push("seq >= ?", Param::Int(from));
+        }
+        if let Some(cat) = filter.category {
+            c.push("category = ?", Param::Text(cat.as_str().to_string()));
+        }
+        if let Some(cu) = &filter.customer_id {
+            c.push("customer_id = ?", Param::Text(cu.to_string()));
+        }
+        if let Some(actor) = &filter.actor {
+            c.push("actor = ?", Param::Text(actor.clone()));
+        }
+        if let Some(since) = filter.since {
+            c.push("at >= ?", Param::Int(since.millis()));
+        }
+        if let Some(until) = filter.until {
+            c.push("at < ?", Param::Int(until.millis()));
+        }
+        let where_sql = c.where_sql();
+        let limit = c.limit(filter.limit);
+        let sql = format!(
+            "SELECT {} FROM audit_log{where_sql} ORDER BY seq{limit}",
+            rows::AUDIT
+        );
+        c.fetch_all(&self.pool, sql)
+            .await?
+            .iter()
+            .map(rows::audit_record)
+            .collect()
+    }
+}
+
+impl SqlStore {
     /// One attempt: under the writer lock, read the chain's head, seal after it, insert.
     async fn try_append_audit(
         &self,
@@ -322,41 +234,5 @@ impl SqlStore {
         .await?;
         tx.commit().await?;
         Ok(record)
-    }
-
-    pub(super) async fn audit_records_impl(
-        &self,
-        filter: &AuditFilter,
-    ) -> Result<Vec<AuditRecord>> {
-        let mut c = Conditions::default();
-        if let Some(from) = filter.from_seq {
-            c.push("seq >= ?", Param::Int(from));
-        }
-        if let Some(cat) = filter.category {
-            c.push("category = ?", Param::Text(cat.as_str().to_string()));
-        }
-        if let Some(cu) = &filter.customer_id {
-            c.push("customer_id = ?", Param::Text(cu.to_string()));
-        }
-        if let Some(actor) = &filter.actor {
-            c.push("actor = ?", Param::Text(actor.clone()));
-        }
-        if let Some(since) = filter.since {
-            c.push("at >= ?", Param::Int(since.millis()));
-        }
-        if let Some(until) = filter.until {
-            c.push("at < ?", Param::Int(until.millis()));
-        }
-        let where_sql = c.where_sql();
-        let limit = c.limit(filter.limit);
-        let sql = format!(
-            "SELECT {} FROM audit_log{where_sql} ORDER BY seq{limit}",
-            rows::AUDIT
-        );
-        c.fetch_all(&self.pool, sql)
-            .await?
-            .iter()
-            .map(rows::audit_record)
-            .collect()
     }
 }

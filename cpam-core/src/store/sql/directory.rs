@@ -1,21 +1,20 @@
-//! Customers, gatekeepers and their registration codes, users, keys, roles
-//! and services.
+//! [`Directory`] on SQL: customers, gatekeepers and their registration
+//! codes, users, keys, roles, services, grants, deletions and memberships.
 
+use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, Row as _};
 
-use super::{SqlStore, rows, write_error};
+use super::{Conditions, Param, SqlStore, rows, write_error};
 use crate::error::{Error, Result};
 use crate::model::{
-    CodeRefusal, Customer, CustomerId, Gatekeeper, GatekeeperId, Permission, Role, Service,
-    ServiceId, ServiceKind, Target, Timestamp, User, UserId, UserKey,
+    CodeRefusal, Customer, CustomerId, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode,
+    Permission, Role, Service, ServiceId, ServiceKind, Target, Timestamp, User, UserId, UserKey,
 };
+use crate::store::{Directory, NewGrant};
 
-impl SqlStore {
-    pub(super) async fn create_customer_impl(
-        &self,
-        name: &str,
-        now: Timestamp,
-    ) -> Result<Customer> {
+#[async_trait]
+impl Directory for SqlStore {
+    async fn create_customer(&self, name: &str, now: Timestamp) -> Result<Customer> {
         let c = Customer {
             id: CustomerId::generate(),
             name: name.to_string(),
@@ -37,7 +36,7 @@ impl SqlStore {
         Ok(c)
     }
 
-    pub(super) async fn list_customers_impl(&self) -> Result<Vec<Customer>> {
+    async fn list_customers(&self) -> Result<Vec<Customer>> {
         let sql = format!("SELECT {} FROM customers ORDER BY name", rows::CUSTOMER);
         let found = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
@@ -45,33 +44,15 @@ impl SqlStore {
         found.iter().map(rows::customer).collect()
     }
 
-    /// The one row of `table` whose `column` equals `value`, mapped by `map`.
-    async fn one_where<T>(
-        &self,
-        cols: &str,
-        table: &str,
-        column: &'static str,
-        value: &str,
-        map: fn(&sqlx::any::AnyRow) -> Result<T>,
-    ) -> Result<Option<T>> {
-        let sql = format!("SELECT {cols} FROM {table} WHERE {column} = $1");
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await?;
-        found.as_ref().map(map).transpose()
+    async fn customer_by_name(&self, name: &str) -> Result<Option<Customer>> {
+        self.customer_where("name", name).await
     }
 
-    pub(super) async fn customer_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<Customer>> {
-        self.one_where(rows::CUSTOMER, "customers", column, value, rows::customer)
-            .await
+    async fn customer(&self, id: &CustomerId) -> Result<Option<Customer>> {
+        self.customer_where("id", id.as_str()).await
     }
 
-    pub(super) async fn create_gatekeeper_impl(
+    async fn create_gatekeeper(
         &self,
         customer: &CustomerId,
         name: &str,
@@ -110,74 +91,26 @@ impl SqlStore {
         Ok(g)
     }
 
-    /// `SELECT cols FROM table`, of one customer (ordered by `order_one`) or
-    /// of all (ordered by `order_all`).
-    async fn rows_of_customer(
-        &self,
-        cols: &str,
-        table: &str,
-        customer: Option<&CustomerId>,
-        order_one: &str,
-        order_all: &str,
-    ) -> Result<Vec<sqlx::any::AnyRow>> {
-        Ok(match customer {
-            Some(c) => {
-                let sql = format!(
-                    "SELECT {cols} FROM {table} WHERE customer_id = $1 ORDER BY {order_one}"
-                );
-                sqlx::query(AssertSqlSafe(sql))
-                    .bind(c.as_str())
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => {
-                let sql = format!("SELECT {cols} FROM {table} ORDER BY {order_all}");
-                sqlx::query(AssertSqlSafe(sql))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        })
-    }
-
-    pub(super) async fn list_gatekeepers_impl(
-        &self,
-        customer: Option<&CustomerId>,
-    ) -> Result<Vec<Gatekeeper>> {
+    async fn list_gatekeepers(&self, customer: Option<&CustomerId>) -> Result<Vec<Gatekeeper>> {
         let found = self
             .rows_of_customer(rows::GATEKEEPER, "gatekeepers", customer, "name", "name")
             .await?;
         found.iter().map(rows::gatekeeper).collect()
     }
 
-    pub(super) async fn gatekeeper_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<Gatekeeper>> {
-        self.one_where(
-            rows::GATEKEEPER,
-            "gatekeepers",
-            column,
-            value,
-            rows::gatekeeper,
-        )
-        .await
+    async fn gatekeeper(&self, id: &GatekeeperId) -> Result<Option<Gatekeeper>> {
+        self.gatekeeper_where("id", id.as_str()).await
     }
 
-    pub(super) async fn set_gatekeeper_schedule_impl(
-        &self,
-        id: &GatekeeperId,
-        schedule: Option<&str>,
-    ) -> Result<()> {
-        let done = sqlx::query("UPDATE gatekeepers SET customer_schedule = $1 WHERE id = $2")
-            .bind(schedule)
-            .bind(id.as_str())
-            .execute(&self.pool)
-            .await?;
-        super::found(&done, "gatekeeper", &id)
+    async fn gatekeeper_by_name(&self, name: &str) -> Result<Option<Gatekeeper>> {
+        self.gatekeeper_where("name", name).await
     }
 
-    pub(super) async fn set_gatekeeper_state_impl(
+    async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>> {
+        self.gatekeeper_where("fingerprint", fingerprint).await
+    }
+
+    async fn set_gatekeeper_state(
         &self,
         id: &GatekeeperId,
         online: bool,
@@ -201,10 +134,7 @@ impl SqlStore {
 
     /// Marks offline the gatekeepers `node_id` (or an unnamed node) held
     /// online, in one statement; their last contact stays what it was.
-    pub(super) async fn release_node_gatekeepers_impl(
-        &self,
-        node_id: &str,
-    ) -> Result<Vec<Gatekeeper>> {
+    async fn release_node_gatekeepers(&self, node_id: &str) -> Result<Vec<Gatekeeper>> {
         let sql = format!(
             "UPDATE gatekeepers SET online = 0, node_id = NULL \
              WHERE online = 1 AND (node_id = $1 OR node_id IS NULL) RETURNING {}",
@@ -222,7 +152,20 @@ impl SqlStore {
         Ok(released)
     }
 
-    pub(super) async fn put_registration_code_impl(
+    async fn set_gatekeeper_schedule(
+        &self,
+        id: &GatekeeperId,
+        schedule: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query("UPDATE gatekeepers SET customer_schedule = $1 WHERE id = $2")
+            .bind(schedule)
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        super::found(&done, "gatekeeper", &id)
+    }
+
+    async fn put_registration_code(
         &self,
         id: &GatekeeperId,
         code_hash: &str,
@@ -250,7 +193,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn redeem_registration_code_impl(
+    async fn redeem_registration_code(
         &self,
         code_hash: &str,
         public_key: &str,
@@ -314,7 +257,7 @@ impl SqlStore {
         Ok(Ok(gatekeeper))
     }
 
-    pub(super) async fn create_user_impl(
+    async fn create_user(
         &self,
         name: &str,
         password_hash: Option<&str>,
@@ -338,7 +281,7 @@ impl SqlStore {
         Ok(u)
     }
 
-    pub(super) async fn list_users_impl(&self) -> Result<Vec<User>> {
+    async fn list_users(&self) -> Result<Vec<User>> {
         let sql = format!("SELECT {} FROM users ORDER BY name", rows::USER);
         let found = sqlx::query(AssertSqlSafe(sql))
             .fetch_all(&self.pool)
@@ -346,20 +289,15 @@ impl SqlStore {
         found.iter().map(rows::user).collect()
     }
 
-    pub(super) async fn user_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Option<User>> {
-        self.one_where(rows::USER, "users", column, value, rows::user)
-            .await
+    async fn user(&self, id: &UserId) -> Result<Option<User>> {
+        self.user_where("id", id.as_str()).await
     }
 
-    pub(super) async fn set_password_hash_impl(
-        &self,
-        id: &UserId,
-        password_hash: Option<&str>,
-    ) -> Result<()> {
+    async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
+        self.user_where("name", name).await
+    }
+
+    async fn set_password_hash(&self, id: &UserId, password_hash: Option<&str>) -> Result<()> {
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(password_hash)
             .bind(id.as_str())
@@ -368,7 +306,7 @@ impl SqlStore {
         super::found(&done, "user", &id)
     }
 
-    pub(super) async fn set_user_disabled_impl(&self, id: &UserId, disabled: bool) -> Result<()> {
+    async fn set_user_disabled(&self, id: &UserId, disabled: bool) -> Result<()> {
         let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
             .bind(i64::from(disabled))
             .bind(id.as_str())
@@ -377,7 +315,7 @@ impl SqlStore {
         super::found(&done, "user", &id)
     }
 
-    pub(super) async fn add_user_key_impl(&self, key: &UserKey) -> Result<()> {
+    async fn add_user_key(&self, key: &UserKey) -> Result<()> {
         sqlx::query(
             "INSERT INTO user_keys (id, user_id, public_key, fingerprint, label, gatekeeper_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -401,23 +339,19 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn user_keys_where(
-        &self,
-        column: &'static str,
-        value: &str,
-    ) -> Result<Vec<UserKey>> {
-        let sql = format!(
-            "SELECT {} FROM user_keys WHERE {column} = $1 ORDER BY created_at, id",
-            rows::USER_KEY
-        );
-        let found = sqlx::query(AssertSqlSafe(sql))
-            .bind(value)
-            .fetch_all(&self.pool)
-            .await?;
-        found.iter().map(rows::user_key).collect()
+    async fn user_keys(&self, id: &UserId) -> Result<Vec<UserKey>> {
+        self.user_keys_where("user_id", id.as_str()).await
     }
 
-    pub(super) async fn put_role_impl(&self, role: &Role) -> Result<()> {
+    async fn user_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<UserKey>> {
+        Ok(self
+            .user_keys_where("fingerprint", fingerprint)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn put_role(&self, role: &Role) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let existing = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
             .bind(&role.name)
@@ -470,7 +404,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn list_roles_impl(&self) -> Result<Vec<Role>> {
+    async fn list_roles(&self) -> Result<Vec<Role>> {
         let roles = sqlx::query("SELECT name, builtin FROM roles ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
@@ -496,7 +430,7 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(super) async fn assign_role_impl(&self, user: &UserId, role: &str) -> Result<()> {
+    async fn assign_role(&self, user: &UserId, role: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
@@ -512,7 +446,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn user_roles_impl(&self, user: &UserId) -> Result<Vec<String>> {
+    async fn user_roles(&self, user: &UserId) -> Result<Vec<String>> {
         let found =
             sqlx::query("SELECT role_name FROM user_roles WHERE user_id = $1 ORDER BY role_name")
                 .bind(user.as_str())
@@ -524,7 +458,7 @@ impl SqlStore {
             .collect::<std::result::Result<_, _>>()?)
     }
 
-    pub(super) async fn user_permissions_impl(&self, user: &UserId) -> Result<Vec<Permission>> {
+    async fn user_permissions(&self, user: &UserId) -> Result<Vec<Permission>> {
         let found = sqlx::query(
             "SELECT DISTINCT p.permission FROM role_permissions p \
              JOIN user_roles u ON u.role_name = p.role_name WHERE u.user_id = $1",
@@ -541,7 +475,7 @@ impl SqlStore {
         Ok(out)
     }
 
-    pub(super) async fn create_service_impl(
+    async fn create_service(
         &self,
         customer: &CustomerId,
         name: &str,
@@ -580,10 +514,7 @@ impl SqlStore {
         Ok(s)
     }
 
-    pub(super) async fn list_services_impl(
-        &self,
-        customer: Option<&CustomerId>,
-    ) -> Result<Vec<Service>> {
+    async fn list_services(&self, customer: Option<&CustomerId>) -> Result<Vec<Service>> {
         let found = self
             .rows_of_customer(
                 rows::SERVICE,
@@ -596,7 +527,7 @@ impl SqlStore {
         found.iter().map(rows::service).collect()
     }
 
-    pub(super) async fn service_impl(&self, id: &ServiceId) -> Result<Option<Service>> {
+    async fn service(&self, id: &ServiceId) -> Result<Option<Service>> {
         let sql = format!("SELECT {} FROM services WHERE id = $1", rows::SERVICE);
         let found = sqlx::query(AssertSqlSafe(sql))
             .bind(id.as_str())
@@ -605,11 +536,7 @@ impl SqlStore {
         found.as_ref().map(rows::service).transpose()
     }
 
-    pub(super) async fn service_by_name_impl(
-        &self,
-        customer: &CustomerId,
-        name: &str,
-    ) -> Result<Option<Service>> {
+    async fn service_by_name(&self, customer: &CustomerId, name: &str) -> Result<Option<Service>> {
         let sql = format!(
             "SELECT {} FROM services WHERE customer_id = $1 AND name = $2",
             rows::SERVICE
@@ -620,6 +547,277 @@ impl SqlStore {
             .fetch_optional(&self.pool)
             .await?;
         found.as_ref().map(rows::service).transpose()
+    }
+
+    async fn create_grant(&self, grant: &NewGrant, now: Timestamp) -> Result<Grant> {
+        let g = Grant {
+            id: GrantId::generate(),
+            user_id: grant.user_id.clone(),
+            service_id: grant.service_id.clone(),
+            not_before: grant.not_before,
+            not_after: grant.not_after,
+            schedule: grant.schedule,
+            created_at: now,
+            created_by: grant.created_by.clone(),
+            revoked_at: None,
+        };
+        sqlx::query(
+            "INSERT INTO grants (id, user_id, service_id, not_before, not_after, schedule_days, \
+             schedule_start_minute, schedule_end_minute, created_at, created_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(g.id.as_str())
+        .bind(g.user_id.as_str())
+        .bind(g.service_id.as_str())
+        .bind(g.not_before.millis())
+        .bind(g.not_after.map(Timestamp::millis))
+        .bind(g.schedule.map(|s| i64::from(s.days)))
+        .bind(g.schedule.map(|s| i64::from(s.start_minute)))
+        .bind(g.schedule.map(|s| i64::from(s.end_minute)))
+        .bind(now.millis())
+        .bind(&g.created_by)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            write_error(
+                e,
+                || format!("grant `{}` already exists", g.id),
+                || {
+                    format!(
+                        "user `{}` or service `{}` not found",
+                        g.user_id, g.service_id
+                    )
+                },
+            )
+        })?;
+        Ok(g)
+    }
+
+    async fn list_grants(&self, user: Option<&UserId>) -> Result<Vec<Grant>> {
+        let mut c = Conditions::default();
+        if let Some(u) = user {
+            c.push("user_id = ?", Param::Text(u.to_string()));
+        }
+        let sql = format!(
+            "SELECT {} FROM grants{} ORDER BY created_at, id",
+            rows::GRANT,
+            c.where_sql()
+        );
+        c.fetch_all(&self.pool, sql)
+            .await?
+            .iter()
+            .map(rows::grant)
+            .collect()
+    }
+
+    async fn grant(&self, id: &GrantId) -> Result<Option<Grant>> {
+        let sql = format!("SELECT {} FROM grants WHERE id = $1", rows::GRANT);
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        found.as_ref().map(rows::grant).transpose()
+    }
+
+    async fn grants_for(&self, user: &UserId, service: &ServiceId) -> Result<Vec<Grant>> {
+        let sql = format!(
+            "SELECT {} FROM grants WHERE user_id = $1 AND service_id = $2 ORDER BY created_at, id",
+            rows::GRANT
+        );
+        let found = sqlx::query(AssertSqlSafe(sql))
+            .bind(user.as_str())
+            .bind(service.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(rows::grant).collect()
+    }
+
+    /// `Ok(true)` when this call revoked the grant, `Ok(false)` when it was
+    /// already revoked, `NotFound` when there is no such grant.
+    async fn revoke_grant(&self, id: &GrantId, now: Timestamp) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE grants SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now.millis())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        match self.grant(id).await? {
+            Some(_) => Ok(false),
+            None => Err(Error::not_found(format!("grant `{id}` not found"))),
+        }
+    }
+
+    async fn delete_customer(&self, id: &CustomerId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let c = id.as_str();
+        let gks = "SELECT id FROM gatekeepers WHERE customer_id = $1";
+        let svcs = "SELECT id FROM services WHERE customer_id = $1";
+        for sql in [
+            format!("DELETE FROM registration_codes WHERE gatekeeper_id IN ({gks})"),
+            format!("DELETE FROM user_keys WHERE gatekeeper_id IN ({gks})"),
+            format!("DELETE FROM grants WHERE service_id IN ({svcs})"),
+            "DELETE FROM services WHERE customer_id = $1".to_string(),
+            "DELETE FROM gatekeepers WHERE customer_id = $1".to_string(),
+            "DELETE FROM user_customers WHERE customer_id = $1".to_string(),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(c)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM customers WHERE id = $1")
+            .bind(c)
+            .execute(&mut *tx)
+            .await?;
+        super::found(&done, "customer", &id)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_service(&self, id: &ServiceId) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM grants WHERE service_id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM services WHERE id = $1")
+            .bind(id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        super::found(&done, "service", &id)?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_role_permissions(&self, name: &str, permissions: &[Permission]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Err(Error::not_found(format!("no role `{name}`")));
+        }
+        sqlx::query("DELETE FROM role_permissions WHERE role_name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let mut permissions = permissions.to_vec();
+        permissions.sort();
+        permissions.dedup();
+        for p in permissions {
+            sqlx::query("INSERT INTO role_permissions (role_name, permission) VALUES ($1, $2)")
+                .bind(name)
+                .bind(p.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_role(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => return Err(Error::not_found(format!("no role `{name}`"))),
+            Some(r) if r.try_get::<i64, _>("builtin")? != 0 => {
+                return Err(Error::conflict(format!(
+                    "role `{name}` is built in and cannot be deleted"
+                )));
+            }
+            Some(_) => {}
+        }
+        for sql in [
+            "DELETE FROM user_roles WHERE role_name = $1",
+            "DELETE FROM role_permissions WHERE role_name = $1",
+            "DELETE FROM roles WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_roles(&self, user: &UserId, roles: &[String]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.require_user(&mut tx, user).await?;
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let mut roles = roles.to_vec();
+        roles.sort();
+        roles.dedup();
+        for r in &roles {
+            sqlx::query("INSERT INTO user_roles (user_id, role_name) VALUES ($1, $2)")
+                .bind(user.as_str())
+                .bind(r)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error(e, String::new, || format!("no role `{r}`")))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn set_user_customers(&self, user: &UserId, customers: &[CustomerId]) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        self.require_user(&mut tx, user).await?;
+        sqlx::query("DELETE FROM user_customers WHERE user_id = $1")
+            .bind(user.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let mut customers = customers.to_vec();
+        customers.sort();
+        customers.dedup();
+        for c in &customers {
+            sqlx::query("INSERT INTO user_customers (user_id, customer_id) VALUES ($1, $2)")
+                .bind(user.as_str())
+                .bind(c.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| write_error(e, String::new, || format!("customer `{c}` not found")))?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn user_customers(&self, user: &UserId) -> Result<Vec<CustomerId>> {
+        let found = sqlx::query(
+            "SELECT customer_id FROM user_customers WHERE user_id = $1 ORDER BY customer_id",
+        )
+        .bind(user.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        found
+            .iter()
+            .map(|r| Ok(CustomerId(r.try_get("customer_id")?)))
+            .collect()
+    }
+
+    async fn set_user_ip_connect_mode(&self, user: &UserId, mode: IpConnectMode) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET ip_connect_mode = $1 WHERE id = $2")
+            .bind(mode.as_str())
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await?;
+        super::found(&done, "user", &user)
+    }
+
+    async fn user_ip_connect_mode(&self, user: &UserId) -> Result<IpConnectMode> {
+        let row = sqlx::query("SELECT ip_connect_mode FROM users WHERE id = $1")
+            .bind(user.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("user `{user}` not found")))?;
+        row.try_get::<String, _>("ip_connect_mode")?.parse()
     }
 }
 

@@ -1,15 +1,19 @@
-//! [`SqlStore`]: the [`Store`] on SQLite or PostgreSQL, through one
+//! [`SqlStore`]: the [`Store`](crate::store::Store) on SQLite or PostgreSQL, through one
 //! implementation over [`sqlx::AnyPool`].
 //!
 //! The SQL is portable: `$n` placeholders (SQLite accepts them too), `TEXT`
 //! and `BIGINT` columns, ids generated in Rust. The few places where the
 //! backends differ are the transaction that appends to the audit chain and
-//! the connection settings; both are chosen from [`Backend`].
+//! the connection settings; both are chosen from [`Backend`]. Each role
+//! trait is implemented once, in its own file: `directory.rs`
+//! (`Directory`), `activity.rs` (`SessionLog`, `AuditLog`), `console.rs`
+//! (`ConsoleStore`); the differences between backends' schemas live in the
+//! migrations (`schema.rs`).
 
 mod activity;
 mod console;
 mod directory;
-mod roles;
+mod lookups;
 mod rows;
 mod schema;
 
@@ -30,7 +34,7 @@ pub(crate) enum Backend {
     Postgres,
 }
 
-/// The SQL [`Store`]: SQLite (one file shared by the server and the admin
+/// The SQL [`Store`](crate::store::Store): SQLite (one file shared by the server and the admin
 /// commands) or PostgreSQL (several server nodes sharing one database).
 #[derive(Debug, Clone)]
 pub struct SqlStore {
