@@ -3,7 +3,8 @@
 //! `cpam-gatekeeper` in a customer namespace with a stock `sshd` target, and
 //! a real `cpam-connect` + stock `ssh` using the profile the console
 //! downloaded. Screenshots of every step go to
-//! `<target>/test-artifacts/browser/`.
+//! `<target>/test-artifacts/browser/`. Each flow runs twice: with the
+//! console at `/`, and below the base path `/pam` (screenshots `pam-*`).
 
 use std::time::Duration;
 
@@ -22,8 +23,12 @@ fn t(name: &str) -> String {
 }
 
 fn browser(c: &Console, prefix: &str) -> anyhow::Result<Browser> {
+    let prefix = match &c.base_path {
+        Some(base) => format!("{}-{prefix}", base.trim_matches('/').replace('/', "-")),
+        None => prefix.to_string(),
+    };
     Browser::start(BrowserOptions {
-        shot_prefix: prefix.into(),
+        shot_prefix: prefix,
         trust_cert_pem: Some(c.cert.clone()),
     })
 }
@@ -58,7 +63,8 @@ fn same_document(b: &Browser) -> anyhow::Result<bool> {
 fn page_fetch(b: &Browser, method: &str, path: &str) -> anyhow::Result<(u64, Value)> {
     let v = b.execute_async(
         "const done = arguments[arguments.length - 1];\
-         fetch(arguments[1], {method: arguments[0], credentials: 'same-origin'})\
+         fetch(new URL(arguments[1].replace(/^\\//, ''), document.baseURI),\
+               {method: arguments[0], credentials: 'same-origin'})\
            .then(async r => done([r.status, await r.text()]))\
            .catch(e => done([0, String(e)]));",
         json!([method, path]),
@@ -88,7 +94,15 @@ fn audit_actions(b: &Browser) -> anyhow::Result<Vec<String>> {
 
 #[test]
 fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
-    let mut c = Console::start()?;
+    console_flow_from_customer_to_terminated_session_in(Console::start()?)
+}
+
+#[test]
+fn console_flow_from_customer_to_terminated_session_below_pam() -> anyhow::Result<()> {
+    console_flow_from_customer_to_terminated_session_in(Console::start_at(Some("/pam"))?)
+}
+
+fn console_flow_from_customer_to_terminated_session_in(mut c: Console) -> anyhow::Result<()> {
     let mut b = browser(&c, "")?;
     let url = c.url.clone();
 
@@ -347,7 +361,15 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
 
 #[test]
 fn vendor_sees_no_admin_menus_and_the_api_refuses_them() -> anyhow::Result<()> {
-    let c = Console::start()?;
+    vendor_sees_no_admin_menus_and_the_api_refuses_them_in(Console::start()?)
+}
+
+#[test]
+fn vendor_sees_no_admin_menus_and_the_api_refuses_them_below_pam() -> anyhow::Result<()> {
+    vendor_sees_no_admin_menus_and_the_api_refuses_them_in(Console::start_at(Some("/pam"))?)
+}
+
+fn vendor_sees_no_admin_menus_and_the_api_refuses_them_in(c: Console) -> anyhow::Result<()> {
     c.admin(
         &[
             "user",
@@ -418,7 +440,8 @@ fn vendor_sees_no_admin_menus_and_the_api_refuses_them() -> anyhow::Result<()> {
 fn token_fetch(b: &Browser, path: &str, token: &str) -> anyhow::Result<u64> {
     let v = b.execute_async(
         "const done = arguments[arguments.length - 1];\
-         fetch(arguments[0], {credentials: 'omit', headers: {Authorization: 'Bearer ' + arguments[1]}})\
+         fetch(new URL(arguments[0].replace(/^\\//, ''), document.baseURI),\
+               {credentials: 'omit', headers: {Authorization: 'Bearer ' + arguments[1]}})\
            .then(r => done(r.status)).catch(() => done(0));",
         json!([path, token]),
     )?;
@@ -427,7 +450,15 @@ fn token_fetch(b: &Browser, path: &str, token: &str) -> anyhow::Result<u64> {
 
 #[test]
 fn roles_settings_tokens_and_ip_connect_download() -> anyhow::Result<()> {
-    let c = Console::start()?;
+    roles_settings_tokens_and_ip_connect_download_in(Console::start()?)
+}
+
+#[test]
+fn roles_settings_tokens_and_ip_connect_download_below_pam() -> anyhow::Result<()> {
+    roles_settings_tokens_and_ip_connect_download_in(Console::start_at(Some("/pam"))?)
+}
+
+fn roles_settings_tokens_and_ip_connect_download_in(c: Console) -> anyhow::Result<()> {
     let mut b = browser(&c, "admin")?;
     sign_in(&b, &c.url, ADMIN, ADMIN_PASSWORD)?;
 

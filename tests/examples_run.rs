@@ -102,3 +102,20 @@ fn custom_store_audit_example_forwards_records_and_applies_its_hook() -> anyhow:
     );
     Ok(())
 }
+
+#[test]
+fn console_mount_example_serves_the_console_below_pam_next_to_its_own_routes() -> anyhow::Result<()>
+{
+    run_example(
+        "console_mount",
+        &[
+            "GET / -> 200 the product's home page",
+            "GET /pam -> 308 to /pam/",
+            "GET /pam/ -> 200, the shell with <base href=\"/pam/\">: true",
+            "POST /pam/api/v1/auth/login -> 200, session cookie Path=/pam",
+            "GET /pam/api/v1/customers -> 200 []",
+            "GET /api/v1/customers -> 404 not a page of the product",
+        ],
+    )?;
+    Ok(())
+}

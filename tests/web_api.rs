@@ -436,7 +436,7 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
 
 #[test]
 fn openapi_document_is_committed_and_served() -> anyhow::Result<()> {
-    let doc = cpam_server::web::openapi::document();
+    let doc = cpam_core::web::openapi::document();
     let text = format!("{}\n", serde_json::to_string_pretty(&doc)?);
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
     if std::env::var_os("CPAM_UPDATE_OPENAPI").is_some() {
@@ -446,7 +446,7 @@ fn openapi_document_is_committed_and_served() -> anyhow::Result<()> {
     assert!(
         committed == text,
         "docs/openapi.json is stale; refresh it with \
-         `CPAM_UPDATE_OPENAPI=1 cargo test -p cpam-tests --test web_api openapi` and commit it"
+         `CPAM_UPDATE_OPENAPI=1 cargo test -p cpam-tests --test integration openapi` and commit it"
     );
     let web = WebServer::start(WebOptions::default())?;
     let served = web.client()?.get("/api/v1/openapi.json")?;

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use cpam_core::model::{Permission, Session, SessionId, Target, Timestamp};
 use cpam_core::store::{SessionLog, SqlStore};
-use cpam_server::web::rbac::{Access, Body, POLICY, Route, Scope};
+use cpam_core::web::rbac::{Access, Body, POLICY, Route, Scope};
 use cpam_tests::web::{WebClient, WebOptions, WebServer};
 use serde_json::{Value, json};
 
@@ -25,7 +25,7 @@ const PASSWORD: &str = "role-user-password";
 
 #[test]
 fn every_route_has_a_policy_entry_and_every_entry_a_route() {
-    let routes = cpam_server::web::routes();
+    let routes = cpam_core::web::routes();
     let registered: BTreeSet<(&str, &str)> = routes.registered().iter().copied().collect();
     let table: BTreeSet<(&str, &str)> = POLICY.iter().map(|r| (r.method, r.path)).collect();
     let unlisted: Vec<_> = registered.difference(&table).collect();
@@ -40,7 +40,7 @@ fn every_route_has_a_policy_entry_and_every_entry_a_route() {
     );
     // Registering a route the table does not list cannot happen unnoticed.
     let attempt = std::panic::catch_unwind(|| {
-        cpam_server::web::ApiRoutes::default().add("GET", "/api/v1/unlisted", || async { "x" })
+        cpam_core::web::ApiRoutes::default().add("GET", "/api/v1/unlisted", || async { "x" })
     });
     assert!(
         attempt.is_err(),
@@ -340,7 +340,20 @@ fn check_listing(ctx: &Ctx, route: &Route, user: &RoleUser, body: &str) -> anyho
 
 #[test]
 fn rbac_matrix_from_the_policy_table() -> anyhow::Result<()> {
-    let web = WebServer::start(WebOptions::default())?;
+    rbac_matrix(WebOptions::default())
+}
+
+/// The same matrix against a console served below `/pam`.
+#[test]
+fn rbac_matrix_under_a_base_path() -> anyhow::Result<()> {
+    rbac_matrix(WebOptions {
+        base_path: Some("/pam".into()),
+        ..WebOptions::default()
+    })
+}
+
+fn rbac_matrix(opts: WebOptions) -> anyhow::Result<()> {
+    let web = WebServer::start(opts)?;
     let admin = web.admin()?;
     let a = Ctx::id(&admin.post("/api/v1/customers", &json!({ "name": "own-co" }))?);
     let b = Ctx::id(&admin.post("/api/v1/customers", &json!({ "name": "foreign-co" }))?);

@@ -23,7 +23,10 @@ pub mod server;
 pub mod session;
 pub mod signal;
 pub mod store;
+pub mod throttle;
 pub mod tunnel;
+#[cfg(feature = "web")]
+pub mod web;
 
 pub use error::{Error, ErrorKind, Result};
 pub use secret::Secret;

@@ -35,8 +35,10 @@ pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 #[derive(Debug)]
 pub struct Console {
     pub server: Child,
-    /// `https://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT`, or `https://127.0.0.1:PORT/pam` below a base path.
     pub url: String,
+    /// The console's base path, if not `/`.
+    pub base_path: Option<String>,
     /// The server's SSH address as the gatekeeper dials it.
     pub ssh_addr: SocketAddr,
     /// The console's TLS certificate (PEM).
@@ -55,6 +57,11 @@ impl Console {
     /// `cpam-server init --admin-user admin`, then `run` with the console on
     /// 127.0.0.1 and SSH on the host side of the customer veth.
     pub fn start() -> anyhow::Result<Console> {
+        Console::start_at(None)
+    }
+
+    /// [`Console::start`] with the console below `base_path` (`/pam`).
+    pub fn start_at(base_path: Option<&str>) -> anyhow::Result<Console> {
         for b in ["cpam-server", "cpam-gatekeeper", "cpam-connect"] {
             bin_path(b)?;
         }
@@ -81,12 +88,18 @@ impl Console {
         c.args(["run", "--web-listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("RUST_LOG", "info");
+        if let Some(base) = base_path {
+            c.args(["--web-base-path", base]);
+        }
         let mut server = Child::spawn("server", c, dir.path())?;
         let ssh = server.wait_for_line("cpam-server listening on ", START_TIMEOUT)?;
         let ssh_addr: SocketAddr = ssh
             .parse()
             .with_context(|| format!("server printed a bad SSH address `{ssh}`"))?;
-        let url = server.wait_for_line("cpam-server console on ", START_TIMEOUT)?;
+        let url = server
+            .wait_for_line("cpam-server console on ", START_TIMEOUT)?
+            .trim_end_matches('/')
+            .to_string();
         if !url.starts_with("https://") {
             bail!("the console is not served over HTTPS: {url}");
         }
@@ -97,6 +110,7 @@ impl Console {
         Ok(Console {
             server,
             url,
+            base_path: base_path.map(str::to_string),
             ssh_addr,
             cert,
             data_dir,

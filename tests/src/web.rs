@@ -29,6 +29,8 @@ pub struct WebOptions {
     pub insecure_http: bool,
     /// Runs `cpam-server run` in this network namespace (`ip netns exec`).
     pub netns: Option<String>,
+    /// Serves the console below this path (`run --web-base-path`).
+    pub base_path: Option<String>,
 }
 
 impl Default for WebOptions {
@@ -38,6 +40,7 @@ impl Default for WebOptions {
             idle_timeout_secs: None,
             insecure_http: false,
             netns: None,
+            base_path: None,
         }
     }
 }
@@ -51,7 +54,8 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 #[derive(Debug)]
 pub struct WebServer {
     pub server: Child,
-    /// `https://127.0.0.1:PORT` (or `http://` with `insecure_http`).
+    /// `https://127.0.0.1:PORT` (or `http://` with `insecure_http`), with
+    /// the base path if there is one (`https://127.0.0.1:PORT/pam`).
     pub url: String,
     /// The server's SSH address as printed.
     pub ssh_addr: String,
@@ -98,9 +102,15 @@ impl WebServer {
         if opts.insecure_http {
             cmd.arg("--web-insecure-http");
         }
+        if let Some(base) = &opts.base_path {
+            cmd.args(["--web-base-path", base]);
+        }
         let mut server = Child::spawn("server", cmd, dir.path())?;
         let ssh_addr = server.wait_for_line("cpam-server listening on ", START_TIMEOUT)?;
-        let url = server.wait_for_line("cpam-server console on ", START_TIMEOUT)?;
+        let url = server
+            .wait_for_line("cpam-server console on ", START_TIMEOUT)?
+            .trim_end_matches('/')
+            .to_string();
         let cert_pem = std::fs::read(data_dir.join("web_cert.pem"))
             .context("reading the console certificate init generated")?;
         Ok(WebServer {

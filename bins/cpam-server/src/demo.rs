@@ -30,7 +30,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the demo server stopped at once"))?
         .to_string();
-    cpam_server::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
+    cpam_core::web::tls::generate(&data.web_cert_path(), &data.web_key_path(), &[])?;
 
     let store = data.store().await?;
     let admin = Admin::new(store.clone(), Arc::new(StoreAuditSink::new(store)), "demo");
@@ -61,16 +61,16 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
             &["System Administrator".to_string()],
         )
         .await?;
-    let web_args = |listen: &str| crate::run::WebArgs {
+    let web_args = |listen: &str| cpam_core::server::ConsoleOptions {
         listen: Some(listen.to_string()),
-        insecure_http: false,
+        ..Default::default()
     };
-    let console = match crate::run::start_web(&running, &web_args(web_listen)).await {
+    let console = match running.start_console(&web_args(web_listen)).await {
         Ok(url) => url,
         Err(_) => {
             let any =
                 std::net::SocketAddr::new(web_listen.parse::<std::net::SocketAddr>()?.ip(), 0);
-            crate::run::start_web(&running, &web_args(&any.to_string())).await?
+            running.start_console(&web_args(&any.to_string())).await?
         }
     };
     admin

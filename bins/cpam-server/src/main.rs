@@ -60,6 +60,10 @@ enum Command {
         /// Serve the console over plain HTTP (only on a loopback address).
         #[arg(long)]
         web_insecure_http: bool,
+        /// Serve the console below this path (e.g. `/pam` behind a reverse
+        /// proxy) instead of at `/`.
+        #[arg(long)]
+        web_base_path: Option<String>,
         /// This server's name among nodes sharing one database (default:
         /// `node_id` of config.json).
         #[arg(long)]
@@ -118,11 +122,14 @@ fn main() -> std::process::ExitCode {
                 listen,
                 web_listen,
                 web_insecure_http,
+                web_base_path,
                 node_id,
             } => {
-                let web = run::WebArgs {
+                let web = cpam_core::server::ConsoleOptions {
                     listen: web_listen,
                     insecure_http: web_insecure_http,
+                    base_path: web_base_path,
+                    downloads_dir: None,
                 };
                 run::run(&data_dir, node_id, listen.as_deref(), web).await
             }

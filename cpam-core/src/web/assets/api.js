@@ -1,5 +1,23 @@
-// REST client for /api/v1: JSON in and out, the CSRF header on every
+// REST client for api/v1: JSON in and out, the CSRF header on every
 // state-changing request, errors as ApiError with the API's stable code.
+// Every URL starts at the console's base path (the shell's <base href>), so
+// the console works at / and below any prefix an integrator mounts it at.
+
+/** The base path without a trailing slash: '' at the root, '/pam' below a prefix. */
+export const BASE = new URL(document.baseURI).pathname.replace(/\/+$/, '');
+/** The REST API's root. */
+export const API = `${BASE}/api/v1`;
+
+/** The URL of a console path such as '/ui/customers' (below the base path). */
+export function url(path) {
+  return `${BASE}${path}`;
+}
+
+/** The console path of the current page ('/ui/customers'), without the base path. */
+export function here() {
+  const p = location.pathname;
+  return BASE && p.startsWith(BASE) ? p.slice(BASE.length) || '/' : p;
+}
 
 export const session = { me: null, csrf: null };
 
@@ -36,11 +54,11 @@ function headers(method, json) {
   return h;
 }
 
-/** One API call; `path` is below /api/v1. Resolves to the parsed body (null for 204). */
+/** One API call; `path` is below api/v1. Resolves to the parsed body (null for 204). */
 export async function api(method, path, body) {
   const init = { method, headers: headers(method, body !== undefined), credentials: 'same-origin' };
   if (body !== undefined) init.body = JSON.stringify(body);
-  const r = await fetch(`/api/v1${path}`, init);
+  const r = await fetch(`${API}${path}`, init);
   if (!r.ok) {
     const err = await failure(r);
     if (r.status === 401 && !path.startsWith('/auth/')) onUnauthenticated();
@@ -59,7 +77,7 @@ export const del = (p) => api('DELETE', p);
 
 /** Signs in; the server sets the session cookie. */
 export async function login(username, password) {
-  const r = await fetch('/api/v1/auth/login', {
+  const r = await fetch(`${API}/auth/login`, {
     method: 'POST',
     credentials: 'same-origin',
     headers: { 'Content-Type': 'application/json', Accept: 'application/json', 'X-Requested-With': 'cpam' },
@@ -106,7 +124,7 @@ function filenameFrom(r, fallback) {
 
 /** Downloads a GET endpoint as a file (so errors show in the page). Resolves to the file name. */
 export async function download(path, fallbackName) {
-  const r = await fetch(`/api/v1${path}`, { credentials: 'same-origin' });
+  const r = await fetch(`${API}${path}`, { credentials: 'same-origin' });
   if (!r.ok) {
     const err = await failure(r);
     if (r.status === 401) onUnauthenticated();

@@ -1,49 +1,43 @@
 //! Who is calling: console sessions (cookie + CSRF token), bearer API
-//! tokens, the login throttle, and the policy middleware that applies the
-//! policy table to every request.
+//! tokens (together the [`BuiltIn`](super::BuiltIn) authenticator), and
+//! the policy middleware that applies each route's policy table entry to
+//! its requests.
 //!
 //! - The cookie `cpam_session` holds 32 random bytes (base64url); the store
-//!   keeps only their SHA-256. A login always makes a new id and discards any
-//!   presented one (no fixation). Idle and absolute timeouts end a session.
+//!   keeps only their SHA-256. Its `Path` is the console's base path. A
+//!   login always makes a new id and discards any presented one (no
+//!   fixation). Idle and absolute timeouts end a session.
 //! - Cookie-authenticated POST/PUT/PATCH/DELETE need `X-CSRF-Token` equal to
 //!   the session's token; bearer requests need none (no ambient credential).
 //! - After [`USER_FAILURES`] failures for one user name (or
 //!   [`ADDRESS_FAILURES`] from one address) within [`WINDOW`], logins are
-//!   refused with 429 for [`LOCKOUT`], even with the right password.
+//!   refused with 429 for [`LOCKOUT`], even with the right password
+//!   ([`crate::throttle`]).
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use crate::access::{Principal, token_hash};
+use crate::model::{AuditCategory, AuditEvent, Timestamp, TokenId, User, WebSession};
+use axum::extract::{ConnectInfo, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine as _;
-use cpam_core::access::{Principal, token_hash};
-use cpam_core::model::{AuditCategory, AuditEvent, Timestamp, TokenId, User, WebSession};
 use serde_json::json;
 
+pub use crate::throttle::{ADDRESS_FAILURES, LOCKOUT, Throttle, USER_FAILURES, WINDOW};
+
 use super::AppState;
+use super::authenticator::{AuthRequest, Identity};
 use super::error::{ApiError, ApiResult};
-use super::rbac::{self, Access};
+use super::rbac::{Access, Route};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "cpam_session";
 /// The header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
-/// Failed logins for one user name that start a lockout.
-pub const USER_FAILURES: usize = 5;
-/// Failed logins from one client address that start a lockout.
-pub const ADDRESS_FAILURES: usize = 20;
-/// The window failures are counted in.
-pub const WINDOW: Duration = Duration::from_secs(15 * 60);
-/// How long a lockout lasts.
-pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
-/// Beyond this many tracked keys, stale ones are forgotten.
-const MAX_TRACKED: usize = 10_000;
 /// A session's last-seen time is written at most this often.
 const TOUCH_EVERY: Duration = Duration::from_secs(5);
 
@@ -54,6 +48,24 @@ pub enum Via {
     Cookie { id_hash: String, csrf: String },
     /// A bearer API token.
     Bearer { token: TokenId },
+    /// An embedding product's own sign-in (a custom
+    /// [`Authenticator`](super::Authenticator)); changes need `csrf` in
+    /// `X-CSRF-Token` when it is set.
+    External {
+        scheme: &'static str,
+        csrf: Option<String>,
+    },
+}
+
+impl Via {
+    /// The token changes must carry in `X-CSRF-Token`, if any.
+    pub fn csrf(&self) -> Option<&str> {
+        match self {
+            Via::Cookie { csrf, .. } => Some(csrf),
+            Via::External { csrf, .. } => csrf.as_deref(),
+            Via::Bearer { .. } => None,
+        }
+    }
 }
 
 /// The authenticated caller, put into request extensions by [`policy`].
@@ -77,61 +89,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .get::<Caller>()
             .cloned()
             .ok_or_else(|| ApiError::unauthenticated("sign in first"))
-    }
-}
-
-/// Failed-login bookkeeping, in memory.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    keys: Mutex<HashMap<String, Failures>>,
-}
-
-#[derive(Debug, Default)]
-struct Failures {
-    at: Vec<Instant>,
-    locked_until: Option<Instant>,
-}
-
-impl Throttle {
-    /// Seconds left on the longest lockout among `keys`, if any.
-    pub fn locked(&self, keys: &[&str]) -> Option<u64> {
-        let now = Instant::now();
-        let map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        keys.iter()
-            .filter_map(|k| map.get(*k)?.locked_until)
-            .filter(|until| *until > now)
-            .map(|until| until.duration_since(now).as_secs().max(1))
-            .max()
-    }
-
-    /// Counts a failure for `key`; `true` when this one started a lockout.
-    pub fn fail(&self, key: &str, limit: usize) -> bool {
-        let now = Instant::now();
-        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= MAX_TRACKED {
-            // Forget keys with nothing recent and no lockout running.
-            map.retain(|_, f| {
-                f.locked_until.is_some_and(|u| u > now)
-                    || f.at.iter().any(|t| now.duration_since(*t) < WINDOW)
-            });
-        }
-        let f = map.entry(key.to_string()).or_default();
-        f.at.retain(|t| now.duration_since(*t) < WINDOW);
-        f.at.push(now);
-        if f.at.len() >= limit && f.locked_until.is_none_or(|u| u <= now) {
-            f.locked_until = Some(now + LOCKOUT);
-            f.at.clear();
-            return true;
-        }
-        false
-    }
-
-    /// Forgets the failures of `key` (after a successful login).
-    pub fn clear(&self, key: &str) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
     }
 }
 
@@ -163,18 +120,19 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// The `Set-Cookie` value for a new session id.
-pub fn set_cookie(value: &str, secure: bool, max_age: Duration) -> String {
+/// The `Set-Cookie` value for a new session id, sent back only below `path`
+/// (the console's base path).
+pub fn set_cookie(value: &str, path: &str, secure: bool, max_age: Duration) -> String {
     format!(
-        "{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        "{COOKIE}={value}; Path={path}; HttpOnly; SameSite=Strict; Max-Age={}{}",
         max_age.as_secs(),
         if secure { "; Secure" } else { "" }
     )
 }
 
 /// The `Set-Cookie` value that removes the cookie.
-pub fn clear_cookie(secure: bool) -> String {
-    set_cookie("", secure, Duration::ZERO)
+pub fn clear_cookie(path: &str, secure: bool) -> String {
+    set_cookie("", path, secure, Duration::ZERO)
 }
 
 /// Creates a console session for `user`; returns the cookie value and the session.
@@ -228,7 +186,9 @@ pub async fn audit_login(
     }
 }
 
-async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<(User, Via)> {
+/// The built-in sign-in: a bearer token, else the session cookie; `None`
+/// when the request carries neither.
+pub(super) async fn built_in(state: &AppState, headers: &HeaderMap) -> ApiResult<Option<Identity>> {
     let now = Timestamp::now();
     if let Some(auth) = headers.get(header::AUTHORIZATION) {
         let value = auth
@@ -249,10 +209,14 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<(User,
         if t.last_used_at.is_none_or(|l| l.until(now) >= TOUCH_EVERY) {
             state.store.touch_api_token(&t.id, now).await?;
         }
-        return Ok((user, Via::Bearer { token: t.id }));
+        return Ok(Some(Identity {
+            user,
+            via: Via::Bearer { token: t.id },
+        }));
     }
-    let cookie =
-        session_cookie(headers).ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+    let Some(cookie) = session_cookie(headers) else {
+        return Ok(None);
+    };
     let id_hash = token_hash(&cookie);
     let s = state
         .store
@@ -268,16 +232,16 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> ApiResult<(User,
     if s.last_seen.until(now) >= TOUCH_EVERY.min(state.options.idle_timeout / 4) {
         state.store.touch_web_session(&id_hash, now).await?;
     }
-    Ok((
+    Ok(Some(Identity {
         user,
-        Via::Cookie {
+        via: Via::Cookie {
             id_hash,
             csrf: s.csrf_token,
         },
-    ))
+    }))
 }
 
-async fn active_user(state: &AppState, id: &cpam_core::model::UserId) -> ApiResult<User> {
+async fn active_user(state: &AppState, id: &crate::model::UserId) -> ApiResult<User> {
     match state.store.user(id).await? {
         Some(u) if !u.disabled => Ok(u),
         _ => Err(ApiError::unauthenticated("user is disabled or gone")),
@@ -292,43 +256,57 @@ pub fn client_ip(parts: &axum::http::Extensions) -> IpAddr {
         .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
-/// Applies the policy table: finds the route's entry (fails closed without
-/// one), authenticates, checks CSRF and the route's permission, and hands
-/// the [`Caller`] to the handler.
-pub async fn policy(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    match admit(&state, &mut req).await {
+/// Applies `entry` of the policy table to a request of its route (each
+/// route carries its own entry from [`ApiRoutes::add`](super::ApiRoutes::add),
+/// so no path is looked up and the base path does not matter):
+/// authenticates through the mount's authenticator, checks CSRF and the
+/// route's permission, and hands the [`Caller`] to the handler. Without the
+/// mount's state in the request it fails closed.
+pub async fn policy(entry: &'static Route, mut req: Request, next: Next) -> Response {
+    let Some(state) = req.extensions().get::<AppState>().cloned() else {
+        tracing::error!(
+            method = entry.method,
+            path = entry.path,
+            "console state missing; refusing"
+        );
+        return axum::response::IntoResponse::into_response(ApiError::internal(
+            "the console router is not mounted with its state",
+        ));
+    };
+    match admit(&state, entry, &mut req).await {
         Ok(()) => next.run(req).await,
         Err(e) => axum::response::IntoResponse::into_response(e),
     }
 }
 
-async fn admit(state: &AppState, req: &mut Request) -> ApiResult<()> {
-    let Some(path) = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string())
-    else {
-        return Err(ApiError::not_found("no such route"));
-    };
-    let method = req.method().clone();
-    let lookup_method = if method == Method::HEAD {
-        "GET"
-    } else {
-        method.as_str()
-    };
-    let Some(entry) = rbac::lookup(lookup_method, &path) else {
-        tracing::error!(%method, %path, "route has no policy entry; refusing");
-        return Err(ApiError::internal("route has no policy entry"));
-    };
+async fn admit(state: &AppState, entry: &'static Route, req: &mut Request) -> ApiResult<()> {
     if entry.access == Access::Public {
         return Ok(());
     }
-    let (user, via) = authenticate(state, req.headers()).await?;
+    let method = req.method().clone();
+    let request = AuthRequest {
+        method: &method,
+        uri: req.uri(),
+        headers: req.headers(),
+        peer: client_ip(req.extensions()),
+    };
+    let identity = state
+        .authenticator()
+        .authenticate(state, &request)
+        .await?
+        .ok_or_else(|| ApiError::unauthenticated("sign in first"))?;
+    let via = identity.via;
+    let user = match via {
+        // Loaded (and checked) just now.
+        Via::Cookie { .. } | Via::Bearer { .. } => identity.user,
+        // Whatever the product's sign-in says, a disabled or deleted user is out.
+        Via::External { .. } => active_user(state, &identity.user.id).await?,
+    };
     let changes = matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
     );
-    if let (true, Via::Cookie { csrf, .. }) = (changes, &via) {
+    if let (true, Some(csrf)) = (changes, via.csrf()) {
         let sent = req
             .headers()
             .get(CSRF_HEADER)
@@ -354,8 +332,7 @@ async fn admit(state: &AppState, req: &mut Request) -> ApiResult<()> {
 }
 
 fn describe(access: &Access) -> String {
-    let names =
-        |ps: &[cpam_core::model::Permission]| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>();
+    let names = |ps: &[crate::model::Permission]| ps.iter().map(|p| p.as_str()).collect::<Vec<_>>();
     match access {
         Access::Public | Access::Authenticated => "a signed-in user".to_string(),
         Access::AnyOf(ps) => format!("one of {}", names(ps).join(", ")),
@@ -368,20 +345,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn throttle_locks_at_the_limit_and_clears() {
-        let t = Throttle::default();
-        for _ in 0..USER_FAILURES - 1 {
-            assert!(!t.fail("user:a", USER_FAILURES));
-        }
-        assert_eq!(t.locked(&["user:a"]), None);
-        assert!(t.fail("user:a", USER_FAILURES));
-        assert!(t.locked(&["user:a", "addr:x"]).is_some());
-        assert_eq!(t.locked(&["user:b"]), None);
-        t.clear("user:a");
-        assert_eq!(t.locked(&["user:a"]), None);
-    }
-
-    #[test]
     fn cookies() {
         let mut h = HeaderMap::new();
         h.insert(
@@ -389,9 +352,11 @@ mod tests {
             "a=1; cpam_session=abc; b=2".parse().expect("header"),
         );
         assert_eq!(session_cookie(&h).as_deref(), Some("abc"));
-        let c = set_cookie("v", true, Duration::from_secs(60));
+        let c = set_cookie("v", "/", true, Duration::from_secs(60));
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("Secure"));
-        assert!(!set_cookie("v", false, Duration::ZERO).contains("Secure"));
+        assert!(c.contains("; Path=/;"), "{c}");
+        assert!(!set_cookie("v", "/", false, Duration::ZERO).contains("Secure"));
+        assert!(set_cookie("v", "/pam", false, Duration::ZERO).contains("; Path=/pam;"));
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
     }
 }

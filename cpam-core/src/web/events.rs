@@ -9,11 +9,11 @@
 
 use std::convert::Infallible;
 
+use crate::access::Principal;
+use crate::events::EngineEvent;
+use crate::model::{CustomerId, GatekeeperId, Timestamp};
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use cpam_core::access::Principal;
-use cpam_core::events::EngineEvent;
-use cpam_core::model::{CustomerId, GatekeeperId, Timestamp};
 use futures_util::Stream;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;

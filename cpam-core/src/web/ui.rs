@@ -1,22 +1,25 @@
 //! The console: a vanilla-JS single-page app embedded in the binary.
 //!
 //! `GET /` and `GET /ui/{*path}` serve the HTML shell (it calls
-//! `/api/v1/auth/me` and shows the sign-in form on 401); `GET /assets/{*path}`
-//! serves the scripts and the stylesheet with their content types. Every
-//! console action is a REST call under `/api/v1`. The pages carry no inline
+//! `api/v1/auth/me` and shows the sign-in form on 401); `GET /assets/{*path}`
+//! serves the scripts and the stylesheet with their content types. All of
+//! it is relative to the mount's base path: the shell carries it as
+//! `<base href>` and every URL in the scripts is built from it, so the
+//! console runs at `/` or below any prefix. Every console action is a REST
+//! call under `api/v1`. The pages carry no inline
 //! scripts, handlers or styles, so the CSP `default-src 'self'` holds.
 //! Responses are revalidated (`no-cache` + a content-hash `ETag`), so a new
 //! server version never runs with stale scripts.
 
 use std::sync::LazyLock;
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 
-use super::ApiRoutes;
 use super::error::ApiError;
+use super::{ApiRoutes, AppState};
 
 /// One embedded file: name under `/assets/`, content type, body.
 type Asset = (&'static str, &'static str, &'static str);
@@ -27,6 +30,8 @@ const CSS: &str = "text/css; charset=utf-8";
 const SVG: &str = "image/svg+xml";
 
 const INDEX: &str = include_str!("assets/index.html");
+/// The `<base>` element of `index.html`, replaced by the mount's base path.
+const BASE_ELEMENT: &str = "<base href=\"/\">";
 
 /// Every console asset.
 pub const ASSETS: &[Asset] = &[
@@ -47,7 +52,6 @@ fn etag(body: &str) -> String {
     format!("\"{}\"", hex::encode(&d[..12]))
 }
 
-static INDEX_ETAG: LazyLock<String> = LazyLock::new(|| etag(INDEX));
 static ASSET_ETAGS: LazyLock<Vec<String>> =
     LazyLock::new(|| ASSETS.iter().map(|(_, _, body)| etag(body)).collect());
 
@@ -55,7 +59,7 @@ fn respond(
     headers: &HeaderMap,
     content_type: &'static str,
     tag: &str,
-    body: &'static str,
+    body: impl IntoResponse,
 ) -> Response {
     let tag_value = HeaderValue::from_str(tag).unwrap_or(HeaderValue::from_static("\"\""));
     let fresh = headers
@@ -77,8 +81,15 @@ fn respond(
         .into_response()
 }
 
-async fn shell(headers: HeaderMap) -> Response {
-    respond(&headers, HTML, &INDEX_ETAG, INDEX)
+/// `index.html` for a console whose base path ends in `/` (`/`, `/pam/`).
+pub fn shell_html(base_href: &str) -> String {
+    INDEX.replacen(BASE_ELEMENT, &format!("<base href=\"{base_href}\">"), 1)
+}
+
+async fn shell(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let html = shell_html(&state.mount().base_href());
+    let tag = etag(&html);
+    respond(&headers, HTML, &tag, html)
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
@@ -115,7 +126,7 @@ mod tests {
         for (file, body) in all_files() {
             for piece in body.split(['\'', '"']) {
                 let name = piece
-                    .strip_prefix("/assets/")
+                    .strip_prefix("assets/")
                     .or_else(|| piece.strip_prefix("./"));
                 if let Some(name) =
                     name.filter(|n| [".js", ".css", ".svg"].iter().any(|e| n.ends_with(e)))
@@ -188,7 +199,20 @@ mod tests {
         assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
         let missing = asset(Path("nope.js".into()), HeaderMap::new()).await;
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-        let page = shell(HeaderMap::new()).await;
-        assert_eq!(page.headers()[header::CONTENT_TYPE], HTML);
+    }
+
+    #[test]
+    fn the_shell_carries_the_base_path_and_only_relative_urls() {
+        assert!(INDEX.contains(BASE_ELEMENT), "index.html lost its <base>");
+        let html = shell_html("/pam/");
+        assert!(html.contains("<base href=\"/pam/\">"), "{html}");
+        for (file, body) in all_files() {
+            for piece in body.split(['\'', '"', '`']) {
+                assert!(
+                    !piece.starts_with("/api/") && !piece.starts_with("/assets/"),
+                    "{file} has the absolute URL `{piece}`: build it from the base path"
+                );
+            }
+        }
     }
 }

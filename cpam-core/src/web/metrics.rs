@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::events::EngineEvent;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cpam_core::events::EngineEvent;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;

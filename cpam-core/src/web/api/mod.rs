@@ -1,4 +1,4 @@
-//! `/api/v1`: thin handlers over `cpam_core::access` and `cpam_core::admin`,
+//! `/api/v1`: thin handlers over `crate::access` and `crate::admin`,
 //! and the JSON shapes they answer with (times as RFC 3339 strings).
 
 mod audit;
@@ -7,11 +7,11 @@ mod customers;
 mod sessions;
 mod users;
 
+use crate::Result;
+use crate::model::{Customer, Gatekeeper, Grant, Service, Session, Timestamp, User};
+use crate::store::Store;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use cpam_core::Result;
-use cpam_core::model::{Customer, Gatekeeper, Grant, Service, Session, Timestamp, User};
-use cpam_core::store::Store;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -251,10 +251,7 @@ pub fn grant_json(g: &Grant, user: &str, s: &Service) -> GrantJson {
 }
 
 /// Whether a session listing `s` is live right now, with its current counters.
-pub fn with_live_counters(
-    mut s: Session,
-    live: &[cpam_core::session::LiveInfo],
-) -> (Session, bool) {
+pub fn with_live_counters(mut s: Session, live: &[crate::session::LiveInfo]) -> (Session, bool) {
     match live.iter().find(|l| l.session.id == s.id) {
         Some(l) => {
             s.bytes_up = l.session.bytes_up;

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use crate::access;
+use crate::model::{GrantId, ServiceId, Session, SessionId, Timestamp, UserId};
+use crate::store::SessionFilter;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use cpam_core::access;
-use cpam_core::model::{GrantId, ServiceId, Session, SessionId, Timestamp, UserId};
-use cpam_core::store::SessionFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -63,7 +63,7 @@ pub async fn list(
     let limit = q.limit.unwrap_or(500).clamp(1, 10_000);
     let p = &caller.principal;
     // Narrow in the database where the scope allows it, filter exactly after.
-    let user_id = (!p.has(cpam_core::model::Permission::VIEW_SESSIONS)).then(|| p.user.id.clone());
+    let user_id = (!p.has(crate::model::Permission::VIEW_SESSIONS)).then(|| p.user.id.clone());
     let sessions = state
         .store
         .list_sessions(&SessionFilter {

@@ -1,7 +1,7 @@
 // Settings (server-wide IP Connect mode), Help -> Download IP Connect, and
 // the user's own API tokens.
 
-import { del, get, post, put } from './api.js';
+import { API, del, get, post, put } from './api.js';
 import { USER_MODES } from './users.js';
 import { busy, bytes, confirmDialog, copyButton, field, form, h, mount, table, timeCell, toast } from './ui.js';
 
@@ -32,7 +32,7 @@ export async function downloadsPage(root) {
     h('td', { class: 'actions' }, h('a', {
       class: 'button primary small',
       'data-test': 'ipconnect-download',
-      href: `/api/v1/downloads/ipconnect/${encodeURIComponent(d.file)}`,
+      href: `${API}/downloads/ipconnect/${encodeURIComponent(d.file)}`,
       download: d.file,
     }, 'Download'))));
   mount(root,
@@ -60,7 +60,7 @@ export async function tokensPage(root) {
     mount(root.querySelector('[data-test=token-shown]'), h('div', { class: 'notice ok' },
       h('h3', {}, `Token “${t.name}” — copy it now, it is shown only once`),
       h('div', {}, h('span', { class: 'secret', 'data-test': 'token-value' }, t.token), ' ', copyButton(t.token, 'copy-token')),
-      h('p', { class: 'small' }, 'Use it as ', h('code', {}, 'Authorization: Bearer <token>'), ' on /api/v1 requests.')));
+      h('p', { class: 'small' }, 'Use it as ', h('code', {}, 'Authorization: Bearer <token>'), ' on REST API requests.')));
   });
   const rows = tokens.map((t) => h('tr', { 'data-test': 'token-row', 'data-name': t.name },
     h('td', {}, h('strong', {}, t.name)),

@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
+use crate::access;
+use crate::model::{Customer, CustomerId, GatekeeperId, ServiceId, ServiceKind, Target};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cpam_core::access;
-use cpam_core::model::{Customer, CustomerId, GatekeeperId, ServiceId, ServiceKind, Target};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -81,7 +81,7 @@ pub async fn delete(
         .iter()
         .any(|l| l.session.customer_id == c.id)
     {
-        return Err(cpam_core::Error::conflict(format!(
+        return Err(crate::Error::conflict(format!(
             "customer `{}` has live sessions; terminate them first",
             c.name
         ))
@@ -133,7 +133,7 @@ async fn scoped_gatekeeper(
     state: &AppState,
     caller: &Caller,
     id: String,
-) -> ApiResult<(cpam_core::model::Gatekeeper, Customer)> {
+) -> ApiResult<(crate::model::Gatekeeper, Customer)> {
     let gk = access::gatekeeper(state.store.as_ref(), &caller.principal, &GatekeeperId(id)).await?;
     let c = state
         .store
@@ -198,7 +198,7 @@ pub async fn profile(
 ) -> ApiResult<Response> {
     let (gk, c) = scoped_gatekeeper(&state, &caller, id).await?;
     if !gk.is_registered() {
-        return Err(cpam_core::Error::conflict("gatekeeper is not registered yet").into());
+        return Err(crate::Error::conflict("gatekeeper is not registered yet").into());
     }
     let profile = state
         .admin(&caller)

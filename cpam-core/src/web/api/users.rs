@@ -1,11 +1,11 @@
 //! Users, roles and server-wide settings.
 
+use crate::Secret;
+use crate::admin::{NewUser, UserUpdate};
+use crate::model::{CustomerId, IpConnectMode, Permission, Role, UserId};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use cpam_core::Secret;
-use cpam_core::admin::{NewUser, UserUpdate};
-use cpam_core::model::{CustomerId, IpConnectMode, Permission, Role, UserId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -63,7 +63,7 @@ pub async fn create(
     ))
 }
 
-async fn find_user(state: &AppState, id: String) -> ApiResult<cpam_core::model::User> {
+async fn find_user(state: &AppState, id: String) -> ApiResult<crate::model::User> {
     state
         .store
         .user(&UserId(id.clone()))
@@ -102,7 +102,7 @@ pub async fn update(
 ) -> ApiResult<Json<UserJson>> {
     let user = find_user(&state, id).await?;
     if user.id == caller.user().id && body.disabled == Some(true) {
-        return Err(cpam_core::Error::conflict("you cannot disable yourself").into());
+        return Err(crate::Error::conflict("you cannot disable yourself").into());
     }
     let update = UserUpdate {
         disabled: body.disabled,
@@ -143,7 +143,7 @@ pub async fn create_role(
     caller: Caller,
     Body(body): Body<NewRole>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    cpam_core::model::validate_role_name(&body.name)?;
+    crate::model::validate_role_name(&body.name)?;
     if state
         .store
         .list_roles()
@@ -151,9 +151,7 @@ pub async fn create_role(
         .iter()
         .any(|r| r.name == body.name)
     {
-        return Err(
-            cpam_core::Error::conflict(format!("role `{}` already exists", body.name)).into(),
-        );
+        return Err(crate::Error::conflict(format!("role `{}` already exists", body.name)).into());
     }
     let role = state
         .admin(&caller)
@@ -178,7 +176,7 @@ pub async fn update_role(
         .permissions
         .iter()
         .map(|p| p.parse())
-        .collect::<cpam_core::Result<Vec<Permission>>>()?;
+        .collect::<crate::Result<Vec<Permission>>>()?;
     let role = state.admin(&caller).update_role(&name, &perms).await?;
     if let Err(error) = state.engine.recheck().await {
         tracing::warn!(%error, "cannot recheck live sessions after a role changed");

@@ -3,13 +3,19 @@
 //! `docs/openapi.json` (a test fails when they drift).
 
 use axum::Json;
+use axum::extract::State;
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use super::error::CODES;
 use super::rbac::{Access, Body, POLICY, Route, Scope};
 
-pub async fn serve() -> Json<Value> {
-    Json(document())
+/// The document as served: its server URL is the mount's base path (the
+/// committed copy says `/`).
+pub async fn serve(State(state): State<AppState>) -> Json<Value> {
+    let mut doc = document();
+    doc["servers"] = json!([{ "url": state.mount().base_path() }]);
+    Json(doc)
 }
 
 fn obj(required: &[&str], props: Value) -> Value {

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
@@ -16,12 +15,14 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
+use crate::{Error, ErrorKind, Result};
+
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Writes a self-signed certificate for `hosts` (plus localhost, 127.0.0.1
 /// and ::1) to `cert` and its key to `key` (mode 0600).
-pub fn generate(cert: &Path, key: &Path, hosts: &[String]) -> anyhow::Result<()> {
+pub fn generate(cert: &Path, key: &Path, hosts: &[String]) -> Result<()> {
     let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
@@ -32,35 +33,48 @@ pub fn generate(cert: &Path, key: &Path, hosts: &[String]) -> anyhow::Result<()>
             names.push(h.clone());
         }
     }
-    let certified = rcgen::generate_simple_self_signed(names)
-        .context("cannot generate the console's TLS certificate")?;
+    let certified = rcgen::generate_simple_self_signed(names).map_err(|e| {
+        Error::internal("cannot generate the console's TLS certificate").with_source(e)
+    })?;
     std::fs::write(cert, certified.cert.pem())
-        .with_context(|| format!("cannot write {}", cert.display()))?;
-    cpam_core::tunnel::keys::write_private_file(
-        key,
-        certified.signing_key.serialize_pem().as_bytes(),
-    )?;
+        .map_err(|e| Error::from(e).context(&format!("cannot write {}", cert.display())))?;
+    crate::tunnel::keys::write_private_file(key, certified.signing_key.serialize_pem().as_bytes())?;
     Ok(())
 }
 
 /// The rustls configuration serving `cert` (PEM chain) with `key` (PEM).
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let bad = |what: String| {
+        move |e: rustls::pki_types::pem::Error| {
+            Error::new(ErrorKind::InvalidArgument, what).with_source(e)
+        }
+    };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .with_context(|| format!("cannot read certificate {}", cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("{}: malformed PEM certificate", cert.display()))?;
+        .map_err(bad(format!("cannot read certificate {}", cert.display())))?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(bad(format!(
+            "{}: malformed PEM certificate",
+            cert.display()
+        )))?;
     if chain.is_empty() {
-        anyhow::bail!("{}: no certificate found", cert.display());
+        return Err(Error::invalid(format!(
+            "{}: no certificate found",
+            cert.display()
+        )));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("{}: no readable PEM private key", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(bad(format!(
+        "{}: no readable PEM private key",
+        key.display()
+    )))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
+        .map_err(|e| Error::internal("TLS protocol versions").with_source(e))?
         .with_no_client_auth()
         .with_single_cert(chain, key)
-        .context("the console certificate and key do not match")?;
+        .map_err(|e| {
+            Error::invalid("the console certificate and key do not match").with_source(e)
+        })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

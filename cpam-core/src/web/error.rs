@@ -1,8 +1,8 @@
 //! JSON errors with stable codes: `{"error": {"code": "...", "message": "..."}}`.
 
+use crate::{Error, ErrorKind};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cpam_core::{Error, ErrorKind};
 use serde_json::json;
 
 /// An error answer of the API.
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn docs_list_every_code_with_its_status() {
-        let docs = include_str!("../../../../docs/api.md");
+        let docs = include_str!("../../../docs/api.md");
         for (code, status, _) in CODES.iter() {
             let row = format!("| `{code}` | {status} |");
             assert!(

@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use crate::access::{Principal, token_hash};
+use crate::model::{AuditCategory, Permission, Timestamp, TokenId};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cpam_core::access::{Principal, token_hash};
-use cpam_core::model::{AuditCategory, Permission, Timestamp, TokenId};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -31,8 +31,8 @@ pub struct Login {
 async fn dummy_hash() -> String {
     static HASH: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     HASH.get_or_init(|| async {
-        let random = cpam_core::Secret::new(cpam_core::model::random_token(16));
-        cpam_core::password::hash(random).await.unwrap_or_default()
+        let random = crate::Secret::new(crate::model::random_token(16));
+        crate::password::hash(random).await.unwrap_or_default()
     })
     .await
     .clone()
@@ -50,6 +50,11 @@ pub async fn login(
     ext: axum::http::Extensions,
     Body(body): Body<Login>,
 ) -> ApiResult<Response> {
+    if !state.authenticator().password_login() {
+        return Err(ApiError::denied(
+            "password sign-in is not offered here; sign in through the product that hosts the console",
+        ));
+    }
     if headers
         .get("x-requested-with")
         .and_then(|v| v.to_str().ok())
@@ -64,7 +69,7 @@ pub async fn login(
         return Err(ApiError::invalid("username must be 1-64 characters"));
     }
     let (user_key, addr_key) = (format!("user:{}", body.username), format!("addr:{ip}"));
-    let password = cpam_core::Secret::new(body.password);
+    let password = crate::Secret::new(body.password);
     if let Some(wait) = state.throttle.locked(&[&user_key, &addr_key]) {
         state.metrics.login("throttled");
         audit_login(
@@ -83,7 +88,7 @@ pub async fn login(
         Some(h) => h,
         None => dummy_hash().await,
     };
-    let matches = cpam_core::password::verify(password.expose(), &hash).await;
+    let matches = crate::password::verify(password.expose(), &hash).await;
     let user = match user {
         Some(u) if matches && u.password_hash.is_some() && !u.disabled => u,
         other => {
@@ -141,6 +146,7 @@ pub async fn login(
     let body = me_json(&state, &principal, Some(&session.csrf_token)).await?;
     let cookie = set_cookie(
         &cookie,
+        state.cookie_path(),
         state.options.secure_cookies,
         state.options.absolute_timeout,
     );
@@ -164,15 +170,12 @@ pub async fn logout(
         )
         .await;
     }
-    let clear = clear_cookie(state.options.secure_cookies);
+    let clear = clear_cookie(state.cookie_path(), state.options.secure_cookies);
     Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
 }
 
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let csrf = match &caller.via {
-        Via::Cookie { csrf, .. } => Some(csrf.as_str()),
-        Via::Bearer { .. } => None,
-    };
+    let csrf = caller.via.csrf();
     Ok(Json(me_json(&state, &caller.principal, csrf).await?))
 }
 

@@ -4,7 +4,7 @@
 //! policy middleware enforces it on every request, failing closed; the
 //! OpenAPI document and the RBAC matrix test are generated from it.
 
-use cpam_core::model::Permission;
+use crate::model::Permission;
 use serde::Serialize;
 
 use Permission as P;
@@ -35,7 +35,7 @@ impl Access {
 }
 
 /// How the objects a route touches are limited to the caller (see
-/// `cpam_core::access`). A foreign object answers 404 like a missing one.
+/// `crate::access`). A foreign object answers 404 like a missing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scope {

@@ -1,12 +1,12 @@
 //! The admin log (filters, CSV and JSON-lines export, chain verification)
 //! and the IP Connect downloads.
 
+use crate::model::{AuditCategory, AuditRecord, CustomerId, Timestamp};
+use crate::store::AuditFilter;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use cpam_core::model::{AuditCategory, AuditRecord, CustomerId, Timestamp};
-use cpam_core::store::AuditFilter;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -154,7 +154,7 @@ fn attachment(content_type: &'static str, file: &str, body: impl IntoResponse) -
 }
 
 pub async fn verify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let v = cpam_core::audit::verify_store(state.store.as_ref()).await?;
+    let v = crate::audit::verify_store(state.store.as_ref()).await?;
     let first_broken = v
         .first_broken
         .as_ref()
@@ -205,7 +205,7 @@ pub async fn download(
     };
     let bytes = tokio::fs::read(&path)
         .await
-        .map_err(|e| cpam_core::Error::from(e).context("cannot read the IP Connect program"))?;
+        .map_err(|e| crate::Error::from(e).context("cannot read the IP Connect program"))?;
     tracing::info!(user = %caller.user().name, file = %name, "IP Connect downloaded");
     Ok(attachment("application/octet-stream", &name, bytes))
 }

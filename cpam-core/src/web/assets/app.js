@@ -1,7 +1,8 @@
 // The console shell: sign-in, top bar, navigation, the router and the live
-// event stream (SSE /api/v1/events) pages subscribe to.
+// event stream (SSE api/v1/events) pages subscribe to. Console paths
+// ('/ui/customers') are below the base path: url() and here() translate.
 
-import { can, get, login, post, remember, session, setUnauthenticatedHandler, userName } from './api.js';
+import { API, can, get, here, login, post, remember, session, setUnauthenticatedHandler, url, userName } from './api.js';
 import { clearToasts, h, mount } from './ui.js';
 import { customersPage, customerPage } from './customers.js';
 import { sessionsPage } from './sessions.js';
@@ -30,7 +31,7 @@ function setLive(on) {
 
 function startEvents() {
   stopEvents();
-  source = new EventSource('/api/v1/events');
+  source = new EventSource(`${API}/events`);
   source.addEventListener('open', () => setLive(true));
   source.addEventListener('error', () => setLive(false));
   for (const type of ['gatekeeper', 'session']) {
@@ -69,8 +70,8 @@ const routes = [
 
 /** Goes to a console path (e.g. /ui/customers/cus_1) without reloading. */
 export function navigate(path, replace = false) {
-  if (replace) history.replaceState(null, '', path);
-  else history.pushState(null, '', path);
+  if (replace) history.replaceState(null, '', url(path));
+  else history.pushState(null, '', url(path));
   render();
 }
 
@@ -78,7 +79,7 @@ export function navigate(path, replace = false) {
 export function link(path, attrs, ...children) {
   return h('a', {
     ...attrs,
-    href: path,
+    href: url(path),
     onclick: (e) => {
       if (e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
       e.preventDefault();
@@ -93,7 +94,7 @@ let renderSeq = 0;
 async function render() {
   if (!session.me) return;
   if (!main) layout();
-  const path = location.pathname.replace(/\/+$/, '');
+  const path = here().replace(/\/+$/, '');
   const found = routes.map(([re, page, nav, need]) => [re.exec(path), page, nav, need]).find(([m]) => m);
   if (!found) {
     navigate('/ui/customers', true);
@@ -162,7 +163,7 @@ function layout() {
   main = h('main', {});
   mount(app,
     h('header', { class: 'topbar' },
-      h('div', { class: 'brand' }, h('img', { class: 'logo', src: '/assets/favicon.svg', alt: '' }), 'cpam',
+      h('div', { class: 'brand' }, h('img', { class: 'logo', src: 'assets/favicon.svg', alt: '' }), 'cpam',
         h('small', {}, 'Privileged Access Console')),
       h('div', { class: 'spacer' }),
       h('span', { class: 'live off', 'data-test': 'live-indicator' }, 'Connecting…'),
@@ -179,7 +180,7 @@ async function logout() {
   } catch (_) {
     // The session may already be gone; the login page follows either way.
   }
-  history.replaceState(null, '', '/ui/customers');
+  history.replaceState(null, '', url('/ui/customers'));
   signedOut('You have been signed out.');
 }
 
@@ -195,7 +196,7 @@ function signedOut(message) {
 // --- sign-in -----------------------------------------------------------------
 
 function loginPage(message) {
-  if (!location.pathname.startsWith('/ui/')) history.replaceState(null, '', '/ui/customers');
+  if (!here().startsWith('/ui/')) history.replaceState(null, '', url('/ui/customers'));
   const user = h('input', { type: 'text', id: 'login-username', autocomplete: 'username', 'data-test': 'login-username', required: true });
   const pass = h('input', { type: 'password', id: 'login-password', autocomplete: 'current-password', 'data-test': 'login-password', required: true });
   const err = h('div', { class: 'error hidden', 'data-test': 'login-error', role: 'alert' });
@@ -233,7 +234,7 @@ function loginPage(message) {
   mount(app,
     h('div', { class: 'login-wrap' },
       h('div', { class: 'login-card', 'data-test': 'login' },
-        h('h1', {}, h('img', { class: 'logo', src: '/assets/favicon.svg', alt: '' }), 'cpam console'),
+        h('h1', {}, h('img', { class: 'logo', src: 'assets/favicon.svg', alt: '' }), 'cpam console'),
         h('p', { class: 'sub' }, 'Sign in to manage customers, gatekeepers and vendor sessions.'),
         message ? h('div', { class: 'notice', 'data-test': 'login-message' }, message) : null,
         f)));

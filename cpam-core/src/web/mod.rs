@@ -1,0 +1,455 @@
+//! The web console and REST API (`/api/v1`) as an axum router (feature
+//! `web`), served by `cpam-server run` or mounted by an integrator under a
+//! base path of their own app with [`router`].
+//!
+//! Every route is registered through [`ApiRoutes::add`], which refuses a
+//! route that has no entry in the policy table ([`rbac::POLICY`]) and wraps
+//! the route in the policy middleware ([`auth::policy`]) with that entry;
+//! anything unlisted is a 404 (the console shell routes of [`ui`] included).
+//! Who the caller is comes from the mount's [`Authenticator`] ([`BuiltIn`]:
+//! session cookie or bearer token). Handlers are thin: they resolve objects
+//! through `crate::access` (a foreign object is a 404) and act through
+//! `crate::admin::Admin`, which audits.
+//!
+//! Nothing assumes the console sits at `/`: routes are relative to the base
+//! path, the session cookie's `Path` is the base path, and the shell tells
+//! the scripts where they are (`<base href>`), so every URL they build
+//! (the API, the event stream, downloads, page links) starts there.
+
+pub mod api;
+pub mod auth;
+pub mod authenticator;
+pub mod error;
+pub mod events;
+pub mod metrics;
+pub mod openapi;
+pub mod rbac;
+pub mod tls;
+pub mod ui;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::admin::Admin;
+use crate::audit::AuditSink;
+use crate::session::SessionEngine;
+use crate::store::Store;
+use axum::Extension;
+use axum::Router;
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{Next, from_fn};
+use axum::routing::{MethodFilter, on};
+
+pub use self::auth::{Caller, Via};
+pub use self::authenticator::{AuthRequest, Authenticator, BuiltIn, Identity};
+use self::error::ApiError;
+
+/// Where and how the console is mounted (see [`router`]).
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The path the console lives under in the integrator's app: `/` (the
+    /// whole host, as `cpam-server run` serves it) or e.g. `/pam`.
+    /// Normalized by [`WebConfig::with_base_path`].
+    base_path: String,
+    /// Who signs callers in; [`BuiltIn`] by default.
+    pub authenticator: Arc<dyn Authenticator>,
+}
+
+impl Default for WebConfig {
+    fn default() -> Self {
+        WebConfig {
+            base_path: "/".to_string(),
+            authenticator: Arc::new(BuiltIn),
+        }
+    }
+}
+
+impl WebConfig {
+    /// Mounts the console under `path` (`/pam`, `/pam/` and `pam` are the
+    /// same). Refused: anything but plain path segments of letters, digits,
+    /// `-`, `_`, `.` and `~` (no `..`, no query, no `{`).
+    pub fn with_base_path(mut self, path: &str) -> crate::Result<Self> {
+        let trimmed = path.trim_matches('/');
+        if trimmed.is_empty() {
+            self.base_path = "/".to_string();
+            return Ok(self);
+        }
+        for segment in trimmed.split('/') {
+            let plain = segment
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~'));
+            if segment.is_empty() || segment == "." || segment == ".." || !plain {
+                return Err(crate::Error::invalid(format!(
+                    "console base path `{path}`: segment `{segment}` must be letters, digits, `-`, `_`, `.` or `~`"
+                )));
+            }
+        }
+        self.base_path = format!("/{trimmed}");
+        Ok(self)
+    }
+
+    /// Signs callers in with `authenticator` instead of [`BuiltIn`].
+    pub fn with_authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = authenticator;
+        self
+    }
+
+    /// `/` or the base path without a trailing slash (`/pam`).
+    pub fn base_path(&self) -> &str {
+        &self.base_path
+    }
+
+    /// The base path with a trailing slash (`/`, `/pam/`): the shell's
+    /// `<base href>`.
+    pub fn base_href(&self) -> String {
+        if self.base_path == "/" {
+            "/".to_string()
+        } else {
+            format!("{}/", self.base_path)
+        }
+    }
+}
+
+/// What the web server needs to know besides the store and the engine.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Mark the cookie `Secure` (served over TLS).
+    pub secure_cookies: bool,
+    pub idle_timeout: Duration,
+    pub absolute_timeout: Duration,
+    /// The SSH address written into downloaded Connection Manager profiles.
+    pub ssh_address: String,
+    /// The server's SSH host key (OpenSSH public form) for profiles.
+    pub server_key: String,
+    /// The fingerprint of that key, shown with registration codes so the
+    /// gatekeeper pins it on first contact.
+    pub server_fingerprint: String,
+    /// Where the `cpam-connect` executable is looked for (IP Connect downloads).
+    pub downloads_dir: PathBuf,
+}
+
+/// Shared state of every handler: the server's parts and the mount
+/// ([`WebConfig`]) the request came through.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+    mount: Arc<WebConfig>,
+}
+
+/// See [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub audit: Arc<dyn AuditSink>,
+    pub engine: Arc<SessionEngine>,
+    pub options: WebOptions,
+    /// Failed logins; share it with the SSH hub so both count together.
+    pub throttle: Arc<crate::throttle::Throttle>,
+    pub metrics: metrics::Metrics,
+    /// Whether the SSH hub is listening (for `/readyz`).
+    pub hub_ready: Arc<AtomicBool>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+        engine: Arc<SessionEngine>,
+        options: WebOptions,
+        hub_ready: Arc<AtomicBool>,
+    ) -> Self {
+        let throttle = Arc::default();
+        Self::with_throttle(store, audit, engine, options, hub_ready, throttle)
+    }
+
+    /// [`AppState::new`] counting failed logins in `throttle`, e.g. the one
+    /// the SSH hub counts password failures in.
+    pub fn with_throttle(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+        engine: Arc<SessionEngine>,
+        options: WebOptions,
+        hub_ready: Arc<AtomicBool>,
+        throttle: Arc<crate::throttle::Throttle>,
+    ) -> Self {
+        AppState {
+            shared: Arc::new(Shared {
+                store,
+                audit,
+                engine,
+                options,
+                throttle,
+                metrics: metrics::Metrics::default(),
+                hub_ready,
+            }),
+            mount: Arc::new(WebConfig::default()),
+        }
+    }
+
+    /// The same server parts behind another mount.
+    pub fn mounted(&self, config: WebConfig) -> AppState {
+        AppState {
+            shared: self.shared.clone(),
+            mount: Arc::new(config),
+        }
+    }
+
+    /// How this console is mounted.
+    pub fn mount(&self) -> &WebConfig {
+        &self.mount
+    }
+
+    /// Who signs callers in on this mount.
+    pub fn authenticator(&self) -> &dyn Authenticator {
+        self.mount.authenticator.as_ref()
+    }
+
+    /// The session cookie's `Path`: the base path.
+    pub fn cookie_path(&self) -> &str {
+        self.mount.base_path()
+    }
+
+    /// An [`Admin`] acting as `caller` (their name goes into the audit log).
+    pub fn admin(&self, caller: &Caller) -> Admin {
+        Admin::new(
+            self.store.clone(),
+            self.audit.clone(),
+            caller.user().name.clone(),
+        )
+    }
+
+    /// Whether the hub is listening.
+    pub fn hub_is_ready(&self) -> bool {
+        self.hub_ready.load(Ordering::Relaxed)
+    }
+}
+
+/// The router's routes as registered, each checked against the policy table.
+#[derive(Debug, Default)]
+pub struct ApiRoutes {
+    router: Router<AppState>,
+    registered: Vec<(&'static str, &'static str)>,
+}
+
+impl ApiRoutes {
+    /// Registers `handler` for `method` on `path`.
+    ///
+    /// The route carries its policy table entry: the policy middleware
+    /// applies it to every request of the route (a `HEAD` is its `GET`).
+    ///
+    /// # Panics
+    /// When the policy table has no entry for the route: a route without a
+    /// policy cannot exist (the server refuses to start, tests fail).
+    pub fn add<H, T>(mut self, method: &'static str, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let Some(entry) = rbac::lookup(method, path) else {
+            panic!("route {method} {path} has no entry in the policy table (web/rbac.rs)");
+        };
+        let filter = match method {
+            "GET" => MethodFilter::GET,
+            "POST" => MethodFilter::POST,
+            "PUT" => MethodFilter::PUT,
+            "PATCH" => MethodFilter::PATCH,
+            "DELETE" => MethodFilter::DELETE,
+            other => panic!("unsupported method {other} for {path}"),
+        };
+        let guarded = on(filter, handler).route_layer(from_fn(move |req: Request, next: Next| {
+            auth::policy(entry, req, next)
+        }));
+        self.router = self.router.route(path, guarded);
+        self.registered.push((method, path));
+        self
+    }
+
+    /// Adds routes that register themselves (the console shell).
+    pub fn merge(mut self, routes: ApiRoutes) -> Self {
+        self.router = self.router.merge(routes.router);
+        self.registered.extend(routes.registered);
+        self
+    }
+
+    /// `(method, path)` of every registered route.
+    pub fn registered(&self) -> &[(&'static str, &'static str)] {
+        &self.registered
+    }
+}
+
+/// Every route of the web server: the API, operations, and the console shell.
+pub fn routes() -> ApiRoutes {
+    api::routes()
+        .add("GET", "/healthz", metrics::healthz)
+        .add("GET", "/readyz", metrics::readyz)
+        .add("GET", "/metrics", metrics::metrics)
+        .add("GET", "/api/v1/openapi.json", openapi::serve)
+        .add("GET", "/api/v1/events", events::events)
+        .merge(ui::routes())
+}
+
+/// The console and API as served at `/` with the built-in sign-in (what
+/// `cpam-server run` serves).
+pub fn app(state: AppState) -> Router {
+    router(state, WebConfig::default())
+}
+
+/// The console and API mounted as `config` says, ready to merge into an
+/// integrator's app (`Router::merge`): with a base path (`/pam`) every
+/// route, the 404 answer for unknown paths and the security headers stay
+/// below `/pam/`, `/pam` redirects there, and the app's own routes and
+/// fallback are left alone. Serve the app with
+/// `into_make_service_with_connect_info::<SocketAddr>()` so login throttling
+/// and the audit log see client addresses.
+pub fn router(state: AppState, config: WebConfig) -> Router {
+    let (base, href) = (config.base_path().to_string(), config.base_href());
+    let state = state.mounted(config);
+    let console = routes()
+        .router
+        .fallback(fallback)
+        .layer(from_fn(security_headers))
+        .layer(Extension(state.clone()))
+        .with_state(state);
+    if base == "/" {
+        return console;
+    }
+    // `/pam/...` is the console; `/pam` itself goes to `/pam/`, so relative
+    // URLs resolve below the base path.
+    let to_shell = axum::response::Redirect::permanent(&href);
+    Router::new()
+        .route(&base, axum::routing::get(move || async move { to_shell }))
+        .nest(&href, console)
+}
+
+async fn fallback() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn security_headers(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let api = req.uri().path().starts_with("/api/");
+    let mut r = next.run(req).await;
+    let h = r.headers_mut();
+    let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'self'; frame-ancestors 'none'",
+    );
+    set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    set(h, header::REFERRER_POLICY, "no-referrer");
+    set(h, header::X_FRAME_OPTIONS, "DENY");
+    if api {
+        set(h, header::CACHE_CONTROL, "no-store");
+    }
+    r
+}
+
+/// Where the console listens and how.
+#[derive(Debug)]
+pub enum Listener {
+    Tls(tls::TlsListener),
+    Plain(tokio::net::TcpListener),
+}
+
+impl Listener {
+    /// Binds `addr`: TLS with `config`, or plain HTTP when `config` is
+    /// `None`, which is refused unless `addr` is loopback.
+    pub async fn bind(
+        addr: SocketAddr,
+        config: Option<Arc<rustls::ServerConfig>>,
+    ) -> crate::Result<Listener> {
+        if config.is_none() && !addr.ip().is_loopback() {
+            return Err(crate::Error::invalid(format!(
+                "plain HTTP (--web-insecure-http) is served only on a loopback address, not {addr}"
+            )));
+        }
+        let tcp = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            crate::Error::from(e).context(&format!("cannot listen for the console on {addr}"))
+        })?;
+        Ok(match config {
+            Some(c) => Listener::Tls(tls::TlsListener::new(tcp, c)?),
+            None => Listener::Plain(tcp),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Listener::Tls(l) => axum::serve::Listener::local_addr(l),
+            Listener::Plain(l) => l.local_addr(),
+        }
+    }
+
+    /// `https` or `http`.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            Listener::Tls(_) => "https",
+            Listener::Plain(_) => "http",
+        }
+    }
+}
+
+/// Serves the console as `config` mounts it until the returned tasks are
+/// aborted: the HTTP server and the [`housekeeping`] tasks.
+pub fn serve(
+    listener: Listener,
+    state: AppState,
+    config: WebConfig,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let app = router(state.clone(), config).into_make_service_with_connect_info::<SocketAddr>();
+    let server = tokio::spawn(async move {
+        let result = match listener {
+            Listener::Tls(l) => {
+                use axum::serve::ListenerExt as _;
+                axum::serve(l.tap_io(|_| ()), app).await
+            }
+            Listener::Plain(l) => axum::serve(l, app).await,
+        };
+        if let Err(error) = result {
+            tracing::error!(%error, "console server stopped");
+        }
+    });
+    let mut tasks = vec![server];
+    tasks.extend(housekeeping(state));
+    tasks
+}
+
+/// What a console needs running beside its router, for an app that serves
+/// [`router`] itself: the sweeper of expired console sessions and the
+/// metrics event feed. Abort the tasks to stop them.
+pub fn housekeeping(state: AppState) -> Vec<tokio::task::JoinHandle<()>> {
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                let now = crate::model::Timestamp::now();
+                let idle_before = crate::model::Timestamp(
+                    now.millis() - state.options.idle_timeout.as_millis() as i64,
+                );
+                if let Err(error) = state.store.purge_web_sessions(idle_before, now).await {
+                    tracing::warn!(%error, "cannot purge expired console sessions");
+                }
+            }
+        })
+    };
+    let feed = tokio::spawn(metrics::feed(state));
+    vec![sweeper, feed]
+}

@@ -1,0 +1,15 @@
+//! The integration tests that drive cpam's binaries and library against real
+//! peers (stock OpenSSH, PostgreSQL), one module per area, linked once.
+
+mod admin_cli;
+mod demo_e2e;
+mod examples_run;
+mod harness_selfcheck;
+mod lifecycle_e2e;
+mod refusals_e2e;
+mod store;
+mod tunnel_e2e;
+mod web_api;
+mod web_mount;
+mod web_rbac;
+mod web_security;
