@@ -139,34 +139,11 @@ pub async fn start_web(server: &Server, args: &WebArgs) -> anyhow::Result<String
         "/" => format!("{}://{local}", listener.scheme()),
         _ => format!("{}://{local}{}", listener.scheme(), config.base_href()),
     };
-    let engine = server.engine().clone();
     let downloads_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(Path::to_path_buf))
         .unwrap_or_default();
-    let hub_addr = server
-        .local_addr()
-        .context("start the server before its console")?;
-    let options = web::WebOptions {
-        secure_cookies: !args.insecure_http,
-        idle_timeout: Duration::from_secs(data.config.web_idle_timeout_secs.max(1)),
-        absolute_timeout: Duration::from_secs(12 * 3600),
-        ssh_address: data
-            .config
-            .public_address
-            .clone()
-            .unwrap_or_else(|| hub_addr.to_string()),
-        server_key: keys::public_openssh(data.host_key()?.public_key()),
-        server_fingerprint: keys::fingerprint(data.host_key()?.public_key()),
-        downloads_dir,
-    };
-    let state = web::AppState::new(
-        engine.store().clone(),
-        engine.audit().clone(),
-        engine,
-        options,
-        server.ready().clone(),
-    );
+    let state = web::AppState::for_server(server, !args.insecure_http, downloads_dir)?;
     for task in web::serve(listener, state, config) {
         server.adopt(task)?;
     }
