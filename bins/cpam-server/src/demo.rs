@@ -61,17 +61,16 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
             &["System Administrator".to_string()],
         )
         .await?;
-    let web_args = |listen: &str| crate::run::WebArgs {
+    let web_args = |listen: &str| cpam_core::server::ConsoleOptions {
         listen: Some(listen.to_string()),
-        insecure_http: false,
-        base_path: None,
+        ..Default::default()
     };
-    let console = match crate::run::start_web(&running, &web_args(web_listen)).await {
+    let console = match running.start_console(&web_args(web_listen)).await {
         Ok(url) => url,
         Err(_) => {
             let any =
                 std::net::SocketAddr::new(web_listen.parse::<std::net::SocketAddr>()?.ip(), 0);
-            crate::run::start_web(&running, &web_args(&any.to_string())).await?
+            running.start_console(&web_args(&any.to_string())).await?
         }
     };
     admin

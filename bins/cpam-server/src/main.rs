@@ -125,10 +125,11 @@ fn main() -> std::process::ExitCode {
                 web_base_path,
                 node_id,
             } => {
-                let web = run::WebArgs {
+                let web = cpam_core::server::ConsoleOptions {
                     listen: web_listen,
                     insecure_http: web_insecure_http,
                     base_path: web_base_path,
+                    downloads_dir: None,
                 };
                 run::run(&data_dir, node_id, listen.as_deref(), web).await
             }

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cpam_core::audit::StoreAuditSink;
-use cpam_core::server::{DataDir, Server, ServerOptions, Source};
+use cpam_core::server::{ConsoleOptions, DataDir, Server, ServerOptions, Source};
 use cpam_core::tunnel::keys;
-use cpam_core::web;
 
 /// What `init` sets up besides the SSH side.
 #[derive(Debug, Default)]
@@ -101,55 +100,6 @@ fn admin_password(name: &str, stdin: bool) -> anyhow::Result<cpam_core::Secret<S
     Ok(cpam_core::Secret::new(password))
 }
 
-/// How the console is served.
-#[derive(Debug, Default)]
-pub struct WebArgs {
-    /// Overrides `web_listen` of config.json.
-    pub listen: Option<String>,
-    /// Plain HTTP (loopback only).
-    pub insecure_http: bool,
-    /// Serve the console below this path (`/pam`) instead of at `/`.
-    pub base_path: Option<String>,
-}
-
-/// Starts the console next to the hub; returns its URL.
-pub async fn start_web(server: &Server, args: &WebArgs) -> anyhow::Result<String> {
-    let data = server
-        .data_dir()
-        .context("the console needs a server opened from a data dir")?;
-    let listen = args.listen.as_deref().unwrap_or(&data.config.web_listen);
-    let config = match &args.base_path {
-        Some(p) => web::WebConfig::default().with_base_path(p)?,
-        None => web::WebConfig::default(),
-    };
-    let addr: std::net::SocketAddr = listen
-        .parse()
-        .with_context(|| format!("console address `{listen}` must be IP:PORT"))?;
-    let tls = if args.insecure_http {
-        None
-    } else {
-        Some(web::tls::server_config(
-            &data.web_cert_path(),
-            &data.web_key_path(),
-        )?)
-    };
-    let listener = web::Listener::bind(addr, tls).await?;
-    let local = listener.local_addr()?;
-    let url = match config.base_path() {
-        "/" => format!("{}://{local}", listener.scheme()),
-        _ => format!("{}://{local}{}", listener.scheme(), config.base_href()),
-    };
-    let downloads_dir = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let state = web::AppState::for_server(server, !args.insecure_http, downloads_dir)?;
-    for task in web::serve(listener, state, config) {
-        server.adopt(task)?;
-    }
-    Ok(url)
-}
-
 /// Opens the data dir (recovering what this node left behind) and starts
 /// the hub and the control socket.
 pub async fn start(
@@ -170,13 +120,13 @@ pub async fn run(
     dir: &Path,
     node_id: Option<String>,
     listen: Option<&str>,
-    web_args: WebArgs,
+    console: ConsoleOptions,
 ) -> anyhow::Result<ExitCode> {
     let server = start(dir, node_id, listen).await?;
     let addr = server.local_addr().context("the server stopped at once")?;
     println!("cpam-server listening on {addr}");
     println!("cpam-server node {}", server.node_id());
-    let url = start_web(&server, &web_args).await?;
+    let url = server.start_console(&console).await?;
     println!("cpam-server console on {url}");
     cpam_core::signal::shutdown().await;
     tracing::info!("shutting down");

@@ -8,6 +8,8 @@
 //! marks offline only the gatekeepers whose link *it* held, so starting a
 //! second node never ends the first one's work.
 
+#[cfg(feature = "web")]
+mod console;
 mod control;
 mod data_dir;
 
@@ -20,6 +22,8 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "web")]
+pub use console::ConsoleOptions;
 pub use control::{ControlRequest, control, serve_control};
 pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig};
 

@@ -211,9 +211,12 @@ impl AppState {
         let data = server.data_dir().ok_or_else(|| {
             crate::Error::invalid("the console needs a server opened from a data dir")
         })?;
-        let hub_addr = server
-            .local_addr()
-            .ok_or_else(|| crate::Error::invalid("start the server before its console"))?;
+        let hub_addr = server.local_addr().ok_or_else(|| {
+            crate::Error::new(
+                crate::ErrorKind::Conflict,
+                "start the server before its console",
+            )
+        })?;
         let key = data.host_key()?;
         let options = WebOptions {
             secure_cookies,

@@ -2,18 +2,15 @@
 //! equivalent OpenSSH two-hop chain, on loopback, in one run, and prints the
 //! figures with within-run ratios. See `docs/benchmark.md`.
 
-#[path = "../bench/mod.rs"]
-mod bench;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
-use bench::openssh::Flavor;
-use bench::targets::Targets;
-use bench::{PathResult, Plan, RunningPath, procs};
+use cpam_bench::openssh::Flavor;
+use cpam_bench::targets::Targets;
+use cpam_bench::{PathResult, Plan, RunningPath, procs};
 
 const ALL_PATHS: [&str; 4] = ["direct", "openssh", "openssh-tty", "cpam"];
 
@@ -160,14 +157,14 @@ fn run() -> Result<()> {
         eprintln!("cpam-bench: setting up {name}");
         let started: Result<RunningPath> = match *name {
             "direct" => Ok(RunningPath::direct(&targets)),
-            "openssh" => bench::openssh::start(&targets, Flavor::Plain),
-            "openssh-tty" => bench::openssh::start(&targets, Flavor::Tty),
-            _ => bench::cpam::start(&targets, &bin_dir),
+            "openssh" => cpam_bench::openssh::start(&targets, Flavor::Plain),
+            "openssh-tty" => cpam_bench::openssh::start(&targets, Flavor::Tty),
+            _ => cpam_bench::cpam::start(&targets, &bin_dir),
         };
         match started {
             Ok(path) => {
                 eprintln!("cpam-bench: measuring {name}");
-                let r = bench::measure(&rt, &path, &targets, &plan);
+                let r = cpam_bench::measure(&rt, &path, &targets, &plan);
                 for e in &r.errors {
                     eprintln!("cpam-bench: {name}: {e}");
                 }
@@ -183,8 +180,8 @@ fn run() -> Result<()> {
     }
     drop(rt);
 
-    print!("{}", bench::report::table(&results, &plan));
-    let doc = bench::report::json(&results, &plan);
+    print!("{}", cpam_bench::report::table(&results, &plan));
+    let doc = cpam_bench::report::json(&results, &plan);
     if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
         procs::ensure_dir(parent)?;
     }
@@ -200,7 +197,7 @@ fn run() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::parse_bytes;
-    use crate::bench::load::percentile;
+    use cpam_bench::load::percentile;
 
     #[test]
     fn byte_counts() {
