@@ -32,6 +32,13 @@
 //! `-- --serve 127.0.0.1:8080` it keeps serving; open
 //! `http://127.0.0.1:8080/pam/` and sign in as `admin` with the password
 //! from `CPAM_ADMIN_PASSWORD` (or the one it prints).
+//!
+//! A real deployment starts from a data dir (`cpam-server init`) instead:
+//! `-- --data-dir DIR [--web-listen IP:PORT]` opens it with
+//! `cpam_core::server::Server` (store, engine, hub, control socket, node
+//! recovery), builds the console's state with `AppState::for_server`, and
+//! serves your app over HTTPS with the data dir's certificate
+//! (`web::serve_app`). The browser test drives that mode.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +49,7 @@ use axum::Router;
 use axum::routing::get;
 use cpam_core::admin::Admin;
 use cpam_core::audit::{AuditSink, StoreAuditSink};
+use cpam_core::server::{Server, ServerOptions, Source};
 use cpam_core::session::SessionEngine;
 use cpam_core::store::{SqlStore, Store};
 use cpam_core::tunnel::{self, hub::Hub, keys};
@@ -50,6 +58,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--data-dir") {
+        return serve_data_dir().await;
+    }
     let serve_at = match std::env::args().nth(1).as_deref() {
         Some("--serve") => Some(
             std::env::args()
@@ -113,20 +124,7 @@ async fn main() -> anyhow::Result<()> {
     let console = web::router(state.clone(), WebConfig::default().with_base_path("/pam/")?);
     let _housekeeping = web::housekeeping(state); // 4.
 
-    // Your app: its own pages, the console merged in, its own fallback.
-    let app = Router::new()
-        .route(
-            "/",
-            get(|| async { "the product's home page; the access console is at /pam/" }),
-        )
-        .route("/status", get(|| async { "ok" }))
-        .merge(console)
-        .fallback(|| async {
-            (
-                axum::http::StatusCode::NOT_FOUND,
-                "not a page of the product",
-            )
-        });
+    let app = product_app(console);
 
     let listener =
         tokio::net::TcpListener::bind(serve_at.unwrap_or(([127, 0, 0, 1], 0).into())).await?;
@@ -180,6 +178,57 @@ async fn main() -> anyhow::Result<()> {
     let (status, _, body) = http(addr, "GET", "/api/v1/customers", &[], "").await?;
     println!("GET /api/v1/customers -> {status} {body}");
     server.abort();
+    Ok(())
+}
+
+/// Your app: its own pages, the console merged in, its own fallback.
+fn product_app(console: Router) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { "the product's home page; the access console is at /pam/" }),
+        )
+        .route("/status", get(|| async { "ok" }))
+        .merge(console)
+        .fallback(|| async {
+            (
+                axum::http::StatusCode::NOT_FOUND,
+                "not a page of the product",
+            )
+        })
+}
+
+/// `--data-dir DIR [--web-listen IP:PORT]`: the server a data dir describes,
+/// with the console under `/pam/` of the product's HTTPS app.
+async fn serve_data_dir() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let dir = value("--data-dir").ok_or_else(|| anyhow::anyhow!("--data-dir needs a path"))?;
+    let source = Source::DataDir(dir.into());
+    let server = Server::open(&source, ServerOptions::default()).await?;
+    let ssh_addr = server.start(None).await?;
+    println!("hub listening on {ssh_addr}");
+    let data = server
+        .data_dir()
+        .ok_or_else(|| anyhow::anyhow!("opened without a data dir"))?;
+    let listen = value("--web-listen").unwrap_or_else(|| data.config.web_listen.clone());
+    let tls = web::tls::server_config(&data.web_cert_path(), &data.web_key_path())?;
+    let listener = web::Listener::bind(listen.parse()?, Some(tls)).await?;
+    let addr = listener.local_addr()?;
+    let state = web::AppState::for_server(&server, true, std::env::current_dir()?)?;
+    let console = web::router(state.clone(), WebConfig::default().with_base_path("/pam/")?);
+    server.adopt(web::serve_app(listener, product_app(console)))?;
+    for task in web::housekeeping(state) {
+        server.adopt(task)?;
+    }
+    println!("console on https://{addr}/pam/");
+    cpam_core::signal::shutdown().await;
+    server.stop(Duration::from_secs(3)).await;
     Ok(())
 }
 

@@ -4,7 +4,9 @@
 //! a real `cpam-connect` + stock `ssh` using the profile the console
 //! downloaded. Screenshots of every step go to
 //! `<target>/test-artifacts/browser/`. Each flow runs twice: with the
-//! console at `/`, and below the base path `/pam` (screenshots `pam-*`).
+//! console at `/`, and below the base path `/pam` (screenshots `pam-*`);
+//! the main flow a third time in `examples/console_mount`'s own app
+//! (screenshots `mount-*`).
 
 use std::time::Duration;
 
@@ -23,9 +25,9 @@ fn t(name: &str) -> String {
 }
 
 fn browser(c: &Console, prefix: &str) -> anyhow::Result<Browser> {
-    let prefix = match &c.base_path {
-        Some(base) => format!("{}-{prefix}", base.trim_matches('/').replace('/', "-")),
-        None => prefix.to_string(),
+    let prefix = match c.served_by {
+        "" => prefix.to_string(),
+        served => format!("{served}-{prefix}"),
     };
     Browser::start(BrowserOptions {
         shot_prefix: prefix,
@@ -100,6 +102,12 @@ fn console_flow_from_customer_to_terminated_session() -> anyhow::Result<()> {
 #[test]
 fn console_flow_from_customer_to_terminated_session_below_pam() -> anyhow::Result<()> {
     console_flow_from_customer_to_terminated_session_in(Console::start_at(Some("/pam"))?)
+}
+
+/// The same flow in `examples/console_mount`'s own app, the console under `/pam/`.
+#[test]
+fn console_flow_from_customer_to_terminated_session_in_the_mount_example() -> anyhow::Result<()> {
+    console_flow_from_customer_to_terminated_session_in(Console::start_mount_example()?)
 }
 
 fn console_flow_from_customer_to_terminated_session_in(mut c: Console) -> anyhow::Result<()> {

@@ -39,6 +39,9 @@ pub struct Console {
     pub url: String,
     /// The console's base path, if not `/`.
     pub base_path: Option<String>,
+    /// What serves it, for screenshot names: `""`, `"pam"` (below `/pam`)
+    /// or `"mount"` (the mount example).
+    pub served_by: &'static str,
     /// The server's SSH address as the gatekeeper dials it.
     pub ssh_addr: SocketAddr,
     /// The console's TLS certificate (PEM).
@@ -53,6 +56,17 @@ pub struct Console {
     pub dir: tempfile::TempDir,
 }
 
+/// What serves the console in a [`Console`].
+#[derive(Debug)]
+enum Served {
+    /// `cpam-server run`, console at `/`.
+    Root,
+    /// `cpam-server run --web-base-path`.
+    BasePath(String),
+    /// `examples/console_mount --data-dir`, console under `/pam/`.
+    MountExample,
+}
+
 impl Console {
     /// `cpam-server init --admin-user admin`, then `run` with the console on
     /// 127.0.0.1 and SSH on the host side of the customer veth.
@@ -62,6 +76,20 @@ impl Console {
 
     /// [`Console::start`] with the console below `base_path` (`/pam`).
     pub fn start_at(base_path: Option<&str>) -> anyhow::Result<Console> {
+        Console::start_served(match base_path {
+            Some(base) => Served::BasePath(base.to_string()),
+            None => Served::Root,
+        })
+    }
+
+    /// [`Console::start`] with the server and its console served by
+    /// `examples/console_mount --data-dir` instead of `cpam-server run`: the
+    /// console under `/pam/` of an app with routes of its own.
+    pub fn start_mount_example() -> anyhow::Result<Console> {
+        Console::start_served(Served::MountExample)
+    }
+
+    fn start_served(served: Served) -> anyhow::Result<Console> {
         for b in ["cpam-server", "cpam-gatekeeper", "cpam-connect"] {
             bin_path(b)?;
         }
@@ -84,20 +112,45 @@ impl Console {
         .env("CPAM_ADMIN_PASSWORD", ADMIN_PASSWORD);
         run("server-init", init, dir.path(), CMD_TIMEOUT)?.ok("cpam-server init")?;
 
-        let mut c = Command::new(bin_path("cpam-server")?);
-        c.args(["run", "--web-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .env("RUST_LOG", "info");
-        if let Some(base) = base_path {
-            c.args(["--web-base-path", base]);
-        }
+        // The command, the prefixes of the lines naming its SSH and console
+        // addresses, and the base path.
+        let (mut c, [ssh_line, console_line], base_path) = match &served {
+            Served::MountExample => {
+                let exe = bin_path("examples/console_mount").map_err(|e| {
+                    anyhow::anyhow!("{e}; build it with `cargo build --workspace --all-targets`")
+                })?;
+                let mut c = Command::new(exe);
+                c.args(["--data-dir"]).arg(&data_dir);
+                c.args(["--web-listen", "127.0.0.1:0"]);
+                (
+                    c,
+                    ["hub listening on ", "console on "],
+                    Some("/pam".to_string()),
+                )
+            }
+            Served::Root | Served::BasePath(_) => {
+                let mut c = Command::new(bin_path("cpam-server")?);
+                c.args(["run", "--web-listen", "127.0.0.1:0", "--data-dir"])
+                    .arg(&data_dir);
+                let base = match &served {
+                    Served::BasePath(base) => {
+                        c.args(["--web-base-path", base]);
+                        Some(base.clone())
+                    }
+                    _ => None,
+                };
+                let lines = ["cpam-server listening on ", "cpam-server console on "];
+                (c, lines, base)
+            }
+        };
+        c.env("RUST_LOG", "info");
         let mut server = Child::spawn("server", c, dir.path())?;
-        let ssh = server.wait_for_line("cpam-server listening on ", START_TIMEOUT)?;
+        let ssh = server.wait_for_line(ssh_line, START_TIMEOUT)?;
         let ssh_addr: SocketAddr = ssh
             .parse()
             .with_context(|| format!("server printed a bad SSH address `{ssh}`"))?;
         let url = server
-            .wait_for_line("cpam-server console on ", START_TIMEOUT)?
+            .wait_for_line(console_line, START_TIMEOUT)?
             .trim_end_matches('/')
             .to_string();
         if !url.starts_with("https://") {
@@ -110,7 +163,12 @@ impl Console {
         Ok(Console {
             server,
             url,
-            base_path: base_path.map(str::to_string),
+            base_path,
+            served_by: match served {
+                Served::Root => "",
+                Served::BasePath(_) => "pam",
+                Served::MountExample => "mount",
+            },
             ssh_addr,
             cert,
             data_dir,

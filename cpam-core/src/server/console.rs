@@ -1,11 +1,9 @@
 //! The web console next to a running server (feature `web`).
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::Server;
 use crate::error::{Error, ErrorKind, Result};
-use crate::tunnel::keys;
 use crate::web;
 
 /// How [`Server::start_console`] serves the console.
@@ -30,7 +28,8 @@ impl Server {
         let data = self
             .data_dir()
             .ok_or_else(|| Error::invalid("the console needs a server opened from a data dir"))?;
-        let hub_addr = self.local_addr().ok_or_else(|| {
+        // Checked before the console's port is taken.
+        self.local_addr().ok_or_else(|| {
             Error::new(ErrorKind::Conflict, "start the server before its console")
         })?;
         let listen = options.listen.as_deref().unwrap_or(&data.config.web_listen);
@@ -61,28 +60,7 @@ impl Server {
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .unwrap_or_default()
         });
-        let key = data.host_key()?;
-        let web_options = web::WebOptions {
-            secure_cookies: !options.insecure_http,
-            idle_timeout: Duration::from_secs(data.config.web_idle_timeout_secs.max(1)),
-            absolute_timeout: Duration::from_secs(12 * 3600),
-            ssh_address: data
-                .config
-                .public_address
-                .clone()
-                .unwrap_or_else(|| hub_addr.to_string()),
-            server_key: keys::public_openssh(key.public_key()),
-            server_fingerprint: keys::fingerprint(key.public_key()),
-            downloads_dir,
-        };
-        let engine = self.engine().clone();
-        let state = web::AppState::new(
-            engine.store().clone(),
-            engine.audit().clone(),
-            engine,
-            web_options,
-            self.ready().clone(),
-        );
+        let state = web::AppState::for_server(self, !options.insecure_http, downloads_dir)?;
         for task in web::serve(listener, state, config) {
             self.adopt(task)?;
         }

@@ -198,6 +198,49 @@ impl AppState {
         }
     }
 
+    /// The console's state for a started [`Server`](crate::server::Server)
+    /// opened from a data dir: its store, audit sink and engine, the console
+    /// settings of `config.json`, and the hub's key and address (or
+    /// `public_address`) for downloaded profiles. `downloads_dir` is where
+    /// the `cpam-connect` program for IP Connect downloads is looked for.
+    pub fn for_server(
+        server: &crate::server::Server,
+        secure_cookies: bool,
+        downloads_dir: PathBuf,
+    ) -> crate::Result<AppState> {
+        let data = server.data_dir().ok_or_else(|| {
+            crate::Error::invalid("the console needs a server opened from a data dir")
+        })?;
+        let hub_addr = server.local_addr().ok_or_else(|| {
+            crate::Error::new(
+                crate::ErrorKind::Conflict,
+                "start the server before its console",
+            )
+        })?;
+        let key = data.host_key()?;
+        let options = WebOptions {
+            secure_cookies,
+            idle_timeout: Duration::from_secs(data.config.web_idle_timeout_secs.max(1)),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            ssh_address: data
+                .config
+                .public_address
+                .clone()
+                .unwrap_or_else(|| hub_addr.to_string()),
+            server_key: crate::tunnel::keys::public_openssh(key.public_key()),
+            server_fingerprint: crate::tunnel::keys::fingerprint(key.public_key()),
+            downloads_dir,
+        };
+        let engine = server.engine().clone();
+        Ok(AppState::new(
+            engine.store().clone(),
+            engine.audit().clone(),
+            engine,
+            options,
+            server.ready().clone(),
+        ))
+    }
+
     /// The same server parts behind another mount.
     pub fn mounted(&self, config: WebConfig) -> AppState {
         AppState {
@@ -413,8 +456,17 @@ pub fn serve(
     state: AppState,
     config: WebConfig,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let app = router(state.clone(), config).into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move {
+    let mut tasks = vec![serve_app(listener, router(state.clone(), config))];
+    tasks.extend(housekeeping(state));
+    tasks
+}
+
+/// Serves `app` (an integrator's app with [`router`] merged in) on
+/// `listener` until the task is aborted, with client addresses for the
+/// login throttle and the audit log.
+pub fn serve_app(listener: Listener, app: Router) -> tokio::task::JoinHandle<()> {
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
         let result = match listener {
             Listener::Tls(l) => {
                 use axum::serve::ListenerExt as _;
@@ -425,10 +477,7 @@ pub fn serve(
         if let Err(error) = result {
             tracing::error!(%error, "console server stopped");
         }
-    });
-    let mut tasks = vec![server];
-    tasks.extend(housekeeping(state));
-    tasks
+    })
 }
 
 /// What a console needs running beside its router, for an app that serves
