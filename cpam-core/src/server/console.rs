@@ -76,12 +76,14 @@ impl Server {
             downloads_dir,
         };
         let engine = self.engine().clone();
-        let state = web::AppState::new(
+        // One lockout for both password front doors.
+        let state = web::AppState::with_throttle(
             engine.store().clone(),
             engine.audit().clone(),
             engine,
             web_options,
             self.ready().clone(),
+            self.hub().throttle().clone(),
         );
         for task in web::serve(listener, state, config) {
             self.adopt(task)?;
