@@ -45,6 +45,51 @@ impl AuditSink for StoreAuditSink {
     }
 }
 
+/// Sees each audit record once it is sealed into the chain and stored: an
+/// embedding product's log shipper or SIEM forwarder. An error is the
+/// engine's to log; the record is stored either way.
+#[async_trait]
+pub trait AuditTap: Send + Sync + std::fmt::Debug {
+    /// Called once per record, after it is durable.
+    async fn sealed(&self, record: &AuditRecord) -> Result<()>;
+}
+
+/// A [`StoreAuditSink`] that also hands every sealed record to an
+/// [`AuditTap`], which can be set, replaced or removed at any time.
+#[derive(Debug)]
+pub struct TappedAuditSink {
+    store: Arc<dyn Store>,
+    tap: std::sync::RwLock<Option<Arc<dyn AuditTap>>>,
+}
+
+impl TappedAuditSink {
+    /// Seals into `store`, with no tap yet.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            tap: std::sync::RwLock::new(None),
+        }
+    }
+
+    /// Sets (or with `None`, removes) the tap; a record under way may
+    /// still reach the one replaced.
+    pub fn set_tap(&self, tap: Option<Arc<dyn AuditTap>>) {
+        *self.tap.write().unwrap_or_else(|p| p.into_inner()) = tap;
+    }
+}
+
+#[async_trait]
+impl AuditSink for TappedAuditSink {
+    async fn record(&self, event: AuditEvent) -> Result<()> {
+        let record = self.store.append_audit(&event).await?;
+        let tap = self.tap.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match tap {
+            Some(tap) => tap.sealed(&record).await,
+            None => Ok(()),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Canonical<'a> {
     seq: i64,

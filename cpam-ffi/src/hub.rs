@@ -3,19 +3,18 @@
 //! credential source) and events pulled like every other handle's.
 
 use std::ffi::{CStr, CString, c_char, c_void};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use cpam_core::audit::AuditSink;
+use cpam_core::audit::AuditTap;
 use cpam_core::events::EngineEvent;
 use cpam_core::hooks::{
     AccessCheck, AccessHook, Credential, CredentialKind, CredentialRequest, CredentialSource,
     HookDecision,
 };
-use cpam_core::model::AuditEvent;
+use cpam_core::model::AuditRecord;
 use cpam_core::server::{Server, ServerOptions, Source};
 use cpam_core::session::SessionEngine;
-use cpam_core::store::Store;
 use cpam_core::{Error, ErrorKind, Secret};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::task::JoinHandle;
@@ -101,27 +100,24 @@ impl UserData {
     }
 }
 
-/// The engine's audit sink: seals into the store, then tells C.
+/// The C audit sink callback, told of each record once it is stored.
 #[derive(Debug)]
-struct FfiAuditSink {
-    store: Arc<dyn Store>,
-    callback: Mutex<Option<(unsafe extern "C" fn(*mut c_void, *const c_char), UserData)>>,
+struct FfiAuditTap {
+    callback: unsafe extern "C" fn(*mut c_void, *const c_char),
+    userdata: UserData,
 }
 
 #[async_trait::async_trait]
-impl AuditSink for FfiAuditSink {
-    async fn record(&self, event: AuditEvent) -> cpam_core::Result<()> {
-        let record = self.store.append_audit(&event).await?;
-        let callback = *self.callback.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((f, ud)) = callback {
-            let json = CString::new(serde_json::to_string(&record).unwrap_or_default())
-                .unwrap_or_default();
-            // SAFETY: `f` is the caller's callback with its own userdata; the
-            // string outlives the call.
-            let call = move || unsafe { f(ud.get(), json.as_ptr()) };
-            if let Err(error) = tokio::task::spawn_blocking(call).await {
-                tracing::error!(%error, "the audit sink callback failed");
-            }
+impl AuditTap for FfiAuditTap {
+    async fn sealed(&self, record: &AuditRecord) -> cpam_core::Result<()> {
+        let json =
+            CString::new(serde_json::to_string(record).unwrap_or_default()).unwrap_or_default();
+        let (f, ud) = (self.callback, self.userdata);
+        // SAFETY: `f` is the caller's callback with its own userdata; the
+        // string outlives the call.
+        let call = move || unsafe { f(ud.get(), json.as_ptr()) };
+        if let Err(error) = tokio::task::spawn_blocking(call).await {
+            tracing::error!(%error, "the audit sink callback failed");
         }
         Ok(())
     }
@@ -210,7 +206,6 @@ impl CredentialSource for FfiCredentialSource {
 pub struct cpam_hub {
     rt: Rt,
     server: Server,
-    sink: Arc<FfiAuditSink>,
     events: Arc<EventQueue>,
     forwarder: JoinHandle<()>,
 }
@@ -254,28 +249,6 @@ async fn forward_events(
     }
 }
 
-/// Opens the server over `source` with the C audit sink in front of its store.
-async fn open(source: &str) -> cpam_core::Result<(Server, Arc<FfiAuditSink>)> {
-    let (tx, rx) = std::sync::mpsc::channel();
-    let options = ServerOptions {
-        audit: Some(Box::new(move |store| {
-            let sink = Arc::new(FfiAuditSink {
-                store,
-                callback: Mutex::new(None),
-            });
-            let _ = tx.send(sink.clone());
-            sink
-        })),
-        embedded: true,
-        ..ServerOptions::default()
-    };
-    let server = Server::open(&Source::parse(source), options).await?;
-    let sink = rx
-        .try_recv()
-        .map_err(|_| Error::internal("the server did not build its audit sink"))?;
-    Ok((server, sink))
-}
-
 /// Creates a hub over `source`: a server data dir made by `cpam-server
 /// init` (its database, host key and listen address), or a database URL
 /// (`sqlite:///path/cpam.db`, `sqlite::memory:`, `postgres://...`) with a
@@ -291,7 +264,11 @@ pub unsafe extern "C" fn cpam_hub_new(
         let source = unsafe { arg_str(source, "source") }?;
         let out = arg_out(out, "out")?;
         let rt = Rt::new("hub")?;
-        let (server, sink) = rt.block_on(open(source))?;
+        let options = ServerOptions {
+            embedded: true,
+            ..ServerOptions::default()
+        };
+        let server = rt.block_on(Server::open(&Source::parse(source), options))?;
         let events = Arc::new(EventQueue::default());
         let forwarder = rt
             .handle()
@@ -299,7 +276,6 @@ pub unsafe extern "C" fn cpam_hub_new(
         let handle = cpam_hub {
             rt,
             server,
-            sink,
             events,
             forwarder,
         };
@@ -322,8 +298,13 @@ pub unsafe extern "C" fn cpam_hub_set_audit_sink(
     boundary(|| {
         // SAFETY: handle per the header's contract.
         let hub = unsafe { arg_ref(hub, "hub") }?;
-        *hub.sink.callback.lock().unwrap_or_else(|p| p.into_inner()) =
-            callback.map(|f| (f, UserData(userdata)));
+        let tap = callback.map(|callback| {
+            Arc::new(FfiAuditTap {
+                callback,
+                userdata: UserData(userdata),
+            }) as Arc<dyn AuditTap>
+        });
+        hub.server.set_audit_tap(tap)?;
         Ok(())
     })
 }

@@ -11,13 +11,12 @@
 
 use std::sync::Arc;
 
-use cpam_core::audit::AuditSink;
+use cpam_core::audit::AuditTap;
 use cpam_core::hooks::{
     AccessCheck, AccessHook, Credential as CoreCredential, CredentialKind, CredentialRequest,
     CredentialSource, HookDecision,
 };
-use cpam_core::model::AuditEvent;
-use cpam_core::store::Store;
+use cpam_core::model::AuditRecord;
 use cpam_core::{Error, ErrorKind, Result, Secret};
 use pyo3::prelude::*;
 
@@ -110,27 +109,16 @@ fn report(py: Python<'_>, callback: &Py<PyAny>, err: PyErr) -> (ErrorKind, Strin
     (kind, text)
 }
 
-/// The engine's audit sink: seals each event into the store's chain, then
-/// hands the sealed record to the Python callable, if one is set.
+/// The Python audit sink callable, handed each record once it is sealed
+/// into the store's chain.
 #[derive(Debug)]
-pub struct PyAuditSink {
-    pub store: Arc<dyn Store>,
-    pub callback: std::sync::RwLock<Option<Arc<Py<PyAny>>>>,
-}
+pub struct PyAuditTap(pub Arc<Py<PyAny>>);
 
 #[async_trait::async_trait]
-impl AuditSink for PyAuditSink {
-    async fn record(&self, event: AuditEvent) -> Result<()> {
-        let record = self.store.append_audit(&event).await?;
-        let callback = self
-            .callback
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let Some(callback) = callback else {
-            return Ok(());
-        };
-        let record = Json::of(&record)?;
+impl AuditTap for PyAuditTap {
+    async fn sealed(&self, record: &AuditRecord) -> Result<()> {
+        let callback = self.0.clone();
+        let record = Json::of(record)?;
         call_python(move |py| {
             callback
                 .call1(py, (record,))

@@ -1,9 +1,10 @@
 //! The server engine and its SSH hub run inside Python, with the
 //! integrator's callbacks plugged in and engine events pulled.
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use cpam_core::audit::AuditTap;
 use cpam_core::events::EngineEvent;
 use cpam_core::hooks::{AccessHook, CredentialRequest, CredentialSource};
 use cpam_core::model::SessionId;
@@ -17,32 +18,21 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::to_py;
-use crate::hooks::{Credential, PyAccessHook, PyAuditSink, PyCredentialSource};
+use crate::hooks::{Credential, PyAccessHook, PyAuditTap, PyCredentialSource};
 use crate::rt::{EventQueue, Json, awaitable, next_event, runtime, wait};
 
 /// How long `stop` lets live sessions write their end records.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
-/// The server over `source` with the Python audit sink in front of its store.
-async fn open(source: String) -> Result<(Arc<CoreServer>, Arc<PyAuditSink>)> {
-    let (tx, rx) = std::sync::mpsc::channel();
+/// The server over `source`.
+async fn open(source: String) -> Result<Arc<CoreServer>> {
     let options = ServerOptions {
-        audit: Some(Box::new(move |store| {
-            let sink = Arc::new(PyAuditSink {
-                store,
-                callback: RwLock::new(None),
-            });
-            let _ = tx.send(sink.clone());
-            sink
-        })),
         embedded: true,
         ..ServerOptions::default()
     };
-    let server = CoreServer::open(&Source::parse(&source), options).await?;
-    let sink = rx
-        .try_recv()
-        .map_err(|_| Error::internal("the server did not build its audit sink"))?;
-    Ok((Arc::new(server), sink))
+    Ok(Arc::new(
+        CoreServer::open(&Source::parse(&source), options).await?,
+    ))
 }
 
 /// Moves engine events into the handle's queue until `closed`, then what
@@ -93,7 +83,6 @@ async fn forward_events(
 #[derive(Debug)]
 pub struct Server {
     core: Arc<CoreServer>,
-    sink: Arc<PyAuditSink>,
     /// Closes the event queue (after `stop`).
     closed: CancellationToken,
     forwarder: tokio::task::JoinHandle<()>,
@@ -173,11 +162,7 @@ impl Callbacks {
 
 impl Server {
     /// The server over what [`open`] opened; its event forwarder runs on `rt`.
-    fn build(
-        (core, sink): (Arc<CoreServer>, Arc<PyAuditSink>),
-        callbacks: Callbacks,
-        rt: &tokio::runtime::Handle,
-    ) -> Server {
+    fn build(core: Arc<CoreServer>, callbacks: Callbacks, rt: &tokio::runtime::Handle) -> Server {
         let (tx, rx) = mpsc::unbounded_channel();
         let closed = CancellationToken::new();
         let forwarder = rt.spawn(forward_events(
@@ -187,7 +172,6 @@ impl Server {
         ));
         let server = Server {
             core,
-            sink,
             closed,
             forwarder,
             events: Arc::new(tokio::sync::Mutex::new(rx)),
@@ -199,11 +183,11 @@ impl Server {
     }
 
     fn install_audit_sink(&self, sink: Option<Arc<Py<PyAny>>>) {
-        *self
-            .sink
-            .callback
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = sink;
+        let tap = sink.map(|s| Arc::new(PyAuditTap(s)) as Arc<dyn AuditTap>);
+        // The server was opened with its default (tapped) audit sink.
+        if let Err(error) = self.core.set_audit_tap(tap) {
+            tracing::error!(%error, "the audit sink callback was not installed");
+        }
     }
 
     fn install_access_hook(&self, hook: Option<Arc<Py<PyAny>>>) {

@@ -28,7 +28,7 @@ pub use control::{ControlRequest, control, serve_control};
 pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig};
 
 use crate::admin::Admin;
-use crate::audit::{AuditSink, StoreAuditSink};
+use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
 use crate::session::SessionEngine;
@@ -62,8 +62,9 @@ impl Source {
     }
 }
 
-/// Builds the audit sink the engine writes to from the opened store (an
-/// embedding product's sink usually stores and then forwards).
+/// Builds the audit sink the engine writes to from the opened store, for a
+/// product that keeps its audit log elsewhere. To see the records while the
+/// store keeps them, set an [`AuditTap`] instead ([`Server::set_audit_tap`]).
 pub type AuditSinkFactory = Box<dyn FnOnce(Arc<dyn Store>) -> Arc<dyn AuditSink> + Send>;
 
 /// How [`Server::open`] sets a server up.
@@ -72,7 +73,8 @@ pub struct ServerOptions {
     /// This node's id; default: the data dir's `node_id`, else
     /// [`DEFAULT_NODE_ID`].
     pub node_id: Option<String>,
-    /// The audit sink; default: the store's own audit log.
+    /// The audit sink; default: the store's own audit log, with a tap
+    /// ([`Server::set_audit_tap`]).
     pub audit: Option<AuditSinkFactory>,
     /// Marks the `server.start` audit record as an embedded server's.
     pub embedded: bool,
@@ -95,6 +97,8 @@ impl std::fmt::Debug for ServerOptions {
 pub struct Server {
     data: Option<DataDir>,
     hub: Arc<Hub>,
+    /// The default audit sink, whose tap [`Server::set_audit_tap`] sets.
+    tapped: Option<Arc<TappedAuditSink>>,
     node_id: String,
     listen: String,
     embedded: bool,
@@ -154,9 +158,12 @@ impl Server {
                 "recovered what this node left behind"
             );
         }
-        let audit = match options.audit {
-            Some(make) => make(store.clone()),
-            None => Arc::new(StoreAuditSink::new(store.clone())),
+        let (audit, tapped): (Arc<dyn AuditSink>, _) = match options.audit {
+            Some(make) => (make(store.clone()), None),
+            None => {
+                let sink = Arc::new(TappedAuditSink::new(store.clone()));
+                (sink.clone(), Some(sink))
+            }
         };
         let engine = SessionEngine::new(store, audit);
         engine.set_node(&node_id)?;
@@ -164,6 +171,7 @@ impl Server {
         Ok(Server {
             data,
             hub,
+            tapped,
             node_id,
             listen,
             embedded: options.embedded,
@@ -249,6 +257,20 @@ impl Server {
             .as_mut()
             .ok_or_else(|| Error::new(crate::ErrorKind::Conflict, "the server is not running"))?;
         serving.tasks.push(tokio::spawn(task));
+        Ok(())
+    }
+
+    /// Sets (or with `None`, removes) the tap that sees every audit record
+    /// once it is sealed and stored. Fails with `Conflict` on a server
+    /// opened with an audit sink of its own ([`ServerOptions::audit`]).
+    pub fn set_audit_tap(&self, tap: Option<Arc<dyn AuditTap>>) -> Result<()> {
+        let sink = self.tapped.as_ref().ok_or_else(|| {
+            Error::new(
+                crate::ErrorKind::Conflict,
+                "this server writes to an audit sink of its own; tap that one",
+            )
+        })?;
+        sink.set_tap(tap);
         Ok(())
     }
 

@@ -232,12 +232,15 @@ impl AppState {
             downloads_dir,
         };
         let engine = server.engine().clone();
-        Ok(AppState::new(
+        // One lockout for both password front doors: the console's sign-in
+        // and the hub's SSH password logins.
+        Ok(AppState::with_throttle(
             engine.store().clone(),
             engine.audit().clone(),
             engine,
             options,
             server.ready().clone(),
+            server.hub().throttle().clone(),
         ))
     }
 

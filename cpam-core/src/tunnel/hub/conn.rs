@@ -237,6 +237,14 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        // The console's lockout: per user name and per address, shared with
+        // the console when the server runs one.
+        let throttle = self.hub.throttle.clone();
+        let (user_key, addr_key) = (format!("user:{user}"), format!("addr:{}", self.peer.ip()));
+        if throttle.locked(&[&user_key, &addr_key]).is_some() {
+            self.login_failure(user, "password", "locked out").await;
+            return Ok(Auth::reject());
+        }
         let store = self.hub.engine.store();
         let found = store.user_by_name(user).await.map_err(|e| internal(&e))?;
         let ok = match &found {
@@ -248,6 +256,7 @@ impl russh::server::Handler for Conn {
         };
         match found {
             Some(u) if ok => {
+                throttle.clear(&user_key);
                 self.login_success(&u, "password").await;
                 self.set_principal(Principal::User {
                     user: u,
@@ -258,6 +267,13 @@ impl russh::server::Handler for Conn {
             _ => {
                 self.login_failure(user, "password", "wrong user or password")
                     .await;
+                let locked_user = throttle.fail(&user_key, crate::throttle::USER_FAILURES);
+                let locked_addr = throttle.fail(&addr_key, crate::throttle::ADDRESS_FAILURES);
+                if locked_user || locked_addr {
+                    let what = if locked_user { "user" } else { "address" };
+                    self.login_failure(user, "password", &format!("{what} locked out"))
+                        .await;
+                }
                 Ok(Auth::reject())
             }
         }

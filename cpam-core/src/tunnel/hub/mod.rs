@@ -28,6 +28,7 @@ use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperI
 use crate::policy::{self, AccessRequest, Decision};
 use crate::proxy::tcp::TcpSplice;
 use crate::session::{Originator, SessionEngine, UserIo};
+use crate::throttle::Throttle;
 use conn::Conn;
 
 /// How long a peer has to finish the SSH handshake and authenticate.
@@ -42,6 +43,9 @@ pub struct HubConfig {
     /// How sessions reach their targets: by default through `gatekeepers`;
     /// an integrator may dial directly, or through its own routing.
     pub dialer: Arc<dyn Dialer>,
+    /// Failed password sign-ins; share it with the console so both front
+    /// doors lock out alike.
+    pub throttle: Arc<Throttle>,
 }
 
 impl HubConfig {
@@ -52,6 +56,7 @@ impl HubConfig {
             host_key,
             dialer: gatekeepers.clone(),
             gatekeepers,
+            throttle: Arc::default(),
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct Hub {
     engine: Arc<SessionEngine>,
     gatekeepers: Arc<GatekeeperDialer>,
     dialer: Arc<dyn Dialer>,
+    throttle: Arc<Throttle>,
     config: Arc<russh::server::Config>,
     next_conn: AtomicU64,
     connections: TaskTracker,
@@ -106,6 +112,7 @@ impl Hub {
             engine,
             gatekeepers: config.gatekeepers,
             dialer: config.dialer,
+            throttle: config.throttle,
             config: super::server_config(config.host_key),
             next_conn: AtomicU64::new(1),
             connections: TaskTracker::new(),
@@ -117,6 +124,12 @@ impl Hub {
     /// The session engine.
     pub fn engine(&self) -> &Arc<SessionEngine> {
         &self.engine
+    }
+
+    /// Failed password sign-ins over SSH (shared with the console when the
+    /// server starts one).
+    pub fn throttle(&self) -> &Arc<Throttle> {
+        &self.throttle
     }
 
     /// The registry of connected gatekeepers.

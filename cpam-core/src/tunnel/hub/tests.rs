@@ -59,6 +59,7 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
             host_key,
             gatekeepers: gatekeepers.clone(),
             dialer: dialer.clone(),
+            throttle: Arc::default(),
         },
     );
     let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -132,4 +133,80 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
     assert_eq!(s.end_reason, Some(EndReason::Completed));
     assert_eq!((s.bytes_up, s.bytes_down), (22, 22));
     assert!(hub.engine().live().is_empty());
+}
+
+/// Accepts any server key (the test's own hub).
+#[derive(Debug)]
+struct AnyServer;
+
+impl russh::client::Handler for AnyServer {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> std::result::Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// One SSH password sign-in; true when the hub accepted it.
+async fn password_login(addr: std::net::SocketAddr, user: &str, password: &str) -> bool {
+    let config = Arc::new(russh::client::Config::default());
+    let mut handle = russh::client::connect(config, addr, AnyServer)
+        .await
+        .expect("the hub accepts the connection");
+    handle
+        .authenticate_password(user, password)
+        .await
+        .expect("the hub answers the sign-in")
+        .success()
+}
+
+#[tokio::test]
+async fn ssh_password_sign_ins_lock_out_like_the_console() {
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    let sink = Arc::new(StoreAuditSink::new(store.clone()));
+    let admin = Admin::new(store.clone(), sink.clone(), "test");
+    admin
+        .add_user(
+            "alice",
+            Some(crate::Secret::new("the right password".to_string())),
+            &[],
+            &[],
+        )
+        .await
+        .unwrap();
+    let engine = SessionEngine::new(store.clone(), sink);
+    let hub = Hub::new(engine, keys::generate().unwrap());
+    let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serving = {
+        let hub = hub.clone();
+        tokio::spawn(async move { hub.serve(listener).await })
+    };
+    assert!(password_login(addr, "alice", "the right password").await);
+    for _ in 0..crate::throttle::USER_FAILURES {
+        assert!(!password_login(addr, "alice", "a wrong one").await);
+    }
+    assert!(
+        !password_login(addr, "alice", "the right password").await,
+        "the right password still signs in after {} failures",
+        crate::throttle::USER_FAILURES
+    );
+    // The console shares this throttle: the same key is locked there.
+    assert!(hub.throttle().locked(&["user:alice"]).is_some());
+    let refusals = store
+        .audit_records(&crate::store::AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == "login.failure" && r.event.detail["reason"] == "locked out")
+        .count();
+    assert_eq!(
+        refusals, 1,
+        "the refused sign-in during the lockout is audited"
+    );
+    hub.shutdown(Duration::from_secs(1)).await;
+    serving.abort();
 }
