@@ -47,21 +47,26 @@ impl EndReason {
     }
 }
 
+impl EndReason {
+    /// Every end reason, in declaration order.
+    pub const ALL: [EndReason; 7] = [
+        EndReason::Completed,
+        EndReason::TerminatedBy,
+        EndReason::Expired,
+        EndReason::Revoked,
+        EndReason::Refused,
+        EndReason::Error,
+        EndReason::RecordingFailed,
+    ];
+}
+
 impl FromStr for EndReason {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        [
-            EndReason::Completed,
-            EndReason::TerminatedBy,
-            EndReason::Expired,
-            EndReason::Revoked,
-            EndReason::Refused,
-            EndReason::Error,
-            EndReason::RecordingFailed,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
-        .ok_or_else(|| Error::invalid(format!("unknown end reason `{s}`")))
+        Self::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("unknown end reason `{s}`")))
     }
 }
 

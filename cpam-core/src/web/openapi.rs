@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::CODES;
 use super::rbac::{Access, Body, POLICY, Route, Scope};
+use crate::model::{EndReason, SessionProtocol};
 
 /// The document as served: its server URL is the mount's base path (the
 /// committed copy says `/`).
@@ -247,9 +248,13 @@ pub fn schemas() -> Map<String, Value> {
                     "live",
                 ],
                 json!({ "id": s(), "user": s(), "user_id": s(),
-            "customer_id": s(), "customer_name": ns(), "gatekeeper_id": s(), "service": s(), "service_id": s(), "target": s(),
+            "customer_id": s(), "customer_name": ns(), "gatekeeper_id": ns(),
+            "protocol": { "type": "string", "enum": SessionProtocol::ALL.map(SessionProtocol::as_str) },
+            "node_id": ns(), "service": s(), "service_id": s(), "target": s(),
             "started_at": time(), "ended_at": ntime(), "bytes_up": int(), "bytes_down": int(),
-            "end_reason": { "type": ["string", "null"], "enum": [null, "completed", "terminated_by", "expired", "revoked", "refused", "error"] },
+            "end_reason": { "type": ["string", "null"], "enum": std::iter::once(Value::Null)
+                .chain(EndReason::ALL.map(|r| Value::from(r.as_str())))
+                .collect::<Vec<_>>() },
             "end_detail": ns(), "live": b() }),
             ),
         ),

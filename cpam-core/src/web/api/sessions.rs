@@ -25,6 +25,8 @@ pub fn session_json(s: &Session, customer_name: Option<&str>, live: bool) -> Val
         "customer_id": s.customer_id,
         "customer_name": customer_name,
         "gatekeeper_id": s.gatekeeper_id,
+        "protocol": s.protocol,
+        "node_id": s.node_id,
         "service": s.service_name,
         "service_id": s.service_id,
         "target": s.target.to_string(),
