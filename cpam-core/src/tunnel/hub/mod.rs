@@ -474,7 +474,13 @@ fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
             ChannelOpenFailure::ConnectFailed
         }
         ErrorKind::NotFound | ErrorKind::InvalidArgument => ChannelOpenFailure::UnknownChannelType,
-        _ => ChannelOpenFailure::AdministrativelyProhibited,
+        ErrorKind::PermissionDenied
+        | ErrorKind::AccessExpired
+        | ErrorKind::Unauthenticated
+        | ErrorKind::Protocol
+        | ErrorKind::Recording
+        | ErrorKind::Cancelled
+        | ErrorKind::Conflict => ChannelOpenFailure::AdministrativelyProhibited,
     }
 }
 
