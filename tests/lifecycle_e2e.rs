@@ -203,6 +203,32 @@ fn a_second_node_on_one_database_leaves_the_first_nodes_work_alone() -> anyhow::
     Ok(())
 }
 
+/// Disabling a user reaches a Connection Manager that stays connected: its
+/// next session is refused at once (the user is read afresh for every
+/// session, not kept from sign-in), and the refusal is audited.
+#[test]
+fn disabling_a_user_refuses_the_next_session_of_a_running_connection_manager() -> anyhow::Result<()>
+{
+    let d = Deployment::start()?;
+    d.expect_ssh_works_on(d.connect_port)?;
+    let seq = d.audit_seq()?;
+    d.admin_ok(&["user", "disable", "vendor"])?;
+    let disabled = Instant::now();
+    d.expect_ssh_refused_on(
+        d.connect_port,
+        "the first session after the user was disabled",
+    )?;
+    eprintln!(
+        "refused {:?} after `user disable` returned",
+        disabled.elapsed()
+    );
+    let refusal = d.expect_refusal_audited(seq, "a session after the user was disabled")?;
+    assert_eq!(refusal["detail"]["reason"], "user_disabled", "{refusal:#}");
+    d.admin_ok(&["user", "enable", "vendor"])?;
+    d.expect_ssh_works_on(d.connect_port)?;
+    Ok(())
+}
+
 #[test]
 fn customer_switch_closes_live_sessions_and_refuses_new_ones() -> anyhow::Result<()> {
     let _t = timed();

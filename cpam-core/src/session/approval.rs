@@ -167,6 +167,23 @@ impl SessionEngine {
         originator: &Originator,
     ) -> Result<Approval> {
         let now = self.clock().now();
+        // The user as stored now, not as the caller saw them at sign-in: a
+        // user disabled since then is refused on their next session, even
+        // over a connection that stays open.
+        let fresh = self.store().user(&user.id).await?;
+        let user = match &fresh {
+            Some(u) => u,
+            None => {
+                let error = Error::new(
+                    crate::ErrorKind::PermissionDenied,
+                    format!("user `{}` no longer exists", user.name),
+                );
+                let detail = json!({ "reason": "user_deleted", "message": error.to_string() });
+                return Err(self
+                    .refuse(user, gatekeeper, service, originator, now, error, detail)
+                    .await);
+            }
+        };
         let grants = self.store().grants_for(&user.id, &service.id).await?;
         let req = AccessRequest {
             user,
