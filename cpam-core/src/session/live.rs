@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::approval::Approval;
 use super::counters::{Counters, Direction, Meter};
 use super::engine::{Entry, SessionEngine};
-use super::observer::{SessionEvent, SessionObserver};
+use super::observer::{SessionEvent, SessionObserver, TerminalFrame};
 use crate::error::{Error, Result};
 use crate::events::EngineEvent;
 use crate::model::{
@@ -92,6 +92,15 @@ impl Shared {
         true
     }
 
+    fn terminal(&self, frame: &TerminalFrame) {
+        if self.observed.load(Ordering::Acquire) {
+            let observers = self.observers.read().unwrap_or_else(|p| p.into_inner());
+            for o in observers.list.iter() {
+                o.on_terminal(frame);
+            }
+        }
+    }
+
     /// The observers to tell of the end; none can attach afterwards.
     fn close_observers(&self) -> Vec<Arc<dyn SessionObserver>> {
         let mut observers = self.observers.write().unwrap_or_else(|p| p.into_inner());
@@ -122,6 +131,12 @@ impl SessionControl {
     /// Fires when the session must end.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.shared.cancel
+    }
+
+    /// Shows `frame` to every observer (recorders, live watchers). Not
+    /// audited: a terminal's stream goes to its recording, not the log.
+    pub fn terminal(&self, frame: &TerminalFrame) {
+        self.shared.terminal(frame);
     }
 }
 
@@ -193,6 +208,11 @@ impl LiveSession {
     /// when the session already ended.
     pub fn attach(&self, observer: Arc<dyn SessionObserver>) -> bool {
         self.shared.attach(observer)
+    }
+
+    /// Shows `frame` to every observer (see [`SessionControl::terminal`]).
+    pub fn terminal(&self, frame: &TerminalFrame) {
+        self.shared.terminal(frame);
     }
 
     /// Records something that happened inside the session: every observer

@@ -28,5 +28,5 @@ pub use approval::{Approval, Originator};
 pub use counters::{Counters, Direction, Meter};
 pub use engine::{LiveInfo, SessionEngine};
 pub use live::{LiveSession, SessionControl};
-pub use observer::{ObserverFactory, SessionEvent, SessionObserver};
+pub use observer::{ObserverFactory, SessionEvent, SessionObserver, TerminalFrame};
 pub use runner::{Protocol, Upstream, UserIo};

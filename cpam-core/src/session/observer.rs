@@ -25,6 +25,48 @@ pub struct SessionEvent {
     pub detail: serde_json::Value,
 }
 
+/// What a terminal session shows and receives, as a terminal protocol (the
+/// SSH proxy, the browser terminal) sees it: the decoded terminal stream of
+/// one channel, not the wire bytes. Recorders write it as asciicast; live
+/// watchers render it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TerminalFrame {
+    /// A terminal channel opened (`channel` numbers the session's terminal
+    /// channels from 0), `cols`×`rows`, with the `TERM` it asked for and
+    /// the command when it runs one (`exec`) rather than a shell.
+    Open {
+        channel: u32,
+        cols: u16,
+        rows: u16,
+        term: String,
+        command: Option<String>,
+    },
+    /// Bytes the target wrote to the terminal (stdout and stderr).
+    Output { channel: u32, data: bytes::Bytes },
+    /// Bytes the user typed; never sent while the target has echo off.
+    Input { channel: u32, data: bytes::Bytes },
+    /// The user's terminal was resized.
+    Resize { channel: u32, cols: u16, rows: u16 },
+    /// The channel closed, with the command's exit status when one came.
+    Close {
+        channel: u32,
+        exit_status: Option<u32>,
+    },
+}
+
+impl TerminalFrame {
+    /// The terminal channel the frame belongs to.
+    pub fn channel(&self) -> u32 {
+        match self {
+            TerminalFrame::Open { channel, .. }
+            | TerminalFrame::Output { channel, .. }
+            | TerminalFrame::Input { channel, .. }
+            | TerminalFrame::Resize { channel, .. }
+            | TerminalFrame::Close { channel, .. } => *channel,
+        }
+    }
+}
+
 /// Sees one session's life. Every method has an empty default.
 pub trait SessionObserver: Send + Sync + std::fmt::Debug {
     /// The session was recorded and is about to run (or the observer was
@@ -37,6 +79,12 @@ pub trait SessionObserver: Send + Sync + std::fmt::Debug {
     /// such as the TCP splice, chunk by chunk).
     fn on_data(&self, direction: Direction, data: &[u8]) {
         let _ = (direction, data);
+    }
+
+    /// A terminal protocol showed or received something (see
+    /// [`TerminalFrame`]); called in order, on the protocol's task.
+    fn on_terminal(&self, frame: &TerminalFrame) {
+        let _ = frame;
     }
 
     /// The protocol recorded an event.
