@@ -36,6 +36,15 @@ enum Command {
         #[arg(long)]
         listen: String,
     },
+    /// One session to SERVICE on standard input and output, for
+    /// `ssh -o ProxyCommand='cpam-connect --profile P pipe SERVICE'`.
+    Pipe { service: String },
+    /// Print the known_hosts line that lets `ssh` verify the server's
+    /// privileged-session host key (use with `-o HostKeyAlias=ALIAS`).
+    KnownHosts {
+        #[arg(long, default_value = "cpam")]
+        alias: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,8 +74,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .profile
         .ok_or_else(|| anyhow::anyhow!("--profile FILE is required"))?;
     let profile = Profile::load(&path)?;
+    if let Command::KnownHosts { alias } = &cli.command {
+        println!("{alias} {}", profile.server_key);
+        return Ok(());
+    }
     let client = ConnectClient::new(profile)?;
     match cli.command {
+        Command::KnownHosts { .. } => {}
+        Command::Pipe { service } => {
+            let stop = CancellationToken::new();
+            client.connect_with_retry(&stop).await?;
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut stream = client.open_stream(&service, local).await?;
+            let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+            tokio::io::copy_bidirectional(&mut stdio, &mut stream).await?;
+        }
         Command::Services { json } => {
             let s = client.services().await?;
             if json {

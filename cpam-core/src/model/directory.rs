@@ -104,15 +104,25 @@ pub enum ServiceKind {
     DesktopSharing,
     FileTransfer,
     Custom,
+    /// SSH with the credential injected from the vault: a privileged
+    /// session, proxied and recorded.
+    Ssh,
 }
 
 impl ServiceKind {
+    /// Whether sessions to such a service get their credential injected
+    /// (and so need a checkout and the master password).
+    pub fn injects_credential(self) -> bool {
+        matches!(self, ServiceKind::Ssh)
+    }
+
     /// The kebab-case name.
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceKind::DesktopSharing => "desktop-sharing",
             ServiceKind::FileTransfer => "file-transfer",
             ServiceKind::Custom => "custom",
+            ServiceKind::Ssh => "ssh",
         }
     }
 }
@@ -124,8 +134,9 @@ impl FromStr for ServiceKind {
             "desktop-sharing" => Ok(ServiceKind::DesktopSharing),
             "file-transfer" => Ok(ServiceKind::FileTransfer),
             "custom" => Ok(ServiceKind::Custom),
+            "ssh" => Ok(ServiceKind::Ssh),
             other => Err(Error::invalid(format!(
-                "unknown service kind `{other}` (expected desktop-sharing, file-transfer or custom)"
+                "unknown service kind `{other}` (expected desktop-sharing, file-transfer, custom or ssh)"
             ))),
         }
     }

@@ -90,7 +90,12 @@ pub fn client_config() -> Arc<russh::client::Config> {
 
 /// The russh server configuration of the hub.
 pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Config> {
-    Arc::new(russh::server::Config {
+    Arc::new(base_server_config(host_key))
+}
+
+/// The server settings every cpam SSH endpoint starts from.
+pub(crate) fn base_server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
+    russh::server::Config {
         server_id: russh::SshId::Standard(std::borrow::Cow::Borrowed(concat!(
             "SSH-2.0-cpam_",
             env!("CARGO_PKG_VERSION")
@@ -111,7 +116,7 @@ pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Co
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         ..Default::default()
-    })
+    }
 }
 
 /// Binds a TCP listener with a deep backlog and `SO_REUSEADDR`.
