@@ -256,7 +256,7 @@ pub async fn create_service(
     let port = match (body.port, kind) {
         (Some(p), _) => p,
         (None, ServiceKind::DesktopSharing) => 5900,
-        (None, ServiceKind::FileTransfer) => 22,
+        (None, ServiceKind::FileTransfer | ServiceKind::Ssh) => 22,
         (None, ServiceKind::Custom) => {
             return Err(ApiError::invalid("a custom service needs a port"));
         }
