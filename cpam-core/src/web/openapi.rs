@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::CODES;
 use super::rbac::{Access, Body, POLICY, Route, Scope};
-use crate::model::{EndReason, SessionProtocol};
+use crate::model::{CheckoutEnd, CredentialKind, EndReason, ServiceKind, SessionProtocol};
 
 /// The document as served: its server URL is the mount's base path (the
 /// committed copy says `/`).
@@ -43,6 +43,10 @@ fn int() -> Value {
 }
 fn strings() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
+}
+fn service_kinds() -> Value {
+    let kinds: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
+    json!({ "type": "string", "enum": kinds })
 }
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -183,15 +187,15 @@ pub fn schemas() -> Map<String, Value> {
             obj(
                 &["id", "name", "kind", "host", "port"],
                 json!({ "id": s(), "customer_id": s(), "name": s(),
-            "kind": { "type": "string", "enum": ["desktop-sharing", "file-transfer", "custom"] }, "host": s(), "port": int(), "target": s(), "created_at": time() }),
+            "kind": service_kinds(), "host": s(), "port": int(), "target": s(), "created_at": time() }),
             ),
         ),
         (
             "NewService",
             obj(
                 &["name", "kind", "host"],
-                json!({ "name": s(), "kind": { "type": "string", "enum": ["desktop-sharing", "file-transfer", "custom"] },
-            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer" } }),
+                json!({ "name": s(), "kind": service_kinds(),
+            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer and ssh" } }),
             ),
         ),
         (
