@@ -40,7 +40,11 @@ pub(crate) async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
     })
 }
 
-pub(crate) fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -> ExitCode {
+pub(crate) fn print(
+    json: bool,
+    value: serde_json::Value,
+    human: impl FnOnce() -> String,
+) -> ExitCode {
     if json {
         println!(
             "{}",

@@ -283,7 +283,11 @@ pub enum VaultCmd {
         #[arg(long)]
         username: String,
         /// Read the password from the first line of standard input.
-        #[arg(long, conflicts_with = "key_file", required_unless_present = "key_file")]
+        #[arg(
+            long,
+            conflicts_with = "key_file",
+            required_unless_present = "key_file"
+        )]
         password_stdin: bool,
         /// An unencrypted OpenSSH private key file.
         #[arg(long)]

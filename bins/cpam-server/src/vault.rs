@@ -55,7 +55,10 @@ pub async fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
                 (false, None) => anyhow::bail!("give --password-stdin or --key-file FILE"),
             };
             let vault = unseal(&x).await?;
-            let info = x.admin.set_credential(&vault, &s, &username, secret).await?;
+            let info = x
+                .admin
+                .set_credential(&vault, &s, &username, secret)
+                .await?;
             if limit.is_some() {
                 x.admin.set_checkout_limit(&s, limit).await?;
             }
@@ -71,9 +74,11 @@ pub async fn vault(cmd: VaultCmd) -> anyhow::Result<ExitCode> {
             let s = x.admin.service_spec(&service).await?;
             let vault = unseal(&x).await?;
             x.admin.remove_credential(&vault, &s).await?;
-            Ok(print(x.json, json!({ "service": service, "removed": true }), || {
-                format!("credential of {service} removed")
-            }))
+            Ok(print(
+                x.json,
+                json!({ "service": service, "removed": true }),
+                || format!("credential of {service} removed"),
+            ))
         }
         VaultCmd::Info { service, c } => {
             let x = ctx(&c).await?;

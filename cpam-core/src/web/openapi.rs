@@ -294,6 +294,59 @@ pub fn schemas() -> Map<String, Value> {
             ),
         ),
         (
+            "Credential",
+            obj(
+                &[
+                    "service_id",
+                    "service",
+                    "username",
+                    "credential_kind",
+                    "max_checkout_secs",
+                ],
+                json!({ "service_id": s(), "service": s(), "customer_id": s(), "customer_name": ns(),
+            "kind": service_kinds(), "target": s(), "username": s(),
+            "credential_kind": { "type": "string", "enum": CredentialKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>() },
+            "max_checkout_secs": int(), "grant_until": ntime(),
+            "checkout": { "oneOf": [ { "type": "null" }, reference("Checkout") ] } }),
+            ),
+        ),
+        (
+            "Checkout",
+            obj(
+                &[
+                    "id",
+                    "user",
+                    "service_id",
+                    "status",
+                    "started_at",
+                    "expires_at",
+                ],
+                json!({ "id": s(), "user": s(), "user_id": s(), "customer_id": s(), "service": s(), "service_id": s(),
+            "status": { "type": "string", "enum": std::iter::once("active").chain(std::iter::once("expired"))
+                .chain(CheckoutEnd::ALL.iter().map(|e| e.as_str())).collect::<Vec<_>>() },
+            "started_at": time(), "expires_at": time(), "ended_at": ntime(),
+            "end_reason": { "type": ["string", "null"], "enum": std::iter::once(Value::Null)
+                .chain(CheckoutEnd::ALL.iter().map(|e| Value::from(e.as_str())))
+                .collect::<Vec<_>>() },
+            "ended_by": ns() }),
+            ),
+        ),
+        (
+            "NewCheckout",
+            obj(
+                &["service_id"],
+                json!({ "service_id": s(), "duration_secs": { "type": "integer", "description": "default: the service's longest checkout" } }),
+            ),
+        ),
+        (
+            "MasterPassword",
+            obj(
+                &["current", "new"],
+                json!({ "current": { "type": "string", "description": "the caller's login password or current master password" },
+            "new": { "type": "string", "minLength": crate::vault::MIN_MASTER_PASSWORD } }),
+            ),
+        ),
+        (
             "OpenApi",
             json!({ "type": "object", "description": "this document" }),
         ),

@@ -96,7 +96,11 @@ impl Hub {
 
     /// `cpam-checkin SERVICE GATEKEEPER_ID`: checks in the user's active
     /// checkout of the service; their live sessions on it end.
-    pub(super) async fn checkin_command(&self, user: &User, args: &[&str]) -> Result<serde_json::Value> {
+    pub(super) async fn checkin_command(
+        &self,
+        user: &User,
+        args: &[&str],
+    ) -> Result<serde_json::Value> {
         let [name, gk_id] = args else {
             return Err(Error::invalid("usage: cpam-checkin SERVICE GATEKEEPER_ID"));
         };
@@ -136,7 +140,11 @@ impl Hub {
 
     /// `cpam-master-password`: reads `{"current": .., "new": ..}` from the
     /// channel, sets the user's master password, answers JSON.
-    pub(super) async fn master_password_channel(self: std::sync::Arc<Self>, user: User, mut channel: Channel<Msg>) {
+    pub(super) async fn master_password_channel(
+        self: std::sync::Arc<Self>,
+        user: User,
+        mut channel: Channel<Msg>,
+    ) {
         let reply = match read_request(&mut channel).await {
             Ok(req) => {
                 let current = Secret::new(req.current);
