@@ -359,3 +359,133 @@ fn a_wrong_or_missing_vault_key_refuses_the_start_and_the_file_stays() -> anyhow
     assert!(!d.logs().contains(CANARY));
     Ok(())
 }
+
+#[test]
+fn credentials_and_checkouts_through_the_api() -> anyhow::Result<()> {
+    use cpam_tests::web::{WebOptions, WebServer};
+    use serde_json::json;
+
+    let web = WebServer::start(WebOptions::default())?;
+    let admin = web.admin()?;
+    let customer = admin.post("/api/v1/customers", &json!({ "name": "acme" }))?;
+    let cid = json_str(&customer, "id")?;
+    let gk = admin.post(
+        &format!("/api/v1/customers/{cid}/gatekeepers"),
+        &json!({ "name": "gk" }),
+    )?;
+    let gk = json_str(&gk, "id")?;
+    let svc = admin.post(
+        &format!("/api/v1/gatekeepers/{gk}/services"),
+        &json!({ "name": "box", "kind": "ssh", "host": "10.0.0.7" }),
+    )?;
+    assert_eq!(svc["port"], 22, "ssh services default to port 22");
+    let sid = json_str(&svc, "id")?;
+    let user = json!({ "name": "vera", "password": "vera login pass", "roles": ["Vendor"], "customers": [cid] });
+    let vera_id = json_str(&admin.post("/api/v1/users", &user)?, "id")?;
+    admin.post(
+        "/api/v1/grants",
+        &json!({ "user": "vera", "service_id": sid, "hours": 1 }),
+    )?;
+    let mut c = Command::new(bin_path("cpam-server")?);
+    c.args([
+        "vault",
+        "set",
+        "box@acme",
+        "--username",
+        "root",
+        "--password-stdin",
+        "--data-dir",
+    ])
+    .arg(&web.data_dir);
+    let (ok, _, stderr) = run_with_stdin(c, &format!("{CANARY}\n"))?;
+    assert!(ok, "{stderr}");
+
+    let mut vera = web.client()?;
+    vera.login("vera", "vera login pass")?
+        .expect(200, "vera signs in")?;
+    let creds = vera.get("/api/v1/credentials")?;
+    assert_eq!(creds[0]["service"], "box");
+    assert_eq!(creds[0]["username"], "root");
+    assert!(creds[0]["checkout"].is_null());
+    assert!(!creds.to_string().contains(CANARY));
+    // Nobody else's listing shows it: the admin holds no grant.
+    assert_eq!(admin.get("/api/v1/credentials")?, json!([]));
+
+    let r = vera.send(
+        "POST",
+        "/api/v1/checkouts",
+        Some(&json!({ "service_id": sid, "duration_secs": 100_000 })),
+    )?;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = vera.send(
+        "POST",
+        "/api/v1/checkouts",
+        Some(&json!({ "service_id": "svc_missing" })),
+    )?;
+    assert_eq!(r.status, 404, "{}", r.body);
+    let c = vera.post(
+        "/api/v1/checkouts",
+        &json!({ "service_id": sid, "duration_secs": 600 }),
+    )?;
+    assert_eq!(c["status"], "active");
+    let id = json_str(&c, "id")?;
+    let r = vera.send(
+        "POST",
+        "/api/v1/checkouts",
+        Some(&json!({ "service_id": sid })),
+    )?;
+    assert_eq!(
+        r.status, 409,
+        "a second checkout while one is active: {}",
+        r.body
+    );
+    assert_eq!(
+        vera.get("/api/v1/credentials")?[0]["checkout"]["id"],
+        id.as_str()
+    );
+    assert_eq!(
+        vera.get("/api/v1/checkouts?state=active")?[0]["id"],
+        id.as_str()
+    );
+    assert_eq!(admin.get("/api/v1/checkouts")?[0]["user"], "vera");
+    vera.expect("DELETE", &format!("/api/v1/checkouts/{id}"), None, 204)?;
+    assert_eq!(vera.get("/api/v1/checkouts")?[0]["status"], "checked_in");
+    assert_eq!(vera.get("/api/v1/checkouts?state=active")?, json!([]));
+    let c = vera.post("/api/v1/checkouts", &json!({ "service_id": sid }))?;
+    admin.expect(
+        "DELETE",
+        &format!("/api/v1/checkouts/{}", json_str(&c, "id")?),
+        None,
+        204,
+    )?;
+    assert_eq!(vera.get("/api/v1/checkouts")?[0]["status"], "revoked");
+
+    // The master password: proven with the login password, cleared by an admin.
+    let set = |current: &str, new: &str| -> anyhow::Result<u16> {
+        let body = json!({ "current": current, "new": new });
+        Ok(vera
+            .send("PUT", "/api/v1/me/master-password", Some(&body))?
+            .status)
+    };
+    assert_eq!(
+        set("wrong", "master-pass-1")?,
+        403,
+        "a wrong proof, not a signed-out caller"
+    );
+    assert_eq!(set("vera login pass", "short")?, 400);
+    assert_eq!(set("vera login pass", "master-pass-1")?, 204);
+    admin.expect(
+        "DELETE",
+        &format!("/api/v1/users/{vera_id}/master-password"),
+        None,
+        204,
+    )?;
+    admin.expect(
+        "DELETE",
+        &format!("/api/v1/users/{vera_id}/master-password"),
+        None,
+        409,
+    )?;
+    assert!(!web.logs().contains(CANARY));
+    Ok(())
+}

@@ -299,10 +299,14 @@ impl SessionEngine {
                 user_id: Some(user.id.clone()),
                 service_id: Some(service.id.clone()),
                 active_at: None,
-                limit: Some(1),
+                limit: Some(16),
             })
             .await?;
-        Ok(Some(match latest.first().and_then(|c| c.end_reason) {
+        // The checkout that ended last says why.
+        let last = latest
+            .iter()
+            .max_by_key(|c| (c.ended_at.unwrap_or(c.expires_at), c.started_at));
+        Ok(Some(match last.and_then(|c| c.end_reason) {
             None => (
                 EndReason::Expired,
                 format!("the checkout of `{}` expired", service.name),

@@ -347,10 +347,12 @@ async fn checking_in_or_revoking_ends_live_sessions_on_recheck() {
             .contains("checked_in")
     );
 
+    s.clock.advance(Duration::from_secs(1));
     let c = s.check_out(&s.w.db, Some(HOUR)).await.unwrap();
     let task = s.run().await;
     // A recheck with the checkout still active ends nothing.
     assert_eq!(s.engine.recheck().await.unwrap(), 0);
+    s.clock.advance(Duration::from_secs(1));
     s.w.admin
         .revoke_checkout(c.id.as_str(), None)
         .await

@@ -48,11 +48,11 @@ async fn record(
     }
 }
 
-/// Refuses while `user`'s master password checks are locked out.
-fn check_lock(throttle: &Throttle, user: &User) -> Result<()> {
+/// Refuses (with `kind`) while `user`'s master password checks are locked out.
+fn check_lock(throttle: &Throttle, user: &User, kind: ErrorKind) -> Result<()> {
     match throttle.locked(&[&throttle_key(&user.name)]) {
         Some(secs) => Err(Error::new(
-            ErrorKind::Unauthenticated,
+            kind,
             format!(
                 "too many wrong master passwords for `{}`; try again in {secs} s",
                 user.name
@@ -102,7 +102,7 @@ pub async fn verify_master_password(
     user: &User,
     password: &Secret<String>,
 ) -> Result<()> {
-    check_lock(throttle, user)?;
+    check_lock(throttle, user, ErrorKind::Unauthenticated)?;
     let Some(hash) = store.master_password_hash(&user.id).await? else {
         record(
             audit,
@@ -155,7 +155,9 @@ pub async fn set_master_password(
             "a master password must be {MIN_MASTER_PASSWORD} to {MAX_MASTER_PASSWORD} characters"
         )));
     }
-    check_lock(throttle, user)?;
+    // Refusals here are `PermissionDenied`: the caller is signed in; only
+    // their proof for this change is wrong.
+    check_lock(throttle, user, ErrorKind::PermissionDenied)?;
     let fresh = store
         .user(&user.id)
         .await?
@@ -185,8 +187,7 @@ pub async fn set_master_password(
             "wrong_current_password",
         )
         .await;
-        return Err(Error::new(
-            ErrorKind::Unauthenticated,
+        return Err(Error::denied(
             "the current password (login or master) is wrong",
         ));
     }

@@ -292,19 +292,19 @@ impl Vault {
 
     /// The data key of `version`, reloading once if another node made it.
     async fn key(&self, version: i64) -> Result<Arc<Key>> {
-        if let Some(k) = self.read_keys().map.get(&version) {
-            return Ok(k.clone());
+        if let Some(k) = self.loaded_key(version) {
+            return Ok(k);
         }
         {
             let _w = self.writer.lock().await;
             self.reload().await?;
         }
-        self.read_keys().map.get(&version).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Storage,
-                format!("vault data key v{version} is retired or missing"),
-            )
-        })
+        self.loaded_key(version).ok_or_else(|| missing_key(version))
+    }
+
+    /// The data key of `version` if this process holds it.
+    fn loaded_key(&self, version: i64) -> Option<Arc<Key>> {
+        self.read_keys().map.get(&version).cloned()
     }
 
     /// Stores (or replaces) the credential of `service`, encrypted under the
@@ -390,6 +390,10 @@ impl Vault {
 
     async fn decrypt(&self, stored: &StoredCredential, name: &str) -> Result<Secret<Vec<u8>>> {
         let key = self.key(stored.key_version).await?;
+        Self::decrypt_with(&key, stored, name)
+    }
+
+    fn decrypt_with(key: &Key, stored: &StoredCredential, name: &str) -> Result<Secret<Vec<u8>>> {
         let aad = crypto::credential_aad(
             &stored.service_id,
             stored.key_version,
@@ -397,7 +401,7 @@ impl Vault {
             &stored.username,
         );
         crypto::open(
-            &key,
+            key,
             &aad,
             &stored.ciphertext,
             &format!("stored credential of service `{name}`"),
@@ -439,7 +443,15 @@ impl Vault {
                 break;
             }
             for c in stale {
-                let plain = self.decrypt(&c, c.service_id.as_str()).await?;
+                // The writer lock is held: load a version another node
+                // made here, never through `key`.
+                if self.loaded_key(c.key_version).is_none() {
+                    self.reload().await?;
+                }
+                let old = self
+                    .loaded_key(c.key_version)
+                    .ok_or_else(|| missing_key(c.key_version))?;
+                let plain = Self::decrypt_with(&old, &c, c.service_id.as_str())?;
                 let aad = crypto::credential_aad(&c.service_id, version, c.kind, &c.username);
                 let sealed = crypto::seal(&key, &aad, plain.expose())?;
                 if self
@@ -484,6 +496,13 @@ impl Vault {
             retired,
         })
     }
+}
+
+fn missing_key(version: i64) -> Error {
+    Error::new(
+        ErrorKind::Storage,
+        format!("vault data key v{version} is retired or missing"),
+    )
 }
 
 fn validate_username(username: &str) -> Result<()> {

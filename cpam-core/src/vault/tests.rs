@@ -384,7 +384,7 @@ async fn master_passwords_are_set_with_proof_verified_throttled_and_reset() {
     );
     assert_eq!(
         set("wrong", "master-pass-1").await.unwrap_err().kind(),
-        ErrorKind::Unauthenticated
+        ErrorKind::PermissionDenied
     );
     set("login-pass", "master-pass-1").await.unwrap();
     verify("master-pass-1").await.unwrap();
