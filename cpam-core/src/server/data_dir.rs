@@ -97,9 +97,18 @@ impl DataDir {
         super::ensure_builtin_roles(&store).await?;
         let key = keys::generate()?;
         keys::save_private(&key, &path.join(HOST_KEY_FILE))?;
-        // The vault's key file, unless the passphrase variable unseals it.
-        if std::env::var_os(crate::vault::PASSPHRASE_ENV).is_none() {
+        // The vault's key file, unless the passphrase variable unseals it or
+        // the database's vault is sealed already (another node's database):
+        // then this node needs that node's key file, copied in.
+        let sealed = !store.vault_keys().await?.is_empty();
+        if std::env::var_os(crate::vault::PASSPHRASE_ENV).is_none() && !sealed {
             crate::vault::create_key_file(&path.join(VAULT_KEY_FILE))?;
+        } else if sealed {
+            tracing::warn!(
+                file = %path.join(VAULT_KEY_FILE).display(),
+                "the database's vault is sealed already: copy vault.key from a node that shares it (or set {})",
+                crate::vault::PASSPHRASE_ENV
+            );
         }
         let text =
             serde_json::to_string_pretty(&config).map_err(|e| Error::internal(e.to_string()))?;
