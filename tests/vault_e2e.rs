@@ -93,7 +93,7 @@ fn assert_not_in_database(d: &Deployment, needle: &str) -> anyhow::Result<()> {
 
 #[test]
 fn a_vendor_checks_a_credential_out_and_in_and_the_secret_stays_sealed() -> anyhow::Result<()> {
-    let d = Deployment::start()?;
+    let mut d = Deployment::start()?;
     let target = format!("127.0.0.1:{SSHD_PORT}");
     d.admin_ok(&[
         "service",
@@ -125,6 +125,14 @@ fn a_vendor_checks_a_credential_out_and_in_and_the_secret_stays_sealed() -> anyh
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
+
+    // Without a checkout, a session to the service is refused and audited.
+    let profile = d.profile.clone();
+    let port = d.forward(&profile, "box")?;
+    let seq = d.audit_seq()?;
+    d.expect_ssh_refused_on(port, "a session without a checkout")?;
+    let refusal = d.expect_refusal_audited(seq, "a session without a checkout")?;
+    assert_eq!(refusal["detail"]["reason"], "no_checkout", "{refusal}");
 
     // A checkout of a service without a credential is refused.
     let out = connect(&d, &d.profile, &["checkout", "box"])?;
