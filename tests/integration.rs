@@ -10,6 +10,7 @@ mod psm_e2e;
 mod refusals_e2e;
 mod store;
 mod tunnel_e2e;
+mod vault_e2e;
 mod web_api;
 mod web_mount;
 mod web_rbac;

@@ -4,6 +4,7 @@ mod admin;
 mod admin_args;
 mod demo;
 mod run;
+mod vault;
 
 use std::path::PathBuf;
 

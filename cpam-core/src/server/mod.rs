@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 #[cfg(feature = "web")]
 pub use console::ConsoleOptions;
 pub use control::{ControlRequest, control, serve_control};
-pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig};
+pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
 
 use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
@@ -34,6 +34,7 @@ use crate::model::{AuditCategory, AuditEvent, Timestamp};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
 use crate::tunnel::{self, hub::Hub, keys};
+use crate::vault::{UnsealSecret, Vault, VaultCredentialSource};
 
 /// The node id of a server whose data dir names none (made before nodes
 /// existed) and of servers over a bare database URL.
@@ -78,6 +79,10 @@ pub struct ServerOptions {
     pub audit: Option<AuditSinkFactory>,
     /// Marks the `server.start` audit record as an embedded server's.
     pub embedded: bool,
+    /// What unseals the vault; default: over a data dir, its key file (or
+    /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
+    /// variable if set, else the vault stays sealed.
+    pub vault: Option<UnsealSecret>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -86,6 +91,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("node_id", &self.node_id)
             .field("audit", &self.audit.as_ref().map(|_| "custom"))
             .field("embedded", &self.embedded)
+            .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
             .finish()
     }
 }
@@ -97,6 +103,8 @@ impl std::fmt::Debug for ServerOptions {
 pub struct Server {
     data: Option<DataDir>,
     hub: Arc<Hub>,
+    /// The unsealed vault, when the server has an unseal secret.
+    vault: Option<Arc<Vault>>,
     /// The default audit sink, whose tap [`Server::set_audit_tap`] sets.
     tapped: Option<Arc<TappedAuditSink>>,
     node_id: String,
@@ -148,6 +156,17 @@ impl Server {
             .or_else(|| data.as_ref().and_then(|d| d.config.node_id.clone()))
             .unwrap_or_else(|| DEFAULT_NODE_ID.to_string());
         validate_node_id(&node_id)?;
+        // Before anything else changes: a wrong or missing vault key refuses
+        // the start with an error naming it.
+        let secret = match (options.vault, &data) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(data)) => Some(data.unseal_secret(&store).await?),
+            (None, None) => UnsealSecret::from_env().transpose()?,
+        };
+        let vault = match secret {
+            Some(secret) => Some(Vault::unseal(store.clone(), secret).await?),
+            None => None,
+        };
         ensure_builtin_roles(&store).await?;
         let recovered = recover(&store, &node_id, Timestamp::now()).await?;
         if recovered != Recovered::default() {
@@ -167,10 +186,14 @@ impl Server {
         };
         let engine = SessionEngine::new(store, audit);
         engine.set_node(&node_id)?;
+        if let Some(vault) = &vault {
+            engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
+        }
         let hub = Hub::new(engine, key);
         Ok(Server {
             data,
             hub,
+            vault,
             tapped,
             node_id,
             listen,
@@ -333,6 +356,13 @@ impl Server {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.engine().store()
+    }
+
+    /// The unsealed vault, when the server has an unseal secret (the
+    /// engine's credential source is then the vault's, gated by checkouts,
+    /// until the integrator sets another).
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
     }
 
     /// The data dir, when opened from one.

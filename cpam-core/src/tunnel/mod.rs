@@ -37,6 +37,15 @@ pub const CONTROL_COMMAND: &str = "cpam-control";
 pub const WHOAMI_COMMAND: &str = "cpam-whoami";
 /// Exec command a Connection Manager runs to list its services: `cpam-services GATEKEEPER_ID`.
 pub const SERVICES_COMMAND: &str = "cpam-services";
+/// Exec command that checks a credential out: `cpam-checkout SERVICE GATEKEEPER_ID [SECONDS]`.
+pub const CHECKOUT_COMMAND: &str = "cpam-checkout";
+/// Exec command that checks the user's checkout of a service in: `cpam-checkin SERVICE GATEKEEPER_ID`.
+pub const CHECKIN_COMMAND: &str = "cpam-checkin";
+/// Exec command that lists the user's checkouts: `cpam-checkouts`.
+pub const CHECKOUTS_COMMAND: &str = "cpam-checkouts";
+/// Exec command that sets the user's master password; stdin carries
+/// `{"current": .., "new": ..}` (login or current master password, and the new one).
+pub const MASTER_PASSWORD_COMMAND: &str = "cpam-master-password";
 
 /// Interval between keepalives; with [`KEEPALIVE_MAX`] a dead link is noticed within 30 s.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

@@ -8,6 +8,7 @@
 //! ([`SessionEngine::run`]) with the configured [`Dialer`].
 
 mod conn;
+mod vault;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
