@@ -31,10 +31,12 @@ use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
+use crate::proxy::ssh::{SshProxy, SshProxyOptions, StorePins};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
-use crate::tunnel::{self, hub::Hub, keys};
-use crate::vault::{UnsealSecret, Vault, VaultCredentialSource};
+use crate::tunnel::hub::{Hub, HubConfig};
+use crate::tunnel::{self, keys};
+use crate::vault::{StoreMasterPasswords, UnsealSecret, Vault, VaultCredentialSource};
 
 /// The node id of a server whose data dir names none (made before nodes
 /// existed) and of servers over a bare database URL.
@@ -189,7 +191,19 @@ impl Server {
         if let Some(vault) = &vault {
             engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
         }
-        let hub = Hub::new(engine, key);
+        let mut config = HubConfig::new(key.clone());
+        let masters = StoreMasterPasswords::new(
+            engine.store().clone(),
+            engine.audit().clone(),
+            config.throttle.clone(),
+        );
+        config.privileged_ssh = Some(Arc::new(SshProxy::new(
+            key,
+            Arc::new(masters),
+            Arc::new(StorePins::new(engine.store().clone())),
+            SshProxyOptions::default(),
+        )));
+        let hub = Hub::with_config(engine, config);
         Ok(Server {
             data,
             hub,

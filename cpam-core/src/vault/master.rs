@@ -206,3 +206,31 @@ pub async fn set_master_password(
     .await;
     Ok(())
 }
+
+/// The master password check the SSH proxy asks for
+/// ([`MasterPasswords`](crate::proxy::ssh::MasterPasswords)), over
+/// [`verify_master_password`]: throttled with the sign-in throttle and
+/// audited.
+#[derive(Debug)]
+pub struct StoreMasterPasswords {
+    store: Arc<dyn Store>,
+    audit: Arc<dyn AuditSink>,
+    throttle: Arc<Throttle>,
+}
+
+impl StoreMasterPasswords {
+    pub fn new(store: Arc<dyn Store>, audit: Arc<dyn AuditSink>, throttle: Arc<Throttle>) -> Self {
+        Self {
+            store,
+            audit,
+            throttle,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::proxy::ssh::MasterPasswords for StoreMasterPasswords {
+    async fn verify(&self, user: &User, password: &Secret<String>) -> Result<()> {
+        verify_master_password(&self.store, &self.audit, &self.throttle, user, password).await
+    }
+}

@@ -36,7 +36,9 @@ pub use checkout::{
     CheckoutRequest, DEFAULT_CHECKOUT_LIMIT, active_checkout, check_in, check_out, checkout_limit,
     revoke_checkout,
 };
-pub use master::{MIN_MASTER_PASSWORD, set_master_password, verify_master_password};
+pub use master::{
+    MIN_MASTER_PASSWORD, StoreMasterPasswords, set_master_password, verify_master_password,
+};
 pub use source::VaultCredentialSource;
 pub use unseal::{PASSPHRASE_ENV, UnsealSecret, create_key_file};
 

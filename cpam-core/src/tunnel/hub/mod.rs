@@ -325,7 +325,7 @@ impl Hub {
                 return;
             }
         };
-        let protocol: &dyn Protocol = if approval.service().kind.injects_credential() {
+        let protocol: &dyn Protocol = if approval.service().kind.injects_credentials() {
             match &self.privileged_ssh {
                 Some(proxy) => proxy.as_ref(),
                 None => {
