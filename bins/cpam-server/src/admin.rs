@@ -40,7 +40,11 @@ async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
     })
 }
 
-fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -> ExitCode {
+pub(crate) fn print(
+    json: bool,
+    value: serde_json::Value,
+    human: impl FnOnce() -> String,
+) -> ExitCode {
     if json {
         println!(
             "{}",
@@ -65,7 +69,7 @@ async fn recheck(data: &DataDir) {
 /// One column of a printed table: its heading and how to render a row.
 type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
 
-fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
+pub(crate) fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
     let mut out: Vec<Vec<String>> = vec![cols.iter().map(|c| c.0.to_string()).collect()];
     out.extend(rows.iter().map(|r| cols.iter().map(|c| (c.1)(r)).collect()));
     let widths: Vec<usize> = (0..cols.len())
@@ -206,6 +210,7 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Grant(cmd) => grant(cmd).await,
         AdminCommand::Sessions(cmd) => sessions(cmd).await,
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
+        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd),
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,
@@ -589,13 +594,20 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
         AuditCmd::Verify { c } => {
             let x = ctx(&c).await?;
             let v = audit::verify_store(x.store.as_ref()).await?;
-            let intact = v.is_intact();
-            print(x.json, json!(v), || match &v.first_broken {
-                None => format!("audit chain intact: {} records", v.checked),
-                Some(b) => format!(
-                    "audit chain BROKEN at record {} (found {}): {}",
-                    b.expected_seq, b.found_seq, b.problem
-                ),
+            // Every sealed recording's manifest, chain and file too.
+            let r = crate::recordings::verify_all(&x.data.recordings()?)?;
+            let intact = v.is_intact() && r.failed.is_empty();
+            let mut doc = json!(v);
+            doc["recordings"] = r.to_json();
+            print(x.json, doc, || {
+                let audit = match &v.first_broken {
+                    None => format!("audit chain intact: {} records", v.checked),
+                    Some(b) => format!(
+                        "audit chain BROKEN at record {} (found {}): {}",
+                        b.expected_seq, b.found_seq, b.problem
+                    ),
+                };
+                format!("{audit}\n{}", r.to_text())
             });
             Ok(if intact {
                 ExitCode::SUCCESS

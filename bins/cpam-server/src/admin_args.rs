@@ -42,6 +42,9 @@ pub enum AdminCommand {
     /// Connection Manager profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Session recordings: list, verify, cat, search.
+    #[command(subcommand)]
+    Recordings(crate::recordings::RecordingsCmd),
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,5 +1,5 @@
-//! A server's data dir: `config.json`, the host key, the SQLite database
-//! and the console's certificate.
+//! A server's data dir: `config.json`, the host key, the SQLite database,
+//! the console's certificate and the session recordings.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,12 +7,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::record::{FileRecordingStore, RecordingKey};
 use crate::store::{SqlStore, Store};
 use crate::tunnel::keys;
 
 const CONFIG_FILE: &str = "config.json";
 const HOST_KEY_FILE: &str = "host_key";
 const CONTROL_SOCKET: &str = "control.sock";
+const RECORDINGS_DIR: &str = "recordings";
 
 /// `DIR/config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +43,10 @@ pub struct ServerConfig {
     /// generates one; a data dir made before nodes existed is `default`).
     #[serde(default)]
     pub node_id: Option<String>,
+    /// Record what users type in terminal sessions (`"i"` events; never
+    /// while the target has echo off).
+    #[serde(default)]
+    pub record_input: bool,
 }
 
 /// The console's default listen address.
@@ -89,6 +95,7 @@ impl DataDir {
             web_key: None,
             web_idle_timeout_secs: default_web_idle_timeout_secs(),
             node_id: Some(super::generate_node_id()),
+            record_input: false,
         };
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database).await?);
         super::ensure_builtin_roles(&store).await?;
@@ -158,6 +165,18 @@ impl DataDir {
     /// The server's host key.
     pub fn host_key(&self) -> Result<russh::keys::PrivateKey> {
         keys::load_private(&self.path.join(HOST_KEY_FILE))
+    }
+
+    /// The recordings (`DIR/recordings/`), signed and checked with the
+    /// host key.
+    pub fn recordings(&self) -> Result<FileRecordingStore> {
+        let key = RecordingKey::from_host_key(&self.host_key()?)?;
+        FileRecordingStore::open(&self.recordings_dir(), key)
+    }
+
+    /// `DIR/recordings/`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.path.join(RECORDINGS_DIR)
     }
 
     /// The control socket path.

@@ -31,6 +31,7 @@ use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
+use crate::record::{Recorder, RecorderOptions, RecordingStore};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
 use crate::tunnel::{self, hub::Hub, keys};
@@ -78,6 +79,10 @@ pub struct ServerOptions {
     pub audit: Option<AuditSinkFactory>,
     /// Marks the `server.start` audit record as an embedded server's.
     pub embedded: bool,
+    /// How terminal sessions are recorded (a data dir's server only; its
+    /// recordings are in `<data dir>/recordings/`); default: the data
+    /// dir's `record_input`, mandatory recordings.
+    pub recording: Option<RecorderOptions>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -86,6 +91,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("node_id", &self.node_id)
             .field("audit", &self.audit.as_ref().map(|_| "custom"))
             .field("embedded", &self.embedded)
+            .field("recording", &self.recording)
             .finish()
     }
 }
@@ -103,6 +109,8 @@ pub struct Server {
     listen: String,
     embedded: bool,
     recovered: Recovered,
+    /// Writes every terminal session's recordings (a data dir's server).
+    recorder: Option<Arc<Recorder>>,
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
@@ -123,6 +131,8 @@ pub struct Recovered {
     pub sessions_closed: u64,
     /// Gatekeepers whose link this node held, now marked offline.
     pub gatekeepers_offline: u64,
+    /// Recordings a stop cut short, now sealed `incomplete`.
+    pub recordings_sealed: u64,
 }
 
 impl Server {
@@ -149,12 +159,28 @@ impl Server {
             .unwrap_or_else(|| DEFAULT_NODE_ID.to_string());
         validate_node_id(&node_id)?;
         ensure_builtin_roles(&store).await?;
-        let recovered = recover(&store, &node_id, Timestamp::now()).await?;
+        let mut recovered = recover(&store, &node_id, Timestamp::now()).await?;
+        let recordings = match &data {
+            Some(data) => {
+                let recordings: Arc<dyn RecordingStore> = Arc::new(data.recordings()?);
+                let r = recordings.clone();
+                let sealed = tokio::task::spawn_blocking(move || r.seal_abandoned())
+                    .await
+                    .map_err(|e| Error::internal(format!("sealing recordings: {e}")))??;
+                for id in &sealed {
+                    tracing::warn!(recording = %id, "sealed a recording cut short as incomplete");
+                }
+                recovered.recordings_sealed = sealed.len() as u64;
+                Some(recordings)
+            }
+            None => None,
+        };
         if recovered != Recovered::default() {
             tracing::info!(
                 node = %node_id,
                 sessions = recovered.sessions_closed,
                 gatekeepers = recovered.gatekeepers_offline,
+                recordings = recovered.recordings_sealed,
                 "recovered what this node left behind"
             );
         }
@@ -167,6 +193,15 @@ impl Server {
         };
         let engine = SessionEngine::new(store, audit);
         engine.set_node(&node_id)?;
+        let recorder = recordings.map(|store| {
+            let options = options.recording.unwrap_or_else(|| RecorderOptions {
+                record_input: data.as_ref().is_some_and(|d| d.config.record_input),
+                ..RecorderOptions::default()
+            });
+            let recorder = Arc::new(Recorder::new(store, options));
+            engine.add_observer_factory(recorder.clone());
+            recorder
+        });
         let hub = Hub::new(engine, key);
         Ok(Server {
             data,
@@ -176,6 +211,7 @@ impl Server {
             listen,
             embedded: options.embedded,
             recovered,
+            recorder,
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ready: Arc::new(AtomicBool::new(false)),
@@ -214,6 +250,7 @@ impl Server {
                     "embedded": self.embedded,
                     "orphan_sessions_closed": self.recovered.sessions_closed,
                     "gatekeepers_marked_offline": self.recovered.gatekeepers_offline,
+                    "recordings_sealed_incomplete": self.recovered.recordings_sealed,
                 }),
             })
             .await;
@@ -300,6 +337,11 @@ impl Server {
         if let Some(serving) = serving {
             self.ready.store(false, Ordering::SeqCst);
             self.hub.shutdown(grace).await;
+            if let Some(recorder) = self.recorder.clone() {
+                // The ended sessions' recordings are sealed before the
+                // process may exit.
+                let _ = tokio::task::spawn_blocking(move || recorder.wait_sealed(grace)).await;
+            }
             for task in serving.tasks {
                 task.abort();
                 let _ = tokio::time::timeout(grace, task).await;
@@ -333,6 +375,16 @@ impl Server {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.engine().store()
+    }
+
+    /// Where terminal sessions are recorded (a data dir's server).
+    pub fn recordings(&self) -> Option<&Arc<dyn RecordingStore>> {
+        self.recorder.as_ref().map(|r| r.store())
+    }
+
+    /// The recorder registered on the engine (a data dir's server).
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
     }
 
     /// The data dir, when opened from one.
@@ -391,6 +443,7 @@ pub async fn recover(store: &Arc<dyn Store>, node: &str, now: Timestamp) -> Resu
     Ok(Recovered {
         sessions_closed,
         gatekeepers_offline: released.len() as u64,
+        recordings_sealed: 0,
     })
 }
 
