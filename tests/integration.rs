@@ -6,6 +6,7 @@ mod demo_e2e;
 mod examples_run;
 mod harness_selfcheck;
 mod lifecycle_e2e;
+mod recordings_e2e;
 mod refusals_e2e;
 mod store;
 mod tunnel_e2e;

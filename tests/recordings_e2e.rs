@@ -1,0 +1,228 @@
+//! Session recordings end to end: a session run through the core API on a
+//! data dir's server is recorded, `cpam-server recordings` lists, verifies,
+//! prints and searches it, stock `asciinema cat` plays it, a one-byte edit
+//! fails `recordings verify` and `audit verify`; and a server killed with
+//! SIGKILL mid-recording leaves a recording that the next start seals as
+//! `incomplete`, holding the output up to a second before the kill.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use cpam_core::server::{Server, ServerOptions, Source};
+use cpam_tests::bins::bin_path;
+use cpam_tests::process::{Child, Output, run};
+use cpam_tests::recording::{Ticker, line, run_session};
+
+const CMD: Duration = Duration::from_secs(60);
+
+struct DataDir {
+    dir: tempfile::TempDir,
+}
+
+impl DataDir {
+    fn init() -> anyhow::Result<DataDir> {
+        let d = DataDir {
+            dir: tempfile::tempdir()?,
+        };
+        d.cpam(&["init", "--listen", "127.0.0.1:0"])?
+            .ok("cpam-server init")?;
+        Ok(d)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cpam(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut c = Command::new(bin_path("cpam-server")?);
+        c.args(args).arg("--data-dir").arg(self.path());
+        run("cpam-server", c, self.dir.path(), CMD)
+    }
+
+    fn cast(&self, id: &str) -> PathBuf {
+        self.path().join("recordings").join(format!("{id}.cast"))
+    }
+
+    /// `asciinema cat FILE` (Debian's asciinema): what a player prints. It
+    /// wants a terminal, so it runs under `script` (util-linux) on a pty.
+    fn asciinema_cat(&self, file: &Path) -> anyhow::Result<String> {
+        let file = file.to_str().context("a UTF-8 path")?;
+        anyhow::ensure!(!file.contains('\''), "a path without quotes");
+        let mut c = Command::new("script");
+        c.args(["-qec", &format!("asciinema cat '{file}'"), "/dev/null"])
+            .env("HOME", self.dir.path())
+            .env("ASCIINEMA_CONFIG_HOME", self.dir.path().join("asciinema"));
+        let out = run("asciinema", c, self.dir.path(), CMD).context(
+            "running asciinema (install the Debian package `asciinema`; tests/run.sh does)",
+        )?;
+        Ok(out.ok("asciinema cat")?.stdout)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_session_verifies_plays_and_detects_an_edit() -> anyhow::Result<()> {
+    let d = DataDir::init()?;
+    let server = Server::open(&Source::DataDir(d.path()), ServerOptions::default()).await?;
+    let ticker = Ticker {
+        lines: 6,
+        interval: Duration::from_millis(20),
+        announce: false,
+    };
+    let session = run_session(&server, &ticker, |_| {}).await?;
+    server.stop(Duration::from_secs(10)).await;
+    let recorder = server.recorder().context("a data dir's server records")?;
+    assert!(recorder.wait_sealed(Duration::from_secs(10)));
+    drop(server);
+    let id = format!("{}.0", session.id);
+
+    let list: serde_json::Value = serde_json::from_str(
+        &d.cpam(&[
+            "recordings",
+            "list",
+            "--session",
+            session.id.as_str(),
+            "--json",
+        ])?
+        .ok("recordings list")?
+        .stdout,
+    )?;
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    assert_eq!(list[0]["id"], id.as_str());
+    assert_eq!(list[0]["state"], "complete");
+
+    let verified = d
+        .cpam(&["recordings", "verify", &id])?
+        .ok("recordings verify")?;
+    assert!(
+        verified.stdout.contains("verified: complete"),
+        "{}",
+        verified.stdout
+    );
+
+    // Stock asciinema plays it: the text the session showed, whole.
+    let played = d.asciinema_cat(&d.cast(&id))?;
+    for i in 0..6 {
+        assert!(
+            played.contains(&line(i)),
+            "line {i} missing from:\n{played}"
+        );
+    }
+    let cat = d.cpam(&["recordings", "cat", &id])?.ok("recordings cat")?;
+    assert_eq!(
+        cat.stdout.as_bytes(),
+        std::fs::read(d.cast(&id))?.as_slice()
+    );
+    assert!(
+        cat.stdout.contains("\"r\", \"100x30\""),
+        "the resize is recorded"
+    );
+
+    let hits: serde_json::Value = serde_json::from_str(
+        &d.cpam(&["recordings", "search", &line(3), "--json"])?
+            .ok("recordings search")?
+            .stdout,
+    )?;
+    assert_eq!(hits[0]["id"], id.as_str(), "{hits}");
+    let none = d.cpam(&["recordings", "search", "never shown", "--json"])?;
+    assert_eq!(none.ok("search")?.stdout.trim(), "[]");
+
+    d.cpam(&["audit", "verify"])?
+        .ok("audit verify before the edit")?;
+
+    // One byte edited: both checks fail and say what is wrong.
+    let mut bytes = std::fs::read(d.cast(&id))?;
+    let at = bytes
+        .windows(10)
+        .position(|w| w == line(4).as_bytes().get(..10).unwrap_or_default())
+        .context("line 4 in the file")?;
+    bytes[at] = b'L';
+    std::fs::write(d.cast(&id), &bytes)?;
+    let out = d.cpam(&["recordings", "verify", &id])?;
+    assert!(!out.success(), "an edited recording verified");
+    assert!(out.stderr.contains("was edited"), "{}", out.stderr);
+    let out = d.cpam(&["recordings", "verify", "--all"])?;
+    assert!(!out.success());
+    assert!(out.stdout.contains("1 failed"), "{}", out.stdout);
+    let out = d.cpam(&["audit", "verify"])?;
+    assert!(!out.success(), "audit verify missed an edited recording");
+    assert!(out.stdout.contains("recording FAILED"), "{}", out.stdout);
+
+    // A bad id is named, not looked up.
+    let out = d.cpam(&["recordings", "verify", "../../etc/passwd"])?;
+    assert!(!out.success() && out.stderr.contains("recording id"));
+    Ok(())
+}
+
+#[test]
+fn a_server_killed_mid_recording_leaves_an_incomplete_recording() -> anyhow::Result<()> {
+    let d = DataDir::init()?;
+    let driver = || -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_record-driver"));
+        c.arg("--data-dir").arg(d.path());
+        c
+    };
+    let mut cmd = driver();
+    cmd.args(["--lines", "100000", "--interval-ms", "50"]);
+    let mut child = Child::spawn("record-driver", cmd, d.dir.path())?;
+    let session = child.wait_for_line("session ", Duration::from_secs(30))?;
+    let id = format!("{session}.0");
+
+    // When each line was seen emitted (it was emitted no later than that).
+    let mut seen: Vec<Instant> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 60 {
+        let emitted = child
+            .stdout()
+            .lines()
+            .filter(|l| l.starts_with("emitted "))
+            .count();
+        while seen.len() < emitted {
+            seen.push(Instant::now());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the driver stopped emitting\n{}",
+            child.logs()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill()?;
+    let killed = Instant::now();
+    let must_hold = seen
+        .iter()
+        .filter(|at| killed.duration_since(**at) > Duration::from_secs(1))
+        .count();
+    assert!(must_hold >= 30, "the kill came too soon to check anything");
+
+    let out = d.cpam(&["recordings", "verify", &id])?;
+    assert!(
+        !out.success(),
+        "a recording cut by SIGKILL verified before sealing"
+    );
+    assert!(out.stderr.contains("not sealed"), "{}", out.stderr);
+
+    // The next start seals it.
+    let mut cmd = driver();
+    cmd.args(["--lines", "0"]);
+    let restart = run("record-driver-restart", cmd, d.dir.path(), CMD)?.ok("restart")?;
+    assert!(restart.stdout.contains("sealed 1"), "{}", restart.stdout);
+
+    let verified = d
+        .cpam(&["recordings", "verify", &id])?
+        .ok("recordings verify")?;
+    assert!(
+        verified.stdout.contains("verified: incomplete"),
+        "{}",
+        verified.stdout
+    );
+    let played = d.asciinema_cat(&d.cast(&id))?;
+    for i in 0..must_hold as u64 {
+        assert!(
+            played.contains(&line(i)),
+            "line {i}, emitted over a second before the kill, is missing"
+        );
+    }
+    Ok(())
+}
