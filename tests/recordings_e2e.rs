@@ -226,3 +226,101 @@ fn a_server_killed_mid_recording_leaves_an_incomplete_recording() -> anyhow::Res
     }
     Ok(())
 }
+
+#[test]
+fn the_rest_api_lists_downloads_and_verifies_a_sessions_recording() -> anyhow::Result<()> {
+    use cpam_core::model::{EndReason, SessionId, SessionProtocol, Target};
+    use cpam_core::record::{
+        EventKind, Header, RecordingId, RecordingStore as _, SealState, event_line,
+    };
+    use cpam_core::store::{SessionLog as _, SqlStore};
+    use cpam_tests::web::{WebOptions, WebServer};
+
+    let web = WebServer::start(WebOptions::default())?;
+    let admin = web.admin()?;
+    let customer = admin.post("/api/v1/customers", &serde_json::json!({ "name": "acme" }))?;
+    let me = admin.get("/api/v1/auth/me")?;
+    let now = cpam_core::model::Timestamp::now();
+    let session = cpam_core::model::Session {
+        id: SessionId::generate(),
+        user_id: cpam_core::model::UserId(me["user"]["id"].as_str().unwrap_or_default().into()),
+        user_name: "admin".into(),
+        customer_id: cpam_core::model::CustomerId(
+            customer["id"].as_str().unwrap_or_default().into(),
+        ),
+        gatekeeper_id: None,
+        service_id: cpam_core::model::ServiceId("svc_rec".into()),
+        service_name: "shell".into(),
+        target: Target {
+            host: "10.0.0.5".into(),
+            port: 22,
+        },
+        grant_id: None,
+        protocol: SessionProtocol::Ssh,
+        node_id: None,
+        started_at: now,
+        ended_at: Some(now),
+        bytes_up: 0,
+        bytes_down: 0,
+        end_reason: Some(EndReason::Completed),
+        end_detail: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = rt.block_on(SqlStore::connect(&format!(
+        "sqlite://{}",
+        web.data_dir.join("cpam.db").display()
+    )))?;
+    rt.block_on(store.insert_session(&session))?;
+
+    let recordings = cpam_core::server::DataDir::open(&web.data_dir)?.recordings()?;
+    let id = RecordingId::new(&session.id, 0)?;
+    let mut w = recordings.create(&id, now)?;
+    w.append(Header::new(80, 24).to_line().as_bytes())?;
+    w.append(event_line(0.2, EventKind::Output, "shown over REST\r\n").as_bytes())?;
+    w.seal(now, SealState::Complete)?;
+    let file = recordings.cast_path(&id);
+
+    let list = admin.get(&format!("/api/v1/sessions/{}/recordings", session.id))?;
+    assert_eq!(list[0]["id"], id.as_str(), "{list}");
+    assert_eq!(list[0]["state"], "complete");
+    let cast = admin
+        .send("GET", &format!("/api/v1/recordings/{id}/cast"), None)?
+        .expect(200, "download")?;
+    assert_eq!(cast.body.as_bytes(), std::fs::read(&file)?.as_slice());
+    assert!(
+        cast.header("content-disposition")
+            .unwrap_or_default()
+            .contains(&format!("{id}.cast"))
+    );
+    let ok = admin.get(&format!("/api/v1/recordings/{id}/verify"))?;
+    assert_eq!(
+        (ok["ok"].clone(), ok["state"].clone()),
+        (true.into(), "complete".into()),
+        "{ok}"
+    );
+
+    let mut bytes = std::fs::read(&file)?;
+    let at = bytes
+        .windows(5)
+        .position(|w| w == b"shown")
+        .context("text")?;
+    bytes[at] = b'S';
+    std::fs::write(&file, bytes)?;
+    let bad = admin.get(&format!("/api/v1/recordings/{id}/verify"))?;
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["error"].as_str().unwrap_or_default().contains("edited"),
+        "{bad}"
+    );
+
+    // Missing and malformed ids answer 404 like a foreign session's.
+    for path in [
+        "/api/v1/recordings/ses_missing.0/verify",
+        "/api/v1/recordings/not-an-id/cast",
+    ] {
+        admin.send("GET", path, None)?.expect(404, path)?;
+    }
+    Ok(())
+}

@@ -236,6 +236,16 @@ impl Server {
         let listener = tunnel::bind_listener(addr)?;
         let addr = listener.local_addr()?;
         // Before the first connection is accepted (they queue meanwhile).
+        let mut detail = json!({
+            "listen": addr.to_string(),
+            "node": self.node_id,
+            "embedded": self.embedded,
+            "orphan_sessions_closed": self.recovered.sessions_closed,
+            "gatekeepers_marked_offline": self.recovered.gatekeepers_offline,
+        });
+        if self.recorder.is_some() {
+            detail["recordings_sealed_incomplete"] = json!(self.recovered.recordings_sealed);
+        }
         self.engine()
             .record(AuditEvent {
                 at: Timestamp::now(),
@@ -244,14 +254,7 @@ impl Server {
                 actor: "system".into(),
                 customer_id: None,
                 session_id: None,
-                detail: json!({
-                    "listen": addr.to_string(),
-                    "node": self.node_id,
-                    "embedded": self.embedded,
-                    "orphan_sessions_closed": self.recovered.sessions_closed,
-                    "gatekeepers_marked_offline": self.recovered.gatekeepers_offline,
-                    "recordings_sealed_incomplete": self.recovered.recordings_sealed,
-                }),
+                detail,
             })
             .await;
         self.ready.store(true, Ordering::SeqCst);
