@@ -132,7 +132,7 @@ pub fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                     print(
                         c.json,
                         json!({ "id": id, "error": e.message(), "kind": e.kind().as_str() }),
-                        || String::new(),
+                        String::new,
                     );
                     eprintln!("error: {}", e.message());
                     Ok(ExitCode::FAILURE)
