@@ -9,6 +9,8 @@
 //! file's SHA-256, the chain head, the session, start and end, complete or
 //! not) is signed with Ed25519 by the server's key.
 
+use std::io::Read;
+
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -64,7 +66,11 @@ impl Chain {
     /// Adds the chunk `bytes` (written right after the previous one) and
     /// returns its record.
     pub fn push(&mut self, bytes: &[u8]) -> ChunkRecord {
-        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        self.push_hash(Sha256::digest(bytes).into(), bytes.len() as u64)
+    }
+
+    /// Adds a chunk of `len` bytes whose SHA-256 is `hash`.
+    fn push_hash(&mut self, hash: [u8; 32], len: u64) -> ChunkRecord {
         let mut h = Sha256::new();
         h.update(self.head);
         h.update(hash);
@@ -72,12 +78,12 @@ impl Chain {
         let record = ChunkRecord {
             index: self.next_index,
             offset: self.next_offset,
-            len: bytes.len() as u64,
+            len,
             sha256: hex::encode(hash),
             chain: hex::encode(self.head),
         };
         self.next_index += 1;
-        self.next_offset += bytes.len() as u64;
+        self.next_offset += len;
         record
     }
 
@@ -288,62 +294,69 @@ pub fn parse_chain(text: &[u8]) -> (Vec<ChunkRecord>, Option<String>) {
 }
 
 /// The longest prefix of `records` that is a valid chain of `id` over
-/// `file`: indexes and offsets in sequence, each chunk's hash matching the
-/// file's bytes and each chain hash following from the last. Returns the
-/// good chain and, if it stopped early, why.
+/// `file` (read from its start, in bounded memory): indexes and offsets in
+/// sequence, each chunk's hash matching the file's bytes and each chain
+/// hash following from the last. Returns the good chain, the file's SHA-256
+/// over what the chain covers, and, if it stopped early, why.
 pub fn check_chain(
     id: &RecordingId,
     records: &[ChunkRecord],
-    file: &[u8],
-) -> (Chain, Option<String>) {
+    file: &mut dyn Read,
+) -> (Chain, Sha256, Option<String>) {
     let mut chain = Chain::new(id);
+    let mut whole = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
     for r in records {
         let i = chain.chunks();
         if r.index != i || r.offset != chain.size() {
-            return (
-                chain,
-                Some(format!(
-                    "chain record {i} is out of sequence (index {}, offset {})",
-                    r.index, r.offset
-                )),
+            let why = format!(
+                "chain record {i} is out of sequence (index {}, offset {})",
+                r.index, r.offset
             );
+            return (chain, whole, Some(why));
         }
         let end = r.offset.saturating_add(r.len);
-        let Some(bytes) = usize::try_from(end)
-            .ok()
-            .and_then(|end| file.get(r.offset as usize..end))
-        else {
-            return (
-                chain,
-                Some(format!(
-                    "chunk {i} (bytes {}..{end}) is missing: the file was cut to {} bytes",
-                    r.offset,
-                    file.len()
-                )),
-            );
-        };
-        let mut next = chain.clone();
-        let computed = next.push(bytes);
-        if computed.sha256 != r.sha256 {
-            return (
-                chain,
-                Some(format!(
-                    "chunk {i} (bytes {}..{end}) was edited: its SHA-256 does not match the chain",
-                    r.offset
-                )),
-            );
+        let mut chunk = Sha256::new();
+        let mut left = r.len;
+        while left > 0 {
+            let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+            let n = match file.read(&mut buf[..want]) {
+                Ok(0) => {
+                    let why = format!(
+                        "chunk {i} (bytes {}..{end}) is missing: the file was cut to {} bytes",
+                        r.offset,
+                        end - left
+                    );
+                    return (chain, whole, Some(why));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let why = format!("cannot read chunk {i}: {e}");
+                    return (chain, whole, Some(why));
+                }
+            };
+            chunk.update(&buf[..n]);
+            whole.update(&buf[..n]);
+            left -= n as u64;
         }
-        if computed.chain != r.chain {
-            return (
-                chain,
-                Some(format!(
-                    "chain record {i} does not follow from the one before"
-                )),
+        let hash: [u8; 32] = chunk.finalize().into();
+        if hex::encode(hash) != r.sha256 {
+            let why = format!(
+                "chunk {i} (bytes {}..{end}) was edited: its SHA-256 does not match the chain",
+                r.offset
             );
+            return (chain, whole, Some(why));
+        }
+        let mut next = chain.clone();
+        next.push_hash(hash, r.len);
+        if next.head() != r.chain {
+            let why = format!("chain record {i} does not follow from the one before");
+            return (chain, whole, Some(why));
         }
         chain = next;
     }
-    (chain, None)
+    (chain, whole, None)
 }
 
 /// What a check of a sealed recording found.
@@ -359,10 +372,13 @@ pub struct Verified {
 /// Checks a sealed recording: the manifest's signature against `key`, the
 /// manifest against `id`, the chain against the file, the manifest against
 /// the chain and the file. The error names the first thing wrong.
+/// `file` is read from its start once, in bounded memory; `file_len` is
+/// its length.
 pub fn verify(
     key: &RecordingKey,
     id: &RecordingId,
-    file: &[u8],
+    file: &mut dyn Read,
+    file_len: u64,
     chain_text: &[u8],
     signed: &SignedManifest,
 ) -> Result<Verified> {
@@ -384,7 +400,7 @@ pub fn verify(
     if let Some(p) = problem {
         return Err(recording_error(format!("the chain file was edited: {p}")));
     }
-    let (chain, problem) = check_chain(id, &records, file);
+    let (chain, whole, problem) = check_chain(id, &records, file);
     if let Some(p) = problem {
         return Err(recording_error(p));
     }
@@ -395,7 +411,7 @@ pub fn verify(
             m.chunks
         )));
     }
-    let len = file.len() as u64;
+    let len = file_len;
     if len != m.size || chain.size() != m.size {
         let what = if len > m.size {
             "bytes were appended"
@@ -407,7 +423,7 @@ pub fn verify(
             m.size
         )));
     }
-    if hex::encode(Sha256::digest(file)) != m.sha256 {
+    if hex::encode(whole.finalize()) != m.sha256 {
         return Err(recording_error(
             "the file's SHA-256 does not match the manifest",
         ));
@@ -419,9 +435,4 @@ pub fn verify(
         chunks: m.chunks,
         signer: m.signer.clone(),
     })
-}
-
-/// Hex SHA-256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }

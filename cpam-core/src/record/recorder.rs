@@ -78,9 +78,12 @@ struct Writers {
 }
 
 impl Recorder {
-    /// A recorder writing to `store`. The flush interval is capped at 1 s.
+    /// A recorder writing to `store`. The flush interval is kept between
+    /// 10 ms and 1 s.
     pub fn new(store: Arc<dyn RecordingStore>, mut options: RecorderOptions) -> Recorder {
-        options.flush_interval = options.flush_interval.min(Duration::from_secs(1));
+        options.flush_interval = options
+            .flush_interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(1));
         options.max_chunk = options.max_chunk.max(1);
         Recorder {
             store,

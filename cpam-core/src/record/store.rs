@@ -5,7 +5,7 @@
 //! from its own writer threads, async callers through `spawn_blocking`.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, Read, Write as _};
+use std::io::{BufReader, Read, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -15,7 +15,7 @@ use super::asciicast::{EventKind, FORMAT, Reader, recording_error};
 use super::id::RecordingId;
 use super::integrity::{
     Chain, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain, parse_chain,
-    sha256_hex, verify,
+    verify,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{SessionId, Timestamp};
@@ -214,18 +214,6 @@ impl FileRecordingStore {
         Ok(ids)
     }
 
-    fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        fs::read(path).map_err(|e| {
-            let kind = e.kind();
-            let err = Error::from(e).context(&format!("cannot read {}", path.display()));
-            if kind == std::io::ErrorKind::NotFound {
-                Error::not_found(err.message().to_string())
-            } else {
-                err
-            }
-        })
-    }
-
     fn info(&self, id: &RecordingId) -> Result<RecordingInfo> {
         let size = fs::metadata(self.cast_path(id))?.len();
         let (started_at, ended_at, state) = match self.manifest(id)? {
@@ -250,36 +238,38 @@ impl FileRecordingStore {
     /// Seals one abandoned recording as `incomplete`.
     fn seal_one(&self, id: &RecordingId) -> Result<()> {
         let cast_path = self.cast_path(id);
-        let mut file = self.read(&cast_path)?;
+        let mut file = OpenOptions::new().read(true).write(true).open(&cast_path)?;
+        let len = file.metadata()?.len();
         let chain_text = fs::read(self.chain_path(id)).unwrap_or_default();
         let (records, cut) = parse_chain(&chain_text);
-        let (mut chain, broken) = check_chain(id, &records, &file);
+        let (mut chain, mut whole, broken) =
+            check_chain(id, &records, &mut BufReader::new(&mut file));
         if let Some(p) = cut.iter().chain(broken.iter()).next() {
             tracing::warn!(recording = %id, problem = %p, "sealing what the chain covers");
         }
         let mut records: Vec<_> = records.into_iter().take(chain.chunks() as usize).collect();
-        let covered = chain.size() as usize;
+        let covered = chain.size();
         // Whole lines written after the last chained chunk (the crash came
         // between the two writes) become the last chunk; a cut line is
         // dropped so the file stays playable.
-        let tail_end = if broken.is_none() {
-            file[covered..]
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(covered, |i| covered + i + 1)
-        } else {
-            covered
-        };
-        if tail_end > covered {
-            records.push(chain.push(&file[covered..tail_end]));
+        let mut end = covered;
+        if broken.is_none() && len > covered {
+            let mut tail = Vec::new();
+            file.seek(SeekFrom::Start(covered))?;
+            (&mut file).take(len - covered).read_to_end(&mut tail)?;
+            if let Some(i) = tail.iter().rposition(|b| *b == b'\n') {
+                let tail = &tail[..=i];
+                whole.update(tail);
+                records.push(chain.push(tail));
+                end = chain.size();
+            }
         }
-        if file.len() > tail_end {
-            tracing::warn!(recording = %id, dropped = file.len() - tail_end, "dropping bytes no chunk covers");
-            file.truncate(tail_end);
-            let f = OpenOptions::new().write(true).open(&cast_path)?;
-            f.set_len(tail_end as u64)?;
-            f.sync_all()?;
+        if len > end {
+            tracing::warn!(recording = %id, dropped = len - end, "dropping bytes no chunk covers");
+            file.set_len(end)?;
+            file.sync_all()?;
         }
+        drop(file);
         let chain_lines: String = records.iter().map(|r| r.to_line()).collect();
         write_atomic(&self.chain_path(id), chain_lines.as_bytes())?;
         let mtime = fs::metadata(&cast_path)
@@ -290,39 +280,21 @@ impl FileRecordingStore {
                 Timestamp(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             });
         let started_at = header_start(&cast_path).unwrap_or(mtime);
-        let signed = self.key.sign(manifest(
-            id,
+        let signed = self.key.sign(Manifest {
+            format: FORMAT.into(),
+            recording_id: id.clone(),
+            session_id: id.session(),
+            channel: id.channel(),
             started_at,
-            mtime.max(started_at),
-            SealState::Incomplete,
-            &file,
-            &chain,
-        ))?;
+            ended_at: mtime.max(started_at),
+            state: SealState::Incomplete,
+            size: chain.size(),
+            sha256: hex::encode(whole.finalize()),
+            chain_head: chain.head(),
+            chunks: chain.chunks(),
+            signer: String::new(),
+        })?;
         write_atomic(&self.manifest_path(id), &signed.to_bytes())
-    }
-}
-
-fn manifest(
-    id: &RecordingId,
-    started_at: Timestamp,
-    ended_at: Timestamp,
-    state: SealState,
-    file: &[u8],
-    chain: &Chain,
-) -> Manifest {
-    Manifest {
-        format: FORMAT.into(),
-        recording_id: id.clone(),
-        session_id: id.session(),
-        channel: id.channel(),
-        started_at,
-        ended_at,
-        state,
-        size: file.len() as u64,
-        sha256: sha256_hex(file),
-        chain_head: chain.head(),
-        chunks: chain.chunks(),
-        signer: String::new(),
     }
 }
 
@@ -400,7 +372,7 @@ impl RecordingStore for FileRecordingStore {
     }
 
     fn verify(&self, id: &RecordingId) -> Result<Verified> {
-        let file = match self.read(&self.cast_path(id)) {
+        let file = match self.open(id) {
             Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 if self.manifest_path(id).exists() {
@@ -420,8 +392,16 @@ impl RecordingStore for FileRecordingStore {
         let chain = fs::read(self.chain_path(id)).map_err(|e| {
             recording_error(format!("recording {id}: cannot read its chain file: {e}"))
         })?;
-        verify(&self.key, id, &file, &chain, &signed)
-            .map_err(|e| recording_error(format!("recording {id}: {}", e.message())))
+        let len = fs::metadata(self.cast_path(id))?.len();
+        verify(
+            &self.key,
+            id,
+            &mut BufReader::new(file),
+            len,
+            &chain,
+            &signed,
+        )
+        .map_err(|e| recording_error(format!("recording {id}: {}", e.message())))
     }
 
     fn seal_abandoned(&self) -> Result<Vec<RecordingId>> {
