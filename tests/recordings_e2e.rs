@@ -74,6 +74,28 @@ async fn a_recorded_session_verifies_plays_and_detects_an_edit() -> anyhow::Resu
     server.stop(Duration::from_secs(10)).await;
     let recorder = server.recorder().context("a data dir's server records")?;
     assert!(recorder.wait_sealed(Duration::from_secs(10)));
+    // The seal is audited, with the manifest's hashes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let sealed = loop {
+        let records = server
+            .store()
+            .audit_records(&cpam_core::store::AuditFilter {
+                actor: Some(cpam_core::record::RECORDER_ACTOR.into()),
+                ..Default::default()
+            })
+            .await?;
+        if let Some(r) = records.into_iter().next() {
+            break r;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no recording.sealed audit record"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(sealed.event.action, "recording.sealed");
+    assert_eq!(sealed.event.session_id.as_ref(), Some(&session.id));
+    assert_eq!(sealed.event.detail["state"], "complete");
     drop(server);
     let id = format!("{}.0", session.id);
 
@@ -149,6 +171,15 @@ async fn a_recorded_session_verifies_plays_and_detects_an_edit() -> anyhow::Resu
     assert!(!out.success(), "audit verify missed an edited recording");
     assert!(out.stdout.contains("recording FAILED"), "{}", out.stdout);
 
+    // Removed with its chain and manifest, it is still missed: the audit
+    // log names the seal.
+    for ext in ["cast", "chain", "manifest.json"] {
+        std::fs::remove_file(d.path().join("recordings").join(format!("{id}.{ext}")))?;
+    }
+    let out = d.cpam(&["audit", "verify"])?;
+    assert!(!out.success(), "audit verify missed a removed recording");
+    assert!(out.stdout.contains("was removed"), "{}", out.stdout);
+
     // A bad id is named, not looked up.
     let out = d.cpam(&["recordings", "verify", "../../etc/passwd"])?;
     assert!(!out.success() && out.stderr.contains("recording id"));
@@ -217,6 +248,15 @@ fn a_server_killed_mid_recording_leaves_an_incomplete_recording() -> anyhow::Res
         "{}",
         verified.stdout
     );
+    let audit = d.cpam(&["audit", "list", "--json"])?.ok("audit list")?;
+    let audit: serde_json::Value = serde_json::from_str(&audit.stdout)?;
+    let seal = audit
+        .as_array()
+        .and_then(|a| a.iter().find(|r| r["action"] == "recording.sealed"))
+        .context("the incomplete seal is audited")?;
+    assert_eq!(seal["detail"]["state"], "incomplete", "{seal}");
+    d.cpam(&["audit", "verify"])?
+        .ok("audit verify after the restart")?;
     let played = d.asciinema_cat(&d.cast(&id))?;
     for i in 0..must_hold as u64 {
         assert!(

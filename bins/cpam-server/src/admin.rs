@@ -210,7 +210,7 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Grant(cmd) => grant(cmd).await,
         AdminCommand::Sessions(cmd) => sessions(cmd).await,
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
-        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd),
+        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,
@@ -595,10 +595,10 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             let x = ctx(&c).await?;
             let v = audit::verify_store(x.store.as_ref()).await?;
             // Every sealed recording's manifest, chain and file too.
-            let r = crate::recordings::verify_all(&x.data.recordings()?)?;
+            let r = crate::recordings::verify_all(&x.data).await?;
             let intact = v.is_intact() && r.failed.is_empty();
             let mut doc = json!(v);
-            doc["recordings"] = r.to_json();
+            doc["recordings"] = json!(r);
             print(x.json, doc, || {
                 let audit = match &v.first_broken {
                     None => format!("audit chain intact: {} records", v.checked),

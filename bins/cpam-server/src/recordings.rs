@@ -8,9 +8,11 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use cpam_core::model::{SessionId, Timestamp};
 use cpam_core::record::{
-    FileRecordingStore, RecordingFilter, RecordingId, RecordingInfo, RecordingStore,
+    self, FileRecordingStore, RECORDER_ACTOR, RecordingFilter, RecordingId, RecordingInfo,
+    RecordingStore, VerifyAll,
 };
 use cpam_core::server::DataDir;
+use cpam_core::store::AuditFilter;
 use serde_json::json;
 
 use crate::admin::{Common, print, table};
@@ -72,7 +74,7 @@ fn state(info: &RecordingInfo) -> &'static str {
     info.state.map_or("open", |s| s.as_str())
 }
 
-pub fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
+pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         RecordingsCmd::List {
             session,
@@ -106,11 +108,10 @@ pub fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
             }))
         }
         RecordingsCmd::Verify { id, all, c } => {
-            let store = store(&c)?;
             if all {
-                let report = verify_all(&store)?;
+                let report = verify_all(&DataDir::open(&c.data_dir)?).await?;
                 let ok = report.failed.is_empty();
-                print(c.json, report.to_json(), || report.to_text());
+                print(c.json, json!(report), || report.to_text());
                 return Ok(if ok {
                     ExitCode::SUCCESS
                 } else {
@@ -118,7 +119,7 @@ pub fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 });
             }
             let id = RecordingId::parse(id.as_deref().unwrap_or_default())?;
-            match store.verify(&id) {
+            match store(&c)?.verify(&id) {
                 Ok(v) => Ok(print(c.json, json!(v), || {
                     format!(
                         "recording {id} verified: {}, {} bytes in {} chunks, signed by {}",
@@ -173,51 +174,15 @@ pub fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// What checking every sealed recording found.
-#[derive(Debug, Default)]
-pub struct VerifyAll {
-    pub verified: u64,
-    /// Recordings still being written (not sealed).
-    pub open: u64,
-    /// The recordings that failed and why.
-    pub failed: Vec<(RecordingId, String)>,
-}
-
-impl VerifyAll {
-    pub fn to_json(&self) -> serde_json::Value {
-        json!({
-            "verified": self.verified,
-            "open": self.open,
-            "failed": self.failed.iter().map(|(id, why)| json!({"id": id, "error": why})).collect::<Vec<_>>(),
+/// Every sealed recording of the data dir, and every seal its audit log
+/// names (see `cpam_core::record::verify_all`).
+pub async fn verify_all(data: &DataDir) -> anyhow::Result<VerifyAll> {
+    let store = data.store().await?;
+    let audited = store
+        .audit_records(&AuditFilter {
+            actor: Some(RECORDER_ACTOR.into()),
+            ..AuditFilter::default()
         })
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "recordings: {} verified, {} open, {} failed",
-            self.verified,
-            self.open,
-            self.failed.len()
-        );
-        for (_, why) in &self.failed {
-            s.push_str(&format!("\nrecording FAILED: {why}"));
-        }
-        s
-    }
-}
-
-/// Checks every sealed recording of `store`.
-pub fn verify_all(store: &dyn RecordingStore) -> anyhow::Result<VerifyAll> {
-    let mut report = VerifyAll::default();
-    for info in store.list(&RecordingFilter::default())? {
-        if info.state.is_none() {
-            report.open += 1;
-            continue;
-        }
-        match store.verify(&info.id) {
-            Ok(_) => report.verified += 1,
-            Err(e) => report.failed.push((info.id, e.message().to_string())),
-        }
-    }
-    Ok(report)
+        .await?;
+    Ok(record::verify_all(&data.recordings()?, &audited)?)
 }

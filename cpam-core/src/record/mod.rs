@@ -11,9 +11,12 @@
 //! - `recorder.rs`: [`Recorder`], the observer factory the server registers
 //!   on its engine; one writer thread per channel, flushed and fsync'd at
 //!   least every second.
+//! - `check.rs`: [`verify_all`], every recording against the store and the
+//!   `recording.sealed` audit records, so a removed recording is found.
 //! - `screen.rs`: [`Screen`], the current screen for viewers that join late.
 
 mod asciicast;
+mod check;
 #[cfg(test)]
 mod engine_tests;
 mod id;
@@ -27,12 +30,13 @@ mod tests;
 pub use asciicast::{
     Env, EventKind, FORMAT, Header, Reader, RecordingEvent, Utf8Decoder, event_line, resize_data,
 };
+pub use check::{RECORDER_ACTOR, SEALED_ACTION, VerifyAll, sealed_event, verify_all};
 pub use id::RecordingId;
 pub use integrity::{
     Chain, ChunkRecord, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain,
     parse_chain, verify,
 };
-pub use recorder::{Recorder, RecorderOptions, SessionRecorder};
+pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
 pub use screen::Screen;
 pub use store::{
     FileRecordingStore, RecordingFilter, RecordingInfo, RecordingStore, RecordingWriter,

@@ -19,7 +19,7 @@ use bytes::Bytes;
 
 use super::asciicast::{EventKind, Header, Utf8Decoder, event_line, resize_data};
 use super::id::RecordingId;
-use super::integrity::SealState;
+use super::integrity::{SealState, SignedManifest};
 use super::store::{RecordingStore, RecordingWriter};
 use crate::error::Result;
 use crate::model::{EndReason, Session, SessionId, SessionProtocol, Timestamp};
@@ -68,6 +68,17 @@ pub struct Recorder {
     store: Arc<dyn RecordingStore>,
     options: RecorderOptions,
     writers: Arc<Writers>,
+    on_sealed: Option<SealHook>,
+}
+
+/// Called (on the writer thread) with each manifest a recorder sealed.
+#[derive(Clone)]
+pub struct SealHook(pub Arc<dyn Fn(&SignedManifest) + Send + Sync>);
+
+impl std::fmt::Debug for SealHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealHook")
+    }
 }
 
 /// The writer threads still running.
@@ -89,7 +100,14 @@ impl Recorder {
             store,
             options,
             writers: Arc::default(),
+            on_sealed: None,
         }
+    }
+
+    /// Calls `hook` with every manifest sealed (the server audits them).
+    pub fn on_sealed(mut self, hook: SealHook) -> Recorder {
+        self.on_sealed = Some(hook);
+        self
     }
 
     /// The store recordings go to.
@@ -103,6 +121,7 @@ impl Recorder {
             store: self.store.clone(),
             options: self.options.clone(),
             writers: self.writers.clone(),
+            on_sealed: self.on_sealed.clone(),
             session: session.id.clone(),
             state: Mutex::default(),
         })
@@ -136,6 +155,7 @@ pub struct SessionRecorder {
     store: Arc<dyn RecordingStore>,
     options: RecorderOptions,
     writers: Arc<Writers>,
+    on_sealed: Option<SealHook>,
     session: SessionId,
     state: Mutex<State>,
 }
@@ -235,6 +255,7 @@ impl SessionRecorder {
             header,
             rx,
             failure: failure.clone(),
+            on_sealed: self.on_sealed.clone(),
         };
         let writers = self.writers.clone();
         *writers.count.lock().unwrap_or_else(|p| p.into_inner()) += 1;
@@ -359,6 +380,7 @@ struct Job {
     header: Header,
     rx: Receiver<Cmd>,
     failure: Failure,
+    on_sealed: Option<SealHook>,
 }
 
 impl Job {
@@ -385,9 +407,15 @@ impl Job {
         } else {
             SealState::Incomplete
         };
-        if let Err(e) = writer.seal(Timestamp::now(), state) {
-            self.failure
-                .report(&format!("cannot seal the recording: {}", e.message()));
+        match writer.seal(Timestamp::now(), state) {
+            Ok(signed) => {
+                if let Some(hook) = &self.on_sealed {
+                    (hook.0)(&signed);
+                }
+            }
+            Err(e) => self
+                .failure
+                .report(&format!("cannot seal the recording: {}", e.message())),
         }
     }
 

@@ -31,7 +31,7 @@ use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
-use crate::record::{Recorder, RecorderOptions, RecordingStore};
+use crate::record::{self, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
 use crate::tunnel::{self, hub::Hub, keys};
@@ -160,6 +160,7 @@ impl Server {
         validate_node_id(&node_id)?;
         ensure_builtin_roles(&store).await?;
         let mut recovered = recover(&store, &node_id, Timestamp::now()).await?;
+        let mut sealed_now = Vec::new();
         let recordings = match &data {
             Some(data) => {
                 let recordings: Arc<dyn RecordingStore> = Arc::new(data.recordings()?);
@@ -171,6 +172,11 @@ impl Server {
                     tracing::warn!(recording = %id, "sealed a recording cut short as incomplete");
                 }
                 recovered.recordings_sealed = sealed.len() as u64;
+                for id in sealed {
+                    if let Some(m) = recordings.manifest(&id)? {
+                        sealed_now.push(m);
+                    }
+                }
                 Some(recordings)
             }
             None => None,
@@ -198,10 +204,23 @@ impl Server {
                 record_input: data.as_ref().is_some_and(|d| d.config.record_input),
                 ..RecorderOptions::default()
             });
-            let recorder = Arc::new(Recorder::new(store, options));
+            // Every seal is audited; the engine is held weakly (it holds
+            // the recorder).
+            let weak = Arc::downgrade(&engine);
+            let rt = tokio::runtime::Handle::current();
+            let hook = SealHook(Arc::new(move |m: &SignedManifest| {
+                if let Some(engine) = weak.upgrade() {
+                    let event = record::sealed_event(m);
+                    rt.spawn(async move { engine.record(event).await });
+                }
+            }));
+            let recorder = Arc::new(Recorder::new(store, options).on_sealed(hook));
             engine.add_observer_factory(recorder.clone());
             recorder
         });
+        for m in &sealed_now {
+            engine.record(record::sealed_event(m)).await;
+        }
         let hub = Hub::new(engine, key);
         Ok(Server {
             data,
