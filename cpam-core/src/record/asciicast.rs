@@ -275,14 +275,21 @@ impl<R: BufRead> Iterator for Reader<R> {
                     ))));
                 }
             }
+            let whole = self.line.ends_with('\n');
             let text = self.line.trim_end();
             if text.is_empty() {
                 continue;
             }
-            return Some(
-                RecordingEvent::parse(text)
-                    .map_err(|e| recording_error(format!("line {}: {}", self.number, e.message()))),
-            );
+            return match RecordingEvent::parse(text) {
+                Ok(event) => Some(Ok(event)),
+                // The last line of a recording being written, cut mid-way.
+                Err(_) if !whole => None,
+                Err(e) => Some(Err(recording_error(format!(
+                    "line {}: {}",
+                    self.number,
+                    e.message()
+                )))),
+            };
         }
     }
 }

@@ -112,6 +112,26 @@ fn written_lines_parse_as_asciicast_v2() {
 }
 
 #[test]
+fn a_reader_stops_at_a_last_line_cut_mid_way() {
+    let text = format!(
+        "{}{}[0.9, \"o\", \"half",
+        header_line(),
+        event_line(0.5, EventKind::Output, "whole")
+    );
+    let events: Vec<_> = Reader::new(text.as_bytes())
+        .expect("header")
+        .collect::<crate::Result<_>>()
+        .expect("the cut line is not an error");
+    assert_eq!(events.len(), 1);
+    let broken = format!("{}[0.9, \"o\", \"half\n", header_line());
+    let mut r = Reader::new(broken.as_bytes()).expect("header");
+    assert!(
+        r.next().expect("an item").is_err(),
+        "a bad whole line is an error"
+    );
+}
+
+#[test]
 fn event_data_is_escaped_json() {
     let line = event_line(0.1, EventKind::Output, "\x1b[1m\"q\"\\\u{7}\n");
     let back = RecordingEvent::parse(line.trim_end()).expect("parses");
