@@ -500,3 +500,47 @@ fn an_unknown_event_code_or_version_is_an_error() {
         assert_eq!(EventKind::from_code(k.code()), Some(k));
     }
 }
+
+#[test]
+fn verify_all_finds_a_recording_the_audit_log_names_but_the_store_lost() {
+    let (_dir, store, id) = sealed();
+    let signed = store.manifest(&id).expect("read").expect("sealed");
+    let audited = vec![crate::model::AuditRecord {
+        seq: 7,
+        event: sealed_event(&signed),
+        prev_hash: String::new(),
+        hash: String::new(),
+    }];
+    let report = verify_all(&store, &audited).expect("checks");
+    assert_eq!((report.verified, report.open), (1, 0));
+    assert!(report.failed.is_empty(), "{report:?}");
+
+    // Re-sealed by the same key over other bytes: valid alone, not the seal
+    // the audit log names.
+    let mut other = signed.manifest.clone();
+    other.sha256 = "00".repeat(32);
+    let forged = key().sign(other).expect("sign");
+    let manifest_path = store.dir().join(format!("{id}.manifest.json"));
+    std::fs::write(&manifest_path, forged.to_bytes()).expect("write");
+    let report = verify_all(&store, &audited).expect("checks");
+    assert!(
+        report
+            .failed
+            .iter()
+            .any(|f| f.contains("not the one sealed") && f.contains("record 7")),
+        "{report:?}"
+    );
+
+    for ext in ["cast", "chain", "manifest.json"] {
+        std::fs::remove_file(store.dir().join(format!("{id}.{ext}"))).expect("remove");
+    }
+    let report = verify_all(&store, &audited).expect("checks");
+    assert_eq!(report.verified, 0);
+    assert_eq!(
+        report.failed,
+        vec![format!(
+            "recording {id}, sealed in audit record 7, was removed"
+        )]
+    );
+    assert!(report.to_text().contains("1 failed"));
+}

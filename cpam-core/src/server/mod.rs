@@ -207,14 +207,16 @@ impl Server {
             // Every seal is audited; the engine is held weakly (it holds
             // the recorder).
             let weak = Arc::downgrade(&engine);
-            let rt = tokio::runtime::Handle::current();
-            let hook = SealHook(Arc::new(move |m: &SignedManifest| {
-                if let Some(engine) = weak.upgrade() {
-                    let event = record::sealed_event(m);
-                    rt.spawn(async move { engine.record(event).await });
-                }
-            }));
-            let recorder = Arc::new(Recorder::new(store, options).on_sealed(hook));
+            let mut recorder = Recorder::new(store, options);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                recorder = recorder.on_sealed(SealHook(Arc::new(move |m: &SignedManifest| {
+                    if let Some(engine) = weak.upgrade() {
+                        let event = record::sealed_event(m);
+                        rt.spawn(async move { engine.record(event).await });
+                    }
+                })));
+            }
+            let recorder = Arc::new(recorder);
             engine.add_observer_factory(recorder.clone());
             recorder
         });
