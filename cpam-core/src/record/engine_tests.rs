@@ -405,3 +405,67 @@ async fn plain_tcp_sessions_get_no_recorder() {
     s.protocol = SessionProtocol::Ssh;
     assert_eq!(recorder.observers(&s).len(), 1);
 }
+
+#[tokio::test]
+async fn a_10_mib_line_and_a_resize_storm_are_recorded_whole() {
+    let w = world().await;
+    let (_dir, store) = store();
+    let recorder = Arc::new(Recorder::new(store.clone(), RecorderOptions::default()));
+    let mut frames = vec![open(0)];
+    // 10 MiB without a newline, in 32 KiB frames, each cutting a
+    // three-byte character in two.
+    let unit = "ab€".repeat(32 * 1024 / 5);
+    let mut sent = 0usize;
+    let mut carry = Vec::new();
+    while sent < 10 << 20 {
+        let mut data = std::mem::take(&mut carry);
+        data.extend_from_slice(unit.as_bytes());
+        carry = data.split_off(data.len() - 2);
+        sent += data.len();
+        frames.push(TerminalFrame::Output {
+            channel: 0,
+            data: Bytes::from(data),
+        });
+    }
+    frames.push(TerminalFrame::Output {
+        channel: 0,
+        data: Bytes::from(carry),
+    });
+    for i in 0..5_000u16 {
+        frames.push(TerminalFrame::Resize {
+            channel: 0,
+            cols: 80 + i % 50,
+            rows: 24,
+        });
+    }
+    let session = w
+        .run(
+            recorder.clone(),
+            Script {
+                frames,
+                wait: false,
+            },
+        )
+        .await;
+    assert_eq!(session.end_reason, Some(EndReason::Completed));
+    assert!(recorder.wait_sealed(Duration::from_secs(30)));
+    let id = RecordingId::new(&session.id, 0).expect("id");
+    assert_eq!(
+        store.verify(&id).expect("verifies").state,
+        SealState::Complete
+    );
+    let (mut output, mut resizes) = (0usize, 0usize);
+    for e in store.events(&id).expect("events") {
+        let e = e.expect("parses");
+        match e.kind {
+            EventKind::Output => {
+                assert!(!e.data.contains('\u{fffd}'), "a character was split");
+                output += e.data.len();
+            }
+            EventKind::Resize => resizes += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(output, sent + 2);
+    assert_eq!(resizes, 5_000);
+}
