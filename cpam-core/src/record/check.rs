@@ -74,8 +74,19 @@ pub fn verify_all(store: &dyn RecordingStore, audit: &[AuditRecord]) -> Result<V
     let mut report = VerifyAll::default();
     for info in store.list(&RecordingFilter::default())? {
         if info.state.is_none() {
-            report.open += 1;
-            continue;
+            match store.manifest(&info.id) {
+                Ok(None) => {
+                    report.open += 1;
+                    continue;
+                }
+                Ok(Some(_)) => {}
+                Err(e) => {
+                    report
+                        .failed
+                        .push(format!("recording {}: {}", info.id, e.message()));
+                    continue;
+                }
+            }
         }
         match store.verify(&info.id) {
             Ok(_) => report.verified += 1,

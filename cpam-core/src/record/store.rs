@@ -216,13 +216,15 @@ impl FileRecordingStore {
 
     fn info(&self, id: &RecordingId) -> Result<RecordingInfo> {
         let size = fs::metadata(self.cast_path(id))?.len();
-        let (started_at, ended_at, state) = match self.manifest(id)? {
-            Some(s) => (
+        // A manifest that does not parse lists as unsealed; `verify` says
+        // what is wrong with it.
+        let (started_at, ended_at, state) = match self.manifest(id) {
+            Ok(Some(s)) => (
                 Some(s.manifest.started_at),
                 Some(s.manifest.ended_at),
                 Some(s.manifest.state),
             ),
-            None => (header_start(&self.cast_path(id)), None, None),
+            Ok(None) | Err(_) => (header_start(&self.cast_path(id)), None, None),
         };
         Ok(RecordingInfo {
             id: id.clone(),

@@ -531,6 +531,15 @@ fn verify_all_finds_a_recording_the_audit_log_names_but_the_store_lost() {
         "{report:?}"
     );
 
+    // A manifest that is not JSON any more fails, it does not list as open.
+    std::fs::write(&manifest_path, b"{ not json").expect("write");
+    let report = verify_all(&store, &audited).expect("checks");
+    assert_eq!(report.open, 0, "{report:?}");
+    assert!(
+        report.failed[0].contains("the manifest is not valid"),
+        "{report:?}"
+    );
+
     for ext in ["cast", "chain", "manifest.json"] {
         std::fs::remove_file(store.dir().join(format!("{id}.{ext}"))).expect("remove");
     }
