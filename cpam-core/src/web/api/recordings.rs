@@ -79,18 +79,43 @@ pub async fn download(
     let id = scoped(&state, &caller, &id).await?;
     let store = store(&state)?;
     let rid = id.clone();
-    let bytes = blocking(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut store.open(&rid)?, &mut v)?;
-        Ok(v)
-    })
-    .await?;
+    // Opened first, so a missing recording is a 404 and not a cut body.
+    let reader = blocking(move || store.open(&rid)).await?;
     tracing::info!(user = %caller.user().name, recording = %id, "recording downloaded");
     Ok(super::audit::attachment(
         "application/x-asciicast",
         &format!("{id}.cast"),
-        bytes,
+        axum::body::Body::from_stream(stream(reader)),
     ))
+}
+
+/// The bytes of `reader`, read in 64 KiB pieces on a blocking thread as the
+/// client takes them.
+fn stream(
+    mut reader: Box<dyn std::io::Read + Send>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            let item = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let last = item.is_err();
+            if tx.blocking_send(item).is_err() || last {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 pub async fn verify(
