@@ -7,6 +7,7 @@ mod examples_run;
 mod harness_selfcheck;
 mod lifecycle_e2e;
 mod psm_e2e;
+mod recordings_e2e;
 mod refusals_e2e;
 mod store;
 mod tunnel_e2e;

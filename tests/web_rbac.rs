@@ -181,6 +181,17 @@ impl Ctx {
             .build()?;
         Ok(rt.block_on(f)?)
     }
+
+    /// A sealed recording of channel 0 of `session`, in the server's store.
+    fn recording(&self, session: &str) -> anyhow::Result<String> {
+        use cpam_core::record::{RecordingId, RecordingStore as _, SealState};
+        let store = cpam_core::server::DataDir::open(&self.web.data_dir)?.recordings()?;
+        let id = RecordingId::new(&SessionId(session.into()), 0)?;
+        let mut w = store.create(&id, Timestamp::now())?;
+        w.append(b"{\"version\":2,\"width\":80,\"height\":24}\n")?;
+        w.seal(Timestamp::now(), SealState::Complete)?;
+        Ok(id.to_string())
+    }
 }
 
 /// A signed-in user holding one built-in role, member of customer A.
@@ -281,6 +292,14 @@ fn prepare(
                 ctx.session(&ctx.outsider_id, "outsider", &ctx.b)?
             };
             param(&mut path, "{id}", id);
+        }
+        p if p.starts_with("/api/v1/recordings/{id}") => {
+            let session = if own {
+                ctx.session(&user.id, &user.name, &ctx.a)?
+            } else {
+                ctx.session(&ctx.outsider_id, "outsider", &ctx.b)?
+            };
+            param(&mut path, "{id}", ctx.recording(&session)?);
         }
         "/api/v1/tokens/{id}" => {
             let owner = if own { &user.client } else { &ctx.outsider };

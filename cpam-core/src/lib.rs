@@ -18,6 +18,7 @@ pub mod model;
 pub mod password;
 pub mod policy;
 pub mod proxy;
+pub mod record;
 pub mod secret;
 pub mod server;
 pub mod session;

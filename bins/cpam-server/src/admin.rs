@@ -212,6 +212,7 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
         AdminCommand::Vault(cmd) => crate::vault::vault(cmd).await,
         AdminCommand::Checkouts(cmd) => crate::vault::checkouts(cmd).await,
+        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,
@@ -605,13 +606,20 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
         AuditCmd::Verify { c } => {
             let x = ctx(&c).await?;
             let v = audit::verify_store(x.store.as_ref()).await?;
-            let intact = v.is_intact();
-            print(x.json, json!(v), || match &v.first_broken {
-                None => format!("audit chain intact: {} records", v.checked),
-                Some(b) => format!(
-                    "audit chain BROKEN at record {} (found {}): {}",
-                    b.expected_seq, b.found_seq, b.problem
-                ),
+            // Every sealed recording's manifest, chain and file too.
+            let r = crate::recordings::verify_all(&x.data).await?;
+            let intact = v.is_intact() && r.failed.is_empty();
+            let mut doc = json!(v);
+            doc["recordings"] = json!(r);
+            print(x.json, doc, || {
+                let audit = match &v.first_broken {
+                    None => format!("audit chain intact: {} records", v.checked),
+                    Some(b) => format!(
+                        "audit chain BROKEN at record {} (found {}): {}",
+                        b.expected_seq, b.found_seq, b.problem
+                    ),
+                };
+                format!("{audit}\n{}", r.to_text())
             });
             Ok(if intact {
                 ExitCode::SUCCESS

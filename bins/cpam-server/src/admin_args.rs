@@ -48,6 +48,9 @@ pub enum AdminCommand {
     /// Users' checkouts of credentials.
     #[command(subcommand)]
     Checkouts(CheckoutsCmd),
+    /// Session recordings: list, verify, cat, search.
+    #[command(subcommand)]
+    Recordings(crate::recordings::RecordingsCmd),
 }
 
 #[derive(Subcommand, Debug)]

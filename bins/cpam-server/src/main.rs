@@ -3,6 +3,7 @@
 mod admin;
 mod admin_args;
 mod demo;
+mod recordings;
 mod run;
 mod vault;
 

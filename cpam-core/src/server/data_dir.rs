@@ -1,5 +1,5 @@
 //! A server's data dir: `config.json`, the host key, the vault's key file,
-//! the SQLite database and the console's certificate.
+//! the SQLite database, the console's certificate and the session recordings.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::record::{FileRecordingStore, RecordingKey};
 use crate::store::{SqlStore, Store};
 use crate::tunnel::keys;
 use crate::vault::UnsealSecret;
@@ -16,6 +17,7 @@ const HOST_KEY_FILE: &str = "host_key";
 const CONTROL_SOCKET: &str = "control.sock";
 /// The vault's key file in the data dir.
 pub const VAULT_KEY_FILE: &str = "vault.key";
+const RECORDINGS_DIR: &str = "recordings";
 
 /// `DIR/config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,6 +46,10 @@ pub struct ServerConfig {
     /// generates one; a data dir made before nodes existed is `default`).
     #[serde(default)]
     pub node_id: Option<String>,
+    /// Record what users type in terminal sessions (`"i"` events; never
+    /// while the target has echo off).
+    #[serde(default)]
+    pub record_input: bool,
 }
 
 /// The console's default listen address.
@@ -92,6 +98,7 @@ impl DataDir {
             web_key: None,
             web_idle_timeout_secs: default_web_idle_timeout_secs(),
             node_id: Some(super::generate_node_id()),
+            record_input: false,
         };
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database).await?);
         super::ensure_builtin_roles(&store).await?;
@@ -204,6 +211,18 @@ impl DataDir {
             }
         }
         UnsealSecret::key_file(&path)
+    }
+
+    /// The recordings (`DIR/recordings/`), signed and checked with the
+    /// host key.
+    pub fn recordings(&self) -> Result<FileRecordingStore> {
+        let key = RecordingKey::from_host_key(&self.host_key()?)?;
+        FileRecordingStore::open(&self.recordings_dir(), key)
+    }
+
+    /// `DIR/recordings/`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.path.join(RECORDINGS_DIR)
     }
 
     /// The control socket path.

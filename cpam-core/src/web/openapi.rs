@@ -10,6 +10,7 @@ use super::AppState;
 use super::error::CODES;
 use super::rbac::{Access, Body, POLICY, Route, Scope};
 use crate::model::{CheckoutEnd, CredentialKind, EndReason, ServiceKind, SessionProtocol};
+use crate::record::SealState;
 
 /// The document as served: its server URL is the mount's base path (the
 /// committed copy says `/`).
@@ -260,6 +261,29 @@ pub fn schemas() -> Map<String, Value> {
                 .chain(EndReason::ALL.map(|r| Value::from(r.as_str())))
                 .collect::<Vec<_>>() },
             "end_detail": ns(), "live": b() }),
+            ),
+        ),
+        (
+            "Recording",
+            obj(
+                &["id", "session_id", "channel", "size", "state"],
+                json!({ "id": s(), "session_id": s(), "channel": int(),
+            "started_at": ntime(), "ended_at": ntime(), "size": int(),
+            "state": { "type": "string", "enum": std::iter::once("open")
+                .chain(SealState::ALL.map(SealState::as_str))
+                .collect::<Vec<_>>() } }),
+            ),
+        ),
+        (
+            "RecordingVerification",
+            obj(
+                &["id", "ok"],
+                json!({ "id": s(), "ok": b(),
+            "state": { "type": ["string", "null"], "enum": std::iter::once(Value::Null)
+                .chain(SealState::ALL.map(|x| Value::from(x.as_str())))
+                .collect::<Vec<_>>() },
+            "size": { "type": ["integer", "null"] }, "chunks": { "type": ["integer", "null"] },
+            "signer": ns(), "error": ns() }),
             ),
         ),
         (

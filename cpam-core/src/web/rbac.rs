@@ -182,6 +182,9 @@ pub static POLICY: &[Route] = &[
         &[("state", "`active`, `ended` or `all` (default)"), ("limit", "at most this many (default 500)")],
     ),
     route("GET", "/api/v1/sessions/{id}", AnyOf(&[P::VIEW_SESSIONS, P::VIEW_OWN_SESSIONS]), Scope::Session, 200, None, Json("Session"), "sessions", "one session"),
+    route("GET", "/api/v1/sessions/{id}/recordings", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, List("Recording"), "recordings", "the recordings of a session's terminal channels"),
+    route("GET", "/api/v1/recordings/{id}/cast", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "download a recording (asciicast v2, `<id>.cast`)"),
+    route("GET", "/api/v1/recordings/{id}/verify", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("RecordingVerification"), "recordings", "check a recording's file, chunk chain and signed manifest"),
     route("POST", "/api/v1/sessions/{id}/terminate", AnyOf(&[P::TERMINATE_SESSIONS]), Scope::Customer, 204, Some("Terminate"), Empty, "sessions", "end a live session with a reason (409 when not live)"),
     // admin log
     with_query(

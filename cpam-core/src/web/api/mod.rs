@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod customers;
+mod recordings;
 mod sessions;
 mod users;
 mod vault;
@@ -82,6 +83,9 @@ pub fn routes() -> ApiRoutes {
             "/api/v1/sessions/{id}/terminate",
             sessions::terminate,
         )
+        .add("GET", "/api/v1/sessions/{id}/recordings", recordings::list)
+        .add("GET", "/api/v1/recordings/{id}/cast", recordings::download)
+        .add("GET", "/api/v1/recordings/{id}/verify", recordings::verify)
         .add("GET", "/api/v1/audit", audit::list)
         .add("GET", "/api/v1/audit/verify", audit::verify)
         .add("GET", "/api/v1/downloads/ipconnect", audit::downloads)
