@@ -99,6 +99,51 @@ fn a_vendor_works_on_the_target_without_ever_holding_its_password() -> anyhow::R
             .any(|r| r["action"] == "session.ssh.host_key_pinned"),
         "the target's key was pinned on first use"
     );
+    // The shell's recording verifies, plays in stock asciinema with what
+    // was typed and seen, and a one-byte edit breaks it.
+    let shell = psm
+        .iter()
+        .find(|s| {
+            s["bytes_up"].as_u64().unwrap_or(0) > 0 && {
+                let id = s["id"].as_str().unwrap_or("");
+                p.d.audit().is_ok_and(|a| {
+                    a.iter()
+                        .any(|r| r["action"] == "session.ssh.shell" && r["session_id"] == id)
+                })
+            }
+        })
+        .ok_or_else(|| anyhow::anyhow!("no shell session among {psm:#?}"))?;
+    let sid = shell["id"].as_str().unwrap_or_default().to_string();
+    let recordings = p.d.admin_json(&["recordings", "list", "--session", &sid])?;
+    let rec = recordings[0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no recording of {sid}: {recordings}"))?
+        .to_string();
+    cpam_tests::wait_until(
+        Duration::from_secs(10),
+        "the recording to be sealed",
+        || {
+            p.d.admin(&["recordings", "verify", &rec])
+                .ok()?
+                .success()
+                .then_some(())
+        },
+    )?;
+    let cast = p.d.data_dir.join("recordings").join(format!("{rec}.cast"));
+    let played = cpam_tests::recording::asciinema_cat(&cast, p.d.path())?;
+    assert!(
+        played.contains("echo psm-$((6*7))"),
+        "typed input: {played}"
+    );
+    assert!(played.contains("psm-42"), "output: {played}");
+    let mut bytes = std::fs::read(&cast)?;
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&cast, &bytes)?;
+    let verify = p.d.admin(&["recordings", "verify", &rec])?;
+    assert!(!verify.success(), "an edited recording verified");
+    bytes[at] ^= 0x20;
+    std::fs::write(&cast, &bytes)?;
     assert_nowhere(&p, &seen)?;
     p.d.expect_audit_intact()
 }
