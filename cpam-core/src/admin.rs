@@ -27,6 +27,7 @@ use crate::tunnel::keys;
 use crate::tunnel::profile::Profile;
 
 mod console;
+mod vault;
 
 pub use console::{NewUser, UserUpdate};
 

@@ -26,6 +26,7 @@ pub mod signal;
 pub mod store;
 pub mod throttle;
 pub mod tunnel;
+pub mod vault;
 #[cfg(feature = "web")]
 pub mod web;
 

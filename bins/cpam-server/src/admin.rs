@@ -17,14 +17,14 @@ use serde_json::json;
 
 pub use crate::admin_args::*;
 
-struct Ctx {
-    data: DataDir,
-    admin: Admin,
-    store: Arc<dyn Store>,
-    json: bool,
+pub(crate) struct Ctx {
+    pub(crate) data: DataDir,
+    pub(crate) admin: Admin,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) json: bool,
 }
 
-async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
+pub(crate) async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
     let data = DataDir::open(&c.data_dir)?;
     let store = data.store().await?;
     let admin = Admin::new(
@@ -60,14 +60,14 @@ pub(crate) fn print(
 }
 
 /// Asks the running server, if any, to re-decide live sessions.
-async fn recheck(data: &DataDir) {
+pub(crate) async fn recheck(data: &DataDir) {
     if let Err(e) = control(&data.control_socket(), &ControlRequest::Recheck).await {
         tracing::debug!(error = %e, "no running server to notify");
     }
 }
 
 /// One column of a printed table: its heading and how to render a row.
-type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
+pub(crate) type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
 
 pub(crate) fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
     let mut out: Vec<Vec<String>> = vec![cols.iter().map(|c| c.0.to_string()).collect()];
@@ -89,7 +89,7 @@ pub(crate) fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
         .join("\n")
 }
 
-fn ts(t: Option<Timestamp>) -> String {
+pub(crate) fn ts(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
 }
 
@@ -211,6 +211,8 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Sessions(cmd) => sessions(cmd).await,
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
         AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
+        AdminCommand::Vault(cmd) => crate::vault::vault(cmd).await,
+        AdminCommand::Checkouts(cmd) => crate::vault::checkouts(cmd).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,
@@ -331,6 +333,16 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
                 x.json,
                 json!({ "user": name, "disabled": true }),
                 || format!("user {name} disabled"),
+            ))
+        }
+        UserCmd::ResetMasterPassword { name, c } => {
+            let x = ctx(&c).await?;
+            let u = x.admin.user(&name).await?;
+            x.admin.reset_master_password(&u).await?;
+            Ok(print(
+                x.json,
+                json!({ "user": name, "master_password": "cleared" }),
+                || format!("master password of {name} cleared"),
             ))
         }
         UserCmd::Enable { name, c } => {

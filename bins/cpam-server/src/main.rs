@@ -5,6 +5,7 @@ mod admin_args;
 mod demo;
 mod recordings;
 mod run;
+mod vault;
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
-//! A server's data dir: `config.json`, the host key, the SQLite database,
-//! the console's certificate and the session recordings.
+//! A server's data dir: `config.json`, the host key, the vault's key file,
+//! the SQLite database, the console's certificate and the session
+//! recordings.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,11 +11,14 @@ use crate::error::{Error, Result};
 use crate::record::{FileRecordingStore, RecordingKey};
 use crate::store::{SqlStore, Store};
 use crate::tunnel::keys;
+use crate::vault::UnsealSecret;
 
 const CONFIG_FILE: &str = "config.json";
 const HOST_KEY_FILE: &str = "host_key";
 const CONTROL_SOCKET: &str = "control.sock";
 const RECORDINGS_DIR: &str = "recordings";
+/// The vault's key file in the data dir.
+pub const VAULT_KEY_FILE: &str = "vault.key";
 
 /// `DIR/config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,6 +105,19 @@ impl DataDir {
         super::ensure_builtin_roles(&store).await?;
         let key = keys::generate()?;
         keys::save_private(&key, &path.join(HOST_KEY_FILE))?;
+        // The vault's key file, unless the passphrase variable unseals it or
+        // the database's vault is sealed already (another node's database):
+        // then this node needs that node's key file, copied in.
+        let sealed = !store.vault_keys().await?.is_empty();
+        if std::env::var_os(crate::vault::PASSPHRASE_ENV).is_none() && !sealed {
+            crate::vault::create_key_file(&path.join(VAULT_KEY_FILE))?;
+        } else if sealed {
+            tracing::warn!(
+                file = %path.join(VAULT_KEY_FILE).display(),
+                "the database's vault is sealed already: copy vault.key from a node that shares it (or set {})",
+                crate::vault::PASSPHRASE_ENV
+            );
+        }
         let text =
             serde_json::to_string_pretty(&config).map_err(|e| Error::internal(e.to_string()))?;
         keys::write_private_file(&path.join(CONFIG_FILE), text.as_bytes())?;
@@ -177,6 +194,36 @@ impl DataDir {
     /// `DIR/recordings/`.
     pub fn recordings_dir(&self) -> PathBuf {
         self.path.join(RECORDINGS_DIR)
+    }
+
+    /// The vault's key file.
+    pub fn vault_key_path(&self) -> PathBuf {
+        self.path.join(VAULT_KEY_FILE)
+    }
+
+    /// What unseals the vault of `store`: the passphrase in
+    /// `CPAM_VAULT_PASSPHRASE` when set, else the key file. A data dir made
+    /// before the vault existed gets its key file now, but only while the
+    /// vault holds no data key; once it does, a missing key file is an error
+    /// naming it, and nothing is created or overwritten.
+    pub async fn unseal_secret(&self, store: &Arc<dyn Store>) -> Result<UnsealSecret> {
+        if let Some(secret) = UnsealSecret::from_env() {
+            return secret;
+        }
+        let path = self.vault_key_path();
+        if !path.exists() {
+            if store.vault_keys().await?.is_empty() {
+                crate::vault::create_key_file(&path)?;
+                tracing::info!(file = %path.display(), "created the vault key file");
+            } else {
+                return Err(Error::not_found(format!(
+                    "the vault key file {} is missing; restore it from a backup (or set {} if the vault is sealed with a passphrase)",
+                    path.display(),
+                    crate::vault::PASSPHRASE_ENV
+                )));
+            }
+        }
+        UnsealSecret::key_file(&path)
     }
 
     /// The control socket path.

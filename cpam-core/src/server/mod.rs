@@ -25,16 +25,19 @@ use tokio::task::JoinHandle;
 #[cfg(feature = "web")]
 pub use console::ConsoleOptions;
 pub use control::{ControlRequest, control, serve_control};
-pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig};
+pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
 
 use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
+use crate::proxy::ssh::{SshProxy, SshProxyOptions, StorePins};
 use crate::record::{self, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
-use crate::tunnel::{self, hub::Hub, keys};
+use crate::tunnel::hub::{Hub, HubConfig};
+use crate::tunnel::{self, keys};
+use crate::vault::{StoreMasterPasswords, UnsealSecret, Vault, VaultCredentialSource};
 
 /// The node id of a server whose data dir names none (made before nodes
 /// existed) and of servers over a bare database URL.
@@ -83,6 +86,10 @@ pub struct ServerOptions {
     /// recordings are in `<data dir>/recordings/`); default: the data
     /// dir's `record_input`, mandatory recordings.
     pub recording: Option<RecorderOptions>,
+    /// What unseals the vault; default: over a data dir, its key file (or
+    /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
+    /// variable if set, else the vault stays sealed.
+    pub vault: Option<UnsealSecret>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -92,6 +99,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("audit", &self.audit.as_ref().map(|_| "custom"))
             .field("embedded", &self.embedded)
             .field("recording", &self.recording)
+            .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
             .finish()
     }
 }
@@ -103,6 +111,8 @@ impl std::fmt::Debug for ServerOptions {
 pub struct Server {
     data: Option<DataDir>,
     hub: Arc<Hub>,
+    /// The unsealed vault, when the server has an unseal secret.
+    vault: Option<Arc<Vault>>,
     /// The default audit sink, whose tap [`Server::set_audit_tap`] sets.
     tapped: Option<Arc<TappedAuditSink>>,
     node_id: String,
@@ -158,6 +168,17 @@ impl Server {
             .or_else(|| data.as_ref().and_then(|d| d.config.node_id.clone()))
             .unwrap_or_else(|| DEFAULT_NODE_ID.to_string());
         validate_node_id(&node_id)?;
+        // Before anything else changes: a wrong or missing vault key refuses
+        // the start with an error naming it.
+        let secret = match (options.vault, &data) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(data)) => Some(data.unseal_secret(&store).await?),
+            (None, None) => UnsealSecret::from_env().transpose()?,
+        };
+        let vault = match secret {
+            Some(secret) => Some(Vault::unseal(store.clone(), secret).await?),
+            None => None,
+        };
         ensure_builtin_roles(&store).await?;
         let mut recovered = recover(&store, &node_id, Timestamp::now()).await?;
         let mut sealed_now = Vec::new();
@@ -223,10 +244,26 @@ impl Server {
         for m in &sealed_now {
             engine.record(record::sealed_event(m)).await;
         }
-        let hub = Hub::new(engine, key);
+        if let Some(vault) = &vault {
+            engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
+        }
+        let mut config = HubConfig::new(key.clone());
+        let masters = StoreMasterPasswords::new(
+            engine.store().clone(),
+            engine.audit().clone(),
+            config.throttle.clone(),
+        );
+        config.privileged_ssh = Some(Arc::new(SshProxy::new(
+            key,
+            Arc::new(masters),
+            Arc::new(StorePins::new(engine.store().clone())),
+            SshProxyOptions::default(),
+        )));
+        let hub = Hub::with_config(engine, config);
         Ok(Server {
             data,
             hub,
+            vault,
             tapped,
             node_id,
             listen,
@@ -409,6 +446,13 @@ impl Server {
     /// The recorder registered on the engine (a data dir's server).
     pub fn recorder(&self) -> Option<&Arc<Recorder>> {
         self.recorder.as_ref()
+    }
+
+    /// The unsealed vault, when the server has an unseal secret (the
+    /// engine's credential source is then the vault's, gated by checkouts,
+    /// until the integrator sets another).
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
     }
 
     /// The data dir, when opened from one.

@@ -232,8 +232,9 @@ impl SessionEngine {
         }
     }
 
-    /// Re-decides every live session against current grants; ends the ones no
-    /// longer allowed (`revoked`, or `expired` when a window closed).
+    /// Re-decides every live session against current grants and, for
+    /// credential-injected services, checkouts; ends the ones no longer
+    /// allowed (`revoked`, or `expired` when a window or checkout closed).
     pub async fn recheck(&self) -> Result<usize> {
         let entries: Vec<_> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,9 +268,58 @@ impl SessionEngine {
                 };
                 shared.end(end_reason, Some(reason.message().to_string()));
                 ended += 1;
+            } else if let Some((end_reason, detail)) =
+                self.checkout_ended(&user, &service, now).await?
+            {
+                shared.end(end_reason, Some(detail));
+                ended += 1;
             }
         }
         Ok(ended)
+    }
+
+    /// For a credential-injected service, why `user`'s session must end when
+    /// they hold no active checkout any more (checked in, revoked, expired).
+    async fn checkout_ended(
+        &self,
+        user: &User,
+        service: &Service,
+        now: crate::model::Timestamp,
+    ) -> Result<Option<(EndReason, String)>> {
+        if !service.kind.injects_credentials()
+            || crate::vault::active_checkout(&self.store, &user.id, &service.id, now)
+                .await?
+                .is_some()
+        {
+            return Ok(None);
+        }
+        let latest = self
+            .store
+            .list_checkouts(&crate::store::CheckoutFilter {
+                user_id: Some(user.id.clone()),
+                service_id: Some(service.id.clone()),
+                active_at: None,
+                limit: Some(16),
+            })
+            .await?;
+        // The checkout that ended last says why.
+        let last = latest
+            .iter()
+            .max_by_key(|c| (c.ended_at.unwrap_or(c.expires_at), c.started_at));
+        Ok(Some(match last.and_then(|c| c.end_reason) {
+            None => (
+                EndReason::Expired,
+                format!("the checkout of `{}` expired", service.name),
+            ),
+            Some(end) => (
+                EndReason::Revoked,
+                format!(
+                    "the checkout of `{}` ended ({})",
+                    service.name,
+                    end.as_str()
+                ),
+            ),
+        }))
     }
 
     /// The live sessions with their current byte counts.
