@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use cpam_core::tunnel::connect::ConnectClient;
 use cpam_core::tunnel::profile::Profile;
-use cpam_core::{Error, ErrorKind, Result};
+use cpam_core::{Error, ErrorKind, Result, Secret};
 use pyo3::prelude::*;
 use pyo3::types::PyType;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -58,6 +58,14 @@ impl ConnectionManager {
     #[getter]
     fn server(&self) -> String {
         self.client.profile().server.clone()
+    }
+
+    /// The server's host key as the profile pins it (`ssh-ed25519 AAAA...`):
+    /// what `ssh` checks on a privileged session (a known_hosts line is
+    /// `ALIAS KEY`, with `-o HostKeyAlias=ALIAS`).
+    #[getter]
+    fn server_key(&self) -> String {
+        self.client.profile().server_key.clone()
     }
 
     /// The customer's name.
@@ -116,6 +124,75 @@ impl ConnectionManager {
         awaitable(py, forward(self.client.clone(), service, listen))
     }
 
+    /// Checks the credential of `service` (an `ssh` service) out for
+    /// `seconds` (default: the service's longest checkout); the credential
+    /// itself never leaves the server. Returns the checkout.
+    #[pyo3(signature = (service, seconds = None))]
+    fn checkout(&self, py: Python<'_>, service: String, seconds: Option<u64>) -> PyResult<Json> {
+        wait(py, checkout(self.client.clone(), service, seconds))
+    }
+
+    /// `checkout()` for asyncio.
+    #[pyo3(signature = (service, seconds = None))]
+    fn checkout_async<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        seconds: Option<u64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, checkout(self.client.clone(), service, seconds))
+    }
+
+    /// Checks the credential of `service` back in; the user's sessions on
+    /// it end.
+    fn checkin(&self, py: Python<'_>, service: String) -> PyResult<Json> {
+        let client = self.client.clone();
+        wait(py, async move { Ok(Json(client.checkin(&service).await?)) })
+    }
+
+    /// `checkin()` for asyncio.
+    fn checkin_async<'py>(&self, py: Python<'py>, service: String) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        awaitable(py, async move { Ok(Json(client.checkin(&service).await?)) })
+    }
+
+    /// The user's checkouts, newest first.
+    fn checkouts(&self, py: Python<'_>) -> PyResult<Json> {
+        let client = self.client.clone();
+        wait(py, async move { Ok(Json(client.checkouts().await?)) })
+    }
+
+    /// `checkouts()` for asyncio.
+    fn checkouts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        awaitable(py, async move { Ok(Json(client.checkouts().await?)) })
+    }
+
+    /// Sets the user's master password (asked before every privileged
+    /// session); `current` is their login password or current master
+    /// password.
+    fn set_master_password(&self, py: Python<'_>, current: String, new: String) -> PyResult<Json> {
+        let client = self.client.clone();
+        let (current, new) = (Secret::new(current), Secret::new(new));
+        wait(py, async move {
+            Ok(Json(client.set_master_password(&current, &new).await?))
+        })
+    }
+
+    /// `set_master_password()` for asyncio.
+    fn set_master_password_async<'py>(
+        &self,
+        py: Python<'py>,
+        current: String,
+        new: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client = self.client.clone();
+        let (current, new) = (Secret::new(current), Secret::new(new));
+        awaitable(py, async move {
+            Ok(Json(client.set_master_password(&current, &new).await?))
+        })
+    }
+
     fn __repr__(&self) -> String {
         let p = self.client.profile();
         format!(
@@ -131,6 +208,15 @@ fn parse_addr(listen: &str) -> PyResult<SocketAddr> {
             "listen address `{listen}` must be IP:PORT"
         )))
     })
+}
+
+async fn checkout(
+    client: Arc<ConnectClient>,
+    service: String,
+    seconds: Option<u64>,
+) -> Result<Json> {
+    let duration = seconds.map(std::time::Duration::from_secs);
+    Ok(Json(client.checkout(&service, duration).await?))
 }
 
 async fn services(client: Arc<ConnectClient>) -> Result<Json> {

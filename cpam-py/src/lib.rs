@@ -10,6 +10,7 @@ mod connect;
 mod errors;
 mod gatekeeper;
 mod hooks;
+mod recordings;
 mod rt;
 mod server;
 
@@ -30,6 +31,18 @@ fn _cpam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(audit::verify_audit_async, m)?)?;
     m.add_function(wrap_pyfunction!(audit::read_audit, m)?)?;
     m.add_function(wrap_pyfunction!(audit::read_audit_async, m)?)?;
+    for f in [
+        wrap_pyfunction!(recordings::list_recordings, m)?,
+        wrap_pyfunction!(recordings::list_recordings_async, m)?,
+        wrap_pyfunction!(recordings::read_recording, m)?,
+        wrap_pyfunction!(recordings::read_recording_async, m)?,
+        wrap_pyfunction!(recordings::verify_recording, m)?,
+        wrap_pyfunction!(recordings::verify_recording_async, m)?,
+        wrap_pyfunction!(recordings::search_recordings, m)?,
+        wrap_pyfunction!(recordings::search_recordings_async, m)?,
+    ] {
+        m.add_function(f)?;
+    }
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

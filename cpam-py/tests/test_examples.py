@@ -120,3 +120,51 @@ def test_server_hooks(deployment: Deployment, tmp_path: Path) -> None:
     finally:
         server.stop()
     assert cpam.verify_audit(str(data))["intact"]
+
+
+def test_privileged_session_and_review_recordings(deployment: Deployment, running_gatekeeper: Proc) -> None:
+    """privileged_session.py runs a command through the SSH proxy with the
+    vault's key; review_recordings.py verifies and prints its recording."""
+    d = deployment
+    server = str(bin_path("cpam-server"))
+    d.admin("service", "add", "--customer", "acme", "db1", "--target", d.service_target, "--kind", "ssh")
+    subprocess.run([server, "vault", "set", "db1@acme", "--username", "root", "--key-file", str(d.sshd.client_key),
+                    "--data-dir", str(d.data_dir)], check=True, capture_output=True, timeout=60)
+    subprocess.run([server, "user", "add", "psm", "--password-stdin", "--data-dir", str(d.data_dir)],
+                   input="psm-login-password\n", text=True, check=True, capture_output=True, timeout=60)
+    d.admin("grant", "add", "--user", "psm", "--customer", "acme", "--service", "db1")
+    env = dict(os.environ, CPAM_MASTER_PASSWORD="psm-master-password", CPAM_LOGIN_PASSWORD="psm-login-password")
+    out = subprocess.run([sys.executable, str(EXAMPLES / "privileged_session.py"), "--profile",
+                          str(d.profile_of("psm")), "--service", "db1", "--set-master", "--",
+                          "echo", "privileged-$((6*7))", "as", "$(whoami)"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr + d.logs()
+    assert out.stdout.strip() == "privileged-42 as root"
+    assert "checked db1 back in" in out.stderr
+    session = next(s for s in d.sessions() if s["service_name"] == "db1")
+    assert session["protocol"] == "ssh"
+    recordings = wait_until("the recording to be sealed", lambda: [
+        r for r in cpam.list_recordings(str(d.data_dir), session["id"]) if r["state"] == "complete"
+    ])
+    review = example("review_recordings.py", "--data-dir", str(d.data_dir), "--session", session["id"])
+    assert review.returncode == 0, review.stdout + review.stderr
+    assert f"== {recordings[0]['id']}: complete" in review.stdout
+    assert "privileged-42 as root" in review.stdout
+    found = example("review_recordings.py", "--data-dir", str(d.data_dir), "--search", "privileged-42")
+    assert recordings[0]["id"] in found.stdout, found.stdout
+    # The same from asyncio, and a tampered recording is named.
+    import asyncio
+
+    async def read() -> cpam.types.Recording:
+        return await cpam.read_recording_async(str(d.data_dir), recordings[0]["id"])
+
+    rec = asyncio.run(read())
+    assert any("privileged-42" in e["data"] for e in rec["events"] if e["kind"] == "output")
+    cast = d.data_dir / "recordings" / f"{recordings[0]['id']}.cast"
+    data = bytearray(cast.read_bytes())
+    data[len(data) // 2] ^= 0x20
+    cast.write_bytes(bytes(data))
+    with pytest.raises(cpam.RecordingError):
+        cpam.verify_recording(str(d.data_dir), recordings[0]["id"])
+    bad = example("review_recordings.py", "--data-dir", str(d.data_dir), "--session", session["id"])
+    assert bad.returncode == 1 and "DOES NOT VERIFY" in bad.stdout, bad.stdout

@@ -2,7 +2,7 @@
 
 from os import PathLike
 from types import TracebackType
-from typing import Awaitable, ClassVar, Literal, Optional, Union, final
+from typing import Any, Awaitable, ClassVar, Literal, Optional, Union, final
 
 from typing_extensions import Self
 
@@ -16,7 +16,11 @@ from .types import (
     CredentialSourceFn,
     GatekeeperEvent,
     GatekeeperStatus,
+    Recording,
+    RecordingInfo,
+    RecordingVerification,
     Registration,
+    SearchHit,
     ServerEvent,
     ServiceInfo,
     Services,
@@ -47,12 +51,20 @@ __all__ = [
     "TunnelUnavailableError",
     "UnauthenticatedError",
     "__version__",
+    "list_recordings",
+    "list_recordings_async",
     "read_audit",
     "read_audit_async",
+    "read_recording",
+    "read_recording_async",
     "register_gatekeeper",
     "register_gatekeeper_async",
+    "search_recordings",
+    "search_recordings_async",
     "verify_audit",
     "verify_audit_async",
+    "verify_recording",
+    "verify_recording_async",
 ]
 
 _Path = Union[str, "PathLike[str]"]
@@ -145,11 +157,25 @@ class ConnectionManager:
     @property
     def server(self) -> str: ...
     @property
+    def server_key(self) -> str: ...
+    @property
     def customer(self) -> str: ...
     @property
     def gatekeeper(self) -> str: ...
     def services(self) -> Services: ...
     def services_async(self) -> Awaitable[Services]: ...
+    def checkout(self, service: str, seconds: Optional[int] = None) -> dict[str, Any]:
+        """Checks the credential of an ``ssh`` service out (never the secret itself)."""
+    def checkout_async(self, service: str, seconds: Optional[int] = None) -> Awaitable[dict[str, Any]]: ...
+    def checkin(self, service: str) -> dict[str, Any]:
+        """Checks the credential back in; the user's sessions on it end."""
+    def checkin_async(self, service: str) -> Awaitable[dict[str, Any]]: ...
+    def checkouts(self) -> dict[str, Any]:
+        """The user's checkouts, newest first: ``{"checkouts": [...]}``."""
+    def checkouts_async(self) -> Awaitable[dict[str, Any]]: ...
+    def set_master_password(self, current: str, new: str) -> dict[str, Any]:
+        """Sets the master password asked before every privileged session."""
+    def set_master_password_async(self, current: str, new: str) -> Awaitable[dict[str, Any]]: ...
     def open_session(self, service: str) -> "Session":
         """One session to ``service`` as a byte stream."""
     def open_session_async(self, service: str) -> Awaitable["Session"]: ...
@@ -235,6 +261,27 @@ def read_audit_async(
     limit: Optional[int] = None,
     category: Optional[Literal["user-activity", "system-messages"]] = None,
 ) -> Awaitable[list[AuditRecord]]: ...
+
+# ---------------------------------------------------------------- recordings
+
+def list_recordings(data_dir: str, session: Optional[str] = None) -> list[RecordingInfo]:
+    """The recordings of a server's data dir, of one ``session`` if given."""
+
+def list_recordings_async(data_dir: str, session: Optional[str] = None) -> Awaitable[list[RecordingInfo]]: ...
+def read_recording(data_dir: str, id: str) -> Recording:
+    """One recording's header and events, in order."""
+
+def read_recording_async(data_dir: str, id: str) -> Awaitable[Recording]: ...
+def verify_recording(data_dir: str, id: str) -> RecordingVerification:
+    """Checks the file, chunk chain and signed manifest; raises ``RecordingError`` naming what changed."""
+
+def verify_recording_async(data_dir: str, id: str) -> Awaitable[RecordingVerification]: ...
+def search_recordings(data_dir: str, text: str, session: Optional[str] = None) -> list[SearchHit]:
+    """The recordings whose output shows ``text``."""
+
+def search_recordings_async(
+    data_dir: str, text: str, session: Optional[str] = None
+) -> Awaitable[list[SearchHit]]: ...
 
 # ---------------------------------------------------------------- server
 

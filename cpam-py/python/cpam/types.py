@@ -128,6 +128,52 @@ class ServerEvent(TypedDict, total=False):
     """On ``events_lost``: how many events this watcher missed by falling behind."""
 
 
+class RecordingInfo(TypedDict):
+    """One recording of a terminal channel (``list_recordings``)."""
+
+    id: str
+    """``<session id>.<channel>``."""
+    session_id: str
+    channel: int
+    started_at: Optional[int]
+    ended_at: Optional[int]
+    size: int
+    state: Optional[Literal["complete", "incomplete"]]
+    """None while the recording is being written."""
+
+
+class RecordingEvent(TypedDict):
+    t: float
+    """Seconds since the recording started."""
+    kind: Literal["output", "input", "resize", "marker"]
+    data: str
+    """Text shown or typed; for ``resize``, ``"COLSxROWS"``."""
+
+
+class Recording(TypedDict):
+    """A whole recording (``read_recording``): its asciicast v2 header and events."""
+
+    header: dict[str, Any]
+    events: list[RecordingEvent]
+
+
+class RecordingVerification(TypedDict):
+    """A recording whose file, chunk chain and signed manifest agree."""
+
+    id: str
+    state: Literal["complete", "incomplete"]
+    size: int
+    chunks: int
+    signer: str
+
+
+class SearchHit(TypedDict):
+    id: str
+    session_id: str
+    times: list[float]
+    """Seconds into the recording where the text shows."""
+
+
 AuditSinkFn = Callable[[AuditRecord], object]
 """Receives each audit record once it is sealed and stored."""
 AccessHookFn = Callable[[AccessCheck], Union[bool, tuple[bool, str]]]

@@ -1,0 +1,144 @@
+//! A server's session recordings: listed, read event by event, searched and
+//! verified against their signed manifests. Every function takes the
+//! server's data dir; each has an `_async` twin for asyncio.
+
+use std::path::Path;
+
+use cpam_core::model::SessionId;
+use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore};
+use cpam_core::server::DataDir;
+use cpam_core::{Error, Result};
+use pyo3::prelude::*;
+use serde_json::json;
+
+use crate::rt::{Json, awaitable, wait};
+
+fn store(data_dir: &str) -> Result<impl RecordingStore> {
+    DataDir::open(Path::new(data_dir))?.recordings()
+}
+
+fn filter(session: Option<String>) -> RecordingFilter {
+    RecordingFilter {
+        session: session.map(SessionId),
+        ..RecordingFilter::default()
+    }
+}
+
+async fn list(data_dir: String, session: Option<String>) -> Result<Json> {
+    tokio::task::spawn_blocking(move || Json::of(&store(&data_dir)?.list(&filter(session))?))
+        .await
+        .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
+}
+
+async fn read(data_dir: String, id: String) -> Result<Json> {
+    tokio::task::spawn_blocking(move || {
+        let store = store(&data_dir)?;
+        let events = store.events(&RecordingId::parse(&id)?)?;
+        let header = serde_json::to_value(events.header())
+            .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?;
+        let events = events.collect::<Result<Vec<_>>>()?;
+        Ok(Json(json!({ "header": header, "events": events })))
+    })
+    .await
+    .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
+}
+
+async fn verify(data_dir: String, id: String) -> Result<Json> {
+    tokio::task::spawn_blocking(move || {
+        Json::of(&store(&data_dir)?.verify(&RecordingId::parse(&id)?)?)
+    })
+    .await
+    .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
+}
+
+async fn search(data_dir: String, text: String, session: Option<String>) -> Result<Json> {
+    tokio::task::spawn_blocking(move || {
+        Json::of(&store(&data_dir)?.search(&text, &filter(session))?)
+    })
+    .await
+    .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
+}
+
+/// The recordings of a server's data dir (of one `session` if given), as
+/// dicts: `id`, `session_id`, `channel`, `started_at`, `ended_at`, `size`,
+/// `state` (`complete`, `incomplete`, or None while being written).
+#[pyfunction]
+#[pyo3(signature = (data_dir, session = None))]
+pub fn list_recordings(
+    py: Python<'_>,
+    data_dir: String,
+    session: Option<String>,
+) -> PyResult<Json> {
+    wait(py, list(data_dir, session))
+}
+
+/// `list_recordings()` for asyncio.
+#[pyfunction]
+#[pyo3(signature = (data_dir, session = None))]
+pub fn list_recordings_async(
+    py: Python<'_>,
+    data_dir: String,
+    session: Option<String>,
+) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, list(data_dir, session))
+}
+
+/// One recording: `{"header": {...asciicast v2 header}, "events": [{"t",
+/// "kind", "data"}, ...]}` with `kind` one of `o` (output), `i` (input),
+/// `r` (resize, `COLSxROWS`), `m` (marker).
+#[pyfunction]
+pub fn read_recording(py: Python<'_>, data_dir: String, id: String) -> PyResult<Json> {
+    wait(py, read(data_dir, id))
+}
+
+/// `read_recording()` for asyncio.
+#[pyfunction]
+pub fn read_recording_async(
+    py: Python<'_>,
+    data_dir: String,
+    id: String,
+) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, read(data_dir, id))
+}
+
+/// Checks a recording's file, chunk chain and signed manifest; raises
+/// `cpam.Error` (kind `recording`) naming what was edited, removed or
+/// appended.
+#[pyfunction]
+pub fn verify_recording(py: Python<'_>, data_dir: String, id: String) -> PyResult<Json> {
+    wait(py, verify(data_dir, id))
+}
+
+/// `verify_recording()` for asyncio.
+#[pyfunction]
+pub fn verify_recording_async(
+    py: Python<'_>,
+    data_dir: String,
+    id: String,
+) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, verify(data_dir, id))
+}
+
+/// The recordings whose output contains `text`, with the times it appeared.
+#[pyfunction]
+#[pyo3(signature = (data_dir, text, session = None))]
+pub fn search_recordings(
+    py: Python<'_>,
+    data_dir: String,
+    text: String,
+    session: Option<String>,
+) -> PyResult<Json> {
+    wait(py, search(data_dir, text, session))
+}
+
+/// `search_recordings()` for asyncio.
+#[pyfunction]
+#[pyo3(signature = (data_dir, text, session = None))]
+pub fn search_recordings_async(
+    py: Python<'_>,
+    data_dir: String,
+    text: String,
+    session: Option<String>,
+) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, search(data_dir, text, session))
+}
