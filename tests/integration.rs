@@ -4,6 +4,7 @@
 mod admin_cli;
 mod demo_e2e;
 mod examples_run;
+mod hardening_e2e;
 mod harness_selfcheck;
 mod lifecycle_e2e;
 mod refusals_e2e;

@@ -1,4 +1,7 @@
 //! `cpam-connect`: the vendor's Connection Manager. Thin: clap, wiring, run.
+// Output goes through `cpam_core::outln!`: a closed pipe ends the program
+// quietly instead of a `println!` panic.
+#![deny(clippy::print_stdout)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -70,18 +73,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Services { json } => {
             let s = client.services().await?;
             if json {
-                println!(
+                cpam_core::outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::to_value(&s)?)?
                 );
             } else {
-                println!(
+                cpam_core::outln!(
                     "gatekeeper {} ({})",
                     s.gatekeeper,
                     if s.online { "online" } else { "offline" }
                 );
                 if s.services.is_empty() {
-                    println!("no services are granted to you right now");
+                    cpam_core::outln!("no services are granted to you right now");
                 }
                 for x in &s.services {
                     let until = x
@@ -89,7 +92,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .as_deref()
                         .map(|u| format!(" until {u}"))
                         .unwrap_or_default();
-                    println!("  {:<24} {:<16} {}{until}", x.name, x.kind, x.target);
+                    cpam_core::outln!("  {:<24} {:<16} {}{until}", x.name, x.kind, x.target);
                 }
             }
         }
@@ -107,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             }
             client.connect_with_retry(&stop).await?;
-            println!(
+            cpam_core::outln!(
                 "cpam-connect forwarding {service} on {}",
                 listener.local_addr()?
             );

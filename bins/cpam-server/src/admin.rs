@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use cpam_core::admin::Admin;
 use cpam_core::audit::{self, StoreAuditSink};
+use cpam_core::events::Revocation;
 use cpam_core::model::{Schedule, ServiceKind, SessionId, Timestamp};
 use cpam_core::policy;
 use cpam_core::server::{ControlRequest, DataDir, control};
@@ -42,14 +43,14 @@ async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
 
 fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -> ExitCode {
     if json {
-        println!(
+        cpam_core::outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
         let text = human();
         if !text.is_empty() {
-            println!("{text}");
+            cpam_core::outln!("{text}");
         }
     }
     ExitCode::SUCCESS
@@ -58,6 +59,15 @@ fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -
 /// Asks the running server, if any, to re-decide live sessions.
 async fn recheck(data: &DataDir) {
     if let Err(e) = control(&data.control_socket(), &ControlRequest::Recheck).await {
+        tracing::debug!(error = %e, "no running server to notify");
+    }
+}
+
+/// Asks the running server, if any, to take access away at once (end
+/// sessions, close SSH connections).
+async fn revoke(data: &DataDir, revocation: Revocation) {
+    let request = ControlRequest::Revoke { revocation };
+    if let Err(e) = control(&data.control_socket(), &request).await {
         tracing::debug!(error = %e, "no running server to notify");
     }
 }
@@ -318,10 +328,49 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
                 format!("key {} added to {name}", k.fingerprint)
             }))
         }
+        UserCmd::Key(UserKeyCmd::List { name, c }) => {
+            let x = ctx(&c).await?;
+            let list = x.admin.user_keys(&name).await?;
+            Ok(print(x.json, json!(list), || {
+                table(
+                    &list,
+                    &[
+                        ("ID", &|k| k.id.to_string()),
+                        ("FINGERPRINT", &|k| k.fingerprint.clone()),
+                        ("KIND", &|k| {
+                            if k.gatekeeper_id.is_some() {
+                                "profile".into()
+                            } else {
+                                "key".into()
+                            }
+                        }),
+                        ("LABEL", &|k| k.label.clone()),
+                        ("CREATED", &|k| k.created_at.to_rfc3339()),
+                    ],
+                )
+            }))
+        }
+        UserCmd::Key(UserKeyCmd::Delete { name, key, c }) => {
+            let x = ctx(&c).await?;
+            let k = x.admin.delete_user_key(&name, &key).await?;
+            revoke(
+                &x.data,
+                Revocation::key(&k.fingerprint, format!("key {} of {name} deleted", k.id)),
+            )
+            .await;
+            Ok(print(x.json, json!(k), || {
+                format!("key {} ({}) of {name} deleted", k.id, k.fingerprint)
+            }))
+        }
         UserCmd::Disable { name, c } => {
             let x = ctx(&c).await?;
             x.admin.set_user_disabled(&name, true).await?;
-            recheck(&x.data).await;
+            let user = x.admin.user(&name).await?;
+            revoke(
+                &x.data,
+                Revocation::user(&user.id, format!("user {name} disabled")),
+            )
+            .await;
             Ok(print(
                 x.json,
                 json!({ "user": name, "disabled": true }),

@@ -126,6 +126,20 @@ pub enum UserKeyCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// The user's keys, profile keys (bound to a gatekeeper) included.
+    List {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Deletes a key (its id or SHA256 fingerprint); a running server closes
+    /// the connections it signed in.
+    Delete {
+        name: String,
+        key: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -18,8 +18,8 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{
     ApiToken, AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
-    GatekeeperId, Grant, GrantId, IpConnectMode, Permission, Role, Service, ServiceId, ServiceKind,
-    Session, SessionId, Target, Timestamp, TokenId, User, UserId, UserKey, WebSession,
+    GatekeeperId, Grant, GrantId, IpConnectMode, KeyId, Permission, Role, Service, ServiceId,
+    ServiceKind, Session, SessionId, Target, Timestamp, TokenId, User, UserId, UserKey, WebSession,
 };
 
 /// Which sessions to list.
@@ -134,6 +134,8 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     async fn add_user_key(&self, key: &UserKey) -> Result<()>;
     async fn user_keys(&self, id: &UserId) -> Result<Vec<UserKey>>;
     async fn user_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<UserKey>>;
+    /// Deletes key `id` of `user`; false when the user has no such key.
+    async fn delete_user_key(&self, user: &UserId, id: &KeyId) -> Result<bool>;
     /// Creates or replaces a role (built-in roles cannot be replaced).
     async fn put_role(&self, role: &Role) -> Result<()>;
     async fn list_roles(&self) -> Result<Vec<Role>>;

@@ -166,6 +166,8 @@ pub static POLICY: &[Route] = &[
     route("POST", "/api/v1/users", AnyOf(&[P::MANAGE_USERS]), Scope::None, 201, Some("NewUser"), Json("User"), "users", "create a user"),
     route("GET", "/api/v1/users/{id}", Authenticated, Scope::SelfOrManager, 200, None, Json("User"), "users", "a user (the caller themself, or anyone with MANAGE_USERS)"),
     route("PATCH", "/api/v1/users/{id}", AnyOf(&[P::MANAGE_USERS]), Scope::None, 200, Some("UserUpdate"), Json("User"), "users", "change a user"),
+    route("GET", "/api/v1/users/{id}/keys", Authenticated, Scope::SelfOrManager, 200, None, List("UserKey"), "users", "a user's SSH keys, profile keys (`kind: profile`, bound to a gatekeeper) included"),
+    route("DELETE", "/api/v1/users/{id}/keys/{key}", Authenticated, Scope::SelfOrManager, 204, None, Empty, "users", "delete a user's key (id or fingerprint); the connections it signed in close"),
     route("GET", "/api/v1/roles", AnyOf(&[P::MANAGE_ROLES, P::MANAGE_USERS]), Scope::None, 200, None, List("Role"), "roles", "every role"),
     route("POST", "/api/v1/roles", AnyOf(&[P::MANAGE_ROLES]), Scope::None, 201, Some("NewRole"), Json("Role"), "roles", "create a custom role"),
     route("PUT", "/api/v1/roles/{name}", AnyOf(&[P::MANAGE_ROLES]), Scope::None, 200, Some("RoleUpdate"), Json("Role"), "roles", "replace a custom role's permissions (built-in roles: 409)"),

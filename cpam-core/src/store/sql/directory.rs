@@ -8,7 +8,8 @@ use super::{Conditions, Param, SqlStore, rows, write_error};
 use crate::error::{Error, Result};
 use crate::model::{
     CodeRefusal, Customer, CustomerId, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode,
-    Permission, Role, Service, ServiceId, ServiceKind, Target, Timestamp, User, UserId, UserKey,
+    KeyId, Permission, Role, Service, ServiceId, ServiceKind, Target, Timestamp, User, UserId,
+    UserKey,
 };
 use crate::store::{Directory, NewGrant};
 
@@ -349,6 +350,15 @@ impl Directory for SqlStore {
             .await?
             .into_iter()
             .next())
+    }
+
+    async fn delete_user_key(&self, user: &UserId, id: &KeyId) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM user_keys WHERE id = $1 AND user_id = $2")
+            .bind(id.as_str())
+            .bind(user.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn put_role(&self, role: &Role) -> Result<()> {

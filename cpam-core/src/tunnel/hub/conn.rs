@@ -109,7 +109,7 @@ impl Conn {
         &self,
         user: &str,
         key: &PublicKey,
-    ) -> Result<Option<(User, Option<GatekeeperId>)>> {
+    ) -> Result<Option<(User, Option<GatekeeperId>, String)>> {
         let store = self.hub.engine.store();
         let Some(u) = store.user_by_name(user).await? else {
             return Ok(None);
@@ -120,7 +120,7 @@ impl Conn {
         else {
             return Ok(None);
         };
-        Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id)))
+        Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id, k.fingerprint)))
     }
 }
 
@@ -219,13 +219,17 @@ impl russh::server::Handler for Conn {
             .await
             .map_err(|e| internal(&e))?
         {
-            Some((u, _)) if u.disabled => {
+            Some((u, _, _)) if u.disabled => {
                 self.login_failure(user, "publickey", "user disabled").await;
                 Ok(Auth::reject())
             }
-            Some((u, bound)) => {
+            Some((u, bound, key)) => {
                 self.login_success(&u, "publickey").await;
-                self.set_principal(Principal::User { user: u, bound });
+                self.set_principal(Principal::User {
+                    user: u,
+                    bound,
+                    key: Some(key),
+                });
                 Ok(Auth::Accept)
             }
             None => {
@@ -261,6 +265,7 @@ impl russh::server::Handler for Conn {
                 self.set_principal(Principal::User {
                     user: u,
                     bound: None,
+                    key: None,
                 });
                 Ok(Auth::Accept)
             }
@@ -280,7 +285,12 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let Principal::Gatekeeper(gk) = self.principal() {
+        let principal = self.principal();
+        if matches!(principal, Principal::User { .. } | Principal::Gatekeeper(_)) {
+            self.hub
+                .link(self.conn, principal.clone(), self.peer, session.handle());
+        }
+        if let Principal::Gatekeeper(gk) = principal {
             if let Some(old) = self
                 .hub
                 .gatekeepers
@@ -341,7 +351,7 @@ impl russh::server::Handler for Conn {
                 tokio::spawn(self.hub.clone().control_channel(gk, channel));
                 return Ok(());
             }
-            (Principal::User { user, bound }, Some(SERVICES_COMMAND)) => {
+            (Principal::User { user, bound, .. }, Some(SERVICES_COMMAND)) => {
                 let gk = words
                     .next()
                     .map(str::to_string)
@@ -381,7 +391,7 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Principal::User { user, bound } = self.principal() else {
+        let Principal::User { user, bound, .. } = self.principal() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;

@@ -87,7 +87,15 @@ pub async fn delete(
         ))
         .into());
     }
+    let gatekeepers = state.store.list_gatekeepers(Some(&c.id)).await?;
     state.admin(&caller).delete_customer(&c).await?;
+    // Their links and the profile connections bound to them close.
+    for gk in gatekeepers {
+        state.engine.revoke(&crate::events::Revocation::gatekeeper(
+            &gk.id,
+            format!("gatekeeper {} deleted with customer {}", gk.name, c.name),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
