@@ -540,7 +540,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn disabling_a_user_by_name_ends_their_console_sessions() {
+    async fn disabling_a_user_by_name_ends_their_console_sessions_and_api_tokens() {
         let admin = admin().await;
         let user = admin.add_user("wes", None, &[], &[]).await.expect("user");
         let web = WebSession {
@@ -556,7 +556,18 @@ mod tests {
             .create_web_session(&web)
             .await
             .expect("web session");
+        let (token, _secret) = admin.create_token(&user, "ci", None).await.expect("token");
         admin.set_user_disabled("wes", true).await.expect("disable");
+        assert_eq!(
+            admin
+                .store()
+                .list_api_tokens(&user.id)
+                .await
+                .expect("tokens"),
+            Vec::new(),
+            "a disabled user's API token {} still exists",
+            token.id
+        );
         let user = admin.user("wes").await.expect("user");
         assert!(user.disabled);
         assert_eq!(

@@ -136,17 +136,17 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             v["server_fingerprint"] = json!(fp);
             Ok(print(x.json, v, || {
                 format!(
-                    "gatekeeper {} added ({})\none-time registration code: {}\nvalid until {}\nserver key: {fp}\non the customer's machine:\n  cpam-gatekeeper register --server {} --code {} --server-fingerprint {fp} --state-dir /var/lib/cpam-gatekeeper",
+                    "gatekeeper {} added ({})\none-time registration code: {}\nvalid until {}\nserver key: {fp}\non the customer's machine (the code goes in on standard input, never in the arguments):\n  printf '%s\\n' {} | cpam-gatekeeper register --server {} --code-file - --server-fingerprint {fp} --state-dir /var/lib/cpam-gatekeeper",
                     code.name,
                     code.id,
                     code.code,
                     code.expires_at,
+                    code.code,
                     x.data
                         .config
                         .public_address
                         .clone()
                         .unwrap_or(x.data.config.listen.clone()),
-                    code.code
                 )
             }))
         }

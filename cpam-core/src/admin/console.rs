@@ -151,7 +151,9 @@ impl Admin {
     }
 
     /// Applies `update` to `user`. Disabling a user or changing a password
-    /// ends the user's console sessions.
+    /// ends the user's console sessions; disabling also deletes their API
+    /// tokens (the caller revokes their SSH connections and live sessions:
+    /// [`crate::session::SessionEngine::revoke`]).
     pub async fn update_user(&self, user: &User, update: UserUpdate) -> Result<User> {
         self.cap_account(user).await?;
         if let Some(roles) = &update.roles {
@@ -184,6 +186,13 @@ impl Admin {
         }
         if update.disabled == Some(true) || hash.is_some() {
             self.store.delete_user_web_sessions(&user.id).await?;
+        }
+        if update.disabled == Some(true) {
+            // A disabled user's API tokens stop working for good: enabling
+            // them again does not bring the tokens back.
+            for t in self.store.list_api_tokens(&user.id).await? {
+                self.store.delete_api_token(&t.id).await?;
+            }
         }
         self.record(
             "admin.user.update",
