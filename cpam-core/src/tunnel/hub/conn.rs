@@ -391,22 +391,29 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Principal::User { user, bound, .. } = self.principal() else {
+        let Principal::User { user, bound, key } = self.principal() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         };
         let hub = self.hub.clone();
-        let task = hub.clone().open_session(
-            user,
-            bound,
-            host_to_connect.to_string(),
-            Originator::new(originator_address, originator_port),
-            channel,
-            reply,
-        );
-        hub.sessions.spawn(task);
+        let spec = host_to_connect.to_string();
+        let originator = Originator::new(originator_address, originator_port);
+        hub.clone().sessions.spawn(async move {
+            // A key deleted since sign-in (on another node, or while its
+            // revocation is on its way) opens nothing more.
+            if let Some(fp) = &key
+                && !hub.key_holds(&user, fp, &spec, &originator).await
+            {
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return;
+            }
+            hub.open_session(user, bound, spec, originator, channel, reply)
+                .await;
+        });
         Ok(())
     }
 

@@ -426,6 +426,42 @@ impl Hub {
             .await;
     }
 
+    /// Whether `user`'s key `fingerprint` is still theirs; a refusal is
+    /// audited (`session.refused`, reason `key_deleted`).
+    async fn key_holds(
+        &self,
+        user: &User,
+        fingerprint: &str,
+        spec: &str,
+        originator: &Originator,
+    ) -> bool {
+        let holds = match self
+            .engine
+            .store()
+            .user_key_by_fingerprint(fingerprint)
+            .await
+        {
+            Ok(k) => k.is_some_and(|k| k.user_id == user.id),
+            Err(error) => {
+                tracing::error!(%error, "cannot check a session's key");
+                false
+            }
+        };
+        if !holds {
+            tracing::info!(user = %user.name, %spec, "session refused: its key was deleted");
+            self.audit(
+                AuditCategory::UserActivity,
+                "session.refused",
+                &user.name,
+                None,
+                json!({ "reason": "key_deleted", "fingerprint": fingerprint,
+                        "channel": spec, "originator": originator.to_string() }),
+            )
+            .await;
+        }
+        holds
+    }
+
     /// Runs one vendor connection: `spec` is `SERVICE@GATEKEEPER_ID`. The
     /// engine approves it and its runner runs it as a TCP splice.
     async fn open_session(
