@@ -147,3 +147,34 @@ fn the_registration_code_never_appears_in_logs_or_arguments() -> anyhow::Result<
     assert_eq!(gk2["registered"], true, "{gk2:#}");
     Ok(())
 }
+
+#[test]
+fn deleting_a_gatekeeper_closes_its_link_and_the_profile_connections_bound_to_it()
+-> anyhow::Result<()> {
+    let d = Deployment::start()?;
+    let mut ssh = d.spawn("ssh-sleep", d.ssh(&["sleep", "600"]))?;
+    let id = d.wait_live_session()?;
+    let seq = d.audit_seq()?;
+    d.admin_ok(&["gatekeeper", "delete", "gk1"])?;
+    assert!(
+        ssh.wait_timeout(Duration::from_secs(1))?.is_some(),
+        "ssh still running 1 s after its gatekeeper was deleted\n{}",
+        d.logs()
+    );
+    let s = d.wait_session_ended(&id)?;
+    assert_eq!(s["end_reason"], "revoked", "{s:#}");
+    expect_connection_closed(&d, seq, "gatekeeper:gk1")?;
+    expect_connection_closed(&d, seq, "vendor")?;
+    let keys = as_list(d.admin_json(&["user", "key", "list", "vendor"])?)?;
+    assert!(
+        keys.is_empty(),
+        "the profile key outlived its gatekeeper: {keys:#?}"
+    );
+    let gks = as_list(d.admin_json(&["gatekeeper", "list"])?)?;
+    assert!(gks.iter().all(|g| g["name"] != "gk1"), "{gks:#?}");
+    d.expect_ssh_refused_on(
+        d.connect_port,
+        "a connection after the gatekeeper was deleted",
+    )?;
+    Ok(())
+}

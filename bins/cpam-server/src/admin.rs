@@ -163,6 +163,18 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                 )
             }))
         }
+        AdminCommand::Gatekeeper(GatekeeperCmd::Delete { name, c }) => {
+            let x = ctx(&c).await?;
+            let gk = x.admin.gatekeeper(&name).await?;
+            x.admin.delete_gatekeeper(&gk).await?;
+            let reason = format!("gatekeeper {name} deleted");
+            revoke(&x.data, Revocation::gatekeeper(&gk.id, reason)).await;
+            Ok(print(
+                x.json,
+                json!({ "gatekeeper": name, "id": gk.id }),
+                || format!("gatekeeper {name} deleted"),
+            ))
+        }
         AdminCommand::Gatekeeper(GatekeeperCmd::List { customer, c }) => {
             let x = ctx(&c).await?;
             let cid = match customer {

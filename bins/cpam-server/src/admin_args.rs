@@ -82,6 +82,14 @@ pub enum GatekeeperCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Deletes a gatekeeper with its codes and the profile keys bound to
+    /// it; a running server closes its link and those profiles' connections
+    /// and ends its live sessions.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]

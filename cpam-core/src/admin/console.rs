@@ -100,6 +100,21 @@ impl Admin {
         .await
     }
 
+    /// Deletes gatekeeper `gk` with its registration codes and the profile
+    /// keys bound to it. The caller revokes its link, the connections of
+    /// those keys and its live sessions
+    /// ([`Revocation::gatekeeper`](crate::events::Revocation::gatekeeper)).
+    pub async fn delete_gatekeeper(&self, gk: &Gatekeeper) -> Result<()> {
+        let c = self.customer_of(&gk.customer_id).await?;
+        self.store.delete_gatekeeper(&gk.id).await?;
+        self.record(
+            "admin.gatekeeper.delete",
+            Some(&c),
+            json!({ "gatekeeper": gk.name, "id": gk.id }),
+        )
+        .await
+    }
+
     /// Deletes `service` and its grants.
     pub async fn delete_service(&self, service: &Service) -> Result<()> {
         let c = self.customer_of(&service.customer_id).await?;

@@ -171,6 +171,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     /// gatekeeper-bound keys and memberships; session history stays.
     /// `NotFound` for an unknown customer.
     async fn delete_customer(&self, id: &CustomerId) -> Result<()>;
+    /// Deletes gatekeeper `id` with its registration codes and the profile
+    /// keys bound to it; session history stays. `NotFound` if missing.
+    async fn delete_gatekeeper(&self, id: &GatekeeperId) -> Result<()>;
     /// Deletes a service and its grants. `NotFound` for an unknown service.
     async fn delete_service(&self, id: &ServiceId) -> Result<()>;
     /// Replaces the permissions of an existing role, built-in ones included

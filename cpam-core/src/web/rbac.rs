@@ -156,6 +156,7 @@ pub static POLICY: &[Route] = &[
     route("POST", "/api/v1/customers/{id}/gatekeepers", AnyOf(&[P::MANAGE_GATEKEEPERS]), Scope::Customer, 201, Some("NewGatekeeper"), Json("Gatekeeper"), "gatekeepers", "create a gatekeeper of a customer"),
     route("GET", "/api/v1/gatekeepers", Authenticated, Scope::Filtered, 200, None, List("Gatekeeper"), "gatekeepers", "gatekeepers in the caller's scope"),
     route("GET", "/api/v1/gatekeepers/{id}", Authenticated, Scope::Customer, 200, None, Json("Gatekeeper"), "gatekeepers", "a gatekeeper and its live state"),
+    route("DELETE", "/api/v1/gatekeepers/{id}", AnyOf(&[P::MANAGE_GATEKEEPERS]), Scope::Customer, 204, None, Empty, "gatekeepers", "delete a gatekeeper with its codes and profile keys; its link, those profiles' connections and its live sessions end"),
     route("POST", "/api/v1/gatekeepers/{id}/registration-code", AnyOf(&[P::MANAGE_GATEKEEPERS]), Scope::Customer, 201, Some("NewCode"), Json("RegistrationCode"), "gatekeepers", "issue a one-time registration code (shown once)"),
     route("GET", "/api/v1/gatekeepers/{id}/profile", AllOf(&[P::DOWNLOAD_CONNECTION_MANAGER, P::USE_CONNECTION_MANAGER]), Scope::Customer, 200, None, Json("Profile"), "gatekeepers", "the caller's Connection Manager profile for this gatekeeper (409 while unregistered)"),
     route("GET", "/api/v1/gatekeepers/{id}/services", Authenticated, Scope::Customer, 200, None, List("Service"), "services", "the services behind a gatekeeper"),

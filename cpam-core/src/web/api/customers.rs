@@ -160,6 +160,20 @@ pub async fn get_gatekeeper(
     Ok(Json(gatekeeper_json(&gk, &c)))
 }
 
+pub async fn delete_gatekeeper(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let (gk, _) = scoped_gatekeeper(&state, &caller, id).await?;
+    state.admin(&caller).delete_gatekeeper(&gk).await?;
+    state.engine.revoke(&crate::events::Revocation::gatekeeper(
+        &gk.id,
+        format!("gatekeeper {} deleted by {}", gk.name, caller.user().name),
+    ));
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCode {

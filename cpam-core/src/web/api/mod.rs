@@ -41,6 +41,11 @@ pub fn routes() -> ApiRoutes {
         .add("GET", "/api/v1/gatekeepers", customers::list_gatekeepers)
         .add("GET", "/api/v1/gatekeepers/{id}", customers::get_gatekeeper)
         .add(
+            "DELETE",
+            "/api/v1/gatekeepers/{id}",
+            customers::delete_gatekeeper,
+        )
+        .add(
             "POST",
             "/api/v1/gatekeepers/{id}/registration-code",
             customers::registration_code,
