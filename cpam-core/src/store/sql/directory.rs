@@ -695,29 +695,7 @@ impl Directory for SqlStore {
     }
 
     async fn delete_role(&self, name: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match row {
-            None => return Err(Error::not_found(format!("no role `{name}`"))),
-            Some(r) if r.try_get::<i64, _>("builtin")? != 0 => {
-                return Err(Error::conflict(format!(
-                    "role `{name}` is built in and cannot be deleted"
-                )));
-            }
-            Some(_) => {}
-        }
-        for sql in [
-            "DELETE FROM user_roles WHERE role_name = $1",
-            "DELETE FROM role_permissions WHERE role_name = $1",
-            "DELETE FROM roles WHERE name = $1",
-        ] {
-            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.remove_role(name).await
     }
 
     async fn set_user_roles(&self, user: &UserId, roles: &[String]) -> Result<()> {

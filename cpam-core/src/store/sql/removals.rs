@@ -2,7 +2,9 @@
 //! transaction.
 
 use super::SqlStore;
-use crate::error::Result;
+use sqlx::Row as _;
+
+use crate::error::{Error, Result};
 use crate::model::{CustomerId, GatekeeperId, KeyId, ServiceId, UserId};
 
 impl SqlStore {
@@ -74,5 +76,31 @@ impl SqlStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    pub(super) async fn remove_role(&self, name: &str) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => return Err(Error::not_found(format!("no role `{name}`"))),
+            Some(r) if r.try_get::<i64, _>("builtin")? != 0 => {
+                return Err(Error::conflict(format!(
+                    "role `{name}` is built in and cannot be deleted"
+                )));
+            }
+            Some(_) => {}
+        }
+        for sql in [
+            "DELETE FROM user_roles WHERE role_name = $1",
+            "DELETE FROM role_permissions WHERE role_name = $1",
+            "DELETE FROM roles WHERE name = $1",
+        ] {
+            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
