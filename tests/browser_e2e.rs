@@ -586,3 +586,90 @@ fn browser_drives_a_page_and_saves_screenshots() -> anyhow::Result<()> {
     assert!(std::fs::metadata(&shot)?.len() > 100, "{}", shot.display());
     Ok(())
 }
+
+#[test]
+fn a_vendor_checks_a_credential_out_and_in_on_the_credentials_page() -> anyhow::Result<()> {
+    const CANARY: &str = "canary-Br0wser-4e2a";
+    let c = Console::start()?;
+    c.admin(&["customer", "add", "acme"], None)?;
+    c.admin(
+        &[
+            "service",
+            "add",
+            "--customer",
+            "acme",
+            "box",
+            "--target",
+            "10.0.0.7:22",
+            "--kind",
+            "ssh",
+        ],
+        None,
+    )?;
+    c.admin(
+        &[
+            "user",
+            "add",
+            "vera",
+            "--role",
+            "Vendor",
+            "--password-stdin",
+        ],
+        Some("vera password 1"),
+    )?;
+    c.admin(
+        &[
+            "grant",
+            "add",
+            "--user",
+            "vera",
+            "--customer",
+            "acme",
+            "--service",
+            "box",
+            "--for",
+            "8h",
+        ],
+        None,
+    )?;
+    c.admin(
+        &[
+            "vault",
+            "set",
+            "box@acme",
+            "--username",
+            "root",
+            "--password-stdin",
+        ],
+        Some(CANARY),
+    )?;
+    let mut b = browser(&c, "credentials")?;
+    sign_in(&b, &c.url, "vera", "vera password 1")?;
+    b.click(&t("nav-credentials"))?;
+    b.wait_text(&t("credentials-table"), "root", LIVE)?;
+    b.screenshot("list")?;
+    b.select(&t("checkout-length"), "1800")?;
+    b.click(&t("checkout"))?;
+    b.wait_text(&t("checkout-status"), "checked out", LIVE)?;
+    b.screenshot("checked-out")?;
+    let listed: Value = serde_json::from_str(&c.admin(&["checkouts", "list", "--json"], None)?)?;
+    assert_eq!(listed[0]["status"], "active", "{listed}");
+    assert_eq!(listed[0]["user_name"], "vera", "{listed}");
+    b.click(&t("checkin"))?;
+    b.find_within(&t("checkout"), LIVE)?;
+    let listed: Value = serde_json::from_str(&c.admin(&["checkouts", "list", "--json"], None)?)?;
+    assert_eq!(listed[0]["status"], "checked_in", "{listed}");
+
+    b.fill(&t("master-current"), "vera password 1")?;
+    b.fill(&t("master-new"), "vera master 1")?;
+    b.fill(&t("master-again"), "vera master 1")?;
+    b.click(&t("master-save"))?;
+    b.wait_text(&t("toast"), "Master password set", LIVE)?;
+    b.screenshot("master-password")?;
+    assert!(!b.page_text().contains(CANARY), "the page shows the secret");
+    let audit = c.admin(&["audit", "list", "--json"], None)?;
+    for action in ["checkout.start", "checkout.end", "master_password.set"] {
+        assert!(audit.contains(action), "{action} not audited");
+    }
+    Ok(())
+}

@@ -165,6 +165,12 @@ fn a_second_node_on_one_database_leaves_the_first_nodes_work_alone() -> anyhow::
         &b_dir,
         &["init", "--listen", "127.0.0.1:0", "--database", &db],
     )?;
+    // Nodes sharing a database share the vault's key file.
+    assert!(
+        !b_dir.join("vault.key").exists(),
+        "init made a second vault key for a sealed vault"
+    );
+    std::fs::copy(d.data_dir.join("vault.key"), b_dir.join("vault.key"))?;
     for round in ["start", "restart"] {
         let b_addr = d.spawn_node(&b_dir, "node-b")?;
         eprintln!("node-b {round}ed on {b_addr}");

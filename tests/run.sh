@@ -24,6 +24,10 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # WebDriver (tests/src/browser.rs starts chromedriver itself).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# Session recordings are played back by stock asciinema (under `script`
+# from bsdutils, which gives it a terminal).
+command -v asciinema >/dev/null || need+=(asciinema)
+command -v script >/dev/null || need+=(bsdutils)
 # The C ABI tests (tests/c_abi.rs) compile examples/c/ with cc under
 # AddressSanitizer and UndefinedBehaviorSanitizer (gcc's libasan/libubsan).
 command -v cc >/dev/null && echo 'int main(void){return 0;}' | cc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null || need+=(build-essential)

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cpam_core::model::{Permission, Session, SessionId, Target, Timestamp};
-use cpam_core::store::{Directory, SessionLog, SqlStore};
+use cpam_core::store::{Directory, SessionLog, SqlStore, VaultStore};
 use cpam_core::web::rbac::{Access, Body, POLICY, Route, Scope};
 use cpam_tests::web::{WebClient, WebOptions, WebServer};
 use serde_json::{Value, json};
@@ -145,6 +145,74 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// An ssh service of customer A with a stored credential, granted to `user`.
+    fn credential(&self, user: &str) -> anyhow::Result<String> {
+        let gk = self.gatekeeper(&self.a)?;
+        let body = json!({ "name": self.unique("ssh"), "kind": "ssh", "host": "10.0.0.7" });
+        let service = Self::id(
+            &self
+                .admin
+                .post(&format!("/api/v1/gatekeepers/{gk}/services"), &body)?,
+        );
+        let grant = json!({ "user": user, "service_id": service, "hours": 1 });
+        self.admin.post("/api/v1/grants", &grant)?;
+        // The ciphertext is never read here: a checkout needs the row only.
+        let stored = cpam_core::model::StoredCredential {
+            service_id: cpam_core::model::ServiceId(service.clone()),
+            username: "root".into(),
+            kind: cpam_core::model::CredentialKind::Password,
+            key_version: 1,
+            ciphertext: "00".into(),
+            updated_at: Timestamp::now(),
+            updated_by: "matrix".into(),
+        };
+        self.block_on(self.store.put_credential(&stored))?;
+        Ok(service)
+    }
+
+    /// An active checkout of `user` in `customer`.
+    fn checkout(&self, user_id: &str, user: &str, customer: &str) -> anyhow::Result<String> {
+        let now = Timestamp::now();
+        let c = cpam_core::model::Checkout {
+            id: cpam_core::model::CheckoutId::generate(),
+            user_id: cpam_core::model::UserId(user_id.into()),
+            user_name: user.into(),
+            customer_id: cpam_core::model::CustomerId(customer.into()),
+            service_id: cpam_core::model::ServiceId("svc_matrix".into()),
+            service_name: "matrix".into(),
+            started_at: now,
+            expires_at: now.add(std::time::Duration::from_secs(3600)),
+            ended_at: None,
+            end_reason: None,
+            ended_by: None,
+        };
+        self.block_on(self.store.insert_checkout(&c))?;
+        Ok(c.id.0)
+    }
+
+    fn block_on<T>(
+        &self,
+        f: impl std::future::Future<Output = cpam_core::Result<T>>,
+    ) -> anyhow::Result<T> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(rt.block_on(f)?)
+    }
+
+    /// A sealed recording of channel 0 of `session`, in the server's store.
+    fn recording(&self, session: &str) -> anyhow::Result<String> {
+        use cpam_core::record::{RecordingId, RecordingStore as _, SealState};
+        let store = cpam_core::server::DataDir::open(&self.web.data_dir)?.recordings()?;
+        let id = RecordingId::new(&SessionId(session.into()), 0)?;
+        let mut w = store.create(&id, Timestamp::now())?;
+        w.append(b"{\"version\":2,\"width\":80,\"height\":24}\n")?;
+        w.seal(Timestamp::now(), SealState::Complete)?;
+        Ok(id.to_string())
+    }
+}
+
 /// A signed-in user holding one built-in role, member of customer A.
 struct RoleUser {
     role: &'static str,
@@ -244,6 +312,14 @@ fn prepare(
             };
             param(&mut path, "{id}", id);
         }
+        p if p.starts_with("/api/v1/recordings/{id}") => {
+            let session = if own {
+                ctx.session(&user.id, &user.name, &ctx.a)?
+            } else {
+                ctx.session(&ctx.outsider_id, "outsider", &ctx.b)?
+            };
+            param(&mut path, "{id}", ctx.recording(&session)?);
+        }
         "/api/v1/tokens/{id}" => {
             let owner = if own { &user.client } else { &ctx.outsider };
             param(
@@ -292,6 +368,24 @@ fn prepare(
                 std::env::consts::ARCH
             ),
         ),
+        "/api/v1/checkouts/{id}" => {
+            let id = if own {
+                ctx.checkout(&user.id, &user.name, &ctx.a)?
+            } else {
+                ctx.checkout(&ctx.outsider_id, "outsider", &ctx.b)?
+            };
+            param(&mut path, "{id}", id);
+        }
+        "/api/v1/users/{id}/master-password" => {
+            // The user sets one with their login password; a manager clears it.
+            user.client.expect(
+                "PUT",
+                "/api/v1/me/master-password",
+                Some(&json!({ "current": PASSWORD, "new": "matrix-master-1" })),
+                204,
+            )?;
+            param(&mut path, "{id}", user.id.clone());
+        }
         "/ui/{*path}" => param(&mut path, "{*path}", "customers".into()),
         "/assets/{*path}" => param(&mut path, "{*path}", "app.js".into()),
         p => assert!(
@@ -328,6 +422,12 @@ fn prepare(
         }
         ("PUT", "/api/v1/settings") => Some(json!({ "ip_connect_mode": "driver" })),
         ("POST", "/api/v1/sessions/{id}/terminate") => Some(json!({ "reason": "matrix" })),
+        ("POST", "/api/v1/checkouts") => {
+            Some(json!({ "service_id": ctx.credential(&user.name)?, "duration_secs": 600 }))
+        }
+        ("PUT", "/api/v1/me/master-password") => {
+            Some(json!({ "current": PASSWORD, "new": "matrix-master-2" }))
+        }
         (m, p) => panic!("no request body fixture for {m} {p}"),
     };
     Ok((path, body))

@@ -51,14 +51,8 @@ pub trait AccessHook: Send + Sync + std::fmt::Debug {
     async fn check(&self, check: &AccessCheck) -> HookDecision;
 }
 
-/// What kind of secret a [`Credential`] carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CredentialKind {
-    Password,
-    /// An OpenSSH private key.
-    PrivateKey,
-}
+/// What kind of secret a [`Credential`] carries (defined with the vault's model).
+pub use crate::model::CredentialKind;
 
 /// A credential to inject into a session.
 #[derive(Debug, Clone)]

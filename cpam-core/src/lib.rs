@@ -18,6 +18,7 @@ pub mod model;
 pub mod password;
 pub mod policy;
 pub mod proxy;
+pub mod record;
 pub mod secret;
 pub mod server;
 pub mod session;
@@ -25,6 +26,7 @@ pub mod signal;
 pub mod store;
 pub mod throttle;
 pub mod tunnel;
+pub mod vault;
 #[cfg(feature = "web")]
 pub mod web;
 

@@ -104,11 +104,22 @@ pub fn decide(req: &AccessRequest<'_>, grants: &[Grant], now: Timestamp) -> Deci
     if !req.gatekeeper.is_registered() {
         return deny(Denial::GatekeeperNotRegistered);
     }
+    decide_grants(req.user, req.service, grants, now)
+}
+
+/// The grant half of [`decide`], for what needs no gatekeeper (a checkout
+/// of a service's credential): the user is enabled and one of `grants`
+/// allows `service` at `now`.
+pub fn decide_grants(user: &User, service: &Service, grants: &[Grant], now: Timestamp) -> Decision {
+    let deny = |reason| Decision::Deny { reason };
+    if user.disabled {
+        return deny(Denial::UserDisabled);
+    }
     let mut best: Option<(GrantId, Option<Timestamp>)> = None;
     let mut reason = Denial::NoGrant;
     for g in grants
         .iter()
-        .filter(|g| g.user_id == req.user.id && g.service_id == req.service.id)
+        .filter(|g| g.user_id == user.id && g.service_id == service.id)
     {
         match grant_window(g, now) {
             Ok(until) => {

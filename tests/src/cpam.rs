@@ -43,6 +43,10 @@ pub struct Options {
     pub database: Option<String>,
     /// The server's `--node-id`.
     pub node_id: Option<String>,
+    /// The target sshd also takes password logins.
+    pub sshd_passwords: bool,
+    /// The login password of user `vendor` (none by default).
+    pub vendor_password: Option<String>,
 }
 
 impl Default for Options {
@@ -51,6 +55,8 @@ impl Default for Options {
             grant: true,
             database: None,
             node_id: None,
+            sshd_passwords: false,
+            vendor_password: None,
         }
     }
 }
@@ -94,7 +100,12 @@ impl Deployment {
         }
         let dir = tempfile::Builder::new().prefix("cpam-e2e-").tempdir()?;
         let topo = Topology::create()?;
-        let sshd = Sshd::start(&topo.customer, dir.path(), &[SSHD_PORT, SSHD_DENIED_PORT])?;
+        let sshd = Sshd::start_with(
+            &topo.customer,
+            dir.path(),
+            &[SSHD_PORT, SSHD_DENIED_PORT],
+            opts.sshd_passwords,
+        )?;
         let data_dir = dir.path().join("server");
         let gk_state = dir.path().join("gatekeeper");
         let profile = dir.path().join("vendor-profile.json");
@@ -146,7 +157,22 @@ impl Deployment {
             .wait_for_stderr("gatekeeper online", START_TIMEOUT)
             .map_err(|e| anyhow::anyhow!("{e}\n{}", server.logs()))?;
 
-        admin(&["user", "add", "vendor"])?;
+        match &opts.vendor_password {
+            None => {
+                admin(&["user", "add", "vendor"])?;
+            }
+            Some(password) => {
+                let add = server_cmd(&["user", "add", "vendor", "--password-stdin"])?;
+                crate::process::run_with_input(
+                    "admin-user-add-vendor",
+                    add,
+                    &d,
+                    CMD_TIMEOUT,
+                    format!("{password}\n").as_bytes(),
+                )?
+                .ok("cpam-server user add vendor --password-stdin")?;
+            }
+        }
         let target = format!("127.0.0.1:{SSHD_PORT}");
         admin(&[
             "service",
@@ -380,6 +406,13 @@ impl Deployment {
             bail!("{what}: ssh got through the tunnel\n{}", self.logs());
         }
         Ok(out)
+    }
+
+    /// `cpam-connect --profile PROFILE ARGS` in the vendor ns.
+    pub fn connect_cmd(&self, args: &[&str]) -> anyhow::Result<Command> {
+        let mut c = self.topo.vendor.command(bin_path("cpam-connect")?);
+        c.arg("--profile").arg(&self.profile).args(args);
+        Ok(c)
     }
 
     /// `cpam-gatekeeper ARGS --state-dir G` in the customer ns.

@@ -14,6 +14,8 @@ pub mod cpam;
 pub mod netns;
 pub mod postgres;
 pub mod process;
+pub mod psm;
+pub mod recording;
 pub mod sshd;
 pub mod web;
 

@@ -74,7 +74,31 @@ fn unique_log_base(dir: &Path, name: &str) -> String {
 
 impl Child {
     /// Spawns `cmd` with stdin closed and output captured in `dir`.
-    pub fn spawn(name: &str, mut cmd: Command, dir: &Path) -> anyhow::Result<Child> {
+    pub fn spawn(name: &str, cmd: Command, dir: &Path) -> anyhow::Result<Child> {
+        Self::spawn_with_stdin(name, cmd, dir, Stdio::null())
+    }
+
+    /// Spawns `cmd` reading `input` (written to a file in `dir` first) on
+    /// its stdin, output captured in `dir`.
+    pub fn spawn_with_input(
+        name: &str,
+        cmd: Command,
+        dir: &Path,
+        input: &[u8],
+    ) -> anyhow::Result<Child> {
+        let path = dir.join(format!("{}.stdin", unique_log_base(dir, name)));
+        std::fs::write(&path, input).with_context(|| format!("writing {}", path.display()))?;
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        Self::spawn_with_stdin(name, cmd, dir, Stdio::from(file))
+    }
+
+    fn spawn_with_stdin(
+        name: &str,
+        mut cmd: Command,
+        dir: &Path,
+        stdin: Stdio,
+    ) -> anyhow::Result<Child> {
         let base = unique_log_base(dir, name);
         let stdout = dir.join(format!("{base}.stdout"));
         let stderr = dir.join(format!("{base}.stderr"));
@@ -82,7 +106,7 @@ impl Child {
             .with_context(|| format!("creating {}", stdout.display()))?;
         let err = std::fs::File::create(&stderr)
             .with_context(|| format!("creating {}", stderr.display()))?;
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.stdin(stdin).stdout(out).stderr(err);
         let inner = cmd
             .spawn()
             .with_context(|| format!("spawning {name}: {cmd:?}"))?;
@@ -248,7 +272,25 @@ impl Drop for Child {
 /// Runs `cmd` to completion (killing it after `timeout`), output captured
 /// through files in `dir`.
 pub fn run(name: &str, cmd: Command, dir: &Path, timeout: Duration) -> anyhow::Result<Output> {
-    let mut child = Child::spawn(name, cmd, dir)?;
+    finish(name, Child::spawn(name, cmd, dir)?, timeout)
+}
+
+/// [`run`] with `input` on stdin.
+pub fn run_with_input(
+    name: &str,
+    cmd: Command,
+    dir: &Path,
+    timeout: Duration,
+    input: &[u8],
+) -> anyhow::Result<Output> {
+    finish(
+        name,
+        Child::spawn_with_input(name, cmd, dir, input)?,
+        timeout,
+    )
+}
+
+fn finish(name: &str, mut child: Child, timeout: Duration) -> anyhow::Result<Output> {
     match child.wait_timeout(timeout)? {
         Some(status) => Ok(Output {
             status,

@@ -57,6 +57,17 @@ impl Sshd {
     /// Writes keys and config into `dir` and starts sshd in `ns` on `ports`,
     /// returning once the first port accepts connections.
     pub fn start(ns: &Netns, dir: &Path, ports: &[u16]) -> anyhow::Result<Sshd> {
+        Self::start_with(ns, dir, ports, false)
+    }
+
+    /// [`Sshd::start`], also accepting password logins when `passwords`
+    /// (for accounts made with [`password_account`]).
+    pub fn start_with(
+        ns: &Netns,
+        dir: &Path,
+        ports: &[u16],
+        passwords: bool,
+    ) -> anyhow::Result<Sshd> {
         if !Path::new(SSHD).is_file() {
             return Err(missing_peer(SSHD));
         }
@@ -77,10 +88,11 @@ impl Sshd {
         }
         cfg.push_str(&format!(
             "HostKey {}\nPidFile none\nAuthorizedKeysFile {}\nPermitRootLogin prohibit-password\n\
-             UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             UsePAM no\nStrictModes no\nPasswordAuthentication {}\nKbdInteractiveAuthentication no\n\
              LogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
             host_key.display(),
-            authorized.display()
+            authorized.display(),
+            if passwords { "yes" } else { "no" }
         ));
         let config = sdir.join("sshd_config");
         std::fs::write(&config, cfg).context("writing sshd_config")?;
@@ -107,6 +119,56 @@ impl Sshd {
             config,
         })
     }
+}
+
+/// Makes sure the local account `name` exists (no home, no login shell
+/// beyond `/bin/sh`) and sets its password: the target account of the
+/// password-credential tests. The account stays on the machine; its password
+/// is new on every call.
+pub fn password_account(name: &str, password: &str) -> anyhow::Result<()> {
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .context("running id")?
+        .status
+        .success();
+    if !exists {
+        let out = Command::new("useradd")
+            .args([
+                "--no-create-home",
+                "--home-dir",
+                "/tmp",
+                "--shell",
+                "/bin/sh",
+                name,
+            ])
+            .output()
+            .context("running useradd")?;
+        if !out.status.success() {
+            bail!(
+                "useradd {name} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let mut child = Command::new("chpasswd")
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running chpasswd")?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("chpasswd's stdin")?;
+        writeln!(stdin, "{name}:{password}").context("writing to chpasswd")?;
+    }
+    let out = child.wait_with_output().context("waiting for chpasswd")?;
+    if !out.status.success() {
+        bail!(
+            "chpasswd failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
 }
 
 /// `ssh` to `root@127.0.0.1:port` inside `ns` with `key`, non-interactive,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cpam_core::Secret;
 use cpam_core::tunnel::connect::ConnectClient;
 use cpam_core::tunnel::profile::Profile;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check out the credential of SERVICE (an ssh service) for a while.
+    Checkout {
+        service: String,
+        /// How long (e.g. 30m, 2h); default: the service's longest.
+        #[arg(long = "for")]
+        for_: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check in your checkout of SERVICE; your sessions on it end.
+    Checkin {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List your checkouts.
+    Checkouts {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Your master password, asked before a privileged session starts.
+    #[command(subcommand)]
+    MasterPassword(MasterPasswordCmd),
     /// Listen locally; every connection is one audited session to SERVICE.
     Forward {
         service: String,
@@ -39,6 +63,22 @@ enum Command {
         #[arg(long)]
         listen: String,
     },
+    /// One session to SERVICE on standard input and output, for
+    /// `ssh -o ProxyCommand='cpam-connect --profile P pipe SERVICE'`.
+    Pipe { service: String },
+    /// Print the known_hosts line that lets `ssh` verify the server's
+    /// privileged-session host key (use with `-o HostKeyAlias=ALIAS`).
+    KnownHosts {
+        #[arg(long, default_value = "cpam")]
+        alias: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum MasterPasswordCmd {
+    /// Set it: asks for your login password (or current master password)
+    /// and the new one on the terminal, or reads them as two lines of stdin.
+    Set,
 }
 
 fn main() -> ExitCode {
@@ -68,8 +108,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .profile
         .ok_or_else(|| anyhow::anyhow!("--profile FILE is required"))?;
     let profile = Profile::load(&path)?;
+    if let Command::KnownHosts { alias } = &cli.command {
+        cpam_core::outln!("{alias} {}", profile.server_key);
+        return Ok(());
+    }
     let client = ConnectClient::new(profile)?;
     match cli.command {
+        Command::KnownHosts { .. } => {}
+        Command::Pipe { service } => {
+            let stop = CancellationToken::new();
+            client.connect_with_retry(&stop).await?;
+            let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut stream = client.open_stream(&service, local).await?;
+            let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
+            tokio::io::copy_bidirectional(&mut stdio, &mut stream).await?;
+        }
         Command::Services { json } => {
             let s = client.services().await?;
             if json {
@@ -96,6 +149,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Checkout {
+            service,
+            for_,
+            json,
+        } => {
+            let duration = for_
+                .as_deref()
+                .map(cpam_core::policy::parse_duration)
+                .transpose()?;
+            let v = client.checkout(&service, duration).await?;
+            show(json, &v, || {
+                format!(
+                    "checked out {service} until {} ({})",
+                    time(&v["expires_at"]),
+                    v["id"].as_str().unwrap_or("")
+                )
+            })?;
+        }
+        Command::Checkin { service, json } => {
+            let v = client.checkin(&service).await?;
+            show(json, &v, || format!("checked in {service}"))?;
+        }
+        Command::Checkouts { json } => {
+            let v = client.checkouts().await?;
+            show(json, &v, || {
+                let list = v["checkouts"].as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    return "you have no checkouts".to_string();
+                }
+                list.iter()
+                    .map(|c| {
+                        format!(
+                            "  {:<24} {:<10} until {}  {}",
+                            c["service_name"].as_str().unwrap_or(""),
+                            c["status"].as_str().unwrap_or(""),
+                            time(&c["expires_at"]),
+                            c["id"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+        }
+        Command::MasterPassword(MasterPasswordCmd::Set) => {
+            let (current, new) = read_master_passwords()?;
+            client.set_master_password(&current, &new).await?;
+            cpam_core::outln!("master password set");
+        }
         Command::Forward { service, listen } => {
             let addr: std::net::SocketAddr = listen
                 .parse()
@@ -118,4 +219,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints `v` as JSON, or `human` text.
+fn show(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        cpam_core::outln!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        cpam_core::outln!("{}", human());
+    }
+    Ok(())
+}
+
+/// A stored time (milliseconds) as RFC 3339.
+fn time(v: &serde_json::Value) -> String {
+    v.as_i64()
+        .map(|ms| cpam_core::model::Timestamp(ms).to_rfc3339())
+        .unwrap_or_default()
+}
+
+/// The current and the new master password: asked on the terminal (the new
+/// one twice), or two lines of stdin.
+fn read_master_passwords() -> anyhow::Result<(Secret<String>, Secret<String>)> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if std::io::stdin().is_terminal() {
+        let current = Secret::new(rpassword::prompt_password(
+            "login password (or current master password): ",
+        )?);
+        let new = Secret::new(rpassword::prompt_password("new master password: ")?);
+        let again = Secret::new(rpassword::prompt_password("new master password again: ")?);
+        if new.expose() != again.expose() {
+            anyhow::bail!("the two new master passwords differ");
+        }
+        return Ok((current, new));
+    }
+    let mut lines = std::io::stdin().lock().lines();
+    let mut next = |what: &str| -> anyhow::Result<Secret<String>> {
+        match lines.next() {
+            Some(line) => Ok(Secret::new(line?)),
+            None => anyhow::bail!("standard input ended before the {what}"),
+        }
+    };
+    let current = next("current password")?;
+    let new = next("new master password")?;
+    Ok((current, new))
 }

@@ -18,14 +18,14 @@ use serde_json::json;
 
 pub use crate::admin_args::*;
 
-struct Ctx {
-    data: DataDir,
-    admin: Admin,
-    store: Arc<dyn Store>,
-    json: bool,
+pub(crate) struct Ctx {
+    pub(crate) data: DataDir,
+    pub(crate) admin: Admin,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) json: bool,
 }
 
-async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
+pub(crate) async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
     let data = DataDir::open(&c.data_dir)?;
     let store = data.store().await?;
     let admin = Admin::new(
@@ -41,7 +41,11 @@ async fn ctx(c: &Common) -> anyhow::Result<Ctx> {
     })
 }
 
-fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -> ExitCode {
+pub(crate) fn print(
+    json: bool,
+    value: serde_json::Value,
+    human: impl FnOnce() -> String,
+) -> ExitCode {
     if json {
         cpam_core::outln!(
             "{}",
@@ -57,7 +61,7 @@ fn print(json: bool, value: serde_json::Value, human: impl FnOnce() -> String) -
 }
 
 /// Asks the running server, if any, to re-decide live sessions.
-async fn recheck(data: &DataDir) {
+pub(crate) async fn recheck(data: &DataDir) {
     if let Err(e) = control(&data.control_socket(), &ControlRequest::Recheck).await {
         tracing::debug!(error = %e, "no running server to notify");
     }
@@ -73,9 +77,9 @@ async fn revoke(data: &DataDir, revocation: Revocation) {
 }
 
 /// One column of a printed table: its heading and how to render a row.
-type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
+pub(crate) type Column<'a, T> = (&'a str, &'a dyn Fn(&T) -> String);
 
-fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
+pub(crate) fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
     let mut out: Vec<Vec<String>> = vec![cols.iter().map(|c| c.0.to_string()).collect()];
     out.extend(rows.iter().map(|r| cols.iter().map(|c| (c.1)(r)).collect()));
     let widths: Vec<usize> = (0..cols.len())
@@ -95,7 +99,7 @@ fn table<T>(rows: &[T], cols: &[Column<'_, T>]) -> String {
         .join("\n")
 }
 
-fn ts(t: Option<Timestamp>) -> String {
+pub(crate) fn ts(t: Option<Timestamp>) -> String {
     t.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into())
 }
 
@@ -228,6 +232,9 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Grant(cmd) => grant(cmd).await,
         AdminCommand::Sessions(cmd) => sessions(cmd).await,
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
+        AdminCommand::Vault(cmd) => crate::vault::vault(cmd).await,
+        AdminCommand::Checkouts(cmd) => crate::vault::checkouts(cmd).await,
+        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,
@@ -387,6 +394,16 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
                 x.json,
                 json!({ "user": name, "disabled": true }),
                 || format!("user {name} disabled"),
+            ))
+        }
+        UserCmd::ResetMasterPassword { name, c } => {
+            let x = ctx(&c).await?;
+            let u = x.admin.user(&name).await?;
+            x.admin.reset_master_password(&u).await?;
+            Ok(print(
+                x.json,
+                json!({ "user": name, "master_password": "cleared" }),
+                || format!("master password of {name} cleared"),
             ))
         }
         UserCmd::Enable { name, c } => {
@@ -650,13 +667,20 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
         AuditCmd::Verify { c } => {
             let x = ctx(&c).await?;
             let v = audit::verify_store(x.store.as_ref()).await?;
-            let intact = v.is_intact();
-            print(x.json, json!(v), || match &v.first_broken {
-                None => format!("audit chain intact: {} records", v.checked),
-                Some(b) => format!(
-                    "audit chain BROKEN at record {} (found {}): {}",
-                    b.expected_seq, b.found_seq, b.problem
-                ),
+            // Every sealed recording's manifest, chain and file too.
+            let r = crate::recordings::verify_all(&x.data).await?;
+            let intact = v.is_intact() && r.failed.is_empty();
+            let mut doc = json!(v);
+            doc["recordings"] = json!(r);
+            print(x.json, doc, || {
+                let audit = match &v.first_broken {
+                    None => format!("audit chain intact: {} records", v.checked),
+                    Some(b) => format!(
+                        "audit chain BROKEN at record {} (found {}): {}",
+                        b.expected_seq, b.found_seq, b.problem
+                    ),
+                };
+                format!("{audit}\n{}", r.to_text())
             });
             Ok(if intact {
                 ExitCode::SUCCESS

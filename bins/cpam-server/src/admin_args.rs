@@ -42,6 +42,15 @@ pub enum AdminCommand {
     /// Connection Manager profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Credentials of services, injected into privileged sessions.
+    #[command(subcommand)]
+    Vault(VaultCmd),
+    /// Users' checkouts of credentials.
+    #[command(subcommand)]
+    Checkouts(CheckoutsCmd),
+    /// Session recordings: list, verify, cat, search.
+    #[command(subcommand)]
+    Recordings(crate::recordings::RecordingsCmd),
 }
 
 #[derive(Subcommand, Debug)]
@@ -120,6 +129,12 @@ pub enum UserCmd {
         c: Common,
     },
     Enable {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Clear a user's master password; they set a new one with their login password.
+    ResetMasterPassword {
         name: String,
         #[command(flatten)]
         c: Common,
@@ -279,6 +294,73 @@ pub enum ProfileCmd {
         /// The address vendors reach the server at (default: the configured one).
         #[arg(long)]
         server_address: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VaultCmd {
+    /// Store (or replace) the credential of SERVICE@CUSTOMER.
+    Set {
+        /// The service, as SERVICE@CUSTOMER.
+        service: String,
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(
+            long,
+            conflicts_with = "key_file",
+            required_unless_present = "key_file"
+        )]
+        password_stdin: bool,
+        /// An unencrypted OpenSSH private key file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// The longest checkout of the service (e.g. 4h; default 8h).
+        #[arg(long)]
+        max_checkout: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Remove the credential of SERVICE@CUSTOMER.
+    Remove {
+        service: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Show stored credentials (never their secrets), or one service's.
+    Info {
+        service: Option<String>,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Re-encrypt every credential under a new data key and retire the old one.
+    Rotate {
+        #[command(flatten)]
+        c: Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckoutsCmd {
+    /// List checkouts, newest first.
+    List {
+        #[arg(long)]
+        user: Option<String>,
+        /// Only those active now.
+        #[arg(long)]
+        active: bool,
+        #[arg(long)]
+        limit: Option<i64>,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Revoke a checkout; the user's live sessions on the service end.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         c: Common,
     },

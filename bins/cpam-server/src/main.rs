@@ -6,7 +6,9 @@
 mod admin;
 mod admin_args;
 mod demo;
+mod recordings;
 mod run;
+mod vault;
 
 use std::path::PathBuf;
 

@@ -41,7 +41,7 @@ pub struct UserUpdate {
 }
 
 impl Admin {
-    async fn customer_of(&self, id: &CustomerId) -> Result<Customer> {
+    pub(super) async fn customer_of(&self, id: &CustomerId) -> Result<Customer> {
         self.store
             .customer(id)
             .await?

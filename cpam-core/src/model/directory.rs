@@ -97,22 +97,52 @@ pub struct UserKey {
     pub created_at: Timestamp,
 }
 
-/// The kind of a service, as in seed 000.
+/// The kind of a service, as in seed 000, plus `ssh`: an SSH host whose
+/// credential the server injects from the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceKind {
     DesktopSharing,
     FileTransfer,
     Custom,
+    /// An SSH service whose credential is injected (a privileged session).
+    Ssh,
 }
 
 impl ServiceKind {
+    /// Every kind, in declaration order; every surface lists these.
+    pub const ALL: &'static [ServiceKind] = &[
+        ServiceKind::DesktopSharing,
+        ServiceKind::FileTransfer,
+        ServiceKind::Custom,
+        ServiceKind::Ssh,
+    ];
+
     /// The kebab-case name.
     pub fn as_str(self) -> &'static str {
         match self {
             ServiceKind::DesktopSharing => "desktop-sharing",
             ServiceKind::FileTransfer => "file-transfer",
             ServiceKind::Custom => "custom",
+            ServiceKind::Ssh => "ssh",
+        }
+    }
+
+    /// Whether sessions to this kind get a credential injected from the
+    /// vault, and so need an active checkout.
+    pub fn injects_credentials(self) -> bool {
+        match self {
+            ServiceKind::Ssh => true,
+            ServiceKind::DesktopSharing | ServiceKind::FileTransfer | ServiceKind::Custom => false,
+        }
+    }
+
+    /// The target port when none is given (`None`: the kind has none).
+    pub fn default_port(self) -> Option<u16> {
+        match self {
+            ServiceKind::DesktopSharing => Some(5900),
+            ServiceKind::FileTransfer | ServiceKind::Ssh => Some(22),
+            ServiceKind::Custom => None,
         }
     }
 }
@@ -120,14 +150,17 @@ impl ServiceKind {
 impl FromStr for ServiceKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "desktop-sharing" => Ok(ServiceKind::DesktopSharing),
-            "file-transfer" => Ok(ServiceKind::FileTransfer),
-            "custom" => Ok(ServiceKind::Custom),
-            other => Err(Error::invalid(format!(
-                "unknown service kind `{other}` (expected desktop-sharing, file-transfer or custom)"
-            ))),
-        }
+        ServiceKind::ALL
+            .iter()
+            .copied()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
+                Error::invalid(format!(
+                    "unknown service kind `{s}` (expected one of {})",
+                    names.join(", ")
+                ))
+            })
     }
 }
 

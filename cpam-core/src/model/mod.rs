@@ -12,11 +12,13 @@ mod activity;
 mod console;
 mod directory;
 mod roles;
+mod vault;
 
 pub use activity::*;
 pub use console::*;
 pub use directory::*;
 pub use roles::*;
+pub use vault::*;
 
 /// Milliseconds since the Unix epoch, UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -128,6 +130,8 @@ id_type!(/// One key enrolled for a user.
     KeyId, "key");
 id_type!(/// One API token of a user.
     TokenId, "tok");
+id_type!(/// One checkout of a credential by a user.
+    CheckoutId, "chk");
 
 /// Lowercase base32 (RFC 4648 alphabet, no padding) of `bytes` random bytes.
 pub fn random_token(bytes: usize) -> String {

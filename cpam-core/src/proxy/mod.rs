@@ -1,4 +1,5 @@
 //! Protocol proxies. Each takes already-established endpoints and never binds:
 //! listeners live in the engine and the bins.
 
+pub mod ssh;
 pub mod tcp;

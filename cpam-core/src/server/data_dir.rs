@@ -1,5 +1,5 @@
-//! A server's data dir: `config.json`, the host key, the SQLite database
-//! and the console's certificate.
+//! A server's data dir: `config.json`, the host key, the vault's key file,
+//! the SQLite database, the console's certificate and the session recordings.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,12 +7,17 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::record::{FileRecordingStore, RecordingKey};
 use crate::store::{SqlStore, Store};
 use crate::tunnel::keys;
+use crate::vault::UnsealSecret;
 
 const CONFIG_FILE: &str = "config.json";
 const HOST_KEY_FILE: &str = "host_key";
 const CONTROL_SOCKET: &str = "control.sock";
+/// The vault's key file in the data dir.
+pub const VAULT_KEY_FILE: &str = "vault.key";
+const RECORDINGS_DIR: &str = "recordings";
 
 /// `DIR/config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,6 +46,10 @@ pub struct ServerConfig {
     /// generates one; a data dir made before nodes existed is `default`).
     #[serde(default)]
     pub node_id: Option<String>,
+    /// Record what users type in terminal sessions (`"i"` events; never
+    /// while the target has echo off).
+    #[serde(default)]
+    pub record_input: bool,
 }
 
 /// The console's default listen address.
@@ -89,11 +98,25 @@ impl DataDir {
             web_key: None,
             web_idle_timeout_secs: default_web_idle_timeout_secs(),
             node_id: Some(super::generate_node_id()),
+            record_input: false,
         };
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database).await?);
         super::ensure_builtin_roles(&store).await?;
         let key = keys::generate()?;
         keys::save_private(&key, &path.join(HOST_KEY_FILE))?;
+        // The vault's key file, unless the passphrase variable unseals it or
+        // the database's vault is sealed already (another node's database):
+        // then this node needs that node's key file, copied in.
+        let sealed = !store.vault_keys().await?.is_empty();
+        if std::env::var_os(crate::vault::PASSPHRASE_ENV).is_none() && !sealed {
+            crate::vault::create_key_file(&path.join(VAULT_KEY_FILE))?;
+        } else if sealed {
+            tracing::warn!(
+                file = %path.join(VAULT_KEY_FILE).display(),
+                "the database's vault is sealed already: copy vault.key from a node that shares it (or set {})",
+                crate::vault::PASSPHRASE_ENV
+            );
+        }
         let text =
             serde_json::to_string_pretty(&config).map_err(|e| Error::internal(e.to_string()))?;
         keys::write_private_file(&path.join(CONFIG_FILE), text.as_bytes())?;
@@ -158,6 +181,48 @@ impl DataDir {
     /// The server's host key.
     pub fn host_key(&self) -> Result<russh::keys::PrivateKey> {
         keys::load_private(&self.path.join(HOST_KEY_FILE))
+    }
+
+    /// The vault's key file.
+    pub fn vault_key_path(&self) -> PathBuf {
+        self.path.join(VAULT_KEY_FILE)
+    }
+
+    /// What unseals the vault of `store`: the passphrase in
+    /// `CPAM_VAULT_PASSPHRASE` when set, else the key file. A data dir made
+    /// before the vault existed gets its key file now, but only while the
+    /// vault holds no data key; once it does, a missing key file is an error
+    /// naming it, and nothing is created or overwritten.
+    pub async fn unseal_secret(&self, store: &Arc<dyn Store>) -> Result<UnsealSecret> {
+        if let Some(secret) = UnsealSecret::from_env() {
+            return secret;
+        }
+        let path = self.vault_key_path();
+        if !path.exists() {
+            if store.vault_keys().await?.is_empty() {
+                crate::vault::create_key_file(&path)?;
+                tracing::info!(file = %path.display(), "created the vault key file");
+            } else {
+                return Err(Error::not_found(format!(
+                    "the vault key file {} is missing; restore it from a backup (or set {} if the vault is sealed with a passphrase)",
+                    path.display(),
+                    crate::vault::PASSPHRASE_ENV
+                )));
+            }
+        }
+        UnsealSecret::key_file(&path)
+    }
+
+    /// The recordings (`DIR/recordings/`), signed and checked with the
+    /// host key.
+    pub fn recordings(&self) -> Result<FileRecordingStore> {
+        let key = RecordingKey::from_host_key(&self.host_key()?)?;
+        FileRecordingStore::open(&self.recordings_dir(), key)
+    }
+
+    /// `DIR/recordings/`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.path.join(RECORDINGS_DIR)
     }
 
     /// The control socket path.

@@ -25,15 +25,19 @@ use tokio::task::JoinHandle;
 #[cfg(feature = "web")]
 pub use console::ConsoleOptions;
 pub use control::{ControlRequest, control, serve_control};
-pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig};
+pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
 
 use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
+use crate::proxy::ssh::{SshProxy, SshProxyOptions, StorePins};
+use crate::record::{self, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
-use crate::tunnel::{self, hub::Hub, keys};
+use crate::tunnel::hub::{Hub, HubConfig};
+use crate::tunnel::{self, keys};
+use crate::vault::{StoreMasterPasswords, UnsealSecret, Vault, VaultCredentialSource};
 
 /// The node id of a server whose data dir names none (made before nodes
 /// existed) and of servers over a bare database URL.
@@ -78,6 +82,14 @@ pub struct ServerOptions {
     pub audit: Option<AuditSinkFactory>,
     /// Marks the `server.start` audit record as an embedded server's.
     pub embedded: bool,
+    /// What unseals the vault; default: over a data dir, its key file (or
+    /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
+    /// variable if set, else the vault stays sealed.
+    pub vault: Option<UnsealSecret>,
+    /// How terminal sessions are recorded (a data dir's server only; its
+    /// recordings are in `<data dir>/recordings/`); default: the data
+    /// dir's `record_input`, mandatory recordings.
+    pub recording: Option<RecorderOptions>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -86,6 +98,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("node_id", &self.node_id)
             .field("audit", &self.audit.as_ref().map(|_| "custom"))
             .field("embedded", &self.embedded)
+            .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
+            .field("recording", &self.recording)
             .finish()
     }
 }
@@ -97,12 +111,16 @@ impl std::fmt::Debug for ServerOptions {
 pub struct Server {
     data: Option<DataDir>,
     hub: Arc<Hub>,
+    /// The unsealed vault, when the server has an unseal secret.
+    vault: Option<Arc<Vault>>,
     /// The default audit sink, whose tap [`Server::set_audit_tap`] sets.
     tapped: Option<Arc<TappedAuditSink>>,
     node_id: String,
     listen: String,
     embedded: bool,
     recovered: Recovered,
+    /// Writes every terminal session's recordings (a data dir's server).
+    recorder: Option<Arc<Recorder>>,
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
@@ -123,6 +141,8 @@ pub struct Recovered {
     pub sessions_closed: u64,
     /// Gatekeepers whose link this node held, now marked offline.
     pub gatekeepers_offline: u64,
+    /// Recordings a stop cut short, now sealed `incomplete`.
+    pub recordings_sealed: u64,
 }
 
 impl Server {
@@ -148,13 +168,46 @@ impl Server {
             .or_else(|| data.as_ref().and_then(|d| d.config.node_id.clone()))
             .unwrap_or_else(|| DEFAULT_NODE_ID.to_string());
         validate_node_id(&node_id)?;
+        // Before anything else changes: a wrong or missing vault key refuses
+        // the start with an error naming it.
+        let secret = match (options.vault, &data) {
+            (Some(secret), _) => Some(secret),
+            (None, Some(data)) => Some(data.unseal_secret(&store).await?),
+            (None, None) => UnsealSecret::from_env().transpose()?,
+        };
+        let vault = match secret {
+            Some(secret) => Some(Vault::unseal(store.clone(), secret).await?),
+            None => None,
+        };
         ensure_builtin_roles(&store).await?;
-        let recovered = recover(&store, &node_id, Timestamp::now()).await?;
+        let mut recovered = recover(&store, &node_id, Timestamp::now()).await?;
+        let mut sealed_now = Vec::new();
+        let recordings = match &data {
+            Some(data) => {
+                let recordings: Arc<dyn RecordingStore> = Arc::new(data.recordings()?);
+                let r = recordings.clone();
+                let sealed = tokio::task::spawn_blocking(move || r.seal_abandoned())
+                    .await
+                    .map_err(|e| Error::internal(format!("sealing recordings: {e}")))??;
+                for id in &sealed {
+                    tracing::warn!(recording = %id, "sealed a recording cut short as incomplete");
+                }
+                recovered.recordings_sealed = sealed.len() as u64;
+                for id in sealed {
+                    if let Some(m) = recordings.manifest(&id)? {
+                        sealed_now.push(m);
+                    }
+                }
+                Some(recordings)
+            }
+            None => None,
+        };
         if recovered != Recovered::default() {
             tracing::info!(
                 node = %node_id,
                 sessions = recovered.sessions_closed,
                 gatekeepers = recovered.gatekeepers_offline,
+                recordings = recovered.recordings_sealed,
                 "recovered what this node left behind"
             );
         }
@@ -167,15 +220,56 @@ impl Server {
         };
         let engine = SessionEngine::new(store, audit);
         engine.set_node(&node_id)?;
-        let hub = Hub::new(engine, key);
+        if let Some(vault) = &vault {
+            engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
+        }
+        let recorder = recordings.map(|store| {
+            let options = options.recording.unwrap_or_else(|| RecorderOptions {
+                record_input: data.as_ref().is_some_and(|d| d.config.record_input),
+                ..RecorderOptions::default()
+            });
+            // Every seal is audited; the engine is held weakly (it holds
+            // the recorder).
+            let weak = Arc::downgrade(&engine);
+            let mut recorder = Recorder::new(store, options);
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                recorder = recorder.on_sealed(SealHook(Arc::new(move |m: &SignedManifest| {
+                    if let Some(engine) = weak.upgrade() {
+                        let event = record::sealed_event(m);
+                        rt.spawn(async move { engine.record(event).await });
+                    }
+                })));
+            }
+            let recorder = Arc::new(recorder);
+            engine.add_observer_factory(recorder.clone());
+            recorder
+        });
+        for m in &sealed_now {
+            engine.record(record::sealed_event(m)).await;
+        }
+        let mut config = HubConfig::new(key.clone());
+        let masters = StoreMasterPasswords::new(
+            engine.store().clone(),
+            engine.audit().clone(),
+            config.throttle.clone(),
+        );
+        config.privileged_ssh = Some(Arc::new(SshProxy::new(
+            key,
+            Arc::new(masters),
+            Arc::new(StorePins::new(engine.store().clone())),
+            SshProxyOptions::default(),
+        )));
+        let hub = Hub::with_config(engine, config);
         Ok(Server {
             data,
             hub,
+            vault,
             tapped,
             node_id,
             listen,
             embedded: options.embedded,
             recovered,
+            recorder,
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ready: Arc::new(AtomicBool::new(false)),
@@ -200,6 +294,16 @@ impl Server {
         let listener = tunnel::bind_listener(addr)?;
         let addr = listener.local_addr()?;
         // Before the first connection is accepted (they queue meanwhile).
+        let mut detail = json!({
+            "listen": addr.to_string(),
+            "node": self.node_id,
+            "embedded": self.embedded,
+            "orphan_sessions_closed": self.recovered.sessions_closed,
+            "gatekeepers_marked_offline": self.recovered.gatekeepers_offline,
+        });
+        if self.recorder.is_some() {
+            detail["recordings_sealed_incomplete"] = json!(self.recovered.recordings_sealed);
+        }
         self.engine()
             .record(AuditEvent {
                 at: Timestamp::now(),
@@ -208,13 +312,7 @@ impl Server {
                 actor: "system".into(),
                 customer_id: None,
                 session_id: None,
-                detail: json!({
-                    "listen": addr.to_string(),
-                    "node": self.node_id,
-                    "embedded": self.embedded,
-                    "orphan_sessions_closed": self.recovered.sessions_closed,
-                    "gatekeepers_marked_offline": self.recovered.gatekeepers_offline,
-                }),
+                detail,
             })
             .await;
         self.ready.store(true, Ordering::SeqCst);
@@ -300,6 +398,11 @@ impl Server {
         if let Some(serving) = serving {
             self.ready.store(false, Ordering::SeqCst);
             self.hub.shutdown(grace).await;
+            if let Some(recorder) = self.recorder.clone() {
+                // The ended sessions' recordings are sealed before the
+                // process may exit.
+                let _ = tokio::task::spawn_blocking(move || recorder.wait_sealed(grace)).await;
+            }
             for task in serving.tasks {
                 task.abort();
                 let _ = tokio::time::timeout(grace, task).await;
@@ -333,6 +436,23 @@ impl Server {
     /// The store.
     pub fn store(&self) -> &Arc<dyn Store> {
         self.engine().store()
+    }
+
+    /// The unsealed vault, when the server has an unseal secret (the
+    /// engine's credential source is then the vault's, gated by checkouts,
+    /// until the integrator sets another).
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
+    }
+
+    /// Where terminal sessions are recorded (a data dir's server).
+    pub fn recordings(&self) -> Option<&Arc<dyn RecordingStore>> {
+        self.recorder.as_ref().map(|r| r.store())
+    }
+
+    /// The recorder registered on the engine (a data dir's server).
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
     }
 
     /// The data dir, when opened from one.
@@ -391,6 +511,7 @@ pub async fn recover(store: &Arc<dyn Store>, node: &str, now: Timestamp) -> Resu
     Ok(Recovered {
         sessions_closed,
         gatekeepers_offline: released.len() as u64,
+        recordings_sealed: 0,
     })
 }
 

@@ -156,8 +156,9 @@ impl SessionEngine {
             .await
     }
 
-    /// Checks policy and the access hook; the only way to get an
-    /// [`Approval`]. A refusal is audited, published and returned as an
+    /// Checks policy, the checkout a credential-injected service needs, and
+    /// the access hook; the only way to get an [`Approval`]. Its `until` is
+    /// the earliest of the grant's end and the checkout's. A refusal is audited, published and returned as an
     /// error of the denial's kind; nothing is recorded for an approval until
     /// it runs, so the runner can dial the target while it records the session.
     pub async fn approve(
@@ -205,6 +206,25 @@ impl SessionEngine {
                     .refuse(user, gatekeeper, service, originator, now, error, detail)
                     .await);
             }
+        };
+        // A service whose credential is injected needs an active checkout
+        // too, and the session ends when the checkout does.
+        let until = if service.kind.injects_credentials() {
+            match crate::vault::active_checkout(self.store(), &user.id, &service.id, now).await? {
+                Some(c) => Some(until.map_or(c.expires_at, |u| u.min(c.expires_at))),
+                None => {
+                    let error = Error::denied(format!(
+                        "user `{}` holds no active checkout of `{}`; check the credential out first",
+                        user.name, service.name
+                    ));
+                    let detail = json!({ "reason": "no_checkout", "message": error.message() });
+                    return Err(self
+                        .refuse(user, gatekeeper, service, originator, now, error, detail)
+                        .await);
+                }
+            }
+        } else {
+            until
         };
         if let Some(hook) = self.access_hook() {
             let customer = self

@@ -282,8 +282,9 @@ impl SessionEngine {
         }
     }
 
-    /// Re-decides every live session against current grants; ends the ones no
-    /// longer allowed (`revoked`, or `expired` when a window closed).
+    /// Re-decides every live session against current grants and, for
+    /// credential-injected services, checkouts; ends the ones no longer
+    /// allowed (`revoked`, or `expired` when a window or checkout closed).
     pub async fn recheck(&self) -> Result<usize> {
         self.bump_revision();
         let entries: Vec<_> = {
@@ -347,8 +348,58 @@ impl SessionEngine {
                 shared.end(end_reason, Some(reason.message().to_string()));
                 true
             }
-            Decision::Allow { .. } => false,
+            Decision::Allow { .. } => match self.checkout_ended(&user, service, now).await? {
+                Some((end_reason, detail)) => {
+                    shared.end(end_reason, Some(detail));
+                    true
+                }
+                None => false,
+            },
         })
+    }
+
+    /// For a credential-injected service, why `user`'s session must end when
+    /// they hold no active checkout any more (checked in, revoked, expired).
+    async fn checkout_ended(
+        &self,
+        user: &User,
+        service: &Service,
+        now: crate::model::Timestamp,
+    ) -> Result<Option<(EndReason, String)>> {
+        if !service.kind.injects_credentials()
+            || crate::vault::active_checkout(&self.store, &user.id, &service.id, now)
+                .await?
+                .is_some()
+        {
+            return Ok(None);
+        }
+        let latest = self
+            .store
+            .list_checkouts(&crate::store::CheckoutFilter {
+                user_id: Some(user.id.clone()),
+                service_id: Some(service.id.clone()),
+                active_at: None,
+                limit: Some(16),
+            })
+            .await?;
+        // The checkout that ended last says why.
+        let last = latest
+            .iter()
+            .max_by_key(|c| (c.ended_at.unwrap_or(c.expires_at), c.started_at));
+        Ok(Some(match last.and_then(|c| c.end_reason) {
+            None => (
+                EndReason::Expired,
+                format!("the checkout of `{}` expired", service.name),
+            ),
+            Some(end) => (
+                EndReason::Revoked,
+                format!(
+                    "the checkout of `{}` ended ({})",
+                    service.name,
+                    end.as_str()
+                ),
+            ),
+        }))
     }
 
     /// The live sessions with their current byte counts.

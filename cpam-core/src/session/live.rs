@@ -34,6 +34,8 @@ pub(super) struct Shared {
     observers: RwLock<Observers>,
     /// Whether `observers` is non-empty, read on every chunk without a lock.
     observed: AtomicBool,
+    /// The engine, for events recorded through a [`SessionControl`].
+    engine: std::sync::Weak<SessionEngine>,
 }
 
 /// A session's observers; `closed` once they were told of its end, after
@@ -109,6 +111,38 @@ impl Shared {
     }
 }
 
+impl Shared {
+    async fn record_event(
+        &self,
+        engine: &SessionEngine,
+        action: &str,
+        detail: serde_json::Value,
+    ) -> Result<()> {
+        check_action(action)?;
+        let event = SessionEvent {
+            at: engine.clock().now(),
+            action: action.to_string(),
+            detail,
+        };
+        for o in self.observers() {
+            o.on_event(&event);
+        }
+        let s = &self.session;
+        engine
+            .record(AuditEvent {
+                at: event.at,
+                category: AuditCategory::UserActivity,
+                action: format!("session.{}", event.action),
+                actor: s.user_name.clone(),
+                customer_id: Some(s.customer_id.clone()),
+                session_id: Some(s.id.clone()),
+                detail: event.detail,
+            })
+            .await;
+        Ok(())
+    }
+}
+
 /// A cheap, cloneable handle on a live session: ends it, and meters its
 /// bytes (counters and data observers) for a pump.
 #[derive(Debug, Clone)]
@@ -131,6 +165,24 @@ impl SessionControl {
     /// Fires when the session must end.
     pub fn cancelled(&self) -> &CancellationToken {
         &self.shared.cancel
+    }
+
+    /// Why the session is ending, once someone ended it: the reason and
+    /// its detail (who terminated it, what failed).
+    pub fn end_reason(&self) -> Option<(EndReason, Option<String>)> {
+        self.shared.end_reason()
+    }
+
+    /// Records an event inside the session, as
+    /// [`LiveSession::record_event`] does.
+    pub async fn record_event(&self, action: &str, detail: serde_json::Value) -> Result<()> {
+        let engine = self.shared.engine.upgrade().ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Cancelled,
+                "the session engine is gone",
+            )
+        })?;
+        self.shared.record_event(&engine, action, detail).await
     }
 
     /// Shows `frame` to every observer (recorders, live watchers). Not
@@ -192,6 +244,45 @@ impl LiveSession {
         &self.shared.counters
     }
 
+    /// The service the session reaches, as approved.
+    pub fn service(&self) -> Option<crate::model::Service> {
+        self.entry(|e| e.service.clone())
+    }
+
+    /// The user the session runs for, as approved.
+    pub fn user(&self) -> Option<crate::model::User> {
+        self.entry(|e| e.user.clone())
+    }
+
+    /// The credential to inject into this session, from the engine's
+    /// [`CredentialSource`](crate::hooks::CredentialSource) (the vault by
+    /// default); `None` when the source has none for the service.
+    pub async fn credential(&self) -> Result<Option<crate::hooks::Credential>> {
+        let s = &self.shared.session;
+        let service = self.entry(|e| e.service.clone()).ok_or_else(|| {
+            Error::new(
+                crate::error::ErrorKind::Conflict,
+                format!("session {} is no longer live", s.id),
+            )
+        })?;
+        let request = crate::hooks::CredentialRequest {
+            session: s.id.clone(),
+            user: s.user_name.clone(),
+            customer: s.customer_id.clone(),
+            service,
+        };
+        self.engine.credential(&request).await
+    }
+
+    fn entry<T>(&self, f: impl FnOnce(&Entry) -> T) -> Option<T> {
+        self.engine
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&self.shared.session.id)
+            .map(f)
+    }
+
     /// A handle for observers and byte pumps.
     pub fn control(&self) -> SessionControl {
         SessionControl {
@@ -220,28 +311,7 @@ impl LiveSession {
     /// lowercase name (`sftp.upload`) other than the engine's own `start`,
     /// `end` and `refused`.
     pub async fn record_event(&self, action: &str, detail: serde_json::Value) -> Result<()> {
-        check_action(action)?;
-        let event = SessionEvent {
-            at: self.engine.clock().now(),
-            action: action.to_string(),
-            detail,
-        };
-        for o in self.shared.observers() {
-            o.on_event(&event);
-        }
-        let s = &self.shared.session;
-        self.engine
-            .record(AuditEvent {
-                at: event.at,
-                category: AuditCategory::UserActivity,
-                action: format!("session.{}", event.action),
-                actor: s.user_name.clone(),
-                customer_id: Some(s.customer_id.clone()),
-                session_id: Some(s.id.clone()),
-                detail: event.detail,
-            })
-            .await;
-        Ok(())
+        self.shared.record_event(&self.engine, action, detail).await
     }
 
     /// Records the end: the reason set by whoever ended the session first,
@@ -399,6 +469,7 @@ impl SessionEngine {
             counters: Counters::default(),
             observers: RwLock::default(),
             observed: AtomicBool::new(false),
+            engine: Arc::downgrade(self),
         });
         // What a re-check needs, should a revocation race this start.
         let check = (

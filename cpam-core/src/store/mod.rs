@@ -2,9 +2,9 @@
 //!
 //! [`SqlStore`] implements it with sqlx for SQLite (the embedded default) and
 //! PostgreSQL (several server nodes sharing one database). Integrators may
-//! bring their own implementation: the four role traits [`Directory`],
-//! [`SessionLog`], [`AuditLog`] and [`ConsoleStore`], which together make a
-//! [`Store`]. The same conformance suite (`store::conformance`, behind the
+//! bring their own implementation: the five role traits [`Directory`],
+//! [`SessionLog`], [`AuditLog`], [`ConsoleStore`] and [`VaultStore`], which
+//! together make a [`Store`]. The same conformance suite (`store::conformance`, behind the
 //! `conformance` feature) runs against each.
 
 #[cfg(any(test, feature = "conformance"))]
@@ -17,9 +17,10 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::model::{
-    ApiToken, AuditEvent, AuditRecord, CodeRefusal, Customer, CustomerId, EndReason, Gatekeeper,
-    GatekeeperId, Grant, GrantId, IpConnectMode, KeyId, Permission, Role, Service, ServiceId,
-    ServiceKind, Session, SessionId, Target, Timestamp, TokenId, User, UserId, UserKey, WebSession,
+    ApiToken, AuditEvent, AuditRecord, Checkout, CheckoutEnd, CheckoutId, CodeRefusal, Customer,
+    CustomerId, EndReason, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode, KeyId,
+    Permission, Role, Service, ServiceId, ServiceKind, Session, SessionId, StoredCredential,
+    Target, Timestamp, TokenId, User, UserId, UserKey, VaultKeyRecord, WebSession,
 };
 
 /// Which sessions to list.
@@ -257,9 +258,83 @@ pub trait ConsoleStore: Send + Sync + std::fmt::Debug {
     async fn delete_api_token(&self, id: &TokenId) -> Result<bool>;
 }
 
-/// Everything cpam persists: the four roles together. Implement the four
+/// Which checkouts to list.
+#[derive(Debug, Clone, Default)]
+pub struct CheckoutFilter {
+    pub user_id: Option<UserId>,
+    pub service_id: Option<ServiceId>,
+    /// Only checkouts neither ended nor expired at this time.
+    pub active_at: Option<Timestamp>,
+    /// At most this many, newest first (`None`: all).
+    pub limit: Option<i64>,
+}
+
+/// The vault's rows (data keys only wrapped, credentials only encrypted),
+/// checkouts, checkout limits and master password hashes. The store never
+/// sees a secret in clear: [`crate::vault::Vault`] encrypts before it writes.
+#[async_trait]
+pub trait VaultStore: Send + Sync + std::fmt::Debug {
+    /// Every data key version, retired ones included, oldest first.
+    async fn vault_keys(&self) -> Result<Vec<VaultKeyRecord>>;
+    /// Adds a data key version; `Conflict` when the version exists (another
+    /// node rotated at the same time).
+    async fn insert_vault_key(&self, key: &VaultKeyRecord) -> Result<()>;
+    /// Retires `version` at `at`, erasing its wrapped key; `Conflict` while
+    /// a credential is still encrypted under it, `NotFound` for an unknown one.
+    async fn retire_vault_key(&self, version: i64, at: Timestamp) -> Result<()>;
+
+    /// Creates or replaces the credential of its service (`NotFound` for an
+    /// unknown service or key version).
+    async fn put_credential(&self, credential: &StoredCredential) -> Result<()>;
+    async fn credential(&self, service: &ServiceId) -> Result<Option<StoredCredential>>;
+    /// Every stored credential, by service id.
+    async fn list_credentials(&self) -> Result<Vec<StoredCredential>>;
+    /// Replaces a credential's ciphertext if it is still encrypted under
+    /// `from_version` with `old_ciphertext` (a rotation's compare-and-swap);
+    /// `false` when it changed meanwhile.
+    async fn reencrypt_credential(
+        &self,
+        service: &ServiceId,
+        from_version: i64,
+        old_ciphertext: &str,
+        to_version: i64,
+        new_ciphertext: &str,
+    ) -> Result<bool>;
+    /// `true` when there was one to delete.
+    async fn delete_credential(&self, service: &ServiceId) -> Result<bool>;
+
+    /// The longest checkout `service` allows, in seconds (`None`: the default).
+    async fn checkout_limit(&self, service: &ServiceId) -> Result<Option<i64>>;
+    /// Sets (or with `None` clears) the longest checkout of `service`.
+    async fn set_checkout_limit(&self, service: &ServiceId, max_secs: Option<i64>) -> Result<()>;
+    async fn insert_checkout(&self, checkout: &Checkout) -> Result<()>;
+    async fn checkout(&self, id: &CheckoutId) -> Result<Option<Checkout>>;
+    async fn list_checkouts(&self, filter: &CheckoutFilter) -> Result<Vec<Checkout>>;
+    /// Ends a checkout that has not ended yet; `false` when it already had
+    /// (the first end wins), `NotFound` for an unknown one.
+    async fn end_checkout(
+        &self,
+        id: &CheckoutId,
+        at: Timestamp,
+        reason: CheckoutEnd,
+        by: &str,
+    ) -> Result<bool>;
+
+    /// The user's master password hash (PHC string), if set.
+    async fn master_password_hash(&self, user: &UserId) -> Result<Option<String>>;
+    /// Sets (or with `None` clears) the user's master password hash;
+    /// `NotFound` for an unknown user.
+    async fn set_master_password_hash(
+        &self,
+        user: &UserId,
+        hash: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()>;
+}
+
+/// Everything cpam persists: the five roles together. Implement the five
 /// role traits and `Store` comes with them; code that needs only one role
 /// takes that trait. All methods are safe to call concurrently.
-pub trait Store: Directory + SessionLog + AuditLog + ConsoleStore {}
+pub trait Store: Directory + SessionLog + AuditLog + ConsoleStore + VaultStore {}
 
-impl<T: Directory + SessionLog + AuditLog + ConsoleStore + ?Sized> Store for T {}
+impl<T: Directory + SessionLog + AuditLog + ConsoleStore + VaultStore + ?Sized> Store for T {}

@@ -12,11 +12,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::gatekeeper::{dial, exec_json};
+use super::gatekeeper::{dial, exec_json, read_json};
 use super::profile::Profile;
-use super::{Backoff, SERVICES_COMMAND, keys};
+use super::{
+    Backoff, CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, MASTER_PASSWORD_COMMAND,
+    SERVICES_COMMAND, keys,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::tcp::{StreamSink, StreamSource, splice};
+use crate::secret::Secret;
 use crate::session::Counters;
 
 /// A session opened with [`ConnectClient::open_stream`].
@@ -160,6 +164,61 @@ impl ConnectClient {
                 format!("malformed services answer: {e}"),
             )
         })
+    }
+
+    /// Checks out the credential of `service` (of the profile's
+    /// gatekeeper's customer) for `duration` (`None`: the service's
+    /// longest); answers the checkout as JSON.
+    pub async fn checkout(
+        &self,
+        service: &str,
+        duration: Option<std::time::Duration>,
+    ) -> Result<serde_json::Value> {
+        let link = self.link().await?;
+        let mut command = format!(
+            "{CHECKOUT_COMMAND} {service} {}",
+            self.profile.gatekeeper_id
+        );
+        if let Some(d) = duration {
+            command.push_str(&format!(" {}", d.as_secs()));
+        }
+        exec_json(&link, &command).await
+    }
+
+    /// Checks in the user's active checkout of `service`.
+    pub async fn checkin(&self, service: &str) -> Result<serde_json::Value> {
+        let link = self.link().await?;
+        let command = format!("{CHECKIN_COMMAND} {service} {}", self.profile.gatekeeper_id);
+        exec_json(&link, &command).await
+    }
+
+    /// The user's checkouts, newest first.
+    pub async fn checkouts(&self) -> Result<serde_json::Value> {
+        let link = self.link().await?;
+        exec_json(&link, CHECKOUTS_COMMAND).await
+    }
+
+    /// Sets the user's master password; `current` is their login password
+    /// or current master password. Both travel on the channel, never on a
+    /// command line.
+    pub async fn set_master_password(
+        &self,
+        current: &Secret<String>,
+        new: &Secret<String>,
+    ) -> Result<serde_json::Value> {
+        let link = self.link().await?;
+        let body = Secret::new(
+            serde_json::json!({ "current": current.expose(), "new": new.expose() }).to_string(),
+        );
+        let ch = link.channel_open_session().await.map_err(Error::from)?;
+        ch.exec(true, MASTER_PASSWORD_COMMAND)
+            .await
+            .map_err(Error::from)?;
+        ch.data(body.expose().as_bytes())
+            .await
+            .map_err(Error::from)?;
+        ch.eof().await.map_err(Error::from)?;
+        read_json(ch, MASTER_PASSWORD_COMMAND).await
     }
 
     /// Opens one session to `service` as a channel; `originator` is the local client.

@@ -231,8 +231,17 @@ pub(crate) async fn exec_json<H: client::Handler>(
     handle: &client::Handle<H>,
     command: &str,
 ) -> Result<serde_json::Value> {
-    let mut ch = handle.channel_open_session().await.map_err(Error::from)?;
+    let ch = handle.channel_open_session().await.map_err(Error::from)?;
     ch.exec(true, command).await.map_err(Error::from)?;
+    read_json(ch, command).await
+}
+
+/// Reads an exec channel's JSON answer; a non-zero exit status is the
+/// error the answer names.
+pub(crate) async fn read_json(
+    mut ch: russh::Channel<client::Msg>,
+    command: &str,
+) -> Result<serde_json::Value> {
     let mut out = Vec::new();
     let mut status = None;
     while let Some(msg) = ch.wait().await {

@@ -37,6 +37,15 @@ pub const CONTROL_COMMAND: &str = "cpam-control";
 pub const WHOAMI_COMMAND: &str = "cpam-whoami";
 /// Exec command a Connection Manager runs to list its services: `cpam-services GATEKEEPER_ID`.
 pub const SERVICES_COMMAND: &str = "cpam-services";
+/// Exec command that checks a credential out: `cpam-checkout SERVICE GATEKEEPER_ID [SECONDS]`.
+pub const CHECKOUT_COMMAND: &str = "cpam-checkout";
+/// Exec command that checks the user's checkout of a service in: `cpam-checkin SERVICE GATEKEEPER_ID`.
+pub const CHECKIN_COMMAND: &str = "cpam-checkin";
+/// Exec command that lists the user's checkouts: `cpam-checkouts`.
+pub const CHECKOUTS_COMMAND: &str = "cpam-checkouts";
+/// Exec command that sets the user's master password; stdin carries
+/// `{"current": .., "new": ..}` (login or current master password, and the new one).
+pub const MASTER_PASSWORD_COMMAND: &str = "cpam-master-password";
 
 /// Interval between keepalives; with [`KEEPALIVE_MAX`] a dead link is noticed within 30 s.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -90,7 +99,12 @@ pub fn client_config() -> Arc<russh::client::Config> {
 
 /// The russh server configuration of the hub.
 pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Config> {
-    Arc::new(russh::server::Config {
+    Arc::new(base_server_config(host_key))
+}
+
+/// The server settings every cpam SSH endpoint starts from.
+pub(crate) fn base_server_config(host_key: russh::keys::PrivateKey) -> russh::server::Config {
+    russh::server::Config {
         server_id: russh::SshId::Standard(std::borrow::Cow::Borrowed(concat!(
             "SSH-2.0-cpam_",
             env!("CARGO_PKG_VERSION")
@@ -111,7 +125,7 @@ pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Co
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         ..Default::default()
-    })
+    }
 }
 
 /// Binds a TCP listener with a deep backlog and `SO_REUSEADDR`.

@@ -153,6 +153,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// Whether the SSH hub is listening (for `/readyz`).
     pub hub_ready: Arc<AtomicBool>,
+    /// Where session recordings are read (see [`AppState::set_recordings`]).
+    recordings: std::sync::OnceLock<Arc<dyn crate::record::RecordingStore>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -193,6 +195,7 @@ impl AppState {
                 throttle,
                 metrics: metrics::Metrics::default(),
                 hub_ready,
+                recordings: std::sync::OnceLock::new(),
             }),
             mount: Arc::new(WebConfig::default()),
         }
@@ -234,14 +237,30 @@ impl AppState {
         let engine = server.engine().clone();
         // One lockout for both password front doors: the console's sign-in
         // and the hub's SSH password logins.
-        Ok(AppState::with_throttle(
+        let state = AppState::with_throttle(
             engine.store().clone(),
             engine.audit().clone(),
             engine,
             options,
             server.ready().clone(),
             server.hub().throttle().clone(),
-        ))
+        );
+        if let Some(recordings) = server.recordings() {
+            state.set_recordings(recordings.clone());
+        }
+        Ok(state)
+    }
+
+    /// Serves session recordings from `store` (`/api/v1/recordings/...`);
+    /// set once (later calls change nothing). Without it a session has no
+    /// recordings.
+    pub fn set_recordings(&self, store: Arc<dyn crate::record::RecordingStore>) {
+        let _ = self.shared.recordings.set(store);
+    }
+
+    /// The recording store, if set.
+    pub fn recordings(&self) -> Option<Arc<dyn crate::record::RecordingStore>> {
+        self.shared.recordings.get().cloned()
     }
 
     /// The same server parts behind another mount.

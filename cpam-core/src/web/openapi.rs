@@ -9,7 +9,8 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::CODES;
 use super::rbac::{Access, Body, POLICY, Route, Scope};
-use crate::model::{EndReason, SessionProtocol};
+use crate::model::{CheckoutEnd, CredentialKind, EndReason, ServiceKind, SessionProtocol};
+use crate::record::SealState;
 
 /// The document as served: its server URL is the mount's base path (the
 /// committed copy says `/`).
@@ -43,6 +44,10 @@ fn int() -> Value {
 }
 fn strings() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
+}
+fn service_kinds() -> Value {
+    let kinds: Vec<&str> = ServiceKind::ALL.iter().map(|k| k.as_str()).collect();
+    json!({ "type": "string", "enum": kinds })
 }
 fn reference(name: &str) -> Value {
     json!({ "$ref": format!("#/components/schemas/{name}") })
@@ -192,15 +197,15 @@ pub fn schemas() -> Map<String, Value> {
             obj(
                 &["id", "name", "kind", "host", "port"],
                 json!({ "id": s(), "customer_id": s(), "name": s(),
-            "kind": { "type": "string", "enum": ["desktop-sharing", "file-transfer", "custom"] }, "host": s(), "port": int(), "target": s(), "created_at": time() }),
+            "kind": service_kinds(), "host": s(), "port": int(), "target": s(), "created_at": time() }),
             ),
         ),
         (
             "NewService",
             obj(
                 &["name", "kind", "host"],
-                json!({ "name": s(), "kind": { "type": "string", "enum": ["desktop-sharing", "file-transfer", "custom"] },
-            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer" } }),
+                json!({ "name": s(), "kind": service_kinds(),
+            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer and ssh" } }),
             ),
         ),
         (
@@ -268,6 +273,29 @@ pub fn schemas() -> Map<String, Value> {
             ),
         ),
         (
+            "Recording",
+            obj(
+                &["id", "session_id", "channel", "size", "state"],
+                json!({ "id": s(), "session_id": s(), "channel": int(),
+            "started_at": ntime(), "ended_at": ntime(), "size": int(),
+            "state": { "type": "string", "enum": std::iter::once("open")
+                .chain(SealState::ALL.map(SealState::as_str))
+                .collect::<Vec<_>>() } }),
+            ),
+        ),
+        (
+            "RecordingVerification",
+            obj(
+                &["id", "ok"],
+                json!({ "id": s(), "ok": b(),
+            "state": { "type": ["string", "null"], "enum": std::iter::once(Value::Null)
+                .chain(SealState::ALL.map(|x| Value::from(x.as_str())))
+                .collect::<Vec<_>>() },
+            "size": { "type": ["integer", "null"] }, "chunks": { "type": ["integer", "null"] },
+            "signer": ns(), "error": ns() }),
+            ),
+        ),
+        (
             "Terminate",
             obj(
                 &["reason"],
@@ -296,6 +324,59 @@ pub fn schemas() -> Map<String, Value> {
             obj(
                 &["os", "arch", "file", "size"],
                 json!({ "os": s(), "arch": s(), "file": s(), "size": int() }),
+            ),
+        ),
+        (
+            "Credential",
+            obj(
+                &[
+                    "service_id",
+                    "service",
+                    "username",
+                    "credential_kind",
+                    "max_checkout_secs",
+                ],
+                json!({ "service_id": s(), "service": s(), "customer_id": s(), "customer_name": ns(),
+            "kind": service_kinds(), "target": s(), "username": s(),
+            "credential_kind": { "type": "string", "enum": CredentialKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>() },
+            "max_checkout_secs": int(), "grant_until": ntime(),
+            "checkout": { "oneOf": [ { "type": "null" }, reference("Checkout") ] } }),
+            ),
+        ),
+        (
+            "Checkout",
+            obj(
+                &[
+                    "id",
+                    "user",
+                    "service_id",
+                    "status",
+                    "started_at",
+                    "expires_at",
+                ],
+                json!({ "id": s(), "user": s(), "user_id": s(), "customer_id": s(), "service": s(), "service_id": s(),
+            "status": { "type": "string", "enum": std::iter::once("active").chain(std::iter::once("expired"))
+                .chain(CheckoutEnd::ALL.iter().map(|e| e.as_str())).collect::<Vec<_>>() },
+            "started_at": time(), "expires_at": time(), "ended_at": ntime(),
+            "end_reason": { "type": ["string", "null"], "enum": std::iter::once(Value::Null)
+                .chain(CheckoutEnd::ALL.iter().map(|e| Value::from(e.as_str())))
+                .collect::<Vec<_>>() },
+            "ended_by": ns() }),
+            ),
+        ),
+        (
+            "NewCheckout",
+            obj(
+                &["service_id"],
+                json!({ "service_id": s(), "duration_secs": { "type": "integer", "description": "default: the service's longest checkout" } }),
+            ),
+        ),
+        (
+            "MasterPassword",
+            obj(
+                &["current", "new"],
+                json!({ "current": { "type": "string", "description": "the caller's login password or current master password" },
+            "new": { "type": "string", "minLength": crate::vault::MIN_MASTER_PASSWORD } }),
             ),
         ),
         (

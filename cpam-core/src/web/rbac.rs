@@ -185,6 +185,9 @@ pub static POLICY: &[Route] = &[
         &[("state", "`active`, `ended` or `all` (default)"), ("limit", "at most this many (default 500)")],
     ),
     route("GET", "/api/v1/sessions/{id}", AnyOf(&[P::VIEW_SESSIONS, P::VIEW_OWN_SESSIONS]), Scope::Session, 200, None, Json("Session"), "sessions", "one session"),
+    route("GET", "/api/v1/sessions/{id}/recordings", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, List("Recording"), "recordings", "the recordings of a session's terminal channels"),
+    route("GET", "/api/v1/recordings/{id}/cast", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "download a recording (asciicast v2, `<id>.cast`)"),
+    route("GET", "/api/v1/recordings/{id}/verify", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("RecordingVerification"), "recordings", "check a recording's file, chunk chain and signed manifest"),
     route("POST", "/api/v1/sessions/{id}/terminate", AnyOf(&[P::TERMINATE_SESSIONS]), Scope::Customer, 204, Some("Terminate"), Empty, "sessions", "end a live session with a reason (409 when not live)"),
     // admin log
     with_query(
@@ -200,6 +203,16 @@ pub static POLICY: &[Route] = &[
         ],
     ),
     route("GET", "/api/v1/audit/verify", AnyOf(&[P::VERIFY_AUDIT_LOG]), Scope::None, 200, None, Json("AuditVerification"), "audit", "verify the admin log's hash chain"),
+    // credentials, checkouts and master passwords
+    route("GET", "/api/v1/credentials", Authenticated, Scope::Filtered, 200, None, List("Credential"), "vault", "services with a stored credential a grant allows the caller now (never the secret), with the caller's checkout"),
+    with_query(
+        route("GET", "/api/v1/checkouts", AnyOf(&[P::USE_CONNECTION_MANAGER, P::MANAGE_GRANTS]), Scope::Filtered, 200, None, List("Checkout"), "vault", "the caller's checkouts, or with MANAGE_GRANTS those of the customers in scope, newest first"),
+        &[("state", "`active` or `all` (default)"), ("limit", "at most this many (default 500)")],
+    ),
+    route("POST", "/api/v1/checkouts", AnyOf(&[P::USE_CONNECTION_MANAGER]), Scope::Own, 201, Some("NewCheckout"), Json("Checkout"), "vault", "check a credential out for a while (at most the service's limit, never past the grant)"),
+    route("DELETE", "/api/v1/checkouts/{id}", AnyOf(&[P::USE_CONNECTION_MANAGER, P::MANAGE_GRANTS]), Scope::Customer, 204, None, Empty, "vault", "check one's own checkout in, or revoke one in scope (MANAGE_GRANTS); live sessions on the service end"),
+    route("PUT", "/api/v1/me/master-password", Authenticated, Scope::Own, 204, Some("MasterPassword"), Empty, "vault", "set the caller's master password (proven with the login or current master password)"),
+    route("DELETE", "/api/v1/users/{id}/master-password", AnyOf(&[P::MANAGE_USERS]), Scope::None, 204, None, Empty, "users", "clear a user's master password (409 when none is set)"),
     // downloads and live events
     route("GET", "/api/v1/downloads/ipconnect", AnyOf(&[P::DOWNLOAD_IPCONNECT]), Scope::None, 200, None, List("Download"), "downloads", "the IP Connect programs available"),
     route("GET", "/api/v1/downloads/ipconnect/{file}", AnyOf(&[P::DOWNLOAD_IPCONNECT]), Scope::None, 200, None, Binary, "downloads", "download an IP Connect program"),

@@ -44,6 +44,7 @@ pub const ASSETS: &[Asset] = &[
     ("users.js", JS, include_str!("assets/users.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
     ("admin.js", JS, include_str!("assets/admin.js")),
+    ("credentials.js", JS, include_str!("assets/credentials.js")),
     ("favicon.svg", SVG, include_str!("assets/favicon.svg")),
 ];
 
@@ -170,6 +171,20 @@ mod tests {
             assert!(
                 !lower.contains(".style."),
                 "{file} sets inline styles; use a class"
+            );
+        }
+    }
+
+    #[test]
+    fn the_console_names_every_service_kind() {
+        let customers = include_str!("assets/customers.js");
+        let kinds = &customers[customers.find("export const KINDS").unwrap_or(0)..];
+        let kinds = &kinds[..kinds.find("};").unwrap_or(kinds.len())];
+        for kind in crate::model::ServiceKind::ALL {
+            let name = kind.as_str();
+            assert!(
+                kinds.contains(&format!("'{name}':")) || kinds.contains(&format!("  {name}:")),
+                "customers.js KINDS lacks `{name}`"
             );
         }
     }

@@ -17,6 +17,7 @@ mod activity;
 mod console;
 mod directory;
 mod nodes;
+mod vault;
 
 pub use activity::{audit_log, concurrent_audit_appends, grants, sessions};
 pub use console::{deletions, membership_and_settings, role_edits, web_sessions_and_tokens};
@@ -25,6 +26,7 @@ pub use directory::{
     services, users_and_keys,
 };
 pub use nodes::{node_gatekeepers, node_sessions};
+pub use vault::{checkouts, master_passwords, vault_keys_and_credentials};
 
 pub(crate) const T0: Timestamp = Timestamp(1_700_000_000_000);
 
@@ -45,6 +47,9 @@ pub async fn run_all(store: &dyn Store) {
     sessions(store).await;
     node_sessions(store).await;
     node_gatekeepers(store).await;
+    vault_keys_and_credentials(store).await;
+    checkouts(store).await;
+    master_passwords(store).await;
     audit_log(store).await;
     concurrent_audit_appends(&[store], 8, 25).await;
 }

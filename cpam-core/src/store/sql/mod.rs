@@ -7,7 +7,7 @@
 //! the connection settings; both are chosen from [`Backend`]. Each role
 //! trait is implemented once, in its own file: `directory.rs`
 //! (`Directory`), `activity.rs` (`SessionLog`, `AuditLog`), `console.rs`
-//! (`ConsoleStore`); the differences between backends' schemas live in the
+//! (`ConsoleStore`), `vault.rs` (`VaultStore`); the differences between backends' schemas live in the
 //! migrations (`schema.rs`).
 
 mod activity;
@@ -17,6 +17,7 @@ mod lookups;
 mod removals;
 mod rows;
 mod schema;
+mod vault;
 
 use std::time::Duration;
 

@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::model::{AuditCategory, GatekeeperId, User};
 use crate::session::Originator;
 use crate::tunnel::{
-    CONTROL_COMMAND, GATEKEEPER_USER, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+    CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
+    MASTER_PASSWORD_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
 };
 
 /// One SSH connection's handler.
@@ -359,8 +360,27 @@ impl russh::server::Handler for Conn {
                     .unwrap_or_default();
                 self.hub.services_for(&user, bound.as_ref(), &gk).await
             }
-            _ => Err(Error::denied(format!(
-                "command `{command}` is not available"
+            (Principal::User { user, bound, .. }, Some(CHECKOUT_COMMAND)) => {
+                let args: Vec<&str> = words.collect();
+                self.hub
+                    .checkout_command(&user, bound.as_ref(), &args)
+                    .await
+            }
+            (Principal::User { user, .. }, Some(CHECKIN_COMMAND)) => {
+                let args: Vec<&str> = words.collect();
+                self.hub.checkin_command(&user, &args).await
+            }
+            (Principal::User { user, .. }, Some(CHECKOUTS_COMMAND)) => {
+                self.hub.checkouts_command(&user).await
+            }
+            (Principal::User { user, .. }, Some(MASTER_PASSWORD_COMMAND)) => {
+                session.channel_success(id)?;
+                tokio::spawn(self.hub.clone().master_password_channel(user, channel));
+                return Ok(());
+            }
+            (_, first) => Err(Error::denied(format!(
+                "command `{}` is not available",
+                first.unwrap_or("")
             ))),
         };
         session.channel_success(id)?;

@@ -8,6 +8,7 @@
 //! ([`SessionEngine::run`]) with the configured [`Dialer`].
 
 mod conn;
+mod vault;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -27,8 +28,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EngineEvent, Revocation};
 use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, User};
 use crate::policy::{self, AccessRequest, Decision};
+use crate::proxy::ssh::SshProxy;
 use crate::proxy::tcp::TcpSplice;
-use crate::session::{Originator, SessionEngine, UserIo};
+use crate::session::{Originator, Protocol, SessionEngine, UserIo};
 use crate::throttle::Throttle;
 use conn::Conn;
 
@@ -47,6 +49,9 @@ pub struct HubConfig {
     /// Failed password sign-ins; share it with the console so both front
     /// doors lock out alike.
     pub throttle: Arc<Throttle>,
+    /// Runs sessions to services whose credential is injected (kind
+    /// `ssh`); without it the hub refuses them.
+    pub privileged_ssh: Option<Arc<SshProxy>>,
 }
 
 impl HubConfig {
@@ -58,6 +63,7 @@ impl HubConfig {
             dialer: gatekeepers.clone(),
             gatekeepers,
             throttle: Arc::default(),
+            privileged_ssh: None,
         }
     }
 }
@@ -79,6 +85,7 @@ pub struct Hub {
     gatekeepers: Arc<GatekeeperDialer>,
     dialer: Arc<dyn Dialer>,
     throttle: Arc<Throttle>,
+    privileged_ssh: Option<Arc<SshProxy>>,
     config: Arc<russh::server::Config>,
     next_conn: AtomicU64,
     /// Signed-in connections, by connection number: what a revocation closes.
@@ -149,6 +156,7 @@ impl Hub {
             gatekeepers: config.gatekeepers,
             dialer: config.dialer,
             throttle: config.throttle,
+            privileged_ssh: config.privileged_ssh,
             config: super::server_config(config.host_key),
             next_conn: AtomicU64::new(1),
             links: Mutex::default(),
@@ -463,7 +471,8 @@ impl Hub {
     }
 
     /// Runs one vendor connection: `spec` is `SERVICE@GATEKEEPER_ID`. The
-    /// engine approves it and its runner runs it as a TCP splice.
+    /// engine approves it and its runner runs it as a TCP splice, or through
+    /// the SSH proxy for services whose credential is injected.
     async fn open_session(
         self: Arc<Self>,
         user: User,
@@ -491,10 +500,22 @@ impl Hub {
                 return;
             }
         };
+        let protocol: &dyn Protocol = if approval.service().kind.injects_credentials() {
+            match &self.privileged_ssh {
+                Some(proxy) => proxy.as_ref(),
+                None => {
+                    tracing::warn!(%spec, "privileged SSH sessions are not set up on this server");
+                    reply.reject(open_failure(ErrorKind::Conflict)).await;
+                    return;
+                }
+            }
+        } else {
+            &TcpSplice
+        };
         let pending = Box::new(PendingChannel { channel, reply });
         if let Err(e) = self
             .engine
-            .run(approval, pending, self.dialer.clone(), &TcpSplice)
+            .run(approval, pending, self.dialer.clone(), protocol)
             .await
         {
             tracing::info!(user = %user.name, %spec, error = %e, "session did not run");

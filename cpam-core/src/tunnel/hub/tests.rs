@@ -60,6 +60,7 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
             gatekeepers: gatekeepers.clone(),
             dialer: dialer.clone(),
             throttle: Arc::default(),
+            privileged_ssh: None,
         },
     );
     let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();

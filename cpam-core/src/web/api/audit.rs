@@ -148,7 +148,11 @@ pub async fn list(
     }
 }
 
-fn attachment(content_type: &'static str, file: &str, body: impl IntoResponse) -> Response {
+pub(super) fn attachment(
+    content_type: &'static str,
+    file: &str,
+    body: impl IntoResponse,
+) -> Response {
     (
         [
             (header::CONTENT_TYPE, content_type.to_string()),

@@ -275,12 +275,13 @@ pub async fn create_service(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let (_, c) = scoped_gatekeeper(&state, &caller, id).await?;
     let kind: ServiceKind = body.kind.parse()?;
-    let port = match (body.port, kind) {
-        (Some(p), _) => p,
-        (None, ServiceKind::DesktopSharing) => 5900,
-        (None, ServiceKind::FileTransfer) => 22,
-        (None, ServiceKind::Custom) => {
-            return Err(ApiError::invalid("a custom service needs a port"));
+    let port = match body.port.or(kind.default_port()) {
+        Some(p) => p,
+        None => {
+            return Err(ApiError::invalid(format!(
+                "a {} service needs a port",
+                kind.as_str()
+            )));
         }
     };
     let target = Target {

@@ -4,8 +4,10 @@
 mod audit;
 mod auth;
 mod customers;
+mod recordings;
 mod sessions;
 mod users;
+mod vault;
 
 use crate::Result;
 use crate::model::{Customer, Gatekeeper, Grant, Service, Session, Timestamp, User};
@@ -88,10 +90,27 @@ pub fn routes() -> ApiRoutes {
             "/api/v1/sessions/{id}/terminate",
             sessions::terminate,
         )
+        .add("GET", "/api/v1/sessions/{id}/recordings", recordings::list)
+        .add("GET", "/api/v1/recordings/{id}/cast", recordings::download)
+        .add("GET", "/api/v1/recordings/{id}/verify", recordings::verify)
         .add("GET", "/api/v1/audit", audit::list)
         .add("GET", "/api/v1/audit/verify", audit::verify)
         .add("GET", "/api/v1/downloads/ipconnect", audit::downloads)
         .add("GET", "/api/v1/downloads/ipconnect/{file}", audit::download)
+        .add("GET", "/api/v1/credentials", vault::list_credentials)
+        .add("GET", "/api/v1/checkouts", vault::list_checkouts)
+        .add("POST", "/api/v1/checkouts", vault::create_checkout)
+        .add("DELETE", "/api/v1/checkouts/{id}", vault::end_checkout)
+        .add(
+            "PUT",
+            "/api/v1/me/master-password",
+            vault::set_master_password,
+        )
+        .add(
+            "DELETE",
+            "/api/v1/users/{id}/master-password",
+            vault::reset_master_password,
+        )
 }
 
 /// A JSON body whose rejection is an [`ApiError`] (`invalid_argument`).

@@ -9,6 +9,7 @@ import { sessionsPage } from './sessions.js';
 import { usersPage, userPage, rolesPage } from './users.js';
 import { auditPage } from './audit.js';
 import { settingsPage, downloadsPage, tokensPage } from './admin.js';
+import { credentialsPage } from './credentials.js';
 
 const app = document.getElementById('app');
 
@@ -59,6 +60,7 @@ const routes = [
   [/^\/ui\/customers\/([^/]+)$/, customerPage, 'customers', []],
   [/^\/ui\/customers$/, customersPage, 'customers', []],
   [/^\/ui\/sessions$/, sessionsPage, 'sessions', ['VIEW_SESSIONS', 'VIEW_OWN_SESSIONS']],
+  [/^\/ui\/credentials$/, credentialsPage, 'credentials', []],
   [/^\/ui\/users\/([^/]+)$/, userPage, 'users', []],
   [/^\/ui\/users$/, usersPage, 'users', ['MANAGE_USERS']],
   [/^\/ui\/roles$/, rolesPage, 'roles', ['MANAGE_ROLES', 'MANAGE_USERS']],
@@ -136,6 +138,7 @@ function layout() {
   };
   item('customers', 'Customers', '/ui/customers', true);
   item('sessions', 'Sessions', '/ui/sessions', can('VIEW_SESSIONS', 'VIEW_OWN_SESSIONS'));
+  item('credentials', 'Credentials', '/ui/credentials', can('USE_CONNECTION_MANAGER'));
   item('users', 'Users', '/ui/users', can('MANAGE_USERS'));
   item('roles', 'Roles', '/ui/roles', can('MANAGE_ROLES', 'MANAGE_USERS'));
   const showLog = can('VIEW_ADMIN_LOG_USER_ACTIVITY', 'VIEW_ADMIN_LOG_SYSTEM_MESSAGES');

@@ -11,8 +11,9 @@ export const KINDS = {
   'desktop-sharing': 'Desktop Sharing',
   'file-transfer': 'File Transfer',
   custom: 'Custom (host:port)',
+  ssh: 'SSH (credential injected)',
 };
-const DEFAULT_PORTS = { 'desktop-sharing': '5900', 'file-transfer': '22', custom: '' };
+const DEFAULT_PORTS = { 'desktop-sharing': '5900', 'file-transfer': '22', custom: '', ssh: '22' };
 
 /** [label, badge kind] of a gatekeeper's status. */
 export function gkStatus(gk) {

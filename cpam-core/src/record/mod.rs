@@ -1,0 +1,44 @@
+//! Session recordings: every terminal channel of a session written as an
+//! asciicast v2 file, crash-safe and signed.
+//!
+//! - `asciicast.rs`: the format, sans I/O (header, event lines, the UTF-8
+//!   decoder that never splits a code point, the typed [`Reader`]).
+//! - `integrity.rs`: the chunk chain, the Ed25519-signed [`Manifest`] and
+//!   [`verify`], which names what was edited, removed or appended.
+//! - `store.rs`: the [`RecordingStore`] trait and [`FileRecordingStore`]
+//!   (`<data dir>/recordings/`), listing, reading, search, and the sealing
+//!   of recordings a crash left open.
+//! - `recorder.rs`: [`Recorder`], the observer factory the server registers
+//!   on its engine; one writer thread per channel, flushed and fsync'd at
+//!   least every second.
+//! - `check.rs`: [`verify_all`], every recording against the store and the
+//!   `recording.sealed` audit records, so a removed recording is found.
+//! - `screen.rs`: [`Screen`], the current screen for viewers that join late.
+
+mod asciicast;
+mod check;
+#[cfg(test)]
+mod engine_tests;
+mod id;
+mod integrity;
+mod recorder;
+mod screen;
+mod store;
+#[cfg(test)]
+mod tests;
+
+pub use asciicast::{
+    Env, EventKind, FORMAT, Header, Reader, RecordingEvent, Utf8Decoder, event_line, resize_data,
+};
+pub use check::{RECORDER_ACTOR, SEALED_ACTION, VerifyAll, sealed_event, verify_all};
+pub use id::RecordingId;
+pub use integrity::{
+    Chain, ChunkRecord, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain,
+    parse_chain, verify,
+};
+pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
+pub use screen::Screen;
+pub use store::{
+    FileRecordingStore, RecordingFilter, RecordingInfo, RecordingStore, RecordingWriter,
+    SEARCH_MAX_TIMES, SearchHit,
+};

@@ -1,0 +1,143 @@
+//! A session's recordings: list, download (`.cast`), verify. Scoped like
+//! the session they belong to: a foreign session's recording answers 404
+//! exactly like a missing one.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use crate::access;
+use crate::model::SessionId;
+use crate::record::{RecordingFilter, RecordingId, RecordingInfo, RecordingStore};
+use crate::web::AppState;
+use crate::web::auth::Caller;
+use crate::web::error::{ApiError, ApiResult};
+
+use super::{opt_ts, ts};
+
+/// A recording as the API shows it.
+fn recording_json(r: &RecordingInfo) -> Value {
+    json!({
+        "id": r.id,
+        "session_id": r.session_id,
+        "channel": r.channel,
+        "started_at": r.started_at.map(ts),
+        "ended_at": opt_ts(r.ended_at),
+        "size": r.size,
+        "state": r.state.map_or("open", |s| s.as_str()),
+    })
+}
+
+/// The store, or a 404 on a server that keeps no recordings.
+fn store(state: &AppState) -> ApiResult<Arc<dyn RecordingStore>> {
+    state
+        .recordings()
+        .ok_or_else(|| ApiError::not_found("this server keeps no recordings"))
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> ApiResult<T> {
+    Ok(tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::Error::internal(format!("recording task: {e}")))??)
+}
+
+/// The recording `id` if the caller sees its session (else 404, also for
+/// an id that is not a recording id).
+async fn scoped(state: &AppState, caller: &Caller, id: &str) -> ApiResult<RecordingId> {
+    let id =
+        RecordingId::parse(id).map_err(|_| ApiError::not_found(format!("no recording `{id}`")))?;
+    access::session(state.store.as_ref(), &caller.principal, &id.session()).await?;
+    Ok(id)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = access::session(state.store.as_ref(), &caller.principal, &SessionId(id)).await?;
+    let Some(store) = state.recordings() else {
+        return Ok(Json(json!([])));
+    };
+    let list = blocking(move || store.list(&RecordingFilter::session(&s.id))).await?;
+    Ok(Json(Value::Array(
+        list.iter().map(recording_json).collect(),
+    )))
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = scoped(&state, &caller, &id).await?;
+    let store = store(&state)?;
+    let rid = id.clone();
+    // Opened first, so a missing recording is a 404 and not a cut body.
+    let reader = blocking(move || store.open(&rid)).await?;
+    tracing::info!(user = %caller.user().name, recording = %id, "recording downloaded");
+    Ok(super::audit::attachment(
+        "application/x-asciicast",
+        &format!("{id}.cast"),
+        axum::body::Body::from_stream(stream(reader)),
+    ))
+}
+
+/// The bytes of `reader`, read in 64 KiB pieces on a blocking thread as the
+/// client takes them.
+fn stream(
+    mut reader: Box<dyn std::io::Read + Send>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            let item = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(bytes::Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let last = item.is_err();
+            if tx.blocking_send(item).is_err() || last {
+                return;
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+pub async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = scoped(&state, &caller, &id).await?;
+    let store = store(&state)?;
+    let rid = id.clone();
+    let result = tokio::task::spawn_blocking(move || store.verify(&rid))
+        .await
+        .map_err(|e| crate::Error::internal(format!("recording task: {e}")))?;
+    Ok(Json(match result {
+        Ok(v) => json!({
+            "id": id, "ok": true, "state": v.state.as_str(), "size": v.size,
+            "chunks": v.chunks, "signer": v.signer, "error": null,
+        }),
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => return Err(e.into()),
+        Err(e) => json!({
+            "id": id, "ok": false, "state": null, "size": null,
+            "chunks": null, "signer": null, "error": e.message(),
+        }),
+    }))
+}

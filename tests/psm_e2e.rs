@@ -1,0 +1,161 @@
+//! Privileged SSH sessions end to end: stock `ssh` through `cpam-connect
+//! forward` to a service whose password only the vault knows, on a stock
+//! `sshd` in the customer namespace.
+
+use std::time::{Duration, Instant};
+
+use cpam_tests::psm::{ACCOUNT, MASTER, Psm};
+
+/// Everything a secret could leak into: the data dir's files (the SQLite
+/// database among them), every process's logs, and what the vendor saw.
+fn assert_nowhere(p: &Psm, seen_by_vendor: &str) -> anyhow::Result<()> {
+    assert!(
+        !seen_by_vendor.contains(&p.canary),
+        "the vendor's ssh received the credential"
+    );
+    assert!(
+        !p.d.logs().contains(&p.canary),
+        "a log holds the credential"
+    );
+    for entry in walk(&p.d.data_dir)? {
+        let bytes = std::fs::read(&entry)?;
+        let needle = p.canary.as_bytes();
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} holds the credential in plaintext",
+            entry.display()
+        );
+    }
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn a_vendor_works_on_the_target_without_ever_holding_its_password() -> anyhow::Result<()> {
+    let p = Psm::start()?;
+    // A command: runs as the vault's account.
+    let out = p.ssh_run(MASTER, &["-vvv"], &["whoami"], "")?;
+    assert!(
+        out.success(),
+        "ssh whoami failed\n{}\n{}",
+        out.stderr,
+        p.d.logs()
+    );
+    assert_eq!(out.stdout.trim(), ACCOUNT);
+    let mut seen = format!("{}{}", out.stdout, out.stderr);
+    // A shell on a pty, typed into.
+    let out = p.ssh_run(
+        MASTER,
+        &["-tt"],
+        &[],
+        "echo psm-$((6*7))\rstty size\rexit 7\r",
+    )?;
+    seen.push_str(&out.stdout);
+    seen.push_str(&out.stderr);
+    assert!(
+        out.stdout.contains("psm-42"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "the shell's exit status reaches ssh"
+    );
+    // Both sessions are recorded as privileged SSH sessions that completed.
+    let sessions = p.d.sessions()?;
+    let psm: Vec<_> = sessions
+        .iter()
+        .filter(|s| s["service_name"] == "db1")
+        .collect();
+    assert_eq!(psm.len(), 2, "{sessions:#?}");
+    for s in &psm {
+        assert_eq!(s["protocol"], "ssh");
+        assert_eq!(s["end_reason"], "completed");
+    }
+    let audit = p.d.audit()?;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "session.ssh.exec" && r["detail"]["command"] == "whoami"),
+        "the command is audited"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "session.ssh.host_key_pinned"),
+        "the target's key was pinned on first use"
+    );
+    assert_nowhere(&p, &seen)?;
+    p.d.expect_audit_intact()
+}
+
+#[test]
+fn a_wrong_master_password_is_refused_before_the_target_is_touched() -> anyhow::Result<()> {
+    let p = Psm::start()?;
+    let out = p.ssh_run("not the master password", &[], &["whoami"], "")?;
+    assert!(!out.success(), "ssh got in with a wrong master password");
+    assert!(!out.stdout.contains(ACCOUNT));
+    let audit = p.d.audit()?;
+    assert!(
+        !audit
+            .iter()
+            .any(|r| r["action"] == "session.ssh.target_login"),
+        "the proxy logged in to the target"
+    );
+    assert!(
+        audit.iter().any(|r| r["action"]
+            .as_str()
+            .is_some_and(|a| a.contains("master_password"))),
+        "the failure is audited: {audit:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn terminate_reaches_the_vendors_terminal_within_a_second() -> anyhow::Result<()> {
+    let p = Psm::start()?;
+    let ssh = p.ssh(MASTER, &[], &["sleep", "60"])?;
+    let mut child = p.d.spawn("vendor-sleep", ssh)?;
+    let id = p.d.wait_live_session()?;
+    // The session is live once the target runs the command.
+    cpam_tests::wait_until(Duration::from_secs(20), "the command to start", || {
+        p.d.audit()
+            .ok()?
+            .iter()
+            .any(|r| r["action"] == "session.ssh.exec")
+            .then_some(())
+    })?;
+    let at = Instant::now();
+    p.d.admin_ok(&["sessions", "terminate", &id])?;
+    let status = child
+        .wait_timeout(Duration::from_secs(5))?
+        .ok_or_else(|| anyhow::anyhow!("ssh still runs 5 s after terminate"))?;
+    let took = at.elapsed();
+    assert!(!status.success());
+    assert!(
+        child.stderr().contains("[cpam] session terminated by"),
+        "the vendor reads why: {}",
+        child.stderr()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "ssh ended {took:?} after terminate"
+    );
+    let ended = p.d.wait_session_ended(&id)?;
+    assert_eq!(ended["end_reason"], "terminated_by");
+    Ok(())
+}

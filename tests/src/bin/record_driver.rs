@@ -1,0 +1,38 @@
+//! `record-driver --data-dir D [--lines N] [--interval-ms M]`: opens the
+//! data dir's server (which seals what a killed run left), runs one
+//! recorded session of the test ticker through the core API, prints
+//! `session <id>`, `emitted <n>` per line and `sealed <count>` at start,
+//! then stops the server. With `--lines 0` it only opens and stops.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cpam_core::server::{Server, ServerOptions, Source};
+use cpam_tests::recording::{Ticker, run_session};
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = arg(&args, "--data-dir").context("--data-dir is required")?;
+    let lines = arg(&args, "--lines").map_or(Ok(10), |v| v.parse())?;
+    let interval = arg(&args, "--interval-ms").map_or(Ok(100), |v| v.parse())?;
+    let server = Server::open(&Source::DataDir(dir.into()), ServerOptions::default()).await?;
+    println!("sealed {}", server.recovered().recordings_sealed);
+    if lines > 0 {
+        let ticker = Ticker {
+            lines,
+            interval: Duration::from_millis(interval),
+            announce: true,
+        };
+        let ended = run_session(&server, &ticker, |id| println!("session {id}")).await?;
+        println!("ended {:?}", ended.end_reason);
+    }
+    server.stop(Duration::from_secs(5)).await;
+    Ok(())
+}
