@@ -14,6 +14,7 @@ mod store;
 mod tunnel_e2e;
 mod vault_e2e;
 mod web_api;
+mod web_ceilings;
 mod web_mount;
 mod web_rbac;
 mod web_security;
