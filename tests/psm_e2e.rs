@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use cpam_tests::psm::{ACCOUNT, MASTER, Psm};
+use cpam_tests::psm::{MASTER, Psm};
 
 /// Everything a secret could leak into: the data dir's files (the SQLite
 /// database among them), every process's logs, and what the vendor saw.
@@ -53,7 +53,7 @@ fn a_vendor_works_on_the_target_without_ever_holding_its_password() -> anyhow::R
         out.stderr,
         p.d.logs()
     );
-    assert_eq!(out.stdout.trim(), ACCOUNT);
+    assert_eq!(out.stdout.trim(), p.account);
     let mut seen = format!("{}{}", out.stdout, out.stderr);
     // A shell on a pty, typed into.
     let out = p.ssh_run(
@@ -86,6 +86,35 @@ fn a_vendor_works_on_the_target_without_ever_holding_its_password() -> anyhow::R
         assert_eq!(s["protocol"], "ssh");
         assert_eq!(s["end_reason"], "completed");
     }
+    // Every terminal channel is recorded: each recording verifies, and
+    // stock asciinema plays what the vendor typed and saw.
+    let mut played = String::new();
+    for s in &psm {
+        let id = s["id"].as_str().unwrap_or_default();
+        let recordings =
+            cpam_tests::wait_until(Duration::from_secs(10), "sealed recordings", || {
+                let list =
+                    p.d.admin_json(&["recordings", "list", "--session", id])
+                        .ok()?;
+                let list = list.as_array()?.clone();
+                (!list.is_empty() && list.iter().all(|r| r["state"] == "complete")).then_some(list)
+            })?;
+        for r in &recordings {
+            let rid = r["id"].as_str().unwrap_or_default();
+            let verified = p.d.admin_ok(&["recordings", "verify", rid])?;
+            assert!(verified.contains("verified: complete"), "{verified}");
+            let file = p.d.data_dir.join("recordings").join(format!("{rid}.cast"));
+            played.push_str(&cpam_tests::recording::asciinema_cat(&file, p.d.path())?);
+        }
+    }
+    assert!(
+        played.contains(&p.account),
+        "the exec's output is recorded:\n{played}"
+    );
+    assert!(
+        played.contains("psm-42"),
+        "the shell's output is recorded:\n{played}"
+    );
     let audit = p.d.audit()?;
     assert!(
         audit
@@ -99,6 +128,51 @@ fn a_vendor_works_on_the_target_without_ever_holding_its_password() -> anyhow::R
             .any(|r| r["action"] == "session.ssh.host_key_pinned"),
         "the target's key was pinned on first use"
     );
+    // The shell's recording verifies, plays in stock asciinema with what
+    // was typed and seen, and a one-byte edit breaks it.
+    let shell = psm
+        .iter()
+        .find(|s| {
+            s["bytes_up"].as_u64().unwrap_or(0) > 0 && {
+                let id = s["id"].as_str().unwrap_or("");
+                p.d.audit().is_ok_and(|a| {
+                    a.iter()
+                        .any(|r| r["action"] == "session.ssh.shell" && r["session_id"] == id)
+                })
+            }
+        })
+        .ok_or_else(|| anyhow::anyhow!("no shell session among {psm:#?}"))?;
+    let sid = shell["id"].as_str().unwrap_or_default().to_string();
+    let recordings = p.d.admin_json(&["recordings", "list", "--session", &sid])?;
+    let rec = recordings[0]["id"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no recording of {sid}: {recordings}"))?
+        .to_string();
+    cpam_tests::wait_until(
+        Duration::from_secs(10),
+        "the recording to be sealed",
+        || {
+            p.d.admin(&["recordings", "verify", &rec])
+                .ok()?
+                .success()
+                .then_some(())
+        },
+    )?;
+    let cast = p.d.data_dir.join("recordings").join(format!("{rec}.cast"));
+    let played = cpam_tests::recording::asciinema_cat(&cast, p.d.path())?;
+    assert!(
+        played.contains("echo psm-$((6*7))"),
+        "typed input: {played}"
+    );
+    assert!(played.contains("psm-42"), "output: {played}");
+    let mut bytes = std::fs::read(&cast)?;
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&cast, &bytes)?;
+    let verify = p.d.admin(&["recordings", "verify", &rec])?;
+    assert!(!verify.success(), "an edited recording verified");
+    bytes[at] ^= 0x20;
+    std::fs::write(&cast, &bytes)?;
     assert_nowhere(&p, &seen)?;
     p.d.expect_audit_intact()
 }
@@ -108,7 +182,7 @@ fn a_wrong_master_password_is_refused_before_the_target_is_touched() -> anyhow::
     let p = Psm::start()?;
     let out = p.ssh_run("not the master password", &[], &["whoami"], "")?;
     assert!(!out.success(), "ssh got in with a wrong master password");
-    assert!(!out.stdout.contains(ACCOUNT));
+    assert!(!out.stdout.contains(&p.account));
     let audit = p.d.audit()?;
     assert!(
         !audit

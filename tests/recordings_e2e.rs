@@ -45,19 +45,8 @@ impl DataDir {
         self.path().join("recordings").join(format!("{id}.cast"))
     }
 
-    /// `asciinema cat FILE` (Debian's asciinema): what a player prints. It
-    /// wants a terminal, so it runs under `script` (util-linux) on a pty.
     fn asciinema_cat(&self, file: &Path) -> anyhow::Result<String> {
-        let file = file.to_str().context("a UTF-8 path")?;
-        anyhow::ensure!(!file.contains('\''), "a path without quotes");
-        let mut c = Command::new("script");
-        c.args(["-qec", &format!("asciinema cat '{file}'"), "/dev/null"])
-            .env("HOME", self.dir.path())
-            .env("ASCIINEMA_CONFIG_HOME", self.dir.path().join("asciinema"));
-        let out = run("asciinema", c, self.dir.path(), CMD).context(
-            "running asciinema (install the Debian package `asciinema`; tests/run.sh does)",
-        )?;
-        Ok(out.ok("asciinema cat")?.stdout)
+        cpam_tests::recording::asciinema_cat(file, self.dir.path())
     }
 }
 

@@ -146,6 +146,17 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// A sealed recording of channel 0 of `session`, in the server's store.
+    fn recording(&self, session: &str) -> anyhow::Result<String> {
+        use cpam_core::record::{RecordingId, RecordingStore as _, SealState};
+        let store = cpam_core::server::DataDir::open(&self.web.data_dir)?.recordings()?;
+        let id = RecordingId::new(&SessionId(session.into()), 0)?;
+        let mut w = store.create(&id, Timestamp::now())?;
+        w.append(b"{\"version\":2,\"width\":80,\"height\":24}\n")?;
+        w.seal(Timestamp::now(), SealState::Complete)?;
+        Ok(id.to_string())
+    }
+
     /// An ssh service of customer A with a stored credential, granted to `user`.
     fn credential(&self, user: &str) -> anyhow::Result<String> {
         let gk = self.gatekeeper(&self.a)?;
@@ -199,17 +210,6 @@ impl Ctx {
             .enable_all()
             .build()?;
         Ok(rt.block_on(f)?)
-    }
-
-    /// A sealed recording of channel 0 of `session`, in the server's store.
-    fn recording(&self, session: &str) -> anyhow::Result<String> {
-        use cpam_core::record::{RecordingId, RecordingStore as _, SealState};
-        let store = cpam_core::server::DataDir::open(&self.web.data_dir)?.recordings()?;
-        let id = RecordingId::new(&SessionId(session.into()), 0)?;
-        let mut w = store.create(&id, Timestamp::now())?;
-        w.append(b"{\"version\":2,\"width\":80,\"height\":24}\n")?;
-        w.seal(Timestamp::now(), SealState::Complete)?;
-        Ok(id.to_string())
     }
 }
 

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! vendor ns:   ssh -tt -> cpam-connect forward db1 -> cpam-server (SSH proxy: master password)
-//! customer ns: cpam-gatekeeper -> sshd 127.0.0.1:2022, account `cpampsm` (password from the vault)
+//! customer ns: cpam-gatekeeper -> sshd 127.0.0.1:2022, account `cpampsmN` (password from the vault)
 //! ```
 
 use std::os::unix::fs::PermissionsExt;
@@ -21,8 +21,12 @@ use crate::cpam::{Deployment, Options, SSHD_PORT};
 use crate::process::{Output, run_with_input};
 use crate::sshd::password_account;
 
-/// The target account whose password only the vault knows.
-pub const ACCOUNT: &str = "cpampsm";
+/// The prefix of the target accounts whose password only the vault knows:
+/// one per deployment of a test process (`cpampsm0`, `cpampsm1`, ...), so
+/// tests running at once never reset each other's password.
+pub const ACCOUNT_PREFIX: &str = "cpampsm";
+
+static ACCOUNTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// The vendor's master password.
 pub const MASTER: &str = "correct horse battery staple";
 /// The vendor's login password (console and SSH), not the master password.
@@ -35,6 +39,8 @@ pub struct Psm {
     /// The target account's password: stored in the vault, and looked for
     /// everywhere it must not be.
     pub canary: String,
+    /// The target account (`cpampsmN`).
+    pub account: String,
     /// `cpam-connect forward db1` listens here (vendor ns).
     pub port: u16,
     /// The server's key, as `ssh` checks it (`HostKeyAlias=cpam`).
@@ -49,7 +55,9 @@ impl Psm {
             ..Options::default()
         })?;
         let canary = format!("canary-{}", crate::now_millis());
-        password_account(ACCOUNT, &canary)?;
+        let n = ACCOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let account = format!("{ACCOUNT_PREFIX}{n}");
+        password_account(&account, &canary)?;
         let target = format!("127.0.0.1:{SSHD_PORT}");
         d.admin_ok(&[
             "service",
@@ -78,7 +86,7 @@ impl Psm {
             "set",
             "db1@acme",
             "--username",
-            ACCOUNT,
+            &account,
             "--password-stdin",
             "--data-dir",
         ])
@@ -108,6 +116,7 @@ impl Psm {
         Ok(Psm {
             d,
             canary,
+            account,
             port,
             known_hosts,
         })

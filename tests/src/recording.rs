@@ -19,6 +19,21 @@ use cpam_core::server::Server;
 use cpam_core::session::{LiveSession, Originator, Protocol, TerminalFrame, Upstream};
 use cpam_core::tunnel::dialer::{Connection, DirectDialer};
 
+/// `asciinema cat FILE` (Debian's `asciinema`): what a player prints. It
+/// wants a terminal, so it runs under `script` (util-linux) on a pty, with
+/// its config under `dir`.
+pub fn asciinema_cat(file: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<String> {
+    let file = file.to_str().context("a UTF-8 path")?;
+    anyhow::ensure!(!file.contains('\''), "a path without quotes");
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &format!("asciinema cat '{file}'"), "/dev/null"])
+        .env("HOME", dir)
+        .env("ASCIINEMA_CONFIG_HOME", dir.join("asciinema"));
+    let out = crate::process::run("asciinema", c, dir, Duration::from_secs(60))
+        .context("running asciinema (install the Debian package `asciinema`; tests/run.sh does)")?;
+    Ok(out.ok("asciinema cat")?.stdout)
+}
+
 /// The text of output line `i`.
 pub fn line(i: u64) -> String {
     format!("line {i:05} ✓ ticker")

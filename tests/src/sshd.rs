@@ -126,6 +126,9 @@ impl Sshd {
 /// password-credential tests. The account stays on the machine; its password
 /// is new on every call.
 pub fn password_account(name: &str, password: &str) -> anyhow::Result<()> {
+    // useradd and chpasswd lock /etc/passwd and /etc/shadow: one at a time.
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
     let exists = Command::new("id")
         .arg(name)
         .output()

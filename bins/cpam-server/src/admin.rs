@@ -232,9 +232,9 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Grant(cmd) => grant(cmd).await,
         AdminCommand::Sessions(cmd) => sessions(cmd).await,
         AdminCommand::Audit(cmd) => audit_cmd(cmd).await,
+        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Vault(cmd) => crate::vault::vault(cmd).await,
         AdminCommand::Checkouts(cmd) => crate::vault::checkouts(cmd).await,
-        AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,

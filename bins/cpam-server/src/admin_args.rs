@@ -42,15 +42,15 @@ pub enum AdminCommand {
     /// Connection Manager profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
+    /// Session recordings: list, verify, cat, search.
+    #[command(subcommand)]
+    Recordings(crate::recordings::RecordingsCmd),
     /// Credentials of services, injected into privileged sessions.
     #[command(subcommand)]
     Vault(VaultCmd),
     /// Users' checkouts of credentials.
     #[command(subcommand)]
     Checkouts(CheckoutsCmd),
-    /// Session recordings: list, verify, cat, search.
-    #[command(subcommand)]
-    Recordings(crate::recordings::RecordingsCmd),
 }
 
 #[derive(Subcommand, Debug)]

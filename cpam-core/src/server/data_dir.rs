@@ -1,5 +1,6 @@
 //! A server's data dir: `config.json`, the host key, the vault's key file,
-//! the SQLite database, the console's certificate and the session recordings.
+//! the SQLite database, the console's certificate and the session
+//! recordings.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,9 +16,9 @@ use crate::vault::UnsealSecret;
 const CONFIG_FILE: &str = "config.json";
 const HOST_KEY_FILE: &str = "host_key";
 const CONTROL_SOCKET: &str = "control.sock";
+const RECORDINGS_DIR: &str = "recordings";
 /// The vault's key file in the data dir.
 pub const VAULT_KEY_FILE: &str = "vault.key";
-const RECORDINGS_DIR: &str = "recordings";
 
 /// `DIR/config.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,6 +184,18 @@ impl DataDir {
         keys::load_private(&self.path.join(HOST_KEY_FILE))
     }
 
+    /// The recordings (`DIR/recordings/`), signed and checked with the
+    /// host key.
+    pub fn recordings(&self) -> Result<FileRecordingStore> {
+        let key = RecordingKey::from_host_key(&self.host_key()?)?;
+        FileRecordingStore::open(&self.recordings_dir(), key)
+    }
+
+    /// `DIR/recordings/`.
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.path.join(RECORDINGS_DIR)
+    }
+
     /// The vault's key file.
     pub fn vault_key_path(&self) -> PathBuf {
         self.path.join(VAULT_KEY_FILE)
@@ -211,18 +224,6 @@ impl DataDir {
             }
         }
         UnsealSecret::key_file(&path)
-    }
-
-    /// The recordings (`DIR/recordings/`), signed and checked with the
-    /// host key.
-    pub fn recordings(&self) -> Result<FileRecordingStore> {
-        let key = RecordingKey::from_host_key(&self.host_key()?)?;
-        FileRecordingStore::open(&self.recordings_dir(), key)
-    }
-
-    /// `DIR/recordings/`.
-    pub fn recordings_dir(&self) -> PathBuf {
-        self.path.join(RECORDINGS_DIR)
     }
 
     /// The control socket path.

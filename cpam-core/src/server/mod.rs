@@ -82,14 +82,14 @@ pub struct ServerOptions {
     pub audit: Option<AuditSinkFactory>,
     /// Marks the `server.start` audit record as an embedded server's.
     pub embedded: bool,
-    /// What unseals the vault; default: over a data dir, its key file (or
-    /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
-    /// variable if set, else the vault stays sealed.
-    pub vault: Option<UnsealSecret>,
     /// How terminal sessions are recorded (a data dir's server only; its
     /// recordings are in `<data dir>/recordings/`); default: the data
     /// dir's `record_input`, mandatory recordings.
     pub recording: Option<RecorderOptions>,
+    /// What unseals the vault; default: over a data dir, its key file (or
+    /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
+    /// variable if set, else the vault stays sealed.
+    pub vault: Option<UnsealSecret>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -98,8 +98,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("node_id", &self.node_id)
             .field("audit", &self.audit.as_ref().map(|_| "custom"))
             .field("embedded", &self.embedded)
-            .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
             .field("recording", &self.recording)
+            .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
             .finish()
     }
 }
@@ -220,9 +220,6 @@ impl Server {
         };
         let engine = SessionEngine::new(store, audit);
         engine.set_node(&node_id)?;
-        if let Some(vault) = &vault {
-            engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
-        }
         let recorder = recordings.map(|store| {
             let options = options.recording.unwrap_or_else(|| RecorderOptions {
                 record_input: data.as_ref().is_some_and(|d| d.config.record_input),
@@ -246,6 +243,9 @@ impl Server {
         });
         for m in &sealed_now {
             engine.record(record::sealed_event(m)).await;
+        }
+        if let Some(vault) = &vault {
+            engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
         }
         let mut config = HubConfig::new(key.clone());
         let masters = StoreMasterPasswords::new(
@@ -438,13 +438,6 @@ impl Server {
         self.engine().store()
     }
 
-    /// The unsealed vault, when the server has an unseal secret (the
-    /// engine's credential source is then the vault's, gated by checkouts,
-    /// until the integrator sets another).
-    pub fn vault(&self) -> Option<&Arc<Vault>> {
-        self.vault.as_ref()
-    }
-
     /// Where terminal sessions are recorded (a data dir's server).
     pub fn recordings(&self) -> Option<&Arc<dyn RecordingStore>> {
         self.recorder.as_ref().map(|r| r.store())
@@ -453,6 +446,13 @@ impl Server {
     /// The recorder registered on the engine (a data dir's server).
     pub fn recorder(&self) -> Option<&Arc<Recorder>> {
         self.recorder.as_ref()
+    }
+
+    /// The unsealed vault, when the server has an unseal secret (the
+    /// engine's credential source is then the vault's, gated by checkouts,
+    /// until the integrator sets another).
+    pub fn vault(&self) -> Option<&Arc<Vault>> {
+        self.vault.as_ref()
     }
 
     /// The data dir, when opened from one.
