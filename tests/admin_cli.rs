@@ -344,3 +344,38 @@ fn audit_verify_pinpoints_an_edited_record() -> anyhow::Result<()> {
     assert!(out.stdout.contains("BROKEN at record 3"), "{}", out.stdout);
     Ok(())
 }
+
+/// `cpam-server audit list | head -1`: the reader goes away and the command
+/// ends quietly with status 0, where a `println!` would panic (status 101).
+#[test]
+fn output_into_a_closed_pipe_exits_zero_without_a_panic() -> anyhow::Result<()> {
+    let s = Server::init()?;
+    for i in 0..50 {
+        s.cmd(&["customer", "add", &format!("co-{i}")])?
+            .ok("customer add")?;
+    }
+    for args in [
+        &["audit", "list"][..],
+        &["audit", "list", "--json"][..],
+        &["customer", "list"][..],
+    ] {
+        let mut c = Command::new(bin_path("cpam-server")?);
+        c.args(args)
+            .args(["--data-dir", &s.data_dir()])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn()?;
+        // The reader is gone before the first line is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{args:?} into a closed pipe: {} / {stderr}",
+            out.status
+        );
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    Ok(())
+}

@@ -364,6 +364,17 @@ fn console_flow_from_customer_to_terminated_session_in(mut c: Console) -> anyhow
     }
     assert!(jsonl.contains("session.start"), "{jsonl}");
     b.screenshot("admin-log-filtered")?;
+
+    // The vendor's profile key (from Connect) is on their page; deleting it
+    // leaves none.
+    b.click(&t("nav-users"))?;
+    b.click(&format!("[data-test=user-link][data-name={VENDOR}]"))?;
+    b.wait_text(&t("user-keys"), "Profile", LIVE)?;
+    b.screenshot("user-keys")?;
+    b.click(&t("key-delete"))?;
+    b.find(&t("confirm-dialog"))?;
+    b.click(&t("confirm-ok"))?;
+    b.find_within(&t("keys-table-empty"), LIVE)?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 mod admin_cli;
 mod demo_e2e;
 mod examples_run;
+mod hardening_e2e;
 mod harness_selfcheck;
 mod lifecycle_e2e;
 mod psm_e2e;
@@ -13,6 +14,7 @@ mod store;
 mod tunnel_e2e;
 mod vault_e2e;
 mod web_api;
+mod web_ceilings;
 mod web_mount;
 mod web_rbac;
 mod web_security;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use cpam_core::model::{Permission, Session, SessionId, Target, Timestamp};
-use cpam_core::store::{SessionLog, SqlStore, VaultStore};
+use cpam_core::store::{Directory, SessionLog, SqlStore, VaultStore};
 use cpam_core::web::rbac::{Access, Body, POLICY, Route, Scope};
 use cpam_tests::web::{WebClient, WebOptions, WebServer};
 use serde_json::{Value, json};
@@ -92,6 +92,25 @@ impl Ctx {
         let service = self.service(customer)?;
         let body = json!({ "user": "outsider", "service_id": service, "days": 1 });
         Ok(Self::id(&self.admin.post("/api/v1/grants", &body)?))
+    }
+
+    /// A fresh key of user `user_id`, straight into the store; its id.
+    fn key(&self, user_id: &str) -> anyhow::Result<String> {
+        let token = cpam_core::model::random_token(20);
+        let key = cpam_core::model::UserKey {
+            id: cpam_core::model::KeyId::generate(),
+            user_id: cpam_core::model::UserId(user_id.into()),
+            public_key: format!("ssh-ed25519 AAAA{token} matrix"),
+            fingerprint: format!("SHA256:{token}"),
+            label: "matrix".into(),
+            gatekeeper_id: None,
+            created_at: Timestamp::now(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(self.store.add_user_key(&key))?;
+        Ok(key.id.0)
     }
 
     fn session(&self, user_id: &str, user: &str, customer: &str) -> anyhow::Result<String> {
@@ -308,6 +327,20 @@ fn prepare(
                 "{id}",
                 Ctx::id(&owner.post("/api/v1/tokens", &json!({ "name": "t" }))?),
             );
+        }
+        "/api/v1/users/{id}/keys" => param(
+            &mut path,
+            "{id}",
+            if own {
+                user.id.clone()
+            } else {
+                ctx.admin_id.clone()
+            },
+        ),
+        "/api/v1/users/{id}/keys/{key}" => {
+            let owner = if own { &user.id } else { &ctx.admin_id };
+            param(&mut path, "{id}", owner.clone());
+            param(&mut path, "{key}", ctx.key(owner)?);
         }
         "/api/v1/users/{id}" => param(
             &mut path,

@@ -371,3 +371,92 @@ fn secrets_never_come_back_out() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Reads `resp` (an event stream) until it ends; tells `done` whether it
+/// ended cleanly.
+fn drain(mut resp: reqwest::blocking::Response) -> std::sync::mpsc::Receiver<bool> {
+    let (done, ended) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = [0u8; 4096];
+        loop {
+            match resp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = done.send(false);
+                    return;
+                }
+            }
+        }
+        let _ = done.send(true);
+    });
+    ended
+}
+
+/// An open event stream stops when its caller's rights go: the console
+/// session signed out, the user disabled, their role changed.
+#[test]
+fn event_streams_end_when_the_callers_rights_go() -> anyhow::Result<()> {
+    let web = server()?;
+    let admin = web.admin()?;
+    let cid = admin.post("/api/v1/customers", &json!({ "name": "acme" }))?["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut opened = Vec::new();
+    for name in ["lou", "dee", "rho"] {
+        let id = admin.post(
+            "/api/v1/users",
+            &json!({ "name": name, "password": "stream-password", "roles": ["Auditor"], "customers": [cid] }),
+        )?["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let mut c = web.client()?;
+        c.login(name, "stream-password")?.expect(200, name)?;
+        let resp = c.request("GET", "/api/v1/events", None, true)?.send()?;
+        assert_eq!(resp.status().as_u16(), 200, "{name}");
+        opened.push((name, id, c, drain(resp)));
+    }
+    // Nothing ends a stream while its caller's rights hold.
+    for (name, _, _, ended) in &opened {
+        assert!(
+            ended.recv_timeout(Duration::from_secs(3)).is_err(),
+            "{name}'s stream ended on its own"
+        );
+    }
+    for (name, id, c, ended) in opened {
+        let what = match name {
+            "lou" => {
+                c.send("POST", "/api/v1/auth/logout", None)?
+                    .expect(204, "logout")?;
+                "signing out"
+            }
+            "dee" => {
+                admin.expect(
+                    "PATCH",
+                    &format!("/api/v1/users/{id}"),
+                    Some(&json!({ "disabled": true })),
+                    200,
+                )?;
+                "disabling the user"
+            }
+            _ => {
+                admin.expect(
+                    "PATCH",
+                    &format!("/api/v1/users/{id}"),
+                    Some(&json!({ "roles": ["Vendor"] })),
+                    200,
+                )?;
+                "a role change"
+            }
+        };
+        assert_eq!(
+            ended.recv_timeout(Duration::from_secs(10)).ok(),
+            Some(true),
+            "{name}'s event stream still open 10 s after {what}"
+        );
+    }
+    Ok(())
+}

@@ -26,6 +26,7 @@ use crate::store::Store;
 use crate::tunnel::keys;
 use crate::tunnel::profile::Profile;
 
+mod ceiling;
 mod console;
 mod vault;
 
@@ -37,6 +38,10 @@ pub struct Admin {
     store: Arc<dyn Store>,
     audit: Arc<dyn AuditSink>,
     actor: String,
+    /// The signed-in operator whose privileges cap what this admin may
+    /// hand out (see `ceiling.rs`); none for the server's own operator
+    /// (the CLI on the server's machine, start-up).
+    principal: Option<crate::access::Principal>,
 }
 
 /// A gatekeeper's fresh one-time registration code.
@@ -55,6 +60,25 @@ impl Admin {
             store,
             audit,
             actor: actor.into(),
+            principal: None,
+        }
+    }
+
+    /// An admin acting for signed-in `principal`: recorded as them, and
+    /// never handing out more than they hold. They cannot give anyone a
+    /// role with a permission they lack, edit a role they hold, grant
+    /// themselves a service, widen their own customers, and, unless they
+    /// are a System Administrator, change a System Administrator's account.
+    pub fn for_principal(
+        store: Arc<dyn Store>,
+        audit: Arc<dyn AuditSink>,
+        principal: crate::access::Principal,
+    ) -> Self {
+        Self {
+            store,
+            audit,
+            actor: principal.user.name.clone(),
+            principal: Some(principal),
         }
     }
 
@@ -256,6 +280,21 @@ impl Admin {
         Ok(k)
     }
 
+    /// The keys of user `name`: added keys and the keys of exported
+    /// profiles (bound to a gatekeeper, labelled `profile for GATEKEEPER`).
+    pub async fn user_keys(&self, name: &str) -> Result<Vec<UserKey>> {
+        let user = self.user(name).await?;
+        self.store.user_keys(&user.id).await
+    }
+
+    /// Deletes key `key` (its id or `SHA256:` fingerprint) of user `name`
+    /// ([`Admin::delete_key_of`]); returns it, so the caller can close the
+    /// connections it signed in.
+    pub async fn delete_user_key(&self, name: &str, key: &str) -> Result<UserKey> {
+        let user = self.user(name).await?;
+        self.delete_key_of(&user, key).await
+    }
+
     /// Enables or disables user `name` ([`Admin::update_user`]: disabling
     /// also ends the user's console sessions).
     pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<()> {
@@ -276,6 +315,7 @@ impl Admin {
         if perms.is_empty() {
             return Err(Error::invalid("a role needs at least one --permission"));
         }
+        self.cap_permissions(&perms)?;
         let role = Role {
             name: name.to_string(),
             permissions: perms,
@@ -501,7 +541,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn disabling_a_user_by_name_ends_their_console_sessions() {
+    async fn disabling_a_user_by_name_ends_their_console_sessions_and_api_tokens() {
         let admin = admin().await;
         let user = admin.add_user("wes", None, &[], &[]).await.expect("user");
         let web = WebSession {
@@ -517,7 +557,18 @@ mod tests {
             .create_web_session(&web)
             .await
             .expect("web session");
+        let (token, _secret) = admin.create_token(&user, "ci", None).await.expect("token");
         admin.set_user_disabled("wes", true).await.expect("disable");
+        assert_eq!(
+            admin
+                .store()
+                .list_api_tokens(&user.id)
+                .await
+                .expect("tokens"),
+            Vec::new(),
+            "a disabled user's API token {} still exists",
+            token.id
+        );
         let user = admin.user("wes").await.expect("user");
         assert!(user.disabled);
         assert_eq!(

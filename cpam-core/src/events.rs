@@ -5,10 +5,10 @@
 //! [`EVENT_BUFFER`] events loses the oldest ones and is told how many
 //! (`RecvError::Lagged`), so a slow watcher never slows sessions down.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
-use crate::model::{CustomerId, GatekeeperId, Session, Timestamp};
+use crate::model::{CustomerId, GatekeeperId, Session, Timestamp, UserId};
 
 /// How many events a watcher may fall behind before it loses some.
 pub const EVENT_BUFFER: usize = 1024;
@@ -62,6 +62,57 @@ impl EngineEvent {
                 Some(&session.customer_id)
             }
             EngineEvent::SessionRefused { customer, .. } => customer.as_ref(),
+        }
+    }
+}
+
+/// Access an operator took away (a user disabled, a key or a gatekeeper
+/// removed): the open connections and live sessions it covers must end.
+/// [`SessionEngine::revoke`](crate::session::SessionEngine::revoke) ends
+/// the live sessions and tells every subscriber
+/// ([`SessionEngine::subscribe_revocations`](crate::session::SessionEngine::subscribe_revocations)),
+/// the hub first, which closes the matching SSH connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// Every connection and live session of this user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
+    /// Connections that signed in with this key (its `SHA256:` fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// This gatekeeper's own link, its live sessions, and connections that
+    /// signed in with a profile key bound to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gatekeeper: Option<GatekeeperId>,
+    /// Why, as the session's end detail and the audit log say it.
+    pub reason: String,
+}
+
+impl Revocation {
+    /// Everything of `user`.
+    pub fn user(user: &UserId, reason: impl Into<String>) -> Self {
+        Self {
+            user: Some(user.clone()),
+            reason: reason.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Connections signed in with the key of `fingerprint`.
+    pub fn key(fingerprint: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            key: Some(fingerprint.into()),
+            reason: reason.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Everything through `gatekeeper`.
+    pub fn gatekeeper(gatekeeper: &GatekeeperId, reason: impl Into<String>) -> Self {
+        Self {
+            gatekeeper: Some(gatekeeper.clone()),
+            reason: reason.into(),
+            ..Self::default()
         }
     }
 }

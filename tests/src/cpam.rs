@@ -137,16 +137,15 @@ impl Deployment {
         let gk = admin(&["gatekeeper", "add", "--customer", "acme", "gk1", "--json"])?;
         let code = json_str(&parse_json(&gk.stdout)?, "code")?;
 
+        // The code goes through a file, never the process arguments.
+        let code_file = d.join("gk1.code");
+        std::fs::write(&code_file, format!("{code}\n"))?;
         let mut reg = topo.customer.command(bin_path("cpam-gatekeeper")?);
-        reg.args([
-            "register",
-            "--server",
-            &server_addr.to_string(),
-            "--code",
-            &code,
-        ])
-        .arg("--state-dir")
-        .arg(&gk_state);
+        reg.args(["register", "--server", &server_addr.to_string()])
+            .arg("--code-file")
+            .arg(&code_file)
+            .arg("--state-dir")
+            .arg(&gk_state);
         run("gatekeeper-register", reg, &d, CMD_TIMEOUT)?.ok("cpam-gatekeeper register")?;
         let mut gkrun = topo.customer.command(bin_path("cpam-gatekeeper")?);
         gkrun

@@ -1,4 +1,7 @@
 //! `cpam-connect`: the vendor's Connection Manager. Thin: clap, wiring, run.
+// Output goes through `cpam_core::outln!`: a closed pipe ends the program
+// quietly instead of a `println!` panic.
+#![deny(clippy::print_stdout)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -106,7 +109,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("--profile FILE is required"))?;
     let profile = Profile::load(&path)?;
     if let Command::KnownHosts { alias } = &cli.command {
-        println!("{alias} {}", profile.server_key);
+        cpam_core::outln!("{alias} {}", profile.server_key);
         return Ok(());
     }
     let client = ConnectClient::new(profile)?;
@@ -123,18 +126,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Services { json } => {
             let s = client.services().await?;
             if json {
-                println!(
+                cpam_core::outln!(
                     "{}",
                     serde_json::to_string_pretty(&serde_json::to_value(&s)?)?
                 );
             } else {
-                println!(
+                cpam_core::outln!(
                     "gatekeeper {} ({})",
                     s.gatekeeper,
                     if s.online { "online" } else { "offline" }
                 );
                 if s.services.is_empty() {
-                    println!("no services are granted to you right now");
+                    cpam_core::outln!("no services are granted to you right now");
                 }
                 for x in &s.services {
                     let until = x
@@ -142,7 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .as_deref()
                         .map(|u| format!(" until {u}"))
                         .unwrap_or_default();
-                    println!("  {:<24} {:<16} {}{until}", x.name, x.kind, x.target);
+                    cpam_core::outln!("  {:<24} {:<16} {}{until}", x.name, x.kind, x.target);
                 }
             }
         }
@@ -192,7 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::MasterPassword(MasterPasswordCmd::Set) => {
             let (current, new) = read_master_passwords()?;
             client.set_master_password(&current, &new).await?;
-            println!("master password set");
+            cpam_core::outln!("master password set");
         }
         Command::Forward { service, listen } => {
             let addr: std::net::SocketAddr = listen
@@ -208,7 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 });
             }
             client.connect_with_retry(&stop).await?;
-            println!(
+            cpam_core::outln!(
                 "cpam-connect forwarding {service} on {}",
                 listener.local_addr()?
             );
@@ -221,9 +224,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 /// Prints `v` as JSON, or `human` text.
 fn show(json: bool, v: &serde_json::Value, human: impl FnOnce() -> String) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        cpam_core::outln!("{}", serde_json::to_string_pretty(v)?);
     } else {
-        println!("{}", human());
+        cpam_core::outln!("{}", human());
     }
     Ok(())
 }

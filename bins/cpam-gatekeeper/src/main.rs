@@ -1,9 +1,13 @@
 //! `cpam-gatekeeper`: the customer-side agent. Thin: clap, wiring, run.
+// Output goes through `cpam_core::outln!`: a closed pipe ends the program
+// quietly instead of a `println!` panic.
+#![deny(clippy::print_stdout)]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cpam_core::Secret;
 use cpam_core::model::Timestamp;
 use cpam_core::tunnel::allow::AllowList;
 use cpam_core::tunnel::gatekeeper::{self, Agent, GatekeeperState};
@@ -27,8 +31,14 @@ enum Command {
         /// HOST:PORT of the cpam server.
         #[arg(long)]
         server: String,
+        /// Read the one-time registration code from this file (`-`: the
+        /// first line of standard input), so it shows in no process list.
+        #[arg(long, required_unless_present = "code", conflicts_with = "code")]
+        code_file: Option<PathBuf>,
+        /// The code on the command line. Unsafe: any local user sees process
+        /// arguments, and shells keep them in history; use --code-file.
         #[arg(long)]
-        code: String,
+        code: Option<String>,
         #[arg(long)]
         state_dir: PathBuf,
         /// Expected server key fingerprint (`SHA256:...`), as the admin printed it.
@@ -102,18 +112,29 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Register {
             server,
+            code_file,
             code,
             state_dir,
             server_fingerprint,
         } => {
-            let state =
-                gatekeeper::register(&server, &code, &state_dir, server_fingerprint.as_deref())
-                    .await?;
-            println!(
+            let code = match (code_file, code) {
+                (Some(file), _) => read_code(&file)?,
+                (None, Some(code)) => Secret::new(code),
+                (None, None) => anyhow::bail!("--code-file is required"),
+            };
+            let state = gatekeeper::register(
+                &server,
+                code.expose(),
+                &state_dir,
+                server_fingerprint.as_deref(),
+            )
+            .await?;
+            cpam_core::outln!(
                 "registered as gatekeeper {} ({})",
-                state.name, state.gatekeeper_id
+                state.name,
+                state.gatekeeper_id
             );
-            println!("server key pinned: {}", state.server_key);
+            cpam_core::outln!("server key pinned: {}", state.server_key);
         }
         Command::Run { state_dir, allow } => {
             let allow = AllowList::parse(&allow)?;
@@ -127,12 +148,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Disable { state_dir } => {
             GatekeeperState::load(&state_dir)?;
             gatekeeper::set_disabled(&state_dir, true)?;
-            println!("gatekeeper disabled: new sessions are refused and live ones closed");
+            cpam_core::outln!("gatekeeper disabled: new sessions are refused and live ones closed");
         }
         Command::Enable { state_dir } => {
             GatekeeperState::load(&state_dir)?;
             gatekeeper::set_disabled(&state_dir, false)?;
-            println!("gatekeeper enabled");
+            cpam_core::outln!("gatekeeper enabled");
         }
         Command::Schedule {
             state_dir,
@@ -145,11 +166,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 (Some(days), Some(hours)) => {
                     let text = format!("{} {}", days.trim(), hours.trim());
                     gatekeeper::set_schedule(&state_dir, Some(&text))?;
-                    println!("gatekeeper open {text} (UTC); closed outside these hours");
+                    cpam_core::outln!("gatekeeper open {text} (UTC); closed outside these hours");
                 }
                 _ if always => {
                     gatekeeper::set_schedule(&state_dir, None)?;
-                    println!("gatekeeper open at all hours while enabled");
+                    cpam_core::outln!("gatekeeper open at all hours while enabled");
                 }
                 _ => anyhow::bail!("give --days and --hours, or --always"),
             }
@@ -164,9 +185,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 closed: switch.closed,
             };
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                cpam_core::outln!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                print!("{status}");
+                cpam_core::out!("{status}");
             }
         }
     }
@@ -205,6 +226,27 @@ impl std::fmt::Display for Status<'_> {
         writeln!(f, "opening hours: {}", self.schedule.unwrap_or("always"))?;
         writeln!(f, "now: {}", on_off(self.closed, "closed", "open"))
     }
+}
+
+/// The registration code from `file` (`-`: standard input): its first
+/// line, trimmed.
+fn read_code(file: &std::path::Path) -> anyhow::Result<Secret<String>> {
+    use anyhow::Context as _;
+    let text = if file.as_os_str() == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the registration code from standard input")?;
+        line
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the registration code from {}", file.display()))?
+    };
+    let code = text.lines().next().unwrap_or_default().trim().to_string();
+    if code.is_empty() {
+        anyhow::bail!("no registration code in {}", file.display());
+    }
+    Ok(Secret::new(code))
 }
 
 #[cfg(test)]

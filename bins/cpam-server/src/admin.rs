@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 use cpam_core::admin::Admin;
 use cpam_core::audit::{self, StoreAuditSink};
+use cpam_core::events::Revocation;
 use cpam_core::model::{Schedule, ServiceKind, SessionId, Timestamp};
 use cpam_core::policy;
 use cpam_core::server::{ControlRequest, DataDir, control};
@@ -46,14 +47,14 @@ pub(crate) fn print(
     human: impl FnOnce() -> String,
 ) -> ExitCode {
     if json {
-        println!(
+        cpam_core::outln!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
         let text = human();
         if !text.is_empty() {
-            println!("{text}");
+            cpam_core::outln!("{text}");
         }
     }
     ExitCode::SUCCESS
@@ -62,6 +63,15 @@ pub(crate) fn print(
 /// Asks the running server, if any, to re-decide live sessions.
 pub(crate) async fn recheck(data: &DataDir) {
     if let Err(e) = control(&data.control_socket(), &ControlRequest::Recheck).await {
+        tracing::debug!(error = %e, "no running server to notify");
+    }
+}
+
+/// Asks the running server, if any, to take access away at once (end
+/// sessions, close SSH connections).
+async fn revoke(data: &DataDir, revocation: Revocation) {
+    let request = ControlRequest::Revoke { revocation };
+    if let Err(e) = control(&data.control_socket(), &request).await {
         tracing::debug!(error = %e, "no running server to notify");
     }
 }
@@ -130,17 +140,17 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             v["server_fingerprint"] = json!(fp);
             Ok(print(x.json, v, || {
                 format!(
-                    "gatekeeper {} added ({})\none-time registration code: {}\nvalid until {}\nserver key: {fp}\non the customer's machine:\n  cpam-gatekeeper register --server {} --code {} --server-fingerprint {fp} --state-dir /var/lib/cpam-gatekeeper",
+                    "gatekeeper {} added ({})\none-time registration code: {}\nvalid until {}\nserver key: {fp}\non the customer's machine (the code goes in on standard input, never in the arguments):\n  printf '%s\\n' {} | cpam-gatekeeper register --server {} --code-file - --server-fingerprint {fp} --state-dir /var/lib/cpam-gatekeeper",
                     code.name,
                     code.id,
                     code.code,
                     code.expires_at,
+                    code.code,
                     x.data
                         .config
                         .public_address
                         .clone()
                         .unwrap_or(x.data.config.listen.clone()),
-                    code.code
                 )
             }))
         }
@@ -156,6 +166,18 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
                     code.name, code.code, code.expires_at
                 )
             }))
+        }
+        AdminCommand::Gatekeeper(GatekeeperCmd::Delete { name, c }) => {
+            let x = ctx(&c).await?;
+            let gk = x.admin.gatekeeper(&name).await?;
+            x.admin.delete_gatekeeper(&gk).await?;
+            let reason = format!("gatekeeper {name} deleted");
+            revoke(&x.data, Revocation::gatekeeper(&gk.id, reason)).await;
+            Ok(print(
+                x.json,
+                json!({ "gatekeeper": name, "id": gk.id }),
+                || format!("gatekeeper {name} deleted"),
+            ))
         }
         AdminCommand::Gatekeeper(GatekeeperCmd::List { customer, c }) => {
             let x = ctx(&c).await?;
@@ -325,10 +347,49 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
                 format!("key {} added to {name}", k.fingerprint)
             }))
         }
+        UserCmd::Key(UserKeyCmd::List { name, c }) => {
+            let x = ctx(&c).await?;
+            let list = x.admin.user_keys(&name).await?;
+            Ok(print(x.json, json!(list), || {
+                table(
+                    &list,
+                    &[
+                        ("ID", &|k| k.id.to_string()),
+                        ("FINGERPRINT", &|k| k.fingerprint.clone()),
+                        ("KIND", &|k| {
+                            if k.gatekeeper_id.is_some() {
+                                "profile".into()
+                            } else {
+                                "key".into()
+                            }
+                        }),
+                        ("LABEL", &|k| k.label.clone()),
+                        ("CREATED", &|k| k.created_at.to_rfc3339()),
+                    ],
+                )
+            }))
+        }
+        UserCmd::Key(UserKeyCmd::Delete { name, key, c }) => {
+            let x = ctx(&c).await?;
+            let k = x.admin.delete_user_key(&name, &key).await?;
+            revoke(
+                &x.data,
+                Revocation::key(&k.fingerprint, format!("key {} of {name} deleted", k.id)),
+            )
+            .await;
+            Ok(print(x.json, json!(k), || {
+                format!("key {} ({}) of {name} deleted", k.id, k.fingerprint)
+            }))
+        }
         UserCmd::Disable { name, c } => {
             let x = ctx(&c).await?;
             x.admin.set_user_disabled(&name, true).await?;
-            recheck(&x.data).await;
+            let user = x.admin.user(&name).await?;
+            revoke(
+                &x.data,
+                Revocation::user(&user.id, format!("user {name} disabled")),
+            )
+            .await;
             Ok(print(
                 x.json,
                 json!({ "user": name, "disabled": true }),

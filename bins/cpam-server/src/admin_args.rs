@@ -91,6 +91,14 @@ pub enum GatekeeperCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Deletes a gatekeeper with its codes and the profile keys bound to
+    /// it; a running server closes its link and those profiles' connections
+    /// and ends its live sessions.
+    Delete {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,6 +146,20 @@ pub enum UserKeyCmd {
     Add {
         name: String,
         file: PathBuf,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// The user's keys, profile keys (bound to a gatekeeper) included.
+    List {
+        name: String,
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Deletes a key (its id or SHA256 fingerprint); a running server closes
+    /// the connections it signed in.
+    Delete {
+        name: String,
+        key: String,
         #[command(flatten)]
         c: Common,
     },

@@ -112,7 +112,7 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     tokio::spawn(client.forward("demo-ssh".into(), listener, stop.clone()));
 
     let dd = data_dir.display();
-    println!(
+    cpam_core::outln!(
         "cpam demo is running: server {server}, gatekeeper online, SSH target {target} behind it.\n\n\
          Try it with stock ssh (password: demo):\n\
          \x20 ssh -p {port} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null demo@{ip}\n\n\

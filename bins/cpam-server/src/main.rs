@@ -1,4 +1,7 @@
 //! `cpam-server`: the reference server. Thin: clap, configuration, wiring.
+// Output goes through `cpam_core::outln!`: a closed pipe ends the program
+// quietly instead of a `println!` panic.
+#![deny(clippy::print_stdout)]
 
 mod admin;
 mod admin_args;

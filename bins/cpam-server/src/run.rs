@@ -56,15 +56,15 @@ pub async fn init(
                 &["System Administrator".to_string()],
             )
             .await?;
-        println!("administrator: {name} (System Administrator)");
+        cpam_core::outln!("administrator: {name} (System Administrator)");
     }
     let key = data.host_key()?;
-    println!("initialized {}", dir.display());
-    println!(
+    cpam_core::outln!("initialized {}", dir.display());
+    cpam_core::outln!(
         "server key fingerprint: {}",
         keys::fingerprint(key.public_key())
     );
-    println!(
+    cpam_core::outln!(
         "console certificate: {} (console on https://{})",
         data.web_cert_path().display(),
         data.config.web_listen
@@ -124,10 +124,10 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     let server = start(dir, node_id, listen).await?;
     let addr = server.local_addr().context("the server stopped at once")?;
-    println!("cpam-server listening on {addr}");
-    println!("cpam-server node {}", server.node_id());
+    cpam_core::outln!("cpam-server listening on {addr}");
+    cpam_core::outln!("cpam-server node {}", server.node_id());
     let url = server.start_console(&console).await?;
-    println!("cpam-server console on {url}");
+    cpam_core::outln!("cpam-server console on {url}");
     cpam_core::signal::shutdown().await;
     tracing::info!("shutting down");
     server.stop(Duration::from_secs(3)).await;

@@ -11,7 +11,7 @@ use crate::access::{IP_CONNECT_MODE_SETTING, token_hash};
 use crate::error::{Error, Result};
 use crate::model::{
     ApiToken, Customer, CustomerId, Gatekeeper, Grant, IpConnectMode, Permission, Role, Schedule,
-    Service, Session, Timestamp, TokenId, User, validate_name,
+    Service, Session, Timestamp, TokenId, User, UserKey, validate_name,
 };
 use crate::secret::Secret;
 use crate::session::SessionEngine;
@@ -100,6 +100,21 @@ impl Admin {
         .await
     }
 
+    /// Deletes gatekeeper `gk` with its registration codes and the profile
+    /// keys bound to it. The caller revokes its link, the connections of
+    /// those keys and its live sessions
+    /// ([`Revocation::gatekeeper`](crate::events::Revocation::gatekeeper)).
+    pub async fn delete_gatekeeper(&self, gk: &Gatekeeper) -> Result<()> {
+        let c = self.customer_of(&gk.customer_id).await?;
+        self.store.delete_gatekeeper(&gk.id).await?;
+        self.record(
+            "admin.gatekeeper.delete",
+            Some(&c),
+            json!({ "gatekeeper": gk.name, "id": gk.id }),
+        )
+        .await
+    }
+
     /// Deletes `service` and its grants.
     pub async fn delete_service(&self, service: &Service) -> Result<()> {
         let c = self.customer_of(&service.customer_id).await?;
@@ -117,6 +132,8 @@ impl Admin {
         validate_name("user", &new.name)?;
         self.check_roles(&new.roles).await?;
         self.check_customers(&new.customers).await?;
+        self.cap_roles(None, &new.roles).await?;
+        self.cap_customers(None, &new.customers).await?;
         let hash = match new.password {
             Some(p) if p.expose().is_empty() => return Err(Error::invalid("password is empty")),
             Some(p) => Some(crate::password::hash(p).await?),
@@ -149,13 +166,18 @@ impl Admin {
     }
 
     /// Applies `update` to `user`. Disabling a user or changing a password
-    /// ends the user's console sessions.
+    /// ends the user's console sessions; disabling also deletes their API
+    /// tokens (the caller revokes their SSH connections and live sessions:
+    /// [`crate::session::SessionEngine::revoke`]).
     pub async fn update_user(&self, user: &User, update: UserUpdate) -> Result<User> {
+        self.cap_account(user).await?;
         if let Some(roles) = &update.roles {
             self.check_roles(roles).await?;
+            self.cap_roles(Some(user), roles).await?;
         }
         if let Some(customers) = &update.customers {
             self.check_customers(customers).await?;
+            self.cap_customers(Some(user), customers).await?;
         }
         let hash = match &update.password {
             Some(p) if p.expose().is_empty() => return Err(Error::invalid("password is empty")),
@@ -180,6 +202,13 @@ impl Admin {
         if update.disabled == Some(true) || hash.is_some() {
             self.store.delete_user_web_sessions(&user.id).await?;
         }
+        if update.disabled == Some(true) {
+            // A disabled user's API tokens stop working for good: enabling
+            // them again does not bring the tokens back.
+            for t in self.store.list_api_tokens(&user.id).await? {
+                self.store.delete_api_token(&t.id).await?;
+            }
+        }
         self.record(
             "admin.user.update",
             None,
@@ -199,6 +228,33 @@ impl Admin {
             .ok_or_else(|| Error::not_found(format!("no user `{}`", user.name)))
     }
 
+    /// Deletes `user`'s key `key` (its id or `SHA256:` fingerprint); another
+    /// user's key is `NotFound`. Returns the deleted key.
+    pub async fn delete_key_of(&self, user: &User, key: &str) -> Result<UserKey> {
+        self.cap_account(user).await?;
+        let found = self
+            .store
+            .user_keys(&user.id)
+            .await?
+            .into_iter()
+            .find(|k| k.id.as_str() == key || k.fingerprint == key)
+            .ok_or_else(|| Error::not_found(format!("user `{}` has no key `{key}`", user.name)))?;
+        if !self.store.delete_user_key(&user.id, &found.id).await? {
+            return Err(Error::not_found(format!(
+                "user `{}` has no key `{key}`",
+                user.name
+            )));
+        }
+        self.record(
+            "admin.user.key_delete",
+            None,
+            json!({ "user": user.name, "key": found.id, "fingerprint": found.fingerprint,
+                    "label": found.label, "gatekeeper": found.gatekeeper_id }),
+        )
+        .await?;
+        Ok(found)
+    }
+
     /// Replaces the permissions of custom role `name`; built-in roles are read-only.
     pub async fn update_role(&self, name: &str, permissions: &[Permission]) -> Result<Role> {
         let role = self
@@ -216,6 +272,8 @@ impl Admin {
         if permissions.is_empty() {
             return Err(Error::invalid("a role needs at least one permission"));
         }
+        self.cap_role_edit(name).await?;
+        self.cap_permissions(permissions)?;
         self.store.set_role_permissions(name, permissions).await?;
         self.record(
             "admin.role.update",
@@ -267,6 +325,7 @@ impl Admin {
         {
             return Err(Error::invalid("the grant ends before it starts"));
         }
+        self.cap_grant(user)?;
         let c = self.customer_of(&service.customer_id).await?;
         let g = self
             .store

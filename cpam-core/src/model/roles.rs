@@ -138,6 +138,10 @@ pub struct Role {
     pub builtin: bool,
 }
 
+/// The built-in role holding every permission; only its holders may change
+/// an account that holds it.
+pub const SYSTEM_ADMINISTRATOR: &str = "System Administrator";
+
 /// The built-in roles created by `init`.
 pub fn builtin_roles() -> Vec<Role> {
     use Permission as P;
@@ -147,7 +151,7 @@ pub fn builtin_roles() -> Vec<Role> {
         builtin: true,
     };
     vec![
-        role("System Administrator", P::ALL.to_vec()),
+        role(SYSTEM_ADMINISTRATOR, P::ALL.to_vec()),
         role(
             "Vendor",
             vec![

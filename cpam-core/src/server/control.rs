@@ -11,6 +11,7 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::data_dir::set_mode;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Revocation;
 use crate::model::SessionId;
 use crate::session::SessionEngine;
 
@@ -26,6 +27,9 @@ pub enum ControlRequest {
     },
     /// Re-decide live sessions after a grant or user changed.
     Recheck,
+    /// Take access away at once: end the live sessions and close the SSH
+    /// connections the revocation covers ([`SessionEngine::revoke`]).
+    Revoke { revocation: Revocation },
     /// List live sessions with current byte counts.
     Live,
 }
@@ -64,6 +68,9 @@ async fn control_connection(stream: UnixStream, engine: Arc<SessionEngine>) -> R
                 Ok(n) => json!({ "ok": true, "ended": n }),
                 Err(e) => json!({ "error": e.to_string() }),
             },
+            Ok(ControlRequest::Revoke { revocation }) => {
+                json!({ "ok": true, "ended": engine.revoke(&revocation) })
+            }
             Ok(ControlRequest::Live) => json!({ "ok": true, "sessions": engine.live() }),
         };
         w.write_all(format!("{answer}\n").as_bytes()).await?;

@@ -79,6 +79,8 @@ pub struct Approval {
     pub(super) until: Option<Timestamp>,
     pub(super) originator: Originator,
     pub(super) at: Timestamp,
+    /// The engine's revocation count before policy was read.
+    pub(super) revision: u64,
 }
 
 impl Approval {
@@ -168,6 +170,9 @@ impl SessionEngine {
         originator: &Originator,
     ) -> Result<Approval> {
         let now = self.clock().now();
+        // Read before anything policy depends on: a revocation from here on
+        // makes the runner re-check the session once it is registered.
+        let revision = self.revision();
         // The user as stored now, not as the caller saw them at sign-in: a
         // user disabled since then is refused on their next session, even
         // over a connection that stays open.
@@ -261,6 +266,7 @@ impl SessionEngine {
             until,
             originator: originator.clone(),
             at: now,
+            revision,
         })
     }
 

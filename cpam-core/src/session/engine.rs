@@ -3,6 +3,7 @@
 //! the customer's switch, shutdown).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
@@ -13,7 +14,7 @@ use super::observer::{ObserverFactory, SessionObserver};
 use crate::audit::AuditSink;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{EVENT_BUFFER, EngineEvent};
+use crate::events::{EVENT_BUFFER, EngineEvent, Revocation};
 use crate::hooks::{AccessHook, Credential, CredentialRequest, CredentialSource};
 use crate::model::{
     AuditEvent, EndReason, Gatekeeper, GatekeeperId, Service, Session, SessionId, User,
@@ -43,6 +44,11 @@ pub struct SessionEngine {
     pub(super) tasks: TaskTracker,
     hooks: RwLock<Hooks>,
     events: broadcast::Sender<EngineEvent>,
+    revocations: broadcast::Sender<Revocation>,
+    /// Moves on every revocation, before the registry is swept: a session
+    /// approved under an older value is re-checked once it is registered,
+    /// so a revocation racing its start cannot miss it.
+    revision: AtomicU64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -80,6 +86,8 @@ impl SessionEngine {
             tasks: TaskTracker::new(),
             hooks: RwLock::default(),
             events: broadcast::channel(EVENT_BUFFER).0,
+            revocations: broadcast::channel(EVENT_BUFFER).0,
+            revision: AtomicU64::new(0),
         })
     }
 
@@ -164,6 +172,47 @@ impl SessionEngine {
         let _ = self.events.send(event);
     }
 
+    /// Watches revocations (the hub closes the connections they name).
+    pub fn subscribe_revocations(&self) -> broadcast::Receiver<Revocation> {
+        self.revocations.subscribe()
+    }
+
+    /// Takes access away at once: ends the live sessions of the revoked
+    /// user or through the revoked gatekeeper (reason `revoked`), and tells
+    /// the subscribers (the hub closes the matching SSH connections). Call
+    /// it after the store holds the change. Returns how many sessions ended.
+    pub fn revoke(&self, revocation: &Revocation) -> usize {
+        self.bump_revision();
+        let ended = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            let mut n = 0;
+            for e in live.values() {
+                let s = &e.shared.session;
+                let by_user = revocation.user.as_ref() == Some(&s.user_id);
+                let by_gk = revocation.gatekeeper.is_some()
+                    && (revocation.gatekeeper == s.gatekeeper_id
+                        || revocation.gatekeeper == e.credential_gatekeeper);
+                if by_user || by_gk {
+                    e.shared
+                        .end(EndReason::Revoked, Some(revocation.reason.clone()));
+                    n += 1;
+                }
+            }
+            n
+        };
+        let _ = self.revocations.send(revocation.clone());
+        ended
+    }
+
+    /// The revision a session approved now is checked against.
+    pub(super) fn revision(&self) -> u64 {
+        self.revision.load(Ordering::SeqCst)
+    }
+
+    fn bump_revision(&self) {
+        self.revision.fetch_add(1, Ordering::SeqCst);
+    }
+
     fn hooks(&self) -> Hooks {
         self.hooks.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
@@ -212,6 +261,7 @@ impl SessionEngine {
         reason: EndReason,
         detail: &str,
     ) -> usize {
+        self.bump_revision();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
         for e in live
@@ -236,6 +286,7 @@ impl SessionEngine {
     /// credential-injected services, checkouts; ends the ones no longer
     /// allowed (`revoked`, or `expired` when a window or checkout closed).
     pub async fn recheck(&self) -> Result<usize> {
+        self.bump_revision();
         let entries: Vec<_> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.values()
@@ -253,29 +304,58 @@ impl SessionEngine {
         let now = self.clock.now();
         let mut ended = 0;
         for (user, service, gatekeeper, cred, shared) in entries {
-            let user = self.store.user(&user.id).await?.unwrap_or(user);
-            let grants = self.store.grants_for(&user.id, &service.id).await?;
-            let req = AccessRequest {
-                user: &user,
-                service: &service,
-                gatekeeper: &gatekeeper,
-                credential_gatekeeper: cred.as_ref(),
-            };
-            if let Decision::Deny { reason } = policy::decide(&req, &grants, now) {
+            if self
+                .recheck_one(user, &service, &gatekeeper, cred.as_ref(), &shared, now)
+                .await?
+            {
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Re-decides one live session; ends it when policy no longer allows
+    /// it. Returns whether it ended.
+    pub(super) async fn recheck_one(
+        &self,
+        user: User,
+        service: &Service,
+        gatekeeper: &Gatekeeper,
+        credential_gatekeeper: Option<&GatekeeperId>,
+        shared: &Shared,
+        now: crate::model::Timestamp,
+    ) -> Result<bool> {
+        let Some(user) = self.store.user(&user.id).await? else {
+            shared.end(
+                EndReason::Revoked,
+                Some(format!("user `{}` no longer exists", user.name)),
+            );
+            return Ok(true);
+        };
+        let grants = self.store.grants_for(&user.id, &service.id).await?;
+        let req = AccessRequest {
+            user: &user,
+            service,
+            gatekeeper,
+            credential_gatekeeper,
+        };
+        Ok(match policy::decide(&req, &grants, now) {
+            Decision::Deny { reason } => {
                 let end_reason = match reason.kind() {
                     crate::ErrorKind::AccessExpired => EndReason::Expired,
                     _ => EndReason::Revoked,
                 };
                 shared.end(end_reason, Some(reason.message().to_string()));
-                ended += 1;
-            } else if let Some((end_reason, detail)) =
-                self.checkout_ended(&user, &service, now).await?
-            {
-                shared.end(end_reason, Some(detail));
-                ended += 1;
+                true
             }
-        }
-        Ok(ended)
+            Decision::Allow { .. } => match self.checkout_ended(&user, service, now).await? {
+                Some((end_reason, detail)) => {
+                    shared.end(end_reason, Some(detail));
+                    true
+                }
+                None => false,
+            },
+        })
     }
 
     /// For a credential-injected service, why `user`'s session must end when

@@ -441,6 +441,7 @@ impl SessionEngine {
             service,
             until,
             originator,
+            revision,
             ..
         } = approval;
         self.record(AuditEvent {
@@ -470,6 +471,13 @@ impl SessionEngine {
             observed: AtomicBool::new(false),
             engine: Arc::downgrade(self),
         });
+        // What a re-check needs, should a revocation race this start.
+        let check = (
+            user.clone(),
+            service.clone(),
+            gatekeeper.clone(),
+            credential_gatekeeper.clone(),
+        );
         self.live.lock().unwrap_or_else(|p| p.into_inner()).insert(
             session.id.clone(),
             Entry {
@@ -486,6 +494,32 @@ impl SessionEngine {
             engine: self.clone(),
             finished: false,
         };
+        // A revocation since the approval may have swept the registry before
+        // this session was in it: decide again now that it is. The revision
+        // is read after registering and a revocation moves it before its
+        // sweep, so either the sweep finds the session or this sees the move.
+        if self.revision() != revision {
+            let (user, service, gatekeeper, cred) = check;
+            let now = self.clock().now();
+            if let Err(e) = self
+                .recheck_one(
+                    user,
+                    &service,
+                    &gatekeeper,
+                    cred.as_ref(),
+                    &live.shared,
+                    now,
+                )
+                .await
+            {
+                live.shared.end(
+                    EndReason::Error,
+                    Some(format!(
+                        "cannot re-check the session after a revocation: {e}"
+                    )),
+                );
+            }
+        }
         for factory in self.observer_factories() {
             for observer in factory.observers(&session) {
                 live.shared.attach(observer);

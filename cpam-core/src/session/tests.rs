@@ -658,3 +658,76 @@ async fn approvals_follow_policy_on_the_engine_clock() {
             .is_empty()
     );
 }
+
+/// Holds every `session.start` record until released: the window between
+/// a session's approval and its registration, widened on purpose.
+#[derive(Debug)]
+struct SlowStartSink {
+    inner: Arc<dyn crate::audit::AuditSink>,
+    writing: tokio::sync::Notify,
+    release: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl crate::audit::AuditSink for SlowStartSink {
+    async fn record(&self, event: crate::model::AuditEvent) -> Result<()> {
+        if event.action == "session.start" {
+            self.writing.notify_one();
+            let _permit = self.release.acquire().await;
+        }
+        self.inner.record(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_session_approved_just_before_a_revocation_does_not_survive_it() {
+    let w = world().await;
+    let sink = Arc::new(SlowStartSink {
+        inner: Arc::new(StoreAuditSink::new(w.store.clone())),
+        writing: tokio::sync::Notify::new(),
+        release: tokio::sync::Semaphore::new(0),
+    });
+    let engine = SessionEngine::with_clock(w.store.clone(), sink.clone(), w.clock.clone());
+    let mut events = engine.subscribe();
+    let from = Originator::new("127.0.0.1", 40000);
+    let approval = engine
+        .approve(&w.user, None, &w.gatekeeper, &w.service, &from)
+        .await
+        .expect("policy allows before the revocation");
+    let (user, _user_peer) = tokio::io::duplex(1024);
+    let run = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            engine
+                .run(
+                    approval,
+                    Box::new(Connection::stream(user)),
+                    Arc::new(PipeDialer::default()),
+                    &Hold,
+                )
+                .await
+        }
+    });
+    // The session is recorded but not yet live when the grant is revoked:
+    // the sweep does not see it.
+    tokio::time::timeout(SOON, sink.writing.notified())
+        .await
+        .expect("the session starts");
+    w.admin.revoke_grant(&w.grant).await.expect("revoke");
+    // The revocation is stamped with the wall clock: step past it.
+    w.clock.advance(Duration::from_secs(1));
+    assert_eq!(engine.recheck().await.expect("recheck"), 0);
+    sink.release.add_permits(1);
+
+    let outcome = tokio::time::timeout(SOON, run)
+        .await
+        .expect("the revoked session does not run on")
+        .expect("no panic");
+    let error = outcome.expect_err("the revoked session is refused");
+    assert_eq!(error.kind(), ErrorKind::PermissionDenied, "{error}");
+    let id = started(&mut events).await;
+    let ended = ended(&mut events, &id).await;
+    assert_eq!(ended.end_reason, Some(EndReason::Revoked), "{ended:?}");
+    assert!(engine.live().is_empty());
+    assert_eq!(w.row(&id).await.end_reason, Some(EndReason::Revoked));
+}

@@ -18,9 +18,9 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{
     ApiToken, AuditEvent, AuditRecord, Checkout, CheckoutEnd, CheckoutId, CodeRefusal, Customer,
-    CustomerId, EndReason, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode, Permission,
-    Role, Service, ServiceId, ServiceKind, Session, SessionId, StoredCredential, Target, Timestamp,
-    TokenId, User, UserId, UserKey, VaultKeyRecord, WebSession,
+    CustomerId, EndReason, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode, KeyId,
+    Permission, Role, Service, ServiceId, ServiceKind, Session, SessionId, StoredCredential,
+    Target, Timestamp, TokenId, User, UserId, UserKey, VaultKeyRecord, WebSession,
 };
 
 /// Which sessions to list.
@@ -135,6 +135,8 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     async fn add_user_key(&self, key: &UserKey) -> Result<()>;
     async fn user_keys(&self, id: &UserId) -> Result<Vec<UserKey>>;
     async fn user_key_by_fingerprint(&self, fingerprint: &str) -> Result<Option<UserKey>>;
+    /// Deletes key `id` of `user`; false when the user has no such key.
+    async fn delete_user_key(&self, user: &UserId, id: &KeyId) -> Result<bool>;
     /// Creates or replaces a role (built-in roles cannot be replaced).
     async fn put_role(&self, role: &Role) -> Result<()>;
     async fn list_roles(&self) -> Result<Vec<Role>>;
@@ -170,6 +172,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     /// gatekeeper-bound keys and memberships; session history stays.
     /// `NotFound` for an unknown customer.
     async fn delete_customer(&self, id: &CustomerId) -> Result<()>;
+    /// Deletes gatekeeper `id` with its registration codes and the profile
+    /// keys bound to it; session history stays. `NotFound` if missing.
+    async fn delete_gatekeeper(&self, id: &GatekeeperId) -> Result<()>;
     /// Deletes a service and its grants. `NotFound` for an unknown service.
     async fn delete_service(&self, id: &ServiceId) -> Result<()>;
     /// Replaces the permissions of an existing role, built-in ones included

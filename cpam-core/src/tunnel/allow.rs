@@ -2,6 +2,11 @@
 //!
 //! Written `CIDR:PORTS`, e.g. `127.0.0.0/8:22,2222`, `10.1.0.0/16:*`,
 //! `192.0.2.7:3389-3390`, `[::1]/128:22`. Pure and tested without sockets.
+//!
+//! Loopback, link-local and unspecified addresses (the gatekeeper's own
+//! services, cloud metadata endpoints) are reached only through a rule that
+//! names them: `127.0.0.0/8:22` reaches `127.0.0.1:22`, `0.0.0.0/0:22` does
+//! not.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -39,11 +44,27 @@ impl Rule {
             }
             _ => false,
         };
+        // A special address only through a rule inside its own range.
+        let named = special_prefix(ip).is_none_or(|p| self.prefix >= p);
         in_net
+            && named
             && self
                 .ports
                 .iter()
                 .any(|(lo, hi)| (*lo..=*hi).contains(&port))
+    }
+}
+
+/// For a loopback, link-local or unspecified address, the prefix length of
+/// its range: a rule covers it only when at least that narrow.
+fn special_prefix(ip: IpAddr) -> Option<u8> {
+    match ip {
+        IpAddr::V4(a) if a.is_loopback() => Some(8),
+        IpAddr::V4(a) if a.is_link_local() => Some(16),
+        IpAddr::V4(a) if a.is_unspecified() => Some(32),
+        IpAddr::V6(a) if a.is_loopback() || a.is_unspecified() => Some(128),
+        IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80 => Some(10),
+        _ => None,
     }
 }
 
@@ -183,6 +204,37 @@ mod tests {
         check(&["[::1]/128:22"], "[::1]:22", true);
         check(&["127.0.0.1:22"], "[::ffff:127.0.0.1]:22", true);
         check(&[], "127.0.0.1:22", false);
+    }
+
+    #[test]
+    fn broad_rules_do_not_cover_loopback_link_local_or_unspecified() {
+        for broad in ["0.0.0.0/0:*", "0.0.0.0/1:*", "[::]/0:*"] {
+            for special in [
+                "127.0.0.1:22",
+                "169.254.169.254:80",
+                "0.0.0.0:22",
+                "[::1]:22",
+                "[fe80::1]:22",
+                "[::]:22",
+                "[::ffff:127.0.0.1]:22",
+            ] {
+                check(&[broad], special, false);
+            }
+        }
+        check(&["0.0.0.0/0:*"], "203.0.113.9:22", true);
+        check(&["[::]/0:*"], "[2001:db8::1]:22", true);
+        // Named explicitly, they are reachable.
+        check(&["127.0.0.0/8:22"], "127.0.0.1:22", true);
+        check(&["127.0.0.1:22"], "127.0.0.1:22", true);
+        check(&["169.254.0.0/16:80"], "169.254.169.254:80", true);
+        check(&["169.254.169.254:80"], "169.254.169.254:80", true);
+        check(&["0.0.0.0/32:22"], "0.0.0.0:22", true);
+        check(&["[::1]/128:22"], "[::1]:22", true);
+        check(&["[fe80::]/10:22"], "[fe80::1]:22", true);
+        check(&["[fe80::]/64:22"], "[fe80::1]:22", true);
+        // Wider than the range it holds is not naming it.
+        check(&["126.0.0.0/7:22"], "127.0.0.1:22", false);
+        check(&["169.0.0.0/8:80"], "169.254.169.254:80", false);
     }
 
     #[test]

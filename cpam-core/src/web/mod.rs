@@ -286,12 +286,13 @@ impl AppState {
         self.mount.base_path()
     }
 
-    /// An [`Admin`] acting as `caller` (their name goes into the audit log).
+    /// An [`Admin`] acting for `caller`: their name goes into the audit
+    /// log and their privileges cap what they may hand out.
     pub fn admin(&self, caller: &Caller) -> Admin {
-        Admin::new(
+        Admin::for_principal(
             self.store.clone(),
             self.audit.clone(),
-            caller.user().name.clone(),
+            caller.principal.clone(),
         )
     }
 

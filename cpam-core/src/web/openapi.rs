@@ -103,6 +103,15 @@ pub fn schemas() -> Map<String, Value> {
         ),
         ("User", user),
         (
+            "UserKey",
+            obj(
+                &["id", "fingerprint", "kind", "label", "created_at"],
+                json!({ "id": s(), "fingerprint": s(), "public_key": s(),
+                        "kind": { "type": "string", "enum": ["key", "profile"], "description": "`profile`: the key of a downloaded Connection Manager profile, bound to its gatekeeper" },
+                        "label": s(), "gatekeeper_id": ns(), "created_at": time() }),
+            ),
+        ),
+        (
             "NewUser",
             obj(
                 &["name"],

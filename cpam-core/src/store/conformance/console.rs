@@ -284,6 +284,56 @@ pub async fn deletions(store: &dyn Store) {
     };
     ok(store.insert_session(&session).await, "insert_session");
 
+    // A second gatekeeper, deleted on its own with its code and profile key.
+    let gk2 = ok(
+        store.create_gatekeeper(&c.id, &unique("gk"), T0).await,
+        "create_gatekeeper",
+    );
+    let code = random_token(16);
+    ok(
+        store
+            .put_registration_code(&gk2.id, &code, Timestamp(T0.0 + 3_600_000))
+            .await,
+        "put_registration_code",
+    );
+    let token = random_token(10);
+    let key = crate::model::UserKey {
+        id: crate::model::KeyId::generate(),
+        user_id: u.id.clone(),
+        public_key: format!("ssh-ed25519 AAAA{token} profile"),
+        fingerprint: format!("SHA256:{token}"),
+        label: "profile".into(),
+        gatekeeper_id: Some(gk2.id.clone()),
+        created_at: T0,
+    };
+    ok(store.add_user_key(&key).await, "add_user_key");
+    ok(store.delete_gatekeeper(&gk2.id).await, "delete_gatekeeper");
+    assert_eq!(ok(store.gatekeeper(&gk2.id).await, "gatekeeper"), None);
+    assert_eq!(
+        ok(
+            store.user_key_by_fingerprint(&key.fingerprint).await,
+            "user_key_by_fingerprint"
+        ),
+        None,
+        "store conformance: a deleted gatekeeper's profile keys are gone"
+    );
+    assert!(
+        ok(
+            store
+                .redeem_registration_code(&code, "ssh-ed25519 AAAA x", "SHA256:x", T0)
+                .await,
+            "redeem_registration_code"
+        )
+        .is_err(),
+        "store conformance: a deleted gatekeeper's code still registers"
+    );
+    assert!(ok(store.gatekeeper(&gk.id).await, "gatekeeper").is_some());
+    expect_error(
+        store.delete_gatekeeper(&gk2.id).await,
+        ErrorKind::NotFound,
+        "deleting a gatekeeper twice",
+    );
+
     ok(store.delete_customer(&c.id).await, "delete_customer");
     assert_eq!(ok(store.customer(&c.id).await, "customer"), None);
     assert_eq!(ok(store.gatekeeper(&gk.id).await, "gatekeeper"), None);

@@ -505,7 +505,7 @@ pub async fn users_and_keys(store: &dyn Store) {
             store.user_key_by_fingerprint(&k2.fingerprint).await,
             "user_key_by_fingerprint"
         ),
-        Some(k2),
+        Some(k2.clone()),
         "store conformance: user_key_by_fingerprint"
     );
     assert_eq!(
@@ -515,6 +515,45 @@ pub async fn users_and_keys(store: &dyn Store) {
         ),
         None,
         "store conformance: unknown fingerprint"
+    );
+    // Deleting a key: only the owner's, once; the other key stays.
+    let other = ok(
+        store.create_user(&unique("other"), None, T0).await,
+        "create_user",
+    );
+    assert!(
+        !ok(
+            store.delete_user_key(&other.id, &k1.id).await,
+            "delete_user_key"
+        ),
+        "store conformance: delete_user_key deleted another user's key"
+    );
+    assert!(
+        ok(
+            store.delete_user_key(&u.id, &k1.id).await,
+            "delete_user_key"
+        ),
+        "store conformance: delete_user_key found no key"
+    );
+    assert!(
+        !ok(
+            store.delete_user_key(&u.id, &k1.id).await,
+            "delete_user_key"
+        ),
+        "store conformance: delete_user_key deleted a key twice"
+    );
+    assert_eq!(
+        ok(store.user_keys(&u.id).await, "user_keys"),
+        vec![k2.clone()],
+        "store conformance: user_keys after delete_user_key"
+    );
+    assert_eq!(
+        ok(
+            store.user_key_by_fingerprint(&k1.fingerprint).await,
+            "user_key_by_fingerprint"
+        ),
+        None,
+        "store conformance: a deleted key still signs in"
     );
 }
 

@@ -8,7 +8,8 @@ use super::{Conditions, Param, SqlStore, rows, write_error};
 use crate::error::{Error, Result};
 use crate::model::{
     CodeRefusal, Customer, CustomerId, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode,
-    Permission, Role, Service, ServiceId, ServiceKind, Target, Timestamp, User, UserId, UserKey,
+    KeyId, Permission, Role, Service, ServiceId, ServiceKind, Target, Timestamp, User, UserId,
+    UserKey,
 };
 use crate::store::{Directory, NewGrant};
 
@@ -351,6 +352,10 @@ impl Directory for SqlStore {
             .next())
     }
 
+    async fn delete_user_key(&self, user: &UserId, id: &KeyId) -> Result<bool> {
+        self.remove_user_key(user, id).await
+    }
+
     async fn put_role(&self, role: &Role) -> Result<()> {
         let mut tx = self.begin_write().await?;
         let existing = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
@@ -651,45 +656,15 @@ impl Directory for SqlStore {
     }
 
     async fn delete_customer(&self, id: &CustomerId) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let c = id.as_str();
-        let gks = "SELECT id FROM gatekeepers WHERE customer_id = $1";
-        let svcs = "SELECT id FROM services WHERE customer_id = $1";
-        for sql in [
-            format!("DELETE FROM registration_codes WHERE gatekeeper_id IN ({gks})"),
-            format!("DELETE FROM user_keys WHERE gatekeeper_id IN ({gks})"),
-            format!("DELETE FROM grants WHERE service_id IN ({svcs})"),
-            "DELETE FROM services WHERE customer_id = $1".to_string(),
-            "DELETE FROM gatekeepers WHERE customer_id = $1".to_string(),
-            "DELETE FROM user_customers WHERE customer_id = $1".to_string(),
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(c)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let done = sqlx::query("DELETE FROM customers WHERE id = $1")
-            .bind(c)
-            .execute(&mut *tx)
-            .await?;
-        super::found(&done, "customer", &id)?;
-        tx.commit().await?;
-        Ok(())
+        self.remove_customer(id).await
+    }
+
+    async fn delete_gatekeeper(&self, id: &GatekeeperId) -> Result<()> {
+        self.remove_gatekeeper(id).await
     }
 
     async fn delete_service(&self, id: &ServiceId) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM grants WHERE service_id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM services WHERE id = $1")
-            .bind(id.as_str())
-            .execute(&mut *tx)
-            .await?;
-        super::found(&done, "service", &id)?;
-        tx.commit().await?;
-        Ok(())
+        self.remove_service(id).await
     }
 
     async fn set_role_permissions(&self, name: &str, permissions: &[Permission]) -> Result<()> {
@@ -720,29 +695,7 @@ impl Directory for SqlStore {
     }
 
     async fn delete_role(&self, name: &str) -> Result<()> {
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT builtin FROM roles WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match row {
-            None => return Err(Error::not_found(format!("no role `{name}`"))),
-            Some(r) if r.try_get::<i64, _>("builtin")? != 0 => {
-                return Err(Error::conflict(format!(
-                    "role `{name}` is built in and cannot be deleted"
-                )));
-            }
-            Some(_) => {}
-        }
-        for sql in [
-            "DELETE FROM user_roles WHERE role_name = $1",
-            "DELETE FROM role_permissions WHERE role_name = $1",
-            "DELETE FROM roles WHERE name = $1",
-        ] {
-            sqlx::query(sql).bind(name).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.remove_role(name).await
     }
 
     async fn set_user_roles(&self, user: &UserId, roles: &[String]) -> Result<()> {

@@ -14,6 +14,7 @@ mod activity;
 mod console;
 mod directory;
 mod lookups;
+mod removals;
 mod rows;
 mod schema;
 mod vault;

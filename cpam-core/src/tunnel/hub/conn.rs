@@ -110,7 +110,7 @@ impl Conn {
         &self,
         user: &str,
         key: &PublicKey,
-    ) -> Result<Option<(User, Option<GatekeeperId>)>> {
+    ) -> Result<Option<(User, Option<GatekeeperId>, String)>> {
         let store = self.hub.engine.store();
         let Some(u) = store.user_by_name(user).await? else {
             return Ok(None);
@@ -121,7 +121,7 @@ impl Conn {
         else {
             return Ok(None);
         };
-        Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id)))
+        Ok((k.user_id == u.id).then_some((u, k.gatekeeper_id, k.fingerprint)))
     }
 }
 
@@ -220,13 +220,17 @@ impl russh::server::Handler for Conn {
             .await
             .map_err(|e| internal(&e))?
         {
-            Some((u, _)) if u.disabled => {
+            Some((u, _, _)) if u.disabled => {
                 self.login_failure(user, "publickey", "user disabled").await;
                 Ok(Auth::reject())
             }
-            Some((u, bound)) => {
+            Some((u, bound, key)) => {
                 self.login_success(&u, "publickey").await;
-                self.set_principal(Principal::User { user: u, bound });
+                self.set_principal(Principal::User {
+                    user: u,
+                    bound,
+                    key: Some(key),
+                });
                 Ok(Auth::Accept)
             }
             None => {
@@ -262,6 +266,7 @@ impl russh::server::Handler for Conn {
                 self.set_principal(Principal::User {
                     user: u,
                     bound: None,
+                    key: None,
                 });
                 Ok(Auth::Accept)
             }
@@ -281,7 +286,12 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
-        if let Principal::Gatekeeper(gk) = self.principal() {
+        let principal = self.principal();
+        if matches!(principal, Principal::User { .. } | Principal::Gatekeeper(_)) {
+            self.hub
+                .link(self.conn, principal.clone(), self.peer, session.handle());
+        }
+        if let Principal::Gatekeeper(gk) = principal {
             if let Some(old) = self
                 .hub
                 .gatekeepers
@@ -342,7 +352,7 @@ impl russh::server::Handler for Conn {
                 tokio::spawn(self.hub.clone().control_channel(gk, channel));
                 return Ok(());
             }
-            (Principal::User { user, bound }, Some(SERVICES_COMMAND)) => {
+            (Principal::User { user, bound, .. }, Some(SERVICES_COMMAND)) => {
                 let gk = words
                     .next()
                     .map(str::to_string)
@@ -350,7 +360,7 @@ impl russh::server::Handler for Conn {
                     .unwrap_or_default();
                 self.hub.services_for(&user, bound.as_ref(), &gk).await
             }
-            (Principal::User { user, bound }, Some(CHECKOUT_COMMAND)) => {
+            (Principal::User { user, bound, .. }, Some(CHECKOUT_COMMAND)) => {
                 let args: Vec<&str> = words.collect();
                 self.hub
                     .checkout_command(&user, bound.as_ref(), &args)
@@ -401,22 +411,29 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Principal::User { user, bound } = self.principal() else {
+        let Principal::User { user, bound, key } = self.principal() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         };
         let hub = self.hub.clone();
-        let task = hub.clone().open_session(
-            user,
-            bound,
-            host_to_connect.to_string(),
-            Originator::new(originator_address, originator_port),
-            channel,
-            reply,
-        );
-        hub.sessions.spawn(task);
+        let spec = host_to_connect.to_string();
+        let originator = Originator::new(originator_address, originator_port);
+        hub.clone().sessions.spawn(async move {
+            // A key deleted since sign-in (on another node, or while its
+            // revocation is on its way) opens nothing more.
+            if let Some(fp) = &key
+                && !hub.key_holds(&user, fp, &spec, &originator).await
+            {
+                reply
+                    .reject(ChannelOpenFailure::AdministrativelyProhibited)
+                    .await;
+                return;
+            }
+            hub.open_session(user, bound, spec, originator, channel, reply)
+                .await;
+        });
         Ok(())
     }
 

@@ -10,9 +10,10 @@
 mod conn;
 mod vault;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use russh::server::{ChannelOpenHandle, Msg};
@@ -24,7 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use super::dialer::{Connection, Dialer, GatekeeperDialer};
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::EngineEvent;
+use crate::events::{EngineEvent, Revocation};
 use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, User};
 use crate::policy::{self, AccessRequest, Decision};
 use crate::proxy::ssh::SshProxy;
@@ -87,6 +88,9 @@ pub struct Hub {
     privileged_ssh: Option<Arc<SshProxy>>,
     config: Arc<russh::server::Config>,
     next_conn: AtomicU64,
+    /// Signed-in connections, by connection number: what a revocation closes.
+    links: Mutex<HashMap<u64, Link>>,
+    watching_revocations: AtomicBool,
     connections: TaskTracker,
     sessions: TaskTracker,
     shutdown: CancellationToken,
@@ -103,7 +107,39 @@ enum Principal {
     User {
         user: User,
         bound: Option<GatekeeperId>,
+        /// The fingerprint of the key it signed in with (none: a password).
+        key: Option<String>,
     },
+}
+
+/// A signed-in connection, as a revocation matches it.
+struct Link {
+    principal: Principal,
+    peer: SocketAddr,
+    handle: russh::server::Handle,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("principal", &self.principal)
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    fn revoked_by(&self, r: &Revocation) -> bool {
+        match &self.principal {
+            Principal::User { user, bound, key } => {
+                r.user.as_ref() == Some(&user.id)
+                    || (r.key.is_some() && r.key == *key)
+                    || (r.gatekeeper.is_some() && r.gatekeeper == *bound)
+            }
+            Principal::Gatekeeper(gk) => r.gatekeeper.as_ref() == Some(&gk.id),
+            Principal::Anonymous | Principal::Registered(_) => false,
+        }
+    }
 }
 
 impl Hub {
@@ -123,6 +159,8 @@ impl Hub {
             privileged_ssh: config.privileged_ssh,
             config: super::server_config(config.host_key),
             next_conn: AtomicU64::new(1),
+            links: Mutex::default(),
+            watching_revocations: AtomicBool::new(false),
             connections: TaskTracker::new(),
             sessions: TaskTracker::new(),
             shutdown: CancellationToken::new(),
@@ -147,6 +185,7 @@ impl Hub {
 
     /// Accepts connections on `listener` until [`Hub::shutdown`].
     pub async fn serve(self: &Arc<Self>, listener: TcpListener) -> Result<()> {
+        self.watch_revocations();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return Ok(()),
@@ -172,6 +211,102 @@ impl Hub {
             .end_all(EndReason::Error, "server shutting down");
         self.sessions.close();
         let _ = tokio::time::timeout(grace, self.sessions.wait()).await;
+    }
+
+    /// Closes the connections every revocation names, from the first
+    /// [`Hub::serve`] on until the hub goes away.
+    fn watch_revocations(self: &Arc<Self>) {
+        if self.watching_revocations.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.engine.subscribe_revocations();
+        let hub: Weak<Hub> = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let revocation = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    r = rx.recv() => r,
+                };
+                let Some(hub) = hub.upgrade() else { return };
+                match revocation {
+                    Ok(r) => drop(hub.close_revoked(&r).await),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::error!(
+                            lost = n,
+                            "revocations lost; closing every user connection"
+                        );
+                        hub.close_revoked_all().await;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Closes every signed-in connection `r` covers, each one audited.
+    pub async fn close_revoked(&self, r: &Revocation) -> usize {
+        self.close_links(|l| l.revoked_by(r), &r.reason).await
+    }
+
+    async fn close_revoked_all(&self) {
+        self.close_links(
+            |l| matches!(l.principal, Principal::User { .. }),
+            "revocations lost",
+        )
+        .await;
+    }
+
+    async fn close_links(&self, matches: impl Fn(&Link) -> bool, reason: &str) -> usize {
+        let closing: Vec<(Principal, SocketAddr, russh::server::Handle)> = {
+            let links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            links
+                .values()
+                .filter(|l| matches(l))
+                .map(|l| (l.principal.clone(), l.peer, l.handle.clone()))
+                .collect()
+        };
+        for (principal, peer, handle) in &closing {
+            let (actor, gk) = match principal {
+                Principal::User { user, .. } => (user.name.clone(), None),
+                Principal::Gatekeeper(gk) => (format!("gatekeeper:{}", gk.name), Some(gk)),
+                _ => continue,
+            };
+            tracing::info!(%actor, %peer, reason, "closing a revoked connection");
+            let _ = handle
+                .disconnect(
+                    russh::Disconnect::ByApplication,
+                    format!("access revoked: {reason}"),
+                    "en".into(),
+                )
+                .await;
+            self.audit(
+                AuditCategory::UserActivity,
+                "login.revoked",
+                &actor,
+                gk,
+                json!({ "reason": reason, "peer": peer.to_string() }),
+            )
+            .await;
+        }
+        closing.len()
+    }
+
+    fn link(
+        &self,
+        conn: u64,
+        principal: Principal,
+        peer: SocketAddr,
+        handle: russh::server::Handle,
+    ) {
+        self.links.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            conn,
+            Link {
+                principal,
+                peer,
+                handle,
+            },
+        );
     }
 
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
@@ -213,6 +348,10 @@ impl Hub {
         if let Err(error) = result {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&conn);
         let who = principal.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Principal::Gatekeeper(gk) = who
             && self.gatekeepers.detach(&gk.id, conn)
@@ -293,6 +432,42 @@ impl Hub {
                 detail,
             })
             .await;
+    }
+
+    /// Whether `user`'s key `fingerprint` is still theirs; a refusal is
+    /// audited (`session.refused`, reason `key_deleted`).
+    async fn key_holds(
+        &self,
+        user: &User,
+        fingerprint: &str,
+        spec: &str,
+        originator: &Originator,
+    ) -> bool {
+        let holds = match self
+            .engine
+            .store()
+            .user_key_by_fingerprint(fingerprint)
+            .await
+        {
+            Ok(k) => k.is_some_and(|k| k.user_id == user.id),
+            Err(error) => {
+                tracing::error!(%error, "cannot check a session's key");
+                false
+            }
+        };
+        if !holds {
+            tracing::info!(user = %user.name, %spec, "session refused: its key was deleted");
+            self.audit(
+                AuditCategory::UserActivity,
+                "session.refused",
+                &user.name,
+                None,
+                json!({ "reason": "key_deleted", "fingerprint": fingerprint,
+                        "channel": spec, "originator": originator.to_string() }),
+            )
+            .await;
+        }
+        holds
     }
 
     /// Runs one vendor connection: `spec` is `SERVICE@GATEKEEPER_ID`. The

@@ -211,3 +211,103 @@ async fn ssh_password_sign_ins_lock_out_like_the_console() {
     hub.shutdown(Duration::from_secs(1)).await;
     serving.abort();
 }
+
+/// A hub on loopback with customer `acme`, registered gatekeeper `gk`,
+/// service `echo` (a loopback echo target) granted to `vendor`, and
+/// vendor's profile for `gk`.
+async fn deployed() -> (Arc<Hub>, Arc<dyn Store>, crate::tunnel::profile::Profile) {
+    let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target_addr = target.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = target.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    let sink = Arc::new(StoreAuditSink::new(store.clone()));
+    let host_key = keys::generate().unwrap();
+    let server_key = keys::public_openssh(host_key.public_key());
+    let mut config = HubConfig::new(host_key);
+    config.dialer = Arc::new(DirectDialer);
+    let hub = Hub::with_config(SessionEngine::new(store.clone(), sink.clone()), config);
+    let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server = listener.local_addr().unwrap().to_string();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve(listener).await }
+    });
+    let admin = Admin::new(store.clone(), sink, "test");
+    admin.ensure_builtin_roles().await.unwrap();
+    admin.add_customer("acme").await.unwrap();
+    let code = admin
+        .add_gatekeeper("acme", "gk", Duration::from_secs(600))
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    gatekeeper::register(&server, &code.code, state.path(), None)
+        .await
+        .unwrap();
+    admin.add_user("vendor", None, &[], &[]).await.unwrap();
+    let target = target_addr.to_string();
+    admin
+        .add_service("acme", "echo", &target, ServiceKind::Custom)
+        .await
+        .unwrap();
+    admin
+        .add_grant("vendor", "acme", "echo", Timestamp::now(), None, None)
+        .await
+        .unwrap();
+    let profile = admin
+        .export_profile("vendor", "gk", &server, &server_key)
+        .await
+        .unwrap();
+    (hub, store, profile)
+}
+
+#[tokio::test]
+async fn a_key_deleted_without_a_revocation_opens_nothing_more_on_its_connection() {
+    let (_hub, store, profile) = deployed().await;
+    let client = ConnectClient::new(profile).unwrap();
+    let from: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    drop(client.open("echo", from).await.expect("the key works"));
+    // Deleted straight in the store, as another node sharing it would: no
+    // revocation reaches this hub, the connection stays open.
+    let vendor = store.user_by_name("vendor").await.unwrap().unwrap();
+    let key = store.user_keys(&vendor.id).await.unwrap().remove(0);
+    assert!(store.delete_user_key(&vendor.id, &key.id).await.unwrap());
+    let refused = client.open("echo", from).await;
+    assert!(refused.is_err(), "a deleted key opened a session");
+    let audited = store
+        .audit_records(&crate::store::AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|r| r.event.action == "session.refused" && r.event.detail["reason"] == "key_deleted");
+    assert!(audited, "the refusal is audited");
+}
+
+#[tokio::test]
+async fn a_revocation_closes_the_connections_it_names() {
+    let (hub, store, profile) = deployed().await;
+    let client = ConnectClient::new(profile).unwrap();
+    let from: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    drop(client.open("echo", from).await.expect("signed in"));
+    let vendor = store.user_by_name("vendor").await.unwrap().unwrap();
+    let other = crate::model::UserId::generate();
+    let by_other = crate::events::Revocation::user(&other, "someone else");
+    assert_eq!(hub.close_revoked(&by_other).await, 0);
+    let by_vendor = crate::events::Revocation::user(&vendor.id, "vendor disabled");
+    assert_eq!(hub.close_revoked(&by_vendor).await, 1);
+    let closed = store
+        .audit_records(&crate::store::AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.event.action == "login.revoked")
+        .expect("the close is audited");
+    assert_eq!(closed.event.actor, "vendor");
+    assert_eq!(closed.event.detail["reason"], "vendor disabled");
+}

@@ -41,11 +41,20 @@ fn entry_json(r: &AuditRecord) -> Value {
     })
 }
 
+/// One CSV cell. A cell a spreadsheet would run as a formula (it starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return: an attacker's SSH
+/// user name, say) is neutralised with a leading `'`, so opening the export
+/// shows the text instead of evaluating it.
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
@@ -212,4 +221,29 @@ pub async fn download(
         .map_err(|e| crate::Error::from(e).context("cannot read the IP Connect program"))?;
     tracing::info!(user = %caller.user().name, file = %name, "IP Connect downloaded");
     Ok(attachment("application/octet-stream", &name, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_that_would_run_as_formulas_are_neutralised() {
+        for (cell, want) in [
+            (
+                "=HYPERLINK(\"http://x\")",
+                "\"'=HYPERLINK(\"\"http://x\"\")\"",
+            ),
+            ("+1+cmd|' /C calc'!A0", "'+1+cmd|' /C calc'!A0"),
+            ("-2+3", "'-2+3"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1", "'\t=1"),
+            ("\r=1", "\"'\r=1\""),
+            ("vendor", "vendor"),
+            ("a,b", "\"a,b\""),
+            ("", ""),
+        ] {
+            assert_eq!(csv_field(cell), want, "{cell:?}");
+        }
+    }
 }

@@ -87,7 +87,15 @@ pub async fn delete(
         ))
         .into());
     }
+    let gatekeepers = state.store.list_gatekeepers(Some(&c.id)).await?;
     state.admin(&caller).delete_customer(&c).await?;
+    // Their links and the profile connections bound to them close.
+    for gk in gatekeepers {
+        state.engine.revoke(&crate::events::Revocation::gatekeeper(
+            &gk.id,
+            format!("gatekeeper {} deleted with customer {}", gk.name, c.name),
+        ));
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -150,6 +158,20 @@ pub async fn get_gatekeeper(
 ) -> ApiResult<Json<GatekeeperJson>> {
     let (gk, c) = scoped_gatekeeper(&state, &caller, id).await?;
     Ok(Json(gatekeeper_json(&gk, &c)))
+}
+
+pub async fn delete_gatekeeper(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let (gk, _) = scoped_gatekeeper(&state, &caller, id).await?;
+    state.admin(&caller).delete_gatekeeper(&gk).await?;
+    state.engine.revoke(&crate::events::Revocation::gatekeeper(
+        &gk.id,
+        format!("gatekeeper {} deleted by {}", gk.name, caller.user().name),
+    ));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -43,6 +43,11 @@ pub fn routes() -> ApiRoutes {
         .add("GET", "/api/v1/gatekeepers", customers::list_gatekeepers)
         .add("GET", "/api/v1/gatekeepers/{id}", customers::get_gatekeeper)
         .add(
+            "DELETE",
+            "/api/v1/gatekeepers/{id}",
+            customers::delete_gatekeeper,
+        )
+        .add(
             "POST",
             "/api/v1/gatekeepers/{id}/registration-code",
             customers::registration_code,
@@ -67,6 +72,8 @@ pub fn routes() -> ApiRoutes {
         .add("POST", "/api/v1/users", users::create)
         .add("GET", "/api/v1/users/{id}", users::get)
         .add("PATCH", "/api/v1/users/{id}", users::update)
+        .add("GET", "/api/v1/users/{id}/keys", users::keys)
+        .add("DELETE", "/api/v1/users/{id}/keys/{key}", users::delete_key)
         .add("GET", "/api/v1/roles", users::list_roles)
         .add("POST", "/api/v1/roles", users::create_role)
         .add("PUT", "/api/v1/roles/{name}", users::update_role)

@@ -2,7 +2,8 @@
 
 use crate::Secret;
 use crate::admin::{NewUser, UserUpdate};
-use crate::model::{CustomerId, IpConnectMode, Permission, Role, UserId};
+use crate::events::Revocation;
+use crate::model::{CustomerId, IpConnectMode, Permission, Role, User, UserId, UserKey};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -111,11 +112,70 @@ pub async fn update(
         ip_connect_mode: body.ip_connect_mode.map(|m| m.parse()).transpose()?,
         password: body.password.map(Secret::new),
     };
+    let disabled = update.disabled == Some(true);
     let user = state.admin(&caller).update_user(&user, update).await?;
+    if disabled {
+        state.engine.revoke(&Revocation::user(
+            &user.id,
+            format!("user {} disabled by {}", user.name, caller.user().name),
+        ));
+    }
     if let Err(error) = state.engine.recheck().await {
         tracing::warn!(%error, "cannot recheck live sessions after a user changed");
     }
     Ok(Json(user_json(state.store.as_ref(), &user).await?))
+}
+
+/// Who may see or delete `id`'s keys: the user themself or a user manager.
+async fn key_owner(state: &AppState, caller: &Caller, id: String) -> ApiResult<User> {
+    let own = caller.user().id.0 == id;
+    if !own && !caller.principal.has(Permission::MANAGE_USERS) {
+        return Err(ApiError::denied(
+            "only MANAGE_USERS may see or delete other users' keys",
+        ));
+    }
+    find_user(state, id).await
+}
+
+fn key_json(k: &UserKey) -> Value {
+    json!({
+        "id": k.id,
+        "fingerprint": k.fingerprint,
+        "public_key": k.public_key,
+        "kind": if k.gatekeeper_id.is_some() { "profile" } else { "key" },
+        "label": k.label,
+        "gatekeeper_id": k.gatekeeper_id,
+        "created_at": k.created_at.to_rfc3339(),
+    })
+}
+
+pub async fn keys(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let user = key_owner(&state, &caller, id).await?;
+    let keys = state.store.user_keys(&user.id).await?;
+    Ok(Json(Value::Array(keys.iter().map(key_json).collect())))
+}
+
+pub async fn delete_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, key)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let user = key_owner(&state, &caller, id).await?;
+    let k = state.admin(&caller).delete_key_of(&user, &key).await?;
+    state.engine.revoke(&Revocation::key(
+        &k.fingerprint,
+        format!(
+            "key {} of {} deleted by {}",
+            k.id,
+            user.name,
+            caller.user().name
+        ),
+    ));
+    Ok(StatusCode::NO_CONTENT)
 }
 
 fn role_json(r: &Role) -> Value {

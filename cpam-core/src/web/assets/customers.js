@@ -192,7 +192,8 @@ function registerCommand(resp, gk) {
   // The API does not tell the console the SSH address gatekeepers dial; the
   // operator fills in the port cpam-server listens on (`listen` in config.json).
   const server = resp.server_address || gk.server_address || `${location.hostname}:SSH_PORT`;
-  let cmd = `cpam-gatekeeper register --server ${server} --code ${resp.code}`;
+  // The code goes in on standard input, never in the process arguments.
+  let cmd = `printf '%s\n' ${resp.code} | cpam-gatekeeper register --server ${server} --code-file -`;
   const fp = resp.server_fingerprint || gk.server_fingerprint;
   if (fp) cmd += ` --server-fingerprint ${fp}`;
   return `${cmd} --state-dir /var/lib/cpam-gatekeeper`;

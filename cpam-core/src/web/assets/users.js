@@ -131,12 +131,34 @@ export async function userPage(root, id) {
   };
 
   view();
+  const keys = h('div', { class: 'card', 'data-test': 'user-keys' });
   mount(root,
     h('div', { class: 'crumbs' }, manage ? link('/ui/users', {}, 'Users') : 'Users', ' / ', user.name),
     h('div', { class: 'pagehead' },
       h('div', { class: 'grow' }, h('h1', { 'data-test': 'user-title' }, user.name), h('p', { class: 'lead' }, 'User Details')),
       manage ? h('button', { class: 'primary', 'data-test': 'user-edit', onclick: edit }, 'Edit') : null),
-    body);
+    body, keys);
+  await keysCard(keys, user);
+}
+
+/** The user's SSH keys; a profile's key is bound to its gatekeeper. Deleting
+ *  one closes the connections it signed in. */
+async function keysCard(root, user) {
+  const list = await get(`/users/${encodeURIComponent(user.id)}/keys`);
+  const rows = list.map((k) => h('tr', { 'data-test': 'key-row', 'data-id': k.id },
+    h('td', {}, k.kind === 'profile' ? badge('Profile', 'info') : badge('Key', 'off')),
+    h('td', {}, k.label),
+    h('td', {}, h('code', {}, k.fingerprint)),
+    h('td', {}, timeCell(k.created_at)),
+    h('td', { class: 'actions' }, h('button', {
+      class: 'danger small',
+      'data-test': 'key-delete',
+      onclick: async (e) => {
+        const ok = await confirmDialog({ title: `Delete key ${k.label}?`, message: 'Connections it signed in close at once.', ok: 'Delete key' });
+        if (ok) await busy(e.target, async () => { await del(`/users/${encodeURIComponent(user.id)}/keys/${encodeURIComponent(k.id)}`); await keysCard(root, user); });
+      },
+    }, 'Delete'))));
+  mount(root, h('h2', {}, 'SSH keys'), table('keys-table', ['Kind', 'Label', 'Fingerprint', 'Added', ''], rows, 'No keys.'));
 }
 
 export async function rolesPage(root) {
