@@ -223,6 +223,21 @@ enum cpam_status cpam_profile_load(const char *path, struct cpam_profile **out);
 // "kind", "target", "until"}...]}`; free it with `cpam_string_free`.
 enum cpam_status cpam_profile_services(const struct cpam_profile *profile, char **json_out);
 
+// Checks the credential of `service` (kind `ssh`) out for `seconds` (0:
+// the service's longest checkout); the secret never leaves the server.
+// `*json_out` is the checkout (`{"id", "service_name", "started_at",
+// "expires_at", "status", ...}`); free it with `cpam_string_free`.
+enum cpam_status cpam_profile_checkout(const struct cpam_profile *profile,
+                                       const char *service,
+                                       uint64_t seconds,
+                                       char **json_out);
+
+// Checks the credential of `service` back in; the user's sessions on it
+// end. `*json_out` is the ended checkout.
+enum cpam_status cpam_profile_checkin(const struct cpam_profile *profile,
+                                      const char *service,
+                                      char **json_out);
+
 // Listens on `listen` (`IP:PORT`; port 0 picks a free one) and forwards
 // every accepted connection as a session to `service`, in the background,
 // until `cpam_forward_free`. `cpam_forward_local_addr` tells the bound
@@ -409,6 +424,26 @@ enum cpam_status cpam_hub_stop(const struct cpam_hub *hub);
 
 // Stops the hub if running and frees it. NULL is ignored.
 void cpam_hub_free(struct cpam_hub *hub);
+
+// The recordings under `data_dir` (of one `session` when not NULL): a JSON
+// array of `{"id", "session_id", "channel", "started_at", "ended_at",
+// "size", "state"}` (`state`: `"complete"`, `"incomplete"`, or null while
+// being written).
+enum cpam_status cpam_recordings_list(const char *data_dir, const char *session, char **json_out);
+
+// One recording: `{"header": {asciicast v2 header}, "events": [{"t",
+// "kind", "data"}...]}`, `kind` one of `output`, `input`, `resize`, `marker`.
+enum cpam_status cpam_recording_read(const char *data_dir, const char *id, char **json_out);
+
+// Checks a recording's file, chunk chain and signed manifest. On success
+// `*json_out` is `{"id", "state", "size", "chunks", "signer"}`; a recording
+// edited, cut or appended to fails with `CPAM_RECORDING` and
+// `cpam_last_error_message` names what is wrong.
+enum cpam_status cpam_recording_verify(const char *data_dir, const char *id, char **json_out);
+
+// The recordings whose output shows `text`: a JSON array of `{"id",
+// "session_id", "times"}` (seconds into the recording).
+enum cpam_status cpam_recordings_search(const char *data_dir, const char *text, char **json_out);
 
 // The stable name of `status` (`"ok"`, `"permission_denied"`, ...), the
 // same names cpam uses for error kinds in JSON and Python. Never NULL; a

@@ -401,3 +401,58 @@ fn the_sanitizers_do_report_under_these_conditions() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn c_reviews_recordings_and_names_a_tampered_one() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("server");
+    admin(dir.path(), &data, &["init", "--listen", "127.0.0.1:0"])?;
+    // One recorded terminal session, run through the core API.
+    let mut driver = Command::new(bin_path("record-driver")?);
+    driver
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--lines", "5", "--interval-ms", "10"]);
+    let out = run("record-driver", driver, dir.path(), TIMEOUT)?.ok("record-driver")?;
+    let session = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("session "))
+        .context("record-driver printed no session")?
+        .trim()
+        .to_string();
+    let exe = compile("review_recordings", dir.path())?;
+    let mut c = sanitized(&exe);
+    c.arg(&data).arg("ticker");
+    let out = run("review_recordings", c, dir.path(), TIMEOUT)?;
+    no_sanitizer_reports("review_recordings", &out.stderr)?;
+    let out = out.ok("review_recordings")?;
+    let id = format!("{session}.0");
+    expect(
+        "review_recordings",
+        &out.stdout,
+        &[
+            &format!("{id}: {{\"id\":\"{id}\",\"state\":\"complete\""),
+            &format!("{id} events: {{\"events\":[{{"),
+            "line 00004",
+            &format!("search ticker: [{{\"id\":\"{id}\""),
+        ],
+    );
+    // One byte changed: the tutorial names the recording and exits 1.
+    let cast = data.join("recordings").join(format!("{id}.cast"));
+    let mut bytes = std::fs::read(&cast)?;
+    let at = bytes.len() - 10;
+    bytes[at] ^= 0x20;
+    std::fs::write(&cast, &bytes)?;
+    let mut c = sanitized(&exe);
+    c.arg(&data);
+    let out = run("review_recordings-tampered", c, dir.path(), TIMEOUT)?;
+    no_sanitizer_reports("review_recordings", &out.stderr)?;
+    assert_eq!(out.status.code(), Some(1), "{}\n{}", out.stdout, out.stderr);
+    expect(
+        "review_recordings (tampered)",
+        &out.stdout,
+        &[&format!("{id}: DOES NOT VERIFY: ")],
+    );
+    Ok(())
+}

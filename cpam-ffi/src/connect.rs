@@ -98,6 +98,54 @@ pub unsafe extern "C" fn cpam_profile_services(
     })
 }
 
+/// Checks the credential of `service` (kind `ssh`) out for `seconds` (0:
+/// the service's longest checkout); the secret never leaves the server.
+/// `*json_out` is the checkout (`{"id", "service_name", "started_at",
+/// "expires_at", "status", ...}`); free it with `cpam_string_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_profile_checkout(
+    profile: *const cpam_profile,
+    service: *const c_char,
+    seconds: u64,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle and C string per the header's contract.
+        let p = unsafe { arg_ref(profile, "profile") }?;
+        // SAFETY: as above.
+        let service = unsafe { arg_str(service, "service") }?;
+        let out = arg_out(json_out, "json_out")?;
+        let duration = (seconds > 0).then(|| Duration::from_secs(seconds));
+        let checkout = p.rt.block_on(p.client.checkout(service, duration))?;
+        let text = c_string(checkout.to_string())?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { put(out, text) };
+        Ok(())
+    })
+}
+
+/// Checks the credential of `service` back in; the user's sessions on it
+/// end. `*json_out` is the ended checkout.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_profile_checkin(
+    profile: *const cpam_profile,
+    service: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle and C string per the header's contract.
+        let p = unsafe { arg_ref(profile, "profile") }?;
+        // SAFETY: as above.
+        let service = unsafe { arg_str(service, "service") }?;
+        let out = arg_out(json_out, "json_out")?;
+        let checkin = p.rt.block_on(p.client.checkin(service))?;
+        let text = c_string(checkin.to_string())?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { put(out, text) };
+        Ok(())
+    })
+}
+
 /// Listens on `listen` (`IP:PORT`; port 0 picks a free one) and forwards
 /// every accepted connection as a session to `service`, in the background,
 /// until `cpam_forward_free`. `cpam_forward_local_addr` tells the bound

@@ -1,0 +1,123 @@
+//! A server's session recordings from C: listed, read, searched and
+//! verified against their signed manifests. Every function takes the
+//! server's data dir and answers JSON (free it with `cpam_string_free`).
+
+use std::ffi::c_char;
+use std::path::Path;
+
+use cpam_core::model::SessionId;
+use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore};
+use cpam_core::server::DataDir;
+use serde_json::json;
+
+use crate::boundary::{FfiResult, arg_opt_str, arg_out, arg_str, boundary, c_string, put};
+use crate::status::{Failure, cpam_status};
+
+fn store(data_dir: &str) -> FfiResult<impl RecordingStore> {
+    Ok(DataDir::open(Path::new(data_dir))?.recordings()?)
+}
+
+fn filter(session: Option<&str>) -> RecordingFilter {
+    RecordingFilter {
+        session: session.map(|s| SessionId(s.to_string())),
+        ..RecordingFilter::default()
+    }
+}
+
+/// Serializes `value` into a new C string at `*out`.
+///
+/// # Safety
+/// `out` was checked by `arg_out`.
+unsafe fn answer(out: *mut *mut c_char, value: &impl serde::Serialize) -> FfiResult {
+    let text = serde_json::to_string(value)
+        .map_err(|e| Failure::new(cpam_status::CPAM_INTERNAL, e.to_string()))?;
+    let text = c_string(text)?;
+    // SAFETY: per this function's contract.
+    unsafe { put(out, text) };
+    Ok(())
+}
+
+/// The recordings under `data_dir` (of one `session` when not NULL): a JSON
+/// array of `{"id", "session_id", "channel", "started_at", "ended_at",
+/// "size", "state"}` (`state`: `"complete"`, `"incomplete"`, or null while
+/// being written).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_recordings_list(
+    data_dir: *const c_char,
+    session: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C strings per the header's contract (`session` may be NULL).
+        let (dir, session) = unsafe {
+            (
+                arg_str(data_dir, "data_dir")?,
+                arg_opt_str(session, "session")?,
+            )
+        };
+        let out = arg_out(json_out, "json_out")?;
+        let list = store(dir)?.list(&filter(session))?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { answer(out, &list) }
+    })
+}
+
+/// One recording: `{"header": {asciicast v2 header}, "events": [{"t",
+/// "kind", "data"}...]}`, `kind` one of `output`, `input`, `resize`, `marker`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_recording_read(
+    data_dir: *const c_char,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C strings per the header's contract.
+        let (dir, id) = unsafe { (arg_str(data_dir, "data_dir")?, arg_str(id, "id")?) };
+        let out = arg_out(json_out, "json_out")?;
+        let store = store(dir)?;
+        let events = store.events(&RecordingId::parse(id)?)?;
+        let header = serde_json::to_value(events.header())
+            .map_err(|e| Failure::new(cpam_status::CPAM_INTERNAL, e.to_string()))?;
+        let events = events.collect::<cpam_core::Result<Vec<_>>>()?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { answer(out, &json!({ "header": header, "events": events })) }
+    })
+}
+
+/// Checks a recording's file, chunk chain and signed manifest. On success
+/// `*json_out` is `{"id", "state", "size", "chunks", "signer"}`; a recording
+/// edited, cut or appended to fails with `CPAM_RECORDING` and
+/// `cpam_last_error_message` names what is wrong.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_recording_verify(
+    data_dir: *const c_char,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C strings per the header's contract.
+        let (dir, id) = unsafe { (arg_str(data_dir, "data_dir")?, arg_str(id, "id")?) };
+        let out = arg_out(json_out, "json_out")?;
+        let verified = store(dir)?.verify(&RecordingId::parse(id)?)?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { answer(out, &verified) }
+    })
+}
+
+/// The recordings whose output shows `text`: a JSON array of `{"id",
+/// "session_id", "times"}` (seconds into the recording).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_recordings_search(
+    data_dir: *const c_char,
+    text: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C strings per the header's contract.
+        let (dir, text) = unsafe { (arg_str(data_dir, "data_dir")?, arg_str(text, "text")?) };
+        let out = arg_out(json_out, "json_out")?;
+        let hits = store(dir)?.search(text, &RecordingFilter::default())?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { answer(out, &hits) }
+    })
+}
