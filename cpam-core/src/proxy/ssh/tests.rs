@@ -103,6 +103,20 @@ impl russh::server::Handler for FakeTarget {
         session: &mut Session,
     ) -> Result<(), Self::Error> {
         session.channel_success(channel)?;
+        if data == b"flood" {
+            // 64 MiB as fast as the proxy takes them.
+            let handle = session.handle();
+            tokio::spawn(async move {
+                let chunk = bytes::Bytes::from(vec![b'x'; 64 * 1024]);
+                for _ in 0..1024 {
+                    if handle.data(channel, chunk.clone()).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = handle.close(channel).await;
+            });
+            return Ok(());
+        }
         let out = match data {
             b"whoami" => "svc\n".to_string(),
             other => format!("ran {}\n", String::from_utf8_lossy(other)),
@@ -155,11 +169,19 @@ impl russh::server::Handler for FakeTarget {
 struct TargetDialer {
     host_key: Mutex<PrivateKey>,
     log: TargetLog,
+    /// The target is unreachable.
+    down: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
 impl Dialer for TargetDialer {
     async fn dial(&self, _target: &DialTarget) -> crate::Result<Connection> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::new(
+                ErrorKind::TunnelUnavailable,
+                "cannot reach 10.0.0.5:22: connection refused",
+            ));
+        }
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let config = Arc::new(russh::server::Config {
             keys: vec![self.host_key.lock().unwrap().clone()],
@@ -196,16 +218,24 @@ impl MasterPasswords for FixedMaster {
     }
 }
 
-#[derive(Debug)]
-struct VaultStandIn;
+/// Hands out `svc`'s password (or a wrong one once `stale` is set).
+#[derive(Debug, Default)]
+struct VaultStandIn {
+    stale: std::sync::atomic::AtomicBool,
+}
 
 #[async_trait]
 impl CredentialSource for VaultStandIn {
     async fn credential(&self, _r: &CredentialRequest) -> crate::Result<Option<Credential>> {
+        let stale = self.stale.load(std::sync::atomic::Ordering::SeqCst);
         Ok(Some(Credential {
             username: "svc".into(),
             kind: CredentialKind::Password,
-            secret: Secret::new(CANARY.into()),
+            secret: Secret::new(if stale {
+                "rotated-away".into()
+            } else {
+                CANARY.into()
+            }),
         }))
     }
 }
@@ -239,6 +269,7 @@ struct World {
     proxy: Arc<SshProxy>,
     dialer: Arc<TargetDialer>,
     frames: Arc<Frames>,
+    vault: Arc<VaultStandIn>,
 }
 
 async fn world() -> World {
@@ -262,7 +293,8 @@ async fn world() -> World {
     gatekeeper.public_key = Some("ssh-ed25519 AAAA".into());
     gatekeeper.registered_at = Some(start);
     let engine = SessionEngine::new(store.clone(), audit);
-    engine.set_credential_source(Some(Arc::new(VaultStandIn)));
+    let vault = Arc::new(VaultStandIn::default());
+    engine.set_credential_source(Some(vault.clone()));
     let frames = Arc::new(Frames::default());
     engine.add_observer_factory(Arc::new(FramesFactory(frames.clone())));
     let proxy = Arc::new(SshProxy::new(
@@ -281,8 +313,10 @@ async fn world() -> World {
         dialer: Arc::new(TargetDialer {
             host_key: Mutex::new(key()),
             log: TargetLog::default(),
+            down: std::sync::atomic::AtomicBool::new(false),
         }),
         frames,
+        vault,
     }
 }
 
@@ -616,4 +650,113 @@ async fn terminate_tells_the_vendor_why_and_closes_within_a_second() {
         ended.end_reason,
         Some(crate::model::EndReason::TerminatedBy)
     );
+}
+
+#[tokio::test]
+async fn a_credential_the_target_refuses_is_told_to_the_vendor_and_audited() {
+    let w = world().await;
+    w.vault
+        .stale
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (vendor, task) = w.connect(MASTER).await;
+    let vendor = vendor.expect("the master password is accepted");
+    let mut ch = vendor.channel_open_session().await.unwrap();
+    ch.exec(true, "whoami").await.unwrap();
+    let (out, err, status) = read_channel(&mut ch, None).await;
+    assert_eq!(out, "");
+    assert!(
+        err.contains("the target refused the stored credential for `svc`"),
+        "{err:?}"
+    );
+    assert_eq!(status, Some(255));
+    let _ = vendor
+        .disconnect(russh::Disconnect::ByApplication, "", "")
+        .await;
+    let ended = tokio::time::timeout(SOON, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let audit = w
+        .store
+        .audit_records(&crate::store::AuditFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|r| r.event.action == "session.ssh.target_refused"
+                && r.event.session_id.as_ref() == Some(&ended.id)),
+        "the refusal is audited"
+    );
+    assert!(!format!("{audit:?}").contains("rotated-away"));
+}
+
+#[tokio::test]
+async fn an_unreachable_target_refuses_the_session() {
+    let w = world().await;
+    w.dialer
+        .down
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let (user, _user_peer) = tokio::io::duplex(1024);
+    let approval = w
+        .engine
+        .approve(
+            &w.user,
+            None,
+            &w.gatekeeper,
+            &w.service,
+            &Originator::new("127.0.0.1", 1),
+        )
+        .await
+        .unwrap();
+    let refused = w
+        .engine
+        .run(
+            approval,
+            Box::new(Connection::stream(user)),
+            w.dialer.clone(),
+            w.proxy.as_ref(),
+        )
+        .await
+        .expect_err("no session without a target");
+    assert_eq!(refused.kind(), ErrorKind::TunnelUnavailable);
+    let rows = w
+        .store
+        .list_sessions(&crate::store::SessionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(rows[0].end_reason, Some(crate::model::EndReason::Refused));
+}
+
+#[tokio::test]
+async fn a_vendor_that_stops_reading_holds_up_only_its_own_session() {
+    let w = world().await;
+    // Session A floods output its vendor never reads.
+    let (flooded, _task_a) = w.connect(MASTER).await;
+    let flooded = flooded.unwrap();
+    let ch_a = flooded.channel_open_session().await.unwrap();
+    ch_a.exec(true, "flood").await.unwrap();
+    // Session B works meanwhile.
+    let (vendor, _task_b) = w.connect(MASTER).await;
+    let mut ch = vendor.unwrap().channel_open_session().await.unwrap();
+    ch.exec(true, "whoami").await.unwrap();
+    let (out, _, status) = read_channel(&mut ch, None).await;
+    assert_eq!((out.as_str(), status), ("svc\n", Some(0)));
+    // What A's proxy took from its target stays within the vendor's
+    // window and a few channel buffers, not the 64 MiB the target offers.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let down = w
+        .engine
+        .live()
+        .iter()
+        .map(|l| l.session.bytes_down)
+        .max()
+        .expect("session A is live");
+    assert!(
+        down > 64 * 1024,
+        "the flood reached the proxy ({down} bytes)"
+    );
+    assert!(down < 32 * 1024 * 1024, "session A buffered {down} bytes");
+    drop(ch_a);
 }
