@@ -32,7 +32,7 @@ use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
 use crate::proxy::ssh::{SshProxy, SshProxyOptions, StorePins};
-use crate::record::{self, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest};
+use crate::record::{self, LiveHub, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
 use crate::tunnel::hub::{Hub, HubConfig};
@@ -121,6 +121,8 @@ pub struct Server {
     recovered: Recovered,
     /// Writes every terminal session's recordings (a data dir's server).
     recorder: Option<Arc<Recorder>>,
+    /// Every live terminal session's screen, for watchers.
+    live: Arc<LiveHub>,
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
@@ -241,6 +243,8 @@ impl Server {
             engine.add_observer_factory(recorder.clone());
             recorder
         });
+        let live = LiveHub::new();
+        engine.add_observer_factory(live.clone());
         for m in &sealed_now {
             engine.record(record::sealed_event(m)).await;
         }
@@ -270,6 +274,7 @@ impl Server {
             embedded: options.embedded,
             recovered,
             recorder,
+            live,
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ready: Arc::new(AtomicBool::new(false)),
@@ -446,6 +451,11 @@ impl Server {
     /// The recorder registered on the engine (a data dir's server).
     pub fn recorder(&self) -> Option<&Arc<Recorder>> {
         self.recorder.as_ref()
+    }
+
+    /// The live view of terminal sessions (see [`LiveHub::watch`]).
+    pub fn live(&self) -> &Arc<LiveHub> {
+        &self.live
     }
 
     /// The unsealed vault, when the server has an unseal secret (the

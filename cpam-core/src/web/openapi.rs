@@ -391,6 +391,7 @@ fn content(body: &Body) -> Option<Value> {
         Body::Binary => {
             json!({ "application/octet-stream": { "schema": { "type": "string", "contentEncoding": "binary" } } })
         }
+        Body::WebSocket => return None,
     })
 }
 

@@ -72,6 +72,8 @@ pub enum Body {
     EventStream,
     /// A file download.
     Binary,
+    /// A WebSocket (`101 Switching Protocols`).
+    WebSocket,
 }
 
 /// One row of the policy table.
@@ -126,7 +128,7 @@ const fn with_query(mut r: Route, query: &'static [(&'static str, &'static str)]
 }
 
 use Access::{AllOf, AnyOf, Authenticated, Public};
-use Body::{Binary, Empty, EventStream, Html, Json, List, Text};
+use Body::{Binary, Empty, EventStream, Html, Json, List, Text, WebSocket};
 
 /// Every route of the web server.
 #[rustfmt::skip]
@@ -185,6 +187,7 @@ pub static POLICY: &[Route] = &[
     route("GET", "/api/v1/sessions/{id}/recordings", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, List("Recording"), "recordings", "the recordings of a session's terminal channels"),
     route("GET", "/api/v1/recordings/{id}/cast", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "download a recording (asciicast v2, `<id>.cast`)"),
     route("GET", "/api/v1/recordings/{id}/verify", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("RecordingVerification"), "recordings", "check a recording's file, chunk chain and signed manifest"),
+    route("GET", "/api/v1/sessions/{id}/watch", AnyOf(&[P::MONITOR_SESSIONS]), Scope::Customer, 101, None, WebSocket, "sessions", "watch a live terminal session (WebSocket from the console's own origin; 409 when not live)"),
     route("POST", "/api/v1/sessions/{id}/terminate", AnyOf(&[P::TERMINATE_SESSIONS]), Scope::Customer, 204, Some("Terminate"), Empty, "sessions", "end a live session with a reason (409 when not live)"),
     // admin log
     with_query(

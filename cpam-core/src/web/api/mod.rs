@@ -8,6 +8,7 @@ mod recordings;
 mod sessions;
 mod users;
 mod vault;
+mod watch;
 
 use crate::Result;
 use crate::model::{Customer, Gatekeeper, Grant, Service, Session, Timestamp, User};
@@ -78,6 +79,7 @@ pub fn routes() -> ApiRoutes {
         .add("DELETE", "/api/v1/grants/{id}", sessions::revoke_grant)
         .add("GET", "/api/v1/sessions", sessions::list)
         .add("GET", "/api/v1/sessions/{id}", sessions::get)
+        .add("GET", "/api/v1/sessions/{id}/watch", watch::watch)
         .add(
             "POST",
             "/api/v1/sessions/{id}/terminate",
