@@ -173,7 +173,8 @@ impl LiveTerminal {
         };
         match frame {
             TerminalFrame::Open { cols, rows, .. } => {
-                let screen = Screen::new(*cols, *rows);
+                let (cols, rows) = size(*cols, *rows);
+                let screen = Screen::new(cols, rows);
                 let (rows, cols) = screen.size();
                 let data = screen.snapshot();
                 state.screens.insert(channel, screen);
@@ -189,14 +190,12 @@ impl LiveTerminal {
                 }
             }
             TerminalFrame::Resize { cols, rows, .. } => {
+                let (cols, rows) = size(*cols, *rows);
                 if let Some(screen) = state.screens.get_mut(&channel) {
-                    screen.resize(*cols, *rows);
+                    screen.resize(cols, rows);
                 }
                 if state.current == Some(channel) {
-                    send(WatchFrame::Resize {
-                        cols: *cols,
-                        rows: *rows,
-                    });
+                    send(WatchFrame::Resize { cols, rows });
                 }
             }
             TerminalFrame::Input { .. } => {}
@@ -229,6 +228,15 @@ impl LiveTerminal {
     }
 }
 
+/// A terminal that gave no size (`ssh -tt` without a terminal of its own
+/// sends 0×0) is shown as 80×24, the size programs assume then.
+fn size(cols: u16, rows: u16) -> (u16, u16) {
+    (
+        if cols == 0 { 80 } else { cols },
+        if rows == 0 { 24 } else { rows },
+    )
+}
+
 fn lock(t: &Terminals) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveTerminal>>> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -255,6 +263,132 @@ impl SessionObserver for Observer {
         self.term.end(reason);
         if let Some(hub) = self.hub.upgrade() {
             lock(&hub).remove(&session.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        CustomerId, EndReason, ServiceId, Session, SessionId, SessionProtocol, Timestamp, UserId,
+    };
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: SessionId(id.into()),
+            user_id: UserId("usr_v".into()),
+            user_name: "vera".into(),
+            customer_id: CustomerId("cus_a".into()),
+            gatekeeper_id: None,
+            protocol: SessionProtocol::Ssh,
+            node_id: None,
+            service_id: ServiceId("svc_a".into()),
+            service_name: "db1".into(),
+            target: "127.0.0.1:22".parse().expect("a target"),
+            grant_id: None,
+            started_at: Timestamp::now(),
+            ended_at: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            end_reason: None,
+            end_detail: None,
+        }
+    }
+
+    fn open(hub: &LiveHub, id: &str) -> Vec<Arc<dyn SessionObserver>> {
+        hub.observers(&session(id))
+    }
+
+    fn frame(o: &[Arc<dyn SessionObserver>], f: TerminalFrame) {
+        for o in o {
+            o.on_terminal(&f);
+        }
+    }
+
+    fn output(data: &'static [u8]) -> TerminalFrame {
+        TerminalFrame::Output {
+            channel: 0,
+            data: bytes::Bytes::from_static(data),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_watcher_sees_the_screen_then_the_output_and_never_the_input() {
+        let hub = LiveHub::new();
+        let o = open(&hub, "s1");
+        assert!(
+            hub.watch(&SessionId("s1".into())).is_none(),
+            "no terminal yet"
+        );
+        frame(
+            &o,
+            TerminalFrame::Open {
+                channel: 0,
+                cols: 0,
+                rows: 0,
+                term: "xterm".into(),
+                command: None,
+            },
+        );
+        frame(&o, output(b"psm-42\r\n"));
+        let mut w = hub.watch(&SessionId("s1".into())).expect("a watch");
+        match w.next().await {
+            Some(WatchFrame::Snapshot { cols, rows, data }) => {
+                assert_eq!((cols, rows), (80, 24));
+                assert!(String::from_utf8_lossy(&data).contains("psm-42"));
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        frame(
+            &o,
+            TerminalFrame::Input {
+                channel: 0,
+                data: bytes::Bytes::from_static(b"secret"),
+            },
+        );
+        frame(&o, output(b"next"));
+        assert_eq!(
+            w.next().await,
+            Some(WatchFrame::Output(bytes::Bytes::from_static(b"next")))
+        );
+        let mut s = session("s1");
+        s.end_reason = Some(EndReason::Completed);
+        for o in &o {
+            o.on_end(&s);
+        }
+        assert!(matches!(w.next().await, Some(WatchFrame::End(r)) if r.contains("completed")));
+        assert!(
+            hub.watch(&SessionId("s1".into())).is_none(),
+            "dropped at the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_gets_a_fresh_snapshot() {
+        let hub = LiveHub::new();
+        let o = open(&hub, "s2");
+        frame(
+            &o,
+            TerminalFrame::Open {
+                channel: 0,
+                cols: 20,
+                rows: 5,
+                term: "xterm".into(),
+                command: None,
+            },
+        );
+        let mut w = hub.watch(&SessionId("s2".into())).expect("a watch");
+        assert!(matches!(w.next().await, Some(WatchFrame::Snapshot { .. })));
+        for _ in 0..(BACKLOG + 10) {
+            frame(&o, output(b"x"));
+        }
+        frame(&o, output(b"\r\nlast"));
+        match w.next().await {
+            Some(WatchFrame::Snapshot { data, .. }) => {
+                assert!(String::from_utf8_lossy(&data).contains("last"));
+            }
+            other => panic!("expected a fresh snapshot, got {other:?}"),
         }
     }
 }

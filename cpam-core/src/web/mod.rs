@@ -157,6 +157,8 @@ pub struct Shared {
     recordings: std::sync::OnceLock<Arc<dyn crate::record::RecordingStore>>,
     /// The live view for watchers (see [`AppState::set_live`]).
     live: std::sync::OnceLock<Arc<crate::record::LiveHub>>,
+    /// Runs browser terminals (see [`AppState::set_terminal`]).
+    terminal: std::sync::OnceLock<crate::proxy::ssh::BrowserTerminal>,
 }
 
 impl std::ops::Deref for AppState {
@@ -199,6 +201,7 @@ impl AppState {
                 hub_ready,
                 recordings: std::sync::OnceLock::new(),
                 live: std::sync::OnceLock::new(),
+                terminal: std::sync::OnceLock::new(),
             }),
             mount: Arc::new(WebConfig::default()),
         }
@@ -252,6 +255,7 @@ impl AppState {
             state.set_recordings(recordings.clone());
         }
         state.set_live(server.live().clone());
+        state.set_terminal(server.browser_terminal().clone());
         Ok(state)
     }
 
@@ -276,6 +280,18 @@ impl AppState {
     /// The live view, if set.
     pub fn live(&self) -> Option<Arc<crate::record::LiveHub>> {
         self.shared.live.get().cloned()
+    }
+
+    /// Runs browser terminals with `terminal`
+    /// (`/api/v1/services/{id}/terminal`); set once. Without it the route
+    /// answers 409.
+    pub fn set_terminal(&self, terminal: crate::proxy::ssh::BrowserTerminal) {
+        let _ = self.shared.terminal.set(terminal);
+    }
+
+    /// The browser terminal runner, if set.
+    pub fn terminal(&self) -> Option<crate::proxy::ssh::BrowserTerminal> {
+        self.shared.terminal.get().cloned()
     }
 
     /// The same server parts behind another mount.

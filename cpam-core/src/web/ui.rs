@@ -55,8 +55,16 @@ pub const ASSETS: &[Asset] = &[
 /// not held to the console's own style rules (they set inline styles, which
 /// the CSP allows for them).
 pub const VENDOR: &[Asset] = &[
-    ("vendor/xterm.js", JS, include_str!("assets/vendor/xterm.js")),
-    ("vendor/xterm.css", CSS, include_str!("assets/vendor/xterm.css")),
+    (
+        "vendor/xterm.js",
+        JS,
+        include_str!("assets/vendor/xterm.js"),
+    ),
+    (
+        "vendor/xterm.css",
+        CSS,
+        include_str!("assets/vendor/xterm.css"),
+    ),
     (
         "vendor/asciinema-player.min.js",
         JS,

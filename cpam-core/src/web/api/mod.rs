@@ -6,6 +6,7 @@ mod auth;
 mod customers;
 mod recordings;
 mod sessions;
+mod terminal;
 mod users;
 mod vault;
 mod watch;
@@ -64,6 +65,7 @@ pub fn routes() -> ApiRoutes {
             customers::create_service,
         )
         .add("DELETE", "/api/v1/services/{id}", customers::delete_service)
+        .add("GET", "/api/v1/services/{id}/terminal", terminal::terminal)
         .add("GET", "/api/v1/users", users::list)
         .add("POST", "/api/v1/users", users::create)
         .add("GET", "/api/v1/users/{id}", users::get)

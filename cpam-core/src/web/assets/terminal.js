@@ -138,3 +138,49 @@ export async function replay(box, r) {
     screen));
   start();
 }
+
+/**
+ * The browser terminal on service `c` (a credential row): asks the master
+ * password in the page, then runs a privileged session in xterm.js. The
+ * password goes to the server once, in the socket's first message.
+ */
+export async function browserTerminal(box, c) {
+  const master = h('input', { type: 'password', autocomplete: 'off', 'data-test': 'terminal-master', required: true });
+  const connect = h('button', { class: 'primary small', type: 'submit', 'data-test': 'terminal-connect' }, 'Connect');
+  const prompt = h('form', { class: 'card', 'data-test': 'terminal-prompt' },
+    h('h2', {}, `Connect to ${c.service} in the browser`),
+    h('label', {}, 'Master password ', master), ' ', connect);
+  mount(box, prompt);
+  master.focus();
+  prompt.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const password = master.value;
+    master.value = '';
+    const panel = await terminalPanel('terminal', `${c.service} (${c.username})`);
+    mount(box, panel.el);
+    panel.open();
+    const ws = socket(`api/v1/services/${encodeURIComponent(c.service_id)}/terminal`);
+    let ended = false;
+    ws.addEventListener('open', () => {
+      ws.send(JSON.stringify({ master_password: password, cols: panel.term.cols, rows: panel.term.rows }));
+      panel.status('Connected: the server signs in to the target for you.');
+      panel.term.focus();
+    });
+    relay(ws, panel, (reason) => {
+      ended = true;
+      panel.term.write(`\r\n[cpam] ${reason}\r\n`);
+      panel.status(`The session ended: ${reason}`);
+    });
+    ws.addEventListener('close', () => {
+      if (!ended) panel.status('The connection closed.');
+    });
+    const encoder = new TextEncoder();
+    panel.term.onData((d) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(encoder.encode(d));
+    });
+    panel.term.onResize(({ cols, rows }) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ resize: [cols, rows] }));
+    });
+    panel.onclose = () => ws.close();
+  });
+}
