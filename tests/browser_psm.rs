@@ -313,12 +313,22 @@ fn a_vendor_runs_a_privileged_session_in_the_browser_terminal() -> anyhow::Resul
     b.fill(&t("terminal-master"), MASTER)?;
     b.click(&t("terminal-connect"))?;
     b.wait_text(&t("terminal-status"), "Connected", LIVE)?;
-    let input = "[data-test=terminal-screen] textarea";
-    b.find_within(input, LIVE)?;
-    // Typed once the shell is up (its prompt ends in `$ `).
+    // Typed once the shell is up (its prompt ends in `$ `), as a person
+    // types: into the terminal's focused input, then Enter.
     b.wait_text(&t("terminal-screen"), "$", LIVE)
         .map_err(|e| anyhow::anyhow!("{e}\n{}", c.logs()))?;
-    b.type_keys(input, "echo web-$((6*7))\u{E007}")?;
+    b.execute(
+        "document.querySelector('[data-test=terminal-screen] textarea').focus();",
+        json!([]),
+    )?;
+    b.cdp("Input.insertText", json!({ "text": "echo web-$((6*7))" }))?;
+    for kind in ["keyDown", "keyUp"] {
+        b.cdp(
+            "Input.dispatchKeyEvent",
+            json!({ "type": kind, "key": "Enter", "code": "Enter",
+                    "windowsVirtualKeyCode": 13, "text": if kind == "keyDown" { "\r" } else { "" } }),
+        )?;
+    }
     b.wait_text(&t("terminal-screen"), "web-42", LIVE)
         .map_err(|e| anyhow::anyhow!("{e}\n{}", c.logs()))?;
     b.screenshot("web-42")?;

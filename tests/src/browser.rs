@@ -509,18 +509,6 @@ impl Browser {
         Ok(())
     }
 
-    /// Types `text` into the element matching `css` as keystrokes, without
-    /// clearing it first (a terminal's input element).
-    pub fn type_keys(&self, css: &str, text: &str) -> anyhow::Result<()> {
-        let el = self.find(css)?;
-        self.cmd(
-            "POST",
-            &format!("/element/{}/value", el.0),
-            Some(json!({ "text": text })),
-        )?;
-        Ok(())
-    }
-
     /// Chooses the option with `value` in the `<select>` matching `css`.
     pub fn select(&self, css: &str, value: &str) -> anyhow::Result<()> {
         self.click(&format!("{css} option[value=\"{value}\"]"))

@@ -23,7 +23,6 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::watch::same_origin;
-use crate::access;
 use crate::model::ServiceId;
 use crate::proxy::ssh::{TerminalInput, TerminalRequest};
 use crate::secret::Secret;
@@ -54,7 +53,14 @@ pub async fn terminal(
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let service = access::service(state.store.as_ref(), &caller.principal, &ServiceId(id)).await?;
+    // A vendor reaches a service through a grant, not a membership of its
+    // customer: either lets the caller see it; anyone else gets a 404.
+    let p = &caller.principal;
+    let service = match state.store.service(&ServiceId(id.clone())).await? {
+        Some(s) if p.in_scope(&s.customer_id) => s,
+        Some(s) if !state.store.grants_for(&p.user.id, &s.id).await?.is_empty() => s,
+        _ => return Err(ApiError::not_found(format!("no service `{id}`"))),
+    };
     if !service.kind.injects_credentials() {
         return Err(ApiError::invalid(format!(
             "service `{}` is not a privileged SSH service",
