@@ -106,15 +106,13 @@ impl Watch {
         if let Some(first) = self.first.take() {
             return Some(first);
         }
-        loop {
-            match self.rx.recv().await {
-                Ok(frame) => return Some(frame),
-                Err(broadcast::error::RecvError::Closed) => return None,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    let (snapshot, rx) = self.term.subscribe()?;
-                    self.rx = rx;
-                    return Some(snapshot);
-                }
+        match self.rx.recv().await {
+            Ok(frame) => Some(frame),
+            Err(broadcast::error::RecvError::Closed) => None,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let (snapshot, rx) = self.term.subscribe()?;
+                self.rx = rx;
+                Some(snapshot)
             }
         }
     }
