@@ -16,6 +16,8 @@ use cpam_tests::cpam::SSHD_PORT;
 use cpam_tests::process::Child;
 use serde_json::{Value, json};
 
+mod browser_psm;
+
 const LIVE: Duration = Duration::from_secs(30);
 const VENDOR: &str = "vendor1";
 const VENDOR_PASSWORD: &str = "vendor password 1";

@@ -259,8 +259,12 @@ fn expected(route: &Route, user: &RoleUser, own: bool) -> Expect {
     }
     match (route.method, route.path) {
         // Allowed, but the object's state refuses: an unregistered gatekeeper, an ended session.
+        // (The watch answers 409 before it looks at the WebSocket upgrade.)
         ("GET", "/api/v1/gatekeepers/{id}/profile")
+        | ("GET", "/api/v1/sessions/{id}/watch")
         | ("POST", "/api/v1/sessions/{id}/terminate") => Expect::Status(409),
+        // The matrix's services are not privileged SSH services.
+        ("GET", "/api/v1/services/{id}/terminal") => Expect::Status(400),
         ("GET", "/assets/{*path}") => Expect::NotRefused,
         _ => Expect::Status(route.status),
     }

@@ -156,7 +156,9 @@ fn cookie_flags_over_tls_and_plain_http_only_on_loopback() -> anyhow::Result<()>
     let shell = c.send("GET", "/", None)?;
     assert_eq!(
         shell.header("content-security-policy").as_deref(),
-        Some("default-src 'self'; frame-ancestors 'none'")
+        Some(
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'"
+        )
     );
     assert_eq!(
         shell.header("x-content-type-options").as_deref(),

@@ -89,14 +89,25 @@ impl Console {
         Console::start_served(Served::MountExample)
     }
 
+    /// [`Console::start`] with the target `sshd` also accepting password
+    /// logins (for accounts made with [`crate::sshd::password_account`]),
+    /// as the privileged SSH service's vault credential needs.
+    pub fn start_with_passwords() -> anyhow::Result<Console> {
+        Console::start_served_with(Served::Root, true)
+    }
+
     fn start_served(served: Served) -> anyhow::Result<Console> {
+        Console::start_served_with(served, false)
+    }
+
+    fn start_served_with(served: Served, passwords: bool) -> anyhow::Result<Console> {
         for b in ["cpam-server", "cpam-gatekeeper", "cpam-connect"] {
             bin_path(b)?;
         }
         let dir = tempfile::Builder::new().prefix("cpam-console-").tempdir()?;
         let link = HostLink::create()?;
         let host_addr = link.host_addr;
-        let sshd = Sshd::start(&link.ns, dir.path(), &[SSHD_PORT])?;
+        let sshd = Sshd::start_with(&link.ns, dir.path(), &[SSHD_PORT], passwords)?;
         let data_dir = dir.path().join("server");
         let gk_state = dir.path().join("gatekeeper");
         let mut init = Command::new(bin_path("cpam-server")?);

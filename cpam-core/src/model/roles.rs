@@ -28,6 +28,7 @@ pub enum Permission {
     DOWNLOAD_CONNECTION_MANAGER,
     VIEW_SESSIONS,
     TERMINATE_SESSIONS,
+    MONITOR_SESSIONS,
     VERIFY_AUDIT_LOG,
     ACCESS_ALL_CUSTOMERS,
     VIEW_OWN_SESSIONS,
@@ -50,6 +51,7 @@ impl Permission {
         Permission::DOWNLOAD_CONNECTION_MANAGER,
         Permission::VIEW_SESSIONS,
         Permission::TERMINATE_SESSIONS,
+        Permission::MONITOR_SESSIONS,
         Permission::VERIFY_AUDIT_LOG,
         Permission::ACCESS_ALL_CUSTOMERS,
         Permission::VIEW_OWN_SESSIONS,
@@ -72,6 +74,7 @@ impl Permission {
             Permission::DOWNLOAD_CONNECTION_MANAGER => "DOWNLOAD_CONNECTION_MANAGER",
             Permission::VIEW_SESSIONS => "VIEW_SESSIONS",
             Permission::TERMINATE_SESSIONS => "TERMINATE_SESSIONS",
+            Permission::MONITOR_SESSIONS => "MONITOR_SESSIONS",
             Permission::VERIFY_AUDIT_LOG => "VERIFY_AUDIT_LOG",
             Permission::ACCESS_ALL_CUSTOMERS => "ACCESS_ALL_CUSTOMERS",
             Permission::VIEW_OWN_SESSIONS => "VIEW_OWN_SESSIONS",
@@ -103,6 +106,9 @@ impl Permission {
             }
             Permission::VIEW_SESSIONS => "see every session of the customers in scope",
             Permission::TERMINATE_SESSIONS => "terminate live sessions of the customers in scope",
+            Permission::MONITOR_SESSIONS => {
+                "watch live terminal sessions of the customers in scope"
+            }
             Permission::VERIFY_AUDIT_LOG => "verify the admin log's hash chain",
             Permission::ACCESS_ALL_CUSTOMERS => {
                 "see every customer, not only those the user is a member of"
@@ -169,6 +175,7 @@ pub fn builtin_roles() -> Vec<Role> {
                 P::MANAGE_GRANTS,
                 P::VIEW_SESSIONS,
                 P::TERMINATE_SESSIONS,
+                P::MONITOR_SESSIONS,
                 P::VIEW_ADMIN_LOG_USER_ACTIVITY,
             ],
         ),

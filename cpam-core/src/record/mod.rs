@@ -14,6 +14,8 @@
 //! - `check.rs`: [`verify_all`], every recording against the store and the
 //!   `recording.sealed` audit records, so a removed recording is found.
 //! - `screen.rs`: [`Screen`], the current screen for viewers that join late.
+//! - `live.rs`: [`LiveHub`], the live view: each live session's screen and
+//!   a broadcast of what it shows, for watchers ([`LiveHub::watch`]).
 
 mod asciicast;
 mod check;
@@ -21,6 +23,7 @@ mod check;
 mod engine_tests;
 mod id;
 mod integrity;
+mod live;
 mod recorder;
 mod screen;
 mod store;
@@ -36,6 +39,7 @@ pub use integrity::{
     Chain, ChunkRecord, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain,
     parse_chain, verify,
 };
+pub use live::{LiveHub, Watch, WatchFrame};
 pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
 pub use screen::Screen;
 pub use store::{

@@ -31,8 +31,10 @@ use crate::admin::Admin;
 use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
-use crate::proxy::ssh::{SshProxy, SshProxyOptions, StorePins};
-use crate::record::{self, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest};
+use crate::proxy::ssh::{BrowserTerminal, SshProxy, SshProxyOptions, StorePins};
+use crate::record::{
+    self, LiveHub, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest,
+};
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
 use crate::tunnel::hub::{Hub, HubConfig};
@@ -121,6 +123,10 @@ pub struct Server {
     recovered: Recovered,
     /// Writes every terminal session's recordings (a data dir's server).
     recorder: Option<Arc<Recorder>>,
+    /// Every live terminal session's screen, for watchers.
+    live: Arc<LiveHub>,
+    /// Runs browser terminals through the SSH proxy.
+    terminal: BrowserTerminal,
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
@@ -241,6 +247,8 @@ impl Server {
             engine.add_observer_factory(recorder.clone());
             recorder
         });
+        let live = LiveHub::new();
+        engine.add_observer_factory(live.clone());
         for m in &sealed_now {
             engine.record(record::sealed_event(m)).await;
         }
@@ -253,12 +261,19 @@ impl Server {
             engine.audit().clone(),
             config.throttle.clone(),
         );
-        config.privileged_ssh = Some(Arc::new(SshProxy::new(
-            key,
+        let proxy = Arc::new(SshProxy::new(
+            key.clone(),
             Arc::new(masters),
             Arc::new(StorePins::new(engine.store().clone())),
             SshProxyOptions::default(),
-        )));
+        ));
+        config.privileged_ssh = Some(proxy.clone());
+        let terminal = BrowserTerminal {
+            engine: engine.clone(),
+            proxy,
+            dialer: config.dialer.clone(),
+            host_key: key.public_key().clone(),
+        };
         let hub = Hub::with_config(engine, config);
         Ok(Server {
             data,
@@ -270,6 +285,8 @@ impl Server {
             embedded: options.embedded,
             recovered,
             recorder,
+            live,
+            terminal,
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ready: Arc::new(AtomicBool::new(false)),
@@ -446,6 +463,17 @@ impl Server {
     /// The recorder registered on the engine (a data dir's server).
     pub fn recorder(&self) -> Option<&Arc<Recorder>> {
         self.recorder.as_ref()
+    }
+
+    /// The live view of terminal sessions (see [`LiveHub::watch`]).
+    pub fn live(&self) -> &Arc<LiveHub> {
+        &self.live
+    }
+
+    /// Runs browser terminals: privileged SSH sessions whose user is a
+    /// web page, through the same proxy and dialer as the hub's.
+    pub fn browser_terminal(&self) -> &BrowserTerminal {
+        &self.terminal
     }
 
     /// The unsealed vault, when the server has an unseal secret (the

@@ -155,6 +155,10 @@ pub struct Shared {
     pub hub_ready: Arc<AtomicBool>,
     /// Where session recordings are read (see [`AppState::set_recordings`]).
     recordings: std::sync::OnceLock<Arc<dyn crate::record::RecordingStore>>,
+    /// The live view for watchers (see [`AppState::set_live`]).
+    live: std::sync::OnceLock<Arc<crate::record::LiveHub>>,
+    /// Runs browser terminals (see [`AppState::set_terminal`]).
+    terminal: std::sync::OnceLock<crate::proxy::ssh::BrowserTerminal>,
 }
 
 impl std::ops::Deref for AppState {
@@ -196,6 +200,8 @@ impl AppState {
                 metrics: metrics::Metrics::default(),
                 hub_ready,
                 recordings: std::sync::OnceLock::new(),
+                live: std::sync::OnceLock::new(),
+                terminal: std::sync::OnceLock::new(),
             }),
             mount: Arc::new(WebConfig::default()),
         }
@@ -248,6 +254,8 @@ impl AppState {
         if let Some(recordings) = server.recordings() {
             state.set_recordings(recordings.clone());
         }
+        state.set_live(server.live().clone());
+        state.set_terminal(server.browser_terminal().clone());
         Ok(state)
     }
 
@@ -261,6 +269,29 @@ impl AppState {
     /// The recording store, if set.
     pub fn recordings(&self) -> Option<Arc<dyn crate::record::RecordingStore>> {
         self.shared.recordings.get().cloned()
+    }
+
+    /// Lets watchers see live sessions through `hub` (`/api/v1/sessions/{id}/watch`);
+    /// set once. Without it no session can be watched.
+    pub fn set_live(&self, hub: Arc<crate::record::LiveHub>) {
+        let _ = self.shared.live.set(hub);
+    }
+
+    /// The live view, if set.
+    pub fn live(&self) -> Option<Arc<crate::record::LiveHub>> {
+        self.shared.live.get().cloned()
+    }
+
+    /// Runs browser terminals with `terminal`
+    /// (`/api/v1/services/{id}/terminal`); set once. Without it the route
+    /// answers 409.
+    pub fn set_terminal(&self, terminal: crate::proxy::ssh::BrowserTerminal) {
+        let _ = self.shared.terminal.set(terminal);
+    }
+
+    /// The browser terminal runner, if set.
+    pub fn terminal(&self) -> Option<crate::proxy::ssh::BrowserTerminal> {
+        self.shared.terminal.get().cloned()
     }
 
     /// The same server parts behind another mount.
@@ -413,10 +444,14 @@ async fn security_headers(
     let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
         h.entry(k).or_insert(HeaderValue::from_static(v));
     };
+    // The replay player runs WebAssembly (`'wasm-unsafe-eval'` allows
+    // compiling it, not `eval`). xterm.js and the player write `<style>`
+    // elements and style attributes for the terminal's cell grid and
+    // theme, so styles may be inline; scripts may not.
     set(
         h,
         header::CONTENT_SECURITY_POLICY,
-        "default-src 'self'; frame-ancestors 'none'",
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
     );
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");

@@ -400,6 +400,7 @@ fn content(body: &Body) -> Option<Value> {
         Body::Binary => {
             json!({ "application/octet-stream": { "schema": { "type": "string", "contentEncoding": "binary" } } })
         }
+        Body::WebSocket => return None,
     })
 }
 

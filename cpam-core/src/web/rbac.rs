@@ -72,6 +72,8 @@ pub enum Body {
     EventStream,
     /// A file download.
     Binary,
+    /// A WebSocket (`101 Switching Protocols`).
+    WebSocket,
 }
 
 /// One row of the policy table.
@@ -126,7 +128,7 @@ const fn with_query(mut r: Route, query: &'static [(&'static str, &'static str)]
 }
 
 use Access::{AllOf, AnyOf, Authenticated, Public};
-use Body::{Binary, Empty, EventStream, Html, Json, List, Text};
+use Body::{Binary, Empty, EventStream, Html, Json, List, Text, WebSocket};
 
 /// Every route of the web server.
 #[rustfmt::skip]
@@ -161,6 +163,7 @@ pub static POLICY: &[Route] = &[
     route("GET", "/api/v1/gatekeepers/{id}/profile", AllOf(&[P::DOWNLOAD_CONNECTION_MANAGER, P::USE_CONNECTION_MANAGER]), Scope::Customer, 200, None, Json("Profile"), "gatekeepers", "the caller's Connection Manager profile for this gatekeeper (409 while unregistered)"),
     route("GET", "/api/v1/gatekeepers/{id}/services", Authenticated, Scope::Customer, 200, None, List("Service"), "services", "the services behind a gatekeeper"),
     route("POST", "/api/v1/gatekeepers/{id}/services", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 201, Some("NewService"), Json("Service"), "services", "create a service behind a gatekeeper"),
+    route("GET", "/api/v1/services/{id}/terminal", AnyOf(&[P::USE_CONNECTION_MANAGER]), Scope::Customer, 101, None, WebSocket, "vault", "the browser terminal: a privileged SSH session on this service over a WebSocket from the console's own origin (400 unless the service is kind `ssh`)"),
     route("DELETE", "/api/v1/services/{id}", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 204, None, Empty, "services", "delete a service and its grants"),
     // users and roles
     route("GET", "/api/v1/users", AnyOf(&[P::MANAGE_USERS]), Scope::None, 200, None, List("User"), "users", "every user"),
@@ -188,6 +191,7 @@ pub static POLICY: &[Route] = &[
     route("GET", "/api/v1/sessions/{id}/recordings", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, List("Recording"), "recordings", "the recordings of a session's terminal channels"),
     route("GET", "/api/v1/recordings/{id}/cast", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "download a recording (asciicast v2, `<id>.cast`)"),
     route("GET", "/api/v1/recordings/{id}/verify", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("RecordingVerification"), "recordings", "check a recording's file, chunk chain and signed manifest"),
+    route("GET", "/api/v1/sessions/{id}/watch", AnyOf(&[P::MONITOR_SESSIONS]), Scope::Customer, 101, None, WebSocket, "sessions", "watch a live terminal session (WebSocket from the console's own origin; 409 when not live)"),
     route("POST", "/api/v1/sessions/{id}/terminate", AnyOf(&[P::TERMINATE_SESSIONS]), Scope::Customer, 204, Some("Terminate"), Empty, "sessions", "end a live session with a reason (409 when not live)"),
     // admin log
     with_query(

@@ -45,7 +45,36 @@ pub const ASSETS: &[Asset] = &[
     ("audit.js", JS, include_str!("assets/audit.js")),
     ("admin.js", JS, include_str!("assets/admin.js")),
     ("credentials.js", JS, include_str!("assets/credentials.js")),
+    ("terminal.js", JS, include_str!("assets/terminal.js")),
     ("favicon.svg", SVG, include_str!("assets/favicon.svg")),
+];
+
+/// Third-party assets, verbatim from their npm packages (see
+/// `assets/vendor/VENDOR.md`): xterm.js for the live view and the browser
+/// terminal, asciinema-player for replays. Served under `/assets/vendor/`;
+/// not held to the console's own style rules (they set inline styles, which
+/// the CSP allows for them).
+pub const VENDOR: &[Asset] = &[
+    (
+        "vendor/xterm.js",
+        JS,
+        include_str!("assets/vendor/xterm.js"),
+    ),
+    (
+        "vendor/xterm.css",
+        CSS,
+        include_str!("assets/vendor/xterm.css"),
+    ),
+    (
+        "vendor/asciinema-player.min.js",
+        JS,
+        include_str!("assets/vendor/asciinema-player.min.js"),
+    ),
+    (
+        "vendor/asciinema-player.css",
+        CSS,
+        include_str!("assets/vendor/asciinema-player.css"),
+    ),
 ];
 
 fn etag(body: &str) -> String {
@@ -53,8 +82,13 @@ fn etag(body: &str) -> String {
     format!("\"{}\"", hex::encode(&d[..12]))
 }
 
-static ASSET_ETAGS: LazyLock<Vec<String>> =
-    LazyLock::new(|| ASSETS.iter().map(|(_, _, body)| etag(body)).collect());
+static ASSET_ETAGS: LazyLock<Vec<String>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .chain(VENDOR)
+        .map(|(_, _, body)| etag(body))
+        .collect()
+});
 
 fn respond(
     headers: &HeaderMap,
@@ -94,9 +128,10 @@ async fn shell(State(state): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn asset(Path(path): Path<String>, headers: HeaderMap) -> Response {
-    match ASSETS.iter().position(|(name, _, _)| *name == path) {
+    let all = || ASSETS.iter().chain(VENDOR);
+    match all().position(|(name, _, _)| *name == path) {
         Some(i) => {
-            let (_, content_type, body) = ASSETS[i];
+            let (_, content_type, body) = all().nth(i).copied().unwrap_or(ASSETS[0]);
             respond(&headers, content_type, &ASSET_ETAGS[i], body)
         }
         None => ApiError::not_found(format!("no console asset `{path}`")).into_response(),
@@ -123,7 +158,7 @@ mod tests {
 
     #[test]
     fn every_referenced_asset_is_embedded() {
-        let known: Vec<&str> = ASSETS.iter().map(|(n, _, _)| *n).collect();
+        let known: Vec<&str> = ASSETS.iter().chain(VENDOR).map(|(n, _, _)| *n).collect();
         for (file, body) in all_files() {
             for piece in body.split(['\'', '"']) {
                 let name = piece
@@ -190,8 +225,38 @@ mod tests {
     }
 
     #[test]
+    fn vendored_files_match_their_recorded_checksums() {
+        let manifest = include_str!("assets/vendor/VENDOR.md");
+        let licenses: &[(&str, &str)] = &[
+            ("xterm.LICENSE", include_str!("assets/vendor/xterm.LICENSE")),
+            (
+                "asciinema-player.LICENSE",
+                include_str!("assets/vendor/asciinema-player.LICENSE"),
+            ),
+        ];
+        let files = VENDOR
+            .iter()
+            .map(|(n, _, b)| (n.trim_start_matches("vendor/"), *b))
+            .chain(licenses.iter().copied());
+        let mut checked = 0;
+        for (name, body) in files {
+            let sum = hex::encode(Sha256::digest(body.as_bytes()));
+            let line = manifest
+                .lines()
+                .find(|l| l.contains(&format!("`{name}`")))
+                .unwrap_or_else(|| panic!("VENDOR.md does not list {name}"));
+            assert!(
+                line.contains(&sum),
+                "{name} changed: its SHA-256 is {sum}, VENDOR.md says: {line}"
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, VENDOR.len() + licenses.len());
+    }
+
+    #[test]
     fn content_types_match_file_names() {
-        for (name, content_type, _) in ASSETS {
+        for (name, content_type, _) in ASSETS.iter().chain(VENDOR) {
             let want = match name.rsplit('.').next() {
                 Some("js") => JS,
                 Some("css") => CSS,

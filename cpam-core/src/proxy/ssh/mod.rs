@@ -20,10 +20,13 @@
 //!
 //! - `vendor.rs`: the server side (the vendor's `ssh`).
 //! - `target.rs`: the client side (the target's `sshd`).
+//! - `browser.rs`: [`BrowserTerminal`], the browser terminal: the proxy run
+//!   with an in-process SSH client as the user.
 //! - `pins.rs`: [`StorePins`], target host keys pinned in the store.
 //! - `relay.rs`: one channel's bytes from the target to the vendor, and the
 //!   input gate that keeps typed passwords out of recordings.
 
+mod browser;
 mod pins;
 mod relay;
 mod target;
@@ -31,6 +34,7 @@ mod target;
 mod tests;
 mod vendor;
 
+pub use browser::{BrowserTerminal, TerminalInput, TerminalRequest};
 pub use pins::StorePins;
 
 use std::sync::Arc;

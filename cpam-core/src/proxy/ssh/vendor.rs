@@ -371,7 +371,11 @@ impl russh::server::Handler for Vendor {
         session: &mut Session,
     ) -> Result<()> {
         if let Some(ch) = self.channels.get_mut(&channel) {
-            ch.pty = Some((term.to_string(), clamp(col_width), clamp(row_height)));
+            ch.pty = Some((
+                term.to_string(),
+                clamp(col_width, 80),
+                clamp(row_height, 24),
+            ));
         }
         let term = term.to_string();
         let modes = modes.to_vec();
@@ -434,7 +438,7 @@ impl russh::server::Handler for Vendor {
         let Some(ch) = self.channels.get_mut(&channel) else {
             return Ok(());
         };
-        let (cols, rows) = (clamp(col_width), clamp(row_height));
+        let (cols, rows) = (clamp(col_width, 80), clamp(row_height, 24));
         if let Some(pty) = ch.pty.as_mut() {
             if (pty.1, pty.2) == (cols, rows) {
                 return Ok(());
@@ -565,7 +569,12 @@ impl russh::server::Handler for Vendor {
     }
 }
 
-/// A terminal dimension as the recorder and watchers take it.
-fn clamp(v: u32) -> u16 {
-    v.clamp(1, u32::from(u16::MAX)) as u16
+/// A terminal dimension as the recorder and watchers take it: a client
+/// without a terminal of its own (`ssh -tt` from a script) sends 0, which
+/// counts as `unknown`, the size programs then assume.
+fn clamp(v: u32, unknown: u16) -> u16 {
+    if v == 0 {
+        return unknown;
+    }
+    v.min(u32::from(u16::MAX)) as u16
 }

@@ -6,8 +6,10 @@ mod auth;
 mod customers;
 mod recordings;
 mod sessions;
+mod terminal;
 mod users;
 mod vault;
+mod watch;
 
 use crate::Result;
 use crate::model::{Customer, Gatekeeper, Grant, Service, Session, Timestamp, User};
@@ -68,6 +70,7 @@ pub fn routes() -> ApiRoutes {
             customers::create_service,
         )
         .add("DELETE", "/api/v1/services/{id}", customers::delete_service)
+        .add("GET", "/api/v1/services/{id}/terminal", terminal::terminal)
         .add("GET", "/api/v1/users", users::list)
         .add("POST", "/api/v1/users", users::create)
         .add("GET", "/api/v1/users/{id}", users::get)
@@ -85,6 +88,7 @@ pub fn routes() -> ApiRoutes {
         .add("DELETE", "/api/v1/grants/{id}", sessions::revoke_grant)
         .add("GET", "/api/v1/sessions", sessions::list)
         .add("GET", "/api/v1/sessions/{id}", sessions::get)
+        .add("GET", "/api/v1/sessions/{id}/watch", watch::watch)
         .add(
             "POST",
             "/api/v1/sessions/{id}/terminate",

@@ -3,6 +3,7 @@
 // password, asked before a privileged session starts.
 
 import { del, get, post, put } from './api.js';
+import { browserTerminal } from './terminal.js';
 import { badge, busy, field, form, h, mount, table, timeCell, toast } from './ui.js';
 
 const LENGTHS = [['15m', 900], ['30m', 1800], ['1h', 3600], ['2h', 7200], ['4h', 14400], ['8h', 28800]];
@@ -11,10 +12,15 @@ function hours(secs) {
   return secs % 3600 === 0 ? `${secs / 3600}h` : `${Math.round(secs / 60)}m`;
 }
 
-function checkoutCell(root, c) {
+function checkoutCell(root, c, terminalBox) {
   if (c.checkout) {
     return h('td', { class: 'actions' },
       badge('checked out', 'ok', 'checkout-status'), ' until ', timeCell(c.checkout.expires_at), ' ',
+      h('button', {
+        class: 'primary small',
+        'data-test': 'connect-in-browser',
+        onclick: () => browserTerminal(terminalBox, c),
+      }, 'Connect in browser'), ' ',
       h('button', {
         class: 'small',
         'data-test': 'checkin',
@@ -62,16 +68,18 @@ function masterPasswordCard() {
 
 export async function credentialsPage(root) {
   const list = await get('/credentials');
+  const terminalBox = h('div', { 'data-test': 'terminal-box' });
   const rows = list.map((c) => h('tr', { 'data-test': 'credential-row', 'data-service': c.service },
     h('td', {}, h('strong', {}, c.service), h('div', { class: 'muted small' }, c.customer_name || '')),
     h('td', { class: 'mono' }, c.target),
     h('td', {}, c.username, h('div', { class: 'muted small' }, c.credential_kind === 'private_key' ? 'private key' : 'password')),
     h('td', {}, hours(c.max_checkout_secs)),
-    checkoutCell(root, c)));
+    checkoutCell(root, c, terminalBox)));
   mount(root,
     h('h1', {}, 'Credentials'),
     h('p', { class: 'lead' }, 'Check a credential out to start privileged sessions to its host; the server logs in for you, the secret is never shown.'),
     h('div', { class: 'card' }, table('credentials-table', ['Service', 'Target', 'Account', 'Longest checkout', ''], rows,
       'No credentials are available to you right now.')),
+    terminalBox,
     masterPasswordCard());
 }

@@ -4,6 +4,7 @@
 import { can, get, post } from './api.js';
 import { link, subscribe } from './app.js';
 import { fmtTarget } from './customers.js';
+import { replay, watchSession } from './terminal.js';
 import { busy, bytes, confirmDialog, duration, h, mount, table, timeCell, toast } from './ui.js';
 
 const REASONS = {
@@ -45,8 +46,37 @@ export async function sessionsPage(root) {
   const live = new Map(active.map((s) => [s.id, s]));
   const ended = history;
   const mayTerminate = can('TERMINATE_SESSIONS');
+  const mayWatch = can('MONITOR_SESSIONS');
+  const mayReplay = can('VIEW_SESSIONS');
   const activeBox = h('div', {});
   const historyBox = h('div', {});
+  const viewer = h('div', { 'data-test': 'session-viewer' });
+  const recordingsBox = h('div', { 'data-test': 'recordings' });
+
+  const watch = async (s) => {
+    await watchSession(viewer, s, `${who(s)} on ${service(s)}`);
+    viewer.scrollIntoView();
+  };
+
+  const recordings = async (s, button) => {
+    await busy(button, async () => {
+      const list = await get(`/sessions/${encodeURIComponent(s.id)}/recordings`);
+      const rows = list.map((r) => h('tr', { 'data-test': 'recording-row', 'data-id': r.id },
+        h('td', { class: 'mono small' }, r.id),
+        h('td', {}, timeCell(r.started_at)),
+        h('td', {}, bytes(r.size)),
+        h('td', {}, r.state),
+        h('td', { class: 'actions' },
+          h('button', { class: 'small', 'data-test': 'recording-replay', onclick: () => replay(viewer, r) }, 'Replay'),
+          h('a', { class: 'button small', 'data-test': 'recording-download',
+            href: new URL(`api/v1/recordings/${encodeURIComponent(r.id)}/cast`, document.baseURI).href,
+            download: `${r.id}.cast` }, 'Download .cast'))));
+      mount(recordingsBox, h('div', { class: 'card' },
+        h('h2', {}, `Recordings of ${who(s)}’s session on ${service(s)}`),
+        table('recordings', ['Recording', 'Started', 'Size', 'State', ''], rows,
+          'This session has no recordings (only terminal sessions through the privileged SSH service are recorded).')));
+    });
+  };
 
   const terminate = async (s, button) => {
     const ok = await confirmDialog({
@@ -69,9 +99,13 @@ export async function sessionsPage(root) {
       h('td', {}, service(s), h('div', { class: 'muted small mono' }, fmtTarget(s))),
       h('td', {}, timeCell(s.started_at), h('div', { class: 'muted small' }, `running ${duration(s.started_at)}`)),
       h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
-      h('td', { class: 'actions' }, mayTerminate
-        ? h('button', { class: 'danger small', 'data-test': 'session-terminate', onclick: (e) => terminate(s, e.target) }, 'Terminate')
-        : null)));
+      h('td', { class: 'actions' },
+        mayWatch
+          ? h('button', { class: 'small', 'data-test': 'session-watch', onclick: () => watch(s) }, 'Watch')
+          : null,
+        mayTerminate
+          ? h('button', { class: 'danger small', 'data-test': 'session-terminate', onclick: (e) => terminate(s, e.target) }, 'Terminate')
+          : null)));
     mount(activeBox, table('sessions-active', ['User', 'Customer', 'Service', 'Started', 'Traffic', ''], rows,
       'No active sessions right now. New ones appear here by themselves.'));
   };
@@ -83,8 +117,11 @@ export async function sessionsPage(root) {
       h('td', {}, timeCell(s.started_at)),
       h('td', {}, duration(s.started_at, s.ended_at)),
       h('td', { 'data-test': 'history-reason' }, reasonText(s)),
-      h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`)));
-    mount(historyBox, table('sessions-history', ['User', 'Customer', 'Service', 'Started', 'Duration', 'Ended because', 'Traffic'], rows,
+      h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
+      h('td', { class: 'actions' }, mayReplay
+        ? h('button', { class: 'small', 'data-test': 'session-recordings', onclick: (e) => recordings(s, e.target) }, 'Recordings')
+        : null)));
+    mount(historyBox, table('sessions-history', ['User', 'Customer', 'Service', 'Started', 'Duration', 'Ended because', 'Traffic', ''], rows,
       'No finished sessions yet.'));
   };
   renderActive();
@@ -128,5 +165,7 @@ export async function sessionsPage(root) {
       ? 'Every vendor connection is a session: authorized, audited, and stoppable at any moment.'
       : 'Your own sessions through the Connection Manager.'),
     h('div', { class: 'card' }, h('h2', {}, 'Active sessions ', h('span', { class: 'badge info' }, 'live')), activeBox),
-    h('div', { class: 'card' }, h('h2', {}, 'History'), historyBox));
+    viewer,
+    h('div', { class: 'card' }, h('h2', {}, 'History'), historyBox),
+    recordingsBox);
 }

@@ -1,0 +1,392 @@
+//! The live view: the current screen of every live terminal session and a
+//! broadcast of what it shows next, for watchers (the console's *Watch*).
+//!
+//! [`LiveHub`] is an observer factory the server registers on its engine
+//! next to the recorder. Per live session it keeps the [`Screen`] of the
+//! terminal channel opened last (fed by `on_terminal`) and a
+//! `tokio::sync::broadcast` of [`WatchFrame`]s. [`LiveHub::watch`] gives a
+//! snapshot of the screen and a receiver taken under the same lock, so
+//! nothing is missed or shown twice. A watcher that falls behind gets a
+//! fresh snapshot: a slow watcher never blocks the session. What the user
+//! types is never broadcast (the screen shows what the target echoed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::broadcast;
+
+use super::Screen;
+use crate::model::{Session, SessionId};
+use crate::session::{ObserverFactory, SessionObserver, TerminalFrame};
+
+/// Frames kept for a watcher that is behind before it gets a snapshot.
+const BACKLOG: usize = 256;
+
+/// What a watcher receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchFrame {
+    /// Redraw everything: the terminal is `cols`×`rows` and `data` paints
+    /// the current screen on a blank one.
+    Snapshot { cols: u16, rows: u16, data: Vec<u8> },
+    /// Bytes the target wrote to the terminal.
+    Output(bytes::Bytes),
+    /// The terminal was resized.
+    Resize { cols: u16, rows: u16 },
+    /// The session ended, with why (`terminated: <reason>`, `closed`, ...).
+    End(String),
+}
+
+type Terminals = Mutex<HashMap<SessionId, Arc<LiveTerminal>>>;
+
+/// The live screens of a server's sessions (see the module docs).
+#[derive(Debug, Default)]
+pub struct LiveHub {
+    sessions: Arc<Terminals>,
+}
+
+impl LiveHub {
+    /// An empty hub; register it with
+    /// [`SessionEngine::add_observer_factory`](crate::session::SessionEngine::add_observer_factory).
+    pub fn new() -> Arc<LiveHub> {
+        Arc::new(LiveHub::default())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveTerminal>>> {
+        lock(&self.sessions)
+    }
+
+    /// Starts watching live session `id`: `None` when it is not live here
+    /// or has not opened a terminal yet.
+    pub fn watch(&self, id: &SessionId) -> Option<Watch> {
+        let term = self.lock().get(id).cloned()?;
+        let (snapshot, rx) = term.subscribe()?;
+        Some(Watch {
+            term,
+            first: Some(snapshot),
+            rx,
+        })
+    }
+
+    /// Whether session `id` is live here with a terminal open.
+    pub fn has_terminal(&self, id: &SessionId) -> bool {
+        self.lock()
+            .get(id)
+            .is_some_and(|t| t.state().current.is_some())
+    }
+}
+
+impl ObserverFactory for LiveHub {
+    fn observers(&self, session: &Session) -> Vec<Arc<dyn SessionObserver>> {
+        let term = Arc::new(LiveTerminal {
+            id: session.id.clone(),
+            state: Mutex::new(State::default()),
+            tx: broadcast::channel(BACKLOG).0,
+        });
+        self.lock().insert(session.id.clone(), term.clone());
+        vec![Arc::new(Observer {
+            term,
+            hub: Arc::downgrade(&self.sessions),
+        })]
+    }
+}
+
+/// A session being watched; see [`Watch::next`].
+#[derive(Debug)]
+pub struct Watch {
+    term: Arc<LiveTerminal>,
+    first: Option<WatchFrame>,
+    rx: broadcast::Receiver<WatchFrame>,
+}
+
+impl Watch {
+    /// The next frame: first the snapshot, then what the screen shows,
+    /// a new snapshot after falling behind, [`WatchFrame::End`] once the
+    /// session ended, then `None`.
+    pub async fn next(&mut self) -> Option<WatchFrame> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        match self.rx.recv().await {
+            Ok(frame) => Some(frame),
+            Err(broadcast::error::RecvError::Closed) => None,
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                let (snapshot, rx) = self.term.subscribe()?;
+                self.rx = rx;
+                Some(snapshot)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    screens: HashMap<u32, Screen>,
+    /// The channel watchers see: the one opened last and still open.
+    current: Option<u32>,
+    ended: bool,
+}
+
+struct LiveTerminal {
+    id: SessionId,
+    state: Mutex<State>,
+    tx: broadcast::Sender<WatchFrame>,
+}
+
+impl std::fmt::Debug for LiveTerminal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTerminal")
+            .field("session", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveTerminal {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current screen and a receiver of what follows it, taken under
+    /// the lock the frames are sent under.
+    fn subscribe(&self) -> Option<(WatchFrame, broadcast::Receiver<WatchFrame>)> {
+        let state = self.state();
+        if state.ended {
+            return None;
+        }
+        let screen = state.current.and_then(|c| state.screens.get(&c))?;
+        let (rows, cols) = screen.size();
+        let snapshot = WatchFrame::Snapshot {
+            cols,
+            rows,
+            data: screen.snapshot(),
+        };
+        Some((snapshot, self.tx.subscribe()))
+    }
+
+    fn apply(&self, frame: &TerminalFrame) {
+        let mut state = self.state();
+        let channel = frame.channel();
+        let send = |f: WatchFrame| {
+            // No watcher is not an error.
+            let _ = self.tx.send(f);
+        };
+        match frame {
+            TerminalFrame::Open { cols, rows, .. } => {
+                let (cols, rows) = size(*cols, *rows);
+                let screen = Screen::new(cols, rows);
+                let (rows, cols) = screen.size();
+                let data = screen.snapshot();
+                state.screens.insert(channel, screen);
+                state.current = Some(channel);
+                send(WatchFrame::Snapshot { cols, rows, data });
+            }
+            TerminalFrame::Output { data, .. } => {
+                if let Some(screen) = state.screens.get_mut(&channel) {
+                    screen.process(data);
+                }
+                if state.current == Some(channel) {
+                    send(WatchFrame::Output(data.clone()));
+                }
+            }
+            TerminalFrame::Resize { cols, rows, .. } => {
+                let (cols, rows) = size(*cols, *rows);
+                if let Some(screen) = state.screens.get_mut(&channel) {
+                    screen.resize(cols, rows);
+                }
+                if state.current == Some(channel) {
+                    send(WatchFrame::Resize { cols, rows });
+                }
+            }
+            TerminalFrame::Input { .. } => {}
+            TerminalFrame::Close { .. } => {
+                state.screens.remove(&channel);
+                if state.current == Some(channel) {
+                    // Another open channel, if any, becomes the one shown.
+                    state.current = state.screens.keys().max().copied();
+                    if let Some(c) = state.current
+                        && let Some(screen) = state.screens.get(&c)
+                    {
+                        let (rows, cols) = screen.size();
+                        send(WatchFrame::Snapshot {
+                            cols,
+                            rows,
+                            data: screen.snapshot(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    fn end(&self, reason: String) {
+        let mut state = self.state();
+        state.ended = true;
+        state.screens.clear();
+        state.current = None;
+        let _ = self.tx.send(WatchFrame::End(reason));
+    }
+}
+
+/// A terminal that gave no size (`ssh -tt` without a terminal of its own
+/// sends 0×0) is shown as 80×24, the size programs assume then.
+fn size(cols: u16, rows: u16) -> (u16, u16) {
+    (
+        if cols == 0 { 80 } else { cols },
+        if rows == 0 { 24 } else { rows },
+    )
+}
+
+fn lock(t: &Terminals) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveTerminal>>> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Feeds a session's terminal; at the end tells watchers why and drops it
+/// from the hub.
+#[derive(Debug)]
+struct Observer {
+    term: Arc<LiveTerminal>,
+    hub: Weak<Terminals>,
+}
+
+impl SessionObserver for Observer {
+    fn on_terminal(&self, frame: &TerminalFrame) {
+        self.term.apply(frame);
+    }
+
+    fn on_end(&self, session: &Session) {
+        let reason = match (&session.end_reason, &session.end_detail) {
+            (Some(r), Some(d)) if !d.is_empty() => format!("{}: {d}", r.as_str()),
+            (Some(r), _) => r.as_str().to_string(),
+            (None, _) => "ended".to_string(),
+        };
+        self.term.end(reason);
+        if let Some(hub) = self.hub.upgrade() {
+            lock(&hub).remove(&session.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        CustomerId, EndReason, ServiceId, Session, SessionId, SessionProtocol, Timestamp, UserId,
+    };
+
+    fn session(id: &str) -> Session {
+        Session {
+            id: SessionId(id.into()),
+            user_id: UserId("usr_v".into()),
+            user_name: "vera".into(),
+            customer_id: CustomerId("cus_a".into()),
+            gatekeeper_id: None,
+            protocol: SessionProtocol::Ssh,
+            node_id: None,
+            service_id: ServiceId("svc_a".into()),
+            service_name: "db1".into(),
+            target: "127.0.0.1:22".parse().expect("a target"),
+            grant_id: None,
+            started_at: Timestamp::now(),
+            ended_at: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            end_reason: None,
+            end_detail: None,
+        }
+    }
+
+    fn open(hub: &LiveHub, id: &str) -> Vec<Arc<dyn SessionObserver>> {
+        hub.observers(&session(id))
+    }
+
+    fn frame(o: &[Arc<dyn SessionObserver>], f: TerminalFrame) {
+        for o in o {
+            o.on_terminal(&f);
+        }
+    }
+
+    fn output(data: &'static [u8]) -> TerminalFrame {
+        TerminalFrame::Output {
+            channel: 0,
+            data: bytes::Bytes::from_static(data),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_late_watcher_sees_the_screen_then_the_output_and_never_the_input() {
+        let hub = LiveHub::new();
+        let o = open(&hub, "s1");
+        assert!(
+            hub.watch(&SessionId("s1".into())).is_none(),
+            "no terminal yet"
+        );
+        frame(
+            &o,
+            TerminalFrame::Open {
+                channel: 0,
+                cols: 0,
+                rows: 0,
+                term: "xterm".into(),
+                command: None,
+            },
+        );
+        frame(&o, output(b"psm-42\r\n"));
+        let mut w = hub.watch(&SessionId("s1".into())).expect("a watch");
+        match w.next().await {
+            Some(WatchFrame::Snapshot { cols, rows, data }) => {
+                assert_eq!((cols, rows), (80, 24));
+                assert!(String::from_utf8_lossy(&data).contains("psm-42"));
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+        frame(
+            &o,
+            TerminalFrame::Input {
+                channel: 0,
+                data: bytes::Bytes::from_static(b"secret"),
+            },
+        );
+        frame(&o, output(b"next"));
+        assert_eq!(
+            w.next().await,
+            Some(WatchFrame::Output(bytes::Bytes::from_static(b"next")))
+        );
+        let mut s = session("s1");
+        s.end_reason = Some(EndReason::Completed);
+        for o in &o {
+            o.on_end(&s);
+        }
+        assert!(matches!(w.next().await, Some(WatchFrame::End(r)) if r.contains("completed")));
+        assert!(
+            hub.watch(&SessionId("s1".into())).is_none(),
+            "dropped at the end"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_gets_a_fresh_snapshot() {
+        let hub = LiveHub::new();
+        let o = open(&hub, "s2");
+        frame(
+            &o,
+            TerminalFrame::Open {
+                channel: 0,
+                cols: 20,
+                rows: 5,
+                term: "xterm".into(),
+                command: None,
+            },
+        );
+        let mut w = hub.watch(&SessionId("s2".into())).expect("a watch");
+        assert!(matches!(w.next().await, Some(WatchFrame::Snapshot { .. })));
+        for _ in 0..(BACKLOG + 10) {
+            frame(&o, output(b"x"));
+        }
+        frame(&o, output(b"\r\nlast"));
+        match w.next().await {
+            Some(WatchFrame::Snapshot { data, .. }) => {
+                assert!(String::from_utf8_lossy(&data).contains("last"));
+            }
+            other => panic!("expected a fresh snapshot, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `GET /api/v1/sessions/{id}/watch`: a live terminal session over a
+//! WebSocket, for a caller with `MONITOR_SESSIONS` on the session's
+//! customer (anyone else gets the 404 of a missing session). The socket
+//! must come from the console's own origin (a page elsewhere cannot ride
+//! the session cookie). Every start and stop is audited
+//! (`session.watch.start` / `session.watch.stop`, actor = the watcher).
+//!
+//! Frames sent: a text `{"resize":[cols,rows]}` then the screen as binary
+//! (again after falling behind), then the output as binary, resizes as
+//! text, and at the end a text `{"end":"<why>"}` before the close. What
+//! the user types is never sent.
+
+use axum::extract::ws::{
+    Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
+};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use serde_json::json;
+
+use crate::model::{AuditCategory, AuditEvent, Permission, Session, SessionId, Timestamp};
+use crate::record::{Watch, WatchFrame};
+use crate::web::AppState;
+use crate::web::auth::Caller;
+use crate::web::error::{ApiError, ApiResult};
+
+/// Whether the request's `Origin` is the console's own: its scheme and
+/// the `Host` the request was sent to. A missing `Origin` is not.
+pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
+    let get = |h: header::HeaderName| headers.get(h).and_then(|v| v.to_str().ok());
+    let (Some(origin), Some(host)) = (get(header::ORIGIN), get(header::HOST)) else {
+        return false;
+    };
+    origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .is_some_and(|authority| authority.eq_ignore_ascii_case(host))
+}
+
+pub async fn watch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> ApiResult<Response> {
+    let p = &caller.principal;
+    let session = match state.store.session(&SessionId(id.clone())).await? {
+        Some(s) if p.has(Permission::MONITOR_SESSIONS) && p.in_scope(&s.customer_id) => s,
+        _ => return Err(ApiError::not_found(format!("no session `{id}`"))),
+    };
+    let not_live = || {
+        ApiError::from(crate::Error::conflict(format!(
+            "session `{id}` has no live terminal on this server"
+        )))
+    };
+    let hub = state.live().ok_or_else(not_live)?;
+    if !hub.has_terminal(&session.id) {
+        return Err(not_live());
+    }
+    if !same_origin(&headers) {
+        return Err(ApiError::denied(
+            "a live view is opened only from the console's own pages (Origin)",
+        ));
+    }
+    let ws = ws.map_err(|e| ApiError::invalid(format!("a WebSocket upgrade is required: {e}")))?;
+    let watch = hub.watch(&session.id).ok_or_else(not_live)?;
+    let actor = caller.user().name.clone();
+    audit(&state, &actor, &session, "session.watch.start").await;
+    Ok(ws.on_upgrade(move |socket| async move {
+        relay(socket, watch).await;
+        audit(&state, &actor, &session, "session.watch.stop").await;
+    }))
+}
+
+async fn audit(state: &AppState, actor: &str, session: &Session, action: &str) {
+    state
+        .engine
+        .record(AuditEvent {
+            at: Timestamp::now(),
+            category: AuditCategory::UserActivity,
+            action: action.into(),
+            actor: actor.into(),
+            customer_id: Some(session.customer_id.clone()),
+            session_id: Some(session.id.clone()),
+            detail: json!({ "user": session.user_name, "service": session.service_name }),
+        })
+        .await;
+}
+
+fn resize(cols: u16, rows: u16) -> Message {
+    Message::Text(json!({ "resize": [cols, rows] }).to_string().into())
+}
+
+/// Sends the watch's frames until the session ends or the watcher leaves.
+async fn relay(mut socket: WebSocket, mut watch: Watch) {
+    loop {
+        tokio::select! {
+            frame = watch.next() => {
+                let (messages, last) = match frame {
+                    Some(WatchFrame::Snapshot { cols, rows, data }) => {
+                        (vec![resize(cols, rows), Message::Binary(data.into())], false)
+                    }
+                    Some(WatchFrame::Output(data)) => (vec![Message::Binary(data)], false),
+                    Some(WatchFrame::Resize { cols, rows }) => (vec![resize(cols, rows)], false),
+                    Some(WatchFrame::End(reason)) => {
+                        (vec![Message::Text(json!({ "end": reason }).to_string().into())], true)
+                    }
+                    None => (Vec::new(), true),
+                };
+                for m in messages {
+                    if socket.send(m).await.is_err() {
+                        return;
+                    }
+                }
+                if last {
+                    break;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    let _ = socket.send(Message::Close(None)).await;
+}
