@@ -28,7 +28,7 @@ pub use control::{ControlRequest, control, serve_control};
 pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
 
 use crate::admin::Admin;
-use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
+use crate::audit::{Anchor, AuditSink, AuditTap, CheckpointLog, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
 use crate::proxy::ssh::{SshProxy, SshProxyOptions, StorePins};
@@ -121,6 +121,8 @@ pub struct Server {
     recovered: Recovered,
     /// Writes every terminal session's recordings (a data dir's server).
     recorder: Option<Arc<Recorder>>,
+    /// Signs checkpoints of the audit chain (a data dir's server).
+    anchor: Option<Arc<Anchor>>,
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
@@ -259,8 +261,17 @@ impl Server {
             Arc::new(StorePins::new(engine.store().clone())),
             SshProxyOptions::default(),
         )));
+        let anchor = match &data {
+            Some(data) => Some(Arc::new(Anchor::new(
+                engine.store().clone(),
+                record::RecordingKey::from_host_key(&data.host_key()?)?,
+                CheckpointLog::in_dir(&data.path),
+            ))),
+            None => None,
+        };
         let hub = Hub::with_config(engine, config);
         Ok(Server {
+            anchor,
             data,
             hub,
             vault,
@@ -326,6 +337,10 @@ impl Server {
                 ready.store(false, Ordering::SeqCst);
             })
         }];
+        if let (Some(anchor), Some(data)) = (&self.anchor, &self.data) {
+            let every = Duration::from_secs(data.config.audit_checkpoint_secs);
+            tasks.push(anchor.every(every));
+        }
         if let Some(path) = self.control_socket() {
             let engine = self.engine().clone();
             tasks.push(tokio::spawn(async move {
@@ -411,6 +426,18 @@ impl Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // The head as it is at shutdown, after the last sessions' ends.
+        if let Some(anchor) = &self.anchor {
+            if let Err(error) = anchor.checkpoint().await {
+                tracing::error!(%error, "cannot sign the audit checkpoint at shutdown");
+            }
+        }
+    }
+
+    /// What signs checkpoints of the audit chain into
+    /// `<data dir>/audit-checkpoints.jsonl` (a data dir's server).
+    pub fn anchor(&self) -> Option<&Arc<Anchor>> {
+        self.anchor.as_ref()
     }
 
     /// True once [`Server::stop`] was called.

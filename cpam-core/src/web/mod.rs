@@ -155,6 +155,8 @@ pub struct Shared {
     pub hub_ready: Arc<AtomicBool>,
     /// Where session recordings are read (see [`AppState::set_recordings`]).
     recordings: std::sync::OnceLock<Arc<dyn crate::record::RecordingStore>>,
+    /// Signs and keeps the audit checkpoints (see [`AppState::set_anchor`]).
+    anchor: std::sync::OnceLock<Arc<crate::audit::Anchor>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -196,6 +198,7 @@ impl AppState {
                 metrics: metrics::Metrics::default(),
                 hub_ready,
                 recordings: std::sync::OnceLock::new(),
+                anchor: std::sync::OnceLock::new(),
             }),
             mount: Arc::new(WebConfig::default()),
         }
@@ -248,6 +251,9 @@ impl AppState {
         if let Some(recordings) = server.recordings() {
             state.set_recordings(recordings.clone());
         }
+        if let Some(anchor) = server.anchor() {
+            state.set_anchor(anchor.clone());
+        }
         Ok(state)
     }
 
@@ -256,6 +262,18 @@ impl AppState {
     /// recordings.
     pub fn set_recordings(&self, store: Arc<dyn crate::record::RecordingStore>) {
         let _ = self.shared.recordings.set(store);
+    }
+
+    /// Checks the audit chain against `anchor`'s last checkpoint and lists
+    /// its checkpoints (`/api/v1/audit/checkpoints`); set once. Without it
+    /// the chain is verified on its own and there are no checkpoints.
+    pub fn set_anchor(&self, anchor: Arc<crate::audit::Anchor>) {
+        let _ = self.shared.anchor.set(anchor);
+    }
+
+    /// The audit anchor, if set.
+    pub fn anchor(&self) -> Option<Arc<crate::audit::Anchor>> {
+        self.shared.anchor.get().cloned()
     }
 
     /// The recording store, if set.
