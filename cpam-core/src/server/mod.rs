@@ -427,10 +427,10 @@ impl Server {
             }
         }
         // The head as it is at shutdown, after the last sessions' ends.
-        if let Some(anchor) = &self.anchor {
-            if let Err(error) = anchor.checkpoint().await {
-                tracing::error!(%error, "cannot sign the audit checkpoint at shutdown");
-            }
+        if let Some(anchor) = &self.anchor
+            && let Err(error) = anchor.checkpoint().await
+        {
+            tracing::error!(%error, "cannot sign the audit checkpoint at shutdown");
         }
     }
 
