@@ -2,6 +2,7 @@
 //! peers (stock OpenSSH, PostgreSQL), one module per area, linked once.
 
 mod admin_cli;
+mod audit_anchor;
 mod demo_e2e;
 mod examples_run;
 mod hardening_e2e;

@@ -396,6 +396,17 @@ fn console_flow_through_the_api() -> anyhow::Result<()> {
     let verify = admin.get("/api/v1/audit/verify")?;
     assert_eq!(verify["intact"], true, "{verify}");
     assert!(verify["records"].as_u64().unwrap_or(0) >= lines.len() as u64);
+    // A signed checkpoint of the head: listed, and verified against.
+    let cp = web.cli_json(&["audit", "checkpoint"])?;
+    let seq = cp["seq"].as_i64().expect("a checkpoint of the head");
+    let list = admin.get("/api/v1/audit/checkpoints")?;
+    let last = list.as_array().and_then(|l| l.last()).cloned();
+    assert_eq!(last.map(|c| c["seq"].clone()), Some(json!(seq)), "{list}");
+    let verify = admin.get("/api/v1/audit/verify")?;
+    assert_eq!(verify["intact"], true, "{verify}");
+    assert_eq!(verify["checkpoint"], json!(seq), "{verify}");
+    let r = vendor.send("GET", "/api/v1/audit/checkpoints", None)?;
+    assert_eq!(r.code().as_deref(), Some("permission_denied"), "{r:?}");
 
     // Metrics moved.
     let m = web.client()?.send("GET", "/metrics", None)?.body;

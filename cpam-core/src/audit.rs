@@ -3,7 +3,9 @@
 //! Each [`AuditRecord`] carries the SHA-256 of its predecessor, and its own
 //! hash covers its position, its event and that predecessor hash. Any edit,
 //! deletion, insertion or reordering breaks the chain at a position
-//! [`verify`] reports.
+//! [`verify`] reports. Deleting the newest records, or rebuilding the
+//! whole log, is caught against a signed [`Checkpoint`] of the chain's head
+//! kept outside the database ([`checkpoint`]).
 
 use std::sync::Arc;
 
@@ -14,6 +16,10 @@ use sha2::{Digest, Sha256};
 use crate::error::Result;
 use crate::model::{AuditEvent, AuditRecord};
 use crate::store::{AuditFilter, Store};
+
+pub mod checkpoint;
+
+pub use checkpoint::{Anchor, Checkpoint, CheckpointLog, verify_anchored};
 
 /// The `prev_hash` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -144,6 +150,9 @@ pub struct Verification {
     pub checked: u64,
     /// The first broken record, if any.
     pub first_broken: Option<Broken>,
+    /// The record of the checkpoint the chain was checked against, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<i64>,
 }
 
 impl Verification {
@@ -171,6 +180,8 @@ pub struct Verifier {
     prev_hash: String,
     checked: u64,
     broken: Option<Broken>,
+    /// A signed head the chain must reach and match: seq, hash, label.
+    anchor: Option<(i64, String, String)>,
 }
 
 impl Default for Verifier {
@@ -180,11 +191,22 @@ impl Default for Verifier {
             prev_hash: GENESIS.to_string(),
             checked: 0,
             broken: None,
+            anchor: None,
         }
     }
 }
 
 impl Verifier {
+    /// A verifier that also holds the chain to `checkpoint` (whose
+    /// signature the caller checked): the chain must reach its record and
+    /// have its hash there.
+    pub fn anchored(checkpoint: &Checkpoint) -> Self {
+        Self {
+            anchor: Some((checkpoint.seq, checkpoint.hash.clone(), checkpoint.label())),
+            ..Self::default()
+        }
+    }
+
     /// Checks the next record; after the first break, further records are ignored.
     pub fn push(&mut self, r: &AuditRecord) {
         if self.broken.is_some() {
@@ -204,6 +226,14 @@ impl Verifier {
             )
         } else if record_hash(r.seq, &r.event, &r.prev_hash) != r.hash {
             Some("content does not match its hash (record edited)".to_string())
+        } else if let Some((_, _, label)) = self
+            .anchor
+            .as_ref()
+            .filter(|(seq, hash, _)| *seq == r.seq && *hash != r.hash)
+        {
+            Some(format!(
+                "the record's hash differs from the {label}: the log was rebuilt or rewritten"
+            ))
         } else {
             None
         };
@@ -224,9 +254,23 @@ impl Verifier {
 
     /// The result so far.
     pub fn finish(self) -> Verification {
+        let last = self.expected_seq - 1;
+        let broken = match (self.broken, &self.anchor) {
+            (None, Some((seq, _, label))) if *seq > last => Some(Broken {
+                expected_seq: last + 1,
+                found_seq: last,
+                problem: format!(
+                    "the log ends at record {last} but the {label} covers record {seq}: \
+                     records {}..={seq} were removed (tail truncation)",
+                    last + 1
+                ),
+            }),
+            (broken, _) => broken,
+        };
         Verification {
             checked: self.checked,
-            first_broken: self.broken,
+            first_broken: broken,
+            checkpoint: self.anchor.map(|(seq, _, _)| seq),
         }
     }
 }

@@ -17,6 +17,8 @@ pub mod hooks;
 pub mod model;
 pub mod password;
 pub mod policy;
+#[cfg(test)]
+mod proptests;
 pub mod proxy;
 pub mod record;
 pub mod secret;

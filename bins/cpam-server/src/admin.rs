@@ -666,16 +666,23 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
         }
         AuditCmd::Verify { c } => {
             let x = ctx(&c).await?;
-            let v = audit::verify_store(x.store.as_ref()).await?;
+            let v = anchor(&x)?.verify().await?;
             // Every sealed recording's manifest, chain and file too.
             let r = crate::recordings::verify_all(&x.data).await?;
             let intact = v.is_intact() && r.failed.is_empty();
             let mut doc = json!(v);
             doc["recordings"] = json!(r);
             print(x.json, doc, || {
-                let audit = match &v.first_broken {
-                    None => format!("audit chain intact: {} records", v.checked),
-                    Some(b) => format!(
+                let audit = match (&v.first_broken, v.checkpoint) {
+                    (None, Some(seq)) => format!(
+                        "audit chain intact: {} records, matching the signed checkpoint of record {seq}",
+                        v.checked
+                    ),
+                    (None, None) => format!(
+                        "audit chain intact: {} records (no signed checkpoint yet)",
+                        v.checked
+                    ),
+                    (Some(b), _) => format!(
                         "audit chain BROKEN at record {} (found {}): {}",
                         b.expected_seq, b.found_seq, b.problem
                     ),
@@ -688,5 +695,22 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
+        AuditCmd::Checkpoint { c } => {
+            let x = ctx(&c).await?;
+            let made = anchor(&x)?.checkpoint().await?;
+            Ok(print(x.json, json!(made), || match &made {
+                Some(cp) => format!("signed the {}: {}", cp.label(), cp.hash),
+                None => "no records since the last checkpoint".to_string(),
+            }))
+        }
     }
+}
+
+/// The data dir's audit anchor: its store, host key and checkpoint file.
+fn anchor(x: &Ctx) -> anyhow::Result<audit::Anchor> {
+    Ok(audit::Anchor::new(
+        x.store.clone(),
+        cpam_core::record::RecordingKey::from_host_key(&x.data.host_key()?)?,
+        audit::CheckpointLog::in_dir(&x.data.path),
+    ))
 }

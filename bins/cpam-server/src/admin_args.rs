@@ -276,7 +276,15 @@ pub enum AuditCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Check the hash chain, against the last signed checkpoint, and every
+    /// sealed recording.
     Verify {
+        #[command(flatten)]
+        c: Common,
+    },
+    /// Sign the chain's head now into `audit-checkpoints.jsonl` (the
+    /// server also does every `audit_checkpoint_secs` and at shutdown).
+    Checkpoint {
         #[command(flatten)]
         c: Common,
     },

@@ -245,6 +245,27 @@ impl RecordingKey {
         })
     }
 
+    /// Signs `bytes` (already domain-tagged by the caller); hex signature.
+    pub(crate) fn sign_bytes(&self, bytes: &[u8]) -> Result<String> {
+        let signing = self
+            .signing
+            .as_ref()
+            .ok_or_else(|| recording_error("this key can only check signatures, not sign"))?;
+        Ok(hex::encode(signing.sign(bytes).to_bytes()))
+    }
+
+    /// Whether `signature` (hex) is this key's over `bytes`.
+    pub(crate) fn verifies(&self, bytes: &[u8], signature: &str) -> bool {
+        let Some(sig) = hex::decode(signature)
+            .ok()
+            .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        else {
+            return false;
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&sig);
+        self.verifying.verify_strict(bytes, &sig).is_ok()
+    }
+
     /// Checks the signature of `signed` against this key.
     pub fn check(&self, signed: &SignedManifest) -> Result<()> {
         let bytes: [u8; 64] = hex::decode(&signed.signature)

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// while the target has echo off).
     #[serde(default)]
     pub record_input: bool,
+    /// Seconds between signed checkpoints of the audit chain's head
+    /// (`audit-checkpoints.jsonl`), taken while records are appended.
+    #[serde(default = "default_audit_checkpoint_secs")]
+    pub audit_checkpoint_secs: u64,
 }
 
 /// The console's default listen address.
@@ -58,6 +62,10 @@ pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8443";
 
 fn default_web_listen() -> String {
     DEFAULT_WEB_LISTEN.to_string()
+}
+
+fn default_audit_checkpoint_secs() -> u64 {
+    crate::audit::checkpoint::DEFAULT_CHECKPOINT_INTERVAL.as_secs()
 }
 
 fn default_web_idle_timeout_secs() -> u64 {
@@ -100,6 +108,7 @@ impl DataDir {
             web_idle_timeout_secs: default_web_idle_timeout_secs(),
             node_id: Some(super::generate_node_id()),
             record_input: false,
+            audit_checkpoint_secs: default_audit_checkpoint_secs(),
         };
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database).await?);
         super::ensure_builtin_roles(&store).await?;

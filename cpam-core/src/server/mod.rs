@@ -28,7 +28,7 @@ pub use control::{ControlRequest, control, serve_control};
 pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
 
 use crate::admin::Admin;
-use crate::audit::{AuditSink, AuditTap, StoreAuditSink, TappedAuditSink};
+use crate::audit::{Anchor, AuditSink, AuditTap, CheckpointLog, StoreAuditSink, TappedAuditSink};
 use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
 use crate::proxy::ssh::{BrowserTerminal, SshProxy, SshProxyOptions, StorePins};
@@ -127,6 +127,8 @@ pub struct Server {
     live: Arc<LiveHub>,
     /// Runs browser terminals through the SSH proxy.
     terminal: BrowserTerminal,
+    /// Signs checkpoints of the audit chain (a data dir's server).
+    anchor: Option<Arc<Anchor>>,
     serving: Mutex<Option<Serving>>,
     /// A stopped server cannot start again.
     stopped: AtomicBool,
@@ -274,8 +276,17 @@ impl Server {
             dialer: config.dialer.clone(),
             host_key: key.public_key().clone(),
         };
+        let anchor = match &data {
+            Some(data) => Some(Arc::new(Anchor::new(
+                engine.store().clone(),
+                record::RecordingKey::from_host_key(&data.host_key()?)?,
+                CheckpointLog::in_dir(&data.path),
+            ))),
+            None => None,
+        };
         let hub = Hub::with_config(engine, config);
         Ok(Server {
+            anchor,
             data,
             hub,
             vault,
@@ -343,6 +354,10 @@ impl Server {
                 ready.store(false, Ordering::SeqCst);
             })
         }];
+        if let (Some(anchor), Some(data)) = (&self.anchor, &self.data) {
+            let every = Duration::from_secs(data.config.audit_checkpoint_secs);
+            tasks.push(anchor.every(every));
+        }
         if let Some(path) = self.control_socket() {
             let engine = self.engine().clone();
             tasks.push(tokio::spawn(async move {
@@ -428,6 +443,18 @@ impl Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // The head as it is at shutdown, after the last sessions' ends.
+        if let Some(anchor) = &self.anchor
+            && let Err(error) = anchor.checkpoint().await
+        {
+            tracing::error!(%error, "cannot sign the audit checkpoint at shutdown");
+        }
+    }
+
+    /// What signs checkpoints of the audit chain into
+    /// `<data dir>/audit-checkpoints.jsonl` (a data dir's server).
+    pub fn anchor(&self) -> Option<&Arc<Anchor>> {
+        self.anchor.as_ref()
     }
 
     /// True once [`Server::stop`] was called.

@@ -444,23 +444,46 @@ impl SessionEngine {
             revision,
             ..
         } = approval;
-        self.record(AuditEvent {
-            at: session.started_at,
-            category: AuditCategory::UserActivity,
-            action: "session.start".into(),
-            actor: user.name.clone(),
-            customer_id: Some(service.customer_id.clone()),
-            session_id: Some(session.id.clone()),
-            detail: json!({
-                "service": service.name,
-                "target": service.target.to_string(),
-                "gatekeeper": gatekeeper.name,
-                "originator": originator.to_string(),
-                "protocol": protocol,
-                "until": until.map(|u| u.to_rfc3339()),
-            }),
-        })
-        .await;
+        // No session runs unaudited: if its start cannot be written, it is
+        // refused (and its row closed as such).
+        let recorded = self
+            .audit()
+            .record(AuditEvent {
+                at: session.started_at,
+                category: AuditCategory::UserActivity,
+                action: "session.start".into(),
+                actor: user.name.clone(),
+                customer_id: Some(service.customer_id.clone()),
+                session_id: Some(session.id.clone()),
+                detail: json!({
+                    "service": service.name,
+                    "target": service.target.to_string(),
+                    "gatekeeper": gatekeeper.name,
+                    "originator": originator.to_string(),
+                    "protocol": protocol,
+                    "until": until.map(|u| u.to_rfc3339()),
+                }),
+            })
+            .await;
+        if let Err(e) = recorded {
+            let detail = format!("the session.start audit record could not be written: {e}");
+            tracing::error!(session = %session.id, %detail, "session refused");
+            if let Err(error) = self
+                .store()
+                .finish_session(
+                    &session.id,
+                    self.clock().now(),
+                    0,
+                    0,
+                    EndReason::Refused,
+                    Some(&detail),
+                )
+                .await
+            {
+                tracing::error!(%error, session = %session.id, "cannot close the refused session");
+            }
+            return Err(Error::new(e.kind(), format!("session refused: {detail}")));
+        }
         let shared = Arc::new(Shared {
             session: session.clone(),
             protocol,

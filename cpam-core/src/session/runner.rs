@@ -99,7 +99,9 @@ impl SessionEngine {
     /// the target through `dialer`, and returns its final record.
     ///
     /// Fails, after refusing `user`, when the session never ran: it could
-    /// not be recorded (nothing is stored), the target could not be reached
+    /// not be recorded (nothing is stored), its `session.start` audit record
+    /// could not be written (the row is closed as `refused`: no session runs
+    /// unaudited), the target could not be reached
     /// (the row is closed as `refused`), or it was ended before it started
     /// (`PermissionDenied`, the row closed with that reason).
     ///

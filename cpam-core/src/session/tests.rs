@@ -731,3 +731,46 @@ async fn a_session_approved_just_before_a_revocation_does_not_survive_it() {
     assert!(engine.live().is_empty());
     assert_eq!(w.row(&id).await.end_reason, Some(EndReason::Revoked));
 }
+
+/// Fails every `session.start` record, as a full disk or a lost database would.
+#[derive(Debug)]
+struct FailingStartSink(Arc<dyn crate::audit::AuditSink>);
+
+#[async_trait]
+impl crate::audit::AuditSink for FailingStartSink {
+    async fn record(&self, event: crate::model::AuditEvent) -> Result<()> {
+        if event.action == "session.start" {
+            return Err(Error::new(ErrorKind::Storage, "audit log unavailable"));
+        }
+        self.0.record(event).await
+    }
+}
+
+#[tokio::test]
+async fn a_session_whose_start_cannot_be_audited_is_refused() {
+    let w = world().await;
+    let sink = Arc::new(FailingStartSink(Arc::new(StoreAuditSink::new(
+        w.store.clone(),
+    ))));
+    let engine = SessionEngine::with_clock(w.store.clone(), sink, w.clock.clone());
+    let from = Originator::new("127.0.0.1", 40000);
+    let approval = engine
+        .approve(&w.user, None, &w.gatekeeper, &w.service, &from)
+        .await
+        .expect("policy allows");
+    let (user, _user_peer) = tokio::io::duplex(1024);
+    let dialer = Arc::new(PipeDialer::default());
+    let outcome = tokio::time::timeout(
+        SOON,
+        engine.run(approval, Box::new(Connection::stream(user)), dialer, &Hold),
+    )
+    .await
+    .expect("the refusal is immediate");
+    let error = outcome.expect_err("an unaudited session must not run");
+    assert_eq!(error.kind(), ErrorKind::Storage, "{error}");
+    assert!(error.to_string().contains("session.start"), "{error}");
+    assert!(engine.live().is_empty());
+    let rows = w.store.list_sessions(&Default::default()).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].end_reason, Some(EndReason::Refused), "{rows:?}");
+}

@@ -159,6 +159,8 @@ pub struct Shared {
     live: std::sync::OnceLock<Arc<crate::record::LiveHub>>,
     /// Runs browser terminals (see [`AppState::set_terminal`]).
     terminal: std::sync::OnceLock<crate::proxy::ssh::BrowserTerminal>,
+    /// Signs and keeps the audit checkpoints (see [`AppState::set_anchor`]).
+    anchor: std::sync::OnceLock<Arc<crate::audit::Anchor>>,
 }
 
 impl std::ops::Deref for AppState {
@@ -202,6 +204,7 @@ impl AppState {
                 recordings: std::sync::OnceLock::new(),
                 live: std::sync::OnceLock::new(),
                 terminal: std::sync::OnceLock::new(),
+                anchor: std::sync::OnceLock::new(),
             }),
             mount: Arc::new(WebConfig::default()),
         }
@@ -256,6 +259,9 @@ impl AppState {
         }
         state.set_live(server.live().clone());
         state.set_terminal(server.browser_terminal().clone());
+        if let Some(anchor) = server.anchor() {
+            state.set_anchor(anchor.clone());
+        }
         Ok(state)
     }
 
@@ -264,6 +270,18 @@ impl AppState {
     /// recordings.
     pub fn set_recordings(&self, store: Arc<dyn crate::record::RecordingStore>) {
         let _ = self.shared.recordings.set(store);
+    }
+
+    /// Checks the audit chain against `anchor`'s last checkpoint and lists
+    /// its checkpoints (`/api/v1/audit/checkpoints`); set once. Without it
+    /// the chain is verified on its own and there are no checkpoints.
+    pub fn set_anchor(&self, anchor: Arc<crate::audit::Anchor>) {
+        let _ = self.shared.anchor.set(anchor);
+    }
+
+    /// The audit anchor, if set.
+    pub fn anchor(&self) -> Option<Arc<crate::audit::Anchor>> {
+        self.shared.anchor.get().cloned()
     }
 
     /// The recording store, if set.

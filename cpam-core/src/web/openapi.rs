@@ -316,7 +316,15 @@ pub fn schemas() -> Map<String, Value> {
             obj(
                 &["intact", "records"],
                 json!({ "intact": b(), "records": int(),
-            "first_broken": { "oneOf": [ { "type": "null" }, obj(&["seq", "problem"], json!({ "seq": int(), "problem": s() })) ] } }),
+            "first_broken": { "oneOf": [ { "type": "null" }, obj(&["seq", "problem"], json!({ "seq": int(), "problem": s() })) ] },
+            "checkpoint": { "type": ["integer", "null"], "description": "the record of the signed checkpoint the chain was checked against" } }),
+            ),
+        ),
+        (
+            "AuditCheckpoint",
+            obj(
+                &["seq", "hash", "at", "signer", "signature"],
+                json!({ "seq": int(), "hash": s(), "at": { "type": "integer", "description": "signed at, milliseconds since the Unix epoch" }, "signer": s(), "signature": s() }),
             ),
         ),
         (

@@ -206,7 +206,8 @@ pub static POLICY: &[Route] = &[
             ("format", "`json` (default), `csv` or `jsonl`"),
         ],
     ),
-    route("GET", "/api/v1/audit/verify", AnyOf(&[P::VERIFY_AUDIT_LOG]), Scope::None, 200, None, Json("AuditVerification"), "audit", "verify the admin log's hash chain"),
+    route("GET", "/api/v1/audit/verify", AnyOf(&[P::VERIFY_AUDIT_LOG]), Scope::None, 200, None, Json("AuditVerification"), "audit", "verify the admin log's hash chain, and against the last signed checkpoint its length and head"),
+    route("GET", "/api/v1/audit/checkpoints", AnyOf(&[P::VERIFY_AUDIT_LOG]), Scope::None, 200, None, List("AuditCheckpoint"), "audit", "the signed checkpoints of the audit chain's head, oldest first, for an external log"),
     // credentials, checkouts and master passwords
     route("GET", "/api/v1/credentials", Authenticated, Scope::Filtered, 200, None, List("Credential"), "vault", "services with a stored credential a grant allows the caller now (never the secret), with the caller's checkout"),
     with_query(

@@ -167,7 +167,10 @@ pub(super) fn attachment(
 }
 
 pub async fn verify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let v = crate::audit::verify_store(state.store.as_ref()).await?;
+    let v = match state.anchor() {
+        Some(anchor) => anchor.verify().await?,
+        None => crate::audit::verify_store(state.store.as_ref()).await?,
+    };
     let first_broken = v
         .first_broken
         .as_ref()
@@ -176,7 +179,20 @@ pub async fn verify(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         "intact": v.is_intact(),
         "records": v.checked,
         "first_broken": first_broken,
+        "checkpoint": v.checkpoint,
     })))
+}
+
+/// The signed checkpoints of the chain's head, oldest first, for an
+/// external log to keep.
+pub async fn checkpoints(State(state): State<AppState>) -> ApiResult<Json<Value>> {
+    let list = match state.anchor() {
+        Some(anchor) => tokio::task::spawn_blocking(move || anchor.log().read())
+            .await
+            .map_err(|e| crate::Error::internal(format!("reading checkpoints: {e}")))??,
+        None => Vec::new(),
+    };
+    Ok(Json(json!(list)))
 }
 
 /// The IP Connect program this server offers: `cpam-connect` next to the

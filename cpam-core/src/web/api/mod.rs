@@ -99,6 +99,7 @@ pub fn routes() -> ApiRoutes {
         .add("GET", "/api/v1/recordings/{id}/verify", recordings::verify)
         .add("GET", "/api/v1/audit", audit::list)
         .add("GET", "/api/v1/audit/verify", audit::verify)
+        .add("GET", "/api/v1/audit/checkpoints", audit::checkpoints)
         .add("GET", "/api/v1/downloads/ipconnect", audit::downloads)
         .add("GET", "/api/v1/downloads/ipconnect/{file}", audit::download)
         .add("GET", "/api/v1/credentials", vault::list_credentials)
