@@ -233,3 +233,51 @@ fn terminate_reaches_the_vendors_terminal_within_a_second() -> anyhow::Result<()
     assert_eq!(ended["end_reason"], "terminated_by");
     Ok(())
 }
+
+#[test]
+fn a_target_whose_host_key_changed_is_refused_until_an_operator_forgets_the_pin()
+-> anyhow::Result<()> {
+    let p = Psm::start()?;
+    let out = p.ssh_run(MASTER, &[], &["whoami"], "")?;
+    assert!(out.success(), "{}\n{}", out.stderr, p.d.logs());
+    // The target gets a new host key (sshd re-reads it on SIGHUP, same pid).
+    let host_key = p.d.path().join("sshd").join("host_ed25519");
+    std::fs::remove_file(&host_key)?;
+    std::fs::remove_file(host_key.with_extension("pub"))?;
+    cpam_tests::sshd::keygen(&host_key)?;
+    p.d.sshd.child.signal(1)?;
+    let refused = cpam_tests::wait_until(Duration::from_secs(20), "sshd's new key", || {
+        let out = p.ssh_run(MASTER, &[], &["whoami"], "").ok()?;
+        out.stderr.contains("changed").then_some(out)
+    })?;
+    assert!(!refused.success());
+    assert!(
+        refused.stderr.contains("the host key of `db1` changed"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !refused.stdout.contains(&p.account),
+        "the changed target got the credential"
+    );
+    let audit = p.d.audit()?;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["action"] == "session.ssh.host_key_refused"),
+        "the refusal is audited"
+    );
+    // An operator confirms the change; the next session pins the new key.
+    let forgot = p.d.admin_ok(&["service", "forget-host-key", "db1@acme"])?;
+    assert!(forgot.contains("forgot the host key SHA256:"), "{forgot}");
+    let out = p.ssh_run(MASTER, &[], &["whoami"], "")?;
+    assert!(out.success(), "{}\n{}", out.stderr, p.d.logs());
+    assert_eq!(out.stdout.trim(), p.account);
+    assert!(
+        p.d.audit()?
+            .iter()
+            .any(|r| r["action"] == "admin.service.host_key_forgotten"),
+        "the operator's change is audited"
+    );
+    Ok(())
+}

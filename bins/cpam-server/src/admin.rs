@@ -477,6 +477,21 @@ async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
                 format!("service {} -> {} added for {customer}", s.name, s.target)
             }))
         }
+        ServiceCmd::ForgetHostKey { service, c } => {
+            let x = ctx(&c).await?;
+            let s = x.admin.service_spec(&service).await?;
+            let was = x.admin.forget_host_key(&s).await?;
+            Ok(print(
+                x.json,
+                json!({ "service": s.name, "forgotten": was }),
+                || match &was {
+                    Some(fp) => format!(
+                        "forgot the host key {fp} of {service}; the next session pins the target's key"
+                    ),
+                    None => format!("no host key was pinned for {service}"),
+                },
+            ))
+        }
         ServiceCmd::List { customer, c } => {
             let x = ctx(&c).await?;
             let cid = match customer {

@@ -205,6 +205,14 @@ pub enum ServiceCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Forget the target host key pinned for an `ssh` service, after
+    /// checking that it changed on purpose; the next session pins the new one.
+    ForgetHostKey {
+        /// SERVICE@CUSTOMER
+        service: String,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]

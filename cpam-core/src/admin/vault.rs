@@ -60,6 +60,29 @@ impl Admin {
         .await
     }
 
+    /// Forgets the target host key pinned for `service` (after the operator
+    /// checked that the target's key changed on purpose): the next
+    /// privileged session pins the key the target then presents. Returns
+    /// the fingerprint that was pinned, if any.
+    pub async fn forget_host_key(&self, service: &Service) -> Result<Option<String>> {
+        let c = self.customer_of(&service.customer_id).await?;
+        let pins = crate::proxy::ssh::StorePins::new(self.store.clone());
+        let was = pins.pinned(&service.id).await?;
+        pins.forget(&service.id).await?;
+        let fingerprint = was.as_deref().and_then(|k| {
+            russh::keys::PublicKey::from_openssh(k)
+                .ok()
+                .map(|k| crate::proxy::ssh::fingerprint(&k))
+        });
+        self.record(
+            "admin.service.host_key_forgotten",
+            Some(&c),
+            json!({ "service": service.name, "fingerprint": fingerprint }),
+        )
+        .await?;
+        Ok(fingerprint)
+    }
+
     /// Rotates the vault's data key ([`Vault::rotate_data_key`]).
     pub async fn rotate_vault(&self, vault: &Vault) -> Result<Rotation> {
         let rotation = vault.rotate_data_key().await?;

@@ -148,7 +148,7 @@ fn end_message(live: &LiveSession) -> String {
 }
 
 /// A short, stable fingerprint of a public key for messages and audit.
-pub(crate) fn fingerprint(key: &PublicKey) -> String {
+pub fn fingerprint(key: &PublicKey) -> String {
     key.fingerprint(HashAlg::Sha256).to_string()
 }
 
