@@ -683,7 +683,7 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
             let x = ctx(&c).await?;
             let v = anchor(&x)?.verify().await?;
             // Every sealed recording's manifest, chain and file too.
-            let r = crate::recordings::verify_all(&x.data).await?;
+            let r = x.data.verify_recordings().await?;
             let intact = v.is_intact() && r.failed.is_empty();
             let mut doc = json!(v);
             doc["recordings"] = json!(r);

@@ -8,11 +8,9 @@ use anyhow::Context as _;
 use clap::Subcommand;
 use cpam_core::model::{SessionId, Timestamp};
 use cpam_core::record::{
-    self, FileRecordingStore, RECORDER_ACTOR, RecordingFilter, RecordingId, RecordingInfo,
-    RecordingStore, VerifyAll,
+    FileRecordingStore, RecordingFilter, RecordingId, RecordingInfo, RecordingStore,
 };
 use cpam_core::server::DataDir;
-use cpam_core::store::AuditFilter;
 use serde_json::json;
 
 use crate::admin::{Common, print, table};
@@ -109,7 +107,7 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
         }
         RecordingsCmd::Verify { id, all, c } => {
             if all {
-                let report = verify_all(&DataDir::open(&c.data_dir)?).await?;
+                let report = DataDir::open(&c.data_dir)?.verify_recordings().await?;
                 let ok = report.failed.is_empty();
                 print(c.json, json!(report), || report.to_text());
                 return Ok(if ok {
@@ -172,17 +170,4 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
             }))
         }
     }
-}
-
-/// Every sealed recording of the data dir, and every seal its audit log
-/// names (see `cpam_core::record::verify_all`).
-pub async fn verify_all(data: &DataDir) -> anyhow::Result<VerifyAll> {
-    let store = data.store().await?;
-    let audited = store
-        .audit_records(&AuditFilter {
-            actor: Some(RECORDER_ACTOR.into()),
-            ..AuditFilter::default()
-        })
-        .await?;
-    Ok(record::verify_all(&data.recordings()?, &audited)?)
 }

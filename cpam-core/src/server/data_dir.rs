@@ -205,6 +205,19 @@ impl DataDir {
         self.path.join(RECORDINGS_DIR)
     }
 
+    /// Verifies every sealed recording of the data dir, and that every seal
+    /// its audit log names is still there (see [`crate::record::verify_all`]).
+    pub async fn verify_recordings(&self) -> Result<crate::record::VerifyAll> {
+        let store = self.store().await?;
+        let audited = store
+            .audit_records(&crate::store::AuditFilter {
+                actor: Some(crate::record::RECORDER_ACTOR.into()),
+                ..crate::store::AuditFilter::default()
+            })
+            .await?;
+        crate::record::verify_all(&self.recordings()?, &audited)
+    }
+
     /// The vault's key file.
     pub fn vault_key_path(&self) -> PathBuf {
         self.path.join(VAULT_KEY_FILE)
