@@ -588,13 +588,23 @@ impl Browser {
 
     /// Waits for a finished download whose name ends with `suffix`.
     pub fn wait_download(&self, suffix: &str, timeout: Duration) -> anyhow::Result<PathBuf> {
-        crate::wait_until(timeout, &format!("a download named *{suffix}"), || {
-            std::fs::read_dir(&self.download_dir)
-                .ok()?
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .find(|p| p.to_string_lossy().ends_with(suffix))
-        })
+        // A file Chromium is still writing can show under its final name
+        // empty or short: wait until it has bytes and stops growing.
+        let mut last: Option<(PathBuf, u64)> = None;
+        crate::wait_until(
+            timeout,
+            &format!("a complete download named *{suffix}"),
+            || {
+                let found = std::fs::read_dir(&self.download_dir)
+                    .ok()?
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .find(|p| p.to_string_lossy().ends_with(suffix))?;
+                let len = std::fs::metadata(&found).ok()?.len();
+                let seen = last.replace((found.clone(), len));
+                (len > 0 && seen == Some((found.clone(), len))).then_some(found)
+            },
+        )
     }
 
     /// chromedriver's captured output.
