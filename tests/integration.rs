@@ -3,11 +3,13 @@
 
 mod admin_cli;
 mod audit_anchor;
+mod console_limits;
 mod demo_e2e;
 mod examples_run;
 mod hardening_e2e;
 mod harness_selfcheck;
 mod lifecycle_e2e;
+mod limits_e2e;
 mod psm_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
