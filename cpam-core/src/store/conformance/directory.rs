@@ -654,20 +654,20 @@ pub async fn services(store: &dyn Store) {
     let v6: Target = "[fd00::7]:3389".parse().expect("valid target");
     let s = ok(
         store
-            .create_service(&c1.id, "ssh", ServiceKind::Custom, &target, T0)
+            .create_service(&c1.id, "ssh", ServiceKind::Custom, &target, T0, None)
             .await,
         "create_service",
     );
     expect_error(
         store
-            .create_service(&c1.id, "ssh", ServiceKind::FileTransfer, &target, T0)
+            .create_service(&c1.id, "ssh", ServiceKind::FileTransfer, &target, T0, None)
             .await,
         ErrorKind::Conflict,
         "duplicate service name for one customer",
     );
     let s2 = ok(
         store
-            .create_service(&c2.id, "ssh", ServiceKind::DesktopSharing, &v6, T0)
+            .create_service(&c2.id, "ssh", ServiceKind::DesktopSharing, &v6, T0, None)
             .await,
         "same service name for another customer",
     );
@@ -679,6 +679,7 @@ pub async fn services(store: &dyn Store) {
                 ServiceKind::Custom,
                 &target,
                 T0,
+                None,
             )
             .await,
         ErrorKind::NotFound,
