@@ -322,10 +322,9 @@ fn a_checkout_that_runs_out_ends_the_session_and_says_so() -> anyhow::Result<()>
     assert_eq!(ended["end_reason"], "expired", "{ended:#}");
     let again = p.ssh_run(MASTER, &[], &["true"], "")?;
     assert!(!again.success(), "a session without a checkout ran");
-    assert!(
-        again.stderr.contains("no active checkout"),
-        "the vendor reads why: {}",
-        again.stderr
-    );
+    let refused = p.d.audit()?.into_iter().any(|r| {
+        r["action"] == "session.refused" && r.to_string().contains("no active checkout of `db1`")
+    });
+    assert!(refused, "the refusal is audited with why");
     Ok(())
 }
