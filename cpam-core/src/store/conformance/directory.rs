@@ -690,6 +690,33 @@ pub async fn services(store: &dyn Store) {
         Some(s2.clone()),
         "store conformance: service by id (IPv6 target)"
     );
+    // A service bound to a gatekeeper keeps it.
+    let gk = ok(
+        store.create_gatekeeper(&c1.id, &unique("gk"), T0).await,
+        "create_gatekeeper",
+    );
+    let bound = ok(
+        store
+            .create_service(
+                &c1.id,
+                "bound",
+                ServiceKind::Custom,
+                &target,
+                T0,
+                Some(&gk.id),
+            )
+            .await,
+        "create_service with a gatekeeper",
+    );
+    assert_eq!(
+        ok(store.service(&bound.id).await, "service").and_then(|s| s.gatekeeper_id),
+        Some(gk.id.clone()),
+        "store conformance: a service's gatekeeper round-trips"
+    );
+    assert_eq!(
+        s.gatekeeper_id, None,
+        "store conformance: no gatekeeper given"
+    );
     assert_eq!(
         ok(
             store.service_by_name(&c1.id, "ssh").await,
@@ -713,7 +740,7 @@ pub async fn services(store: &dyn Store) {
     );
     assert_eq!(
         ok(store.list_services(Some(&c1.id)).await, "list_services"),
-        vec![s.clone()],
+        vec![bound.clone(), s.clone()],
         "store conformance: list_services(customer)"
     );
     let all = ok(store.list_services(None).await, "list_services");
