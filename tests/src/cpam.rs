@@ -47,6 +47,8 @@ pub struct Options {
     pub sshd_passwords: bool,
     /// The login password of user `vendor` (none by default).
     pub vendor_password: Option<String>,
+    /// Rules the gatekeeper allows beside [`ALLOW`].
+    pub extra_allow: Vec<String>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             node_id: None,
             sshd_passwords: false,
             vendor_password: None,
+            extra_allow: Vec::new(),
         }
     }
 }
@@ -152,6 +155,9 @@ impl Deployment {
             .args(["run", "--allow", ALLOW, "--state-dir"])
             .arg(&gk_state)
             .env("RUST_LOG", "info");
+        for rule in &opts.extra_allow {
+            gkrun.args(["--allow", rule]);
+        }
         let mut gatekeeper = Child::spawn("gatekeeper", gkrun, &d)?;
         gatekeeper
             .wait_for_stderr("gatekeeper online", START_TIMEOUT)

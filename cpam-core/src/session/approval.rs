@@ -19,6 +19,9 @@ use crate::policy::{self, AccessRequest, Decision};
 pub struct Originator {
     pub address: String,
     pub port: u32,
+    /// The local `ADDRESS:PORT` the client connected to, when an IP Connect
+    /// listener took the connection (audited as `local_address`).
+    pub local: Option<String>,
 }
 
 impl Originator {
@@ -27,6 +30,7 @@ impl Originator {
         Self {
             address: address.into(),
             port,
+            local: None,
         }
     }
 }
@@ -288,6 +292,9 @@ impl SessionEngine {
         detail["service"] = json!(service.name);
         detail["gatekeeper"] = json!(gatekeeper.name);
         detail["originator"] = json!(originator.to_string());
+        if let Some(local) = &originator.local {
+            detail["local_address"] = json!(local);
+        }
         self.record(AuditEvent {
             at: now,
             category: AuditCategory::UserActivity,
