@@ -203,3 +203,52 @@ fn the_mode_is_followed_live_and_a_killed_run_leaves_nothing_after_restart() -> 
     ensure!(ipc.hosts_text()? == OTHER_LINES);
     Ok(())
 }
+
+#[test]
+fn a_taken_port_and_an_unwritable_hosts_file_leave_the_rest_working() -> anyhow::Result<()> {
+    let d = Deployment::start()?;
+    let state = d.path().join("ipconnect");
+    let hosts = d.path().join("hosts");
+    std::fs::write(&hosts, OTHER_LINES)?;
+    // A first run fixes the address (the key stays in the state directory).
+    let mut ipc = IpConnectRun::start(&d, &[&d.profile], &state, &hosts)?;
+    let local = IpConnectRun::local_of(&ipc.wait_mappings(&d, 1)?, "acme", "ssh")?;
+    ipc.stop()?;
+    let (addr, _) = local.rsplit_once(':').context("local address")?;
+
+    // Another program holds the port; the hosts file cannot be written.
+    let mut holder = d.topo.vendor.command("python3");
+    holder.args([
+        "-c",
+        &format!(
+            "import socket,time\ns=socket.socket()\ns.bind(('{addr}',{SSHD_PORT}))\ns.listen()\nprint('bound',flush=True)\ntime.sleep(600)"
+        ),
+    ]);
+    let mut holder = d.spawn("port-holder", holder)?;
+    holder.wait_for_line("bound", Duration::from_secs(20))?;
+    let unwritable = d.path().join("no-such-dir").join("hosts");
+    let mut ipc = IpConnectRun::start(&d, &[&d.profile], &state, &unwritable)?;
+    let status = wait_until(
+        Duration::from_secs(30),
+        "the taken port in the status",
+        || {
+            let s = ipc.status(&d).ok()??;
+            let m = s["mappings"].as_array()?.first()?.clone();
+            (m["error"].is_string() && s["names_error"].is_string()).then_some(s)
+        },
+    )?;
+    ensure!(status["mappings"][0]["local"] == local.as_str(), "{status}");
+    ensure!(
+        ipc.status_text(&d)?
+            .is_some_and(|t| t.contains("NOT LISTENING") && t.contains("names not published")),
+        "status text"
+    );
+
+    // Once the port is free the mapping listens (retried every poll) and
+    // works by address, names or not.
+    holder.kill()?;
+    ipc.wait_mappings(&d, 1)?;
+    ipc.ssh_echo(&d, addr, SSHD_PORT)?;
+    ipc.stop()?;
+    Ok(())
+}

@@ -307,8 +307,13 @@ impl IpConnectRun {
     }
 
     /// `program ARGS` in the vendor namespace, resolving names through the
-    /// service's hosts file.
+    /// service's hosts file (when there is one).
     pub fn client(&self, d: &Deployment, program: &str, args: &[&str]) -> Command {
+        if !self.hosts.is_file() {
+            let mut c = d.topo.vendor.command(program);
+            c.args(args);
+            return c;
+        }
         let mut c = d.topo.vendor.command("unshare");
         c.args([
             "-m",

@@ -137,6 +137,15 @@ impl SessionEngine {
             .await?
             .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gatekeeper_id}`")))?;
         let Some(service) = store.service_by_name(&gk.customer_id, service_name).await? else {
+            let mut detail = json!({
+                "service": service_name,
+                "gatekeeper": gk.name,
+                "reason": "unknown_service",
+                "originator": originator.to_string(),
+            });
+            if let Some(local) = &originator.local {
+                detail["local_address"] = json!(local);
+            }
             self.record(AuditEvent {
                 at: self.clock().now(),
                 category: AuditCategory::UserActivity,
@@ -144,12 +153,7 @@ impl SessionEngine {
                 actor: user.name.clone(),
                 customer_id: Some(gk.customer_id.clone()),
                 session_id: None,
-                detail: json!({
-                    "service": service_name,
-                    "gatekeeper": gk.name,
-                    "reason": "unknown_service",
-                    "originator": originator.to_string(),
-                }),
+                detail,
             })
             .await;
             return Err(Error::not_found(format!(
