@@ -252,3 +252,51 @@ fn a_taken_port_and_an_unwritable_hosts_file_leave_the_rest_working() -> anyhow:
     ipc.stop()?;
     Ok(())
 }
+
+#[test]
+fn a_revoked_grant_removes_the_mapping_and_ends_its_live_session() -> anyhow::Result<()> {
+    let d = Deployment::start()?;
+    let hosts = d.path().join("hosts");
+    std::fs::write(&hosts, OTHER_LINES)?;
+    let state = d.path().join("ipconnect");
+    let mut ipc = IpConnectRun::start(&d, &[&d.profile], &state, &hosts)?;
+    ipc.wait_mappings(&d, 1)?;
+    let key = d.key().to_string_lossy().to_string();
+    let port = SSHD_PORT.to_string();
+    let args = [
+        "-F",
+        "/dev/null",
+        "-i",
+        &key,
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-p",
+        &port,
+        "root@ssh.acme.cpam",
+        "sleep",
+        "600",
+    ];
+    let mut ssh = d.spawn("ssh-sleep", ipc.client(&d, "ssh", &args))?;
+    let id = d.wait_live_session()?;
+    let grant = cpam_tests::cpam::as_list(d.admin_json(&["grant", "list"])?)?
+        .first()
+        .and_then(|g| g["id"].as_str().map(str::to_string))
+        .context("no grant listed")?;
+    d.admin_ok(&["grant", "revoke", &grant])?;
+    // The engine ends the live session; the next poll removes the mapping and its name.
+    ensure!(
+        ssh.wait_timeout(Duration::from_secs(20))?.is_some(),
+        "ssh still running after the grant was revoked"
+    );
+    ensure!(d.wait_session_ended(&id)?["end_reason"] == "revoked");
+    ipc.wait_mappings(&d, 0)?;
+    wait_until(Duration::from_secs(10), "the name to be removed", || {
+        (ipc.hosts_text().ok()? == OTHER_LINES).then_some(())
+    })?;
+    ipc.stop()?;
+    Ok(())
+}
