@@ -28,6 +28,12 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # from bsdutils, which gives it a terminal).
 command -v asciinema >/dev/null || need+=(asciinema)
 command -v script >/dev/null || need+=(bsdutils)
+# IP Connect (tests/ipconnect_e2e.rs): stock curl against python3's
+# http.server in the customer namespaces; unshare/mount (util-linux) give
+# the clients the test's hosts file.
+command -v curl >/dev/null || need+=(curl)
+command -v python3 >/dev/null || need+=(python3)
+command -v unshare >/dev/null || need+=(util-linux)
 # The C ABI tests (tests/c_abi.rs) compile examples/c/ with cc under
 # AddressSanitizer and UndefinedBehaviorSanitizer (gcc's libasan/libubsan).
 command -v cc >/dev/null && echo 'int main(void){return 0;}' | cc -x c -fsanitize=address,undefined -o /dev/null - 2>/dev/null || need+=(build-essential)

@@ -30,7 +30,7 @@ mod ceiling;
 mod console;
 mod vault;
 
-pub use console::{NewUser, UserUpdate};
+pub use console::{NewUser, UserUpdate, server_ip_connect_mode};
 
 /// An operator acting on a store; `actor` is recorded with every change.
 #[derive(Debug, Clone)]
@@ -301,6 +301,16 @@ impl Admin {
         let user = self.user(name).await?;
         let update = UserUpdate {
             disabled: Some(disabled),
+            ..UserUpdate::default()
+        };
+        self.update_user(&user, update).await.map(drop)
+    }
+
+    /// Sets user `name`'s IP Connect mode (`global` defers to the server's).
+    pub async fn set_user_ip_connect_mode(&self, name: &str, mode: &str) -> Result<()> {
+        let user = self.user(name).await?;
+        let update = UserUpdate {
+            ip_connect_mode: Some(mode.parse()?),
             ..UserUpdate::default()
         };
         self.update_user(&user, update).await.map(drop)

@@ -14,6 +14,7 @@ pub mod clock;
 pub mod error;
 pub mod events;
 pub mod hooks;
+pub mod ipmap;
 pub mod model;
 pub mod password;
 pub mod policy;

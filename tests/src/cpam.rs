@@ -49,6 +49,8 @@ pub struct Options {
     pub vendor_password: Option<String>,
     /// Written as `hub_limits` into the server's `config.json` before it starts.
     pub hub_limits: Option<serde_json::Value>,
+    /// Rules the gatekeeper allows beside [`ALLOW`].
+    pub extra_allow: Vec<String>,
 }
 
 impl Default for Options {
@@ -60,6 +62,7 @@ impl Default for Options {
             sshd_passwords: false,
             vendor_password: None,
             hub_limits: None,
+            extra_allow: Vec::new(),
         }
     }
 }
@@ -161,6 +164,9 @@ impl Deployment {
             .args(["run", "--allow", ALLOW, "--state-dir"])
             .arg(&gk_state)
             .env("RUST_LOG", "info");
+        for rule in &opts.extra_allow {
+            gkrun.args(["--allow", rule]);
+        }
         let mut gatekeeper = Child::spawn("gatekeeper", gkrun, &d)?;
         gatekeeper
             .wait_for_stderr("gatekeeper online", START_TIMEOUT)

@@ -11,6 +11,7 @@ pub mod bins;
 pub mod browser;
 pub mod console;
 pub mod cpam;
+pub mod ipconnect;
 pub mod netns;
 pub mod postgres;
 pub mod process;

@@ -3,6 +3,8 @@
 // quietly instead of a `println!` panic.
 #![deny(clippy::print_stdout)]
 
+mod ipconnect;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -66,6 +68,9 @@ enum Command {
     /// One session to SERVICE on standard input and output, for
     /// `ssh -o ProxyCommand='cpam-connect --profile P pipe SERVICE'`.
     Pipe { service: String },
+    /// IP Connect: a customer's services at local addresses and names.
+    #[command(subcommand)]
+    Ipconnect(ipconnect::IpconnectCmd),
     /// Print the known_hosts line that lets `ssh` verify the server's
     /// privileged-session host key (use with `-o HostKeyAlias=ALIAS`).
     KnownHosts {
@@ -104,6 +109,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Ipconnect(cmd) = cli.command {
+        return ipconnect::run(cli.profile, cmd).await;
+    }
     let path = cli
         .profile
         .ok_or_else(|| anyhow::anyhow!("--profile FILE is required"))?;
@@ -114,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let client = ConnectClient::new(profile)?;
     match cli.command {
-        Command::KnownHosts { .. } => {}
+        Command::KnownHosts { .. } | Command::Ipconnect(_) => {}
         Command::Pipe { service } => {
             let stop = CancellationToken::new();
             client.connect_with_retry(&stop).await?;

@@ -406,6 +406,15 @@ async fn user(cmd: UserCmd) -> anyhow::Result<ExitCode> {
                 || format!("master password of {name} cleared"),
             ))
         }
+        UserCmd::IpConnectMode { name, mode, c } => {
+            let x = ctx(&c).await?;
+            x.admin.set_user_ip_connect_mode(&name, &mode).await?;
+            Ok(print(
+                x.json,
+                json!({ "user": name, "ip_connect_mode": mode }),
+                || format!("user {name}: IP Connect mode {mode}"),
+            ))
+        }
         UserCmd::Enable { name, c } => {
             let x = ctx(&c).await?;
             x.admin.set_user_disabled(&name, false).await?;

@@ -133,6 +133,14 @@ pub enum UserCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Set a user's IP Connect mode: global, legacy, driver,
+    /// driver-with-legacy-fallback or off.
+    IpConnectMode {
+        name: String,
+        mode: String,
+        #[command(flatten)]
+        c: Common,
+    },
     /// Clear a user's master password; they set a new one with their login password.
     ResetMasterPassword {
         name: String,

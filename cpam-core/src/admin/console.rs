@@ -15,10 +15,18 @@ use crate::model::{
 };
 use crate::secret::Secret;
 use crate::session::SessionEngine;
-use crate::store::NewGrant;
+use crate::store::{NewGrant, Store};
 
 /// The server-wide IP Connect mode when none was set.
 pub const DEFAULT_IP_CONNECT_MODE: IpConnectMode = IpConnectMode::DriverWithLegacyFallback;
+
+/// The server-wide IP Connect mode as stored (the default when never set).
+pub async fn server_ip_connect_mode(store: &dyn Store) -> Result<IpConnectMode> {
+    match store.setting(IP_CONNECT_MODE_SETTING).await? {
+        Some(v) => v.parse(),
+        None => Ok(DEFAULT_IP_CONNECT_MODE),
+    }
+}
 
 /// A user to create.
 #[derive(Debug, Clone)]
@@ -370,10 +378,7 @@ impl Admin {
 
     /// The server-wide IP Connect mode.
     pub async fn ip_connect_mode(&self) -> Result<IpConnectMode> {
-        match self.store.setting(IP_CONNECT_MODE_SETTING).await? {
-            Some(v) => v.parse(),
-            None => Ok(DEFAULT_IP_CONNECT_MODE),
-        }
+        server_ip_connect_mode(self.store.as_ref()).await
     }
 
     /// Sets the server-wide IP Connect mode (`global` is a per-user value only).

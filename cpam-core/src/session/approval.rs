@@ -19,6 +19,9 @@ use crate::policy::{self, AccessRequest, Decision};
 pub struct Originator {
     pub address: String,
     pub port: u32,
+    /// The local `ADDRESS:PORT` the client connected to, when an IP Connect
+    /// listener took the connection (audited as `local_address`).
+    pub local: Option<String>,
 }
 
 impl Originator {
@@ -27,6 +30,7 @@ impl Originator {
         Self {
             address: address.into(),
             port,
+            local: None,
         }
     }
 }
@@ -133,6 +137,15 @@ impl SessionEngine {
             .await?
             .ok_or_else(|| Error::not_found(format!("no gatekeeper `{gatekeeper_id}`")))?;
         let Some(service) = store.service_by_name(&gk.customer_id, service_name).await? else {
+            let mut detail = json!({
+                "service": service_name,
+                "gatekeeper": gk.name,
+                "reason": "unknown_service",
+                "originator": originator.to_string(),
+            });
+            if let Some(local) = &originator.local {
+                detail["local_address"] = json!(local);
+            }
             self.record(AuditEvent {
                 at: self.clock().now(),
                 category: AuditCategory::UserActivity,
@@ -140,12 +153,7 @@ impl SessionEngine {
                 actor: user.name.clone(),
                 customer_id: Some(gk.customer_id.clone()),
                 session_id: None,
-                detail: json!({
-                    "service": service_name,
-                    "gatekeeper": gk.name,
-                    "reason": "unknown_service",
-                    "originator": originator.to_string(),
-                }),
+                detail,
             })
             .await;
             return Err(Error::not_found(format!(
@@ -288,6 +296,9 @@ impl SessionEngine {
         detail["service"] = json!(service.name);
         detail["gatekeeper"] = json!(gatekeeper.name);
         detail["originator"] = json!(originator.to_string());
+        if let Some(local) = &originator.local {
+            detail["local_address"] = json!(local);
+        }
         self.record(AuditEvent {
             at: now,
             category: AuditCategory::UserActivity,

@@ -465,14 +465,20 @@ impl SessionEngine {
                 actor: user.name.clone(),
                 customer_id: Some(service.customer_id.clone()),
                 session_id: Some(session.id.clone()),
-                detail: json!({
-                    "service": service.name,
-                    "target": service.target.to_string(),
-                    "gatekeeper": gatekeeper.name,
-                    "originator": originator.to_string(),
-                    "protocol": protocol,
-                    "until": until.map(|u| u.to_rfc3339()),
-                }),
+                detail: {
+                    let mut d = json!({
+                        "service": service.name,
+                        "target": service.target.to_string(),
+                        "gatekeeper": gatekeeper.name,
+                        "originator": originator.to_string(),
+                        "protocol": protocol,
+                        "until": until.map(|u| u.to_rfc3339()),
+                    });
+                    if let Some(local) = &originator.local {
+                        d["local_address"] = json!(local);
+                    }
+                    d
+                },
             })
             .await;
         if let Err(e) = recorded {

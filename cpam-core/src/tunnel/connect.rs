@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 use super::gatekeeper::{dial, exec_json, read_json};
 use super::profile::Profile;
 use super::{
-    Backoff, CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, MASTER_PASSWORD_COMMAND,
-    SERVICES_COMMAND, keys,
+    Backoff, CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, IPCONNECT_MODE_COMMAND,
+    LOCAL_ADDRESS_MARK, MASTER_PASSWORD_COMMAND, SERVICES_COMMAND, keys,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::tcp::{StreamSink, StreamSource, splice};
@@ -221,10 +221,43 @@ impl ConnectClient {
         read_json(ch, MASTER_PASSWORD_COMMAND).await
     }
 
+    /// The user's IP Connect preference and the server-wide setting, as the
+    /// server names them: `(user, server)`.
+    pub async fn ip_connect_mode(&self) -> Result<(String, String)> {
+        let link = self.link().await?;
+        let v = exec_json(&link, IPCONNECT_MODE_COMMAND).await?;
+        let field = |name: &str| {
+            v.get(name)
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Protocol,
+                        format!("malformed IP Connect mode answer: no `{name}`"),
+                    )
+                })
+        };
+        Ok((field("user")?, field("server")?))
+    }
+
     /// Opens one session to `service` as a channel; `originator` is the local client.
     pub async fn open(&self, service: &str, originator: SocketAddr) -> Result<Channel<Msg>> {
+        self.open_via(service, originator, None).await
+    }
+
+    /// Like [`ConnectClient::open`]; `local` is the local address the client
+    /// connected to (an IP Connect mapping), audited with the session.
+    pub async fn open_via(
+        &self,
+        service: &str,
+        originator: SocketAddr,
+        local: Option<SocketAddr>,
+    ) -> Result<Channel<Msg>> {
         let link = self.link().await?;
-        let spec = format!("{service}@{}", self.profile.gatekeeper_id);
+        let mut spec = format!("{service}@{}", self.profile.gatekeeper_id);
+        if let Some(local) = local {
+            spec.push_str(&format!("{LOCAL_ADDRESS_MARK}{local}"));
+        }
         match link
             .channel_open_direct_tcpip(
                 spec,
@@ -275,7 +308,7 @@ impl ConnectClient {
             let service = service.clone();
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(e) = client.serve_one(&service, tcp, peer, stop).await {
+                if let Err(e) = client.serve_one(&service, tcp, peer, None, stop).await {
                     tracing::warn!(%peer, %service, kind = %e.kind(), error = %e, "session refused");
                 }
             });
@@ -285,15 +318,28 @@ impl ConnectClient {
         Ok(())
     }
 
-    async fn serve_one(
+    /// Runs one accepted connection as a session to `service`; `local`
+    /// (IP Connect) is the address it was accepted on, and a refusal
+    /// reaches the client as a TCP reset.
+    pub(crate) async fn serve_one(
         &self,
         service: &str,
         tcp: TcpStream,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
         stop: CancellationToken,
     ) -> Result<()> {
         tcp.set_nodelay(true)?;
-        let channel = self.open(service, peer).await?;
+        let channel = match self.open_via(service, peer, local).await {
+            Ok(c) => c,
+            Err(e) => {
+                if local.is_some() {
+                    // Dropped with a zero linger: a reset, never a hang or a clean close.
+                    let _ = tcp.set_zero_linger();
+                }
+                return Err(e);
+            }
+        };
         tracing::info!(%peer, %service, "session open");
         let (mut ch_rx, mut ch_tx) = channel.split();
         let (r, w) = tcp.into_split();

@@ -46,6 +46,20 @@ pub const CHECKOUTS_COMMAND: &str = "cpam-checkouts";
 /// Exec command that sets the user's master password; stdin carries
 /// `{"current": .., "new": ..}` (login or current master password, and the new one).
 pub const MASTER_PASSWORD_COMMAND: &str = "cpam-master-password";
+/// Exec command that answers the user's IP Connect preference and the
+/// server-wide setting: `{"user": MODE, "server": MODE}`.
+pub const IPCONNECT_MODE_COMMAND: &str = "cpam-ipconnect-mode";
+/// Separates a channel target (`SERVICE@GATEKEEPER_ID`) from the local
+/// address an IP Connect client used: `SERVICE@GATEKEEPER_ID;local=ADDR:PORT`.
+pub const LOCAL_ADDRESS_MARK: &str = ";local=";
+
+/// Splits a vendor channel's target into `(SERVICE@GATEKEEPER_ID, local address)`.
+pub fn split_channel_target(spec: &str) -> (&str, Option<&str>) {
+    match spec.split_once(LOCAL_ADDRESS_MARK) {
+        Some((target, local)) => (target, Some(local)),
+        None => (spec, None),
+    }
+}
 
 /// Interval between keepalives; with [`KEEPALIVE_MAX`] a dead link is noticed within 30 s.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

@@ -19,7 +19,8 @@ use crate::model::{AuditCategory, GatekeeperId, Permission, User};
 use crate::session::Originator;
 use crate::tunnel::{
     CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
-    MASTER_PASSWORD_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+    IPCONNECT_MODE_COMMAND, MASTER_PASSWORD_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND,
+    WHOAMI_COMMAND, keys,
 };
 
 /// Session channels waiting for their request, with their places.
@@ -550,6 +551,9 @@ impl russh::server::Handler for Conn {
             (Principal::User { user, .. }, Some(CHECKOUTS_COMMAND)) => {
                 self.hub.checkouts_command(&user).await
             }
+            (Principal::User { user, .. }, Some(IPCONNECT_MODE_COMMAND)) => {
+                self.hub.ip_connect_mode_for(&user).await
+            }
             (Principal::User { user, .. }, Some(MASTER_PASSWORD_COMMAND)) => {
                 session.channel_success(id)?;
                 let hub = self.hub.clone();
@@ -604,8 +608,10 @@ impl russh::server::Handler for Conn {
             return Ok(());
         };
         let hub = self.hub.clone();
-        let spec = host_to_connect.to_string();
-        let originator = Originator::new(originator_address, originator_port);
+        let (target, local) = super::super::split_channel_target(host_to_connect);
+        let spec = target.to_string();
+        let mut originator = Originator::new(originator_address, originator_port);
+        originator.local = local.map(str::to_string);
         hub.clone().sessions.spawn(async move {
             // A key deleted since sign-in (on another node, or while its
             // revocation is on its way) opens nothing more.

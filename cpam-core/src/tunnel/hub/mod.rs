@@ -586,6 +586,14 @@ impl Hub {
         }
     }
 
+    /// The user's IP Connect preference (read afresh) and the server-wide setting.
+    async fn ip_connect_mode_for(&self, user: &User) -> Result<serde_json::Value> {
+        let store = self.engine.store();
+        let mine = store.user_ip_connect_mode(&user.id).await?;
+        let server = crate::admin::server_ip_connect_mode(store.as_ref()).await?;
+        Ok(json!({ "user": mine, "server": server }))
+    }
+
     async fn services_for(
         &self,
         user: &User,
