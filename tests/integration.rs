@@ -11,6 +11,7 @@ mod lifecycle_e2e;
 mod psm_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
+mod sftp_e2e;
 mod store;
 mod tunnel_e2e;
 mod vault_e2e;
