@@ -78,6 +78,32 @@ fn stock_sftp_and_scp_transfers_are_audited_with_the_hash_of_the_file() -> anyho
     assert_eq!(scp[0]["detail"]["sha256"], scp_sha.as_str());
     assert_eq!(scp[0]["detail"]["size"], 123_457);
 
+    // The same file uploaded twice at once: two records, each with the hash.
+    let twice = format!("put {} {remote}/twice.bin\nbye\n", scp_local.display());
+    let mut both = Vec::new();
+    for n in 0..2 {
+        both.push(cpam_tests::process::Child::spawn_with_input(
+            &format!("vendor-sftp-twice-{n}"),
+            sftp(&p, &[])?,
+            p.d.path(),
+            twice.as_bytes(),
+        )?);
+    }
+    for mut child in both {
+        let status = child
+            .wait_timeout(Duration::from_secs(90))?
+            .ok_or_else(|| anyhow::anyhow!("a concurrent sftp did not finish"))?;
+        assert!(status.success(), "{}", child.stderr());
+    }
+    let files = file_records(&p)?;
+    let twice = record(&files, &format!("{remote}/twice.bin"), "upload");
+    assert_eq!(twice.len(), 2, "one record per upload: {files:#?}");
+    for r in twice {
+        assert_eq!(r["detail"]["sha256"], scp_sha.as_str());
+        assert_eq!(r["detail"]["result"], "complete");
+    }
+    assert_eq!(sha256_file(&dir.path.join("twice.bin"))?, scp_sha);
+
     let ops = op_records(&p)?;
     for (op, path) in [
         ("mkdir", format!("{remote}/sub")),
