@@ -15,6 +15,7 @@ mod psm_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod service_scope_e2e;
+mod sftp_e2e;
 mod store;
 mod tunnel_e2e;
 mod vault_e2e;

@@ -18,7 +18,7 @@ need=()
 command -v ip >/dev/null || need+=(iproute2)
 command -v sshpass >/dev/null || need+=(sshpass)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
-command -v ssh >/dev/null && command -v scp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v ssh >/dev/null && command -v scp >/dev/null && command -v sftp >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # The web console's browser test: headless Chromium driven through
 # WebDriver (tests/src/browser.rs starts chromedriver itself).

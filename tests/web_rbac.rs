@@ -425,6 +425,9 @@ fn prepare(
             Some(json!({ "user": "outsider", "service_id": ctx.service(&customer)?, "hours": 1 }))
         }
         ("PUT", "/api/v1/settings") => Some(json!({ "ip_connect_mode": "driver" })),
+        ("PUT", "/api/v1/services/{id}/file-policy") => {
+            Some(json!({ "prefixes": ["/data/in"], "blocked_extensions": ["exe"] }))
+        }
         ("POST", "/api/v1/sessions/{id}/terminate") => Some(json!({ "reason": "matrix" })),
         ("POST", "/api/v1/checkouts") => {
             Some(json!({ "service_id": ctx.credential(&user.name)?, "duration_secs": 600 }))

@@ -28,6 +28,7 @@ use crate::tunnel::profile::Profile;
 
 mod ceiling;
 mod console;
+mod files;
 mod vault;
 
 pub use console::{NewUser, UserUpdate, server_ip_connect_mode};

@@ -505,6 +505,55 @@ async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
                 },
             ))
         }
+        ServiceCmd::FilePolicy {
+            service,
+            set,
+            no_upload,
+            no_download,
+            prefixes,
+            max_size,
+            blocked_extensions,
+            c,
+        } => {
+            let x = ctx(&c).await?;
+            let s = x.admin.service_spec(&service).await?;
+            let policy = if set {
+                let policy = cpam_core::proxy::sftp::FilePolicy {
+                    upload: !no_upload,
+                    download: !no_download,
+                    prefixes,
+                    max_size,
+                    blocked_extensions,
+                };
+                x.admin.set_file_policy(&s, policy).await?
+            } else {
+                x.admin.file_policy(&s).await?
+            };
+            Ok(print(x.json, json!(policy), || {
+                format!(
+                    "file policy of {service}: upload {}, download {}, directories {}, max size {}, blocked extensions {}",
+                    if policy.upload { "allowed" } else { "refused" },
+                    if policy.download {
+                        "allowed"
+                    } else {
+                        "refused"
+                    },
+                    if policy.prefixes.is_empty() {
+                        "any".to_string()
+                    } else {
+                        policy.prefixes.join(" ")
+                    },
+                    policy
+                        .max_size
+                        .map_or("none".to_string(), |m| format!("{m} bytes")),
+                    if policy.blocked_extensions.is_empty() {
+                        "none".to_string()
+                    } else {
+                        policy.blocked_extensions.join(" ")
+                    },
+                )
+            }))
+        }
         ServiceCmd::List { customer, c } => {
             let x = ctx(&c).await?;
             let cid = match customer {

@@ -226,6 +226,32 @@ pub enum ServiceCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Show the file-transfer policy of a service, or replace it: the
+    /// options given form the whole new policy (see docs/file-transfer.md).
+    FilePolicy {
+        /// SERVICE@CUSTOMER
+        service: String,
+        /// Replace the policy with the options given (none: allow everything).
+        #[arg(long)]
+        set: bool,
+        /// Refuse writing files to the target (and changing it).
+        #[arg(long, requires = "set")]
+        no_upload: bool,
+        /// Refuse reading files from the target.
+        #[arg(long, requires = "set")]
+        no_download: bool,
+        /// An absolute directory files may be in (repeatable; none: anywhere).
+        #[arg(long = "prefix", requires = "set")]
+        prefixes: Vec<String>,
+        /// The largest file, in bytes.
+        #[arg(long, requires = "set")]
+        max_size: Option<u64>,
+        /// A file extension that may not move (repeatable), e.g. `exe`.
+        #[arg(long = "block-ext", requires = "set")]
+        blocked_extensions: Vec<String>,
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]

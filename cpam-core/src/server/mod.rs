@@ -271,12 +271,17 @@ impl Server {
             engine.audit().clone(),
             config.throttle.clone(),
         );
-        let proxy = Arc::new(SshProxy::new(
-            key.clone(),
-            Arc::new(masters),
-            Arc::new(StorePins::new(engine.store().clone())),
-            SshProxyOptions::default(),
-        ));
+        let proxy = Arc::new(
+            SshProxy::new(
+                key.clone(),
+                Arc::new(masters),
+                Arc::new(StorePins::new(engine.store().clone())),
+                SshProxyOptions::default(),
+            )
+            .with_file_policies(Arc::new(crate::proxy::sftp::StoreFilePolicies::new(
+                engine.store().clone(),
+            ))),
+        );
         config.privileged_ssh = Some(proxy.clone());
         let terminal = BrowserTerminal {
             engine: engine.clone(),

@@ -209,6 +209,19 @@ pub fn schemas() -> Map<String, Value> {
             ),
         ),
         (
+            "FilePolicy",
+            obj(
+                &[],
+                json!({
+                    "upload": { "type": "boolean", "description": "files may be written (and changed); default true" },
+                    "download": { "type": "boolean", "description": "files may be read; default true" },
+                    "prefixes": { "type": "array", "items": s(), "description": "absolute directories files may be in; empty: anywhere" },
+                    "max_size": { "type": ["integer", "null"], "description": "the largest file in bytes" },
+                    "blocked_extensions": { "type": "array", "items": s(), "description": "file name extensions that may not move" },
+                }),
+            ),
+        ),
+        (
             "Role",
             obj(
                 &["name", "permissions", "builtin"],

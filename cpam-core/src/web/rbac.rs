@@ -164,6 +164,8 @@ pub static POLICY: &[Route] = &[
     route("GET", "/api/v1/gatekeepers/{id}/services", Authenticated, Scope::Customer, 200, None, List("Service"), "services", "the services behind a gatekeeper"),
     route("POST", "/api/v1/gatekeepers/{id}/services", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 201, Some("NewService"), Json("Service"), "services", "create a service behind a gatekeeper"),
     route("GET", "/api/v1/services/{id}/terminal", AnyOf(&[P::USE_CONNECTION_MANAGER]), Scope::Customer, 101, None, WebSocket, "vault", "the browser terminal: a privileged SSH session on this service over a WebSocket from the console's own origin (400 unless the service is kind `ssh`)"),
+    route("GET", "/api/v1/services/{id}/file-policy", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 200, None, Json("FilePolicy"), "services", "the service's file-transfer policy (SFTP through the SSH proxy)"),
+    route("PUT", "/api/v1/services/{id}/file-policy", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 200, Some("FilePolicy"), Json("FilePolicy"), "services", "replace the service's file-transfer policy (absent fields: their defaults); answers it normalized"),
     route("DELETE", "/api/v1/services/{id}", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 204, None, Empty, "services", "delete a service and its grants"),
     // users and roles
     route("GET", "/api/v1/users", AnyOf(&[P::MANAGE_USERS]), Scope::None, 200, None, List("User"), "users", "every user"),

@@ -25,6 +25,9 @@
 //! - `pins.rs`: [`StorePins`], target host keys pinned in the store.
 //! - `relay.rs`: one channel's bytes from the target to the vendor, and the
 //!   input gate that keeps typed passwords out of recordings.
+//!
+//! `sftp` subsystem channels pass through [`crate::proxy::sftp`]'s
+//! tracker, which audits every file and applies the service's file policy.
 
 mod browser;
 mod pins;
@@ -104,6 +107,7 @@ pub struct SshProxy {
     masters: Arc<dyn MasterPasswords>,
     pins: Arc<dyn HostKeyPins>,
     options: SshProxyOptions,
+    files: Arc<dyn crate::proxy::sftp::FilePolicies>,
 }
 
 impl SshProxy {
@@ -125,7 +129,15 @@ impl SshProxy {
             masters,
             pins,
             options,
+            files: Arc::new(crate::proxy::sftp::AllowAll),
         }
+    }
+
+    /// Applies the file-transfer policies `files` gives to `sftp`
+    /// channels (every transfer is allowed and audited without).
+    pub fn with_file_policies(mut self, files: Arc<dyn crate::proxy::sftp::FilePolicies>) -> Self {
+        self.files = files;
+        self
     }
 }
 
@@ -172,6 +184,8 @@ impl Protocol for SshProxy {
             masters: self.masters.clone(),
             pins: self.pins.clone(),
             options: self.options.clone(),
+            files: self.files.clone(),
+            sftp: std::sync::Mutex::new(Vec::new()),
             credential: tokio::sync::Mutex::new(Some(live.credential().await)),
             upstream: tokio::sync::Mutex::new(Some(upstream)),
             link: tokio::sync::OnceCell::new(),
@@ -201,6 +215,12 @@ impl Protocol for SshProxy {
         };
         if let Some(link) = context.link.get().and_then(|l| l.as_ref().ok()) {
             link.disconnect().await;
+        }
+        // Files still open when the session ends are recorded before it ends.
+        let hooks: Vec<_> =
+            std::mem::take(&mut *context.sftp.lock().unwrap_or_else(|p| p.into_inner()));
+        for hook in hooks {
+            hook.finish().await;
         }
         match outcome {
             Ok(()) => Ok(()),

@@ -10,6 +10,7 @@ use russh::server::Msg;
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::sync::oneshot;
 
+use crate::proxy::sftp::SftpHook;
 use crate::session::{Direction, Meter, SessionControl, TerminalFrame};
 
 /// The target's replies to requests, matched in order (SSH answers a
@@ -117,12 +118,29 @@ pub(super) struct Relay {
     pub(super) terminal: Arc<Mutex<Option<u32>>>,
     /// The vendor's connection, for exit signals.
     pub(super) vendor: Arc<std::sync::OnceLock<russh::server::Handle>>,
+    /// The SFTP observer, once the channel runs the `sftp` subsystem.
+    pub(super) sftp: Arc<std::sync::OnceLock<Arc<SftpHook>>>,
+    /// Replies the SFTP observer gives the vendor itself (empty: close).
+    pub(super) sftp_replies: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
 }
 
 impl Relay {
     pub(super) async fn run(mut self) {
         let mut exit_status = None;
-        while let Some(msg) = self.from_target.wait().await {
+        loop {
+            let msg = tokio::select! {
+                msg = self.from_target.wait() => match msg {
+                    Some(msg) => msg,
+                    None => break,
+                },
+                Some(reply) = self.sftp_replies.recv() => {
+                    // An empty packet: the SFTP stream broke, the channel ends.
+                    if reply.is_empty() || self.to_vendor.data_bytes(reply).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+            };
             let sent = match msg {
                 ChannelMsg::Data { data } => self.output(None, data).await,
                 ChannelMsg::ExtendedData { data, ext } => self.output(Some(ext), data).await,
@@ -174,6 +192,9 @@ impl Relay {
         {
             self.replies.answer(false);
         }
+        if let Some(hook) = self.sftp.get() {
+            hook.finish().await;
+        }
         if let Some(index) = self.terminal() {
             self.control.terminal(&TerminalFrame::Close {
                 channel: index,
@@ -205,6 +226,17 @@ impl Relay {
                 channel: index,
                 data: data.clone(),
             });
+        }
+        if let (None, Some(hook)) = (ext, self.sftp.get()) {
+            let Some(packets) = hook.down(&data).await else {
+                return false;
+            };
+            for p in packets {
+                if self.to_vendor.data_bytes(p).await.is_err() {
+                    return false;
+                }
+            }
+            return true;
         }
         match ext {
             None => self.to_vendor.data_bytes(data).await.is_ok(),

@@ -16,6 +16,7 @@ use super::{HostKeyPins, MasterPasswords, SshProxyOptions};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hooks::Credential;
 use crate::model::{Service, User};
+use crate::proxy::sftp::SftpHook;
 use crate::secret::Secret;
 use crate::session::{Direction, Meter, SessionControl, TerminalFrame, Upstream};
 
@@ -31,6 +32,9 @@ pub(super) struct Context {
     pub(super) masters: Arc<dyn MasterPasswords>,
     pub(super) pins: Arc<dyn HostKeyPins>,
     pub(super) options: SshProxyOptions,
+    pub(super) files: Arc<dyn crate::proxy::sftp::FilePolicies>,
+    /// The `sftp` channels, to close their open files when the session ends.
+    pub(super) sftp: Mutex<Vec<Arc<SftpHook>>>,
     /// The credential to inject, taken once when the target is reached.
     pub(super) credential: tokio::sync::Mutex<Option<Result<Option<Credential>>>>,
     /// The target's connection, taken once.
@@ -115,6 +119,10 @@ struct VendorChannel {
     /// The terminal number once a shell or command runs on it (shared
     /// with the channel's relay).
     terminal: Arc<Mutex<Option<u32>>>,
+    /// The SFTP observer once the `sftp` subsystem runs (shared with the
+    /// channel's relay), and the queue its own replies go through.
+    sftp: Arc<std::sync::OnceLock<Arc<SftpHook>>>,
+    replies_to_vendor: tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
 }
 
 /// The vendor's connection, as a russh server handler.
@@ -215,6 +223,30 @@ impl Vendor {
             Start::Exec(command) => ("ssh.exec", json!({ "command": command })),
             Start::Subsystem(name) => ("ssh.subsystem", json!({ "name": name })),
         };
+        if let (Start::Subsystem(name), Some(target)) = (&what, &ch.to_target)
+            && name == "sftp"
+        {
+            let policy = match self.context.files.policy(&self.context.service).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(service = %self.context.service.name, error = %e, "file policy unavailable; sftp refused");
+                    session.channel_failure(channel)?;
+                    return Ok(());
+                }
+            };
+            let hook = Arc::new(SftpHook::new(
+                policy,
+                self.context.control.clone(),
+                target.clone(),
+                ch.replies_to_vendor.clone(),
+            ));
+            let _ = ch.sftp.set(hook.clone());
+            self.context
+                .sftp
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(hook);
+        }
         if !matches!(what, Start::Subsystem(_)) {
             let index = self.terminals;
             self.terminals += 1;
@@ -320,6 +352,8 @@ impl russh::server::Handler for Vendor {
             self.context.options.record_input,
         )));
         let terminal = Arc::new(Mutex::new(None));
+        let sftp = Arc::new(std::sync::OnceLock::new());
+        let (replies_to_vendor, sftp_replies) = tokio::sync::mpsc::unbounded_channel();
         let to_target = match self.context.reach_target().await {
             Ok(link) => {
                 let target = link.open_session().await?;
@@ -332,6 +366,8 @@ impl russh::server::Handler for Vendor {
                     gate: gate.clone(),
                     terminal: terminal.clone(),
                     vendor: self.context.vendor.clone(),
+                    sftp: sftp.clone(),
+                    sftp_replies,
                 };
                 tokio::spawn(relay.run());
                 Some(Arc::new(to_target))
@@ -352,6 +388,8 @@ impl russh::server::Handler for Vendor {
                 gate,
                 pty: None,
                 terminal,
+                sftp,
+                replies_to_vendor,
             },
         );
         reply.accept().await;
@@ -485,6 +523,12 @@ impl russh::server::Handler for Vendor {
                     data: bytes::Bytes::copy_from_slice(data),
                 });
             }
+        }
+        if let Some(hook) = ch.sftp.get() {
+            if !hook.up(data).await {
+                tracing::debug!(session = %self.context.control.id(), "sftp channel ending");
+            }
+            return Ok(());
         }
         // Waits for the target's window: a target that stops reading slows
         // this vendor only.

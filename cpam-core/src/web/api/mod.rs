@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod customers;
+mod files;
 mod recordings;
 mod sessions;
 mod terminal;
@@ -71,6 +72,16 @@ pub fn routes() -> ApiRoutes {
         )
         .add("DELETE", "/api/v1/services/{id}", customers::delete_service)
         .add("GET", "/api/v1/services/{id}/terminal", terminal::terminal)
+        .add(
+            "GET",
+            "/api/v1/services/{id}/file-policy",
+            files::get_file_policy,
+        )
+        .add(
+            "PUT",
+            "/api/v1/services/{id}/file-policy",
+            files::set_file_policy,
+        )
         .add("GET", "/api/v1/users", users::list)
         .add("POST", "/api/v1/users", users::create)
         .add("GET", "/api/v1/users/{id}", users::get)
