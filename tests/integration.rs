@@ -9,6 +9,7 @@ mod hardening_e2e;
 mod harness_selfcheck;
 mod lifecycle_e2e;
 mod psm_e2e;
+mod rdp_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod store;

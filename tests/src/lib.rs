@@ -15,6 +15,7 @@ pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod psm;
+pub mod rdp;
 pub mod recording;
 pub mod sshd;
 pub mod web;

@@ -1,5 +1,6 @@
 //! Protocol proxies. Each takes already-established endpoints and never binds:
 //! listeners live in the engine and the bins.
 
+pub mod rdp;
 pub mod ssh;
 pub mod tcp;

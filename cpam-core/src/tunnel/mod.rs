@@ -46,6 +46,9 @@ pub const CHECKOUTS_COMMAND: &str = "cpam-checkouts";
 /// Exec command that sets the user's master password; stdin carries
 /// `{"current": .., "new": ..}` (login or current master password, and the new one).
 pub const MASTER_PASSWORD_COMMAND: &str = "cpam-master-password";
+/// Exec command that issues a one-time RDP proxy credential:
+/// `cpam-rdp-credential SERVICE GATEKEEPER_ID`; stdin carries `{"master": ..}`.
+pub const RDP_CREDENTIAL_COMMAND: &str = "cpam-rdp-credential";
 
 /// Interval between keepalives; with [`KEEPALIVE_MAX`] a dead link is noticed within 30 s.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

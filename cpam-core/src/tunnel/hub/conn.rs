@@ -15,7 +15,8 @@ use crate::model::{AuditCategory, GatekeeperId, User};
 use crate::session::Originator;
 use crate::tunnel::{
     CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
-    MASTER_PASSWORD_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+    MASTER_PASSWORD_COMMAND, RDP_CREDENTIAL_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND,
+    WHOAMI_COMMAND, keys,
 };
 
 /// One SSH connection's handler.
@@ -372,6 +373,12 @@ impl russh::server::Handler for Conn {
             }
             (Principal::User { user, .. }, Some(CHECKOUTS_COMMAND)) => {
                 self.hub.checkouts_command(&user).await
+            }
+            (Principal::User { user, .. }, Some(RDP_CREDENTIAL_COMMAND)) => {
+                let args: Vec<String> = words.map(str::to_string).collect();
+                session.channel_success(id)?;
+                tokio::spawn(self.hub.clone().rdp_credential_channel(user, args, channel));
+                return Ok(());
             }
             (Principal::User { user, .. }, Some(MASTER_PASSWORD_COMMAND)) => {
                 session.channel_success(id)?;

@@ -61,6 +61,7 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
             dialer: dialer.clone(),
             throttle: Arc::default(),
             privileged_ssh: None,
+            privileged_rdp: None,
         },
     );
     let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
