@@ -106,6 +106,20 @@ typedef enum cpam_event_kind {
   CPAM_EVENT_KIND_EVENTS_LOST = 7,
 } cpam_event_kind;
 
+// What a `cpam_watch_frame` is.
+typedef enum cpam_watch_frame_kind {
+  // Redraw everything: the terminal's size, and bytes that paint the
+  // current screen on a blank one (sent first, and again after the
+  // watcher fell behind).
+  CPAM_WATCH_FRAME_KIND_SNAPSHOT = 1,
+  // Bytes the target wrote to the terminal.
+  CPAM_WATCH_FRAME_KIND_OUTPUT = 2,
+  // The terminal was resized.
+  CPAM_WATCH_FRAME_KIND_RESIZE = 3,
+  // The session ended; `cpam_watch_frame_reason` says why.
+  CPAM_WATCH_FRAME_KIND_END = 4,
+} cpam_watch_frame_kind;
+
 // What a credential carries, for `cpam_credential_set`.
 typedef enum cpam_credential_kind {
   // A password.
@@ -138,6 +152,12 @@ typedef struct cpam_profile cpam_profile;
 
 // One session as a byte stream.
 typedef struct cpam_stream cpam_stream;
+
+// A live session being watched; see `cpam_hub_watch`.
+typedef struct cpam_watch cpam_watch;
+
+// One frame of a watched session; free it with `cpam_watch_frame_free`.
+typedef struct cpam_watch_frame cpam_watch_frame;
 
 // What `cpam_gatekeeper_status` reports (the tunnel and switch state).
 typedef struct cpam_gatekeeper_state {
@@ -382,8 +402,9 @@ enum cpam_status cpam_hub_set_access_hook(const struct cpam_hub *hub,
                                           cpam_access_hook_fn callback,
                                           void *userdata);
 
-// Sets (or with a NULL `callback`, removes) the credential source; see
-// `cpam_credential_fn`. `userdata` must stay valid until the hub is freed.
+// Sets the credential source; see `cpam_credential_fn`. A NULL `callback`
+// goes back to the default: the hub's own vault when its data dir's vault
+// is unsealed, else none. `userdata` must stay valid until the hub is freed.
 enum cpam_status cpam_hub_set_credential_source(const struct cpam_hub *hub,
                                                 cpam_credential_fn callback,
                                                 void *userdata);
@@ -424,6 +445,88 @@ enum cpam_status cpam_hub_stop(const struct cpam_hub *hub);
 
 // Stops the hub if running and frees it. NULL is ignored.
 void cpam_hub_free(struct cpam_hub *hub);
+
+// The sessions live on the hub: a JSON array of sessions (`id`,
+// `user_name`, `customer_id`, `service_name`, `protocol`, `started_at`,
+// `until`, `bytes_up`, `bytes_down`, ...). Free it with `cpam_string_free`.
+enum cpam_status cpam_hub_sessions(const struct cpam_hub *hub, char **json_out);
+
+// Ends live session `session_id` now. `actor` and `reason` (required) are
+// audited (`admin.session.terminate`) and the reason is shown to the user.
+// `CPAM_NOT_FOUND` when the session is not live on this hub.
+enum cpam_status cpam_hub_terminate(const struct cpam_hub *hub,
+                                    const char *session_id,
+                                    const char *actor,
+                                    const char *reason);
+
+// Starts watching live terminal session `session_id` as `actor` (audited
+// as `session.watch.start`, and `session.watch.stop` when the watch ends
+// or is freed). What the user types is never shown; the target's output
+// is. `CPAM_NOT_FOUND` when the session is not live on this hub,
+// `CPAM_CONFLICT` when it has no terminal open. Free it with
+// `cpam_watch_free`.
+enum cpam_status cpam_hub_watch(const struct cpam_hub *hub,
+                                const char *session_id,
+                                const char *actor,
+                                struct cpam_watch **out);
+
+// Waits up to `timeout_ms` (`CPAM_TIMEOUT_INFINITE`: no limit) for the
+// next frame: first a snapshot, then output and resizes, and a
+// `CPAM_WATCH_FRAME_KIND_END` frame when the session ends. `CPAM_TIMEOUT` when none
+// came; `CPAM_CLOSED` after the end frame. Calls on one watch from
+// several threads take turns.
+enum cpam_status cpam_watch_next(const struct cpam_watch *watch,
+                                 uint32_t timeout_ms,
+                                 struct cpam_watch_frame **frame);
+
+// Stops watching (audited) and frees the watch. NULL is ignored.
+void cpam_watch_free(struct cpam_watch *watch);
+
+// The kind of `frame` (`CPAM_WATCH_FRAME_KIND_END` if `frame` is NULL).
+enum cpam_watch_frame_kind cpam_watch_frame_get_kind(const struct cpam_watch_frame *frame);
+
+// The bytes of a snapshot or output frame: `*data` points into the frame
+// (valid until it is freed) and `*len` is their count (0 for other kinds).
+enum cpam_status cpam_watch_frame_get_data(const struct cpam_watch_frame *frame,
+                                           const uint8_t **data,
+                                           size_t *len);
+
+// The terminal size a snapshot or resize frame carries (0×0 for others).
+enum cpam_status cpam_watch_frame_get_size(const struct cpam_watch_frame *frame,
+                                           uint16_t *cols,
+                                           uint16_t *rows);
+
+// Why the session ended (`terminated: <reason>`, `closed`, `expired`,
+// ...) for an end frame, NUL-terminated and owned by the frame; NULL for
+// other kinds.
+const char *cpam_watch_frame_get_reason(const struct cpam_watch_frame *frame);
+
+// Frees a frame. NULL is ignored.
+void cpam_watch_frame_free(struct cpam_watch_frame *frame);
+
+// Stores (or replaces) the credential of service `service`
+// (`SERVICE@CUSTOMER`) in the hub's vault as `actor` (audited, never with
+// the secret): `kind` is a `cpam_credential_kind`, `secret` the password
+// or the OpenSSH private key (PEM text). The hub must have been opened
+// over a data dir whose vault it can unseal (`vault.key`, or
+// `CPAM_VAULT_PASSPHRASE`); otherwise `CPAM_INVALID_ARGUMENT`.
+enum cpam_status cpam_hub_vault_set(const struct cpam_hub *hub,
+                                    const char *service,
+                                    const char *username,
+                                    uint32_t kind,
+                                    const char *secret,
+                                    const char *actor);
+
+// Removes the credential of service `service` (`SERVICE@CUSTOMER`) from
+// the hub's vault as `actor` (audited). `CPAM_NOT_FOUND` when it has none.
+enum cpam_status cpam_hub_vault_remove(const struct cpam_hub *hub,
+                                       const char *service,
+                                       const char *actor);
+
+// What the hub's vault holds, never a secret: a JSON array of `{"service"
+// (SERVICE@CUSTOMER), "username", "kind", "key_version", "updated_at",
+// "updated_by", "max_checkout_secs"}`. Free it with `cpam_string_free`.
+enum cpam_status cpam_hub_vault_list(const struct cpam_hub *hub, char **json_out);
 
 // The recordings under `data_dir` (of one `session` when not NULL): a JSON
 // array of `{"id", "session_id", "channel", "started_at", "ended_at",

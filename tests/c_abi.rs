@@ -10,11 +10,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use cpam_tests::bins::bin_path;
 use cpam_tests::process::{Child, run};
+use cpam_tests::psm::{MASTER, Psm};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -72,6 +73,12 @@ fn compile_file(source: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
 /// A command running `exe` with every sanitizer report fatal.
 fn sanitized(exe: &Path) -> Command {
     let mut c = Command::new(exe);
+    sanitize(&mut c);
+    c
+}
+
+/// Makes every sanitizer report of `c` fatal.
+fn sanitize(c: &mut Command) {
     c.env(
         "ASAN_OPTIONS",
         "detect_leaks=1:halt_on_error=1:abort_on_error=0:exitcode=86",
@@ -81,7 +88,6 @@ fn sanitized(exe: &Path) -> Command {
         "halt_on_error=1:print_stacktrace=1:exitcode=87",
     )
     .env("LSAN_OPTIONS", "exitcode=88");
-    c
 }
 
 fn no_sanitizer_reports(what: &str, stderr: &str) -> anyhow::Result<()> {
@@ -454,5 +460,106 @@ fn c_reviews_recordings_and_names_a_tampered_one() -> anyhow::Result<()> {
         &out.stdout,
         &[&format!("{id}: DOES NOT VERIFY: ")],
     );
+    Ok(())
+}
+
+/// `supervise_sessions.c` embeds the hub over a privileged-session
+/// deployment's data dir (in place of `cpam-server run`): it stores the
+/// target's password in the vault, watches the vendor's session through
+/// stock `ssh` and ends it when the forbidden text shows; the vendor is told
+/// why, and every step is audited with the supervisor as the actor.
+#[test]
+fn c_supervisor_watches_and_terminates_a_privileged_session() -> anyhow::Result<()> {
+    let mut p = Psm::start()?;
+    p.d.kill_server()?;
+    let dir = p.d.path().to_path_buf();
+    let exe = compile("supervise_sessions", &dir)?;
+    let stop = dir.join("stop-supervisor");
+    let password = dir.join("target-password");
+    std::fs::write(&password, format!("{}\n", p.canary))?;
+    let mut c = p.d.topo.vendor.command(&exe);
+    sanitize(&mut c);
+    c.arg(&p.d.data_dir)
+        .arg(p.d.server_addr.to_string())
+        .arg("forbidden-42")
+        .arg(&stop)
+        .arg("db1@acme")
+        .arg(&p.account)
+        .arg(&password);
+    let mut sup = Child::spawn("supervise_sessions", c, &dir)?;
+    sup.wait_for_line("hub listening on ", TIMEOUT)?;
+    std::fs::remove_file(&password)?;
+    // The gatekeeper and the forward find the hub by themselves.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !p.ssh_run(MASTER, &[], &["true"], "")?.success() {
+        if Instant::now() > deadline {
+            bail!("no session through the C hub\n{}", sup.logs());
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let started = Instant::now();
+    let out = p.ssh_run(
+        MASTER,
+        &[],
+        &["echo hello-$((20+22)); sleep 1; echo forbidden-$((6*7)); sleep 60"],
+        "",
+    )?;
+    let took = started.elapsed();
+    assert!(!out.success(), "the session was not ended: {out:?}");
+    assert!(took < Duration::from_secs(30), "the session ran {took:?}");
+    let seen = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        seen.contains("[cpam] session terminated by supervisor"),
+        "the vendor is not told why: {seen}"
+    );
+    let deadline = Instant::now() + TIMEOUT;
+    while !sup.stdout().contains("] ended: terminated") {
+        if Instant::now() > deadline {
+            bail!("the supervisor did not see the end\n{}", sup.logs());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::fs::write(&stop, b"")?;
+    let status = sup
+        .wait_timeout(TIMEOUT)?
+        .with_context(|| format!("supervise_sessions did not stop\n{}", sup.logs()))?;
+    no_sanitizer_reports("supervise_sessions", &sup.stderr())?;
+    assert!(status.success(), "{status}\n{}", sup.logs());
+    let stdout = sup.stdout();
+    expect(
+        "supervise_sessions",
+        &stdout,
+        &[
+            "stored the credential of db1@acme",
+            "\"service\":\"db1@acme\"",
+            "hello-42",
+            "terminated: the output showed 'forbidden-42'",
+        ],
+    );
+    assert!(!stdout.contains(&p.canary), "the password was printed");
+    let audit = p.d.admin_json(&["audit", "list"])?;
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .context("audit list is not an array")?
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap_or("").to_string(),
+                r["actor"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for action in [
+        "admin.vault.set",
+        "session.watch.start",
+        "admin.session.terminate",
+        "session.watch.stop",
+    ] {
+        assert!(
+            actions.contains(&(action.to_string(), "supervisor".to_string())),
+            "no {action} by supervisor in {actions:?}"
+        );
+    }
+    p.d.expect_audit_intact()?;
     Ok(())
 }

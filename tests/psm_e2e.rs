@@ -281,3 +281,50 @@ fn a_target_whose_host_key_changed_is_refused_until_an_operator_forgets_the_pin(
     );
     Ok(())
 }
+
+/// A checkout that runs out mid-session ends the proxied session then (a
+/// privileged session lasts until the earlier of its grant's and its
+/// checkout's end), the vendor reads why, and the next session is refused.
+#[test]
+fn a_checkout_that_runs_out_ends_the_session_and_says_so() -> anyhow::Result<()> {
+    let p = Psm::start()?;
+    p.d.run("checkin", p.d.connect_cmd(&["checkin", "db1"])?)?
+        .ok("cpam-connect checkin")?;
+    p.d.run(
+        "checkout-short",
+        p.d.connect_cmd(&["checkout", "db1", "--for", "6s"])?,
+    )?
+    .ok("cpam-connect checkout --for 6s")?;
+    let checked_out = Instant::now();
+    let ssh = p.ssh(MASTER, &[], &["echo started; sleep 60"])?;
+    let mut child = p.d.spawn("vendor-expiry", ssh)?;
+    let id = p.d.wait_live_session()?;
+    let status = child
+        .wait_timeout(Duration::from_secs(30))?
+        .ok_or_else(|| anyhow::anyhow!("ssh still runs 30 s after the checkout was taken"))?;
+    let took = checked_out.elapsed();
+    assert!(!status.success());
+    assert!(
+        took >= Duration::from_secs(5) && took < Duration::from_secs(9),
+        "the session ended {took:?} after a 6 s checkout"
+    );
+    assert!(
+        child.stdout().contains("started"),
+        "the command ran: {}",
+        child.stdout()
+    );
+    assert!(
+        child.stderr().contains("[cpam] access expired"),
+        "the vendor reads why: {}",
+        child.stderr()
+    );
+    let ended = p.d.wait_session_ended(&id)?;
+    assert_eq!(ended["end_reason"], "expired", "{ended:#}");
+    let again = p.ssh_run(MASTER, &[], &["true"], "")?;
+    assert!(!again.success(), "a session without a checkout ran");
+    let refused = p.d.audit()?.into_iter().any(|r| {
+        r["action"] == "session.refused" && r.to_string().contains("no active checkout of `db1`")
+    });
+    assert!(refused, "the refusal is audited with why");
+    Ok(())
+}

@@ -211,6 +211,14 @@ pub struct cpam_hub {
 }
 
 impl cpam_hub {
+    pub(crate) fn server(&self) -> &Server {
+        &self.server
+    }
+
+    pub(crate) fn rt(&self) -> &Rt {
+        &self.rt
+    }
+
     /// The session engine (for Rust callers and tests).
     pub fn engine(&self) -> &Arc<SessionEngine> {
         self.server.engine()
@@ -330,8 +338,9 @@ pub unsafe extern "C" fn cpam_hub_set_access_hook(
     })
 }
 
-/// Sets (or with a NULL `callback`, removes) the credential source; see
-/// `cpam_credential_fn`. `userdata` must stay valid until the hub is freed.
+/// Sets the credential source; see `cpam_credential_fn`. A NULL `callback`
+/// goes back to the default: the hub's own vault when its data dir's vault
+/// is unsealed, else none. `userdata` must stay valid until the hub is freed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_hub_set_credential_source(
     hub: *const cpam_hub,
@@ -341,7 +350,7 @@ pub unsafe extern "C" fn cpam_hub_set_credential_source(
     boundary(|| {
         // SAFETY: handle per the header's contract.
         let hub = unsafe { arg_ref(hub, "hub") }?;
-        hub.engine().set_credential_source(callback.map(|f| {
+        hub.server.set_credential_source(callback.map(|f| {
             Arc::new(FfiCredentialSource {
                 f,
                 ud: UserData(userdata),

@@ -22,6 +22,7 @@ pub mod connect;
 pub mod event;
 pub mod gatekeeper;
 pub mod hub;
+pub mod live;
 pub mod recordings;
 pub mod status;
 

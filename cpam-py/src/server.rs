@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::errors::to_py;
 use crate::hooks::{Credential, PyAccessHook, PyAuditTap, PyCredentialSource};
+use crate::live::{self, LiveWatch};
 use crate::rt::{EventQueue, Json, awaitable, next_event, runtime, wait};
 
 /// How long `stop` lets live sessions write their end records.
@@ -197,7 +198,8 @@ impl Server {
     }
 
     fn install_credential_source(&self, source: Option<Arc<Py<PyAny>>>) {
-        self.core.engine().set_credential_source(
+        // `None` goes back to the server's own vault, when it has one.
+        self.core.set_credential_source(
             source.map(|s| Arc::new(PyCredentialSource(s)) as Arc<dyn CredentialSource>),
         );
     }
@@ -259,8 +261,9 @@ impl Server {
         Ok(())
     }
 
-    /// Sets (or removes) the callable supplying injected credentials:
-    /// `source(request) -> Credential | None`.
+    /// Sets the callable supplying injected credentials:
+    /// `source(request) -> Credential | None`; `None` goes back to the
+    /// server's own vault (when the data dir's vault is unsealed).
     fn set_credential_source(&self, py: Python<'_>, source: Option<Py<PyAny>>) -> PyResult<()> {
         self.install_credential_source(callable(py, source, "credential source")?);
         Ok(())
@@ -325,6 +328,132 @@ impl Server {
         user: String,
     ) -> PyResult<Bound<'py, PyAny>> {
         awaitable(py, credential(self.core.clone(), customer, service, user))
+    }
+
+    /// The sessions live on this server, as dicts (`id`, `user_name`,
+    /// `customer_id`, `service_name`, `protocol`, `started_at`, `until`,
+    /// `bytes_up`, `bytes_down`, ...).
+    fn live_sessions(&self) -> PyResult<Json> {
+        Json::of(&self.core.live_sessions()).map_err(to_py)
+    }
+
+    /// Watches live terminal session `session_id` as `actor` (audited):
+    /// a `LiveWatch` whose `next()` gives the current screen, then what it
+    /// shows, then an `end` frame.
+    fn watch(&self, py: Python<'_>, session_id: String, actor: String) -> PyResult<LiveWatch> {
+        wait(py, live::watch(self.core.clone(), session_id, actor))
+    }
+
+    /// `watch()` for asyncio.
+    fn watch_async<'py>(
+        &self,
+        py: Python<'py>,
+        session_id: String,
+        actor: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, live::watch(self.core.clone(), session_id, actor))
+    }
+
+    /// Ends live session `session_id` now; `actor` and `reason` are audited
+    /// and the reason is shown to the user.
+    fn terminate(
+        &self,
+        py: Python<'_>,
+        session_id: String,
+        actor: String,
+        reason: String,
+    ) -> PyResult<()> {
+        wait(
+            py,
+            live::terminate(self.core.clone(), session_id, actor, reason),
+        )
+    }
+
+    /// `terminate()` for asyncio.
+    fn terminate_async<'py>(
+        &self,
+        py: Python<'py>,
+        session_id: String,
+        actor: String,
+        reason: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(
+            py,
+            live::terminate(self.core.clone(), session_id, actor, reason),
+        )
+    }
+
+    /// Stores (or replaces) the credential of `service`
+    /// (`SERVICE@CUSTOMER`) in the vault as `actor`: a `password` or an
+    /// OpenSSH `private_key`. Returns what was stored, never the secret.
+    #[pyo3(signature = (service, username, *, actor, password = None, private_key = None))]
+    fn set_credential(
+        &self,
+        py: Python<'_>,
+        service: String,
+        username: String,
+        actor: String,
+        password: Option<String>,
+        private_key: Option<String>,
+    ) -> PyResult<Json> {
+        let secret = live::secret(password, private_key).map_err(to_py)?;
+        wait(
+            py,
+            live::set_credential(self.core.clone(), service, username, secret, actor),
+        )
+    }
+
+    /// `set_credential()` for asyncio.
+    #[pyo3(signature = (service, username, *, actor, password = None, private_key = None))]
+    fn set_credential_async<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        username: String,
+        actor: String,
+        password: Option<String>,
+        private_key: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let secret = live::secret(password, private_key).map_err(to_py)?;
+        awaitable(
+            py,
+            live::set_credential(self.core.clone(), service, username, secret, actor),
+        )
+    }
+
+    /// Removes the credential of `service` (`SERVICE@CUSTOMER`) as `actor`.
+    #[pyo3(signature = (service, *, actor))]
+    fn remove_credential(&self, py: Python<'_>, service: String, actor: String) -> PyResult<()> {
+        wait(
+            py,
+            live::remove_credential(self.core.clone(), service, actor),
+        )
+    }
+
+    /// `remove_credential()` for asyncio.
+    #[pyo3(signature = (service, *, actor))]
+    fn remove_credential_async<'py>(
+        &self,
+        py: Python<'py>,
+        service: String,
+        actor: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(
+            py,
+            live::remove_credential(self.core.clone(), service, actor),
+        )
+    }
+
+    /// What the vault holds, never a secret: per credential `service`,
+    /// `username`, `kind`, `key_version`, `updated_at`, `updated_by`,
+    /// `max_checkout_secs`.
+    fn credentials(&self, py: Python<'_>) -> PyResult<Json> {
+        wait(py, live::credentials(self.core.clone()))
+    }
+
+    /// `credentials()` for asyncio.
+    fn credentials_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        awaitable(py, live::credentials(self.core.clone()))
     }
 
     /// Stops listening and ends live sessions (their end records are

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -168,3 +169,62 @@ def test_privileged_session_and_review_recordings(deployment: Deployment, runnin
         cpam.verify_recording(str(d.data_dir), recordings[0]["id"])
     bad = example("review_recordings.py", "--data-dir", str(d.data_dir), "--session", session["id"])
     assert bad.returncode == 1 and "DOES NOT VERIFY" in bad.stdout, bad.stdout
+
+
+def test_supervise_sessions(deployment: Deployment, tmp_path: Path) -> None:
+    """supervise_sessions.py stores a credential in the vault of the server
+    it embeds, watches a privileged session live and ends it when its
+    output shows the forbidden text; the vendor sees why."""
+    d = deployment
+    data = tmp_path / "server"
+    cli = str(bin_path("cpam-server"))
+    run([cli, "init", "--listen", "127.0.0.1:0", "--data-dir", str(data)], tmp_path)
+
+    def admin(*args: str) -> str:
+        return run([cli, *args, "--data-dir", str(data)], tmp_path)
+
+    admin("customer", "add", "acme")
+    code = json.loads(admin("gatekeeper", "add", "--customer", "acme", "gk1", "--json"))["code"]
+    admin("service", "add", "--customer", "acme", "db1", "--target", d.service_target, "--kind", "ssh")
+    subprocess.run([cli, "user", "add", "psm", "--password-stdin", "--data-dir", str(data)],
+                   input="psm-login-password\n", text=True, check=True, capture_output=True, timeout=60)
+    admin("grant", "add", "--user", "psm", "--customer", "acme", "--service", "db1")
+    server = Proc("supervise_sessions", [
+        sys.executable, str(EXAMPLES / "supervise_sessions.py"), "--data-dir", str(data), "--listen", "127.0.0.1:0",
+        "--forbid", "forbidden-42", "--vault-set", "db1@acme", "--username", "root",
+        "--key-file", str(d.sshd.client_key)], tmp_path)
+    try:
+        address = server.wait_for_line("cpam server listening on ")
+        assert "vault: db1@acme as root (private_key)" in server.output(), server.output()
+        cpam.register_gatekeeper(address, code, str(tmp_path / "gk"))
+        with cpam.Gatekeeper(str(tmp_path / "gk"), allow=d.allow) as gk:
+            gk.start()
+            assert (gk.next_event(timeout=30) or {}).get("type") == "gatekeeper_online"
+            admin("profile", "export", "--user", "psm", "--gatekeeper", "gk1",
+                  "--out", str(tmp_path / "psm.profile"), "--server-address", address)
+            env = dict(os.environ, CPAM_MASTER_PASSWORD="psm-master-password",
+                       CPAM_LOGIN_PASSWORD="psm-login-password")
+            started = time.monotonic()
+            vendor = subprocess.run([
+                sys.executable, str(EXAMPLES / "privileged_session.py"), "--profile", str(tmp_path / "psm.profile"),
+                "--service", "db1", "--set-master", "--",
+                "echo hello-from-$(whoami); sleep 1; echo forbidden-$((6*7)); sleep 60"],
+                env=env, capture_output=True, text=True, timeout=90)
+            took = time.monotonic() - started
+        assert vendor.returncode != 0, vendor
+        assert took < 30, f"the session was not ended: it ran {took:.0f} s"
+        assert "[cpam] session terminated by supervisor" in vendor.stderr + vendor.stdout, vendor
+        out = wait_until("the supervisor to see the end", lambda: "ended: terminated" in server.output()
+                         and server.output())
+        assert "hello-from-root" in out and "terminated: the output showed 'forbidden-42'" in out, out
+    finally:
+        os.kill(server.popen.pid, signal.SIGINT)
+        server.popen.wait(timeout=20)
+        server.stop()
+    records = cpam.read_audit(str(data))
+    actions = [(r["action"], r["actor"]) for r in records]
+    for expected in [("admin.vault.set", "supervisor"), ("session.watch.start", "supervisor"),
+                     ("admin.session.terminate", "supervisor"), ("session.watch.stop", "supervisor")]:
+        assert expected in actions, actions
+    assert "BEGIN OPENSSH PRIVATE KEY" not in (data / "cpam.db").read_bytes().decode("latin-1")
+    assert cpam.verify_audit(str(data))["intact"]

@@ -12,6 +12,7 @@
 mod console;
 mod control;
 mod data_dir;
+mod manage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ use tokio::task::JoinHandle;
 pub use console::ConsoleOptions;
 pub use control::{ControlRequest, control, serve_control};
 pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
+pub use manage::LiveWatch;
+#[cfg(feature = "web")]
+pub(crate) use manage::audit_watch;
 
 use crate::admin::Admin;
 use crate::audit::{Anchor, AuditSink, AuditTap, CheckpointLog, StoreAuditSink, TappedAuditSink};

@@ -12,6 +12,7 @@ from .types import (
     AuditRecord,
     AuditSinkFn,
     BrokenLink,
+    CredentialInfo,
     CredentialRequest,
     CredentialSourceFn,
     GatekeeperEvent,
@@ -25,6 +26,8 @@ from .types import (
     ServiceInfo,
     Services,
     Verification,
+    VaultEntry,
+    WatchFrame,
 )
 
 __version__: str
@@ -41,6 +44,7 @@ __all__ = [
     "Gatekeeper",
     "InternalError",
     "InvalidArgumentError",
+    "LiveWatch",
     "NotFoundError",
     "PermissionDeniedError",
     "ProtocolError",
@@ -336,6 +340,38 @@ class Server:
     def next_event_async(self, timeout: Optional[float] = None) -> Awaitable[Optional[ServerEvent]]: ...
     def credential(self, customer: str, service: str, user: str) -> Optional[Credential]: ...
     def credential_async(self, customer: str, service: str, user: str) -> Awaitable[Optional[Credential]]: ...
+    def live_sessions(self) -> list[dict[str, Any]]:
+        """The sessions live on this server (``id``, ``user_name``, ``service_name``, ...)."""
+    def watch(self, session_id: str, actor: str) -> LiveWatch:
+        """Watches a live terminal session as ``actor`` (audited)."""
+    def watch_async(self, session_id: str, actor: str) -> Awaitable[LiveWatch]: ...
+    def terminate(self, session_id: str, actor: str, reason: str) -> None:
+        """Ends a live session now; the reason is audited and shown to the user."""
+    def terminate_async(self, session_id: str, actor: str, reason: str) -> Awaitable[None]: ...
+    def set_credential(
+        self,
+        service: str,
+        username: str,
+        *,
+        actor: str,
+        password: Optional[str] = None,
+        private_key: Optional[str] = None,
+    ) -> CredentialInfo:
+        """Stores the credential of ``SERVICE@CUSTOMER`` in the vault (exactly one secret)."""
+    def set_credential_async(
+        self,
+        service: str,
+        username: str,
+        *,
+        actor: str,
+        password: Optional[str] = None,
+        private_key: Optional[str] = None,
+    ) -> Awaitable[CredentialInfo]: ...
+    def remove_credential(self, service: str, *, actor: str) -> None: ...
+    def remove_credential_async(self, service: str, *, actor: str) -> Awaitable[None]: ...
+    def credentials(self) -> list[VaultEntry]:
+        """What the vault holds, never a secret."""
+    def credentials_async(self) -> Awaitable[list[VaultEntry]]: ...
     def stop(self) -> None: ...
     def stop_async(self) -> Awaitable[None]: ...
     def __enter__(self) -> Self: ...
@@ -352,3 +388,12 @@ class Server:
         value: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None: ...
+
+@final
+class LiveWatch:
+    """A live terminal session being watched (``Server.watch``); the watch
+    ends (audited) when the session ends or this object is dropped."""
+
+    def next(self, timeout: Optional[float] = None) -> Optional[WatchFrame]:
+        """The next frame, or ``None`` after ``timeout`` seconds or after the ``end`` frame."""
+    def next_async(self, timeout: Optional[float] = None) -> Awaitable[Optional[WatchFrame]]: ...

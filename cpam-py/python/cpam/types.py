@@ -128,6 +128,40 @@ class ServerEvent(TypedDict, total=False):
     """On ``events_lost``: how many events this watcher missed by falling behind."""
 
 
+class WatchFrame(TypedDict, total=False):
+    """One frame of a watched live session (``LiveWatch.next``)."""
+
+    type: Literal["snapshot", "output", "resize", "end"]
+    cols: int
+    """On ``snapshot`` and ``resize``: the terminal's size."""
+    rows: int
+    data: bytes
+    """On ``snapshot`` (paints the current screen on a blank one) and ``output``
+    (what the target wrote). What the user types is never in a frame."""
+    reason: str
+    """On ``end``: why the session ended (``terminated: <reason>``, ``closed``, ...)."""
+
+
+class CredentialInfo(TypedDict):
+    """A credential in the vault, never its secret (``Server.set_credential``)."""
+
+    service_id: str
+    username: str
+    kind: Literal["password", "private_key"]
+    key_version: int
+    """The version of the data key it is encrypted under."""
+    updated_at: int
+    updated_by: str
+
+
+class VaultEntry(CredentialInfo):
+    """One row of ``Server.credentials()``."""
+
+    service: str
+    """``SERVICE@CUSTOMER``."""
+    max_checkout_secs: int
+
+
 class RecordingInfo(TypedDict):
     """One recording of a terminal channel (``list_recordings``)."""
 

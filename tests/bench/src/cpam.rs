@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 
 use super::RunningPath;
 use super::load::{wait_echo, wait_sink};
-use super::procs::{ChildGuard, run_checked};
+use super::procs::{ChildGuard, run_checked, run_input};
 use super::targets::Targets;
 
 const BINS: [&str; 3] = ["cpam-server", "cpam-gatekeeper", "cpam-connect"];
@@ -40,25 +40,33 @@ pub fn check_bins(bin_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-struct Cli<'a> {
-    bin_dir: &'a Path,
+/// The admin CLI of one deployment's data dir.
+#[derive(Debug)]
+pub(crate) struct Cli {
+    bin_dir: PathBuf,
     data_dir: PathBuf,
 }
 
-impl Cli<'_> {
-    fn bin(&self, name: &str) -> Command {
+impl Cli {
+    pub(crate) fn bin(&self, name: &str) -> Command {
         Command::new(self.bin_dir.join(name))
     }
 
     /// `cpam-server ARGS --data-dir D`, checked; returns stdout.
-    fn admin(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn admin(&self, args: &[&str]) -> Result<String> {
+        self.admin_input(args, None)
+    }
+
+    /// [`Cli::admin`] with `input` on standard input.
+    pub(crate) fn admin_input(&self, args: &[&str], input: Option<&[u8]>) -> Result<String> {
         let what = format!("cpam-server {}", args.join(" "));
-        let out = run_checked(
+        let out = run_input(
             &what,
             self.bin("cpam-server")
                 .args(args)
                 .arg("--data-dir")
                 .arg(&self.data_dir),
+            input,
             ADMIN_TIMEOUT,
         )?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
@@ -104,62 +112,133 @@ fn wait_log(guard: &mut ChildGuard, log: &Path, needle: &str, timeout: Duration)
     }
 }
 
-/// Sets up a server, a gatekeeper and two forwards; returns when an echo
-/// and a sink transfer work end to end.
-pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
-    check_bins(bin_dir)?;
-    let tmp = tempfile::Builder::new()
-        .prefix("cpam-bench-cpam")
-        .tempdir()?;
-    let dir = tmp.path().to_path_buf();
-    let mut path = RunningPath::new("cpam", tmp);
-    let cli = Cli {
-        bin_dir,
-        data_dir: dir.join("server"),
-    };
+/// The vendor's login password (the PSM bench sets a master password with it).
+pub(crate) const VENDOR_LOGIN: &str = "bench-vendor-login-1";
 
-    cli.admin(&["init", "--listen", "127.0.0.1:0"])?;
-    let server_log = dir.join("server.log");
-    let mut server = ChildGuard::spawn(
-        "cpam-server",
-        cli.bin("cpam-server")
-            .arg("run")
-            .arg("--data-dir")
-            .arg(&cli.data_dir)
-            .args(["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(fs::File::create(&server_log)?),
-    )?;
-    let printed = server
-        .wait_stdout_line("cpam-server listening on", READY_TIMEOUT)
-        .with_context(|| format!("server log: {}", log_tail(&server_log)))?;
-    let server_addr = parse_addr("cpam-server run", &printed)?;
-    let server_addr_s = server_addr.to_string();
-    path.guards.push(server);
+/// A server with customer `bench`, gatekeeper `gk1` online (allowing
+/// 127.0.0.0/8) and user `vendor` with a profile; services are added with
+/// [`Deployment::service`] and reached with [`Deployment::forward`].
+#[derive(Debug)]
+pub(crate) struct Deployment {
+    pub path: RunningPath,
+    pub cli: Cli,
+    pub dir: PathBuf,
+    pub profile: PathBuf,
+    server_log: PathBuf,
+    gk_log: PathBuf,
+}
 
-    cli.admin(&["customer", "add", "bench"])?;
-    let gk_json = cli.admin(&["gatekeeper", "add", "--customer", "bench", "gk1", "--json"])?;
-    let gk: serde_json::Value = serde_json::from_str(gk_json.trim())
-        .with_context(|| format!("`gatekeeper add --json` printed no JSON: {gk_json:?}"))?;
-    let code = gk
-        .get("code")
-        .and_then(serde_json::Value::as_str)
-        .context("`gatekeeper add --json` has no \"code\"")?
-        .to_owned();
-    cli.admin(&["user", "add", "vendor"])?;
-    for (service, target) in [("echo", targets.echo), ("sink", targets.sink)] {
-        let target = target.to_string();
+impl Deployment {
+    pub(crate) fn start(name: &'static str, bin_dir: &Path) -> Result<Self> {
+        check_bins(bin_dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("cpam-bench-{name}"))
+            .tempdir()?;
+        let dir = tmp.path().to_path_buf();
+        let mut path = RunningPath::new(name, tmp);
+        let cli = Cli {
+            bin_dir: bin_dir.to_path_buf(),
+            data_dir: dir.join("server"),
+        };
+
+        cli.admin(&["init", "--listen", "127.0.0.1:0"])?;
+        let server_log = dir.join("server.log");
+        let mut server = ChildGuard::spawn(
+            "cpam-server",
+            cli.bin("cpam-server")
+                .arg("run")
+                .arg("--data-dir")
+                .arg(&cli.data_dir)
+                .args(["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(fs::File::create(&server_log)?),
+        )?;
+        let printed = server
+            .wait_stdout_line("cpam-server listening on", READY_TIMEOUT)
+            .with_context(|| format!("server log: {}", log_tail(&server_log)))?;
+        let server_addr = parse_addr("cpam-server run", &printed)?.to_string();
+        path.guards.push(server);
+
+        cli.admin(&["customer", "add", "bench"])?;
+        let gk_json = cli.admin(&["gatekeeper", "add", "--customer", "bench", "gk1", "--json"])?;
+        let gk: serde_json::Value = serde_json::from_str(gk_json.trim())
+            .with_context(|| format!("`gatekeeper add --json` printed no JSON: {gk_json:?}"))?;
+        let code = gk
+            .get("code")
+            .and_then(serde_json::Value::as_str)
+            .context("`gatekeeper add --json` has no \"code\"")?
+            .to_owned();
+        cli.admin_input(
+            &["user", "add", "vendor", "--password-stdin"],
+            Some(format!("{VENDOR_LOGIN}\n").as_bytes()),
+        )?;
+
+        let gk_dir = dir.join("gatekeeper");
+        run_checked(
+            "cpam-gatekeeper register",
+            cli.bin("cpam-gatekeeper")
+                .args(["register", "--server", &server_addr, "--code", &code])
+                .arg("--state-dir")
+                .arg(&gk_dir),
+            ADMIN_TIMEOUT,
+        )?;
+        let gk_log = dir.join("gatekeeper.log");
+        let mut gatekeeper = ChildGuard::spawn(
+            "cpam-gatekeeper",
+            cli.bin("cpam-gatekeeper")
+                .arg("run")
+                .arg("--state-dir")
+                .arg(&gk_dir)
+                .args(["--allow", "127.0.0.0/8:*"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&gk_log)?),
+        )?;
+        wait_log(&mut gatekeeper, &gk_log, "gatekeeper online", READY_TIMEOUT)?;
+        path.guards.insert(0, gatekeeper);
+
+        let profile = dir.join("vendor.profile");
         cli.admin(&[
+            "profile",
+            "export",
+            "--user",
+            "vendor",
+            "--gatekeeper",
+            "gk1",
+            "--out",
+            &profile.to_string_lossy(),
+            "--server-address",
+            &server_addr,
+        ])?;
+        Ok(Self {
+            path,
+            cli,
+            dir,
+            profile,
+            server_log,
+            gk_log,
+        })
+    }
+
+    /// Adds service `name` (of `kind`, `tcp` when `None`) at `target` and
+    /// grants it to the vendor.
+    pub(crate) fn service(&self, name: &str, target: SocketAddr, kind: Option<&str>) -> Result<()> {
+        let target = target.to_string();
+        let mut args = vec![
             "service",
             "add",
             "--customer",
             "bench",
-            service,
+            name,
             "--target",
             &target,
-        ])?;
-        cli.admin(&[
+        ];
+        if let Some(kind) = kind {
+            args.extend(["--kind", kind]);
+        }
+        self.cli.admin(&args)?;
+        self.cli.admin(&[
             "grant",
             "add",
             "--user",
@@ -167,56 +246,25 @@ pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
             "--customer",
             "bench",
             "--service",
-            service,
+            name,
         ])?;
+        Ok(())
     }
 
-    let gk_dir = dir.join("gatekeeper");
-    run_checked(
-        "cpam-gatekeeper register",
-        cli.bin("cpam-gatekeeper")
-            .args(["register", "--server", &server_addr_s, "--code", &code])
-            .arg("--state-dir")
-            .arg(&gk_dir),
-        ADMIN_TIMEOUT,
-    )?;
-    let gk_log = dir.join("gatekeeper.log");
-    let mut gatekeeper = ChildGuard::spawn(
-        "cpam-gatekeeper",
-        cli.bin("cpam-gatekeeper")
-            .arg("run")
-            .arg("--state-dir")
-            .arg(&gk_dir)
-            .args(["--allow", "127.0.0.0/8:*"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&gk_log)?),
-    )?;
-    wait_log(&mut gatekeeper, &gk_log, "gatekeeper online", READY_TIMEOUT)?;
-    path.guards.insert(0, gatekeeper);
+    /// `cpam-connect --profile P` (the vendor).
+    pub(crate) fn connect(&self) -> Command {
+        let mut c = self.cli.bin("cpam-connect");
+        c.arg("--profile").arg(&self.profile);
+        c
+    }
 
-    let profile = dir.join("vendor.profile");
-    let profile_s = profile.to_string_lossy().into_owned();
-    cli.admin(&[
-        "profile",
-        "export",
-        "--user",
-        "vendor",
-        "--gatekeeper",
-        "gk1",
-        "--out",
-        &profile_s,
-        "--server-address",
-        &server_addr_s,
-    ])?;
-
-    for service in ["sink", "echo"] {
-        let log = dir.join(format!("connect-{service}.log"));
+    /// Starts `cpam-connect forward SERVICE` on a free loopback port; its
+    /// process is stopped with the path.
+    pub(crate) fn forward(&mut self, service: &str) -> Result<SocketAddr> {
+        let log = self.dir.join(format!("connect-{service}.log"));
         let mut connect = ChildGuard::spawn(
             &format!("cpam-connect-{service}"),
-            cli.bin("cpam-connect")
-                .arg("--profile")
-                .arg(&profile)
+            self.connect()
                 .args(["forward", service, "--listen", "127.0.0.1:0"])
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
@@ -228,28 +276,37 @@ pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
                 READY_TIMEOUT,
             )
             .with_context(|| format!("connect log: {}", log_tail(&log)))?;
-        let addr = parse_addr("cpam-connect forward", &printed)?;
-        if service == "echo" {
-            path.echo = addr;
-        } else {
-            path.sink = addr;
-        }
-        path.guards.insert(0, connect);
+        self.path.guards.insert(0, connect);
+        parse_addr("cpam-connect forward", &printed)
     }
 
-    let up = wait_echo(path.echo, READY_TIMEOUT);
-    let alive = path
+    /// The last lines of the server's, the gatekeeper's and `service`'s
+    /// forward logs, for errors.
+    pub(crate) fn logs(&self, service: &str) -> String {
+        format!(
+            "logs: server: {} / gatekeeper: {} / connect: {}",
+            log_tail(&self.server_log),
+            log_tail(&self.gk_log),
+            log_tail(&self.dir.join(format!("connect-{service}.log")))
+        )
+    }
+}
+
+/// Sets up a server, a gatekeeper and two forwards; returns when an echo
+/// and a sink transfer work end to end.
+pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
+    let mut d = Deployment::start("cpam", bin_dir)?;
+    d.service("echo", targets.echo, None)?;
+    d.service("sink", targets.sink, None)?;
+    d.path.sink = d.forward("sink")?;
+    d.path.echo = d.forward("echo")?;
+    let up = wait_echo(d.path.echo, READY_TIMEOUT);
+    let alive = d
+        .path
         .guards
         .iter_mut()
         .try_for_each(ChildGuard::check_running);
-    alive.and(up).with_context(|| {
-        format!(
-            "logs: server: {} / gatekeeper: {} / connect: {}",
-            log_tail(&server_log),
-            log_tail(&gk_log),
-            log_tail(&dir.join("connect-echo.log"))
-        )
-    })?;
-    wait_sink(path.sink, targets, READY_TIMEOUT)?;
-    Ok(path)
+    alive.and(up).with_context(|| d.logs("echo"))?;
+    wait_sink(d.path.sink, targets, READY_TIMEOUT)?;
+    Ok(d.path)
 }

@@ -4,12 +4,14 @@
 //! - `procs`: starting/stopping processes, `/proc` accounting, idle gate;
 //! - `load`: bulk transfer, first-byte latency, concurrency burst;
 //! - `openssh`, `cpam`: bring a path up and hand back a [`RunningPath`];
+//! - `psm`: privileged SSH sessions through the proxy vs the raw tunnel;
 //! - `report`: the stdout table and the JSON document.
 
 pub mod cpam;
 pub mod load;
 pub mod openssh;
 pub mod procs;
+pub mod psm;
 pub mod report;
 pub mod targets;
 

@@ -9,10 +9,11 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 use cpam_bench::openssh::Flavor;
+use cpam_bench::psm::{PsmFigures, PsmPaths, PsmPlan};
 use cpam_bench::targets::Targets;
 use cpam_bench::{PathResult, Plan, RunningPath, procs};
 
-const ALL_PATHS: [&str; 4] = ["direct", "openssh", "openssh-tty", "cpam"];
+const ALL_PATHS: [&str; 5] = ["direct", "openssh", "openssh-tty", "cpam", "psm"];
 
 /// Throughput, CPU per byte, first-byte latency and a connection burst
 /// through direct TCP, OpenSSH (-R + -L through one sshd) and cpam.
@@ -40,13 +41,23 @@ struct Args {
     #[arg(long, default_value_t = 1024)]
     size: usize,
     /// Paths to measure: direct, openssh, openssh-tty (OpenSSH with NODELAY
-    /// via -tt sessions), cpam.
+    /// via -tt sessions), cpam, psm (privileged SSH sessions vs the raw
+    /// tunnel, a table of its own).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "direct,openssh,openssh-tty,cpam"
+        default_value = "direct,openssh,openssh-tty,cpam,psm"
     )]
     only: Vec<String>,
+    /// psm: bytes of output per bulk run.
+    #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
+    psm_bytes: u64,
+    /// psm: sequential one-byte echoes through an interactive session.
+    #[arg(long, default_value_t = 1000)]
+    psm_echo_samples: usize,
+    /// psm: concurrent interactive sessions held open for the RSS figure.
+    #[arg(long, default_value_t = 100)]
+    psm_sessions: usize,
     /// Directory with cpam-server, cpam-gatekeeper and cpam-connect
     /// (default: the directory of this executable).
     #[arg(long)]
@@ -152,7 +163,7 @@ fn run() -> Result<()> {
     let mut results: Vec<PathResult> = Vec::new();
     for name in ALL_PATHS
         .iter()
-        .filter(|p| args.only.iter().any(|o| o == *p))
+        .filter(|p| **p != "psm" && args.only.iter().any(|o| o == *p))
     {
         eprintln!("cpam-bench: setting up {name}");
         let started: Result<RunningPath> = match *name {
@@ -180,18 +191,57 @@ fn run() -> Result<()> {
     }
     drop(rt);
 
-    print!("{}", cpam_bench::report::table(&results, &plan));
-    let doc = cpam_bench::report::json(&results, &plan);
+    let psm_plan = PsmPlan {
+        bytes: args.psm_bytes,
+        echo_samples: args.psm_echo_samples,
+        sessions: args.psm_sessions,
+        idle_wait: Duration::from_secs(args.idle_wait),
+    };
+    let psm = args
+        .only
+        .iter()
+        .any(|o| o == "psm")
+        .then(|| run_psm(&bin_dir, &psm_plan));
+
+    if !results.is_empty() {
+        print!("{}", cpam_bench::report::table(&results, &plan));
+    }
+    let mut doc = cpam_bench::report::json(&results, &plan);
+    let mut failed = results.iter().any(|r| !r.errors.is_empty());
+    if let Some(figures) = &psm {
+        print!("{}", cpam_bench::psm::table(figures, &psm_plan));
+        failed |= figures.iter().any(|f| !f.errors.is_empty());
+        doc["psm"] = serde_json::json!({ "plan": psm_plan, "paths": figures });
+    }
     if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
         procs::ensure_dir(parent)?;
     }
     std::fs::write(&args.json, serde_json::to_string_pretty(&doc)? + "\n")
         .with_context(|| format!("cannot write {}", args.json.display()))?;
     println!("JSON written to {}", args.json.display());
-    if results.iter().any(|r| !r.errors.is_empty()) {
+    if failed {
         bail!("some measurements failed (see ERROR lines above)");
     }
     Ok(())
+}
+
+/// Sets up the raw-tunnel and PSM paths and measures both.
+fn run_psm(bin_dir: &std::path::Path, plan: &PsmPlan) -> Vec<PsmFigures> {
+    eprintln!("cpam-bench: setting up psm");
+    match PsmPaths::start(bin_dir) {
+        Ok(paths) => {
+            eprintln!("cpam-bench: measuring psm");
+            paths.measure(plan)
+        }
+        Err(e) => {
+            eprintln!("cpam-bench: psm could not be set up: {e:#}");
+            vec![PsmFigures {
+                path: "psm",
+                errors: vec![format!("setup: {e:#}")],
+                ..PsmFigures::default()
+            }]
+        }
+    }
 }
 
 #[cfg(test)]

@@ -75,7 +75,7 @@ LogLevel ERROR
 }
 
 /// The user the ssh clients log in as: root when we are root, else ourselves.
-fn login_user() -> String {
+pub(crate) fn login_user() -> String {
     std::env::var("USER")
         .ok()
         .filter(|u| !u.is_empty())
@@ -130,15 +130,13 @@ fn log_tail(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Starts sshd and both ssh legs; returns when an echo works end to end.
-pub fn start(targets: &Targets, flavor: Flavor) -> Result<RunningPath> {
+/// Starts a private `sshd` on a free loopback port in `dir` (host key,
+/// client key `dir/id_ed25519` authorized for [`login_user`]); returns the
+/// running listener and its port.
+pub(crate) fn start_sshd(dir: &Path) -> Result<(ChildGuard, u16)> {
     if !Path::new(SSHD).exists() {
         bail!("{SSHD} not found: {SSHD_MISSING}");
     }
-    let tmp = tempfile::Builder::new()
-        .prefix("cpam-bench-ssh")
-        .tempdir()?;
-    let dir = tmp.path().to_path_buf();
     // sshd's privilege-separation directory.
     ensure_dir(Path::new("/run/sshd"))?;
     keygen(&dir.join("hostkey_ed25519"))?;
@@ -146,15 +144,7 @@ pub fn start(targets: &Targets, flavor: Flavor) -> Result<RunningPath> {
     fs::copy(dir.join("id_ed25519.pub"), dir.join("authorized_keys"))?;
     let sshd_port = free_port()?;
     let config = dir.join("sshd_config");
-    fs::write(&config, sshd_config(&dir, sshd_port))?;
-
-    let mut path = RunningPath::new(
-        match flavor {
-            Flavor::Plain => "openssh",
-            Flavor::Tty => "openssh-tty",
-        },
-        tmp,
-    );
+    fs::write(&config, sshd_config(dir, sshd_port))?;
     let sshd_log = dir.join("sshd.log");
     let mut sshd = ChildGuard::spawn(
         "sshd (listener)",
@@ -172,6 +162,23 @@ pub fn start(targets: &Targets, flavor: Flavor) -> Result<RunningPath> {
     if let Err(e) = sshd.check_running().and(up) {
         bail!("sshd did not start: {e:#}; log: {}", log_tail(&sshd_log));
     }
+    Ok((sshd, sshd_port))
+}
+
+/// Starts sshd and both ssh legs; returns when an echo works end to end.
+pub fn start(targets: &Targets, flavor: Flavor) -> Result<RunningPath> {
+    let tmp = tempfile::Builder::new()
+        .prefix("cpam-bench-ssh")
+        .tempdir()?;
+    let dir = tmp.path().to_path_buf();
+    let mut path = RunningPath::new(
+        match flavor {
+            Flavor::Plain => "openssh",
+            Flavor::Tty => "openssh-tty",
+        },
+        tmp,
+    );
+    let (sshd, sshd_port) = start_sshd(&dir)?;
     path.tree_root = Some(sshd.pid());
     path.guards.push(sshd);
 

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
@@ -142,12 +142,32 @@ impl Drop for ChildGuard {
 /// Runs a command to completion with a timeout; fails with its stderr when it
 /// exits non-zero.
 pub fn run_checked(what: &str, cmd: &mut Command, timeout: Duration) -> Result<Output> {
+    run_input(what, cmd, None, timeout)
+}
+
+/// [`run_checked`] with `input` written to the command's standard input
+/// (closed after it).
+pub fn run_input(
+    what: &str,
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Output> {
     let mut child = cmd
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("cannot run {what}"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input)
+            .with_context(|| format!("writing the standard input of {what}"))?;
+    }
     let mut out_pipe = child.stdout.take();
     let mut err_pipe = child.stderr.take();
     let out_thread = std::thread::spawn(move || {

@@ -18,8 +18,9 @@ use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use serde_json::json;
 
-use crate::model::{AuditCategory, AuditEvent, Permission, Session, SessionId, Timestamp};
+use crate::model::{Permission, SessionId};
 use crate::record::{Watch, WatchFrame};
+use crate::server::audit_watch;
 use crate::web::AppState;
 use crate::web::auth::Caller;
 use crate::web::error::{ApiError, ApiResult};
@@ -66,26 +67,11 @@ pub async fn watch(
     let ws = ws.map_err(|e| ApiError::invalid(format!("a WebSocket upgrade is required: {e}")))?;
     let watch = hub.watch(&session.id).ok_or_else(not_live)?;
     let actor = caller.user().name.clone();
-    audit(&state, &actor, &session, "session.watch.start").await;
+    audit_watch(&state.engine, &actor, &session, true).await;
     Ok(ws.on_upgrade(move |socket| async move {
         relay(socket, watch).await;
-        audit(&state, &actor, &session, "session.watch.stop").await;
+        audit_watch(&state.engine, &actor, &session, false).await;
     }))
-}
-
-async fn audit(state: &AppState, actor: &str, session: &Session, action: &str) {
-    state
-        .engine
-        .record(AuditEvent {
-            at: Timestamp::now(),
-            category: AuditCategory::UserActivity,
-            action: action.into(),
-            actor: actor.into(),
-            customer_id: Some(session.customer_id.clone()),
-            session_id: Some(session.id.clone()),
-            detail: json!({ "user": session.user_name, "service": session.service_name }),
-        })
-        .await;
 }
 
 fn resize(cols: u16, rows: u16) -> Message {
