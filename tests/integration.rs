@@ -3,15 +3,18 @@
 
 mod admin_cli;
 mod audit_anchor;
+mod console_limits;
 mod demo_e2e;
 mod examples_run;
 mod hardening_e2e;
 mod harness_selfcheck;
 mod lifecycle_e2e;
+mod limits_e2e;
 mod psm_e2e;
 mod rdp_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
+mod service_scope_e2e;
 mod store;
 mod tunnel_e2e;
 mod vault_e2e;

@@ -161,6 +161,11 @@ async fn a_data_dir_from_schema_3_upgrades() {
         .expect("service lookup")
         .expect("service db-ssh");
     assert_eq!(service.target.to_string(), "10.0.0.5:22");
+    assert_eq!(
+        service.gatekeeper_id.as_ref(),
+        Some(&gk.id),
+        "the service of a customer with one gatekeeper is that gatekeeper's"
+    );
     let grants = store
         .grants_for(&alice.id, &service.id)
         .await

@@ -345,6 +345,8 @@ impl Admin {
         self.update_user(&u, update).await.map(drop)
     }
 
+    /// Adds service `name` of `customer`, reached through the customer's
+    /// gatekeeper (see [`Admin::add_service_on`]).
     pub async fn add_service(
         &self,
         customer: &str,
@@ -352,17 +354,60 @@ impl Admin {
         target: &str,
         kind: ServiceKind,
     ) -> Result<Service> {
+        self.add_service_on(customer, None, name, target, kind)
+            .await
+    }
+
+    /// Adds service `name` of `customer` whose target is in the network of
+    /// `gatekeeper` (a name or id of one of the customer's gatekeepers):
+    /// only sessions through it reach the service. Without one, the
+    /// customer's only gatekeeper; a customer with several must name one,
+    /// and one with none yet gets a service any of its gatekeepers reaches.
+    pub async fn add_service_on(
+        &self,
+        customer: &str,
+        gatekeeper: Option<&str>,
+        name: &str,
+        target: &str,
+        kind: ServiceKind,
+    ) -> Result<Service> {
         validate_name("service", name)?;
         let c = self.customer(customer).await?;
         let target: Target = target.parse()?;
+        let gks = self.store.list_gatekeepers(Some(&c.id)).await?;
+        let gk = match gatekeeper {
+            Some(g) => Some(
+                gks.iter()
+                    .find(|k| k.name == g || k.id.as_str() == g)
+                    .ok_or_else(|| {
+                        Error::not_found(format!("customer `{}` has no gatekeeper `{g}`", c.name))
+                    })?,
+            ),
+            None if gks.len() > 1 => {
+                return Err(Error::invalid(format!(
+                    "customer `{}` has {} gatekeepers: name the one whose network holds the service's target",
+                    c.name,
+                    gks.len()
+                )));
+            }
+            None => gks.first(),
+        };
         let s = self
             .store
-            .create_service(&c.id, name, kind, &target, Timestamp::now())
+            .create_service(
+                &c.id,
+                name,
+                kind,
+                &target,
+                Timestamp::now(),
+                gk.map(|g| &g.id),
+            )
             .await?;
         self.record(
             "admin.service.add",
             Some(&c),
-            json!({ "service": name, "target": target.to_string(), "kind": kind }),
+            json!({ "service": name, "target": target.to_string(), "kind": kind,
+                    "gatekeeper": gk.map(|g| g.name.clone()) }),
         )
         .await?;
         Ok(s)

@@ -101,6 +101,12 @@ pub fn decide(req: &AccessRequest<'_>, grants: &[Grant], now: Timestamp) -> Deci
     {
         return deny(Denial::WrongGatekeeper);
     }
+    // A service is reached only through the gatekeeper of its network.
+    if let Some(home) = &req.service.gatekeeper_id
+        && *home != req.gatekeeper.id
+    {
+        return deny(Denial::WrongGatekeeper);
+    }
     if !req.gatekeeper.is_registered() {
         return deny(Denial::GatekeeperNotRegistered);
     }
@@ -303,6 +309,7 @@ mod tests {
         let service = Service {
             id: ServiceId("svc_a".into()),
             customer_id: customer.clone(),
+            gatekeeper_id: None,
             name: "ssh".into(),
             kind: ServiceKind::Custom,
             target: Target {
@@ -472,6 +479,33 @@ mod tests {
             Ok(Some("2026-11-24T06:00:00Z")),
         );
         check(&[g], "2026-11-25T05:00:00Z", Err(Denial::OutsideSchedule));
+    }
+
+    #[test]
+    fn a_service_is_reached_only_through_its_own_gatekeeper() {
+        let (user, mut service, gk) = fixture();
+        let g = grant("g1", "2026-01-01T00:00:00Z", None, None);
+        let now = t("2026-11-23T12:00:00Z");
+        let decide_for = |service: &Service| {
+            let req = AccessRequest {
+                user: &user,
+                service,
+                gatekeeper: &gk,
+                credential_gatekeeper: Some(&gk.id),
+            };
+            decide(&req, std::slice::from_ref(&g), now)
+        };
+        service.gatekeeper_id = Some(GatekeeperId("gk_other".into()));
+        assert_eq!(
+            decide_for(&service),
+            Decision::Deny {
+                reason: Denial::WrongGatekeeper
+            }
+        );
+        service.gatekeeper_id = Some(gk.id.clone());
+        assert!(matches!(decide_for(&service), Decision::Allow { .. }));
+        service.gatekeeper_id = None;
+        assert!(matches!(decide_for(&service), Decision::Allow { .. }));
     }
 
     #[test]

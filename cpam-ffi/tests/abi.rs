@@ -188,6 +188,7 @@ fn request(service: &str) -> CredentialRequest {
         service: Service {
             id: ServiceId::generate(),
             customer_id: customer,
+            gatekeeper_id: None,
             name: service.into(),
             kind: ServiceKind::Custom,
             target: "10.0.0.5:22".parse().unwrap(),

@@ -49,6 +49,8 @@ pub struct Options {
     pub sshd_passwords: bool,
     /// The login password of user `vendor` (none by default).
     pub vendor_password: Option<String>,
+    /// Written as `hub_limits` into the server's `config.json` before it starts.
+    pub hub_limits: Option<serde_json::Value>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             node_id: None,
             sshd_passwords: false,
             vendor_password: None,
+            hub_limits: None,
         }
     }
 }
@@ -124,6 +127,12 @@ impl Deployment {
             init.extend(["--database", url]);
         }
         run("server-init", server_cmd(&init)?, &d, CMD_TIMEOUT)?.ok("cpam-server init")?;
+        if let Some(limits) = &opts.hub_limits {
+            let path = data_dir.join("config.json");
+            let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            config["hub_limits"] = limits.clone();
+            std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
+        }
         let node = opts.node_id.as_deref();
         let (server, server_addr) = spawn_server(&topo, &d, &data_dir, &listen, node)?;
         let admin = |args: &[&str]| -> anyhow::Result<Output> {

@@ -466,13 +466,17 @@ async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
         ServiceCmd::Add {
             name,
             customer,
+            gatekeeper,
             target,
             kind,
             c,
         } => {
             let x = ctx(&c).await?;
             let kind: ServiceKind = kind.parse()?;
-            let s = x.admin.add_service(&customer, &name, &target, kind).await?;
+            let s = x
+                .admin
+                .add_service_on(&customer, gatekeeper.as_deref(), &name, &target, kind)
+                .await?;
             Ok(print(x.json, json!(s), || {
                 format!("service {} -> {} added for {customer}", s.name, s.target)
             }))

@@ -192,6 +192,11 @@ pub enum ServiceCmd {
         name: String,
         #[arg(long)]
         customer: String,
+        /// The gatekeeper whose network holds the target (name or id); only
+        /// sessions through it reach the service. Default: the customer's
+        /// only gatekeeper.
+        #[arg(long)]
+        gatekeeper: Option<String>,
         #[arg(long)]
         target: String,
         #[arg(long, default_value = "custom")]

@@ -216,6 +216,23 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+/// The longest actor name an audit record keeps, in characters; a longer
+/// one (an SSH user name is whatever the client sends) is cut, marked `…`.
+pub const MAX_ACTOR_CHARS: usize = 128;
+
+impl AuditEvent {
+    /// This event with its actor cut to [`MAX_ACTOR_CHARS`].
+    pub fn bounded(&self) -> std::borrow::Cow<'_, AuditEvent> {
+        if self.actor.chars().count() <= MAX_ACTOR_CHARS {
+            return std::borrow::Cow::Borrowed(self);
+        }
+        let mut event = self.clone();
+        event.actor = self.actor.chars().take(MAX_ACTOR_CHARS - 1).collect();
+        event.actor.push('…');
+        std::borrow::Cow::Owned(event)
+    }
+}
+
 /// An audit event sealed into the hash chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
@@ -227,4 +244,28 @@ pub struct AuditRecord {
     pub prev_hash: String,
     /// Hex SHA-256 over `seq`, the event and `prev_hash`.
     pub hash: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_event_keeps_a_bounded_actor() {
+        let event = |actor: String| AuditEvent {
+            at: Timestamp(0),
+            category: AuditCategory::UserActivity,
+            action: "login.failure".into(),
+            actor,
+            customer_id: None,
+            session_id: None,
+            detail: serde_json::Value::Null,
+        };
+        let short = event("vendor".into());
+        assert_eq!(short.bounded().actor, "vendor");
+        let long = event("é".repeat(100_000));
+        let bounded = long.bounded();
+        assert_eq!(bounded.actor.chars().count(), MAX_ACTOR_CHARS);
+        assert!(bounded.actor.ends_with('…'));
+    }
 }

@@ -218,6 +218,12 @@ impl FromStr for Target {
 pub struct Service {
     pub id: ServiceId,
     pub customer_id: CustomerId,
+    /// The gatekeeper whose network the target is in: only sessions through
+    /// it reach the service. `None`: any gatekeeper of the customer (a
+    /// service made before services had a gatekeeper, for a customer with
+    /// several).
+    #[serde(default)]
+    pub gatekeeper_id: Option<GatekeeperId>,
     pub name: String,
     pub kind: ServiceKind,
     pub target: Target,

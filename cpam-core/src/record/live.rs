@@ -9,6 +9,12 @@
 //! nothing is missed or shown twice. A watcher that falls behind gets a
 //! fresh snapshot: a slow watcher never blocks the session. What the user
 //! types is never broadcast (the screen shows what the target echoed).
+//!
+//! Output is parsed into the screen as it comes only while someone
+//! watches; otherwise it waits unparsed and is drawn when a watcher joins.
+//! Past 1 MiB waiting, only the last 256 KiB are kept, redrawn on a blank
+//! screen (the way a session join replays recent output): a bulk `cat`
+//! nobody watches costs a copy, not a terminal emulation.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -118,9 +124,73 @@ impl Watch {
     }
 }
 
+/// Output a terminal nobody watches keeps unparsed before it is cut to
+/// its last [`REPLAY_KEEP`] bytes (parsing every byte of a session that
+/// nobody watches would cost more than the rest of the proxy).
+const PENDING_MAX: usize = 1 << 20;
+/// What a cut keeps: a watcher joining then sees the screen these bytes
+/// draw on a blank terminal, as a session join replays recent output.
+const REPLAY_KEEP: usize = 256 << 10;
+
+/// One terminal channel's screen: parsed as the output comes while someone
+/// watches, otherwise only when a watcher joins (`pending` waits).
+#[derive(Debug)]
+struct Term {
+    screen: Screen,
+    pending: Vec<u8>,
+}
+
+impl Term {
+    fn new(cols: u16, rows: u16) -> Term {
+        Term {
+            screen: Screen::new(cols, rows),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Draws what is pending.
+    fn catch_up(&mut self) -> &Screen {
+        if !self.pending.is_empty() {
+            self.screen.process(&self.pending);
+            self.pending.clear();
+        }
+        &self.screen
+    }
+
+    fn output(&mut self, data: &[u8], watched: bool) {
+        if watched {
+            self.catch_up();
+            self.screen.process(data);
+            return;
+        }
+        self.pending.extend_from_slice(data);
+        if self.pending.len() > PENDING_MAX {
+            // Keep the tail from a line start, on a blank screen.
+            let from = self.pending.len() - REPLAY_KEEP;
+            let cut = self.pending[from..]
+                .iter()
+                .position(|b| *b == b'\n')
+                .map_or(from, |i| from + i + 1);
+            self.pending.drain(..cut);
+            let (rows, cols) = self.screen.size();
+            self.screen = Screen::new(cols, rows);
+        }
+    }
+
+    fn snapshot(&mut self) -> WatchFrame {
+        let screen = self.catch_up();
+        let (rows, cols) = screen.size();
+        WatchFrame::Snapshot {
+            cols,
+            rows,
+            data: screen.snapshot(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
-    screens: HashMap<u32, Screen>,
+    screens: HashMap<u32, Term>,
     /// The channel watchers see: the one opened last and still open.
     current: Option<u32>,
     ended: bool,
@@ -148,17 +218,12 @@ impl LiveTerminal {
     /// The current screen and a receiver of what follows it, taken under
     /// the lock the frames are sent under.
     fn subscribe(&self) -> Option<(WatchFrame, broadcast::Receiver<WatchFrame>)> {
-        let state = self.state();
+        let mut state = self.state();
         if state.ended {
             return None;
         }
-        let screen = state.current.and_then(|c| state.screens.get(&c))?;
-        let (rows, cols) = screen.size();
-        let snapshot = WatchFrame::Snapshot {
-            cols,
-            rows,
-            data: screen.snapshot(),
-        };
+        let current = state.current?;
+        let snapshot = state.screens.get_mut(&current)?.snapshot();
         Some((snapshot, self.tx.subscribe()))
     }
 
@@ -169,28 +234,30 @@ impl LiveTerminal {
             // No watcher is not an error.
             let _ = self.tx.send(f);
         };
+        let watched = self.tx.receiver_count() > 0;
         match frame {
             TerminalFrame::Open { cols, rows, .. } => {
                 let (cols, rows) = size(*cols, *rows);
-                let screen = Screen::new(cols, rows);
-                let (rows, cols) = screen.size();
-                let data = screen.snapshot();
-                state.screens.insert(channel, screen);
+                let mut term = Term::new(cols, rows);
+                let snapshot = term.snapshot();
+                state.screens.insert(channel, term);
                 state.current = Some(channel);
-                send(WatchFrame::Snapshot { cols, rows, data });
+                send(snapshot);
             }
             TerminalFrame::Output { data, .. } => {
-                if let Some(screen) = state.screens.get_mut(&channel) {
-                    screen.process(data);
+                let current = state.current == Some(channel);
+                if let Some(term) = state.screens.get_mut(&channel) {
+                    term.output(data, watched && current);
                 }
-                if state.current == Some(channel) {
+                if current {
                     send(WatchFrame::Output(data.clone()));
                 }
             }
             TerminalFrame::Resize { cols, rows, .. } => {
                 let (cols, rows) = size(*cols, *rows);
-                if let Some(screen) = state.screens.get_mut(&channel) {
-                    screen.resize(cols, rows);
+                if let Some(term) = state.screens.get_mut(&channel) {
+                    term.catch_up();
+                    term.screen.resize(cols, rows);
                 }
                 if state.current == Some(channel) {
                     send(WatchFrame::Resize { cols, rows });
@@ -203,14 +270,9 @@ impl LiveTerminal {
                     // Another open channel, if any, becomes the one shown.
                     state.current = state.screens.keys().max().copied();
                     if let Some(c) = state.current
-                        && let Some(screen) = state.screens.get(&c)
+                        && let Some(term) = state.screens.get_mut(&c)
                     {
-                        let (rows, cols) = screen.size();
-                        send(WatchFrame::Snapshot {
-                            cols,
-                            rows,
-                            data: screen.snapshot(),
-                        });
+                        send(term.snapshot());
                     }
                 }
             }
@@ -309,6 +371,72 @@ mod tests {
             channel: 0,
             data: bytes::Bytes::from_static(data),
         }
+    }
+
+    #[tokio::test]
+    async fn output_nobody_watches_is_replayed_from_its_tail_for_a_late_watcher() {
+        let hub = LiveHub::new();
+        let o = open(&hub, "s2");
+        frame(
+            &o,
+            TerminalFrame::Open {
+                channel: 0,
+                cols: 80,
+                rows: 24,
+                term: "xterm".into(),
+                command: None,
+            },
+        );
+        // 3 MiB of numbered lines, then a last line.
+        let mut bulk = Vec::new();
+        for i in 0..100_000u32 {
+            bulk.extend_from_slice(format!("bulk line {i:06} ..........\r\n").as_bytes());
+        }
+        for chunk in bulk.chunks(32 * 1024) {
+            frame(
+                &o,
+                TerminalFrame::Output {
+                    channel: 0,
+                    data: bytes::Bytes::copy_from_slice(chunk),
+                },
+            );
+        }
+        frame(&o, output(b"the end\r\n"));
+        let pending = {
+            let term = hub
+                .lock()
+                .get(&SessionId("s2".into()))
+                .cloned()
+                .expect("live");
+            let state = term.state();
+            state
+                .screens
+                .get(&0)
+                .map(|t| t.pending.len())
+                .expect("a screen")
+        };
+        assert!(
+            pending <= PENDING_MAX,
+            "unparsed output is bounded: {pending}"
+        );
+        let mut w = hub.watch(&SessionId("s2".into())).expect("a terminal");
+        let Some(WatchFrame::Snapshot { data, .. }) = w.next().await else {
+            panic!("a snapshot first");
+        };
+        let mut screen = Screen::new(80, 24);
+        screen.process(&data);
+        let text = screen.contents();
+        assert!(text.contains("bulk line 099999"), "{text}");
+        assert!(text.contains("the end"), "{text}");
+        // While watched, output is drawn as it comes.
+        frame(&o, output(b"watched\r\n"));
+        assert!(matches!(w.next().await, Some(WatchFrame::Output(d)) if &d[..] == b"watched\r\n"));
+        let term = hub
+            .lock()
+            .get(&SessionId("s2".into()))
+            .cloned()
+            .expect("live");
+        assert!(term.state().screens[&0].pending.is_empty());
     }
 
     #[tokio::test]

@@ -26,7 +26,9 @@ use super::rdp::{pdu_line, rdp_header};
 use super::store::{RecordingStore, RecordingWriter};
 use crate::error::Result;
 use crate::model::{EndReason, Session, SessionId, SessionProtocol, Timestamp};
-use crate::session::{Direction, ObserverFactory, SessionControl, SessionObserver, TerminalFrame};
+use crate::session::{
+    Backlog, Direction, ObserverFactory, SessionControl, SessionObserver, TerminalFrame,
+};
 
 /// How sessions are recorded.
 #[derive(Debug, Clone)]
@@ -184,6 +186,9 @@ struct Channel {
 #[derive(Debug, Default)]
 struct ChannelShared {
     queued: AtomicUsize,
+    /// The session's backlog, which counts `queued` too, so its protocol
+    /// waits for the disk instead of the queue overflowing.
+    backlog: Option<Arc<Backlog>>,
     /// Frames were lost or could not be written: sealed `incomplete`.
     failed: AtomicBool,
 }
@@ -207,6 +212,23 @@ enum Cmd {
         data: Bytes,
     },
     Close,
+}
+
+impl ChannelShared {
+    /// The session's backlog grows by what was queued.
+    fn took(&self, n: usize) {
+        if let Some(b) = &self.backlog {
+            b.add(n);
+        }
+    }
+
+    /// The writer is done with `n` queued bytes.
+    fn wrote(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::AcqRel);
+        if let Some(b) = &self.backlog {
+            b.sub(n);
+        }
+    }
 }
 
 impl Cmd {
@@ -257,7 +279,10 @@ impl SessionRecorder {
             control: state.control.clone(),
             mandatory: self.options.mandatory,
             id: id.clone(),
-            shared: Arc::default(),
+            shared: Arc::new(ChannelShared {
+                backlog: state.control.as_ref().map(|c| c.backlog().clone()),
+                ..ChannelShared::default()
+            }),
         };
         let (tx, rx) = mpsc::channel();
         let job = Job {
@@ -314,6 +339,8 @@ impl SessionRecorder {
         }
         if ch.tx.send(cmd).is_err() {
             shared.queued.fetch_sub(cost, Ordering::AcqRel);
+        } else {
+            shared.took(cost);
         }
     }
 }
@@ -434,6 +461,9 @@ impl Job {
                 false
             }
         };
+        // What the writer never took is no longer held for the session.
+        let left = self.failure.shared.queued.load(Ordering::Acquire);
+        self.failure.shared.wrote(left);
         let state = if closed && !self.failure.shared.failed.load(Ordering::Acquire) {
             SealState::Complete
         } else {
@@ -467,10 +497,7 @@ impl Job {
                 Err(RecvTimeoutError::Disconnected) => break false,
             };
             if let Some(cmd) = cmd {
-                self.failure
-                    .shared
-                    .queued
-                    .fetch_sub(cmd.cost(), Ordering::AcqRel);
+                self.failure.shared.wrote(cmd.cost());
                 match cmd {
                     Cmd::Data { t, kind, data } => {
                         last_t = t;

@@ -55,6 +55,14 @@ pub struct ServerConfig {
     /// (`audit-checkpoints.jsonl`), taken while records are appended.
     #[serde(default = "default_audit_checkpoint_secs")]
     pub audit_checkpoint_secs: u64,
+    /// What one client may hold on the SSH port (connections not signed in
+    /// yet, channels, timeouts); every field has a default.
+    #[serde(default)]
+    pub hub_limits: crate::tunnel::hub::HubLimits,
+    /// Let users sign in over SSH with their console password (off: only
+    /// keys, a profile's key bound to its gatekeeper).
+    #[serde(default)]
+    pub ssh_password_login: bool,
 }
 
 /// The console's default listen address.
@@ -109,6 +117,8 @@ impl DataDir {
             node_id: Some(super::generate_node_id()),
             record_input: false,
             audit_checkpoint_secs: default_audit_checkpoint_secs(),
+            hub_limits: Default::default(),
+            ssh_password_login: false,
         };
         let store: Arc<dyn Store> = Arc::new(SqlStore::connect(&config.database).await?);
         super::ensure_builtin_roles(&store).await?;

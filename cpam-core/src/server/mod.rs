@@ -262,6 +262,10 @@ impl Server {
             engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
         }
         let mut config = HubConfig::new(key.clone());
+        if let Some(data) = &data {
+            config.limits = data.config.hub_limits.clone();
+            config.ssh_passwords = data.config.ssh_password_login;
+        }
         let masters = StoreMasterPasswords::new(
             engine.store().clone(),
             engine.audit().clone(),

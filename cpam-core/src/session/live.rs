@@ -13,6 +13,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::approval::Approval;
+use super::backlog::Backlog;
 use super::counters::{Counters, Direction, Meter};
 use super::engine::{Entry, SessionEngine};
 use super::observer::{SessionEvent, SessionObserver, TerminalFrame};
@@ -36,6 +37,8 @@ pub(super) struct Shared {
     observed: AtomicBool,
     /// The engine, for events recorded through a [`SessionControl`].
     engine: std::sync::Weak<SessionEngine>,
+    /// Output the observers still hold (a recorder's queue).
+    backlog: Arc<Backlog>,
 }
 
 /// A session's observers; `closed` once they were told of its end, after
@@ -189,6 +192,13 @@ impl SessionControl {
     /// audited: a terminal's stream goes to its recording, not the log.
     pub fn terminal(&self, frame: &TerminalFrame) {
         self.shared.terminal(frame);
+    }
+
+    /// The output observers still hold: a protocol awaits
+    /// [`Backlog::room`] before it reads more from the target; a recorder
+    /// adds what it queues and subtracts what it wrote.
+    pub fn backlog(&self) -> &Arc<Backlog> {
+        &self.shared.backlog
     }
 }
 
@@ -493,6 +503,7 @@ impl SessionEngine {
             observers: RwLock::default(),
             observed: AtomicBool::new(false),
             engine: Arc::downgrade(self),
+            backlog: Arc::default(),
         });
         // What a re-check needs, should a revocation race this start.
         let check = (

@@ -9,13 +9,16 @@
 //!   with the first end reason.
 //! - [`LiveSession`] (`live.rs`) is the running session a protocol gets: its
 //!   cancellation token, its [`Counters`], its [`SessionObserver`]s and
-//!   [`LiveSession::record_event`]. It is drop-guarded.
+//!   [`LiveSession::record_event`]. It is drop-guarded. Its [`Backlog`]
+//!   (`backlog.rs`) counts the output observers still hold, for protocols
+//!   to wait on before reading more.
 //! - The engine (`engine.rs`) keeps the registry of live sessions, the
 //!   integrator's hooks and observer factories, and ends sessions from
 //!   outside (terminate, revoke, the customer's switch, shutdown). Time comes
 //!   from its [`Clock`](crate::clock::Clock).
 
 mod approval;
+mod backlog;
 mod counters;
 mod engine;
 mod live;
@@ -25,6 +28,7 @@ mod runner;
 mod tests;
 
 pub use approval::{Approval, Originator};
+pub use backlog::Backlog;
 pub use counters::{Counters, Direction, Meter};
 pub use engine::{LiveInfo, SessionEngine};
 pub use live::{LiveSession, SessionControl};

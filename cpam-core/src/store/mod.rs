@@ -145,6 +145,8 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     async fn user_permissions(&self, user: &UserId) -> Result<Vec<Permission>>;
 
     // services
+    /// Creates a service of `customer`, reached only through `gatekeeper`
+    /// (`None`: any gatekeeper of the customer).
     async fn create_service(
         &self,
         customer: &CustomerId,
@@ -152,6 +154,7 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
         kind: ServiceKind,
         target: &Target,
         now: Timestamp,
+        gatekeeper: Option<&GatekeeperId>,
     ) -> Result<Service>;
     async fn list_services(&self, customer: Option<&CustomerId>) -> Result<Vec<Service>>;
     async fn service(&self, id: &ServiceId) -> Result<Option<Service>>;

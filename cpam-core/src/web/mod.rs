@@ -24,6 +24,7 @@ pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod rbac;
+pub mod serve;
 pub mod tls;
 pub mod ui;
 
@@ -48,6 +49,7 @@ use axum::routing::{MethodFilter, on};
 pub use self::auth::{Caller, Via};
 pub use self::authenticator::{AuthRequest, Authenticator, BuiltIn, Identity};
 use self::error::ApiError;
+pub use self::serve::serve_app;
 
 /// Where and how the console is mounted (see [`router`]).
 #[derive(Debug, Clone)]
@@ -457,6 +459,10 @@ async fn security_headers(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     let api = req.uri().path().starts_with("/api/");
+    let hsts = req
+        .extensions()
+        .get::<AppState>()
+        .is_some_and(|s| s.options.secure_cookies);
     let mut r = next.run(req).await;
     let h = r.headers_mut();
     let set = |h: &mut axum::http::HeaderMap, k: header::HeaderName, v: &'static str| {
@@ -474,6 +480,10 @@ async fn security_headers(
     set(h, header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(h, header::REFERRER_POLICY, "no-referrer");
     set(h, header::X_FRAME_OPTIONS, "DENY");
+    if hsts {
+        // Served over HTTPS: browsers refuse plain HTTP to this host for a year.
+        set(h, header::STRICT_TRANSPORT_SECURITY, "max-age=31536000");
+    }
     if api {
         set(h, header::CACHE_CONTROL, "no-store");
     }
@@ -532,28 +542,9 @@ pub fn serve(
     state: AppState,
     config: WebConfig,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = vec![serve_app(listener, router(state.clone(), config))];
+    let mut tasks = vec![serve::serve_app(listener, router(state.clone(), config))];
     tasks.extend(housekeeping(state));
     tasks
-}
-
-/// Serves `app` (an integrator's app with [`router`] merged in) on
-/// `listener` until the task is aborted, with client addresses for the
-/// login throttle and the audit log.
-pub fn serve_app(listener: Listener, app: Router) -> tokio::task::JoinHandle<()> {
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    tokio::spawn(async move {
-        let result = match listener {
-            Listener::Tls(l) => {
-                use axum::serve::ListenerExt as _;
-                axum::serve(l.tap_io(|_| ()), app).await
-            }
-            Listener::Plain(l) => axum::serve(l, app).await,
-        };
-        if let Err(error) = result {
-            tracing::error!(%error, "console server stopped");
-        }
-    })
 }
 
 /// What a console needs running beside its router, for an app that serves

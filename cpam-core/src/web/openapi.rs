@@ -196,7 +196,7 @@ pub fn schemas() -> Map<String, Value> {
             "Service",
             obj(
                 &["id", "name", "kind", "host", "port"],
-                json!({ "id": s(), "customer_id": s(), "name": s(),
+                json!({ "id": s(), "customer_id": s(), "gatekeeper_id": { "type": ["string", "null"], "description": "the gatekeeper whose network holds the target; only sessions through it reach the service (null: any of the customer's, a service made before services had a gatekeeper)" }, "name": s(),
             "kind": service_kinds(), "host": s(), "port": int(), "target": s(), "created_at": time() }),
             ),
         ),

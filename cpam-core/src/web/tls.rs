@@ -19,6 +19,8 @@ use crate::{Error, ErrorKind, Result};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS handshakes under way at once; a client past it is closed at once.
+const MAX_HANDSHAKES: usize = 256;
 
 /// Writes a self-signed certificate for `hosts` (plus localhost, 127.0.0.1
 /// and ::1) to `cert` and its key to `key` (mode 0600).
@@ -106,6 +108,10 @@ impl TlsListener {
                                 continue;
                             }
                         };
+                        if handshakes.len() >= MAX_HANDSHAKES {
+                            tracing::warn!(%peer, "console connection refused: {MAX_HANDSHAKES} TLS handshakes under way");
+                            continue;
+                        }
                         let _ = stream.set_nodelay(true);
                         let acceptor = acceptor.clone();
                         let tx = tx.clone();

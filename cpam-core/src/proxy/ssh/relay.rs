@@ -188,8 +188,13 @@ impl Relay {
     }
 
     /// Passes output to the vendor, waiting for the vendor's window: a
-    /// vendor that stops reading holds up this channel only.
+    /// vendor that stops reading holds up this channel only. A recording
+    /// behind on its disk holds up the session's output the same way.
     async fn output(&self, ext: Option<u32>, data: Bytes) -> bool {
+        tokio::select! {
+            () = self.control.backlog().room() => {}
+            () = self.control.cancelled().cancelled() => return false,
+        }
         self.control.moved(Direction::Down, &data);
         if let Some(index) = self.terminal() {
             self.gate

@@ -32,6 +32,7 @@ pub async fn grants(store: &dyn Store) {
                 ServiceKind::DesktopSharing,
                 &"h:3389".parse().expect("target"),
                 T0,
+                None,
             )
             .await,
         "create_service",

@@ -221,13 +221,13 @@ pub async fn deletions(store: &dyn Store) {
     };
     let s1 = ok(
         store
-            .create_service(&c.id, "s1", ServiceKind::Custom, &target, T0)
+            .create_service(&c.id, "s1", ServiceKind::Custom, &target, T0, None)
             .await,
         "create_service",
     );
     let s2 = ok(
         store
-            .create_service(&c.id, "s2", ServiceKind::Custom, &target, T0)
+            .create_service(&c.id, "s2", ServiceKind::Custom, &target, T0, None)
             .await,
         "create_service",
     );

@@ -654,20 +654,20 @@ pub async fn services(store: &dyn Store) {
     let v6: Target = "[fd00::7]:3389".parse().expect("valid target");
     let s = ok(
         store
-            .create_service(&c1.id, "ssh", ServiceKind::Custom, &target, T0)
+            .create_service(&c1.id, "ssh", ServiceKind::Custom, &target, T0, None)
             .await,
         "create_service",
     );
     expect_error(
         store
-            .create_service(&c1.id, "ssh", ServiceKind::FileTransfer, &target, T0)
+            .create_service(&c1.id, "ssh", ServiceKind::FileTransfer, &target, T0, None)
             .await,
         ErrorKind::Conflict,
         "duplicate service name for one customer",
     );
     let s2 = ok(
         store
-            .create_service(&c2.id, "ssh", ServiceKind::DesktopSharing, &v6, T0)
+            .create_service(&c2.id, "ssh", ServiceKind::DesktopSharing, &v6, T0, None)
             .await,
         "same service name for another customer",
     );
@@ -679,6 +679,7 @@ pub async fn services(store: &dyn Store) {
                 ServiceKind::Custom,
                 &target,
                 T0,
+                None,
             )
             .await,
         ErrorKind::NotFound,
@@ -688,6 +689,33 @@ pub async fn services(store: &dyn Store) {
         ok(store.service(&s2.id).await, "service"),
         Some(s2.clone()),
         "store conformance: service by id (IPv6 target)"
+    );
+    // A service bound to a gatekeeper keeps it.
+    let gk = ok(
+        store.create_gatekeeper(&c1.id, &unique("gk"), T0).await,
+        "create_gatekeeper",
+    );
+    let bound = ok(
+        store
+            .create_service(
+                &c1.id,
+                "bound",
+                ServiceKind::Custom,
+                &target,
+                T0,
+                Some(&gk.id),
+            )
+            .await,
+        "create_service with a gatekeeper",
+    );
+    assert_eq!(
+        ok(store.service(&bound.id).await, "service").and_then(|s| s.gatekeeper_id),
+        Some(gk.id.clone()),
+        "store conformance: a service's gatekeeper round-trips"
+    );
+    assert_eq!(
+        s.gatekeeper_id, None,
+        "store conformance: no gatekeeper given"
     );
     assert_eq!(
         ok(
@@ -712,7 +740,7 @@ pub async fn services(store: &dyn Store) {
     );
     assert_eq!(
         ok(store.list_services(Some(&c1.id)).await, "list_services"),
-        vec![s.clone()],
+        vec![bound.clone(), s.clone()],
         "store conformance: list_services(customer)"
     );
     let all = ok(store.list_services(None).await, "list_services");

@@ -53,7 +53,7 @@ pub async fn vault_keys_and_credentials(store: &dyn Store) {
     };
     let svc = ok(
         store
-            .create_service(&c.id, &unique("ssh"), ServiceKind::Ssh, &target, T0)
+            .create_service(&c.id, &unique("ssh"), ServiceKind::Ssh, &target, T0, None)
             .await,
         "create_service",
     );
@@ -157,7 +157,7 @@ pub async fn checkouts(store: &dyn Store) {
     };
     let svc = ok(
         store
-            .create_service(&c.id, &unique("ssh"), ServiceKind::Ssh, &target, T0)
+            .create_service(&c.id, &unique("ssh"), ServiceKind::Ssh, &target, T0, None)
             .await,
         "create_service",
     );

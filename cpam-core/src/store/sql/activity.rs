@@ -139,6 +139,8 @@ impl SessionLog for SqlStore {
 #[async_trait]
 impl AuditLog for SqlStore {
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        let event = event.bounded();
+        let event = event.as_ref();
         let detail = serde_json::to_string(&event.detail)
             .map_err(|e| Error::invalid(format!("audit detail cannot be encoded: {e}")))?;
         let mut attempt = 0;

@@ -487,18 +487,20 @@ impl Directory for SqlStore {
         kind: ServiceKind,
         target: &Target,
         now: Timestamp,
+        gatekeeper: Option<&GatekeeperId>,
     ) -> Result<Service> {
         let s = Service {
             id: ServiceId::generate(),
             customer_id: customer.clone(),
+            gatekeeper_id: gatekeeper.cloned(),
             name: name.to_string(),
             kind,
             target: target.clone(),
             created_at: now,
         };
         sqlx::query(
-            "INSERT INTO services (id, customer_id, name, kind, target_host, target_port, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO services (id, customer_id, name, kind, target_host, target_port, created_at, gatekeeper_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(s.id.as_str())
         .bind(customer.as_str())
@@ -507,6 +509,7 @@ impl Directory for SqlStore {
         .bind(&target.host)
         .bind(i64::from(target.port))
         .bind(now.millis())
+        .bind(gatekeeper.map(GatekeeperId::as_str))
         .execute(&self.pool)
         .await
         .map_err(|e| {

@@ -17,7 +17,7 @@ pub(super) const USER: &str = "id, name, password_hash, disabled, created_at";
 pub(super) const USER_KEY: &str =
     "id, user_id, public_key, fingerprint, label, gatekeeper_id, created_at";
 pub(super) const SERVICE: &str =
-    "id, customer_id, name, kind, target_host, target_port, created_at";
+    "id, customer_id, gatekeeper_id, name, kind, target_host, target_port, created_at";
 pub(super) const GRANT: &str = "id, user_id, service_id, not_before, not_after, schedule_days, \
      schedule_start_minute, schedule_end_minute, created_at, created_by, revoked_at";
 pub(super) const SESSION: &str = "id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
@@ -130,6 +130,7 @@ pub(super) fn service(row: &AnyRow) -> Result<Service> {
     Ok(Service {
         id: ServiceId(text(row, "id")?),
         customer_id: CustomerId(text(row, "customer_id")?),
+        gatekeeper_id: opt_text(row, "gatekeeper_id")?.map(GatekeeperId),
         name: text(row, "name")?,
         kind: kind.parse().map_err(|e| corrupt("service kind", e))?,
         target: target(row)?,

@@ -72,6 +72,44 @@ mod tests {
     fn both_backends_have_the_same_versions() {
         let versions = |b: Backend| migrator(b).iter().map(|m| m.version).collect::<Vec<_>>();
         assert_eq!(versions(Backend::Sqlite), versions(Backend::Postgres));
-        assert_eq!(versions(Backend::Sqlite), (1..=5).collect::<Vec<i64>>());
+        assert_eq!(versions(Backend::Sqlite), (1..=6).collect::<Vec<i64>>());
+    }
+
+    /// A database of the schema before services had a gatekeeper (5)
+    /// upgrades: a customer with one gatekeeper has its services bound to
+    /// it; with several or none, its services stay reachable as before.
+    #[tokio::test]
+    async fn services_are_bound_to_their_customers_only_gatekeeper_on_upgrade() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        SQLITE.run_to(5, &pool).await.unwrap();
+        let rows = [
+            "INSERT INTO customers (id, name, created_at) VALUES ('cus_one', 'one', 0), ('cus_two', 'two', 0), ('cus_none', 'none', 0)",
+            "INSERT INTO gatekeepers (id, customer_id, name, created_at) VALUES ('gk_1', 'cus_one', 'gk-1', 0), ('gk_2a', 'cus_two', 'gk-2a', 0), ('gk_2b', 'cus_two', 'gk-2b', 0)",
+            "INSERT INTO services (id, customer_id, name, kind, target_host, target_port, created_at) VALUES \
+             ('svc_one', 'cus_one', 'ssh', 'custom', '10.0.0.5', 22, 0), \
+             ('svc_two', 'cus_two', 'ssh', 'custom', '10.0.0.6', 22, 0), \
+             ('svc_none', 'cus_none', 'ssh', 'custom', '10.0.0.7', 22, 0)",
+        ];
+        for sql in rows {
+            sqlx::raw_sql(sql).execute(&pool).await.unwrap();
+        }
+        SQLITE.run(&pool).await.unwrap();
+        let bound: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT id, gatekeeper_id FROM services ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            bound,
+            [
+                ("svc_none".to_string(), None),
+                ("svc_one".to_string(), Some("gk_1".to_string())),
+                ("svc_two".to_string(), None),
+            ]
+        );
     }
 }

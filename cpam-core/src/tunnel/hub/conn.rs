@@ -1,23 +1,30 @@
 //! One SSH connection's handler: authentication and channel requests.
 //! Callbacks decide and hand work to owned tasks of the [`Hub`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelOpenFailure};
 use serde_json::json;
+use tokio_util::sync::CancellationToken;
 
+use super::limits::{ChannelLimit, ChannelSlot, PreAuthSlot};
 use super::{Hub, Principal};
 use crate::error::{Error, Result};
-use crate::model::{AuditCategory, GatekeeperId, User};
+use crate::model::{AuditCategory, GatekeeperId, Permission, User};
 use crate::session::Originator;
 use crate::tunnel::{
     CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
     MASTER_PASSWORD_COMMAND, RDP_CREDENTIAL_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND,
     WHOAMI_COMMAND, keys,
 };
+
+/// Session channels waiting for their request, with their places.
+pub(super) type Pending = HashMap<ChannelId, (Channel<Msg>, ChannelSlot)>;
 
 /// One SSH connection's handler.
 pub(super) struct Conn {
@@ -26,7 +33,14 @@ pub(super) struct Conn {
     pub(super) peer: SocketAddr,
     pub(super) principal: Arc<Mutex<Principal>>,
     /// Session channels waiting for their exec request.
-    pub(super) pending: std::collections::HashMap<ChannelId, Channel<Msg>>,
+    pub(super) pending: Arc<Mutex<Pending>>,
+    /// This connection's open channels (what its cap counts).
+    pub(super) open_channels: Arc<AtomicUsize>,
+    /// Its place among the connections not signed in yet, until it signs in.
+    pub(super) preauth: Option<PreAuthSlot>,
+    /// Cancelled once it signed in (stops the login deadline).
+    pub(super) signed_in: CancellationToken,
+    pub(super) handle: Option<russh::server::Handle>,
     pub(super) offer_refusal_audited: bool,
 }
 
@@ -36,6 +50,45 @@ impl Conn {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// A place for one more channel, or the refusal (logged, not audited:
+    /// a flood must not flood the log).
+    fn channel_slot(&self, principal: &Principal) -> Option<ChannelSlot> {
+        let user = match principal {
+            Principal::User { user, .. } => Some(&user.id),
+            _ => None,
+        };
+        match self.hub.channels.take(&self.open_channels, user) {
+            Ok(slot) => Some(slot),
+            Err(limit) => {
+                let which = match limit {
+                    ChannelLimit::Connection => "per connection",
+                    ChannelLimit::User => "per user",
+                };
+                tracing::warn!(peer = %self.peer, limit = which, "channel refused: too many open channels");
+                None
+            }
+        }
+    }
+
+    fn take_pending(&self, id: ChannelId) -> Option<(Channel<Msg>, ChannelSlot)> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id)
+    }
+
+    /// Closes a session channel that sent something other than its `exec`
+    /// request first; what it sent is dropped.
+    fn refuse_pending(&self, id: ChannelId, what: &str, session: &mut Session) -> bool {
+        if self.take_pending(id).is_none() {
+            return false;
+        }
+        tracing::debug!(peer = %self.peer, what, "closing a channel: {what} before its request");
+        let _ = session.channel_failure(id);
+        let _ = session.close(id);
+        true
     }
 
     fn set_principal(&self, p: Principal) {
@@ -64,6 +117,32 @@ impl Conn {
                 json!({ "method": method, "peer": self.peer.to_string() }),
             )
             .await;
+    }
+
+    /// Whether `user` may sign in with a Connection Manager: they hold
+    /// `USE_CONNECTION_MANAGER`, or no role at all (users made before roles
+    /// existed, and `user add` without `--role`, are Connection Manager
+    /// users). A refusal is audited.
+    async fn may_use_connection_manager(
+        &self,
+        user: &User,
+        method: &str,
+    ) -> Result<bool, russh::Error> {
+        let store = self.hub.engine.store();
+        let roles = store.user_roles(&user.id).await.map_err(|e| internal(&e))?;
+        if roles.is_empty() {
+            return Ok(true);
+        }
+        let permissions = store
+            .user_permissions(&user.id)
+            .await
+            .map_err(|e| internal(&e))?;
+        if permissions.contains(&Permission::USE_CONNECTION_MANAGER) {
+            return Ok(true);
+        }
+        self.login_failure(&user.name, method, "lacks USE_CONNECTION_MANAGER")
+            .await;
+        Ok(false)
     }
 
     async fn register(&self, code: &str, key: &PublicKey) -> Result<Auth> {
@@ -226,6 +305,9 @@ impl russh::server::Handler for Conn {
                 Ok(Auth::reject())
             }
             Some((u, bound, key)) => {
+                if !self.may_use_connection_manager(&u, "publickey").await? {
+                    return Ok(Auth::reject());
+                }
                 self.login_success(&u, "publickey").await;
                 self.set_principal(Principal::User {
                     user: u,
@@ -243,14 +325,24 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
-        // The console's lockout: per user name and per address, shared with
-        // the console when the server runs one.
-        let throttle = self.hub.throttle.clone();
-        let (user_key, addr_key) = (format!("user:{user}"), format!("addr:{}", self.peer.ip()));
-        if throttle.locked(&[&user_key, &addr_key]).is_some() {
-            self.login_failure(user, "password", "locked out").await;
+        if !self.hub.ssh_passwords {
+            // Not offered; a client that tries anyway is refused unheard.
             return Ok(Auth::reject());
         }
+        // The console's lockout, shared with it: per user name and per
+        // address, counted before the password is checked.
+        let throttle = self.hub.throttle.clone();
+        let (user_key, addr_key) = (format!("user:{user}"), format!("addr:{}", self.peer.ip()));
+        let attempt = match throttle.attempt(&[
+            (&user_key, crate::throttle::USER_FAILURES),
+            (&addr_key, crate::throttle::ADDRESS_FAILURES),
+        ]) {
+            Ok(a) => a,
+            Err(_) => {
+                self.login_failure(user, "password", "locked out").await;
+                return Ok(Auth::reject());
+            }
+        };
         let store = self.hub.engine.store();
         let found = store.user_by_name(user).await.map_err(|e| internal(&e))?;
         let ok = match &found {
@@ -262,7 +354,10 @@ impl russh::server::Handler for Conn {
         };
         match found {
             Some(u) if ok => {
-                throttle.clear(&user_key);
+                attempt.succeeded();
+                if !self.may_use_connection_manager(&u, "password").await? {
+                    return Ok(Auth::reject());
+                }
                 self.login_success(&u, "password").await;
                 self.set_principal(Principal::User {
                     user: u,
@@ -274,10 +369,12 @@ impl russh::server::Handler for Conn {
             _ => {
                 self.login_failure(user, "password", "wrong user or password")
                     .await;
-                let locked_user = throttle.fail(&user_key, crate::throttle::USER_FAILURES);
-                let locked_addr = throttle.fail(&addr_key, crate::throttle::ADDRESS_FAILURES);
-                if locked_user || locked_addr {
-                    let what = if locked_user { "user" } else { "address" };
+                if let Some(locked) = attempt.failed() {
+                    let what = if locked == user_key {
+                        "user"
+                    } else {
+                        "address"
+                    };
                     self.login_failure(user, "password", &format!("{what} locked out"))
                         .await;
                 }
@@ -287,6 +384,9 @@ impl russh::server::Handler for Conn {
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        self.preauth = None;
+        self.signed_in.cancel();
+        self.handle = Some(session.handle());
         let principal = self.principal();
         if matches!(principal, Principal::User { .. } | Principal::Gatekeeper(_)) {
             self.hub
@@ -319,14 +419,87 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if matches!(self.principal(), Principal::Anonymous) {
+        let principal = self.principal();
+        if matches!(principal, Principal::Anonymous) {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
             return Ok(());
         }
-        self.pending.insert(channel.id(), channel);
+        let Some(slot) = self.channel_slot(&principal) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
+            return Ok(());
+        };
+        let id = channel.id();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, (channel, slot));
         reply.accept().await;
+        // A channel that never gets its request is closed.
+        if let Some(handle) = self.handle.clone() {
+            let pending = Arc::downgrade(&self.pending);
+            let wait = self.hub.limits.channel_request_timeout();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let Some(pending) = pending.upgrade() else {
+                    return;
+                };
+                let expired = pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id)
+                    .is_some();
+                if expired {
+                    tracing::debug!(channel = ?id, "closing a channel that sent no request");
+                    let _ = handle.close(id).await;
+                }
+            });
+        }
+        Ok(())
+    }
+
+    async fn data(
+        &mut self,
+        id: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_pending(id, "data", session);
+        Ok(())
+    }
+
+    async fn extended_data(
+        &mut self,
+        id: ChannelId,
+        _code: u32,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.refuse_pending(id, "data", session);
+        Ok(())
+    }
+
+    async fn shell_request(
+        &mut self,
+        id: ChannelId,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self.refuse_pending(id, "a shell request", session) {
+            session.channel_failure(id)?;
+        }
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        _name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if !self.refuse_pending(id, "a subsystem request", session) {
+            session.channel_failure(id)?;
+        }
         Ok(())
     }
 
@@ -336,7 +509,7 @@ impl russh::server::Handler for Conn {
         data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Some(channel) = self.pending.remove(&id) else {
+        let Some((channel, slot)) = self.take_pending(id) else {
             session.channel_failure(id)?;
             return Ok(());
         };
@@ -350,7 +523,11 @@ impl russh::server::Handler for Conn {
             }
             (Principal::Gatekeeper(gk), Some(CONTROL_COMMAND)) => {
                 session.channel_success(id)?;
-                tokio::spawn(self.hub.clone().control_channel(gk, channel));
+                let hub = self.hub.clone();
+                tokio::spawn(async move {
+                    hub.control_channel(gk, channel).await;
+                    drop(slot);
+                });
                 return Ok(());
             }
             (Principal::User { user, bound, .. }, Some(SERVICES_COMMAND)) => {
@@ -382,7 +559,11 @@ impl russh::server::Handler for Conn {
             }
             (Principal::User { user, .. }, Some(MASTER_PASSWORD_COMMAND)) => {
                 session.channel_success(id)?;
-                tokio::spawn(self.hub.clone().master_password_channel(user, channel));
+                let hub = self.hub.clone();
+                tokio::spawn(async move {
+                    hub.master_password_channel(user, channel).await;
+                    drop(slot);
+                });
                 return Ok(());
             }
             (_, first) => Err(Error::denied(format!(
@@ -404,7 +585,7 @@ impl russh::server::Handler for Conn {
         session.exit_status_request(id, status)?;
         session.eof(id)?;
         session.close(id)?;
-        drop(channel);
+        drop((channel, slot));
         Ok(())
     }
 
@@ -418,10 +599,15 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        let Principal::User { user, bound, key } = self.principal() else {
+        let principal = self.principal();
+        let Principal::User { user, bound, key } = principal.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
+            return Ok(());
+        };
+        let Some(slot) = self.channel_slot(&principal) else {
+            reply.reject(ChannelOpenFailure::ResourceShortage).await;
             return Ok(());
         };
         let hub = self.hub.clone();
@@ -440,6 +626,7 @@ impl russh::server::Handler for Conn {
             }
             hub.open_session(user, bound, spec, originator, channel, reply)
                 .await;
+            drop(slot);
         });
         Ok(())
     }
@@ -449,7 +636,7 @@ impl russh::server::Handler for Conn {
         channel: ChannelId,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
-        self.pending.remove(&channel);
+        self.take_pending(channel);
         Ok(())
     }
 }

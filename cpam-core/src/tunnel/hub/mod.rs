@@ -8,9 +8,12 @@
 //! ([`SessionEngine::run`]) with the configured [`Dialer`].
 
 mod conn;
+mod killable;
+mod limits;
 mod rdp;
 mod vault;
 
+pub use limits::HubLimits;
 pub use rdp::PrivilegedRdp;
 
 use std::collections::HashMap;
@@ -38,9 +41,8 @@ use crate::proxy::tcp::TcpSplice;
 use crate::session::{Originator, Protocol, SessionEngine, UserIo};
 use crate::throttle::Throttle;
 use conn::Conn;
-
-/// How long a peer has to finish the SSH handshake and authenticate.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+use killable::Killable;
+use limits::{ChannelSlots, PreAuth};
 
 /// How a hub is set up.
 pub struct HubConfig {
@@ -61,6 +63,13 @@ pub struct HubConfig {
     /// `rdp`) and issues their one-time proxy credentials; without it the
     /// hub refuses them.
     pub privileged_rdp: Option<PrivilegedRdp>,
+    /// What one client may hold: connections not signed in yet, channels,
+    /// and how long each may wait.
+    pub limits: HubLimits,
+    /// Whether users may sign in with a password over SSH (off by default:
+    /// a Connection Manager signs in with its profile's key, bound to one
+    /// gatekeeper; a password is not).
+    pub ssh_passwords: bool,
 }
 
 impl HubConfig {
@@ -74,6 +83,8 @@ impl HubConfig {
             throttle: Arc::default(),
             privileged_ssh: None,
             privileged_rdp: None,
+            limits: HubLimits::default(),
+            ssh_passwords: false,
         }
     }
 }
@@ -84,6 +95,7 @@ impl std::fmt::Debug for HubConfig {
             .field("host_key", &"<redacted>")
             .field("gatekeepers", &self.gatekeepers)
             .field("dialer", &self.dialer)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -98,6 +110,12 @@ pub struct Hub {
     privileged_ssh: Option<Arc<SshProxy>>,
     privileged_rdp: Option<PrivilegedRdp>,
     config: Arc<russh::server::Config>,
+    limits: HubLimits,
+    ssh_passwords: bool,
+    /// Connections that have not signed in yet.
+    preauth: Arc<PreAuth>,
+    /// Open channels per connection and per user.
+    channels: Arc<ChannelSlots>,
     next_conn: AtomicU64,
     /// Signed-in connections, by connection number: what a revocation closes.
     links: Mutex<HashMap<u64, Link>>,
@@ -169,7 +187,17 @@ impl Hub {
             throttle: config.throttle,
             privileged_ssh: config.privileged_ssh,
             privileged_rdp: config.privileged_rdp,
-            config: super::server_config(config.host_key),
+            config: {
+                let mut c = super::base_server_config(config.host_key);
+                if !config.ssh_passwords {
+                    c.methods = russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]);
+                }
+                Arc::new(c)
+            },
+            ssh_passwords: config.ssh_passwords,
+            preauth: PreAuth::new(&config.limits),
+            channels: ChannelSlots::new(&config.limits),
+            limits: config.limits,
             next_conn: AtomicU64::new(1),
             links: Mutex::default(),
             watching_revocations: AtomicBool::new(false),
@@ -324,31 +352,66 @@ impl Hub {
     async fn connection(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        // Until it signs in, a connection holds a place among the waiting
+        // ones (a newer one may take it) and has one deadline for the
+        // version line, key exchange and authentication together.
+        let slot = self.preauth.admit(conn, peer.ip());
+        let evicted = slot.evicted.clone();
+        let deadline = tokio::time::Instant::now() + self.limits.login_timeout();
+        let signed_in = CancellationToken::new();
+        let kill = CancellationToken::new();
         let principal = Arc::new(Mutex::new(Principal::Anonymous));
         let handler = Conn {
             hub: self.clone(),
             conn,
             peer,
             principal: principal.clone(),
-            pending: std::collections::HashMap::new(),
+            pending: Arc::default(),
+            open_channels: Arc::default(),
+            preauth: Some(slot),
+            signed_in: signed_in.clone(),
+            handle: None,
             offer_refusal_audited: false,
         };
-        let running = match tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
-            russh::server::run_stream(self.config.clone(), stream, handler),
-        )
-        .await
-        {
-            Ok(Ok(running)) => running,
-            Ok(Err(error)) => {
-                tracing::debug!(%peer, ?error, "ssh handshake failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "ssh handshake timed out");
+        let stream = Killable::new(stream, kill.clone());
+        let running = tokio::select! {
+            r = tokio::time::timeout_at(
+                deadline,
+                russh::server::run_stream(self.config.clone(), stream, handler),
+            ) => match r {
+                Ok(Ok(running)) => running,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, ?error, "ssh handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "ssh handshake timed out");
+                    return;
+                }
+            },
+            _ = evicted.cancelled() => {
+                tracing::debug!(%peer, "closed for a newer connection before it signed in");
                 return;
             }
         };
+        // Ends the connection if it has not signed in by the deadline or a
+        // newer one took its place meanwhile.
+        let watchdog = {
+            let (kill, signed_in) = (kill.clone(), signed_in.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = signed_in.cancelled() => return,
+                    _ = evicted.cancelled() => {
+                        tracing::debug!(%peer, "closed for a newer connection before it signed in");
+                    }
+                    _ = tokio::time::sleep_until(deadline) => {
+                        tracing::debug!(%peer, "closed: no sign-in before the login timeout");
+                    }
+                }
+                kill.cancel();
+            })
+        };
+        let _watchdog = AbortOnDrop(watchdog);
         let handle = running.handle();
         let result = tokio::select! {
             r = running => r.map_err(|e| format!("{e:?}")),
@@ -653,6 +716,15 @@ impl Hub {
                 }
             }
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

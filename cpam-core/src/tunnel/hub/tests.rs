@@ -62,6 +62,8 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
             throttle: Arc::default(),
             privileged_ssh: None,
             privileged_rdp: None,
+            limits: Default::default(),
+            ssh_passwords: false,
         },
     );
     let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -180,7 +182,9 @@ async fn ssh_password_sign_ins_lock_out_like_the_console() {
         .await
         .unwrap();
     let engine = SessionEngine::new(store.clone(), sink);
-    let hub = Hub::new(engine, keys::generate().unwrap());
+    let mut config = HubConfig::new(keys::generate().unwrap());
+    config.ssh_passwords = true;
+    let hub = Hub::with_config(engine, config);
     let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let serving = {
@@ -311,4 +315,99 @@ async fn a_revocation_closes_the_connections_it_names() {
         .expect("the close is audited");
     assert_eq!(closed.event.actor, "vendor");
     assert_eq!(closed.event.detail["reason"], "vendor disabled");
+}
+
+/// A hub on loopback with users `plain` (no role), `vendor` (role Vendor)
+/// and `auditor` (role Auditor), each with the password `pw`.
+async fn hub_with_role_users(ssh_passwords: bool) -> (Arc<Hub>, std::net::SocketAddr) {
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
+    crate::server::ensure_builtin_roles(&store).await.unwrap();
+    let sink = Arc::new(StoreAuditSink::new(store.clone()));
+    let admin = Admin::new(store.clone(), sink.clone(), "test");
+    for (name, role) in [
+        ("plain", None),
+        ("vendor", Some("Vendor")),
+        ("auditor", Some("Auditor")),
+    ] {
+        let roles: Vec<String> = role.map(str::to_string).into_iter().collect();
+        admin
+            .add_user(
+                name,
+                Some(crate::Secret::new("pw".to_string())),
+                &[],
+                &roles,
+            )
+            .await
+            .unwrap();
+    }
+    let mut config = HubConfig::new(keys::generate().unwrap());
+    config.ssh_passwords = ssh_passwords;
+    let hub = Hub::with_config(SessionEngine::new(store, sink), config);
+    let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn({
+        let hub = hub.clone();
+        async move { hub.serve(listener).await }
+    });
+    (hub, addr)
+}
+
+#[tokio::test]
+async fn ssh_password_sign_ins_are_off_unless_configured() {
+    let (hub, addr) = hub_with_role_users(false).await;
+    assert!(!password_login(addr, "vendor", "pw").await);
+    hub.shutdown(Duration::from_secs(1)).await;
+    let (hub, addr) = hub_with_role_users(true).await;
+    assert!(password_login(addr, "vendor", "pw").await);
+    hub.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn only_users_allowed_the_connection_manager_sign_in_over_ssh() {
+    let (hub, addr) = hub_with_role_users(true).await;
+    assert!(password_login(addr, "vendor", "pw").await, "role Vendor");
+    assert!(
+        password_login(addr, "plain", "pw").await,
+        "a user without any role (made before roles) keeps working"
+    );
+    assert!(
+        !password_login(addr, "auditor", "pw").await,
+        "role Auditor lacks USE_CONNECTION_MANAGER"
+    );
+    hub.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn parallel_password_guesses_cannot_pass_the_lockout() {
+    let (hub, addr) = hub_with_role_users(true).await;
+    // 3 x the limit at once: every one is counted before it is checked.
+    let guesses: Vec<_> = (0..3 * crate::throttle::USER_FAILURES)
+        .map(|_| tokio::spawn(password_login(addr, "vendor", "wrong")))
+        .collect();
+    for g in guesses {
+        assert!(!g.await.unwrap());
+    }
+    assert!(
+        !password_login(addr, "vendor", "pw").await,
+        "the right password right after the parallel guesses"
+    );
+    assert!(hub.throttle().locked(&["user:vendor"]).is_some());
+    let checked = hub
+        .engine()
+        .store()
+        .audit_records(&crate::store::AuditFilter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| {
+            r.event.action == "login.failure"
+                && r.event.detail["reason"] == "wrong user or password"
+        })
+        .count();
+    assert!(
+        checked <= crate::throttle::USER_FAILURES,
+        "{checked} parallel guesses were checked (limit {})",
+        crate::throttle::USER_FAILURES
+    );
+    hub.shutdown(Duration::from_secs(1)).await;
 }

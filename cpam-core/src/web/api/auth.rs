@@ -70,19 +70,27 @@ pub async fn login(
     }
     let (user_key, addr_key) = (format!("user:{}", body.username), format!("addr:{ip}"));
     let password = crate::Secret::new(body.password);
-    if let Some(wait) = state.throttle.locked(&[&user_key, &addr_key]) {
-        state.metrics.login("throttled");
-        audit_login(
-            &state,
-            "web.login.failed",
-            AuditCategory::SystemMessages,
-            &body.username,
-            ip,
-            json!({ "reason": "locked out" }),
-        )
-        .await;
-        return Err(ApiError::throttled(wait));
-    }
+    // Counted before the password is checked: parallel guesses cannot all
+    // slip under the limit.
+    let attempt = match state
+        .throttle
+        .attempt(&[(&user_key, USER_FAILURES), (&addr_key, ADDRESS_FAILURES)])
+    {
+        Ok(a) => a,
+        Err(wait) => {
+            state.metrics.login("throttled");
+            audit_login(
+                &state,
+                "web.login.failed",
+                AuditCategory::SystemMessages,
+                &body.username,
+                ip,
+                json!({ "reason": "locked out" }),
+            )
+            .await;
+            return Err(ApiError::throttled(wait));
+        }
+    };
     let user = state.store.user_by_name(&body.username).await?;
     let hash = match user.as_ref().and_then(|u| u.password_hash.clone()) {
         Some(h) => h,
@@ -107,9 +115,8 @@ pub async fn login(
                 json!({ "reason": reason }),
             )
             .await;
-            let locked_user = state.throttle.fail(&user_key, USER_FAILURES);
-            let locked_addr = state.throttle.fail(&addr_key, ADDRESS_FAILURES);
-            if locked_user || locked_addr {
+            if let Some(locked) = attempt.failed() {
+                let locked_user = locked == user_key;
                 audit_login(
                     &state,
                     "web.login.locked",
@@ -126,7 +133,7 @@ pub async fn login(
             return Err(ApiError::unauthenticated("wrong user name or password"));
         }
     };
-    state.throttle.clear(&user_key);
+    attempt.succeeded();
     // Whatever session id the browser brought is never adopted.
     if let Some(old) = session_cookie(&headers) {
         state.store.delete_web_session(&token_hash(&old)).await?;

@@ -253,8 +253,13 @@ pub async fn list_services(
 ) -> ApiResult<Json<Value>> {
     let (gk, _) = scoped_gatekeeper(&state, &caller, id).await?;
     let services = state.store.list_services(Some(&gk.customer_id)).await?;
+    // The services reached through this gatekeeper.
     Ok(Json(json!(
-        services.iter().map(service_json).collect::<Vec<_>>()
+        services
+            .iter()
+            .filter(|s| s.gatekeeper_id.as_ref().is_none_or(|g| *g == gk.id))
+            .map(service_json)
+            .collect::<Vec<_>>()
     )))
 }
 
@@ -273,7 +278,7 @@ pub async fn create_service(
     Path(id): Path<String>,
     Body(body): Body<NewService>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let (_, c) = scoped_gatekeeper(&state, &caller, id).await?;
+    let (gk, c) = scoped_gatekeeper(&state, &caller, id).await?;
     let kind: ServiceKind = body.kind.parse()?;
     let port = match body.port.or(kind.default_port()) {
         Some(p) => p,
@@ -292,7 +297,13 @@ pub async fn create_service(
     let target: Target = target.to_string().parse()?;
     let s = state
         .admin(&caller)
-        .add_service(&c.name, &body.name, &target.to_string(), kind)
+        .add_service_on(
+            &c.name,
+            Some(gk.id.as_str()),
+            &body.name,
+            &target.to_string(),
+            kind,
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(json!(service_json(&s)))))
 }

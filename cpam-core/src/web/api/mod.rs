@@ -228,6 +228,8 @@ pub fn gatekeeper_json(g: &Gatekeeper, customer: &Customer) -> GatekeeperJson {
 pub struct ServiceJson {
     pub id: String,
     pub customer_id: String,
+    /// The gatekeeper whose network holds the target (none: any of the customer's).
+    pub gatekeeper_id: Option<String>,
     pub name: String,
     pub kind: &'static str,
     pub host: String,
@@ -240,6 +242,7 @@ pub fn service_json(s: &Service) -> ServiceJson {
     ServiceJson {
         id: s.id.0.clone(),
         customer_id: s.customer_id.0.clone(),
+        gatekeeper_id: s.gatekeeper_id.as_ref().map(|g| g.0.clone()),
         name: s.name.clone(),
         kind: s.kind.as_str(),
         host: s.target.host.clone(),
