@@ -12,6 +12,7 @@ mod ipconnect_e2e;
 mod lifecycle_e2e;
 mod limits_e2e;
 mod psm_e2e;
+mod rdp_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod service_scope_e2e;

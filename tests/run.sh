@@ -24,6 +24,14 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # WebDriver (tests/src/browser.rs starts chromedriver itself).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# Remote desktops (tests/src/rdp.rs): an Xvfb display painted with
+# xsetroot, freerdp-shadow-cli with NLA and a SAM file (winpr-hash) as the
+# target, xfreerdp as the vendor's client.
+command -v Xvfb >/dev/null || need+=(xvfb)
+command -v xsetroot >/dev/null || need+=(x11-xserver-utils)
+command -v freerdp-shadow-cli >/dev/null || need+=(freerdp2-shadow-x11)
+command -v winpr-hash >/dev/null || need+=(winpr-utils)
+command -v xfreerdp >/dev/null || need+=(freerdp2-x11)
 # Session recordings are played back by stock asciinema (under `script`
 # from bsdutils, which gives it a terminal).
 command -v asciinema >/dev/null || need+=(asciinema)

@@ -28,8 +28,10 @@ use crate::wait_until;
 pub const SSHD_PORT: u16 = 2022;
 /// A second port the same sshd serves, outside the gatekeeper's allow-list.
 pub const SSHD_DENIED_PORT: u16 = 2023;
+/// The port an RDP target listens on in the customer namespace (`rdp.rs`).
+pub const RDP_PORT: u16 = 3389;
 /// The gatekeeper's allow-list in every deployment.
-pub const ALLOW: &str = "127.0.0.0/8:22,2022";
+pub const ALLOW: &str = "127.0.0.0/8:22,2022,3389";
 
 const CMD_TIMEOUT: Duration = Duration::from_secs(60);
 const START_TIMEOUT: Duration = Duration::from_secs(30);

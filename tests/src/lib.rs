@@ -16,6 +16,7 @@ pub mod netns;
 pub mod postgres;
 pub mod process;
 pub mod psm;
+pub mod rdp;
 pub mod recording;
 pub mod sftp;
 pub mod sshd;

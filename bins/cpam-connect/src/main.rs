@@ -3,6 +3,7 @@
 // quietly instead of a `println!` panic.
 #![deny(clippy::print_stdout)]
 
+mod desktop;
 mod ipconnect;
 
 use std::path::PathBuf;
@@ -65,6 +66,17 @@ enum Command {
         #[arg(long)]
         listen: String,
     },
+    /// A one-time credential for your next RDP session to SERVICE (an rdp
+    /// service): type it at the RDP client's login. Asks for your master
+    /// password on the terminal, or reads it as one line of stdin.
+    RdpCredential {
+        service: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Desktop Sharing: forward a local port to SERVICE and launch the
+    /// native remote desktop client (xfreerdp, mstsc, open rdp://) on it.
+    Desktop(desktop::DesktopArgs),
     /// One session to SERVICE on standard input and output, for
     /// `ssh -o ProxyCommand='cpam-connect --profile P pipe SERVICE'`.
     Pipe { service: String },
@@ -100,7 +112,9 @@ fn main() -> ExitCode {
         Err(e) => Err(anyhow::anyhow!("cannot start the runtime: {e}")),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(0) => ExitCode::SUCCESS,
+        // The desktop client's own exit status.
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -108,9 +122,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+/// Runs the command; the exit code (a launched desktop client's).
+async fn run(cli: Cli) -> anyhow::Result<i32> {
     if let Command::Ipconnect(cmd) = cli.command {
-        return ipconnect::run(cli.profile, cmd).await;
+        ipconnect::run(cli.profile, cmd).await?;
+        return Ok(0);
     }
     let path = cli
         .profile
@@ -118,11 +134,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let profile = Profile::load(&path)?;
     if let Command::KnownHosts { alias } = &cli.command {
         cpam_core::outln!("{alias} {}", profile.server_key);
-        return Ok(());
+        return Ok(0);
     }
     let client = ConnectClient::new(profile)?;
     match cli.command {
         Command::KnownHosts { .. } | Command::Ipconnect(_) => {}
+        Command::Desktop(args) => return desktop::run(client, args).await,
         Command::Pipe { service } => {
             let stop = CancellationToken::new();
             client.connect_with_retry(&stop).await?;
@@ -200,6 +217,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .join("\n")
             })?;
         }
+        Command::RdpCredential { service, json } => {
+            let master = read_master_password()?;
+            let v = client.rdp_credential(&service, &master).await?;
+            show(json, &v, || {
+                format!(
+                    "username: {}\npassword: {}\nvalid for {} s, for one session",
+                    v["username"].as_str().unwrap_or(""),
+                    v["password"].as_str().unwrap_or(""),
+                    v["valid_secs"]
+                )
+            })?;
+        }
         Command::MasterPassword(MasterPasswordCmd::Set) => {
             let (current, new) = read_master_passwords()?;
             client.set_master_password(&current, &new).await?;
@@ -226,7 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             client.forward(service, listener, stop).await?;
         }
     }
-    Ok(())
+    Ok(0)
 }
 
 /// Prints `v` as JSON, or `human` text.
@@ -244,6 +273,20 @@ fn time(v: &serde_json::Value) -> String {
     v.as_i64()
         .map(|ms| cpam_core::model::Timestamp(ms).to_rfc3339())
         .unwrap_or_default()
+}
+
+/// The master password: asked on the terminal, or one line of stdin.
+fn read_master_password() -> anyhow::Result<Secret<String>> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if std::io::stdin().is_terminal() {
+        return Ok(Secret::new(rpassword::prompt_password(
+            "master password: ",
+        )?));
+    }
+    match std::io::stdin().lock().lines().next() {
+        Some(line) => Ok(Secret::new(line?)),
+        None => anyhow::bail!("standard input ended before the master password"),
+    }
 }
 
 /// The current and the new master password: asked on the terminal (the new

@@ -97,8 +97,8 @@ pub struct UserKey {
     pub created_at: Timestamp,
 }
 
-/// The kind of a service, as in seed 000, plus `ssh`: an SSH host whose
-/// credential the server injects from the vault.
+/// The kind of a service, as in seed 000, plus `ssh` and `rdp`: an SSH host
+/// or an RDP desktop whose credential the server injects from the vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServiceKind {
@@ -107,6 +107,8 @@ pub enum ServiceKind {
     Custom,
     /// An SSH service whose credential is injected (a privileged session).
     Ssh,
+    /// An RDP desktop whose credential is injected (a privileged session).
+    Rdp,
 }
 
 impl ServiceKind {
@@ -116,6 +118,7 @@ impl ServiceKind {
         ServiceKind::FileTransfer,
         ServiceKind::Custom,
         ServiceKind::Ssh,
+        ServiceKind::Rdp,
     ];
 
     /// The kebab-case name.
@@ -125,6 +128,7 @@ impl ServiceKind {
             ServiceKind::FileTransfer => "file-transfer",
             ServiceKind::Custom => "custom",
             ServiceKind::Ssh => "ssh",
+            ServiceKind::Rdp => "rdp",
         }
     }
 
@@ -132,7 +136,7 @@ impl ServiceKind {
     /// vault, and so need an active checkout.
     pub fn injects_credentials(self) -> bool {
         match self {
-            ServiceKind::Ssh => true,
+            ServiceKind::Ssh | ServiceKind::Rdp => true,
             ServiceKind::DesktopSharing | ServiceKind::FileTransfer | ServiceKind::Custom => false,
         }
     }
@@ -142,6 +146,7 @@ impl ServiceKind {
         match self {
             ServiceKind::DesktopSharing => Some(5900),
             ServiceKind::FileTransfer | ServiceKind::Ssh => Some(22),
+            ServiceKind::Rdp => Some(3389),
             ServiceKind::Custom => None,
         }
     }

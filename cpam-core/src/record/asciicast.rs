@@ -32,6 +32,10 @@ pub struct Header {
     pub title: Option<String>,
     #[serde(default, skip_serializing_if = "Env::is_empty")]
     pub env: Env,
+    /// What the events are when they are not a terminal's (an RDP
+    /// recording: [`RDP_FORMAT`](super::RDP_FORMAT)); `None` for asciicast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// The header's `env` object.
@@ -58,6 +62,7 @@ impl Header {
             command: None,
             title: None,
             env: Env::default(),
+            format: None,
         }
     }
 

@@ -13,6 +13,9 @@
 //!   least every second.
 //! - `check.rs`: [`verify_all`], every recording against the store and the
 //!   `recording.sealed` audit records, so a removed recording is found.
+//! - `rdp.rs`: RDP recordings (every PDU both ways, [`read_rdp`]) and,
+//!   with feature `rdp`, [`RdpPlayer`], which decodes the desktop at a
+//!   time into a PNG.
 //! - `screen.rs`: [`Screen`], the current screen for viewers that join late.
 //! - `live.rs`: [`LiveHub`], the live view: each live session's screen and
 //!   a broadcast of what it shows, for watchers ([`LiveHub::watch`]).
@@ -24,6 +27,7 @@ mod engine_tests;
 mod id;
 mod integrity;
 mod live;
+mod rdp;
 mod recorder;
 mod screen;
 mod store;
@@ -40,6 +44,9 @@ pub use integrity::{
     parse_chain, verify,
 };
 pub use live::{LiveHub, Watch, WatchFrame};
+#[cfg(feature = "rdp")]
+pub use rdp::{Frame, RdpPlayer};
+pub use rdp::{RDP_FORMAT, RdpEvent, pdu_line, rdp_header, read_rdp};
 pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
 pub use screen::Screen;
 pub use store::{

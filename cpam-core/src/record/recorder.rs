@@ -1,5 +1,7 @@
 //! The recorder: a [`SessionObserver`] that writes each terminal channel of
-//! a session as an asciicast recording in a [`RecordingStore`].
+//! a session as an asciicast recording in a [`RecordingStore`], and an RDP
+//! session's PDUs (what its protocol shows observers as data, PDU by PDU)
+//! as one RDP recording (`rdp.rs`).
 //!
 //! Observer callbacks run on the session's task and never block: a frame is
 //! stamped with its time and handed to the channel's writer thread, which
@@ -20,10 +22,13 @@ use bytes::Bytes;
 use super::asciicast::{EventKind, Header, Utf8Decoder, event_line, resize_data};
 use super::id::RecordingId;
 use super::integrity::{SealState, SignedManifest};
+use super::rdp::{pdu_line, rdp_header};
 use super::store::{RecordingStore, RecordingWriter};
 use crate::error::Result;
 use crate::model::{EndReason, Session, SessionId, SessionProtocol, Timestamp};
-use crate::session::{Backlog, ObserverFactory, SessionControl, SessionObserver, TerminalFrame};
+use crate::session::{
+    Backlog, Direction, ObserverFactory, SessionControl, SessionObserver, TerminalFrame,
+};
 
 /// How sessions are recorded.
 #[derive(Debug, Clone)]
@@ -123,6 +128,7 @@ impl Recorder {
             writers: self.writers.clone(),
             on_sealed: self.on_sealed.clone(),
             session: session.id.clone(),
+            rdp: session.protocol == SessionProtocol::Rdp,
             state: Mutex::default(),
         })
     }
@@ -157,6 +163,8 @@ pub struct SessionRecorder {
     writers: Arc<Writers>,
     on_sealed: Option<SealHook>,
     session: SessionId,
+    /// An RDP session: its data is recorded PDU by PDU on channel 0.
+    rdp: bool,
     state: Mutex<State>,
 }
 
@@ -197,6 +205,12 @@ enum Cmd {
         cols: u16,
         rows: u16,
     },
+    /// One RDP PDU; `up`: from the client towards the target.
+    Pdu {
+        t: f64,
+        up: bool,
+        data: Bytes,
+    },
     Close,
 }
 
@@ -220,7 +234,7 @@ impl ChannelShared {
 impl Cmd {
     fn cost(&self) -> usize {
         match self {
-            Cmd::Data { data, .. } => data.len() + FRAME_COST,
+            Cmd::Data { data, .. } | Cmd::Pdu { data, .. } => data.len() * 2 + FRAME_COST,
             _ => FRAME_COST,
         }
     }
@@ -333,7 +347,27 @@ impl SessionRecorder {
 
 impl SessionObserver for SessionRecorder {
     fn on_start(&self, _session: &Session, control: &SessionControl) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).control = Some(control.clone());
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.control = Some(control.clone());
+        if self.rdp && !state.channels.contains_key(&0) {
+            let header = rdp_header(
+                format!("{} rdp", self.session),
+                Timestamp::now().millis() / 1000,
+            );
+            self.open(&mut state, 0, header);
+        }
+    }
+
+    fn on_data(&self, direction: Direction, data: &[u8]) {
+        if !self.rdp {
+            return;
+        }
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.queue(&state, 0, |t| Cmd::Pdu {
+            t,
+            up: direction == Direction::Up,
+            data: Bytes::copy_from_slice(data),
+        });
     }
 
     fn on_terminal(&self, frame: &TerminalFrame) {
@@ -480,6 +514,10 @@ impl Job {
                     Cmd::Resize { t, cols, rows } => {
                         last_t = t;
                         buf.push_str(&event_line(t, EventKind::Resize, &resize_data(cols, rows)));
+                    }
+                    Cmd::Pdu { t, up, data } => {
+                        last_t = t;
+                        buf.push_str(&pdu_line(t, up, &data));
                     }
                     Cmd::Close => break true,
                 }

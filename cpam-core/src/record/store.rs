@@ -125,7 +125,12 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         }
         let mut hits = Vec::new();
         for info in self.list(filter)? {
-            let times = search_output(self.events(&info.id)?, query)?;
+            let events = self.events(&info.id)?;
+            if events.header().format.is_some() {
+                // Not a terminal's: no text to search.
+                continue;
+            }
+            let times = search_output(events, query)?;
             if !times.is_empty() {
                 hits.push(SearchHit {
                     id: info.id,

@@ -283,6 +283,10 @@ impl Server {
             ))),
         );
         config.privileged_ssh = Some(proxy.clone());
+        #[cfg(feature = "rdp")]
+        {
+            config.privileged_rdp = Some(rdp_proxy(data.as_ref(), engine.store())?);
+        }
         let terminal = BrowserTerminal {
             engine: engine.clone(),
             proxy,
@@ -601,4 +605,40 @@ fn validate_node_id(id: &str) -> Result<()> {
             "node id `{id}` must be 1 to 64 letters, digits, `-`, `_` or `.`"
         )))
     }
+}
+
+/// The RDP proxy: the console's certificate from the data dir when there is
+/// one (clients that trust the console trust it), else a self-signed one.
+#[cfg(feature = "rdp")]
+fn rdp_proxy(
+    data: Option<&DataDir>,
+    store: &Arc<dyn Store>,
+) -> Result<crate::tunnel::hub::PrivilegedRdp> {
+    use crate::proxy::rdp::{ProxyCredentials, ProxyTls, RdpProxy, StoreCertificatePins};
+    let files = data.map(|d| (d.web_cert_path(), d.web_key_path()));
+    let tls = match files {
+        Some((cert, key)) if cert.is_file() && key.is_file() => {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p).map_err(|e| {
+                    Error::new(
+                        crate::error::ErrorKind::Io,
+                        format!("reading {}: {e}", p.display()),
+                    )
+                })
+            };
+            ProxyTls::from_pem(&read(&cert)?, &read(&key)?)?
+        }
+        _ => ProxyTls::self_signed()?,
+    };
+    let credentials = Arc::new(ProxyCredentials::new());
+    let proxy = RdpProxy::new(
+        tls,
+        credentials.clone(),
+        Arc::new(StoreCertificatePins::new(store.clone())),
+        Default::default(),
+    );
+    Ok(crate::tunnel::hub::PrivilegedRdp {
+        proxy: Arc::new(proxy),
+        credentials,
+    })
 }

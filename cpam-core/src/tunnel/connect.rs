@@ -16,7 +16,7 @@ use super::gatekeeper::{dial, exec_json, read_json};
 use super::profile::Profile;
 use super::{
     Backoff, CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, IPCONNECT_MODE_COMMAND,
-    LOCAL_ADDRESS_MARK, MASTER_PASSWORD_COMMAND, SERVICES_COMMAND, keys,
+    LOCAL_ADDRESS_MARK, MASTER_PASSWORD_COMMAND, RDP_CREDENTIAL_COMMAND, SERVICES_COMMAND, keys,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::tcp::{StreamSink, StreamSource, splice};
@@ -238,6 +238,31 @@ impl ConnectClient {
                 })
         };
         Ok((field("user")?, field("server")?))
+    }
+
+    /// A one-time credential for the user's next RDP session to `service`
+    /// (kind `rdp`), issued after `master`, the user's master password:
+    /// `{"username", "password", "valid_secs"}`. The RDP client types it
+    /// at the proxy's NLA login; the target's own credential stays in the
+    /// vault.
+    pub async fn rdp_credential(
+        &self,
+        service: &str,
+        master: &Secret<String>,
+    ) -> Result<serde_json::Value> {
+        let link = self.link().await?;
+        let body = Secret::new(serde_json::json!({ "master": master.expose() }).to_string());
+        let command = format!(
+            "{RDP_CREDENTIAL_COMMAND} {service} {}",
+            self.profile.gatekeeper_id
+        );
+        let ch = link.channel_open_session().await.map_err(Error::from)?;
+        ch.exec(true, command.as_str()).await.map_err(Error::from)?;
+        ch.data(body.expose().as_bytes())
+            .await
+            .map_err(Error::from)?;
+        ch.eof().await.map_err(Error::from)?;
+        read_json(ch, RDP_CREDENTIAL_COMMAND).await
     }
 
     /// Opens one session to `service` as a channel; `originator` is the local client.

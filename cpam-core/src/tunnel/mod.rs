@@ -60,6 +60,9 @@ pub fn split_channel_target(spec: &str) -> (&str, Option<&str>) {
         None => (spec, None),
     }
 }
+/// Exec command that issues a one-time RDP proxy credential:
+/// `cpam-rdp-credential SERVICE GATEKEEPER_ID`; stdin carries `{"master": ..}`.
+pub const RDP_CREDENTIAL_COMMAND: &str = "cpam-rdp-credential";
 
 /// Interval between keepalives; with [`KEEPALIVE_MAX`] a dead link is noticed within 30 s.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);

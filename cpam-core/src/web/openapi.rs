@@ -205,7 +205,7 @@ pub fn schemas() -> Map<String, Value> {
             obj(
                 &["name", "kind", "host"],
                 json!({ "name": s(), "kind": service_kinds(),
-            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer and ssh" } }),
+            "host": s(), "port": { "type": "integer", "description": "default 5900 for desktop-sharing, 22 for file-transfer and ssh, 3389 for rdp" } }),
             ),
         ),
         (

@@ -82,7 +82,7 @@ impl BrowserTerminal {
         mut input: mpsc::Receiver<TerminalInput>,
         output: mpsc::Sender<Bytes>,
     ) -> Result<()> {
-        if !req.service.kind.injects_credentials() {
+        if req.service.kind != crate::model::ServiceKind::Ssh {
             return Err(Error::invalid(format!(
                 "service `{}` is not a privileged SSH service",
                 req.service.name

@@ -19,8 +19,8 @@ use crate::model::{AuditCategory, GatekeeperId, Permission, User};
 use crate::session::Originator;
 use crate::tunnel::{
     CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
-    IPCONNECT_MODE_COMMAND, MASTER_PASSWORD_COMMAND, REGISTER_USER_PREFIX, SERVICES_COMMAND,
-    WHOAMI_COMMAND, keys,
+    IPCONNECT_MODE_COMMAND, MASTER_PASSWORD_COMMAND, RDP_CREDENTIAL_COMMAND, REGISTER_USER_PREFIX,
+    SERVICES_COMMAND, WHOAMI_COMMAND, keys,
 };
 
 /// Session channels waiting for their request, with their places.
@@ -553,6 +553,12 @@ impl russh::server::Handler for Conn {
             }
             (Principal::User { user, .. }, Some(IPCONNECT_MODE_COMMAND)) => {
                 self.hub.ip_connect_mode_for(&user).await
+            }
+            (Principal::User { user, .. }, Some(RDP_CREDENTIAL_COMMAND)) => {
+                let args: Vec<String> = words.map(str::to_string).collect();
+                session.channel_success(id)?;
+                tokio::spawn(self.hub.clone().rdp_credential_channel(user, args, channel));
+                return Ok(());
             }
             (Principal::User { user, .. }, Some(MASTER_PASSWORD_COMMAND)) => {
                 session.channel_success(id)?;

@@ -10,9 +10,11 @@
 mod conn;
 mod killable;
 mod limits;
+mod rdp;
 mod vault;
 
 pub use limits::HubLimits;
+pub use rdp::PrivilegedRdp;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +32,9 @@ use tokio_util::task::TaskTracker;
 use super::dialer::{Connection, Dialer, GatekeeperDialer};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EngineEvent, Revocation};
-use crate::model::{AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, User};
+use crate::model::{
+    AuditCategory, AuditEvent, EndReason, Gatekeeper, GatekeeperId, ServiceKind, User,
+};
 use crate::policy::{self, AccessRequest, Decision};
 use crate::proxy::ssh::SshProxy;
 use crate::proxy::tcp::TcpSplice;
@@ -55,6 +59,10 @@ pub struct HubConfig {
     /// Runs sessions to services whose credential is injected (kind
     /// `ssh`); without it the hub refuses them.
     pub privileged_ssh: Option<Arc<SshProxy>>,
+    /// Runs sessions to RDP services whose credential is injected (kind
+    /// `rdp`) and issues their one-time proxy credentials; without it the
+    /// hub refuses them.
+    pub privileged_rdp: Option<PrivilegedRdp>,
     /// What one client may hold: connections not signed in yet, channels,
     /// and how long each may wait.
     pub limits: HubLimits,
@@ -74,6 +82,7 @@ impl HubConfig {
             gatekeepers,
             throttle: Arc::default(),
             privileged_ssh: None,
+            privileged_rdp: None,
             limits: HubLimits::default(),
             ssh_passwords: false,
         }
@@ -99,6 +108,7 @@ pub struct Hub {
     dialer: Arc<dyn Dialer>,
     throttle: Arc<Throttle>,
     privileged_ssh: Option<Arc<SshProxy>>,
+    privileged_rdp: Option<PrivilegedRdp>,
     config: Arc<russh::server::Config>,
     limits: HubLimits,
     ssh_passwords: bool,
@@ -176,6 +186,7 @@ impl Hub {
             dialer: config.dialer,
             throttle: config.throttle,
             privileged_ssh: config.privileged_ssh,
+            privileged_rdp: config.privileged_rdp,
             config: {
                 let mut c = super::base_server_config(config.host_key);
                 if !config.ssh_passwords {
@@ -564,17 +575,16 @@ impl Hub {
                 return;
             }
         };
-        let protocol: &dyn Protocol = if approval.service().kind.injects_credentials() {
-            match &self.privileged_ssh {
-                Some(proxy) => proxy.as_ref(),
-                None => {
-                    tracing::warn!(%spec, "privileged SSH sessions are not set up on this server");
-                    reply.reject(open_failure(ErrorKind::Conflict)).await;
-                    return;
-                }
-            }
-        } else {
-            &TcpSplice
+        let kind = approval.service().kind;
+        let protocol: Option<&dyn Protocol> = match kind {
+            ServiceKind::Ssh => self.privileged_ssh.as_deref().map(|p| p as &dyn Protocol),
+            ServiceKind::Rdp => self.privileged_rdp.as_ref().map(|r| r.proxy.as_ref()),
+            _ => Some(&TcpSplice),
+        };
+        let Some(protocol) = protocol else {
+            tracing::warn!(%spec, kind = kind.as_str(), "privileged sessions of this kind are not set up on this server");
+            reply.reject(open_failure(ErrorKind::Conflict)).await;
+            return;
         };
         let pending = Box::new(PendingChannel { channel, reply });
         if let Err(e) = self

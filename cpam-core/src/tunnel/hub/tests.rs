@@ -61,6 +61,7 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
             dialer: dialer.clone(),
             throttle: Arc::default(),
             privileged_ssh: None,
+            privileged_rdp: None,
             limits: Default::default(),
             ssh_passwords: false,
         },

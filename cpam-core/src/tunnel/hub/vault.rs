@@ -37,7 +37,7 @@ fn checkout_json(c: &Checkout, now: crate::model::Timestamp) -> serde_json::Valu
 
 impl Hub {
     /// The service `name` of gatekeeper `gk_id`'s customer, with the gatekeeper.
-    async fn service_of(
+    pub(super) async fn service_of(
         &self,
         gk_id: &str,
         name: &str,
@@ -179,6 +179,15 @@ impl Hub {
 
 /// Reads the request (up to EOF) from the channel, bounded in size and time.
 async fn read_request(channel: &mut Channel<Msg>) -> Result<MasterPasswordRequest> {
+    read_secret_json(channel, "{\"current\": .., \"new\": ..}").await
+}
+
+/// Reads a JSON request holding a secret (up to EOF) from the channel,
+/// bounded in size and time; `shape` names what it must look like.
+pub(super) async fn read_secret_json<T: serde::de::DeserializeOwned>(
+    channel: &mut Channel<Msg>,
+    shape: &str,
+) -> Result<T> {
     let read = async {
         let mut bytes = Vec::new();
         while let Some(msg) = channel.wait().await {
@@ -199,7 +208,6 @@ async fn read_request(channel: &mut Channel<Msg>) -> Result<MasterPasswordReques
         .await
         .map_err(|_| Error::new(ErrorKind::Timeout, "no master password request arrived"))??;
     let buf = Secret::new(bytes);
-    serde_json::from_slice(buf.expose()).map_err(|_| {
-        Error::invalid("the master password request must be JSON {\"current\": .., \"new\": ..}")
-    })
+    serde_json::from_slice(buf.expose())
+        .map_err(|_| Error::invalid(format!("the master password request must be JSON {shape}")))
 }

@@ -61,7 +61,7 @@ pub async fn terminal(
         Some(s) if !state.store.grants_for(&p.user.id, &s.id).await?.is_empty() => s,
         _ => return Err(ApiError::not_found(format!("no service `{id}`"))),
     };
-    if !service.kind.injects_credentials() {
+    if service.kind != crate::model::ServiceKind::Ssh {
         return Err(ApiError::invalid(format!(
             "service `{}` is not a privileged SSH service",
             service.name

@@ -12,8 +12,9 @@ export const KINDS = {
   'file-transfer': 'File Transfer',
   custom: 'Custom (host:port)',
   ssh: 'SSH (credential injected)',
+  rdp: 'RDP (credential injected)',
 };
-const DEFAULT_PORTS = { 'desktop-sharing': '5900', 'file-transfer': '22', custom: '', ssh: '22' };
+const DEFAULT_PORTS = { 'desktop-sharing': '5900', 'file-transfer': '22', custom: '', ssh: '22', rdp: '3389' };
 
 /** [label, badge kind] of a gatekeeper's status. */
 export function gkStatus(gk) {

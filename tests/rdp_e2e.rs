@@ -1,0 +1,480 @@
+//! Remote desktops end to end with real peers: `xfreerdp` in the vendor
+//! namespace, `freerdp-shadow-cli` (NLA, a SAM file) on a painted Xvfb in
+//! the customer namespace.
+//!
+//! - Desktop Sharing: `cpam-connect desktop` forwards and launches
+//!   `xfreerdp`, which logs in to the target with the target's own account
+//!   (a raw tunnel, audited as a session).
+//! - RDP with credential injection: `xfreerdp` through `cpam-connect
+//!   forward` logs in with a one-time proxy credential; the server logs in
+//!   to the target with the vault's password, which the vendor never sees.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cpam_tests::bins::bin_path;
+use cpam_tests::cpam::{Deployment, Options, RDP_PORT, parse_json};
+use cpam_tests::process::{Output, run_with_input};
+use cpam_tests::psm::{LOGIN, MASTER};
+use cpam_tests::rdp::{Display, RdpTarget, xfreerdp};
+use serde_json::Value;
+
+const CMD: Duration = Duration::from_secs(60);
+
+#[test]
+fn desktop_sharing_launches_xfreerdp_through_the_tunnel_as_an_audited_session() -> anyhow::Result<()>
+{
+    let d = Deployment::start()?;
+    let target = format!("127.0.0.1:{RDP_PORT}");
+    d.admin_ok(&[
+        "service",
+        "add",
+        "--customer",
+        "acme",
+        "desk",
+        "--target",
+        &target,
+        "--kind",
+        "desktop-sharing",
+    ])?;
+    d.admin_ok(&[
+        "grant",
+        "add",
+        "--user",
+        "vendor",
+        "--customer",
+        "acme",
+        "--service",
+        "desk",
+    ])?;
+    let rdp = RdpTarget::start(&d.topo.customer, d.path(), RDP_PORT, "alice", "Sh4red!desk")?;
+    let screen = Display::start(Some(&d.topo.vendor), d.path(), "vendor")?;
+    let mut desktop = d.connect_cmd(&[
+        "desktop",
+        "desk",
+        "--",
+        "/u:alice",
+        "/p:Sh4red!desk",
+        "/cert:ignore",
+        "+auth-only",
+    ])?;
+    desktop.env("DISPLAY", screen.env());
+    let out = d.run("connect-desktop", desktop)?;
+    assert!(
+        out.success(),
+        "xfreerdp through `cpam-connect desktop` failed ({}): {}\n{}\n{}",
+        out.status,
+        out.stderr,
+        rdp.logs(),
+        d.logs()
+    );
+    assert!(
+        out.stdout
+            .contains("cpam-connect forwarding desk on 127.0.0.1:")
+    );
+    // A wrong password is the target's to refuse: the tunnel is raw.
+    let mut wrong = d.connect_cmd(&[
+        "desktop",
+        "desk",
+        "--",
+        "/u:alice",
+        "/p:nope",
+        "/cert:ignore",
+        "+auth-only",
+    ])?;
+    wrong.env("DISPLAY", screen.env());
+    assert!(!d.run("connect-desktop-wrong", wrong)?.success());
+    let sessions: Vec<Value> = d
+        .sessions()?
+        .into_iter()
+        .filter(|s| s["service_name"] == "desk")
+        .collect();
+    assert!(sessions.len() >= 2, "{sessions:#?}");
+    for s in &sessions {
+        assert_eq!(s["protocol"], "tcp", "{s}");
+    }
+    let audit = d.audit()?;
+    let starts = audit
+        .iter()
+        .filter(|r| r["action"] == "session.start" && r["detail"].to_string().contains("desk"))
+        .count();
+    assert!(starts >= 2, "audit: {audit:#?}");
+    d.expect_audit_intact()?;
+    drop(rdp);
+    Ok(())
+}
+
+/// A deployment with an RDP service `rdp1` (kind `rdp`) whose password
+/// only the vault holds, a vendor with a master password and a checkout,
+/// and `cpam-connect forward rdp1`.
+struct Rdp {
+    d: Deployment,
+    target: RdpTarget,
+    screen: Display,
+    canary: String,
+    port: u16,
+}
+
+impl Rdp {
+    fn start() -> anyhow::Result<Rdp> {
+        let mut d = Deployment::start_with(Options {
+            vendor_password: Some(LOGIN.into()),
+            ..Options::default()
+        })?;
+        let canary = format!("Rdp-canary-{}", cpam_tests::now_millis());
+        let target = RdpTarget::start(&d.topo.customer, d.path(), RDP_PORT, "alice", &canary)?;
+        let addr = format!("127.0.0.1:{RDP_PORT}");
+        d.admin_ok(&[
+            "service",
+            "add",
+            "--customer",
+            "acme",
+            "rdp1",
+            "--target",
+            &addr,
+            "--kind",
+            "rdp",
+        ])?;
+        d.admin_ok(&[
+            "grant",
+            "add",
+            "--user",
+            "vendor",
+            "--customer",
+            "acme",
+            "--service",
+            "rdp1",
+        ])?;
+        let mut set = Command::new(bin_path("cpam-server")?);
+        set.args([
+            "vault",
+            "set",
+            "rdp1@acme",
+            "--username",
+            "alice",
+            "--password-stdin",
+            "--data-dir",
+        ])
+        .arg(&d.data_dir);
+        run_with_input("vault-set", set, d.path(), CMD, canary.as_bytes())?.ok("vault set")?;
+        let master = d.connect_cmd(&["master-password", "set"])?;
+        run_with_input(
+            "master-set",
+            master,
+            d.path(),
+            CMD,
+            format!("{LOGIN}\n{MASTER}\n").as_bytes(),
+        )?
+        .ok("cpam-connect master-password set")?;
+        d.run(
+            "checkout",
+            d.connect_cmd(&["checkout", "rdp1", "--for", "1h"])?,
+        )?
+        .ok("cpam-connect checkout")?;
+        let profile = d.profile.clone();
+        let port = d.forward(&profile, "rdp1")?;
+        let screen = Display::start(Some(&d.topo.vendor), d.path(), "vendor")?;
+        Ok(Rdp {
+            d,
+            target,
+            screen,
+            canary,
+            port,
+        })
+    }
+
+    /// A one-time proxy credential (username, password), asked with `master`.
+    fn credential(&self, master: &str) -> anyhow::Result<Output> {
+        let c = self.d.connect_cmd(&["rdp-credential", "rdp1", "--json"])?;
+        run_with_input(
+            "rdp-credential",
+            c,
+            self.d.path(),
+            CMD,
+            format!("{master}\n").as_bytes(),
+        )
+    }
+
+    fn credential_ok(&self) -> anyhow::Result<(String, String)> {
+        let out = self.credential(MASTER)?.ok("cpam-connect rdp-credential")?;
+        let v = parse_json(&out.stdout)?;
+        Ok((
+            v["username"].as_str().unwrap_or_default().to_string(),
+            v["password"].as_str().unwrap_or_default().to_string(),
+        ))
+    }
+
+    /// `xfreerdp` through the forward with `user`/`password`.
+    fn xfreerdp(&self, user: &str, password: &str, args: &[&str]) -> anyhow::Result<Command> {
+        let u = format!("/u:{user}");
+        let p = format!("/p:{password}");
+        let mut all = vec![u.as_str(), p.as_str()];
+        all.extend_from_slice(args);
+        xfreerdp(&self.d.topo.vendor, &self.screen, self.port, &all)
+    }
+
+    fn logs(&self) -> String {
+        format!("{}\n{}", self.target.logs(), self.d.logs())
+    }
+
+    /// The canary is in no file of the data dir and no process's log.
+    fn assert_canary_nowhere(&self, seen_by_vendor: &str) -> anyhow::Result<()> {
+        assert!(
+            !seen_by_vendor.contains(&self.canary),
+            "the vendor saw the credential"
+        );
+        assert!(
+            !self.d.logs().contains(&self.canary),
+            "a log holds the credential"
+        );
+        let needle = self.canary.as_bytes();
+        let utf16: Vec<u8> = self
+            .canary
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        for entry in walk(&self.d.data_dir)? {
+            let bytes = std::fs::read(&entry)?;
+            for n in [needle, utf16.as_slice()] {
+                assert!(
+                    !bytes.windows(n.len()).any(|w| w == n),
+                    "{} holds the credential in plaintext",
+                    entry.display()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            out.extend(walk(&path)?);
+        } else if path.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn xfreerdp_reaches_the_target_with_the_injected_credential_and_never_sees_it() -> anyhow::Result<()>
+{
+    let r = Rdp::start()?;
+    let (user, password) = r.credential_ok()?;
+    assert_eq!(user, "vendor");
+    assert_ne!(password, r.canary);
+    let out = r.d.run(
+        "xfreerdp-auth",
+        r.xfreerdp(&user, &password, &["+auth-only"])?,
+    )?;
+    assert!(
+        out.success(),
+        "xfreerdp through the RDP proxy failed ({}): {}\n{}",
+        out.status,
+        out.stderr,
+        r.logs()
+    );
+    let audit = r.d.audit()?;
+    let login = audit
+        .iter()
+        .find(|x| x["action"] == "session.rdp.target_login")
+        .unwrap_or_else(|| panic!("no target login audited: {audit:#?}"));
+    assert_eq!(login["detail"]["username"], "alice");
+    assert!(
+        audit
+            .iter()
+            .any(|x| x["action"] == "session.rdp.certificate_pinned")
+    );
+    // The credential was for one session.
+    let again = r.d.run(
+        "xfreerdp-reuse",
+        r.xfreerdp(&user, &password, &["+auth-only"])?,
+    )?;
+    assert!(!again.success(), "a one-time credential worked twice");
+    let sessions: Vec<Value> =
+        r.d.sessions()?
+            .into_iter()
+            .filter(|s| s["service_name"] == "rdp1")
+            .collect();
+    assert!(
+        sessions.iter().all(|s| s["protocol"] == "rdp"),
+        "{sessions:#?}"
+    );
+    r.assert_canary_nowhere(&format!(
+        "{}{}{}{}",
+        out.stdout, out.stderr, again.stdout, again.stderr
+    ))?;
+    r.d.expect_audit_intact()?;
+    Ok(())
+}
+
+#[test]
+fn a_wrong_proxy_credential_a_wrong_master_password_and_a_non_nla_client_are_refused()
+-> anyhow::Result<()> {
+    let r = Rdp::start()?;
+    // No credential without the master password.
+    let out = r.credential("not the master password")?;
+    assert!(
+        !out.success(),
+        "a wrong master password issued a credential"
+    );
+    // A wrong proxy password: NLA fails at the proxy, the target is never
+    // logged in to.
+    let (user, _password) = r.credential_ok()?;
+    let out = r.d.run(
+        "xfreerdp-wrong",
+        r.xfreerdp(&user, "wrong-password", &["+auth-only"])?,
+    )?;
+    assert!(!out.success(), "a wrong proxy credential got through");
+    let audit = r.d.audit()?;
+    assert!(
+        audit
+            .iter()
+            .any(|x| x["action"] == "session.rdp.proxy_login_failed"),
+        "{audit:#?}"
+    );
+    assert!(
+        !audit
+            .iter()
+            .any(|x| x["action"] == "session.rdp.target_login")
+    );
+    // A client without NLA (TLS security only) is refused before the target.
+    let (user, password) = r.credential_ok()?;
+    let out = r.d.run(
+        "xfreerdp-tls",
+        r.xfreerdp(&user, &password, &["/sec:tls", "+auth-only"])?,
+    )?;
+    assert!(!out.success(), "a client without NLA got through");
+    let audit = r.d.audit()?;
+    assert!(
+        audit
+            .iter()
+            .any(|x| x["action"] == "session.rdp.client_refused"),
+        "{audit:#?}"
+    );
+    r.assert_canary_nowhere(&format!("{}{}", out.stdout, out.stderr))?;
+    Ok(())
+}
+
+#[test]
+fn terminate_ends_a_running_rdp_session_within_a_second() -> anyhow::Result<()> {
+    let r = Rdp::start()?;
+    let (user, password) = r.credential_ok()?;
+    let mut client = r.d.spawn(
+        "xfreerdp-full",
+        r.xfreerdp(&user, &password, &["/gdi:sw", "/size:1024x768"])?,
+    )?;
+    let id = r.d.wait_live_session()?;
+    cpam_tests::wait_until(Duration::from_secs(20), "the target login", || {
+        r.d.audit()
+            .ok()?
+            .iter()
+            .any(|x| x["action"] == "session.rdp.target_login")
+            .then_some(())
+    })?;
+    // The desktop flows for a moment; the client stays connected.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        client.is_running(),
+        "xfreerdp left the session\n{}",
+        r.logs()
+    );
+    let at = Instant::now();
+    r.d.admin_ok(&["sessions", "terminate", &id])?;
+    let ended = r.d.wait_session_ended(&id)?;
+    let status = client
+        .wait_timeout(Duration::from_secs(5))?
+        .ok_or_else(|| anyhow::anyhow!("xfreerdp still runs 5 s after terminate"))?;
+    let took = at.elapsed();
+    assert_eq!(ended["end_reason"], "terminated_by");
+    assert!(
+        took < Duration::from_secs(2),
+        "xfreerdp ended {took:?} after terminate"
+    );
+    let _ = status;
+    r.assert_canary_nowhere(&client.logs())?;
+    Ok(())
+}
+
+/// Where decoded frames are saved: `<target>/test-artifacts/rdp`.
+fn artifacts_dir() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .ok_or_else(|| anyhow::anyhow!("the test runs outside a cargo target directory"))?;
+    let dir = target.join("test-artifacts").join("rdp");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+#[test]
+fn the_targets_desktop_is_found_in_a_frame_decoded_from_the_recording() -> anyhow::Result<()> {
+    use cpam_core::record::{RdpPlayer, read_rdp};
+    let r = Rdp::start()?;
+    let (user, password) = r.credential_ok()?;
+    let mut client = r.d.spawn(
+        "xfreerdp-full",
+        r.xfreerdp(&user, &password, &["/gdi:sw", "/size:1024x768"])?,
+    )?;
+    let id = r.d.wait_live_session()?;
+    cpam_tests::wait_until(Duration::from_secs(20), "the target login", || {
+        r.d.audit()
+            .ok()?
+            .iter()
+            .any(|x| x["action"] == "session.rdp.target_login")
+            .then_some(())
+    })?;
+    // The desktop is drawn for a few seconds, then the vendor leaves.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        client.is_running(),
+        "xfreerdp left the session\n{}",
+        r.logs()
+    );
+    client.kill()?;
+    let ended = r.d.wait_session_ended(&id)?;
+    assert_eq!(ended["end_reason"], "completed", "{ended}");
+    let rec = format!("{id}.0");
+    // The recorder seals it once the session ended.
+    let verified = cpam_tests::wait_until(Duration::from_secs(10), "the recording sealed", || {
+        r.d.admin_ok(&["recordings", "verify", &rec]).ok()
+    })?;
+    assert!(verified.contains("verified: complete"), "{verified}");
+    let file = r.d.data_dir.join("recordings").join(format!("{rec}.cast"));
+    let (_, events) = read_rdp(std::io::BufReader::new(std::fs::File::open(&file)?))?;
+    let ups = events.iter().filter(|e| e.up).count();
+    let downs = events.len() - ups;
+    assert!(
+        ups > 5 && downs > 5,
+        "{ups} client PDUs, {downs} target PDUs recorded"
+    );
+    let player = RdpPlayer::new(events)?;
+    let frame = player.frame_at(player.duration());
+    let png = frame.to_png()?;
+    std::fs::write(artifacts_dir()?.join("desktop-from-recording.png"), &png)?;
+    assert_eq!((frame.width, frame.height), (1024, 768));
+    let close = |p: [u8; 3]| {
+        p.iter()
+            .zip(cpam_tests::rdp::DESKTOP_RGB)
+            .all(|(a, b)| a.abs_diff(b) <= 8)
+    };
+    let samples = [(100, 100), (512, 384), (900, 700)];
+    for (x, y) in samples {
+        let p = frame.rgb(x, y).unwrap_or_default();
+        assert!(
+            close(p),
+            "pixel ({x}, {y}) is {p:?}, the desktop is {:?}; {} updates, {} not decoded ({:?})",
+            cpam_tests::rdp::DESKTOP_RGB,
+            frame.updates,
+            frame.skipped,
+            frame.last_error
+        );
+    }
+    r.assert_canary_nowhere(&client.logs())?;
+    Ok(())
+}
