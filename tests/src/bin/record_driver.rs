@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         let ended = run_session(&server, &ticker, |id| println!("session {id}")).await?;
         println!("ended {:?}", ended.end_reason);
     }
-    server.stop(Duration::from_secs(5)).await;
+    // A loaded machine may take a while to fsync and seal the recording.
+    server.stop(Duration::from_secs(30)).await;
     Ok(())
 }

@@ -132,12 +132,15 @@ mod tests {
     fn client_info_loses_its_compression_flags_and_nothing_else() {
         let mut info = vec![0x40, 0x00, 0x00, 0x00]; // SEC_INFO_PKT
         info.extend_from_slice(&0x0409u32.to_le_bytes()); // CodePage
-        info.extend_from_slice(&(0x0000_0233u32 | 0x80 | 0x0200).to_le_bytes()); // flags
+        // INFO_MOUSE | INFO_DISABLECTRLALTDEL | INFO_UNICODE | INFO_MAXIMIZESHELL
+        // | INFO_LOGONNOTIFY, plus INFO_COMPRESSION and PACKET_COMPR_TYPE_64K.
+        let kept = 0x0000_4033u32;
+        info.extend_from_slice(&(kept | 0x80 | 0x0200).to_le_bytes()); // flags
         info.extend_from_slice(b"rest of the packet");
         let mut f = frame(&info);
         assert_eq!(patch_client_pdu(&mut f), Patched::ClientInfo);
         let out = user_data(&f);
-        assert_eq!(u32_at(&out, 8), Some(0x0000_0233));
+        assert_eq!(u32_at(&out, 8), Some(kept));
         assert_eq!(&out[12..], b"rest of the packet");
     }
 
