@@ -10,37 +10,32 @@ use async_trait::async_trait;
 use super::CertificatePins;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Service, ServiceId};
+use crate::proxy::pinned::SettingPins;
 use crate::proxy::ssh::PinCheck;
 use crate::store::Store;
 
 /// [`CertificatePins`] in a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StoreCertificatePins {
-    store: Arc<dyn Store>,
+    pins: SettingPins,
 }
 
 impl StoreCertificatePins {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
-    }
-
-    fn setting(service: &ServiceId) -> String {
-        format!("rdp.certificate.{}", service.as_str())
+        Self {
+            pins: SettingPins::new(store, "rdp.certificate"),
+        }
     }
 
     /// The public key hash pinned for `service`.
     pub async fn pinned(&self, service: &ServiceId) -> Result<Option<String>> {
-        Ok(self
-            .store
-            .setting(&Self::setting(service))
-            .await?
-            .filter(|k| !k.is_empty()))
+        self.pins.pinned(service).await
     }
 
     /// Forgets the pin of `service`: the next session pins what the target
     /// then presents.
     pub async fn forget(&self, service: &ServiceId) -> Result<()> {
-        self.store.put_setting(&Self::setting(service), "").await
+        self.pins.forget(service).await
     }
 }
 
@@ -58,9 +53,7 @@ impl CertificatePins for StoreCertificatePins {
                 ),
             )),
             None => {
-                self.store
-                    .put_setting(&Self::setting(&service.id), spki_sha256)
-                    .await?;
+                self.pins.pin(&service.id, spki_sha256).await?;
                 Ok(PinCheck::Pinned)
             }
         }

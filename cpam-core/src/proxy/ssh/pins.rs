@@ -1,6 +1,6 @@
 //! Target host keys pinned on first use, kept in the store's server-wide
-//! settings (`ssh.host_key.<service id>`), so every node sharing the
-//! database accepts the same key.
+//! settings (`ssh.host_key.<service id>`, through `proxy::pinned`), so every
+//! node sharing the database accepts the same key.
 
 use std::sync::Arc;
 
@@ -10,36 +10,31 @@ use russh::keys::PublicKey;
 use super::{HostKeyPins, PinCheck, fingerprint};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Service, ServiceId};
+use crate::proxy::pinned::SettingPins;
 use crate::store::Store;
 
 /// [`HostKeyPins`] in a [`Store`].
 #[derive(Debug, Clone)]
 pub struct StorePins {
-    store: Arc<dyn Store>,
+    pins: SettingPins,
 }
 
 impl StorePins {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
-    }
-
-    fn setting(service: &ServiceId) -> String {
-        format!("ssh.host_key.{}", service.as_str())
+        Self {
+            pins: SettingPins::new(store, "ssh.host_key"),
+        }
     }
 
     /// The key pinned for `service`, as an OpenSSH public key line.
     pub async fn pinned(&self, service: &ServiceId) -> Result<Option<String>> {
-        Ok(self
-            .store
-            .setting(&Self::setting(service))
-            .await?
-            .filter(|k| !k.is_empty()))
+        self.pins.pinned(service).await
     }
 
     /// Forgets the pin of `service`: the next session pins the key the
     /// target then presents (after an operator checked a planned change).
     pub async fn forget(&self, service: &ServiceId) -> Result<()> {
-        self.store.put_setting(&Self::setting(service), "").await
+        self.pins.forget(service).await
     }
 }
 
@@ -67,9 +62,7 @@ impl HostKeyPins for StorePins {
                 ))
             }
             None => {
-                self.store
-                    .put_setting(&Self::setting(&service.id), &offered)
-                    .await?;
+                self.pins.pin(&service.id, &offered).await?;
                 Ok(PinCheck::Pinned)
             }
         }
