@@ -16,6 +16,8 @@ mod rdp_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod service_scope_e2e;
+mod sftp_bad_input_e2e;
+mod sftp_connect_e2e;
 mod sftp_e2e;
 mod store;
 mod tunnel_e2e;

@@ -28,6 +28,7 @@ pub mod session;
 pub mod signal;
 pub mod store;
 pub mod throttle;
+pub mod transfer;
 pub mod tunnel;
 pub mod vault;
 #[cfg(feature = "web")]
