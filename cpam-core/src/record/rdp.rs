@@ -227,11 +227,21 @@ mod player {
                 }
                 answers.clear();
                 updates += 1;
-                if let Err(error) = processor.process(&mut image, &e.pdu, &mut answers, &mut bulk) {
-                    tracing::debug!(%error, t = e.t, "an RDP update the player cannot decode");
-                    skipped += 1;
-                    last_error = Some(format!("{error:?}"));
-                }
+                // The PDUs are the target's: IronRDP's decoder panics on
+                // some malformed ones (an arithmetic overflow on a surface
+                // command's empty rectangle, found by `fuzz_rdp_decoder`),
+                // so a panic is one more update it cannot decode.
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    processor.process(&mut image, &e.pdu, &mut answers, &mut bulk)
+                }));
+                let error = match decoded {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(error)) => format!("{error:?}"),
+                    Err(_) => "the decoder failed on a malformed update".to_string(),
+                };
+                tracing::debug!(%error, t = e.t, "an RDP update the player cannot decode");
+                skipped += 1;
+                last_error = Some(error);
             }
             Frame {
                 width: image.width(),
@@ -292,6 +302,30 @@ mod player_tests {
         assert!(err.to_string().contains("65535x768"), "{err}");
         assert!(RdpPlayer::with_desktop(Vec::new(), 1024, 0).is_err());
         let player = RdpPlayer::with_desktop(Vec::new(), MAX_DESKTOP, 16).expect("the largest");
-        assert_eq!(player.frame_at(0.0).rgba.len(), usize::from(MAX_DESKTOP) * 16 * 4);
+        assert_eq!(
+            player.frame_at(0.0).rgba.len(),
+            usize::from(MAX_DESKTOP) * 16 * 4
+        );
+    }
+
+    #[test]
+    fn an_update_that_makes_the_decoder_panic_is_skipped() {
+        // From `fuzz_rdp_decoder`: a fast-path surface command whose
+        // rectangle's right edge is 0 overflows inside IronRDP's decoder.
+        const PDU: &[u8] = &[
+            0x00, 0xc5, 0x00, 0x04, 0x27, 0x00, 0x01, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x04, 0x04, 0x00, 0x01, 0x00,
+        ];
+        let events = vec![RdpEvent {
+            t: 0.5,
+            up: false,
+            pdu: PDU.to_vec(),
+        }];
+        let frame = RdpPlayer::with_desktop(events, 1, 1)
+            .expect("a player")
+            .frame_at(1.0);
+        assert_eq!((frame.updates, frame.skipped), (1, 1), "{frame:?}");
     }
 }
