@@ -15,6 +15,7 @@ mod psm_e2e;
 mod rdp_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
+mod rest_fuzz;
 mod service_scope_e2e;
 mod sftp_bad_input_e2e;
 mod sftp_connect_e2e;

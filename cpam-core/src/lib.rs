@@ -13,6 +13,8 @@ pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod hooks;
 pub mod ipmap;
 pub mod model;
