@@ -104,6 +104,11 @@ typedef enum cpam_event_kind {
   CPAM_EVENT_KIND_SESSION_REFUSED = 6,
   // Events were dropped because nobody pulled them. JSON: `lost` (count).
   CPAM_EVENT_KIND_EVENTS_LOST = 7,
+  // Something the user did in a live session (hub), as the Admin Log
+  // records it. JSON: `session_id`, `customer`, `user`, `action` (e.g.
+  // `session.file`: a file moved, with `path`, `direction`, `size`,
+  // `sha256`, `result` in `detail`), `detail`, `at`.
+  CPAM_EVENT_KIND_SESSION_ACTIVITY = 8,
 } cpam_event_kind;
 
 // What a `cpam_watch_frame` is.

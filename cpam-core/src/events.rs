@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorKind;
-use crate::model::{CustomerId, GatekeeperId, Session, Timestamp, UserId};
+use crate::model::{CustomerId, GatekeeperId, Session, SessionId, Timestamp, UserId};
 
 /// How many events a watcher may fall behind before it loses some.
 pub const EVENT_BUFFER: usize = 1024;
@@ -49,6 +49,21 @@ pub enum EngineEvent {
         reason: String,
         at: Timestamp,
     },
+    /// Something the user did inside a live session, as the Admin Log
+    /// records it (category `user-activity`): a file moved through File
+    /// Transfer (`session.file`, with path, direction, size and SHA-256),
+    /// a change on the target's files (`session.file.op`), an SSH command
+    /// or subsystem (`session.ssh.exec`, `session.ssh.subsystem`), an RDP
+    /// certificate pinned, ... `action` is the audit record's action and
+    /// `detail` its detail.
+    SessionActivity {
+        session_id: SessionId,
+        customer: CustomerId,
+        user: String,
+        action: String,
+        detail: serde_json::Value,
+        at: Timestamp,
+    },
 }
 
 impl EngineEvent {
@@ -62,6 +77,7 @@ impl EngineEvent {
                 Some(&session.customer_id)
             }
             EngineEvent::SessionRefused { customer, .. } => customer.as_ref(),
+            EngineEvent::SessionActivity { customer, .. } => Some(customer),
         }
     }
 }

@@ -36,6 +36,11 @@ pub enum cpam_event_kind {
     SessionRefused = 6,
     /// Events were dropped because nobody pulled them. JSON: `lost` (count).
     EventsLost = 7,
+    /// Something the user did in a live session (hub), as the Admin Log
+    /// records it. JSON: `session_id`, `customer`, `user`, `action` (e.g.
+    /// `session.file`: a file moved, with `path`, `direction`, `size`,
+    /// `sha256`, `result` in `detail`), `detail`, `at`.
+    SessionActivity = 8,
 }
 
 /// One event, owned by the caller until `cpam_event_free`.

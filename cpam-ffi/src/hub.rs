@@ -236,7 +236,8 @@ fn event_kind(event: &EngineEvent) -> cpam_event_kind {
         EngineEvent::GatekeeperSwitch { .. } => cpam_event_kind::GatekeeperSwitch,
         EngineEvent::SessionStarted { .. } => cpam_event_kind::SessionStarted,
         EngineEvent::SessionEnded { .. } => cpam_event_kind::SessionEnded,
-        _ => cpam_event_kind::SessionRefused,
+        EngineEvent::SessionRefused { .. } => cpam_event_kind::SessionRefused,
+        _ => cpam_event_kind::SessionActivity,
     }
 }
 

@@ -131,17 +131,26 @@ impl Shared {
             o.on_event(&event);
         }
         let s = &self.session;
+        let action = format!("session.{}", event.action);
         engine
             .record(AuditEvent {
                 at: event.at,
                 category: AuditCategory::UserActivity,
-                action: format!("session.{}", event.action),
+                action: action.clone(),
                 actor: s.user_name.clone(),
                 customer_id: Some(s.customer_id.clone()),
                 session_id: Some(s.id.clone()),
-                detail: event.detail,
+                detail: event.detail.clone(),
             })
             .await;
+        engine.publish(EngineEvent::SessionActivity {
+            session_id: s.id.clone(),
+            customer: s.customer_id.clone(),
+            user: s.user_name.clone(),
+            action,
+            detail: event.detail,
+            at: event.at,
+        });
         Ok(())
     }
 }

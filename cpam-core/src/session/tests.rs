@@ -519,8 +519,9 @@ async fn observers_see_start_data_and_end_of_a_tcp_splice() {
 }
 
 #[tokio::test]
-async fn events_reach_observers_and_the_audit_log_and_watchers_join_late() {
+async fn events_reach_observers_the_audit_log_and_subscribers_and_watchers_join_late() {
     let w = world().await;
+    let mut events = w.engine.subscribe();
     let factory = Arc::new(Factory::default());
     w.engine.add_observer_factory(factory.clone());
     let (id, task, _user, _dialer) = w.spawn(Arc::new(Evented)).await;
@@ -554,8 +555,26 @@ async fn events_reach_observers_and_the_audit_log_and_watchers_join_late() {
         .into_iter()
         .find(|r| r.event.action == "session.sftp.upload")
         .expect("the event is audited");
-    assert_eq!(audited.event.session_id, Some(id));
+    assert_eq!(audited.event.session_id, Some(id.clone()));
     assert_eq!(audited.event.detail["path"], "/tmp/a");
+    // The engine's event stream carries it too (the SDK's C and Python
+    // events), between the session's start and end.
+    let mut seen = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        seen.push(e);
+    }
+    let activity = seen
+        .iter()
+        .position(|e| {
+            matches!(e, EngineEvent::SessionActivity { session_id, action, detail, .. }
+                if session_id == &id && action == "session.sftp.upload" && detail["path"] == "/tmp/a")
+        })
+        .unwrap_or_else(|| panic!("no activity event in {seen:?}"));
+    let ended = seen
+        .iter()
+        .position(|e| matches!(e, EngineEvent::SessionEnded { .. }))
+        .expect("the end");
+    assert!(activity < ended, "{seen:?}");
 }
 
 /// Ends its session as a failed mandatory recording on the first byte.

@@ -111,6 +111,7 @@ class ServerEvent(TypedDict, total=False):
         "session_started",
         "session_ended",
         "session_refused",
+        "session_activity",
         "events_lost",
     ]
     at: int
@@ -126,6 +127,14 @@ class ServerEvent(TypedDict, total=False):
     reason: str
     lost: int
     """On ``events_lost``: how many events this watcher missed by falling behind."""
+    session_id: str
+    """On ``session_activity``: the live session the user acted in."""
+    action: str
+    """On ``session_activity``: the Admin Log's action, e.g. ``"session.file"``
+    (a file moved through File Transfer) or ``"session.ssh.exec"``."""
+    detail: dict[str, Any]
+    """On ``session_activity``: the record's detail; for ``session.file``:
+    ``path``, ``direction``, ``size``, ``sha256``, ``result``."""
 
 
 class WatchFrame(TypedDict, total=False):
