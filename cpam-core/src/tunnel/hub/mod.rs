@@ -189,6 +189,9 @@ impl Hub {
             privileged_rdp: config.privileged_rdp,
             config: {
                 let mut c = super::base_server_config(config.host_key);
+                // Every peer of the hub is a cpam program; larger packets
+                // are only offered, a stock client keeps its own size.
+                c.maximum_packet_size = super::PEER_MAX_PACKET;
                 if !config.ssh_passwords {
                     c.methods = russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]);
                 }
@@ -518,13 +521,8 @@ impl Hub {
         spec: &str,
         originator: &Originator,
     ) -> bool {
-        let holds = match self
-            .engine
-            .store()
-            .user_key_by_fingerprint(fingerprint)
-            .await
-        {
-            Ok(k) => k.is_some_and(|k| k.user_id == user.id),
+        let holds = match self.engine.key_holder(fingerprint).await {
+            Ok(holder) => holder.is_some_and(|id| id == user.id),
             Err(error) => {
                 tracing::error!(%error, "cannot check a session's key");
                 false
