@@ -159,13 +159,7 @@ fn get<K: Eq + Hash, V: Clone>(
         .map(|e| e.value.clone())
 }
 
-fn put<K: Eq + Hash, V>(
-    map: &Stamps<K, V>,
-    key: K,
-    value: V,
-    revision: u64,
-    now: Timestamp,
-) {
+fn put<K: Eq + Hash, V>(map: &Stamps<K, V>, key: K, value: V, revision: u64, now: Timestamp) {
     let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
     if map.len() >= MAX_ENTRIES {
         map.retain(|_, e| fresh(e, revision, now));
