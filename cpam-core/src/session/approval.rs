@@ -315,21 +315,6 @@ impl SessionEngine {
         })
     }
 
-    /// The user holding the SSH key `fingerprint` (`None`: deleted), read
-    /// through the approval cache: a key deletion is a revocation, seen at once.
-    pub async fn key_holder(&self, fingerprint: &str) -> Result<Option<crate::model::UserId>> {
-        let (revision, now) = (self.revision(), self.clock().now());
-        if let Some(user) = self.authz.key_holder(fingerprint, revision, now) {
-            return Ok(Some(user));
-        }
-        let Some(key) = self.store().user_key_by_fingerprint(fingerprint).await? else {
-            return Ok(None);
-        };
-        self.authz
-            .put_key_holder(fingerprint, key.user_id.clone(), revision, now);
-        Ok(Some(key.user_id))
-    }
-
     /// Reads the user as stored and their grants for `service`, and keeps
     /// them for the next approval; `None` when the user no longer exists.
     async fn read_access(

@@ -43,13 +43,14 @@ struct Stamped<T> {
     value: T,
 }
 
-/// The cache: targets by (gatekeeper id, service name), a user's record
-/// with their grants for a service, and who holds a key.
+/// The cache: targets by (gatekeeper id, service name), and a user's
+/// record with their grants for a service. Who holds a signing key is not
+/// kept: a key deleted on another node sharing the database must stop the
+/// next session at once.
 #[derive(Debug, Default)]
 pub(super) struct AuthzCache {
     targets: Stamps<(String, String), (Gatekeeper, Service)>,
     access: Stamps<(UserId, ServiceId), (User, Vec<Grant>)>,
-    keys: Stamps<String, UserId>,
 }
 
 impl AuthzCache {
@@ -112,29 +113,6 @@ impl AuthzCache {
     ) {
         let key = (value.0.id.clone(), service.clone());
         put(&self.access, key, value, revision, now);
-    }
-}
-
-impl AuthzCache {
-    /// The user holding the key `fingerprint`, if read under `revision`
-    /// less than [`TTL`] ago.
-    pub(super) fn key_holder(
-        &self,
-        fingerprint: &str,
-        revision: u64,
-        now: Timestamp,
-    ) -> Option<UserId> {
-        get(&self.keys, &fingerprint.to_string(), revision, now)
-    }
-
-    pub(super) fn put_key_holder(
-        &self,
-        fingerprint: &str,
-        user: UserId,
-        revision: u64,
-        now: Timestamp,
-    ) {
-        put(&self.keys, fingerprint.to_string(), user, revision, now);
     }
 }
 

@@ -521,8 +521,13 @@ impl Hub {
         spec: &str,
         originator: &Originator,
     ) -> bool {
-        let holds = match self.engine.key_holder(fingerprint).await {
-            Ok(holder) => holder.is_some_and(|id| id == user.id),
+        let holds = match self
+            .engine
+            .store()
+            .user_key_by_fingerprint(fingerprint)
+            .await
+        {
+            Ok(k) => k.is_some_and(|k| k.user_id == user.id),
             Err(error) => {
                 tracing::error!(%error, "cannot check a session's key");
                 false
