@@ -3,6 +3,10 @@
 // quietly instead of a `println!` panic.
 #![deny(clippy::print_stdout)]
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod admin;
 mod admin_args;
 mod demo;
@@ -91,8 +95,9 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_env("CPAM_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(cpam_core::tunnel::LOG_FILTER)
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -19,8 +19,12 @@ use crate::model::SessionProtocol;
 use crate::session::{Direction, LiveSession, Meter, Protocol, Upstream};
 use crate::tunnel::dialer::{Connection, Stream};
 
-/// Largest chunk read from a TCP socket: one SSH packet.
-pub const READ_CHUNK: usize = 65_535;
+/// Largest chunk read from a TCP socket: one SSH packet between cpam's own
+/// ends ([`PEER_MAX_PACKET`](crate::tunnel::PEER_MAX_PACKET)).
+pub const READ_CHUNK: usize = crate::tunnel::PEER_MAX_PACKET as usize;
+/// The first read of a stream: small, so an idle or interactive connection
+/// holds little; a read that fills it doubles the next one up to [`READ_CHUNK`].
+pub const FIRST_READ: usize = 16 * 1024;
 
 /// Where a pump reads from.
 pub trait Source: Send {
@@ -69,10 +73,16 @@ fn closed() -> io::Error {
 }
 
 /// The read side of a byte stream as a [`Source`].
+///
+/// Reads go into one reused buffer, never zero-filled: a chunk is split off
+/// it, and once the other side dropped that chunk the next `reserve` takes
+/// the same allocation back instead of allocating (and faulting in) a new
+/// one. Reads start at [`FIRST_READ`] and double while they come back full.
 #[derive(Debug)]
 pub struct StreamSource<R> {
     inner: R,
     buf: BytesMut,
+    next: usize,
 }
 
 impl<R: AsyncRead + Unpin + Send> StreamSource<R> {
@@ -80,20 +90,25 @@ impl<R: AsyncRead + Unpin + Send> StreamSource<R> {
     pub fn new(inner: R) -> Self {
         Self {
             inner,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
+            next: FIRST_READ,
         }
     }
 }
 
 impl<R: AsyncRead + Unpin + Send> Source for StreamSource<R> {
     async fn recv(&mut self) -> Option<io::Result<Bytes>> {
-        if self.buf.capacity() < READ_CHUNK / 4 {
-            self.buf = BytesMut::with_capacity(READ_CHUNK);
-        }
-        let mut limited = (&mut self.inner).take(READ_CHUNK as u64);
+        let want = self.next;
+        self.buf.reserve(want);
+        let mut limited = (&mut self.inner).take(want as u64);
         match limited.read_buf(&mut self.buf).await {
             Ok(0) => None,
-            Ok(_) => Some(Ok(self.buf.split().freeze())),
+            Ok(n) => {
+                if n == want {
+                    self.next = (want * 2).min(READ_CHUNK);
+                }
+                Some(Ok(self.buf.split().freeze()))
+            }
             Err(e) => Some(Err(e)),
         }
     }
@@ -318,6 +333,39 @@ mod tests {
         assert_eq!(writer.await.expect("join"), b"done");
         assert_eq!(task.await.expect("join"), SpliceEnd::Completed);
         assert_eq!(counters.snapshot(), (200_000, 4));
+    }
+
+    #[tokio::test]
+    async fn a_stream_source_reuses_its_read_buffer_and_grows_it_while_reads_come_back_full() {
+        let (mut peer, ours) = tokio::io::duplex(4 * READ_CHUNK);
+        let mut source = StreamSource::new(ours);
+        peer.write_all(b"first").await.expect("write");
+        let first = source.recv().await.expect("chunk").expect("read");
+        assert_eq!(&first[..], b"first");
+        let at = first.as_ptr();
+        drop(first);
+        peer.write_all(b"second").await.expect("write");
+        let second = source.recv().await.expect("chunk").expect("read");
+        assert_eq!(&second[..], b"second");
+        assert_eq!(
+            second.as_ptr(),
+            at,
+            "the next read lands in the allocation the dropped chunk used"
+        );
+        drop(second);
+        // Full reads double the next one, up to one SSH packet.
+        peer.write_all(&vec![7u8; 3 * READ_CHUNK])
+            .await
+            .expect("write");
+        let mut sizes = Vec::new();
+        let mut total = 0;
+        while total < 3 * READ_CHUNK {
+            let chunk = source.recv().await.expect("chunk").expect("read");
+            total += chunk.len();
+            sizes.push(chunk.len());
+        }
+        assert_eq!(sizes[0], FIRST_READ);
+        assert_eq!(sizes.iter().max(), Some(&READ_CHUNK), "{sizes:?}");
     }
 
     #[tokio::test]

@@ -131,6 +131,15 @@ impl SessionEngine {
         service_name: &str,
         originator: &Originator,
     ) -> Result<Approval> {
+        let (revision, now) = (self.revision(), self.clock().now());
+        if let Some((gk, service)) = self
+            .authz
+            .target(gatekeeper_id, service_name, revision, now)
+        {
+            return self
+                .approve(user, credential_gatekeeper, &gk, &service, originator)
+                .await;
+        }
         let store = self.store();
         let gk = store
             .gatekeeper(&GatekeeperId(gatekeeper_id.to_string()))
@@ -160,6 +169,13 @@ impl SessionEngine {
                 "no service `{service_name}` for this customer"
             )));
         };
+        self.authz.put_target(
+            gatekeeper_id,
+            service_name,
+            (gk.clone(), service.clone()),
+            revision,
+            now,
+        );
         self.approve(user, credential_gatekeeper, &gk, &service, originator)
             .await
     }
@@ -183,29 +199,50 @@ impl SessionEngine {
         let revision = self.revision();
         // The user as stored now, not as the caller saw them at sign-in: a
         // user disabled since then is refused on their next session, even
-        // over a connection that stays open.
-        let fresh = self.store().user(&user.id).await?;
-        let user = match &fresh {
-            Some(u) => u,
-            None => {
-                let error = Error::new(
-                    crate::ErrorKind::PermissionDenied,
-                    format!("user `{}` no longer exists", user.name),
-                );
-                let detail = json!({ "reason": "user_deleted", "message": error.to_string() });
-                return Err(self
-                    .refuse(user, gatekeeper, service, originator, now, error, detail)
-                    .await);
-            }
+        // over a connection that stays open. A read cached under this
+        // revision serves only if it allows; a refusal is decided on a fresh read.
+        let cached = self.authz.access(&user.id, &service.id, revision, now);
+        let from_cache = cached.is_some();
+        let (user, grants) = match cached {
+            Some(read) => read,
+            None => match self.read_access(user, service, revision, now).await? {
+                Some(read) => read,
+                None => {
+                    return Err(self
+                        .refuse_deleted(user, gatekeeper, service, originator, now)
+                        .await);
+                }
+            },
         };
-        let grants = self.store().grants_for(&user.id, &service.id).await?;
         let req = AccessRequest {
-            user,
+            user: &user,
             service,
             gatekeeper,
             credential_gatekeeper,
         };
-        let (grant_id, until) = match policy::decide(&req, &grants, now) {
+        let decided = match policy::decide(&req, &grants, now) {
+            Decision::Deny { .. } if from_cache => {
+                match self.read_access(&user, service, revision, now).await? {
+                    Some((fresh_user, fresh_grants)) => {
+                        let req = AccessRequest {
+                            user: &fresh_user,
+                            ..req
+                        };
+                        let d = policy::decide(&req, &fresh_grants, now);
+                        (fresh_user, fresh_grants, d)
+                    }
+                    None => {
+                        return Err(self
+                            .refuse_deleted(&user, gatekeeper, service, originator, now)
+                            .await);
+                    }
+                }
+            }
+            d => (user, grants, d),
+        };
+        let (user, grants, decision) = decided;
+        let user = &user;
+        let (grant_id, until) = match decision {
             Decision::Allow { grant_id, until } => (grant_id, until),
             Decision::Deny { reason } => {
                 let detail = json!({ "reason": reason, "message": reason.message() });
@@ -276,6 +313,42 @@ impl SessionEngine {
             at: now,
             revision,
         })
+    }
+
+    /// Reads the user as stored and their grants for `service`, and keeps
+    /// them for the next approval; `None` when the user no longer exists.
+    async fn read_access(
+        &self,
+        user: &User,
+        service: &Service,
+        revision: u64,
+        now: Timestamp,
+    ) -> Result<Option<(User, Vec<crate::model::Grant>)>> {
+        let Some(fresh) = self.store().user(&user.id).await? else {
+            return Ok(None);
+        };
+        let grants = self.store().grants_for(&fresh.id, &service.id).await?;
+        self.authz
+            .put_access(&service.id, (fresh.clone(), grants.clone()), revision, now);
+        Ok(Some((fresh, grants)))
+    }
+
+    /// Refuses a session of a user deleted since they signed in.
+    async fn refuse_deleted(
+        &self,
+        user: &User,
+        gatekeeper: &Gatekeeper,
+        service: &Service,
+        originator: &Originator,
+        now: Timestamp,
+    ) -> Error {
+        let error = Error::new(
+            crate::ErrorKind::PermissionDenied,
+            format!("user `{}` no longer exists", user.name),
+        );
+        let detail = json!({ "reason": "user_deleted", "message": error.to_string() });
+        self.refuse(user, gatekeeper, service, originator, now, error, detail)
+            .await
     }
 
     /// Audits and publishes a refused session; returns the error to report.

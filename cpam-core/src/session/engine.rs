@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use tokio::sync::broadcast;
 use tokio_util::task::TaskTracker;
 
+use super::authz::AuthzCache;
 use super::live::Shared;
 use super::observer::{ObserverFactory, SessionObserver};
 use crate::audit::AuditSink;
@@ -49,6 +50,8 @@ pub struct SessionEngine {
     /// approved under an older value is re-checked once it is registered,
     /// so a revocation racing its start cannot miss it.
     revision: AtomicU64,
+    /// What approvals read, served while `revision` holds (`authz.rs`).
+    pub(super) authz: AuthzCache,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -88,6 +91,7 @@ impl SessionEngine {
             events: broadcast::channel(EVENT_BUFFER).0,
             revocations: broadcast::channel(EVENT_BUFFER).0,
             revision: AtomicU64::new(0),
+            authz: AuthzCache::default(),
         })
     }
 

@@ -18,6 +18,9 @@
 //!   from its [`Clock`](crate::clock::Clock).
 
 mod approval;
+mod authz;
+#[cfg(test)]
+mod authz_tests;
 mod backlog;
 mod counters;
 mod engine;
@@ -28,6 +31,8 @@ mod runner;
 mod tests;
 
 pub use approval::{Approval, Originator};
+/// How long an approval may reuse what an earlier one read (see `session/authz.rs`).
+pub use authz::TTL as AUTHORIZATION_TTL;
 pub use backlog::Backlog;
 pub use counters::{Counters, Direction, Meter};
 pub use engine::{LiveInfo, SessionEngine};

@@ -290,7 +290,7 @@ where
             )
         })?;
     tcp.set_nodelay(true)?;
-    client::connect_stream(super::client_config(), tcp, handler)
+    client::connect_stream(super::peer_client_config(), tcp, handler)
         .await
         .map_err(|e| match e {
             russh::Error::UnknownKey => Error::new(

@@ -71,8 +71,14 @@ pub const KEEPALIVE_MAX: usize = 2;
 
 /// Per-channel flow-control window. Bounds what one stalled reader can hold.
 pub const WINDOW_SIZE: u32 = 8 * 1024 * 1024;
-/// Largest SSH data packet.
+/// Largest SSH data packet a stock SSH peer (OpenSSH on the privileged
+/// session path) is offered.
 pub const MAX_PACKET: u32 = 65_535;
+/// Largest SSH data packet between cpam's own ends (connect client, hub,
+/// gatekeeper): russh reads transport packets up to 256 KiB of payload, and
+/// a quarter as many packets means a quarter of the per-packet work (MAC
+/// setup, channel messages, wake-ups, write calls).
+pub const PEER_MAX_PACKET: u32 = 256 * 1024;
 /// Messages buffered per channel before backpressure reaches the socket.
 pub const CHANNEL_BUFFER: usize = 256;
 /// Listen backlog: a burst of new connections is queued, not SYN-dropped.
@@ -101,7 +107,11 @@ fn preferred() -> Preferred {
 
 /// The russh client configuration cpam uses on every outgoing link.
 pub fn client_config() -> Arc<russh::client::Config> {
-    Arc::new(russh::client::Config {
+    Arc::new(base_client_config())
+}
+
+fn base_client_config() -> russh::client::Config {
+    russh::client::Config {
         window_size: WINDOW_SIZE,
         maximum_packet_size: MAX_PACKET,
         channel_buffer_size: CHANNEL_BUFFER,
@@ -111,8 +121,26 @@ pub fn client_config() -> Arc<russh::client::Config> {
         keepalive_max: KEEPALIVE_MAX,
         nodelay: true,
         ..Default::default()
+    }
+}
+
+/// The russh client configuration of links to a cpam hub (gatekeeper,
+/// connect client): like [`client_config`], with [`PEER_MAX_PACKET`]. russh
+/// logs an error for a packet size above 64 KiB at connect, which
+/// [`LOG_FILTER`] mutes; its transport accepts up to 256 KiB.
+pub fn peer_client_config() -> Arc<russh::client::Config> {
+    Arc::new(russh::client::Config {
+        maximum_packet_size: PEER_MAX_PACKET,
+        ..base_client_config()
     })
 }
+
+/// The default log filter of cpam's programs (`CPAM_LOG` replaces it):
+/// `info`, without russh's connect-time warning that a packet size above
+/// 64 KiB is unusual (see [`PEER_MAX_PACKET`]); russh's key exchange and
+/// channel errors stay visible.
+pub const LOG_FILTER: &str = "info,russh::client=off,russh::client::encrypted=info,\
+                              russh::client::kex=info,russh::client::session=info";
 
 /// The russh server configuration of the hub.
 pub fn server_config(host_key: russh::keys::PrivateKey) -> Arc<russh::server::Config> {

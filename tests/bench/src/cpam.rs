@@ -294,8 +294,8 @@ impl Deployment {
 
 /// Sets up a server, a gatekeeper and two forwards; returns when an echo
 /// and a sink transfer work end to end.
-pub fn start(targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
-    let mut d = Deployment::start("cpam", bin_dir)?;
+pub fn start(name: &'static str, targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
+    let mut d = Deployment::start(name, bin_dir)?;
     d.service("echo", targets.echo, None)?;
     d.service("sink", targets.sink, None)?;
     d.path.sink = d.forward("sink")?;

@@ -62,6 +62,11 @@ struct Args {
     /// (default: the directory of this executable).
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Also measure the binaries in this directory, as path `cpam-b` right
+    /// after `cpam` (e.g. another allocator or an older build), with a
+    /// `cpam-b/cpam` ratio column.
+    #[arg(long)]
+    compare_bin_dir: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/cpam-bench.json")]
     json: PathBuf,
@@ -161,16 +166,27 @@ fn run() -> Result<()> {
     });
 
     let mut results: Vec<PathResult> = Vec::new();
+    let mut paths: Vec<&str> = Vec::new();
     for name in ALL_PATHS
         .iter()
         .filter(|p| **p != "psm" && args.only.iter().any(|o| o == *p))
     {
+        paths.push(name);
+        if *name == "cpam" && args.compare_bin_dir.is_some() {
+            paths.push("cpam-b");
+        }
+    }
+    for name in paths {
         eprintln!("cpam-bench: setting up {name}");
-        let started: Result<RunningPath> = match *name {
+        let started: Result<RunningPath> = match name {
             "direct" => Ok(RunningPath::direct(&targets)),
             "openssh" => cpam_bench::openssh::start(&targets, Flavor::Plain),
             "openssh-tty" => cpam_bench::openssh::start(&targets, Flavor::Tty),
-            _ => cpam_bench::cpam::start(&targets, &bin_dir),
+            "cpam-b" => match &args.compare_bin_dir {
+                Some(dir) => cpam_bench::cpam::start("cpam-b", &targets, dir),
+                None => unreachable!("cpam-b is measured only with --compare-bin-dir"),
+            },
+            _ => cpam_bench::cpam::start("cpam", &targets, &bin_dir),
         };
         match started {
             Ok(path) => {

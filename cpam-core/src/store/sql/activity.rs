@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{AssertSqlSafe, Row as _};
+use sqlx::{AnyConnection, AssertSqlSafe, Row as _};
+
+use super::commit::{Write, Written};
 
 use super::{Backend, Conditions, Param, SqlStore, is_conflict, rows, storage, write_error};
 use crate::audit;
@@ -17,41 +19,17 @@ const AUDIT_ATTEMPTS: u32 = 20;
 #[async_trait]
 impl SessionLog for SqlStore {
     async fn insert_session(&self, s: &Session) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
-             service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, \
-             bytes_down, end_reason, end_detail, protocol, node_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)",
-        )
-        .bind(s.id.as_str())
-        .bind(s.user_id.as_str())
-        .bind(&s.user_name)
-        .bind(s.customer_id.as_str())
-        .bind(s.gatekeeper_id.as_ref().map(|g| g.as_str()))
-        .bind(s.service_id.as_str())
-        .bind(&s.service_name)
-        .bind(&s.target.host)
-        .bind(i64::from(s.target.port))
-        .bind(s.grant_id.as_ref().map(|g| g.as_str()))
-        .bind(s.started_at.millis())
-        .bind(s.ended_at.map(Timestamp::millis))
-        .bind(rows::counter_to_db(s.bytes_up))
-        .bind(rows::counter_to_db(s.bytes_down))
-        .bind(s.end_reason.map(EndReason::as_str))
-        .bind(s.end_detail.as_deref())
-        .bind(s.protocol.as_str())
-        .bind(s.node_id.as_deref())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| {
+        if let Some(group) = &self.group {
+            return group.write(Write::Session(s.clone())).await.map(|_| ());
+        }
+        let mut conn = self.pool.acquire().await?;
+        insert_session_in(&mut conn, s).await.map_err(|e| {
             write_error(
                 e,
                 || format!("session `{}` already exists", s.id),
                 String::new,
             )
-        })?;
-        Ok(())
+        })
     }
 
     /// Ends an open session. Ending one that has already ended changes
@@ -65,19 +43,35 @@ impl SessionLog for SqlStore {
         reason: EndReason,
         detail: Option<&str>,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE sessions SET ended_at = $1, bytes_up = $2, bytes_down = $3, end_reason = $4, \
-             end_detail = $5 WHERE id = $6 AND ended_at IS NULL",
-        )
-        .bind(ended_at.millis())
-        .bind(rows::counter_to_db(bytes_up))
-        .bind(rows::counter_to_db(bytes_down))
-        .bind(reason.as_str())
-        .bind(detail)
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 0 && self.session(id).await?.is_none() {
+        let rows = match &self.group {
+            Some(group) => match group
+                .write(Write::Finish {
+                    id: id.clone(),
+                    ended_at,
+                    bytes_up,
+                    bytes_down,
+                    reason,
+                    detail: detail.map(str::to_string),
+                })
+                .await?
+            {
+                Written::Finished { rows } => rows,
+                _ => return Err(Error::internal("the writer answered another write")),
+            },
+            None => {
+                let mut conn = self.pool.acquire().await?;
+                finish_session_in(
+                    &mut conn,
+                    id,
+                    ended_at,
+                    (bytes_up, bytes_down),
+                    reason,
+                    detail,
+                )
+                .await?
+            }
+        };
+        if rows == 0 && self.session(id).await?.is_none() {
             return Err(Error::not_found(format!("session `{id}` not found")));
         }
         Ok(())
@@ -143,6 +137,18 @@ impl AuditLog for SqlStore {
         let event = event.as_ref();
         let detail = serde_json::to_string(&event.detail)
             .map_err(|e| Error::invalid(format!("audit detail cannot be encoded: {e}")))?;
+        if let Some(group) = &self.group {
+            return match group
+                .write(Write::Audit {
+                    event: event.clone(),
+                    detail,
+                })
+                .await?
+            {
+                Written::Audit(record) => Ok(record),
+                _ => Err(Error::internal("the writer answered another write")),
+            };
+        }
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -210,31 +216,99 @@ impl SqlStore {
                 tx
             }
         };
-        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let head = match head {
-            Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
-            None => None,
-        };
-        let record = audit::seal(head.as_ref().map(|(s, h)| (*s, h.as_str())), event.clone());
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, category, action, actor, customer_id, session_id, \
-             detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(record.seq)
-        .bind(event.at.millis())
-        .bind(event.category.as_str())
-        .bind(&event.action)
-        .bind(&event.actor)
-        .bind(event.customer_id.as_ref().map(|c| c.as_str()))
-        .bind(event.session_id.as_ref().map(|s| s.as_str()))
-        .bind(detail)
-        .bind(&record.prev_hash)
-        .bind(&record.hash)
-        .execute(&mut *tx)
-        .await?;
+        let record = append_audit_in(&mut tx, event, detail).await?;
         tx.commit().await?;
         Ok(record)
     }
+}
+
+/// Inserts a session row on `conn`.
+pub(super) async fn insert_session_in(conn: &mut AnyConnection, s: &Session) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
+         service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, \
+         bytes_down, end_reason, end_detail, protocol, node_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18)",
+    )
+    .bind(s.id.as_str())
+    .bind(s.user_id.as_str())
+    .bind(&s.user_name)
+    .bind(s.customer_id.as_str())
+    .bind(s.gatekeeper_id.as_ref().map(|g| g.as_str()))
+    .bind(s.service_id.as_str())
+    .bind(&s.service_name)
+    .bind(&s.target.host)
+    .bind(i64::from(s.target.port))
+    .bind(s.grant_id.as_ref().map(|g| g.as_str()))
+    .bind(s.started_at.millis())
+    .bind(s.ended_at.map(Timestamp::millis))
+    .bind(rows::counter_to_db(s.bytes_up))
+    .bind(rows::counter_to_db(s.bytes_down))
+    .bind(s.end_reason.map(EndReason::as_str))
+    .bind(s.end_detail.as_deref())
+    .bind(s.protocol.as_str())
+    .bind(s.node_id.as_deref())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends an open session on `conn`; answers how many rows changed (`0`:
+/// unknown or already ended).
+pub(super) async fn finish_session_in(
+    conn: &mut AnyConnection,
+    id: &SessionId,
+    ended_at: Timestamp,
+    (bytes_up, bytes_down): (u64, u64),
+    reason: EndReason,
+    detail: Option<&str>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        "UPDATE sessions SET ended_at = $1, bytes_up = $2, bytes_down = $3, end_reason = $4, \
+         end_detail = $5 WHERE id = $6 AND ended_at IS NULL",
+    )
+    .bind(ended_at.millis())
+    .bind(rows::counter_to_db(bytes_up))
+    .bind(rows::counter_to_db(bytes_down))
+    .bind(reason.as_str())
+    .bind(detail)
+    .bind(id.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Seals `event` after the chain's head and inserts it, on `conn`, which
+/// must hold the write lock (a write transaction).
+pub(super) async fn append_audit_in(
+    conn: &mut AnyConnection,
+    event: &AuditEvent,
+    detail: &str,
+) -> sqlx::Result<AuditRecord> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(&mut *conn)
+        .await?;
+    let head = match head {
+        Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
+        None => None,
+    };
+    let record = audit::seal(head.as_ref().map(|(s, h)| (*s, h.as_str())), event.clone());
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at, category, action, actor, customer_id, session_id, \
+         detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(record.seq)
+    .bind(event.at.millis())
+    .bind(event.category.as_str())
+    .bind(&event.action)
+    .bind(&event.actor)
+    .bind(event.customer_id.as_ref().map(|c| c.as_str()))
+    .bind(event.session_id.as_ref().map(|s| s.as_str()))
+    .bind(detail)
+    .bind(&record.prev_hash)
+    .bind(&record.hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(record)
 }

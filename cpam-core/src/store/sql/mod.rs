@@ -11,6 +11,7 @@
 //! migrations (`schema.rs`).
 
 mod activity;
+mod commit;
 mod console;
 mod directory;
 mod lookups;
@@ -42,6 +43,8 @@ pub(crate) enum Backend {
 pub struct SqlStore {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite: session and audit writes share commits (`commit.rs`).
+    group: Option<std::sync::Arc<commit::GroupCommit>>,
 }
 
 impl SqlStore {
@@ -118,7 +121,13 @@ impl SqlStore {
             )
             .with_source(e)
         })?;
-        Ok(SqlStore { pool, backend })
+        let group = (backend == Backend::Sqlite)
+            .then(|| std::sync::Arc::new(commit::GroupCommit::new(pool.clone())));
+        Ok(SqlStore {
+            pool,
+            backend,
+            group,
+        })
     }
 
     /// Which backend this store uses: `"sqlite"` or `"postgres"`.

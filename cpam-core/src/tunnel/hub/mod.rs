@@ -189,6 +189,9 @@ impl Hub {
             privileged_rdp: config.privileged_rdp,
             config: {
                 let mut c = super::base_server_config(config.host_key);
+                // Every peer of the hub is a cpam program; larger packets
+                // are only offered, a stock client keeps its own size.
+                c.maximum_packet_size = super::PEER_MAX_PACKET;
                 if !config.ssh_passwords {
                     c.methods = russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]);
                 }
