@@ -55,7 +55,9 @@ pub fn read_rdp(mut input: impl BufRead) -> Result<(Header, Vec<RdpEvent>)> {
         .map_err(|e| recording_error(format!("cannot read the recording: {e}")))?;
     let header = Header::parse(line.trim_end())?;
     if header.format.as_deref() != Some(RDP_FORMAT) {
-        return Err(recording_error("the recording is not an RDP recording"));
+        return Err(crate::Error::invalid(
+            "the recording is not an RDP recording",
+        ));
     }
     let mut events = Vec::new();
     for (n, l) in input.lines().enumerate() {
