@@ -88,7 +88,7 @@ pub fn read_rdp(mut input: impl BufRead) -> Result<(Header, Vec<RdpEvent>)> {
 }
 
 #[cfg(feature = "rdp")]
-pub use player::{Desktop, Frame, RdpPlayer, Rect};
+pub use player::{Desktop, Frame, MAX_DESKTOP, RdpPlayer, Rect};
 
 #[cfg(feature = "rdp")]
 mod player {
@@ -126,6 +126,10 @@ mod player {
             encode_png(self.width, self.height, &self.rgba)
         }
     }
+
+    /// The largest desktop width or height decoded (the RDP limit for a
+    /// client's requested desktop, MS-RDPBCGR 2.2.1.3.2).
+    pub const MAX_DESKTOP: u16 = 8192;
 
     /// A region of the desktop, in pixels.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +204,24 @@ mod player {
             }
         }
 
+        /// A desktop of `width` x `height` pixels (each 1 to
+        /// [`MAX_DESKTOP`]: the size comes from the vendor's client, and
+        /// the framebuffer costs four bytes per pixel).
+        pub fn with_size(width: u16, height: u16) -> Result<Self> {
+            if !fits(width) || !fits(height) {
+                return Err(Error::new(
+                    ErrorKind::Recording,
+                    format!(
+                        "the RDP desktop of {width}x{height} pixels is outside 1x1 to \
+                         {MAX_DESKTOP}x{MAX_DESKTOP}"
+                    ),
+                ));
+            }
+            let mut d = Self::new();
+            d.image = Some(DecodedImage::new(PixelFormat::RgbA32, width, height));
+            Ok(d)
+        }
+
         /// Its size, once the client's Connect Initial passed.
         pub fn size(&self) -> Option<(u16, u16)> {
             self.image.as_ref().map(|i| (i.width(), i.height()))
@@ -211,6 +233,8 @@ mod player {
             if up {
                 if self.image.is_none()
                     && let Some((w, h)) = desktop_size(pdu)
+                    && fits(w)
+                    && fits(h)
                 {
                     self.image = Some(DecodedImage::new(PixelFormat::RgbA32, w, h));
                 }
@@ -225,10 +249,20 @@ mod player {
             self.answers.clear();
             self.updates += 1;
             let mut bulk = None;
-            match self
-                .processor
-                .process(image, pdu, &mut self.answers, &mut bulk)
-            {
+            // The PDUs are the target's: IronRDP's decoder panics on some
+            // malformed ones (an arithmetic overflow on a surface command's
+            // empty rectangle, found by `fuzz_rdp_decoder`), so a panic is
+            // one more update it cannot decode.
+            let processor = &mut self.processor;
+            let answers = &mut self.answers;
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                processor.process(image, pdu, answers, &mut bulk)
+            }));
+            let decoded = match decoded {
+                Ok(r) => r.map_err(|e| format!("{e:?}")),
+                Err(_) => Err("the decoder failed on a malformed update".to_string()),
+            };
+            match decoded {
                 Ok(kinds) => kinds
                     .into_iter()
                     .filter_map(|k| match k {
@@ -245,7 +279,7 @@ mod player {
                 Err(error) => {
                     tracing::debug!(%error, "an RDP update the decoder cannot read");
                     self.skipped += 1;
-                    self.last_error = Some(format!("{error:?}"));
+                    self.last_error = Some(error);
                     None
                 }
             }
@@ -281,6 +315,10 @@ mod player {
         }
     }
 
+    fn fits(n: u16) -> bool {
+        (1..=MAX_DESKTOP).contains(&n)
+    }
+
     /// `r` cut to a `width`×`height` desktop.
     fn clip(r: Rect, width: u16, height: u16) -> Rect {
         let x = r.x.min(width);
@@ -311,6 +349,8 @@ mod player {
     #[derive(Debug)]
     pub struct RdpPlayer {
         events: Vec<RdpEvent>,
+        width: u16,
+        height: u16,
     }
 
     /// The desktop size the client asked for in its MCS Connect Initial.
@@ -325,16 +365,28 @@ mod player {
         /// A player over a recording's PDUs; the desktop size is the one
         /// the client's Connect Initial asked for.
         pub fn new(events: Vec<RdpEvent>) -> Result<Self> {
-            if !events
+            let (width, height) = events
                 .iter()
-                .any(|e| e.up && desktop_size(&e.pdu).is_some())
-            {
-                return Err(Error::new(
-                    ErrorKind::Recording,
-                    "the RDP recording holds no connect initial (no desktop size)",
-                ));
-            }
-            Ok(Self { events })
+                .filter(|e| e.up)
+                .find_map(|e| desktop_size(&e.pdu))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Recording,
+                        "the RDP recording holds no connect initial (no desktop size)",
+                    )
+                })?;
+            Self::with_desktop(events, width, height)
+        }
+
+        /// A player over PDUs for a desktop of `width` x `height` pixels
+        /// (each 1 to [`MAX_DESKTOP`]).
+        pub fn with_desktop(events: Vec<RdpEvent>, width: u16, height: u16) -> Result<Self> {
+            Desktop::with_size(width, height)?;
+            Ok(Self {
+                events,
+                width,
+                height,
+            })
         }
 
         /// The recording's length in seconds.
@@ -358,16 +410,10 @@ mod player {
 
         /// The [`Desktop`] fed every PDU up to `t` seconds.
         pub fn desktop_at(&self, t: f64) -> Desktop {
-            let mut desktop = Desktop::new();
             // Its size is known from the start (a blank desktop before the
             // first update).
-            if let Some(ci) = self
-                .events
-                .iter()
-                .find(|e| e.up && desktop_size(&e.pdu).is_some())
-            {
-                desktop.feed(true, &ci.pdu);
-            }
+            let mut desktop =
+                Desktop::with_size(self.width, self.height).unwrap_or_else(|_| Desktop::new());
             for e in self.events.iter().take_while(|e| e.t <= t) {
                 desktop.feed(e.up, &e.pdu);
             }
@@ -409,5 +455,44 @@ mod tests {
             "a terminal recording is no RDP one"
         );
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "rdp"))]
+mod player_tests {
+    use super::*;
+
+    #[test]
+    fn a_desktop_larger_than_rdp_allows_is_refused_not_allocated() {
+        // 65535 x 65535 at four bytes a pixel would be 16 GiB per frame.
+        let err = RdpPlayer::with_desktop(Vec::new(), u16::MAX, 768).expect_err("too wide");
+        assert!(err.to_string().contains("65535x768"), "{err}");
+        assert!(RdpPlayer::with_desktop(Vec::new(), 1024, 0).is_err());
+        let player = RdpPlayer::with_desktop(Vec::new(), MAX_DESKTOP, 16).expect("the largest");
+        assert_eq!(
+            player.frame_at(0.0).rgba.len(),
+            usize::from(MAX_DESKTOP) * 16 * 4
+        );
+    }
+
+    #[test]
+    fn an_update_that_makes_the_decoder_panic_is_skipped() {
+        // From `fuzz_rdp_decoder`: a fast-path surface command whose
+        // rectangle's right edge is 0 overflows inside IronRDP's decoder.
+        const PDU: &[u8] = &[
+            0x00, 0xc5, 0x00, 0x04, 0x27, 0x00, 0x01, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x04, 0x04, 0x00, 0x01, 0x00,
+        ];
+        let events = vec![RdpEvent {
+            t: 0.5,
+            up: false,
+            pdu: PDU.to_vec(),
+        }];
+        let frame = RdpPlayer::with_desktop(events, 1, 1)
+            .expect("a player")
+            .frame_at(1.0);
+        assert_eq!((frame.updates, frame.skipped), (1, 1), "{frame:?}");
     }
 }
