@@ -123,6 +123,13 @@ typedef enum cpam_watch_frame_kind {
   CPAM_WATCH_FRAME_KIND_RESIZE = 3,
   // The session ended; `cpam_watch_frame_reason` says why.
   CPAM_WATCH_FRAME_KIND_END = 4,
+  // A remote desktop, all of it: `cols`×`rows` is its size in pixels,
+  // the data a PNG (sent first, and again after the watcher fell
+  // behind).
+  CPAM_WATCH_FRAME_KIND_DESKTOP = 5,
+  // A region of a remote desktop changed: the data is a PNG whose top
+  // left corner is at (`cols`, `rows`) in pixels.
+  CPAM_WATCH_FRAME_KIND_TILE = 6,
 } cpam_watch_frame_kind;
 
 // What a credential carries, for `cpam_credential_set`.

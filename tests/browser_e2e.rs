@@ -17,6 +17,7 @@ use cpam_tests::process::Child;
 use serde_json::{Value, json};
 
 mod browser_psm;
+mod browser_rdp;
 
 const LIVE: Duration = Duration::from_secs(30);
 const VENDOR: &str = "vendor1";

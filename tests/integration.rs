@@ -13,6 +13,7 @@ mod lifecycle_e2e;
 mod limits_e2e;
 mod psm_e2e;
 mod rdp_e2e;
+mod rdp_faults_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod rest_fuzz;

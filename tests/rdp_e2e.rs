@@ -9,17 +9,12 @@
 //!   forward` logs in with a one-time proxy credential; the server logs in
 //!   to the target with the vault's password, which the vendor never sees.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cpam_tests::bins::bin_path;
-use cpam_tests::cpam::{Deployment, Options, RDP_PORT, parse_json};
-use cpam_tests::process::{Output, run_with_input};
-use cpam_tests::psm::{LOGIN, MASTER};
-use cpam_tests::rdp::{Display, RdpTarget, xfreerdp};
+use cpam_tests::cpam::{Deployment, RDP_PORT};
+use cpam_tests::rdp::{Display, RdpTarget};
+use cpam_tests::rdp_psm::Rdp;
 use serde_json::Value;
-
-const CMD: Duration = Duration::from_secs(60);
 
 #[test]
 fn desktop_sharing_launches_xfreerdp_through_the_tunnel_as_an_audited_session() -> anyhow::Result<()>
@@ -102,162 +97,6 @@ fn desktop_sharing_launches_xfreerdp_through_the_tunnel_as_an_audited_session() 
     d.expect_audit_intact()?;
     drop(rdp);
     Ok(())
-}
-
-/// A deployment with an RDP service `rdp1` (kind `rdp`) whose password
-/// only the vault holds, a vendor with a master password and a checkout,
-/// and `cpam-connect forward rdp1`.
-struct Rdp {
-    d: Deployment,
-    target: RdpTarget,
-    screen: Display,
-    canary: String,
-    port: u16,
-}
-
-impl Rdp {
-    fn start() -> anyhow::Result<Rdp> {
-        let mut d = Deployment::start_with(Options {
-            vendor_password: Some(LOGIN.into()),
-            ..Options::default()
-        })?;
-        let canary = format!("Rdp-canary-{}", cpam_tests::now_millis());
-        let target = RdpTarget::start(&d.topo.customer, d.path(), RDP_PORT, "alice", &canary)?;
-        let addr = format!("127.0.0.1:{RDP_PORT}");
-        d.admin_ok(&[
-            "service",
-            "add",
-            "--customer",
-            "acme",
-            "rdp1",
-            "--target",
-            &addr,
-            "--kind",
-            "rdp",
-        ])?;
-        d.admin_ok(&[
-            "grant",
-            "add",
-            "--user",
-            "vendor",
-            "--customer",
-            "acme",
-            "--service",
-            "rdp1",
-        ])?;
-        let mut set = Command::new(bin_path("cpam-server")?);
-        set.args([
-            "vault",
-            "set",
-            "rdp1@acme",
-            "--username",
-            "alice",
-            "--password-stdin",
-            "--data-dir",
-        ])
-        .arg(&d.data_dir);
-        run_with_input("vault-set", set, d.path(), CMD, canary.as_bytes())?.ok("vault set")?;
-        let master = d.connect_cmd(&["master-password", "set"])?;
-        run_with_input(
-            "master-set",
-            master,
-            d.path(),
-            CMD,
-            format!("{LOGIN}\n{MASTER}\n").as_bytes(),
-        )?
-        .ok("cpam-connect master-password set")?;
-        d.run(
-            "checkout",
-            d.connect_cmd(&["checkout", "rdp1", "--for", "1h"])?,
-        )?
-        .ok("cpam-connect checkout")?;
-        let profile = d.profile.clone();
-        let port = d.forward(&profile, "rdp1")?;
-        let screen = Display::start(Some(&d.topo.vendor), d.path(), "vendor")?;
-        Ok(Rdp {
-            d,
-            target,
-            screen,
-            canary,
-            port,
-        })
-    }
-
-    /// A one-time proxy credential (username, password), asked with `master`.
-    fn credential(&self, master: &str) -> anyhow::Result<Output> {
-        let c = self.d.connect_cmd(&["rdp-credential", "rdp1", "--json"])?;
-        run_with_input(
-            "rdp-credential",
-            c,
-            self.d.path(),
-            CMD,
-            format!("{master}\n").as_bytes(),
-        )
-    }
-
-    fn credential_ok(&self) -> anyhow::Result<(String, String)> {
-        let out = self.credential(MASTER)?.ok("cpam-connect rdp-credential")?;
-        let v = parse_json(&out.stdout)?;
-        Ok((
-            v["username"].as_str().unwrap_or_default().to_string(),
-            v["password"].as_str().unwrap_or_default().to_string(),
-        ))
-    }
-
-    /// `xfreerdp` through the forward with `user`/`password`.
-    fn xfreerdp(&self, user: &str, password: &str, args: &[&str]) -> anyhow::Result<Command> {
-        let u = format!("/u:{user}");
-        let p = format!("/p:{password}");
-        let mut all = vec![u.as_str(), p.as_str()];
-        all.extend_from_slice(args);
-        xfreerdp(&self.d.topo.vendor, &self.screen, self.port, &all)
-    }
-
-    fn logs(&self) -> String {
-        format!("{}\n{}", self.target.logs(), self.d.logs())
-    }
-
-    /// The canary is in no file of the data dir and no process's log.
-    fn assert_canary_nowhere(&self, seen_by_vendor: &str) -> anyhow::Result<()> {
-        assert!(
-            !seen_by_vendor.contains(&self.canary),
-            "the vendor saw the credential"
-        );
-        assert!(
-            !self.d.logs().contains(&self.canary),
-            "a log holds the credential"
-        );
-        let needle = self.canary.as_bytes();
-        let utf16: Vec<u8> = self
-            .canary
-            .encode_utf16()
-            .flat_map(u16::to_le_bytes)
-            .collect();
-        for entry in walk(&self.d.data_dir)? {
-            let bytes = std::fs::read(&entry)?;
-            for n in [needle, utf16.as_slice()] {
-                assert!(
-                    !bytes.windows(n.len()).any(|w| w == n),
-                    "{} holds the credential in plaintext",
-                    entry.display()
-                );
-            }
-        }
-        Ok(())
-    }
-}
-
-fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }
 
 #[test]

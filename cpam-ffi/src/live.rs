@@ -94,6 +94,13 @@ pub enum cpam_watch_frame_kind {
     Resize = 3,
     /// The session ended; `cpam_watch_frame_reason` says why.
     End = 4,
+    /// A remote desktop, all of it: `cols`×`rows` is its size in pixels,
+    /// the data a PNG (sent first, and again after the watcher fell
+    /// behind).
+    Desktop = 5,
+    /// A region of a remote desktop changed: the data is a PNG whose top
+    /// left corner is at (`cols`, `rows`) in pixels.
+    Tile = 6,
 }
 
 /// One frame of a watched session; free it with `cpam_watch_frame_free`.
@@ -131,6 +138,18 @@ impl From<WatchFrame> for cpam_watch_frame {
                 cols,
                 rows,
                 ..blank(Resize)
+            },
+            WatchFrame::Desktop { width, height, png } => cpam_watch_frame {
+                cols: width,
+                rows: height,
+                data: png.to_vec(),
+                ..blank(Desktop)
+            },
+            WatchFrame::Tile { x, y, png } => cpam_watch_frame {
+                cols: x,
+                rows: y,
+                data: png.to_vec(),
+                ..blank(Tile)
             },
             WatchFrame::End(reason) => cpam_watch_frame {
                 reason: Some(CString::new(reason.replace('\0', " ")).unwrap_or_default()),

@@ -28,8 +28,10 @@ pub struct LiveWatch {
 
 /// One frame as a dict: `{"type": "snapshot", "cols", "rows", "data"}`
 /// (bytes painting the current screen on a blank one), `{"type": "output",
-/// "data"}`, `{"type": "resize", "cols", "rows"}`, `{"type": "end",
-/// "reason"}`; `None` when there is none.
+/// "data"}`, `{"type": "resize", "cols", "rows"}`, for a remote desktop
+/// `{"type": "desktop", "width", "height", "png"}` (all of it) and
+/// `{"type": "tile", "x", "y", "png"}` (a region that changed),
+/// `{"type": "end", "reason"}`; `None` when there is none.
 #[derive(Debug)]
 pub struct Frame(Option<WatchFrame>);
 
@@ -58,6 +60,18 @@ impl<'py> IntoPyObject<'py> for Frame {
                 d.set_item("type", "resize")?;
                 d.set_item("cols", cols)?;
                 d.set_item("rows", rows)?;
+            }
+            WatchFrame::Desktop { width, height, png } => {
+                d.set_item("type", "desktop")?;
+                d.set_item("width", width)?;
+                d.set_item("height", height)?;
+                d.set_item("png", PyBytes::new(py, &png))?;
+            }
+            WatchFrame::Tile { x, y, png } => {
+                d.set_item("type", "tile")?;
+                d.set_item("x", x)?;
+                d.set_item("y", y)?;
+                d.set_item("png", PyBytes::new(py, &png))?;
             }
             WatchFrame::End(reason) => {
                 d.set_item("type", "end")?;

@@ -17,6 +17,7 @@ pub mod postgres;
 pub mod process;
 pub mod psm;
 pub mod rdp;
+pub mod rdp_psm;
 pub mod recording;
 pub mod sftp;
 pub mod sshd;

@@ -108,6 +108,7 @@ impl Display {
 pub struct RdpTarget {
     pub shadow: Child,
     pub display: Display,
+    pub sam: PathBuf,
     pub user: String,
     pub password: String,
     pub port: u16,
@@ -123,7 +124,7 @@ impl RdpTarget {
         user: &str,
         password: &str,
     ) -> anyhow::Result<RdpTarget> {
-        let shadow_bin = which("freerdp-shadow-cli")?;
+        which("freerdp-shadow-cli")?;
         which("winpr-hash")?;
         which("xsetroot")?;
         let display = Display::start(Some(ns), dir, "target")?;
@@ -138,37 +139,28 @@ impl RdpTarget {
         let sam = dir.join("rdp-target.sam");
         std::fs::write(&sam, format!("{user}:::{}:::\n", hash.stdout.trim()))
             .context("writing the SAM file")?;
-        let mut c = ns.command(shadow_bin);
-        c.arg("/bind-address:127.0.0.1")
-            .arg(format!("/port:{port}"))
-            .args(["+auth", "/sec:nla"])
-            .arg(format!("/sam-file:{}", sam.display()))
-            .env("DISPLAY", display.env());
-        let mut shadow = Child::spawn("rdp-target", c, dir)?;
-        let ready = crate::wait_until(
-            Duration::from_secs(15),
-            "freerdp-shadow-cli to accept",
-            || {
-                if !shadow.is_running() {
-                    return Some(false);
-                }
-                ns.can_connect("127.0.0.1", port).then_some(true)
-            },
-        )?;
-        if !ready {
-            bail!(
-                "freerdp-shadow-cli exited at start\n{}\n{}",
-                shadow.logs(),
-                display.child.logs()
-            );
-        }
+        let shadow = spawn_shadow(ns, dir, &display, &sam, port, &dir.join("rdp-target-home"))?;
         Ok(RdpTarget {
             shadow,
             display,
+            sam,
             user: user.into(),
             password: password.into(),
             port,
         })
+    }
+
+    /// Stops the target and starts it again on the same display and port
+    /// with its configuration (its TLS certificate, made on first start)
+    /// in `home`: another `home` is another certificate.
+    pub fn restart(&mut self, ns: &Netns, dir: &Path, home: &Path) -> anyhow::Result<()> {
+        self.shadow.kill()?;
+        let gone = crate::wait_until(Duration::from_secs(10), "the target to close", || {
+            (!ns.can_connect("127.0.0.1", self.port)).then_some(())
+        });
+        gone?;
+        self.shadow = spawn_shadow(ns, dir, &self.display, &self.sam, self.port, home)?;
+        Ok(())
     }
 
     pub fn logs(&self) -> String {
@@ -190,4 +182,82 @@ pub fn xfreerdp(
         .args(args)
         .env("DISPLAY", display.env());
     Ok(c)
+}
+
+/// `freerdp-shadow-cli` on `display`, NLA against `sam`, its configuration
+/// (and so its certificate) under `home`; returns once it accepts.
+fn spawn_shadow(
+    ns: &Netns,
+    dir: &Path,
+    display: &Display,
+    sam: &Path,
+    port: u16,
+    home: &Path,
+) -> anyhow::Result<Child> {
+    let shadow_bin = which("freerdp-shadow-cli")?;
+    std::fs::create_dir_all(home)?;
+    let mut c = ns.command(shadow_bin);
+    c.arg("/bind-address:127.0.0.1")
+        .arg(format!("/port:{port}"))
+        .args(["+auth", "/sec:nla"])
+        .arg(format!("/sam-file:{}", sam.display()))
+        .env("DISPLAY", display.env())
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home.join(".config"));
+    let name = match home.file_name() {
+        Some(n) => format!("rdp-target-{}", n.to_string_lossy()),
+        None => "rdp-target".into(),
+    };
+    let mut shadow = Child::spawn(&name, c, dir)?;
+    let ready = crate::wait_until(
+        Duration::from_secs(15),
+        "freerdp-shadow-cli to accept",
+        || {
+            if !shadow.is_running() {
+                return Some(false);
+            }
+            ns.can_connect("127.0.0.1", port).then_some(true)
+        },
+    )?;
+    if !ready {
+        bail!(
+            "freerdp-shadow-cli exited at start\n{}\n{}",
+            shadow.logs(),
+            display.child.logs()
+        );
+    }
+    Ok(shadow)
+}
+
+/// [`xfreerdp`] on the test's own network (no namespace).
+pub fn xfreerdp_here(display: &Display, port: u16, args: &[&str]) -> anyhow::Result<Command> {
+    let mut c = Command::new(which("xfreerdp")?);
+    c.arg(format!("/v:127.0.0.1:{port}"))
+        .arg("/cert:ignore")
+        .args(args)
+        .env("DISPLAY", display.env());
+    Ok(c)
+}
+
+/// Paints the desktop of `display` `colour` (`#rrggbb`).
+pub fn paint(display: &Display, colour: &str) -> anyhow::Result<()> {
+    let status = Command::new(which("xsetroot")?)
+        .args(["-solid", colour])
+        .env("DISPLAY", display.env())
+        .status()
+        .context("running xsetroot")?;
+    anyhow::ensure!(status.success(), "xsetroot -solid {colour} failed");
+    Ok(())
+}
+
+/// Where the RDP tests save frames: `<target>/test-artifacts/rdp`.
+pub fn artifacts_dir() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .context("the test runs outside a cargo target directory")?;
+    let dir = target.join("test-artifacts").join("rdp");
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

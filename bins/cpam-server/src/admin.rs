@@ -494,14 +494,19 @@ async fn service(cmd: ServiceCmd) -> anyhow::Result<ExitCode> {
             let x = ctx(&c).await?;
             let s = x.admin.service_spec(&service).await?;
             let was = x.admin.forget_host_key(&s).await?;
+            let what = if s.kind == ServiceKind::Rdp {
+                "certificate key"
+            } else {
+                "host key"
+            };
             Ok(print(
                 x.json,
                 json!({ "service": s.name, "forgotten": was }),
                 || match &was {
                     Some(fp) => format!(
-                        "forgot the host key {fp} of {service}; the next session pins the target's key"
+                        "forgot the {what} {fp} of {service}; the next session pins the target's key"
                     ),
-                    None => format!("no host key was pinned for {service}"),
+                    None => format!("no {what} was pinned for {service}"),
                 },
             ))
         }

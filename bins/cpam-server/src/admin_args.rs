@@ -218,8 +218,9 @@ pub enum ServiceCmd {
         #[command(flatten)]
         c: Common,
     },
-    /// Forget the target host key pinned for an `ssh` service, after
-    /// checking that it changed on purpose; the next session pins the new one.
+    /// Forget the target host key pinned for an `ssh` service (the
+    /// certificate key for an `rdp` one), after checking that it changed on
+    /// purpose; the next session pins the new one.
     ForgetHostKey {
         /// SERVICE@CUSTOMER
         service: String,

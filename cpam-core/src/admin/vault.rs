@@ -60,12 +60,27 @@ impl Admin {
         .await
     }
 
-    /// Forgets the target host key pinned for `service` (after the operator
-    /// checked that the target's key changed on purpose): the next
-    /// privileged session pins the key the target then presents. Returns
-    /// the fingerprint that was pinned, if any.
+    /// Forgets the target host key (an `ssh` service) or certificate key
+    /// (an `rdp` service) pinned for `service`, after the operator checked
+    /// that the target's key changed on purpose: the next privileged
+    /// session pins the key the target then presents. Returns the
+    /// fingerprint that was pinned, if any.
     pub async fn forget_host_key(&self, service: &Service) -> Result<Option<String>> {
         let c = self.customer_of(&service.customer_id).await?;
+        #[cfg(feature = "rdp")]
+        if service.kind == crate::model::ServiceKind::Rdp {
+            let pins = crate::proxy::rdp::StoreCertificatePins::new(self.store.clone());
+            let was = pins.pinned(&service.id).await?;
+            pins.forget(&service.id).await?;
+            let fingerprint = was.map(|k| format!("SHA256:{k}"));
+            self.record(
+                "admin.service.certificate_forgotten",
+                Some(&c),
+                json!({ "service": service.name, "fingerprint": fingerprint }),
+            )
+            .await?;
+            return Ok(fingerprint);
+        }
         let pins = crate::proxy::ssh::StorePins::new(self.store.clone());
         let was = pins.pinned(&service.id).await?;
         pins.forget(&service.id).await?;

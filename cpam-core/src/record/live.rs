@@ -1,5 +1,11 @@
-//! The live view: the current screen of every live terminal session and a
-//! broadcast of what it shows next, for watchers (the console's *Watch*).
+//! The live view: the current screen of every live terminal session (or
+//! the desktop of every remote desktop session) and a broadcast of what it
+//! shows next, for watchers (the console's *Watch*).
+//!
+//! A remote desktop session's PDUs (`on_data`) are decoded as they pass
+//! into its [`Desktop`](super::Desktop) (feature `rdp`); a watcher gets
+//! the whole desktop as a PNG, then each changed region as a PNG tile
+//! (encoded once while someone watches, shared by every watcher).
 //!
 //! [`LiveHub`] is an observer factory the server registers on its engine
 //! next to the recorder. Per live session it keeps the [`Screen`] of the
@@ -38,6 +44,16 @@ pub enum WatchFrame {
     Output(bytes::Bytes),
     /// The terminal was resized.
     Resize { cols: u16, rows: u16 },
+    /// Redraw everything (a remote desktop): the desktop is
+    /// `width`×`height` pixels and `png` shows all of it.
+    Desktop {
+        width: u16,
+        height: u16,
+        png: bytes::Bytes,
+    },
+    /// A region of the desktop changed: `png` shows it, its top left
+    /// corner at (`x`, `y`).
+    Tile { x: u16, y: u16, png: bytes::Bytes },
     /// The session ended, with why (`terminated: <reason>`, `closed`, ...).
     End(String),
 }
@@ -73,11 +89,13 @@ impl LiveHub {
         })
     }
 
-    /// Whether session `id` is live here with a terminal open.
+    /// Whether session `id` is live here with something to show: a
+    /// terminal open, or a remote desktop whose size is known.
     pub fn has_terminal(&self, id: &SessionId) -> bool {
-        self.lock()
-            .get(id)
-            .is_some_and(|t| t.state().current.is_some())
+        self.lock().get(id).is_some_and(|t| {
+            let state = t.state();
+            state.current.is_some() || state.desktop_shown()
+        })
     }
 }
 
@@ -92,6 +110,7 @@ impl ObserverFactory for LiveHub {
         vec![Arc::new(Observer {
             term,
             hub: Arc::downgrade(&self.sessions),
+            desktop: session.protocol == crate::model::SessionProtocol::Rdp,
         })]
     }
 }
@@ -193,7 +212,46 @@ struct State {
     screens: HashMap<u32, Term>,
     /// The channel watchers see: the one opened last and still open.
     current: Option<u32>,
+    /// A remote desktop session's desktop, decoded from its PDUs.
+    #[cfg(feature = "rdp")]
+    desktop: Option<super::Desktop>,
     ended: bool,
+}
+
+impl State {
+    #[cfg(feature = "rdp")]
+    fn desktop_shown(&self) -> bool {
+        self.desktop.as_ref().is_some_and(|d| d.size().is_some())
+    }
+
+    #[cfg(not(feature = "rdp"))]
+    fn desktop_shown(&self) -> bool {
+        false
+    }
+
+    /// The whole desktop, when there is one to show.
+    #[cfg(feature = "rdp")]
+    fn desktop_snapshot(&self) -> Option<WatchFrame> {
+        let desktop = self.desktop.as_ref()?;
+        let (width, height) = desktop.size()?;
+        let all = super::Rect {
+            x: 0,
+            y: 0,
+            width,
+            height,
+        };
+        let png = desktop.png(all).ok()?;
+        Some(WatchFrame::Desktop {
+            width,
+            height,
+            png: png.into(),
+        })
+    }
+
+    #[cfg(not(feature = "rdp"))]
+    fn desktop_snapshot(&self) -> Option<WatchFrame> {
+        None
+    }
 }
 
 struct LiveTerminal {
@@ -221,6 +279,9 @@ impl LiveTerminal {
         let mut state = self.state();
         if state.ended {
             return None;
+        }
+        if let Some(snapshot) = state.desktop_snapshot() {
+            return Some((snapshot, self.tx.subscribe()));
         }
         let current = state.current?;
         let snapshot = state.screens.get_mut(&current)?.snapshot();
@@ -279,11 +340,42 @@ impl LiveTerminal {
         }
     }
 
+    /// One PDU of a remote desktop session: decoded into the desktop; the
+    /// region it changed goes to the watchers, if any.
+    #[cfg(feature = "rdp")]
+    fn desktop_pdu(&self, up: bool, pdu: &[u8]) {
+        let mut state = self.state();
+        if state.ended {
+            return;
+        }
+        let desktop = state.desktop.get_or_insert_with(super::Desktop::new);
+        let Some(changed) = desktop.feed(up, pdu) else {
+            return;
+        };
+        if self.tx.receiver_count() == 0 || changed.width == 0 || changed.height == 0 {
+            return;
+        }
+        match desktop.png(changed) {
+            Ok(png) => {
+                let _ = self.tx.send(WatchFrame::Tile {
+                    x: changed.x,
+                    y: changed.y,
+                    png: png.into(),
+                });
+            }
+            Err(error) => tracing::debug!(%error, "cannot encode a desktop tile"),
+        }
+    }
+
     fn end(&self, reason: String) {
         let mut state = self.state();
         state.ended = true;
         state.screens.clear();
         state.current = None;
+        #[cfg(feature = "rdp")]
+        {
+            state.desktop = None;
+        }
         let _ = self.tx.send(WatchFrame::End(reason));
     }
 }
@@ -307,9 +399,21 @@ fn lock(t: &Terminals) -> std::sync::MutexGuard<'_, HashMap<SessionId, Arc<LiveT
 struct Observer {
     term: Arc<LiveTerminal>,
     hub: Weak<Terminals>,
+    /// A remote desktop session: its PDUs draw the desktop.
+    desktop: bool,
 }
 
 impl SessionObserver for Observer {
+    fn on_data(&self, direction: crate::session::Direction, data: &[u8]) {
+        #[cfg(feature = "rdp")]
+        if self.desktop {
+            self.term
+                .desktop_pdu(direction == crate::session::Direction::Up, data);
+        }
+        #[cfg(not(feature = "rdp"))]
+        let _ = (direction, data, self.desktop);
+    }
+
     fn on_terminal(&self, frame: &TerminalFrame) {
         self.term.apply(frame);
     }

@@ -55,7 +55,9 @@ pub fn read_rdp(mut input: impl BufRead) -> Result<(Header, Vec<RdpEvent>)> {
         .map_err(|e| recording_error(format!("cannot read the recording: {e}")))?;
     let header = Header::parse(line.trim_end())?;
     if header.format.as_deref() != Some(RDP_FORMAT) {
-        return Err(recording_error("the recording is not an RDP recording"));
+        return Err(crate::Error::invalid(
+            "the recording is not an RDP recording",
+        ));
     }
     let mut events = Vec::new();
     for (n, l) in input.lines().enumerate() {
@@ -86,13 +88,13 @@ pub fn read_rdp(mut input: impl BufRead) -> Result<(Header, Vec<RdpEvent>)> {
 }
 
 #[cfg(feature = "rdp")]
-pub use player::{Frame, MAX_DESKTOP, RdpPlayer};
+pub use player::{Desktop, Frame, MAX_DESKTOP, RdpPlayer, Rect};
 
 #[cfg(feature = "rdp")]
 mod player {
     use ironrdp_graphics::image_processing::PixelFormat;
     use ironrdp_pdu::{Action, mcs, x224};
-    use ironrdp_session::fast_path;
+    use ironrdp_session::fast_path::{self, UpdateKind};
     use ironrdp_session::image::DecodedImage;
 
     use super::RdpEvent;
@@ -121,27 +123,230 @@ mod player {
 
         /// The frame as a PNG file.
         pub fn to_png(&self) -> Result<Vec<u8>> {
-            let mut out = Vec::new();
-            let mut enc =
-                png::Encoder::new(&mut out, u32::from(self.width), u32::from(self.height));
-            enc.set_color(png::ColorType::Rgba);
-            enc.set_depth(png::BitDepth::Eight);
-            let fail = |e: png::EncodingError| Error::new(ErrorKind::Internal, format!("PNG: {e}"));
-            enc.write_header()
-                .map_err(fail)?
-                .write_image_data(&self.rgba)
-                .map_err(fail)?;
-            Ok(out)
+            encode_png(self.width, self.height, &self.rgba)
         }
     }
 
-    /// The largest desktop width or height a player decodes (the RDP
-    /// limit for a client's requested desktop, MS-RDPBCGR 2.2.1.3.2).
+    /// The largest desktop width or height decoded (the RDP limit for a
+    /// client's requested desktop, MS-RDPBCGR 2.2.1.3.2).
     pub const MAX_DESKTOP: u16 = 8192;
+
+    /// A region of the desktop, in pixels.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Rect {
+        pub x: u16,
+        pub y: u16,
+        pub width: u16,
+        pub height: u16,
+    }
+
+    impl Rect {
+        /// The smallest region holding both.
+        pub fn union(self, o: Rect) -> Rect {
+            let right = (self.x + self.width).max(o.x + o.width);
+            let bottom = (self.y + self.height).max(o.y + o.height);
+            let (x, y) = (self.x.min(o.x), self.y.min(o.y));
+            Rect {
+                x,
+                y,
+                width: right - x,
+                height: bottom - y,
+            }
+        }
+    }
+
+    /// A desktop rebuilt from an RDP session's PDUs, fed one at a time
+    /// as they pass or as they were recorded (sans-IO): the client's
+    /// Connect Initial gives its size, the target's fast-path updates its
+    /// pixels, through IronRDP's decoder (its answers are dropped).
+    pub struct Desktop {
+        image: Option<DecodedImage>,
+        processor: fast_path::Processor,
+        answers: ironrdp_core::WriteBuf,
+        updates: usize,
+        skipped: usize,
+        last_error: Option<String>,
+    }
+
+    impl std::fmt::Debug for Desktop {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Desktop")
+                .field("size", &self.size())
+                .field("updates", &self.updates)
+                .field("skipped", &self.skipped)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Default for Desktop {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Desktop {
+        /// A desktop of no size yet.
+        pub fn new() -> Self {
+            Self {
+                image: None,
+                processor: fast_path::ProcessorBuilder {
+                    io_channel_id: 1003,
+                    user_channel_id: 1007,
+                    share_id: 0x0001_03ea,
+                    enable_server_pointer: false,
+                    pointer_software_rendering: false,
+                }
+                .build(),
+                answers: ironrdp_core::WriteBuf::new(),
+                updates: 0,
+                skipped: 0,
+                last_error: None,
+            }
+        }
+
+        /// A desktop of `width` x `height` pixels (each 1 to
+        /// [`MAX_DESKTOP`]: the size comes from the vendor's client, and
+        /// the framebuffer costs four bytes per pixel).
+        pub fn with_size(width: u16, height: u16) -> Result<Self> {
+            if !fits(width) || !fits(height) {
+                return Err(Error::new(
+                    ErrorKind::Recording,
+                    format!(
+                        "the RDP desktop of {width}x{height} pixels is outside 1x1 to \
+                         {MAX_DESKTOP}x{MAX_DESKTOP}"
+                    ),
+                ));
+            }
+            let mut d = Self::new();
+            d.image = Some(DecodedImage::new(PixelFormat::RgbA32, width, height));
+            Ok(d)
+        }
+
+        /// Its size, once the client's Connect Initial passed.
+        pub fn size(&self) -> Option<(u16, u16)> {
+            self.image.as_ref().map(|i| (i.width(), i.height()))
+        }
+
+        /// Feeds one PDU (`up`: from the client); returns the region it
+        /// changed, if any. What the decoder cannot read is skipped.
+        pub fn feed(&mut self, up: bool, pdu: &[u8]) -> Option<Rect> {
+            if up {
+                if self.image.is_none()
+                    && let Some((w, h)) = desktop_size(pdu)
+                    && fits(w)
+                    && fits(h)
+                {
+                    self.image = Some(DecodedImage::new(PixelFormat::RgbA32, w, h));
+                }
+                return None;
+            }
+            let image = self.image.as_mut()?;
+            if ironrdp_pdu::find_size(pdu).ok().flatten().map(|i| i.action)
+                != Some(Action::FastPath)
+            {
+                return None;
+            }
+            self.answers.clear();
+            self.updates += 1;
+            let mut bulk = None;
+            // The PDUs are the target's: IronRDP's decoder panics on some
+            // malformed ones (an arithmetic overflow on a surface command's
+            // empty rectangle, found by `fuzz_rdp_decoder`), so a panic is
+            // one more update it cannot decode.
+            let processor = &mut self.processor;
+            let answers = &mut self.answers;
+            let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                processor.process(image, pdu, answers, &mut bulk)
+            }));
+            let decoded = match decoded {
+                Ok(r) => r.map_err(|e| format!("{e:?}")),
+                Err(_) => Err("the decoder failed on a malformed update".to_string()),
+            };
+            match decoded {
+                Ok(kinds) => kinds
+                    .into_iter()
+                    .filter_map(|k| match k {
+                        UpdateKind::Region(r) => Some(Rect {
+                            x: r.left,
+                            y: r.top,
+                            width: r.right.saturating_sub(r.left) + 1,
+                            height: r.bottom.saturating_sub(r.top) + 1,
+                        }),
+                        _ => None,
+                    })
+                    .map(|r| clip(r, image.width(), image.height()))
+                    .reduce(Rect::union),
+                Err(error) => {
+                    tracing::debug!(%error, "an RDP update the decoder cannot read");
+                    self.skipped += 1;
+                    self.last_error = Some(error);
+                    None
+                }
+            }
+        }
+
+        /// The whole desktop now (`None` before its size is known).
+        pub fn frame(&self) -> Option<Frame> {
+            let image = self.image.as_ref()?;
+            Some(Frame {
+                width: image.width(),
+                height: image.height(),
+                rgba: image.data().to_vec(),
+                updates: self.updates,
+                skipped: self.skipped,
+                last_error: self.last_error.clone(),
+            })
+        }
+
+        /// Region `r` of the desktop as a PNG file.
+        pub fn png(&self, r: Rect) -> Result<Vec<u8>> {
+            let image = self
+                .image
+                .as_ref()
+                .ok_or_else(|| Error::new(ErrorKind::Conflict, "the desktop has no size yet"))?;
+            let r = clip(r, image.width(), image.height());
+            let stride = usize::from(image.width()) * 4;
+            let mut rgba = Vec::with_capacity(usize::from(r.width) * usize::from(r.height) * 4);
+            for y in r.y..r.y + r.height {
+                let start = usize::from(y) * stride + usize::from(r.x) * 4;
+                rgba.extend_from_slice(&image.data()[start..start + usize::from(r.width) * 4]);
+            }
+            encode_png(r.width, r.height, &rgba)
+        }
+    }
+
+    fn fits(n: u16) -> bool {
+        (1..=MAX_DESKTOP).contains(&n)
+    }
+
+    /// `r` cut to a `width`×`height` desktop.
+    fn clip(r: Rect, width: u16, height: u16) -> Rect {
+        let x = r.x.min(width);
+        let y = r.y.min(height);
+        Rect {
+            x,
+            y,
+            width: r.width.min(width - x),
+            height: r.height.min(height - y),
+        }
+    }
+
+    fn encode_png(width: u16, height: u16, rgba: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, u32::from(width), u32::from(height));
+        enc.set_color(png::ColorType::Rgba);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Fast);
+        let fail = |e: png::EncodingError| Error::new(ErrorKind::Internal, format!("PNG: {e}"));
+        enc.write_header()
+            .map_err(fail)?
+            .write_image_data(rgba)
+            .map_err(fail)?;
+        Ok(out)
+    }
 
     /// Replays an RDP recording's PDUs into a framebuffer.
     #[derive(Debug)]
-
     pub struct RdpPlayer {
         events: Vec<RdpEvent>,
         width: u16,
@@ -174,19 +379,9 @@ mod player {
         }
 
         /// A player over PDUs for a desktop of `width` x `height` pixels
-        /// (each 1 to [`MAX_DESKTOP`]: the size comes from the vendor's
-        /// client, and a frame costs four bytes per pixel).
+        /// (each 1 to [`MAX_DESKTOP`]).
         pub fn with_desktop(events: Vec<RdpEvent>, width: u16, height: u16) -> Result<Self> {
-            let fits = |n: u16| (1..=MAX_DESKTOP).contains(&n);
-            if !fits(width) || !fits(height) {
-                return Err(Error::new(
-                    ErrorKind::Recording,
-                    format!(
-                        "the RDP recording's desktop of {width}x{height} pixels is outside \
-                         1x1 to {MAX_DESKTOP}x{MAX_DESKTOP}"
-                    ),
-                ));
-            }
+            Desktop::with_size(width, height)?;
             Ok(Self {
                 events,
                 width,
@@ -203,54 +398,26 @@ mod player {
         /// fast-path update up to then decoded; what the decoder cannot
         /// read is skipped.
         pub fn frame_at(&self, t: f64) -> Frame {
-            let mut image = DecodedImage::new(PixelFormat::RgbA32, self.width, self.height);
-            let mut processor = fast_path::ProcessorBuilder {
-                io_channel_id: 1003,
-                user_channel_id: 1007,
-                share_id: 0x0001_03ea,
-                enable_server_pointer: false,
-                pointer_software_rendering: false,
-            }
-            .build();
-            let mut answers = ironrdp_core::WriteBuf::new();
-            let mut bulk = None;
-            let (mut updates, mut skipped, mut last_error) = (0, 0, None);
+            self.desktop_at(t).frame().unwrap_or(Frame {
+                width: 0,
+                height: 0,
+                rgba: Vec::new(),
+                updates: 0,
+                skipped: 0,
+                last_error: None,
+            })
+        }
+
+        /// The [`Desktop`] fed every PDU up to `t` seconds.
+        pub fn desktop_at(&self, t: f64) -> Desktop {
+            // Its size is known from the start (a blank desktop before the
+            // first update).
+            let mut desktop =
+                Desktop::with_size(self.width, self.height).unwrap_or_else(|_| Desktop::new());
             for e in self.events.iter().take_while(|e| e.t <= t) {
-                if e.up
-                    || ironrdp_pdu::find_size(&e.pdu)
-                        .ok()
-                        .flatten()
-                        .map(|i| i.action)
-                        != Some(Action::FastPath)
-                {
-                    continue;
-                }
-                answers.clear();
-                updates += 1;
-                // The PDUs are the target's: IronRDP's decoder panics on
-                // some malformed ones (an arithmetic overflow on a surface
-                // command's empty rectangle, found by `fuzz_rdp_decoder`),
-                // so a panic is one more update it cannot decode.
-                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    processor.process(&mut image, &e.pdu, &mut answers, &mut bulk)
-                }));
-                let error = match decoded {
-                    Ok(Ok(_)) => continue,
-                    Ok(Err(error)) => format!("{error:?}"),
-                    Err(_) => "the decoder failed on a malformed update".to_string(),
-                };
-                tracing::debug!(%error, t = e.t, "an RDP update the player cannot decode");
-                skipped += 1;
-                last_error = Some(error);
+                desktop.feed(e.up, &e.pdu);
             }
-            Frame {
-                width: image.width(),
-                height: image.height(),
-                rgba: image.data().to_vec(),
-                updates,
-                skipped,
-                last_error,
-            }
+            desktop
         }
     }
 }

@@ -166,6 +166,7 @@ pub static POLICY: &[Route] = &[
     route("GET", "/api/v1/services/{id}/terminal", AnyOf(&[P::USE_CONNECTION_MANAGER]), Scope::Customer, 101, None, WebSocket, "vault", "the browser terminal: a privileged SSH session on this service over a WebSocket from the console's own origin (400 unless the service is kind `ssh`)"),
     route("GET", "/api/v1/services/{id}/file-policy", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 200, None, Json("FilePolicy"), "services", "the service's file-transfer policy (SFTP through the SSH proxy)"),
     route("PUT", "/api/v1/services/{id}/file-policy", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 200, Some("FilePolicy"), Json("FilePolicy"), "services", "replace the service's file-transfer policy (absent fields: their defaults); answers it normalized"),
+    route("DELETE", "/api/v1/services/{id}/pin", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 204, None, Empty, "services", "forget the target key pinned on first use (SSH host key, RDP certificate key) after it changed on purpose; the next session pins anew; audited"),
     route("DELETE", "/api/v1/services/{id}", AnyOf(&[P::MANAGE_SERVICES]), Scope::Customer, 204, None, Empty, "services", "delete a service and its grants"),
     // users and roles
     route("GET", "/api/v1/users", AnyOf(&[P::MANAGE_USERS]), Scope::None, 200, None, List("User"), "users", "every user"),
@@ -197,7 +198,11 @@ pub static POLICY: &[Route] = &[
     ),
     route("GET", "/api/v1/recordings/{id}/cast", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "download a recording (asciicast v2, `<id>.cast`)"),
     route("GET", "/api/v1/recordings/{id}/verify", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("RecordingVerification"), "recordings", "check a recording's file, chunk chain and signed manifest"),
-    route("GET", "/api/v1/sessions/{id}/watch", AnyOf(&[P::MONITOR_SESSIONS]), Scope::Customer, 101, None, WebSocket, "sessions", "watch a live terminal session (WebSocket from the console's own origin; 409 when not live)"),
+    with_query(
+        route("GET", "/api/v1/recordings/{id}/frame", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "the desktop of an RDP recording at `t` as a PNG (`x-recording-duration`: its length in seconds)"),
+        &[("t", "seconds from the recording's start (default 0; past the end: the last frame)")],
+    ),
+    route("GET", "/api/v1/sessions/{id}/watch", AnyOf(&[P::MONITOR_SESSIONS]), Scope::Customer, 101, None, WebSocket, "sessions", "watch a live terminal or desktop session (WebSocket from the console's own origin; 409 when not live)"),
     route("POST", "/api/v1/sessions/{id}/terminate", AnyOf(&[P::TERMINATE_SESSIONS]), Scope::Customer, 204, Some("Terminate"), Empty, "sessions", "end a live session with a reason (409 when not live)"),
     // admin log
     with_query(

@@ -41,6 +41,7 @@ pub const ASSETS: &[Asset] = &[
     ("ui.js", JS, include_str!("assets/ui.js")),
     ("customers.js", JS, include_str!("assets/customers.js")),
     ("sessions.js", JS, include_str!("assets/sessions.js")),
+    ("desktop.js", JS, include_str!("assets/desktop.js")),
     ("users.js", JS, include_str!("assets/users.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
     ("admin.js", JS, include_str!("assets/admin.js")),

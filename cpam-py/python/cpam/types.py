@@ -140,13 +140,21 @@ class ServerEvent(TypedDict, total=False):
 class WatchFrame(TypedDict, total=False):
     """One frame of a watched live session (``LiveWatch.next``)."""
 
-    type: Literal["snapshot", "output", "resize", "end"]
+    type: Literal["snapshot", "output", "resize", "desktop", "tile", "end"]
     cols: int
     """On ``snapshot`` and ``resize``: the terminal's size."""
     rows: int
     data: bytes
     """On ``snapshot`` (paints the current screen on a blank one) and ``output``
     (what the target wrote). What the user types is never in a frame."""
+    width: int
+    """On ``desktop`` (a remote desktop session, all of it): its size in pixels."""
+    height: int
+    x: int
+    """On ``tile`` (a region of the desktop that changed): where its top left corner is."""
+    y: int
+    png: bytes
+    """On ``desktop`` and ``tile``: the image."""
     reason: str
     """On ``end``: why the session ended (``terminated: <reason>``, ``closed``, ...)."""
 

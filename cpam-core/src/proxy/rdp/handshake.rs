@@ -158,10 +158,26 @@ pub(super) async fn run(setup: Setup<'_>, user: Connection, upstream: Upstream) 
 
     // 2. TLS on both legs; the target's key is checked against its pin
     // before any credential is sent.
+    // Nothing may come before TLS starts: bytes read past the X.224
+    // exchange would be lost.
+    let (c_stream, c_left) = cf.into_inner();
+    if !c_left.is_empty() {
+        return Err(protocol_err(
+            "the RDP client",
+            format!("{} bytes came before TLS", c_left.len()),
+        ));
+    }
+    let (t_stream, t_left) = sf.into_inner();
+    if !t_left.is_empty() {
+        return Err(protocol_err(
+            "the RDP target",
+            format!("{} bytes came before TLS", t_left.len()),
+        ));
+    }
     let (c_tls, t_tls) = tokio::join!(
-        setup.tls.acceptor.accept(cf.into_inner_no_leftover()),
+        setup.tls.acceptor.accept(c_stream),
         ironrdp_tls::upgrade_with_certificate_validation(
-            sf.into_inner_no_leftover(),
+            t_stream,
             "localhost",
             ironrdp_tls::CertificateValidation::DangerouslyAcceptInvalidCertificate,
         )
@@ -199,16 +215,27 @@ pub(super) async fn run(setup: Setup<'_>, user: Connection, upstream: Upstream) 
         password: proxy_secret.expose().clone().into(),
     };
     drop(proxy_secret);
+    // The client's leg waits for the target's before it lets the client
+    // in, so that a refused vault credential reads as a refused logon.
+    let (target_done, target_outcome) = tokio::sync::watch::channel(None::<bool>);
     let client_leg = client_credssp(
         &mut cf,
         &identity,
         setup.tls.public_key.clone(),
-        client_protocol,
+        target_outcome,
     );
     let credential = setup.credential;
-    let target_leg = target_credssp(&mut sf, credential, target_protocol, target_key);
+    let target_leg = async {
+        let r = target_credssp(&mut sf, credential, target_protocol, target_key).await;
+        let _ = target_done.send(Some(r.is_ok()));
+        r
+    };
     let (c, t) = tokio::join!(client_leg, target_leg);
     drop(identity);
+    // The client learns whether it is let in (HYBRID_EX's early user
+    // authorization result) only once both legs are done: a target that
+    // refuses the vault's credential reads as a refused login to the client.
+    early_user_auth_result(&mut cf, client_protocol, c.is_ok() && t.is_ok()).await;
     if let Err(e) = c {
         let _ = setup
             .control
@@ -216,15 +243,23 @@ pub(super) async fn run(setup: Setup<'_>, user: Connection, upstream: Upstream) 
             .await;
         return Err(e);
     }
-    t.map_err(|e| {
-        Error::new(
+    if let Err(e) = t {
+        let e = Error::new(
             ErrorKind::PermissionDenied,
             format!(
                 "the RDP target refused the stored credential for `{target_user}`: {}",
                 e.message()
             ),
-        )
-    })?;
+        );
+        let _ = setup
+            .control
+            .record_event(
+                "rdp.target_login_failed",
+                json!({ "username": target_user, "message": e.message() }),
+            )
+            .await;
+        return Err(e);
+    }
 
     // 4. The MCS Connect Initial names the protocol the target selected.
     let (_, frame) = cf
@@ -246,11 +281,15 @@ pub(super) async fn run(setup: Setup<'_>, user: Connection, upstream: Upstream) 
 }
 
 /// CredSSP as the server: the client must prove it knows `identity`.
+/// Once it has, the server's proof of its key waits for the target's leg
+/// (`target`); a target that refused the vault's credential gets the
+/// client a `STATUS_LOGON_FAILURE` instead (the target's refusal is
+/// reported by its own leg; this one ends without error).
 async fn client_credssp(
     cf: &mut TokioFramed<ClientTls>,
     identity: &sspi::AuthIdentity,
     public_key: Vec<u8>,
-    protocol: nego::SecurityProtocol,
+    mut target: tokio::sync::watch::Receiver<Option<bool>>,
 ) -> Result<()> {
     let denied = |e: &dyn std::fmt::Display| {
         Error::new(
@@ -279,6 +318,27 @@ async fn client_credssp(
                 break;
             };
             let result = seq.process_ts_request(ts).resolve_to_result();
+            let proven = matches!(
+                &result,
+                Ok(sspi::credssp::ServerState::ReplyNeeded(ts)) if ts.pub_key_auth.is_some()
+            );
+            if proven {
+                let accepted = target
+                    .wait_for(Option::is_some)
+                    .await
+                    .is_ok_and(|v| *v == Some(true));
+                if !accepted {
+                    let refusal = sspi::credssp::TsRequest {
+                        error_code: Some(sspi::credssp::NStatusCode::LOGON_FAILURE),
+                        ..Default::default()
+                    };
+                    let mut bytes = Vec::new();
+                    if refusal.encode_ts_request(&mut bytes).is_ok() {
+                        let _ = cf.write_all(&bytes).await;
+                    }
+                    return Ok(());
+                }
+            }
             buf.clear();
             let (written, _) = seq
                 .handle_process_result(result, &mut buf)
@@ -292,19 +352,28 @@ async fn client_credssp(
         Ok(())
     }
     .await;
-    if protocol.contains(nego::SecurityProtocol::HYBRID_EX) {
-        use sspi::credssp::EarlyUserAuthResult;
-        let answer = if result.is_ok() {
-            EarlyUserAuthResult::Success
-        } else {
-            EarlyUserAuthResult::AccessDenied
-        };
-        buf.clear();
-        if answer.to_buffer(&mut buf).is_ok() {
-            let _ = cf.write_all(&buf[..answer.buffer_len()]).await;
-        }
-    }
     result
+}
+
+/// With HYBRID_EX, tells the client whether its login was accepted.
+async fn early_user_auth_result(
+    cf: &mut TokioFramed<ClientTls>,
+    protocol: nego::SecurityProtocol,
+    accepted: bool,
+) {
+    use sspi::credssp::EarlyUserAuthResult;
+    if !protocol.contains(nego::SecurityProtocol::HYBRID_EX) {
+        return;
+    }
+    let answer = if accepted {
+        EarlyUserAuthResult::Success
+    } else {
+        EarlyUserAuthResult::AccessDenied
+    };
+    let mut buf = WriteBuf::new();
+    if answer.to_buffer(&mut buf).is_ok() {
+        let _ = cf.write_all(&buf[..answer.buffer_len()]).await;
+    }
 }
 
 /// CredSSP as the client: logs in to the target with the vault's credential.
@@ -346,10 +415,12 @@ async fn target_credssp(
         let Some(hint) = seq.next_pdu_hint() else {
             break;
         };
-        let pdu = sf
-            .read_by_hint(hint)
-            .await
-            .map_err(|e| io_err("NLA with the target", e))?;
+        let pdu = sf.read_by_hint(hint).await.map_err(|e| {
+            Error::new(
+                ErrorKind::PermissionDenied,
+                format!("the target closed NLA before accepting the login ({e})"),
+            )
+        })?;
         match seq.decode_server_message(&pdu).map_err(|e| failed(&e))? {
             Some(next) => ts = next,
             None => break,

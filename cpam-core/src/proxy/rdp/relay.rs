@@ -1,6 +1,7 @@
 //! The session after NLA: PDUs pass both ways, each one counted and shown
 //! to the session's observers; a session ended from outside sends the
-//! client a disconnect PDU and closes both legs.
+//! client why (a Set Error Info PDU) and a disconnect PDU and closes both
+//! legs.
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use tokio::io::{AsyncWriteExt as _, WriteHalf};
 use super::filter;
 use super::handshake::Linked;
 use crate::error::{Error, ErrorKind, Result};
+use crate::model::EndReason;
 use crate::session::{Direction, LiveSession, Meter as _};
 
 /// How long the close may take once the session is ended from outside.
@@ -63,14 +65,16 @@ pub(super) async fn run(linked: Linked, live: &LiveSession) -> Result<()> {
         }
     };
     let result = match ended {
-        // Ended from outside: the client is told to disconnect.
+        // Ended from outside: the client is told why, then to disconnect.
         None => {
+            let mut bytes = error_info(control.end_reason().map(|(r, _)| r)).unwrap_or_default();
             let ultimatum = mcs::DisconnectProviderUltimatum::from_reason(
                 mcs::DisconnectReason::ProviderInitiated,
             );
-            if let Ok(bytes) = ironrdp_core::encode_vec(&x224::X224(ultimatum)) {
-                let _ = tokio::time::timeout(CLOSE_WAIT, write(&mut c_write, &bytes)).await;
+            if let Ok(b) = ironrdp_core::encode_vec(&x224::X224(ultimatum)) {
+                bytes.extend_from_slice(&b);
             }
+            let _ = tokio::time::timeout(CLOSE_WAIT, write(&mut c_write, &bytes)).await;
             Ok(())
         }
         Some(r) => r,
@@ -81,6 +85,48 @@ pub(super) async fn run(linked: Linked, live: &LiveSession) -> Result<()> {
     })
     .await;
     result
+}
+
+/// The MCS channel of the server (the sender of its data PDUs) and the
+/// I/O channel, as every RDP server numbers them.
+const SERVER_CHANNEL_ID: u16 = 1002;
+const IO_CHANNEL_ID: u16 = 1003;
+
+/// A Set Error Info PDU saying why the session ends: an expiry is the
+/// session time limit, anything else an administrator's disconnect (the
+/// client shows it, e.g. FreeRDP's `ERRINFO_LOGON_TIMEOUT`).
+fn error_info(reason: Option<EndReason>) -> Option<Vec<u8>> {
+    use ironrdp_pdu::rdp::client_info::CompressionType;
+    use ironrdp_pdu::rdp::headers::{
+        CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu,
+        StreamPriority,
+    };
+    use ironrdp_pdu::rdp::server_error_info::{
+        ErrorInfo, ProtocolIndependentCode, ServerSetErrorInfoPdu,
+    };
+    let code = match reason {
+        Some(EndReason::Expired) => ProtocolIndependentCode::LogonTimeout,
+        _ => ProtocolIndependentCode::RpcInitiatedDisconnect,
+    };
+    let header = ShareControlHeader {
+        share_id: 0,
+        pdu_source: SERVER_CHANNEL_ID,
+        share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: ShareDataPdu::ServerSetErrorInfo(ServerSetErrorInfoPdu(
+                ErrorInfo::ProtocolIndependentCode(code),
+            )),
+            stream_priority: StreamPriority::Undefined,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }),
+    };
+    let user_data = ironrdp_core::encode_vec(&header).ok()?;
+    let pdu = mcs::SendDataIndication {
+        initiator_id: SERVER_CHANNEL_ID,
+        channel_id: IO_CHANNEL_ID,
+        user_data: user_data.into(),
+    };
+    ironrdp_core::encode_vec(&x224::X224(pdu)).ok()
 }
 
 async fn write<S: tokio::io::AsyncWrite>(w: &mut WriteHalf<S>, pdu: &[u8]) -> std::io::Result<()> {

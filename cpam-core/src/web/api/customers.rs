@@ -320,3 +320,16 @@ pub async fn delete_service(
     }
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// `DELETE /api/v1/services/{id}/pin`: forgets the target key pinned for a
+/// privileged service (the SSH host key, the RDP certificate key), after the
+/// operator checked that it changed on purpose; the next session pins anew.
+pub async fn forget_pin(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let s = access::service(state.store.as_ref(), &caller.principal, &ServiceId(id)).await?;
+    state.admin(&caller).forget_host_key(&s).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

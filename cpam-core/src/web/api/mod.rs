@@ -71,6 +71,7 @@ pub fn routes() -> ApiRoutes {
             customers::create_service,
         )
         .add("DELETE", "/api/v1/services/{id}", customers::delete_service)
+        .add("DELETE", "/api/v1/services/{id}/pin", customers::forget_pin)
         .add("GET", "/api/v1/services/{id}/terminal", terminal::terminal)
         .add(
             "GET",
@@ -109,6 +110,7 @@ pub fn routes() -> ApiRoutes {
         .add("GET", "/api/v1/sessions/{id}/files", files::session_files)
         .add("GET", "/api/v1/recordings/{id}/cast", recordings::download)
         .add("GET", "/api/v1/recordings/{id}/verify", recordings::verify)
+        .add("GET", "/api/v1/recordings/{id}/frame", recordings::frame)
         .add("GET", "/api/v1/audit", audit::list)
         .add("GET", "/api/v1/audit/verify", audit::verify)
         .add("GET", "/api/v1/audit/checkpoints", audit::checkpoints)

@@ -1,4 +1,5 @@
-//! A session's recordings: list, download (`.cast`), verify. Scoped like
+//! A session's recordings: list, download (`.cast`), verify, and for a
+//! remote desktop recording the desktop at a moment (PNG). Scoped like
 //! the session they belong to: a foreign session's recording answers 404
 //! exactly like a missing one.
 
@@ -140,4 +141,56 @@ pub async fn verify(
             "chunks": null, "signer": null, "error": e.message(),
         }),
     }))
+}
+
+/// `?t=SECONDS` of a frame request.
+#[derive(Debug, serde::Deserialize)]
+pub struct FrameQuery {
+    #[serde(default)]
+    t: f64,
+}
+
+/// `GET /api/v1/recordings/{id}/frame?t=SECONDS`: the desktop of an RDP
+/// recording at `t` seconds from its start (past the end: its last
+/// frame), as a PNG; `x-recording-duration` gives the recording's length
+/// in seconds.
+pub async fn frame(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<FrameQuery>,
+) -> ApiResult<Response> {
+    let id = scoped(&state, &caller, &id).await?;
+    let store = store(&state)?;
+    let t = if q.t.is_finite() { q.t.max(0.0) } else { 0.0 };
+    let (duration, png) = blocking(move || desktop_at(store.as_ref(), &id, t)).await?;
+    let mut r = Response::new(axum::body::Body::from(png));
+    let h = r.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("image/png"),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{duration:.3}")) {
+        h.insert("x-recording-duration", v);
+    }
+    Ok(r)
+}
+
+#[cfg(feature = "rdp")]
+fn desktop_at(
+    store: &dyn RecordingStore,
+    id: &RecordingId,
+    t: f64,
+) -> crate::Result<(f64, Vec<u8>)> {
+    let reader = store.open(id)?;
+    let (_, events) = crate::record::read_rdp(std::io::BufReader::new(reader))?;
+    let player = crate::record::RdpPlayer::new(events)?;
+    Ok((player.duration(), player.frame_at(t).to_png()?))
+}
+
+#[cfg(not(feature = "rdp"))]
+fn desktop_at(_: &dyn RecordingStore, id: &RecordingId, _: f64) -> crate::Result<(f64, Vec<u8>)> {
+    Err(crate::Error::invalid(format!(
+        "`{id}` cannot be shown: this server is built without RDP"
+    )))
 }

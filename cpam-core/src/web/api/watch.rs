@@ -1,14 +1,19 @@
-//! `GET /api/v1/sessions/{id}/watch`: a live terminal session over a
+//! `GET /api/v1/sessions/{id}/watch`: a live terminal or desktop session over a
 //! WebSocket, for a caller with `MONITOR_SESSIONS` on the session's
 //! customer (anyone else gets the 404 of a missing session). The socket
 //! must come from the console's own origin (a page elsewhere cannot ride
 //! the session cookie). Every start and stop is audited
 //! (`session.watch.start` / `session.watch.stop`, actor = the watcher).
 //!
-//! Frames sent: a text `{"resize":[cols,rows]}` then the screen as binary
-//! (again after falling behind), then the output as binary, resizes as
-//! text, and at the end a text `{"end":"<why>"}` before the close. What
-//! the user types is never sent.
+//! Frames sent for a terminal: a text `{"resize":[cols,rows]}` then the
+//! screen as binary (again after falling behind), then the output as
+//! binary, resizes as text, and at the end a text `{"end":"<why>"}` before
+//! the close. What the user types is never sent.
+//!
+//! For a remote desktop (RDP): a text `{"desktop":[width,height]}`, then
+//! binary images, each 4 bytes (its x and y, big-endian `u16`s) and a PNG:
+//! first the whole desktop (again after falling behind), then each region
+//! that changed; the same `{"end":"<why>"}` at the end.
 
 use axum::extract::ws::{
     Message, WebSocket, WebSocketUpgrade, rejection::WebSocketUpgradeRejection,
@@ -52,7 +57,7 @@ pub async fn watch(
     };
     let not_live = || {
         ApiError::from(crate::Error::conflict(format!(
-            "session `{id}` has no live terminal on this server"
+            "session `{id}` has no live terminal or desktop on this server"
         )))
     };
     let hub = state.live().ok_or_else(not_live)?;
@@ -78,6 +83,15 @@ fn resize(cols: u16, rows: u16) -> Message {
     Message::Text(json!({ "resize": [cols, rows] }).to_string().into())
 }
 
+/// A desktop image at (`x`, `y`): the position, then the PNG.
+pub(crate) fn image(x: u16, y: u16, png: &[u8]) -> Message {
+    let mut b = Vec::with_capacity(png.len() + 4);
+    b.extend_from_slice(&x.to_be_bytes());
+    b.extend_from_slice(&y.to_be_bytes());
+    b.extend_from_slice(png);
+    Message::Binary(b.into())
+}
+
 /// Sends the watch's frames until the session ends or the watcher leaves.
 async fn relay(mut socket: WebSocket, mut watch: Watch) {
     loop {
@@ -89,6 +103,14 @@ async fn relay(mut socket: WebSocket, mut watch: Watch) {
                     }
                     Some(WatchFrame::Output(data)) => (vec![Message::Binary(data)], false),
                     Some(WatchFrame::Resize { cols, rows }) => (vec![resize(cols, rows)], false),
+                    Some(WatchFrame::Desktop { width, height, png }) => (
+                        vec![
+                            Message::Text(json!({ "desktop": [width, height] }).to_string().into()),
+                            image(0, 0, &png),
+                        ],
+                        false,
+                    ),
+                    Some(WatchFrame::Tile { x, y, png }) => (vec![image(x, y, &png)], false),
                     Some(WatchFrame::End(reason)) => {
                         (vec![Message::Text(json!({ "end": reason }).to_string().into())], true)
                     }

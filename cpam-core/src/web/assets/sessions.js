@@ -5,6 +5,7 @@ import { can, download, get, post } from './api.js';
 import { link, subscribe } from './app.js';
 import { fmtTarget } from './customers.js';
 import { replay, watchSession } from './terminal.js';
+import { replayDesktop, watchDesktop } from './desktop.js';
 import { busy, bytes, confirmDialog, duration, h, mount, table, timeCell, toast } from './ui.js';
 
 const REASONS = {
@@ -54,7 +55,9 @@ export async function sessionsPage(root) {
   const recordingsBox = h('div', { 'data-test': 'recordings' });
 
   const watch = async (s) => {
-    await watchSession(viewer, s, `${who(s)} on ${service(s)}`);
+    const label = `${who(s)} on ${service(s)}`;
+    if (s.protocol === 'rdp') watchDesktop(viewer, s, label);
+    else await watchSession(viewer, s, label);
     viewer.scrollIntoView();
   };
 
@@ -67,14 +70,14 @@ export async function sessionsPage(root) {
         h('td', {}, bytes(r.size)),
         h('td', {}, r.state),
         h('td', { class: 'actions' },
-          h('button', { class: 'small', 'data-test': 'recording-replay', onclick: () => replay(viewer, r) }, 'Replay'),
+          h('button', { class: 'small', 'data-test': 'recording-replay', onclick: () => (s.protocol === 'rdp' ? replayDesktop(viewer, r) : replay(viewer, r)) }, 'Replay'),
           h('a', { class: 'button small', 'data-test': 'recording-download',
             href: new URL(`api/v1/recordings/${encodeURIComponent(r.id)}/cast`, document.baseURI).href,
             download: `${r.id}.cast` }, 'Download .cast'))));
       mount(recordingsBox, h('div', { class: 'card' },
         h('h2', {}, `Recordings of ${who(s)}’s session on ${service(s)}`),
         table('recordings', ['Recording', 'Started', 'Size', 'State', ''], rows,
-          'This session has no recordings (only terminal sessions through the privileged SSH service are recorded).')));
+          'This session has no recordings (only privileged SSH and RDP sessions are recorded).')));
     });
   };
 
