@@ -380,7 +380,7 @@ impl ConnectClient {
     /// Runs one connection given as a [`Source`] and a [`Sink`] (the IP
     /// Connect driver's) as a session to `service`. A refusal returns
     /// before anything moved, so the caller can reset the connection.
-    pub(crate) async fn serve_split(
+    pub async fn serve_split(
         &self,
         service: &str,
         rx: impl Source,
