@@ -47,6 +47,7 @@ __all__ = [
     "Gatekeeper",
     "InternalError",
     "InvalidArgumentError",
+    "IpConnect",
     "LiveWatch",
     "NotFoundError",
     "PermissionDeniedError",

@@ -11,7 +11,6 @@ pub mod stack;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -119,9 +118,15 @@ impl<T: Clone + Send + Sync + 'static> Driver<T> {
         if let Some(f) = self.failure.lock().ok().and_then(|f| f.clone()) {
             return Some(f);
         }
-        // A deleted device does not always wake a reader: look for it.
-        let sys = Path::new("/sys/class/net").join(&self.name);
-        (!sys.exists()).then(|| format!("the TUN device `{}` was deleted", self.name))
+        // A deleted device does not always wake a reader: look for it in
+        // this network namespace's list (`/sys/class/net` may show another
+        // namespace's devices).
+        let list = std::fs::read_to_string("/proc/net/dev").ok()?;
+        let present = list
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .any(|(name, _)| name.trim() == self.name);
+        (!present).then(|| format!("the TUN device `{}` was deleted", self.name))
     }
 }
 

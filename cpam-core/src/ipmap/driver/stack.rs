@@ -32,6 +32,8 @@ const SOCKET_BUFFER: usize = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
 /// Chunks queued between the stack and a session, each way.
 const QUEUE: usize = 4;
+/// Most sockets waiting for SYNs on one address and port at once.
+const MAX_LISTENING: usize = 1024;
 
 /// What a session sends to its connection.
 #[derive(Debug)]
@@ -171,7 +173,10 @@ pub struct Stack<T> {
     /// Mapped hosts (they answer ICMP echo).
     hosts: HashSet<Ipv4Addr>,
     /// Sockets listening, per mapped address and port.
-    listening: HashMap<SocketAddrV4, SocketHandle>,
+    listening: HashMap<SocketAddrV4, Vec<SocketHandle>>,
+    /// SYNs queued since the last poll, per mapped address and port: each
+    /// needs a listening socket of its own.
+    syns: HashMap<SocketAddrV4, usize>,
     /// Connections handed out or about to be.
     conns: HashMap<SocketHandle, Conn>,
     /// Sockets between SYN and the handshake's end, with their endpoint.
@@ -205,6 +210,7 @@ impl<T: Clone> Stack<T> {
             ports: HashMap::new(),
             hosts: HashSet::new(),
             listening: HashMap::new(),
+            syns: HashMap::new(),
             conns: HashMap::new(),
             opening: HashMap::new(),
             closing: Vec::new(),
@@ -223,7 +229,7 @@ impl<T: Clone> Stack<T> {
             .copied()
             .collect();
         for a in gone {
-            if let Some(h) = self.listening.remove(&a) {
+            for h in self.listening.remove(&a).unwrap_or_default() {
                 self.sockets.remove(h);
             }
         }
@@ -258,11 +264,18 @@ impl<T: Clone> Stack<T> {
         self.device.rx.push_back(packet.to_vec());
     }
 
-    /// A listening socket for `local` unless one already waits.
+    /// One more listening socket for `local` unless enough already wait for
+    /// the SYNs queued since the last poll.
     fn listen(&mut self, local: SocketAddrV4) {
-        if let Some(h) = self.listening.get(&local)
-            && self.sockets.get::<tcp::Socket>(*h).state() == tcp::State::Listen
-        {
+        let queued = self.syns.entry(local).or_default();
+        *queued += 1;
+        let queued = *queued;
+        let waiting = self.listening.get(&local).map_or(0, |hs| {
+            hs.iter()
+                .filter(|h| self.sockets.get::<tcp::Socket>(**h).state() == tcp::State::Listen)
+                .count()
+        });
+        if waiting >= queued || waiting >= MAX_LISTENING {
             return;
         }
         let mut socket = tcp::Socket::new(
@@ -281,10 +294,7 @@ impl<T: Clone> Stack<T> {
             return;
         }
         let h = self.sockets.add(socket);
-        if let Some(old) = self.listening.insert(local, h) {
-            // The old one took a SYN: it is opening now.
-            self.opening.insert(old, local);
-        }
+        self.listening.entry(local).or_default().push(h);
     }
 
     /// One IP packet for the device, if any.
@@ -316,16 +326,17 @@ impl<T: Clone> Stack<T> {
 
     /// Listening sockets that took a SYN become connections once established.
     fn promote(&mut self, accepted: &mut Vec<Accepted<T>>) {
-        let taken: Vec<(SocketAddrV4, SocketHandle)> = self
-            .listening
-            .iter()
-            .filter(|(_, h)| self.sockets.get::<tcp::Socket>(**h).state() != tcp::State::Listen)
-            .map(|(a, h)| (*a, *h))
-            .collect();
-        for (local, h) in taken {
-            self.listening.remove(&local);
-            self.opening.insert(h, local);
+        self.syns.clear();
+        for (local, hs) in &mut self.listening {
+            hs.retain(|h| {
+                let taken = self.sockets.get::<tcp::Socket>(*h).state() != tcp::State::Listen;
+                if taken {
+                    self.opening.insert(*h, *local);
+                }
+                !taken
+            });
         }
+        self.listening.retain(|_, hs| !hs.is_empty());
         let opening: Vec<(SocketHandle, SocketAddrV4)> =
             self.opening.iter().map(|(h, a)| (*h, *a)).collect();
         for (h, local) in opening {
@@ -540,6 +551,29 @@ mod tests {
         let mut s = stack();
         s.input(&syn(HOST, 8080));
         assert_eq!(answer(&mut s), (true, true, false));
+    }
+
+    #[test]
+    fn simultaneous_syns_each_get_a_socket() {
+        let mut s = stack();
+        for port in [40000, 40001, 40002] {
+            let mut p = syn(HOST, 8080);
+            // Another client port (and its checksum) per SYN.
+            let mut ip = Ipv4Packet::new_unchecked(&mut p[..]);
+            let mut tcp = TcpPacket::new_unchecked(ip.payload_mut());
+            tcp.set_src_port(port);
+            tcp.fill_checksum(&IpAddress::Ipv4(CLIENT), &IpAddress::Ipv4(HOST));
+            s.input(&p);
+        }
+        s.poll();
+        let mut synacks = 0;
+        while let Some(out) = s.output() {
+            let ip = Ipv4Packet::new_checked(&out[..]).unwrap();
+            let t = TcpPacket::new_checked(ip.payload()).unwrap();
+            assert!(!t.rst(), "a simultaneous SYN was reset");
+            synacks += usize::from(t.syn() && t.ack());
+        }
+        assert_eq!(synacks, 3);
     }
 
     #[test]
