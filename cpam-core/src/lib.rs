@@ -13,6 +13,8 @@ pub mod audit;
 pub mod clock;
 pub mod error;
 pub mod events;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod hooks;
 pub mod ipmap;
 pub mod model;
@@ -28,6 +30,7 @@ pub mod session;
 pub mod signal;
 pub mod store;
 pub mod throttle;
+pub mod transfer;
 pub mod tunnel;
 pub mod vault;
 #[cfg(feature = "web")]

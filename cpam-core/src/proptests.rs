@@ -26,6 +26,31 @@ fn config() -> ProptestConfig {
     }
 }
 
+/// One SFTP packet with a valid frame and a known type: an id, then a
+/// string shaped like a path (often inside or just outside `/data/in`),
+/// then arbitrary bytes.
+fn sftp_packet() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::sample::select(vec![
+            1u8, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 101, 102, 103,
+            104, 105, 200, 201,
+        ]),
+        0u32..8,
+        "(/data/in|/data/inbox|/etc|\\.\\.|\\.|/|x\\.exe|a){0,6}",
+        prop::collection::vec(any::<u8>(), 0..48),
+    )
+        .prop_map(|(kind, id, path, tail)| {
+            let mut body = vec![kind];
+            body.extend_from_slice(&id.to_be_bytes());
+            body.extend_from_slice(&(path.len() as u32).to_be_bytes());
+            body.extend_from_slice(path.as_bytes());
+            body.extend_from_slice(&tail);
+            let mut packet = (body.len() as u32).to_be_bytes().to_vec();
+            packet.extend_from_slice(&body);
+            packet
+        })
+}
+
 const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Any JSON value a few levels deep.
@@ -250,5 +275,24 @@ proptest! {
     #[test]
     fn recording_chain_files_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = crate::record::parse_chain(&bytes);
+    }
+
+    #[test]
+    fn every_fuzz_target_takes_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        for (_, target) in crate::fuzz::TARGETS {
+            target(&data);
+        }
+    }
+
+    #[test]
+    fn the_sftp_tracker_takes_any_sequence_of_well_framed_packets(
+        packets in prop::collection::vec((any::<bool>(), sftp_packet()), 0..24)
+    ) {
+        for (_, packet) in &packets {
+            crate::fuzz::sftp_packets(&[7].into_iter().chain(packet.iter().copied()).collect::<Vec<_>>());
+        }
+        let pieces: Vec<(bool, &[u8])> = packets.iter().map(|(t, p)| (*t, p.as_slice())).collect();
+        let session = crate::fuzz::sftp_session_input(&pieces);
+        crate::fuzz::sftp_session(&session);
     }
 }

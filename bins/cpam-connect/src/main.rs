@@ -5,6 +5,7 @@
 
 mod desktop;
 mod ipconnect;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,13 @@ enum Command {
     /// One session to SERVICE on standard input and output, for
     /// `ssh -o ProxyCommand='cpam-connect --profile P pipe SERVICE'`.
     Pipe { service: String },
+    /// Upload LOCAL to SERVICE (an ssh service) over SFTP, audited with its
+    /// SHA-256. Asks for your master password on the terminal, or reads it
+    /// as one line of stdin.
+    Put(transfer::PutArgs),
+    /// Download REMOTE from SERVICE (an ssh service) over SFTP, audited
+    /// with its SHA-256. The master password as for `put`.
+    Get(transfer::GetArgs),
     /// IP Connect: a customer's services at local addresses and names.
     #[command(subcommand)]
     Ipconnect(ipconnect::IpconnectCmd),
@@ -140,6 +148,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::KnownHosts { .. } | Command::Ipconnect(_) => {}
         Command::Desktop(args) => return desktop::run(client, args).await,
+        Command::Put(args) => return transfer::put(client, args).await,
+        Command::Get(args) => return transfer::get(client, args).await,
         Command::Pipe { service } => {
             let stop = CancellationToken::new();
             client.connect_with_retry(&stop).await?;

@@ -45,7 +45,7 @@ pub use integrity::{
 };
 pub use live::{LiveHub, Watch, WatchFrame};
 #[cfg(feature = "rdp")]
-pub use rdp::{Frame, RdpPlayer};
+pub use rdp::{Frame, MAX_DESKTOP, RdpPlayer};
 pub use rdp::{RDP_FORMAT, RdpEvent, pdu_line, rdp_header, read_rdp};
 pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
 pub use screen::Screen;

@@ -86,7 +86,7 @@ pub fn read_rdp(mut input: impl BufRead) -> Result<(Header, Vec<RdpEvent>)> {
 }
 
 #[cfg(feature = "rdp")]
-pub use player::{Frame, RdpPlayer};
+pub use player::{Frame, MAX_DESKTOP, RdpPlayer};
 
 #[cfg(feature = "rdp")]
 mod player {
@@ -135,8 +135,13 @@ mod player {
         }
     }
 
+    /// The largest desktop width or height a player decodes (the RDP
+    /// limit for a client's requested desktop, MS-RDPBCGR 2.2.1.3.2).
+    pub const MAX_DESKTOP: u16 = 8192;
+
     /// Replays an RDP recording's PDUs into a framebuffer.
     #[derive(Debug)]
+
     pub struct RdpPlayer {
         events: Vec<RdpEvent>,
         width: u16,
@@ -165,6 +170,23 @@ mod player {
                         "the RDP recording holds no connect initial (no desktop size)",
                     )
                 })?;
+            Self::with_desktop(events, width, height)
+        }
+
+        /// A player over PDUs for a desktop of `width` x `height` pixels
+        /// (each 1 to [`MAX_DESKTOP`]: the size comes from the vendor's
+        /// client, and a frame costs four bytes per pixel).
+        pub fn with_desktop(events: Vec<RdpEvent>, width: u16, height: u16) -> Result<Self> {
+            let fits = |n: u16| (1..=MAX_DESKTOP).contains(&n);
+            if !fits(width) || !fits(height) {
+                return Err(Error::new(
+                    ErrorKind::Recording,
+                    format!(
+                        "the RDP recording's desktop of {width}x{height} pixels is outside \
+                         1x1 to {MAX_DESKTOP}x{MAX_DESKTOP}"
+                    ),
+                ));
+            }
             Ok(Self {
                 events,
                 width,
@@ -205,11 +227,21 @@ mod player {
                 }
                 answers.clear();
                 updates += 1;
-                if let Err(error) = processor.process(&mut image, &e.pdu, &mut answers, &mut bulk) {
-                    tracing::debug!(%error, t = e.t, "an RDP update the player cannot decode");
-                    skipped += 1;
-                    last_error = Some(format!("{error:?}"));
-                }
+                // The PDUs are the target's: IronRDP's decoder panics on
+                // some malformed ones (an arithmetic overflow on a surface
+                // command's empty rectangle, found by `fuzz_rdp_decoder`),
+                // so a panic is one more update it cannot decode.
+                let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    processor.process(&mut image, &e.pdu, &mut answers, &mut bulk)
+                }));
+                let error = match decoded {
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(error)) => format!("{error:?}"),
+                    Err(_) => "the decoder failed on a malformed update".to_string(),
+                };
+                tracing::debug!(%error, t = e.t, "an RDP update the player cannot decode");
+                skipped += 1;
+                last_error = Some(error);
             }
             Frame {
                 width: image.width(),
@@ -256,5 +288,44 @@ mod tests {
             "a terminal recording is no RDP one"
         );
         Ok(())
+    }
+}
+
+#[cfg(all(test, feature = "rdp"))]
+mod player_tests {
+    use super::*;
+
+    #[test]
+    fn a_desktop_larger_than_rdp_allows_is_refused_not_allocated() {
+        // 65535 x 65535 at four bytes a pixel would be 16 GiB per frame.
+        let err = RdpPlayer::with_desktop(Vec::new(), u16::MAX, 768).expect_err("too wide");
+        assert!(err.to_string().contains("65535x768"), "{err}");
+        assert!(RdpPlayer::with_desktop(Vec::new(), 1024, 0).is_err());
+        let player = RdpPlayer::with_desktop(Vec::new(), MAX_DESKTOP, 16).expect("the largest");
+        assert_eq!(
+            player.frame_at(0.0).rgba.len(),
+            usize::from(MAX_DESKTOP) * 16 * 4
+        );
+    }
+
+    #[test]
+    fn an_update_that_makes_the_decoder_panic_is_skipped() {
+        // From `fuzz_rdp_decoder`: a fast-path surface command whose
+        // rectangle's right edge is 0 overflows inside IronRDP's decoder.
+        const PDU: &[u8] = &[
+            0x00, 0xc5, 0x00, 0x04, 0x27, 0x00, 0x01, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01,
+            0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x04, 0x04, 0x00, 0x01, 0x00,
+        ];
+        let events = vec![RdpEvent {
+            t: 0.5,
+            up: false,
+            pdu: PDU.to_vec(),
+        }];
+        let frame = RdpPlayer::with_desktop(events, 1, 1)
+            .expect("a player")
+            .frame_at(1.0);
+        assert_eq!((frame.updates, frame.skipped), (1, 1), "{frame:?}");
     }
 }

@@ -297,6 +297,17 @@ pub fn schemas() -> Map<String, Value> {
             ),
         ),
         (
+            "FileRecord",
+            obj(
+                &["seq", "at", "path", "direction", "size", "sha256", "result"],
+                json!({ "seq": int(), "at": time(), "session_id": ns(), "path": s(),
+            "direction": { "type": "string", "enum": ["upload", "download"] },
+            "size": int(), "offset": int(), "sha256": s(), "non_sequential": b(),
+            "result": { "type": "string", "enum": ["complete", "incomplete", "refused", "failed"] },
+            "reason": ns(), "started_at": s(), "ended_at": s() }),
+            ),
+        ),
+        (
             "RecordingVerification",
             obj(
                 &["id", "ok"],

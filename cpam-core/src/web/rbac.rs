@@ -191,6 +191,10 @@ pub static POLICY: &[Route] = &[
     ),
     route("GET", "/api/v1/sessions/{id}", AnyOf(&[P::VIEW_SESSIONS, P::VIEW_OWN_SESSIONS]), Scope::Session, 200, None, Json("Session"), "sessions", "one session"),
     route("GET", "/api/v1/sessions/{id}/recordings", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, List("Recording"), "recordings", "the recordings of a session's terminal channels"),
+    with_query(
+        route("GET", "/api/v1/sessions/{id}/files", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, List("FileRecord"), "sessions", "the files a session moved or was refused (its `session.file` records), oldest first"),
+        &[("format", "`json` (default) or `csv` (a download, cells that would run as formulas neutralised)")],
+    ),
     route("GET", "/api/v1/recordings/{id}/cast", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "download a recording (asciicast v2, `<id>.cast`)"),
     route("GET", "/api/v1/recordings/{id}/verify", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("RecordingVerification"), "recordings", "check a recording's file, chunk chain and signed manifest"),
     route("GET", "/api/v1/sessions/{id}/watch", AnyOf(&[P::MONITOR_SESSIONS]), Scope::Customer, 101, None, WebSocket, "sessions", "watch a live terminal session (WebSocket from the console's own origin; 409 when not live)"),
@@ -204,6 +208,7 @@ pub static POLICY: &[Route] = &[
             ("user", "the acting user"),
             ("category", "`user-activity` or `system-messages` (403 without its permission)"),
             ("customer", "a customer id"),
+            ("action", "comma-separated action names, e.g. `session.file,session.file.op,session.sftp.malformed` for file events"),
             ("limit", "at most this many (default 1000)"),
             ("format", "`json` (default), `csv` or `jsonl`"),
         ],

@@ -26,7 +26,7 @@ const ORDER_SUPPORT_AT: usize = 36;
 
 /// What [`patch_client_pdu`] changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Patched {
+pub(crate) enum Patched {
     Nothing,
     ClientInfo,
     ConfirmActive,
@@ -50,7 +50,7 @@ fn user_data_at(frame: &[u8]) -> Option<usize> {
 
 /// Patches one client-to-target PDU in place (a slow-path X.224 frame;
 /// anything else is left alone).
-pub(super) fn patch_client_pdu(frame: &mut [u8]) -> Patched {
+pub(crate) fn patch_client_pdu(frame: &mut [u8]) -> Patched {
     let Some(at) = user_data_at(frame) else {
         return Patched::Nothing;
     };

@@ -36,7 +36,7 @@
 
 mod credentials;
 #[cfg(feature = "rdp")]
-mod filter;
+pub(crate) mod filter;
 #[cfg(feature = "rdp")]
 mod handshake;
 #[cfg(feature = "rdp")]

@@ -23,6 +23,8 @@ pub struct AuditQuery {
     user: Option<String>,
     category: Option<String>,
     customer: Option<String>,
+    /// Comma-separated action names (`session.file,session.file.op`).
+    action: Option<String>,
     limit: Option<usize>,
     format: Option<String>,
 }
@@ -45,7 +47,7 @@ fn entry_json(r: &AuditRecord) -> Value {
 /// with `=`, `+`, `-`, `@`, a tab or a carriage return: an attacker's SSH
 /// user name, say) is neutralised with a leading `'`, so opening the export
 /// shows the text instead of evaluating it.
-fn csv_field(s: &str) -> String {
+pub(super) fn csv_field(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{s}")
     } else {
@@ -123,6 +125,11 @@ pub async fn list(
         .await?
         .into_iter()
         .filter(|r| p.sees_audit(&r.event))
+        .filter(|r| {
+            q.action
+                .as_deref()
+                .is_none_or(|a| a.is_empty() || a.split(',').any(|x| x.trim() == r.event.action))
+        })
         .collect();
     if records.len() > limit {
         records.drain(..records.len() - limit);

@@ -106,6 +106,7 @@ pub fn routes() -> ApiRoutes {
             sessions::terminate,
         )
         .add("GET", "/api/v1/sessions/{id}/recordings", recordings::list)
+        .add("GET", "/api/v1/sessions/{id}/files", files::session_files)
         .add("GET", "/api/v1/recordings/{id}/cast", recordings::download)
         .add("GET", "/api/v1/recordings/{id}/verify", recordings::verify)
         .add("GET", "/api/v1/audit", audit::list)

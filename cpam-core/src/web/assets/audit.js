@@ -9,6 +9,10 @@ const CATEGORIES = [
   ['system-messages', 'System messages', 'VIEW_ADMIN_LOG_SYSTEM_MESSAGES'],
 ];
 
+// The file-transfer actions (`cpam_core::proxy::sftp::events`, audited
+// as `session.<action>`).
+const FILE_EVENTS = 'session.file,session.file.op,session.sftp.malformed';
+
 function detailText(d) {
   if (d === null || d === undefined) return '';
   if (typeof d !== 'object') return String(d);
@@ -45,6 +49,9 @@ export async function auditPage(root) {
     cats.map(([v, l]) => h('option', { value: v }, l)));
   const customer = h('select', { 'data-test': 'audit-customer' },
     h('option', { value: '' }, 'All customers'), customers.map((c) => h('option', { value: c.id }, c.name)));
+  const kind = h('select', { 'data-test': 'audit-kind' },
+    h('option', { value: '' }, 'All events'),
+    h('option', { value: FILE_EVENTS }, 'File events'));
   const verify = h('div', {});
   const results = h('div', {});
 
@@ -54,6 +61,7 @@ export async function auditPage(root) {
     user: user.value.trim(),
     category: category.value,
     customer: customer.value,
+    action: kind.value,
     limit: format ? 100000 : 500,
     format,
   });
@@ -83,7 +91,7 @@ export async function auditPage(root) {
 
   const filters = h('form', { class: 'card', 'data-test': 'audit-filters' },
     h('div', { class: 'row' }, field('From', from), field('To', to), field('User', user),
-      field('Category', category), field('Customer', customer)),
+      field('Category', category), field('Customer', customer), field('Events', kind)),
     h('div', { class: 'formbar' },
       h('button', { class: 'primary', type: 'submit', 'data-test': 'audit-apply' }, 'Apply filters'),
       h('button', {

@@ -1,7 +1,7 @@
 // Sessions: live sessions (kept current by the event stream), the history,
 // and Terminate with a required reason.
 
-import { can, get, post } from './api.js';
+import { can, download, get, post } from './api.js';
 import { link, subscribe } from './app.js';
 import { fmtTarget } from './customers.js';
 import { replay, watchSession } from './terminal.js';
@@ -78,6 +78,28 @@ export async function sessionsPage(root) {
     });
   };
 
+  const files = async (s, button) => {
+    await busy(button, async () => {
+      const path = `/sessions/${encodeURIComponent(s.id)}/files`;
+      const list = await get(path);
+      const rows = list.map((f) => h('tr', { 'data-test': 'file-row', 'data-result': f.result },
+        h('td', { class: 'mono small' }, f.path),
+        h('td', {}, f.direction),
+        h('td', { class: 'nowrap' }, bytes(f.size), f.offset ? h('div', { class: 'muted small' }, `from byte ${f.offset}`) : null),
+        h('td', { class: 'mono small', 'data-test': 'file-sha256' }, f.sha256),
+        h('td', {}, f.result, f.reason ? h('div', { class: 'muted small' }, f.reason) : null)));
+      mount(recordingsBox, h('div', { class: 'card' },
+        h('h2', {}, `Files of ${who(s)}’s session on ${service(s)}`),
+        h('div', { class: 'formbar' }, h('button', {
+          type: 'button',
+          'data-test': 'files-download-csv',
+          onclick: (e) => busy(e.target, () => download(`${path}?format=csv`, `cpam-files-${s.id}.csv`)),
+        }, 'Download CSV')),
+        table('files', ['Path', 'Direction', 'Size', 'SHA-256', 'Result'], rows,
+          'This session moved no files (files move over SFTP through the privileged SSH service).')));
+    });
+  };
+
   const terminate = async (s, button) => {
     const ok = await confirmDialog({
       title: `Terminate ${who(s)}’s session?`,
@@ -120,6 +142,9 @@ export async function sessionsPage(root) {
       h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
       h('td', { class: 'actions' }, mayReplay
         ? h('button', { class: 'small', 'data-test': 'session-recordings', onclick: (e) => recordings(s, e.target) }, 'Recordings')
+        : null,
+      mayReplay
+        ? h('button', { class: 'small', 'data-test': 'session-files', onclick: (e) => files(s, e.target) }, 'Files')
         : null)));
     mount(historyBox, table('sessions-history', ['User', 'Customer', 'Service', 'Started', 'Duration', 'Ended because', 'Traffic', ''], rows,
       'No finished sessions yet.'));
