@@ -104,11 +104,14 @@ typedef enum cpam_event_kind {
   CPAM_EVENT_KIND_SESSION_REFUSED = 6,
   // Events were dropped because nobody pulled them. JSON: `lost` (count).
   CPAM_EVENT_KIND_EVENTS_LOST = 7,
-  // Something the user did in a live session (hub), as the Admin Log
-  // records it. JSON: `session_id`, `customer`, `user`, `action` (e.g.
-  // `session.file`: a file moved, with `path`, `direction`, `size`,
-  // `sha256`, `result` in `detail`), `detail`, `at`.
-  CPAM_EVENT_KIND_SESSION_ACTIVITY = 8,
+  // IP Connect: a profile's running mode changed. JSON: `customer`, `gatekeeper`, `mode`, `note`.
+  CPAM_EVENT_KIND_IP_CONNECT_MODE = 8,
+  // IP Connect: a mapping appeared. JSON: `mapping` (`customer`, `service`, `local`, `hostnames`, `mode`, ...).
+  CPAM_EVENT_KIND_IP_CONNECT_MAPPING_ADDED = 9,
+  // IP Connect: a mapping went away. JSON: `mapping`.
+  CPAM_EVENT_KIND_IP_CONNECT_MAPPING_REMOVED = 10,
+  // IP Connect: the driver started or stopped. JSON: `running` (range and device, or null), `error`.
+  CPAM_EVENT_KIND_IP_CONNECT_DRIVER = 11,
 } cpam_event_kind;
 
 // What a `cpam_watch_frame` is.
@@ -123,13 +126,6 @@ typedef enum cpam_watch_frame_kind {
   CPAM_WATCH_FRAME_KIND_RESIZE = 3,
   // The session ended; `cpam_watch_frame_reason` says why.
   CPAM_WATCH_FRAME_KIND_END = 4,
-  // A remote desktop, all of it: `cols`×`rows` is its size in pixels,
-  // the data a PNG (sent first, and again after the watcher fell
-  // behind).
-  CPAM_WATCH_FRAME_KIND_DESKTOP = 5,
-  // A region of a remote desktop changed: the data is a PNG whose top
-  // left corner is at (`cols`, `rows`) in pixels.
-  CPAM_WATCH_FRAME_KIND_TILE = 6,
 } cpam_watch_frame_kind;
 
 // What a credential carries, for `cpam_credential_set`.
@@ -157,6 +153,9 @@ typedef struct cpam_gatekeeper cpam_gatekeeper;
 
 // A server engine and its SSH hub. Owns its runtime.
 typedef struct cpam_hub cpam_hub;
+
+// The IP Connect service over one or more profiles. Owns its runtime.
+typedef struct cpam_ipconnect cpam_ipconnect;
 
 // A loaded Connection Manager profile: one user, one gatekeeper. Owns its
 // runtime and one SSH link to the server, dialed on first use.
@@ -457,6 +456,43 @@ enum cpam_status cpam_hub_stop(const struct cpam_hub *hub);
 
 // Stops the hub if running and frees it. NULL is ignored.
 void cpam_hub_free(struct cpam_hub *hub);
+
+// Creates the service over the profile files listed in `profiles`
+// (newline-separated paths). `options_json` is NULL or a JSON object:
+// `state_dir` (the address key and status; default `./cpam-ipconnect`),
+// `hosts_file` (names in its `# BEGIN cpam` block; default: no names),
+// `range`, `driver_range`, `device` (the TUN device), `poll_ms`. Nothing
+// runs until `cpam_ipconnect_start`. Free it with `cpam_ipconnect_free`.
+enum cpam_status cpam_ipconnect_new(const char *profiles,
+                                    const char *options_json,
+                                    struct cpam_ipconnect **out);
+
+// Starts the service in the background (on the handle's own threads).
+// Returns at once; watch the events or `cpam_ipconnect_status`.
+enum cpam_status cpam_ipconnect_start(const struct cpam_ipconnect *ipconnect);
+
+// Writes to `*json_out` the status as a JSON object: `range`, `driver`
+// (the driver's range and device while it runs), `driver_error`,
+// `profiles` (`customer`, `mode`, `note`, `error`), `mappings`
+// (`customer`, `service`, `target`, `local`, `hostnames`, `mode`,
+// `error`) and `skipped`. Free it with `cpam_string_free`.
+enum cpam_status cpam_ipconnect_status(const struct cpam_ipconnect *ipconnect, char **json_out);
+
+// Waits up to `timeout_ms` (`CPAM_TIMEOUT_INFINITE`: no limit) for the next
+// event (a profile's mode, a mapping added or removed, the driver) and
+// writes it to `*event`; free it with `cpam_event_free`. `CPAM_TIMEOUT`
+// when none came; `CPAM_CLOSED` once stopped and every event was pulled.
+enum cpam_status cpam_ipconnect_next_event(const struct cpam_ipconnect *ipconnect,
+                                           uint32_t timeout_ms,
+                                           struct cpam_event **event);
+
+// Stops the service: listeners and the driver close, live sessions end,
+// the names and the status file are removed. Blocks until done (at most
+// 10 s). Stopping a service that is not running does nothing.
+enum cpam_status cpam_ipconnect_stop(const struct cpam_ipconnect *ipconnect);
+
+// Stops the service if running and frees the handle. NULL is ignored.
+void cpam_ipconnect_free(struct cpam_ipconnect *ipconnect);
 
 // The sessions live on the hub: a JSON array of sessions (`id`,
 // `user_name`, `customer_id`, `service_name`, `protocol`, `started_at`,

@@ -72,6 +72,24 @@ fn gatekeeper_appliance_example_registers_runs_and_switches() -> anyhow::Result<
 }
 
 #[test]
+fn ip_connect_example_maps_echoes_and_follows_the_mode() -> anyhow::Result<()> {
+    run_example(
+        "ip_connect",
+        &[
+            "event: {\"type\":\"mode\",\"customer\":\"acme\",\"gatekeeper\":\"gk1\",\"mode\":\"legacy\"",
+            "\"type\":\"mapping_added\"",
+            "mapped acme/echo at 127.79.",
+            "(legacy), names [\"echo.acme.cpam\"]",
+            "echoed through 127.79.",
+            "\"type\":\"mapping_removed\"",
+            "after off: 0 mappings",
+            "stopped",
+        ],
+    )?;
+    Ok(())
+}
+
+#[test]
 fn custom_store_audit_example_forwards_records_and_applies_its_hook() -> anyhow::Result<()> {
     let out = run_example(
         "custom_store_audit",

@@ -22,6 +22,7 @@ fn legacy_mode_maps_two_customers_with_the_same_address() -> anyhow::Result<()> 
         extra_allow: vec![format!("{SHARED_ADDR}/32:{HTTP_PORT}")],
         ..Options::default()
     })?;
+    d.admin_ok(&["user", "ip-connect-mode", "vendor", "legacy"])?;
     add_shared_addr(&d.topo.customer)?;
     let _acme_http = http_server(&d.topo.customer, d.path(), "acme", "acme")?;
     let target = format!("{SHARED_ADDR}:{HTTP_PORT}");
@@ -172,15 +173,14 @@ fn the_mode_is_followed_live_and_a_killed_run_leaves_nothing_after_restart() -> 
     ensure!(ipc.hosts_text()? == OTHER_LINES, "{}", ipc.hosts_text()?);
 
     // "global" follows the server's setting (default: the driver with the
-    // legacy fallback, which falls back, saying why).
+    // legacy fallback; the driver can run in this namespace).
     d.admin_ok(&["user", "ip-connect-mode", "vendor", "global"])?;
-    let again = ipc.wait_mappings(&d, 1)?;
-    ensure!(
-        IpConnectRun::local_of(&again, "acme", "ssh")? == local,
-        "the same target must get the same address again"
-    );
-    ipc.child
-        .wait_for_stderr("falling back to legacy", Duration::from_secs(10))?;
+    wait_until(Duration::from_secs(30), "a driver mapping", || {
+        let s = ipc.status(&d).ok()??;
+        let m = s["mappings"].as_array()?.clone();
+        (m.len() == 1 && m[0]["mode"] == "driver").then_some(())
+    })?;
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
 
     // kill -9 leaves the block; the next start removes it.
     ipc.child.kill()?;
@@ -207,6 +207,7 @@ fn the_mode_is_followed_live_and_a_killed_run_leaves_nothing_after_restart() -> 
 #[test]
 fn a_taken_port_and_an_unwritable_hosts_file_leave_the_rest_working() -> anyhow::Result<()> {
     let d = Deployment::start()?;
+    d.admin_ok(&["user", "ip-connect-mode", "vendor", "legacy"])?;
     let state = d.path().join("ipconnect");
     let hosts = d.path().join("hosts");
     std::fs::write(&hosts, OTHER_LINES)?;
@@ -255,7 +256,17 @@ fn a_taken_port_and_an_unwritable_hosts_file_leave_the_rest_working() -> anyhow:
 
 #[test]
 fn a_revoked_grant_removes_the_mapping_and_ends_its_live_session() -> anyhow::Result<()> {
+    revoked_grant_ends_the_live_session("legacy")
+}
+
+#[test]
+fn a_revoked_grant_ends_a_live_session_through_the_driver() -> anyhow::Result<()> {
+    revoked_grant_ends_the_live_session("driver")
+}
+
+fn revoked_grant_ends_the_live_session(mode: &str) -> anyhow::Result<()> {
     let d = Deployment::start()?;
+    d.admin_ok(&["user", "ip-connect-mode", "vendor", mode])?;
     let hosts = d.path().join("hosts");
     std::fs::write(&hosts, OTHER_LINES)?;
     let state = d.path().join("ipconnect");

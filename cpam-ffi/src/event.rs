@@ -36,11 +36,19 @@ pub enum cpam_event_kind {
     SessionRefused = 6,
     /// Events were dropped because nobody pulled them. JSON: `lost` (count).
     EventsLost = 7,
+    /// IP Connect: a profile's running mode changed. JSON: `customer`, `gatekeeper`, `mode`, `note`.
+    IpConnectMode = 8,
+    /// IP Connect: a mapping appeared. JSON: `mapping` (`customer`, `service`, `local`, `hostnames`, `mode`, ...).
+    IpConnectMappingAdded = 9,
+    /// IP Connect: a mapping went away. JSON: `mapping`.
+    IpConnectMappingRemoved = 10,
+    /// IP Connect: the driver started or stopped. JSON: `running` (range and device, or null), `error`.
+    IpConnectDriver = 11,
     /// Something the user did in a live session (hub), as the Admin Log
     /// records it. JSON: `session_id`, `customer`, `user`, `action` (e.g.
     /// `session.file`: a file moved, with `path`, `direction`, `size`,
     /// `sha256`, `result` in `detail`), `detail`, `at`.
-    SessionActivity = 8,
+    SessionActivity = 12,
 }
 
 /// One event, owned by the caller until `cpam_event_free`.

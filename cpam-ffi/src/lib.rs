@@ -4,7 +4,7 @@
 //! Every exported function runs its body through [`boundary`]'s one
 //! boundary (panics caught, errors turned into a [`cpam_status`] and the
 //! thread's last error, pointers checked for NULL, strings for UTF-8).
-//! Top-level handles (gatekeeper, profile, hub) each own a tokio runtime;
+//! Top-level handles (gatekeeper, profile, hub, ipconnect) each own a tokio runtime;
 //! calls block the calling C thread and events are pulled with a timeout.
 //!
 //! # Safety
@@ -22,6 +22,7 @@ pub mod connect;
 pub mod event;
 pub mod gatekeeper;
 pub mod hub;
+pub mod ipconnect;
 pub mod live;
 pub mod recordings;
 pub mod status;

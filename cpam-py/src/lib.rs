@@ -10,6 +10,7 @@ mod connect;
 mod errors;
 mod gatekeeper;
 mod hooks;
+mod ipconnect;
 mod live;
 mod recordings;
 mod rt;
@@ -24,6 +25,7 @@ fn _cpam(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<connect::Session>()?;
     m.add_class::<connect::Forward>()?;
     m.add_class::<gatekeeper::Gatekeeper>()?;
+    m.add_class::<ipconnect::IpConnect>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<live::LiveWatch>()?;
     m.add_class::<hooks::Credential>()?;

@@ -244,8 +244,28 @@ impl IpConnectRun {
         state: &Path,
         hosts: &Path,
     ) -> anyhow::Result<Self> {
+        Self::start_with(d, profiles, state, hosts, &[])
+    }
+
+    /// [`IpConnectRun::start`] run through `wrapper` (e.g. `setpriv ...`,
+    /// empty for none).
+    pub fn start_with(
+        d: &Deployment,
+        profiles: &[&Path],
+        state: &Path,
+        hosts: &Path,
+        wrapper: &[&str],
+    ) -> anyhow::Result<Self> {
         let (first, rest) = profiles.split_first().context("at least one profile")?;
-        let mut c = d.topo.vendor.command(bin_path("cpam-connect")?);
+        let connect = bin_path("cpam-connect")?;
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = d.topo.vendor.command(program);
+                c.args(args).arg(connect);
+                c
+            }
+            None => d.topo.vendor.command(connect),
+        };
         c.arg("--profile")
             .arg(first)
             .args(["ipconnect", "run"])

@@ -29,9 +29,15 @@ pub enum IpconnectCmd {
         /// Publish no names (reach mappings by address).
         #[arg(long, conflicts_with = "hosts_file")]
         no_hosts: bool,
-        /// The local address range (a 127/8 sub-range).
+        /// The local address range of the legacy mode (a 127/8 sub-range).
         #[arg(long, default_value = cpam_core::ipmap::alloc::LEGACY_RANGE)]
         range: String,
+        /// The address range the driver mode routes to its TUN device.
+        #[arg(long, default_value = cpam_core::ipmap::alloc::DRIVER_RANGE)]
+        driver_range: String,
+        /// The driver's TUN device name.
+        #[arg(long, default_value = "cpam0")]
+        device: String,
         /// How often the mode and the services are read again (e.g. 5s, 1m).
         #[arg(long, default_value = "5s")]
         poll: String,
@@ -54,6 +60,8 @@ pub async fn run(profile: Option<PathBuf>, cmd: IpconnectCmd) -> anyhow::Result<
             hosts_file,
             no_hosts,
             range,
+            driver_range,
+            device,
             poll,
         } => {
             let paths: Vec<PathBuf> = profile.into_iter().chain(profiles).collect();
@@ -71,6 +79,8 @@ pub async fn run(profile: Option<PathBuf>, cmd: IpconnectCmd) -> anyhow::Result<
             };
             let config = IpConnectConfig {
                 range: range.parse()?,
+                driver_range: driver_range.parse()?,
+                device,
                 key: load_or_create_key(&state_dir)?,
                 poll: cpam_core::policy::parse_duration(&poll)?,
                 resolver,
@@ -112,6 +122,12 @@ fn status(state_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         s.range,
         s.names
     );
+    if let Some(d) = &s.driver {
+        cpam_core::outln!("  driver running: {d}");
+    }
+    if let Some(e) = &s.driver_error {
+        cpam_core::outln!("  driver not running: {e}");
+    }
     if let Some(e) = &s.names_error {
         cpam_core::outln!("  names not published: {e}");
     }
@@ -138,9 +154,10 @@ fn status(state_dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             .map(|e| format!("  NOT LISTENING: {e}"))
             .unwrap_or_default();
         cpam_core::outln!(
-            "  {:<21} {:<40} -> {}/{} {}{state}",
+            "  {:<21} {:<40} {:<7} -> {}/{} {}{state}",
             m.local.to_string(),
             m.hostnames.join(" "),
+            m.mode,
             m.customer,
             m.service,
             m.target

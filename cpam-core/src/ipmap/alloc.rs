@@ -40,6 +40,16 @@ impl Range {
         1u32 << (32 - u32::from(self.prefix))
     }
 
+    /// The range's first address.
+    pub fn network(&self) -> Ipv4Addr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
     /// Whether `ip` is inside the range.
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let mask = u32::MAX << (32 - u32::from(self.prefix));
@@ -175,6 +185,8 @@ pub struct Allocator {
     key: [u8; 32],
     /// (customer, host) -> address.
     table: BTreeMap<(String, String), Ipv4Addr>,
+    /// Addresses never handed out (the driver device's own).
+    reserved: BTreeSet<Ipv4Addr>,
 }
 
 impl Allocator {
@@ -185,7 +197,14 @@ impl Allocator {
             range,
             key,
             table: BTreeMap::new(),
+            reserved: BTreeSet::new(),
         }
+    }
+
+    /// Never hands out `ip` (an address the machine itself uses).
+    pub fn reserve(mut self, ip: Ipv4Addr) -> Self {
+        self.reserved.insert(ip);
+        self
     }
 
     /// The range addresses come from.
@@ -206,7 +225,9 @@ impl Allocator {
     }
 
     fn place(&self, customer: &str, host: &str, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
-        let free = |ip: &Ipv4Addr| Range::usable(*ip) && !taken.contains(ip);
+        let free = |ip: &Ipv4Addr| {
+            Range::usable(*ip) && !taken.contains(ip) && !self.reserved.contains(ip)
+        };
         // Keyed probing first; a crowded range falls back to a scan, so a
         // free address is always found while there is one.
         (0..64)

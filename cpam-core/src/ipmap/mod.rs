@@ -9,6 +9,8 @@
 //! tunnel.
 
 pub mod alloc;
+#[cfg(feature = "driver")]
+pub mod driver;
 pub mod hosts;
 pub mod mode;
 pub mod service;

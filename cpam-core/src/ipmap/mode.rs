@@ -13,6 +13,19 @@ pub enum Effective {
     Off,
     /// Loopback listeners, one per mapped address and port.
     Legacy,
+    /// The TUN device and its userspace stack.
+    Driver,
+}
+
+impl Effective {
+    /// The mode's name, as `ipconnect status` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effective::Off => "off",
+            Effective::Legacy => "legacy",
+            Effective::Driver => "driver",
+        }
+    }
 }
 
 /// The outcome of [`resolve`]: the mode that runs, the mode asked for and,
@@ -23,16 +36,19 @@ pub struct Resolved {
     /// The user's preference, or the server's setting it deferred to.
     pub requested: String,
     pub note: Option<String>,
+    /// The driver was asked for with the legacy mode as its fallback.
+    pub fallback: bool,
 }
 
-/// Why the driver cannot run, when it cannot; `None` when it can.
+/// Why the driver cannot run in a build without it (feature `driver`).
 pub const DRIVER_UNAVAILABLE: &str =
     "the IP Connect driver (TUN) is not part of this build of cpam-connect";
 
 /// Resolves `user` (the per-user preference) and `server` (the server-wide
-/// setting) to the mode that runs. `global` defers to the server; an
-/// unknown value is Off (noted, so the caller logs it); the driver modes
-/// fall back or stop as the preference says, since the driver is not built.
+/// setting) to the mode asked for. `global` defers to the server; an
+/// unknown value is Off (noted, so the caller logs it); both driver modes
+/// resolve to [`Effective::Driver`] until [`Resolved::with_driver`] says
+/// whether the driver runs.
 pub fn resolve(user: &str, server: &str) -> Resolved {
     let parse = |s: &str| s.parse::<IpConnectMode>().ok();
     let (requested, mode) = match parse(user) {
@@ -49,19 +65,32 @@ pub fn resolve(user: &str, server: &str) -> Resolved {
         ),
         Some(IpConnectMode::Off) => (Effective::Off, None),
         Some(IpConnectMode::Legacy) => (Effective::Legacy, None),
-        Some(IpConnectMode::Driver) => (
-            Effective::Off,
-            Some(format!("{DRIVER_UNAVAILABLE}: nothing is mapped")),
-        ),
-        Some(IpConnectMode::DriverWithLegacyFallback) => (
-            Effective::Legacy,
-            Some(format!("{DRIVER_UNAVAILABLE}: falling back to legacy")),
-        ),
+        Some(IpConnectMode::Driver | IpConnectMode::DriverWithLegacyFallback) => {
+            (Effective::Driver, None)
+        }
     };
     Resolved {
         effective,
         requested,
         note,
+        fallback: mode == Some(IpConnectMode::DriverWithLegacyFallback),
+    }
+}
+
+impl Resolved {
+    /// The mode that runs given why the driver cannot (`None`: it runs):
+    /// the legacy mode for `driver-with-legacy-fallback`, else nothing.
+    pub fn with_driver(mut self, driver_error: Option<&str>) -> Resolved {
+        if let (Effective::Driver, Some(why)) = (self.effective, driver_error) {
+            if self.fallback {
+                self.effective = Effective::Legacy;
+                self.note = Some(format!("{why}: falling back to legacy"));
+            } else {
+                self.effective = Effective::Off;
+                self.note = Some(format!("{why}: nothing is mapped"));
+            }
+        }
+        self
     }
 }
 
@@ -70,7 +99,7 @@ mod tests {
     use super::*;
 
     fn check(user: &str, server: &str, effective: Effective, requested: &str, noted: bool) {
-        let r = resolve(user, server);
+        let r = resolve(user, server).with_driver(Some(DRIVER_UNAVAILABLE));
         assert_eq!(
             (r.effective, r.requested.as_str(), r.note.is_some()),
             (effective, requested, noted),
@@ -96,5 +125,22 @@ mod tests {
         check("warp", "legacy", Off, "warp", true);
         check("global", "warp", Off, "warp", true);
         check("global", "global", Off, "global", true);
+    }
+
+    #[test]
+    fn driver_modes_follow_the_driver() {
+        let up = |u: &str| resolve(u, "off").with_driver(None);
+        assert_eq!(up("driver").effective, Effective::Driver);
+        assert_eq!(
+            up("driver-with-legacy-fallback").effective,
+            Effective::Driver
+        );
+        assert!(up("driver").note.is_none());
+        let down = |u: &str| resolve(u, "off").with_driver(Some("no /dev/net/tun"));
+        let fb = down("driver-with-legacy-fallback");
+        assert_eq!(fb.effective, Effective::Legacy);
+        assert!(fb.note.unwrap().starts_with("no /dev/net/tun"));
+        assert_eq!(down("driver").effective, Effective::Off);
+        assert_eq!(down("legacy").effective, Effective::Legacy);
     }
 }

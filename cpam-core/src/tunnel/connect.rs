@@ -19,7 +19,7 @@ use super::{
     LOCAL_ADDRESS_MARK, MASTER_PASSWORD_COMMAND, RDP_CREDENTIAL_COMMAND, SERVICES_COMMAND, keys,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::proxy::tcp::{StreamSink, StreamSource, splice};
+use crate::proxy::tcp::{Sink, Source, StreamSink, StreamSource, splice};
 use crate::secret::Secret;
 use crate::session::Counters;
 
@@ -365,10 +365,46 @@ impl ConnectClient {
                 return Err(e);
             }
         };
+        let (r, w) = tcp.into_split();
+        self.splice_session(
+            service,
+            channel,
+            StreamSource::new(r),
+            StreamSink(w),
+            peer,
+            stop,
+        )
+        .await
+    }
+
+    /// Runs one connection given as a [`Source`] and a [`Sink`] (the IP
+    /// Connect driver's) as a session to `service`. A refusal returns
+    /// before anything moved, so the caller can reset the connection.
+    pub async fn serve_split(
+        &self,
+        service: &str,
+        rx: impl Source,
+        tx: impl Sink,
+        peer: SocketAddr,
+        local: Option<SocketAddr>,
+        stop: CancellationToken,
+    ) -> Result<()> {
+        let channel = self.open_via(service, peer, local).await?;
+        self.splice_session(service, channel, rx, tx, peer, stop)
+            .await
+    }
+
+    async fn splice_session(
+        &self,
+        service: &str,
+        channel: Channel<Msg>,
+        mut rx: impl Source,
+        mut tx: impl Sink,
+        peer: SocketAddr,
+        stop: CancellationToken,
+    ) -> Result<()> {
         tracing::info!(%peer, %service, "session open");
         let (mut ch_rx, mut ch_tx) = channel.split();
-        let (r, w) = tcp.into_split();
-        let (mut rx, mut tx) = (StreamSource::new(r), StreamSink(w));
         let counters = Arc::new(Counters::default());
         let end = splice(
             &mut rx,

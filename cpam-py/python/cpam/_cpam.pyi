@@ -17,6 +17,9 @@ from .types import (
     CredentialSourceFn,
     GatekeeperEvent,
     GatekeeperStatus,
+    IpConnectEvent,
+    IpConnectMapping,
+    IpConnectStatus,
     Recording,
     RecordingInfo,
     RecordingVerification,
@@ -44,6 +47,7 @@ __all__ = [
     "Gatekeeper",
     "InternalError",
     "InvalidArgumentError",
+    "IpConnect",
     "LiveWatch",
     "NotFoundError",
     "PermissionDeniedError",
@@ -141,6 +145,39 @@ class Gatekeeper:
     ) -> None: ...
     async def __aenter__(self) -> Self: ...
     async def __aexit__(
+        self,
+        ty: Optional[type[BaseException]],
+        value: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None: ...
+
+@final
+class IpConnect:
+    """IP Connect over profiles: every service at a local address and name
+    (loopback listeners or the TUN driver, as the server's mode says)."""
+
+    def __new__(
+        cls,
+        profiles: list[_Path],
+        state_dir: _Path,
+        hosts_file: Optional[_Path] = None,
+        range: Optional[str] = None,
+        driver_range: Optional[str] = None,
+        device: Optional[str] = None,
+        poll: float = 5.0,
+    ) -> Self: ...
+    def start(self) -> None:
+        """Starts the service in the background."""
+    def status(self) -> IpConnectStatus: ...
+    def mappings(self) -> list[IpConnectMapping]: ...
+    def next_event(self, timeout: Optional[float] = None) -> Optional[IpConnectEvent]:
+        """The next event, or ``None`` after ``timeout`` seconds."""
+    def next_event_async(self, timeout: Optional[float] = None) -> Awaitable[Optional[IpConnectEvent]]: ...
+    def stop(self) -> None:
+        """Closes listeners, the driver and live sessions; removes the names."""
+    def stop_async(self) -> Awaitable[None]: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(
         self,
         ty: Optional[type[BaseException]],
         value: Optional[BaseException],

@@ -40,6 +40,57 @@ class GatekeeperStatus(TypedDict):
     disabled: bool
 
 
+class IpConnectMapping(TypedDict):
+    customer: str
+    service: str
+    kind: str
+    target: str
+    """The remote ``HOST:PORT`` inside the customer's network."""
+    local: str
+    """The local ``ADDR:PORT`` to connect to."""
+    hostnames: list[str]
+    mode: Literal["legacy", "driver"]
+    error: Optional[str]
+    """Why its listener is not up (legacy mode), if it is not."""
+
+
+class IpConnectProfile(TypedDict):
+    customer: str
+    gatekeeper: str
+    server: str
+    requested: Optional[str]
+    mode: Literal["off", "legacy", "driver"]
+    note: Optional[str]
+    error: Optional[str]
+
+
+class IpConnectStatus(TypedDict):
+    pid: int
+    range: str
+    names: str
+    names_error: Optional[str]
+    driver: Optional[str]
+    """The driver's range and TUN device while it runs."""
+    driver_error: Optional[str]
+    profiles: list[IpConnectProfile]
+    mappings: list[IpConnectMapping]
+    skipped: list[dict[str, str]]
+
+
+class IpConnectEvent(TypedDict, total=False):
+    type: Literal["mode", "mapping_added", "mapping_removed", "driver"]
+    customer: str
+    gatekeeper: str
+    mode: str
+    note: Optional[str]
+    mapping: IpConnectMapping
+    """On ``mapping_added`` and ``mapping_removed``."""
+    running: Optional[str]
+    """On ``driver``: the range and device while it runs."""
+    error: Optional[str]
+    """On ``driver``: why it cannot run."""
+
+
 class GatekeeperEvent(TypedDict, total=False):
     type: Literal["gatekeeper_online", "gatekeeper_offline", "gatekeeper_switch", "gatekeeper_stopped"]
     gatekeeper: str

@@ -49,7 +49,11 @@ pub(crate) struct Cli {
 
 impl Cli {
     pub(crate) fn bin(&self, name: &str) -> Command {
-        Command::new(self.bin_dir.join(name))
+        Command::new(self.bin_path(name))
+    }
+
+    pub(crate) fn bin_path(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
     }
 
     /// `cpam-server ARGS --data-dir D`, checked; returns stdout.

@@ -13,7 +13,15 @@ use cpam_bench::psm::{PsmFigures, PsmPaths, PsmPlan};
 use cpam_bench::targets::Targets;
 use cpam_bench::{PathResult, Plan, RunningPath, procs};
 
-const ALL_PATHS: [&str; 5] = ["direct", "openssh", "openssh-tty", "cpam", "psm"];
+const ALL_PATHS: [&str; 7] = [
+    "direct",
+    "openssh",
+    "openssh-tty",
+    "cpam",
+    "ipconnect-legacy",
+    "ipconnect-driver",
+    "psm",
+];
 
 /// Throughput, CPU per byte, first-byte latency and a connection burst
 /// through direct TCP, OpenSSH (-R + -L through one sshd) and cpam.
@@ -42,7 +50,10 @@ struct Args {
     size: usize,
     /// Paths to measure: direct, openssh, openssh-tty (OpenSSH with NODELAY
     /// via -tt sessions), cpam, psm (privileged SSH sessions vs the raw
-    /// tunnel, a table of its own).
+    /// tunnel, a table of its own), ipconnect-legacy and ipconnect-driver
+    /// (IP Connect's loopback listeners and TUN driver; the driver needs
+    /// root and runs the bench in a network namespace of its own);
+    /// `ipconnect` is short for cpam,ipconnect-legacy,ipconnect-driver.
     #[arg(
         long,
         value_delimiter = ',',
@@ -113,7 +124,20 @@ fn main() {
 }
 
 fn run() -> Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    if args.only.iter().any(|p| p == "ipconnect") {
+        args.only.retain(|p| p != "ipconnect");
+        for p in ["cpam", "ipconnect-legacy", "ipconnect-driver"] {
+            if !args.only.iter().any(|o| o == p) {
+                args.only.push(p.into());
+            }
+        }
+    }
+    if cpam_bench::ipconnect::needs_netns(&args.only)
+        && let Some(code) = cpam_bench::ipconnect::enter_netns()?
+    {
+        std::process::exit(code);
+    }
     for p in &args.only {
         if !ALL_PATHS.contains(&p.as_str()) {
             bail!("unknown path {p:?} in --only: use {}", ALL_PATHS.join(","));
@@ -186,6 +210,8 @@ fn run() -> Result<()> {
                 Some(dir) => cpam_bench::cpam::start("cpam-b", &targets, dir),
                 None => unreachable!("cpam-b is measured only with --compare-bin-dir"),
             },
+            "ipconnect-legacy" => cpam_bench::ipconnect::start(&targets, &bin_dir, "legacy"),
+            "ipconnect-driver" => cpam_bench::ipconnect::start(&targets, &bin_dir, "driver"),
             _ => cpam_bench::cpam::start("cpam", &targets, &bin_dir),
         };
         match started {

@@ -118,23 +118,25 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// The ratio columns: (header, numerator path, denominator path).
-const RATIOS: [(&str, &str, &str); 5] = [
+/// The ratio columns: (header, numerator path, denominator path). The
+/// table shows those whose two paths were measured.
+const RATIOS: [(&str, &str, &str); 7] = [
     ("cpam/openssh", "cpam", "openssh"),
     ("cpam/openssh-tty", "cpam", "openssh-tty"),
     ("cpam/direct", "cpam", "direct"),
     ("openssh/direct", "openssh", "direct"),
     ("cpam-b/cpam", "cpam-b", "cpam"),
+    ("ipc-driver/forward", "ipconnect-driver", "cpam"),
+    ("ipc-legacy/forward", "ipconnect-legacy", "cpam"),
 ];
 
 /// Renders the table, per-process CPU and notes.
 pub fn table(results: &[PathResult], plan: &Plan) -> String {
     let ms = metrics(plan);
     let by_name = |n: &str| results.iter().find(|r| r.name == n);
-    // `cpam-b/cpam` only when `--compare-bin-dir` measured `cpam-b`.
     let ratios: Vec<_> = RATIOS
         .iter()
-        .filter(|(_, num, _)| *num != "cpam-b" || by_name(num).is_some())
+        .filter(|(_, a, b)| by_name(a).is_some() && by_name(b).is_some())
         .collect();
     let mut header: Vec<String> = vec!["metric".into()];
     header.extend(results.iter().map(|r| r.name.clone()));
@@ -147,7 +149,7 @@ pub fn table(results: &[PathResult], plan: &Plan) -> String {
             if m.lower_is_better { " ↓" } else { " ↑" }
         )];
         row.extend(results.iter().map(|r| fmt_val((m.get)(r))));
-        for (_, num, den) in &ratios {
+        for (_, num, den) in ratios.iter().copied() {
             let v = ratio(
                 by_name(num).and_then(|r| (m.get)(r)),
                 by_name(den).and_then(|r| (m.get)(r)),

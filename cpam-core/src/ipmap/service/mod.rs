@@ -2,37 +2,39 @@
 //! profiles. Every `poll` it asks each profile's server for the mode
 //! ([`super::resolve`]) and the services the user may use now, maps them
 //! ([`Allocator`]), keeps one loopback listener per mapped address and port
-//! and publishes the names ([`Resolver`]). Every accepted connection is one
-//! session through that profile's tunnel, audited with the local address.
+//! (legacy) or the TUN driver ([`super::driver`]) and publishes the names
+//! ([`Resolver`]). Every accepted connection is one session through that
+//! profile's tunnel, audited with the local address.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::alloc::{Allocator, Mapping, Range, ServiceTarget, Skipped};
+mod status;
+
+pub use status::*;
+
+use super::alloc::{Allocator, Mapping, Plan, Range, ServiceTarget};
 use super::hosts::Resolver;
 use super::mode::{Effective, Resolved, resolve};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tunnel::connect::ConnectClient;
-
-/// The key file in the state directory: the allocator's hash key, so
-/// addresses stay the same across restarts.
-pub const KEY_FILE: &str = "ipconnect.key";
-/// The status file in the state directory, read by `ipconnect status`.
-pub const STATUS_FILE: &str = "ipconnect-status.json";
 
 /// How the service runs.
 #[derive(Clone)]
 pub struct IpConnectConfig {
-    /// Where local addresses come from.
+    /// Where local addresses come from in the legacy mode (127/8).
     pub range: Range,
+    /// Where local addresses come from in the driver mode (routed to the TUN).
+    pub driver_range: Range,
+    /// The driver's TUN device name.
+    pub device: String,
     /// The allocator's key ([`load_or_create_key`]).
     pub key: [u8; 32],
     /// How often the mode and the services are read from each server.
@@ -43,131 +45,32 @@ pub struct IpConnectConfig {
     pub status_file: Option<PathBuf>,
 }
 
+impl IpConnectConfig {
+    /// The defaults: the legacy and driver ranges, device `cpam0`, a 5 s
+    /// poll, no status file.
+    pub fn new(key: [u8; 32], resolver: Arc<dyn Resolver>) -> Self {
+        IpConnectConfig {
+            range: super::alloc::LEGACY_RANGE.parse().expect("a valid range"),
+            driver_range: super::alloc::DRIVER_RANGE.parse().expect("a valid range"),
+            device: "cpam0".into(),
+            key,
+            poll: Duration::from_secs(5),
+            resolver,
+            status_file: None,
+        }
+    }
+}
+
 impl std::fmt::Debug for IpConnectConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IpConnectConfig")
             .field("range", &self.range)
+            .field("driver_range", &self.driver_range)
+            .field("device", &self.device)
             .field("poll", &self.poll)
             .field("resolver", &self.resolver.describe())
             .finish_non_exhaustive()
     }
-}
-
-/// One profile's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProfileStatus {
-    pub customer: String,
-    pub gatekeeper: String,
-    pub server: String,
-    /// The mode asked for (the user's, or the server's for `global`).
-    pub requested: Option<String>,
-    /// The mode running: `legacy` or `off`.
-    pub mode: String,
-    pub note: Option<String>,
-    /// Why the server could not be read (the last mappings are kept).
-    pub error: Option<String>,
-}
-
-/// One mapping and its listener.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MappingStatus {
-    pub customer: String,
-    pub service: String,
-    pub kind: String,
-    pub target: String,
-    pub local: SocketAddrV4,
-    pub hostnames: Vec<String>,
-    /// Why its listener is not up (a port taken locally, no privilege).
-    pub error: Option<String>,
-}
-
-/// What the service is doing; `ipconnect status` prints it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub pid: u32,
-    pub range: String,
-    pub names: String,
-    /// Why names could not be published (listeners still work by address).
-    pub names_error: Option<String>,
-    pub profiles: Vec<ProfileStatus>,
-    pub mappings: Vec<MappingStatus>,
-    pub skipped: Vec<SkippedStatus>,
-}
-
-/// A service not mapped, and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkippedStatus {
-    pub customer: String,
-    pub service: String,
-    pub reason: String,
-}
-
-impl From<Skipped> for SkippedStatus {
-    fn from(s: Skipped) -> Self {
-        SkippedStatus {
-            customer: s.customer,
-            service: s.service,
-            reason: s.reason,
-        }
-    }
-}
-
-/// Reads the allocator key from `dir/ipconnect.key`, creating it (random,
-/// mode 0600) on first use.
-pub fn load_or_create_key(dir: &Path) -> Result<[u8; 32]> {
-    let path = dir.join(KEY_FILE);
-    let what = path.display().to_string();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let bytes = hex::decode(text.trim())
-                .map_err(|_| Error::invalid(format!("{what}: not a hex key")))?;
-            bytes
-                .try_into()
-                .map_err(|_| Error::invalid(format!("{what}: the key must be 32 bytes")))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::from(e).context(&format!("cannot create {}", dir.display())))?;
-            let key: [u8; 32] = rand::random();
-            write_private(&path, format!("{}\n", hex::encode(key)).as_bytes())
-                .map_err(|e| Error::from(e).context(&format!("cannot write {what}")))?;
-            Ok(key)
-        }
-        Err(e) => Err(Error::from(e).context(&format!("cannot read {what}"))),
-    }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Reads the status a running service wrote; `None` when no service runs.
-pub fn read_status(path: &Path) -> Result<Option<Status>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::from(e).context(&format!("cannot read {}", path.display())));
-        }
-    };
-    let status: Status = serde_json::from_str(&text)
-        .map_err(|e| Error::invalid(format!("{}: not a status file: {e}", path.display())))?;
-    // A service killed without its cleanup left the file: no process, no status.
-    if !Path::new(&format!("/proc/{}", status.pid)).exists() {
-        return Ok(None);
-    }
-    Ok(Some(status))
 }
 
 struct Listener {
@@ -179,6 +82,9 @@ struct Listener {
 /// What one profile contributed last time its server answered.
 #[derive(Default)]
 struct ProfileState {
+    /// The mode asked for (before the driver's availability).
+    asked: Option<Resolved>,
+    /// The mode running.
     resolved: Option<Resolved>,
     targets: Vec<ServiceTarget>,
     error: Option<String>,
@@ -200,6 +106,14 @@ impl std::fmt::Debug for IpConnect {
     }
 }
 
+/// The driver while it runs, and why it does not when it cannot.
+#[derive(Default)]
+struct DriverState {
+    #[cfg(feature = "driver")]
+    running: Option<super::driver::Driver<(usize, String)>>,
+    error: Option<String>,
+}
+
 impl IpConnect {
     pub fn new(clients: Vec<Arc<ConnectClient>>, config: IpConnectConfig) -> Self {
         IpConnect {
@@ -214,8 +128,8 @@ impl IpConnect {
         self.status.subscribe()
     }
 
-    /// Runs until `shutdown`: then the listeners close, live sessions end,
-    /// the names and the status file are removed.
+    /// Runs until `shutdown`: then the listeners and the driver close, live
+    /// sessions end, the names and the status file are removed.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let resolver = &self.config.resolver;
         // A block a crash left behind goes first.
@@ -223,11 +137,14 @@ impl IpConnect {
             tracing::warn!(names = %resolver.describe(), %error, "cannot clean the names left behind");
         }
         let mut alloc = Allocator::new(self.config.range, self.config.key);
+        let mut driver_alloc = Allocator::new(self.config.driver_range, self.config.key)
+            .reserve(device_address(self.config.driver_range));
         let mut states: Vec<ProfileState> = self
             .clients
             .iter()
             .map(|_| ProfileState::default())
             .collect();
+        let mut driver = DriverState::default();
         let mut listeners: HashMap<SocketAddrV4, Listener> = HashMap::new();
         let mut bind_errors: HashMap<SocketAddrV4, String> = HashMap::new();
         let mut published: Option<Vec<(std::net::Ipv4Addr, Vec<String>)>> = None;
@@ -237,28 +154,56 @@ impl IpConnect {
             for (i, client) in self.clients.iter().enumerate() {
                 self.refresh(client, &mut states[i]).await;
             }
+            let wants_driver = states.iter().any(|s| {
+                s.asked
+                    .as_ref()
+                    .is_some_and(|r| r.effective == Effective::Driver)
+            });
+            self.drive(&mut driver, wants_driver, &sessions, &shutdown);
+            for (client, s) in self.clients.iter().zip(states.iter_mut()) {
+                let Some(asked) = s.asked.clone() else {
+                    continue;
+                };
+                let mode = asked.with_driver(driver.error.as_deref());
+                if s.resolved.as_ref() != Some(&mode) {
+                    log_mode(&client.profile().customer, &mode);
+                }
+                s.resolved = Some(mode);
+            }
             // The first profile listing a service of a customer serves it.
             let mut owner: BTreeMap<(String, String), usize> = BTreeMap::new();
-            let mut targets = Vec::new();
+            let (mut legacy_targets, mut driver_targets) = (Vec::new(), Vec::new());
             for (i, s) in states.iter().enumerate() {
+                let mode = s.resolved.as_ref().map_or(Effective::Off, |r| r.effective);
                 for t in &s.targets {
                     let key = (t.customer.clone(), t.service.clone());
                     if let std::collections::btree_map::Entry::Vacant(e) = owner.entry(key) {
                         e.insert(i);
-                        targets.push(t.clone());
+                        match mode {
+                            Effective::Legacy => legacy_targets.push(t.clone()),
+                            Effective::Driver => driver_targets.push(t.clone()),
+                            Effective::Off => {}
+                        }
                     }
                 }
             }
-            let plan = alloc.map(&targets);
+            let plan = alloc.map(&legacy_targets);
+            let driver_plan = driver_alloc.map(&driver_targets);
+            let owner_of = |m: &Mapping| owner[&(m.customer.clone(), m.service.clone())];
+            #[cfg(feature = "driver")]
+            if let Some(d) = &driver.running {
+                d.set_ports(
+                    driver_plan
+                        .mappings
+                        .iter()
+                        .map(|m| (m.local, (owner_of(m), m.service.clone())))
+                        .collect(),
+                );
+            }
             let wanted: HashMap<SocketAddrV4, (usize, &Mapping)> = plan
                 .mappings
                 .iter()
-                .map(|m| {
-                    (
-                        m.local,
-                        (owner[&(m.customer.clone(), m.service.clone())], m),
-                    )
-                })
+                .map(|m| (m.local, (owner_of(m), m)))
                 .collect();
             listeners.retain(|local, l| {
                 let keep = wanted
@@ -309,7 +254,7 @@ impl IpConnect {
                     }
                 }
             }
-            let names = plan.names();
+            let names = merged_names(&plan, &driver_plan);
             if published.as_ref() != Some(&names) {
                 match resolver.publish(&names) {
                     Ok(()) => {
@@ -324,11 +269,24 @@ impl IpConnect {
                     }
                 }
             }
+            let mapping_status = |m: &Mapping, mode: Effective| MappingStatus {
+                customer: m.customer.clone(),
+                service: m.service.clone(),
+                kind: m.kind.clone(),
+                target: m.target.clone(),
+                local: m.local,
+                hostnames: m.hostnames.clone(),
+                mode: mode.as_str().into(),
+                error: bind_errors.get(&m.local).cloned(),
+            };
             let status = Status {
                 pid: std::process::id(),
                 range: self.config.range.to_string(),
                 names: resolver.describe(),
                 names_error: names_error.clone(),
+                driver: driver_running(&driver)
+                    .then(|| format!("{} on {}", self.config.driver_range, self.config.device)),
+                driver_error: wants_driver.then(|| driver.error.clone()).flatten(),
                 profiles: self
                     .clients
                     .iter()
@@ -338,30 +296,30 @@ impl IpConnect {
                         gatekeeper: c.profile().gatekeeper_name.clone(),
                         server: c.profile().server.clone(),
                         requested: s.resolved.as_ref().map(|r| r.requested.clone()),
-                        mode: match s.resolved.as_ref().map(|r| r.effective) {
-                            Some(Effective::Legacy) => "legacy".into(),
-                            _ => "off".into(),
-                        },
+                        mode: s
+                            .resolved
+                            .as_ref()
+                            .map_or(Effective::Off, |r| r.effective)
+                            .as_str()
+                            .into(),
                         note: s.resolved.as_ref().and_then(|r| r.note.clone()),
                         error: s.error.clone(),
                     })
                     .collect(),
-                mappings: plan
+                mappings: driver_plan
                     .mappings
                     .iter()
-                    .map(|m| MappingStatus {
-                        customer: m.customer.clone(),
-                        service: m.service.clone(),
-                        kind: m.kind.clone(),
-                        target: m.target.clone(),
-                        local: m.local,
-                        hostnames: m.hostnames.clone(),
-                        error: bind_errors.get(&m.local).cloned(),
-                    })
+                    .map(|m| mapping_status(m, Effective::Driver))
+                    .chain(
+                        plan.mappings
+                            .iter()
+                            .map(|m| mapping_status(m, Effective::Legacy)),
+                    )
                     .collect(),
                 skipped: plan
                     .skipped
                     .iter()
+                    .chain(&driver_plan.skipped)
                     .cloned()
                     .map(SkippedStatus::from)
                     .collect(),
@@ -383,6 +341,7 @@ impl IpConnect {
         for l in listeners.values() {
             l.stop.cancel();
         }
+        drop(driver);
         sessions.close();
         sessions.wait().await;
         if let Some(path) = &self.config.status_file {
@@ -391,6 +350,76 @@ impl IpConnect {
         resolver.clear()?;
         tracing::info!("ip connect stopped; names removed");
         Ok(())
+    }
+
+    /// Starts the driver when a profile wants it (again, after its device
+    /// went away), stops it when none does; says why it cannot start once.
+    #[cfg(feature = "driver")]
+    fn drive(
+        &self,
+        driver: &mut DriverState,
+        wanted: bool,
+        sessions: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        use super::driver::Driver;
+        if !wanted {
+            if driver.running.take().is_some() {
+                tracing::info!(device = %self.config.device, "ip connect driver stopped: no profile uses it");
+            }
+            driver.error = None;
+            return;
+        }
+        if let Some(why) = driver.running.as_ref().and_then(|d| d.failure()) {
+            tracing::warn!(device = %self.config.device, error = %why, "ip connect driver lost its device; starting it again");
+            driver.running = None;
+        }
+        if driver.running.is_some() {
+            return;
+        }
+        let clients = self.clients.clone();
+        let sessions = sessions.clone();
+        let end = shutdown.clone();
+        let accept = move |a: super::driver::Accepted<(usize, String)>| {
+            let (client, service) = a.target.clone();
+            let client = clients[client].clone();
+            let end = end.clone();
+            sessions.spawn(async move {
+                let (peer, local) = (SocketAddr::V4(a.peer), SocketAddr::V4(a.local));
+                let sink = a.sink.clone();
+                if let Err(e) = client
+                    .serve_split(&service, a.source, a.sink, peer, Some(local), end)
+                    .await
+                {
+                    sink.reset().await;
+                    tracing::warn!(%peer, %local, %service, kind = %e.kind(), error = %e, "ip connect session refused");
+                }
+            });
+        };
+        match Driver::start(&self.config.device, self.config.driver_range, accept) {
+            Ok(d) => {
+                tracing::info!(device = %self.config.device, range = %self.config.driver_range, "ip connect driver started");
+                driver.running = Some(d);
+                driver.error = None;
+            }
+            Err(e) => {
+                if driver.error.as_deref() != Some(&e.to_string()) {
+                    tracing::warn!(device = %self.config.device, error = %e, "ip connect driver cannot start");
+                }
+                driver.error = Some(e.to_string());
+            }
+        }
+    }
+
+    #[cfg(not(feature = "driver"))]
+    fn drive(
+        &self,
+        driver: &mut DriverState,
+        wanted: bool,
+        _: &TaskTracker,
+        _: &CancellationToken,
+    ) {
+        driver.error = wanted.then(|| super::mode::DRIVER_UNAVAILABLE.to_string());
     }
 
     /// Reads one profile's mode and services; a server that does not answer
@@ -407,18 +436,8 @@ impl IpConnect {
                 return;
             }
         };
-        if state.resolved.as_ref() != Some(&mode) {
-            match &mode.note {
-                Some(note) => {
-                    tracing::warn!(%customer, requested = %mode.requested, mode = ?mode.effective, %note, "ip connect mode in use")
-                }
-                None => {
-                    tracing::info!(%customer, requested = %mode.requested, mode = ?mode.effective, "ip connect mode in use")
-                }
-            }
-        }
         let effective = mode.effective;
-        state.resolved = Some(mode);
+        state.asked = Some(mode);
         if effective == Effective::Off {
             state.targets.clear();
             state.error = None;
@@ -447,6 +466,41 @@ impl IpConnect {
             }
         }
     }
+}
+
+#[cfg(feature = "driver")]
+fn driver_running(d: &DriverState) -> bool {
+    d.running.is_some()
+}
+
+#[cfg(not(feature = "driver"))]
+fn driver_running(_: &DriverState) -> bool {
+    false
+}
+
+/// The driver device's own address in `range` (never handed out).
+pub fn device_address(range: Range) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::from(u32::from(range.network()) + 1)
+}
+
+fn log_mode(customer: &str, mode: &Resolved) {
+    let effective = mode.effective.as_str();
+    match &mode.note {
+        Some(note) => {
+            tracing::warn!(%customer, requested = %mode.requested, mode = effective, %note, "ip connect mode in use")
+        }
+        None => {
+            tracing::info!(%customer, requested = %mode.requested, mode = effective, "ip connect mode in use")
+        }
+    }
+}
+
+/// Both plans' names (the ranges differ, so the addresses never collide).
+fn merged_names(a: &Plan, b: &Plan) -> Vec<(std::net::Ipv4Addr, Vec<String>)> {
+    let mut names = a.names();
+    names.extend(b.names());
+    names.sort();
+    names
 }
 
 /// Accepts on one mapping until `stop`; sessions run until `shutdown` (a
