@@ -172,7 +172,7 @@ pub fn grant_window(g: &Grant, now: Timestamp) -> Result<Option<Timestamp>, Deni
     }
     let schedule_end = match &g.schedule {
         None => None,
-        Some(s) => Some(schedule_end(s, now).ok_or(Denial::OutsideSchedule)?),
+        Some(s) => schedule_end(s, now).ok_or(Denial::OutsideSchedule)?,
     };
     Ok(match (g.not_after, schedule_end) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -180,8 +180,10 @@ pub fn grant_window(g: &Grant, now: Timestamp) -> Result<Option<Timestamp>, Deni
     })
 }
 
-/// If `now` falls inside `s`, the end of that occurrence of the window.
-pub fn schedule_end(s: &Schedule, now: Timestamp) -> Option<Timestamp> {
+/// If `now` falls inside `s`, when the schedule stops allowing access:
+/// `Some(None)` when it never does (whole days, every day). Whole days run on
+/// into the next day when it is on too, so a session is not cut at midnight.
+pub fn schedule_end(s: &Schedule, now: Timestamp) -> Option<Option<Timestamp>> {
     let day = now.0.div_euclid(DAY_MS);
     let minute = now.0.rem_euclid(DAY_MS) / MINUTE_MS;
     // 1970-01-01 was a Thursday; Monday = 0.
@@ -190,18 +192,21 @@ pub fn schedule_end(s: &Schedule, now: Timestamp) -> Option<Timestamp> {
     let (start, end) = (i64::from(s.start_minute), i64::from(s.end_minute));
     let at = |d: i64, m: i64| Timestamp(d * DAY_MS + m * MINUTE_MS);
     if start < end {
-        (on(day) && minute >= start && minute < end).then(|| at(day, end))
+        (on(day) && minute >= start && minute < end).then(|| Some(at(day, end)))
     } else if start > end {
         if minute >= start && on(day) {
-            Some(at(day + 1, end))
+            Some(Some(at(day + 1, end)))
         } else if minute < end && on(day - 1) {
-            Some(at(day, end))
+            Some(Some(at(day, end)))
         } else {
             None
         }
     } else {
-        // start == end: the whole day
-        on(day).then(|| at(day + 1, 0))
+        // start == end: whole days, up to the first day that is off.
+        if !on(day) {
+            return None;
+        }
+        Some((1..7).map(|n| day + n).find(|d| !on(*d)).map(|d| at(d, 0)))
     }
 }
 
@@ -425,6 +430,47 @@ mod tests {
             &[a],
             "2026-11-23T08:29:00Z",
             Ok(Some("2026-11-23T10:00:00Z")),
+        );
+    }
+
+    #[test]
+    fn whole_day_schedules_run_on_through_midnight() {
+        let whole = |days: &str| {
+            let (start_minute, end_minute) = parse_hours("00:00-24:00").expect("hours");
+            Schedule {
+                days: parse_days(days).expect("days"),
+                start_minute,
+                end_minute,
+            }
+        };
+        // Every day: no end at all.
+        let g = grant("g1", "2026-01-01T00:00:00Z", None, Some(whole("all")));
+        check(std::slice::from_ref(&g), "2026-11-23T23:59:00Z", Ok(None));
+        // Monday to Wednesday, from Monday: until Thursday 00:00.
+        let g = grant("g1", "2026-01-01T00:00:00Z", None, Some(whole("mon-wed")));
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T10:00:00Z",
+            Ok(Some("2026-11-26T00:00:00Z")),
+        );
+        // Over the week's end: Saturday, Sunday, Monday.
+        let g = grant("g1", "2026-01-01T00:00:00Z", None, Some(whole("sat-mon")));
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-22T23:00:00Z",
+            Ok(Some("2026-11-24T00:00:00Z")),
+        );
+        // The grant's own end still applies.
+        let g = grant(
+            "g1",
+            "2026-01-01T00:00:00Z",
+            Some("2026-11-24T12:00:00Z"),
+            Some(whole("all")),
+        );
+        check(
+            std::slice::from_ref(&g),
+            "2026-11-23T10:00:00Z",
+            Ok(Some("2026-11-24T12:00:00Z")),
         );
     }
 
