@@ -619,6 +619,8 @@ async fn grant(cmd: GrantCmd) -> anyhow::Result<ExitCode> {
                 .admin
                 .add_grant(&user, &customer, &service, start, end, schedule)
                 .await?;
+            // A longer grant extends the user's live sessions of the service.
+            recheck(&x.data).await;
             Ok(print(x.json, json!(g), || format!("{}", g.id)))
         }
         GrantCmd::List { user, c } => {

@@ -352,13 +352,29 @@ impl SessionEngine {
                 shared.end(end_reason, Some(reason.message().to_string()));
                 true
             }
-            Decision::Allow { .. } => match self.checkout_ended(&user, service, now).await? {
-                Some((end_reason, detail)) => {
-                    shared.end(end_reason, Some(detail));
-                    true
+            Decision::Allow { until, .. } => {
+                match self.checkout_ended(&user, service, now).await? {
+                    Some((end_reason, detail)) => {
+                        shared.end(end_reason, Some(detail));
+                        true
+                    }
+                    None => {
+                        // The end as it stands now: a new, longer grant extends a
+                        // live session, a shorter one brings its end forward.
+                        let until = if service.kind.injects_credentials() {
+                            crate::vault::active_checkout(&self.store, &user.id, &service.id, now)
+                                .await?
+                                .map_or(until, |c| {
+                                    Some(until.map_or(c.expires_at, |u| u.min(c.expires_at)))
+                                })
+                        } else {
+                            until
+                        };
+                        shared.set_expiry(until);
+                        false
+                    }
                 }
-                None => false,
-            },
+            }
         })
     }
 

@@ -39,6 +39,9 @@ pub(super) struct Shared {
     engine: std::sync::Weak<SessionEngine>,
     /// Output the observers still hold (a recorder's queue).
     backlog: Arc<Backlog>,
+    /// When policy ends the session (`None`: never); a re-check moves it
+    /// (a longer grant extends it, a shorter one brings it forward).
+    expiry: tokio::sync::watch::Sender<Option<Timestamp>>,
 }
 
 /// A session's observers; `closed` once they were told of its end, after
@@ -50,6 +53,15 @@ struct Observers {
 }
 
 impl Shared {
+    /// Moves the time policy ends the session to `until`.
+    pub(super) fn set_expiry(&self, until: Option<Timestamp>) {
+        self.expiry.send_if_modified(|at| {
+            let changed = *at != until;
+            *at = until;
+            changed
+        });
+    }
+
     /// Ends the session with `reason` unless it already has one (the first
     /// reason wins); fires the cancellation token either way. Returns whether
     /// `reason` is the one recorded.
@@ -519,6 +531,7 @@ impl SessionEngine {
             observed: AtomicBool::new(false),
             engine: Arc::downgrade(self),
             backlog: Arc::default(),
+            expiry: tokio::sync::watch::Sender::new(until),
         });
         // What a re-check needs, should a revocation race this start.
         let check = (
@@ -574,22 +587,34 @@ impl SessionEngine {
                 live.shared.attach(observer);
             }
         }
-        if let Some(until) = until {
-            self.arm_expiry(&live.shared, until);
-        }
+        self.arm_expiry(&live.shared);
         self.publish(EngineEvent::SessionStarted { session });
         Ok(live)
     }
 
-    fn arm_expiry(&self, shared: &Arc<Shared>, until: Timestamp) {
+    /// Ends the session when its expiry comes, re-reading it whenever a
+    /// re-check moves it.
+    fn arm_expiry(&self, shared: &Arc<Shared>) {
         let shared = shared.clone();
         let clock = self.clock().clone();
+        let mut expiry = shared.expiry.subscribe();
         self.tasks.spawn(async move {
-            tokio::select! {
-                _ = shared.cancel.cancelled() => {}
-                _ = clock.sleep_until(until) => {
-                    tracing::info!(session = %shared.session.id, "grant window closed, ending session");
-                    shared.end(EndReason::Expired, Some("grant window closed".into()));
+            loop {
+                let until = *expiry.borrow_and_update();
+                let expired = async {
+                    match until {
+                        Some(until) => clock.sleep_until(until).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = shared.cancel.cancelled() => return,
+                    moved = expiry.changed() => if moved.is_err() { return },
+                    () = expired => {
+                        tracing::info!(session = %shared.session.id, "grant window closed, ending session");
+                        shared.end(EndReason::Expired, Some("grant window closed".into()));
+                        return;
+                    }
                 }
             }
         });

@@ -312,6 +312,73 @@ async fn the_grant_window_closing_on_the_clock_expires_the_session() {
 }
 
 #[tokio::test]
+async fn a_new_longer_grant_extends_a_live_session() {
+    let w = world().await;
+    let (id, task, _user, _dialer) = w.spawn(Arc::new(Hold)).await;
+    let start = w.clock.now();
+    // A second grant, valid for three hours, then a re-check (what adding
+    // a grant through the CLI or the console triggers).
+    w.admin
+        .add_grant(
+            "vera",
+            "acme",
+            "ssh",
+            start,
+            Some(start.add(3 * HOUR)),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(w.engine.recheck().await.unwrap(), 0);
+    w.clock.advance(HOUR + Duration::from_secs(60));
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert!(w.is_live(&id), "ended at the first grant's end");
+    w.clock.advance(2 * HOUR);
+    let s = tokio::time::timeout(SOON, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.end_reason, Some(EndReason::Expired));
+    assert_eq!(s.ended_at, Some(w.clock.now()));
+}
+
+#[tokio::test]
+async fn a_shorter_grant_brings_a_live_session_s_end_forward() {
+    let w = world().await;
+    let (id, task, _user, _dialer) = w.spawn(Arc::new(Hold)).await;
+    let start = w.clock.now();
+    let short = w
+        .admin
+        .add_grant(
+            "vera",
+            "acme",
+            "ssh",
+            start,
+            Some(start.add(Duration::from_secs(600))),
+            None,
+        )
+        .await
+        .unwrap();
+    // The hour-long grant revoked (stamped with the wall clock: the manual
+    // one moves past it first).
+    w.admin.revoke_grant(&w.grant).await.unwrap();
+    w.clock.advance(Duration::from_secs(1));
+    assert_eq!(w.engine.recheck().await.unwrap(), 0);
+    assert!(w.is_live(&id), "the ten-minute grant still allows it");
+    assert_ne!(short.id.0, w.grant);
+    w.clock.advance(Duration::from_secs(599));
+    let s = tokio::time::timeout(SOON, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.end_reason, Some(EndReason::Expired));
+}
+
+#[tokio::test]
 async fn terminate_first_wins_over_expiry_and_revoke() {
     let w = world().await;
     let (id, task, _user, _dialer) = w.spawn(Arc::new(Stall)).await;

@@ -208,6 +208,10 @@ pub async fn create_grant(
         .admin(&caller)
         .grant_service(&user, &service, not_before, not_after)
         .await?;
+    // A longer grant extends the user's live sessions of the service.
+    if let Err(error) = state.engine.recheck().await {
+        tracing::warn!(%error, "cannot recheck live sessions after a grant was added");
+    }
     Ok((
         StatusCode::CREATED,
         Json(grant_json(&g, &user.name, &service)),
