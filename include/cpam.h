@@ -454,7 +454,9 @@ enum cpam_status cpam_hub_next_event(const struct cpam_hub *hub,
 // most 3 s) and closes the event queue. Blocks until done.
 enum cpam_status cpam_hub_stop(const struct cpam_hub *hub);
 
-// Stops the hub if running and frees it. NULL is ignored.
+// Stops the hub if running and frees it. NULL is ignored. Once it returns,
+// no callback of the hub runs any more: it waits for the calls under way
+// (so it must not be called from a callback) and none starts after.
 void cpam_hub_free(struct cpam_hub *hub);
 
 // Creates the service over the profile files listed in `profiles`

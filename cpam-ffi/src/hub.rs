@@ -23,6 +23,7 @@ use crate::boundary::{
     Rt, arg_out, arg_ref, arg_str, boundary, boundary_or, copy_out, into_handle, put, take_handle,
 };
 use crate::event::{EventQueue, cpam_event, cpam_event_kind, pull};
+use crate::gate::CallbackGate;
 use crate::status::{Failure, cpam_status};
 
 /// Bytes the access hook may write as its reason (including the NUL).
@@ -105,6 +106,7 @@ impl UserData {
 struct FfiAuditTap {
     callback: unsafe extern "C" fn(*mut c_void, *const c_char),
     userdata: UserData,
+    gate: Arc<CallbackGate>,
 }
 
 #[async_trait::async_trait]
@@ -112,10 +114,14 @@ impl AuditTap for FfiAuditTap {
     async fn sealed(&self, record: &AuditRecord) -> cpam_core::Result<()> {
         let json =
             CString::new(serde_json::to_string(record).unwrap_or_default()).unwrap_or_default();
-        let (f, ud) = (self.callback, self.userdata);
-        // SAFETY: `f` is the caller's callback with its own userdata; the
-        // string outlives the call.
-        let call = move || unsafe { f(ud.get(), json.as_ptr()) };
+        let (f, ud, gate) = (self.callback, self.userdata, self.gate.clone());
+        let call = move || {
+            // Not once `cpam_hub_free` closed the gate.
+            let Some(_pass) = gate.enter() else { return };
+            // SAFETY: `f` is the caller's callback with its own userdata; the
+            // string outlives the call.
+            unsafe { f(ud.get(), json.as_ptr()) }
+        };
         if let Err(error) = tokio::task::spawn_blocking(call).await {
             tracing::error!(%error, "the audit sink callback failed");
         }
@@ -127,6 +133,7 @@ impl AuditTap for FfiAuditTap {
 struct FfiAccessHook {
     f: unsafe extern "C" fn(*mut c_void, *const c_char, *mut c_char, usize) -> bool,
     ud: UserData,
+    gate: Arc<CallbackGate>,
 }
 
 #[async_trait::async_trait]
@@ -134,8 +141,11 @@ impl AccessHook for FfiAccessHook {
     async fn check(&self, check: &AccessCheck) -> HookDecision {
         let json =
             CString::new(serde_json::to_string(check).unwrap_or_default()).unwrap_or_default();
-        let (f, ud) = (self.f, self.ud);
+        let (f, ud, gate) = (self.f, self.ud, self.gate.clone());
         let decided = tokio::task::spawn_blocking(move || {
+            let Some(_pass) = gate.enter() else {
+                return (false, "the hub is being freed".to_string());
+            };
             let mut reason = vec![0 as c_char; CPAM_REASON_MAX];
             // SAFETY: the caller's callback; `json` and `reason` outlive the
             // call and `reason` holds `CPAM_REASON_MAX` bytes.
@@ -172,6 +182,7 @@ impl AccessHook for FfiAccessHook {
 struct FfiCredentialSource {
     f: unsafe extern "C" fn(*mut c_void, *const c_char, *mut cpam_credential) -> bool,
     ud: UserData,
+    gate: Arc<CallbackGate>,
 }
 
 #[async_trait::async_trait]
@@ -182,18 +193,20 @@ impl CredentialSource for FfiCredentialSource {
     ) -> cpam_core::Result<Option<Credential>> {
         let json =
             CString::new(serde_json::to_string(request).unwrap_or_default()).unwrap_or_default();
-        let (f, ud) = (self.f, self.ud);
+        let (f, ud, gate) = (self.f, self.ud, self.gate.clone());
         let answered = tokio::task::spawn_blocking(move || {
+            let _pass = gate.enter()?;
             let mut cred = cpam_credential::default();
             // SAFETY: the caller's callback; `json` and `cred` outlive the call.
             let ok = unsafe { f(ud.get(), json.as_ptr(), &mut cred) };
-            (ok, cred.value)
+            Some((ok, cred.value))
         })
         .await
         .map_err(|e| Error::internal(format!("the credential source failed: {e}")))?;
         match answered {
-            (true, value) => Ok(value),
-            (false, _) => Err(Error::new(
+            None => Err(Error::new(ErrorKind::Cancelled, "the hub is being freed")),
+            Some((true, value)) => Ok(value),
+            Some((false, _)) => Err(Error::new(
                 ErrorKind::NotFound,
                 "the integrator's credential source has no credential for this session",
             )),
@@ -208,6 +221,8 @@ pub struct cpam_hub {
     server: Server,
     events: Arc<EventQueue>,
     forwarder: JoinHandle<()>,
+    /// The C callbacks under way; closed by `cpam_hub_free`.
+    gate: Arc<CallbackGate>,
 }
 
 impl cpam_hub {
@@ -287,6 +302,7 @@ pub unsafe extern "C" fn cpam_hub_new(
             server,
             events,
             forwarder,
+            gate: Arc::default(),
         };
         // SAFETY: checked by `arg_out`.
         unsafe { put(out, into_handle(handle)) };
@@ -311,6 +327,7 @@ pub unsafe extern "C" fn cpam_hub_set_audit_sink(
             Arc::new(FfiAuditTap {
                 callback,
                 userdata: UserData(userdata),
+                gate: hub.gate.clone(),
             }) as Arc<dyn AuditTap>
         });
         hub.server.set_audit_tap(tap)?;
@@ -333,6 +350,7 @@ pub unsafe extern "C" fn cpam_hub_set_access_hook(
             Arc::new(FfiAccessHook {
                 f,
                 ud: UserData(userdata),
+                gate: hub.gate.clone(),
             }) as Arc<dyn AccessHook>
         }));
         Ok(())
@@ -355,6 +373,7 @@ pub unsafe extern "C" fn cpam_hub_set_credential_source(
             Arc::new(FfiCredentialSource {
                 f,
                 ud: UserData(userdata),
+                gate: hub.gate.clone(),
             }) as Arc<dyn CredentialSource>
         }));
         Ok(())
@@ -474,7 +493,9 @@ pub unsafe extern "C" fn cpam_hub_stop(hub: *const cpam_hub) -> cpam_status {
     })
 }
 
-/// Stops the hub if running and frees it. NULL is ignored.
+/// Stops the hub if running and frees it. NULL is ignored. Once it returns,
+/// no callback of the hub runs any more: it waits for the calls under way
+/// (so it must not be called from a callback) and none starts after.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_hub_free(hub: *mut cpam_hub) {
     boundary_or((), || {
@@ -483,6 +504,7 @@ pub unsafe extern "C" fn cpam_hub_free(hub: *mut cpam_hub) {
             hub.stop();
             hub.forwarder.abort();
             hub.rt.block_on(hub.engine().close());
+            hub.gate.close();
         }
     })
 }

@@ -20,6 +20,7 @@ pub mod audit;
 mod boundary;
 pub mod connect;
 pub mod event;
+mod gate;
 pub mod gatekeeper;
 pub mod hub;
 pub mod ipconnect;
