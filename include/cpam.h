@@ -112,6 +112,11 @@ typedef enum cpam_event_kind {
   CPAM_EVENT_KIND_IP_CONNECT_MAPPING_REMOVED = 10,
   // IP Connect: the driver started or stopped. JSON: `running` (range and device, or null), `error`.
   CPAM_EVENT_KIND_IP_CONNECT_DRIVER = 11,
+  // Something the user did in a live session (hub), as the Admin Log
+  // records it. JSON: `session_id`, `customer`, `user`, `action` (e.g.
+  // `session.file`: a file moved, with `path`, `direction`, `size`,
+  // `sha256`, `result` in `detail`), `detail`, `at`.
+  CPAM_EVENT_KIND_SESSION_ACTIVITY = 12,
 } cpam_event_kind;
 
 // What a `cpam_watch_frame` is.
@@ -126,6 +131,13 @@ typedef enum cpam_watch_frame_kind {
   CPAM_WATCH_FRAME_KIND_RESIZE = 3,
   // The session ended; `cpam_watch_frame_reason` says why.
   CPAM_WATCH_FRAME_KIND_END = 4,
+  // A remote desktop, all of it: `cols`×`rows` is its size in pixels,
+  // the data a PNG (sent first, and again after the watcher fell
+  // behind).
+  CPAM_WATCH_FRAME_KIND_DESKTOP = 5,
+  // A region of a remote desktop changed: the data is a PNG whose top
+  // left corner is at (`cols`, `rows`) in pixels.
+  CPAM_WATCH_FRAME_KIND_TILE = 6,
 } cpam_watch_frame_kind;
 
 // What a credential carries, for `cpam_credential_set`.
