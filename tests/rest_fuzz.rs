@@ -187,15 +187,28 @@ fn send(
     path: &str,
     body: &Option<Body>,
 ) -> anyhow::Result<(u16, String)> {
-    let req = match body {
-        Some(Body::Json(v)) => admin.request(method, path, Some(v), true)?,
-        Some(Body::Raw(b)) => admin
-            .request(method, path, None, true)?
-            .header("Content-Type", "application/json")
-            .body(b.clone()),
-        None => admin.request(method, path, None, true)?,
+    // A fresh connection per request: a server may close a connection
+    // whose request body it did not read (hyper does), and a pooled
+    // connection reused just then fails in transport, not in the API. One
+    // retry covers that race; a server that stopped fails both and the
+    // final check.
+    let request = || -> anyhow::Result<reqwest::blocking::RequestBuilder> {
+        let req = match body {
+            Some(Body::Json(v)) => admin.request(method, path, Some(v), true)?,
+            Some(Body::Raw(b)) => admin
+                .request(method, path, None, true)?
+                .header("Content-Type", "application/json")
+                .body(b.clone()),
+            None => admin.request(method, path, None, true)?,
+        };
+        Ok(req.header("Connection", "close"))
     };
-    let reply = req.send().with_context(|| format!("{method} {path}"))?;
+    let reply = match request()?.send() {
+        Ok(reply) => reply,
+        Err(_) => request()?
+            .send()
+            .with_context(|| format!("{method} {path}"))?,
+    };
     let status = reply.status().as_u16();
     Ok((status, reply.text().unwrap_or_default()))
 }
