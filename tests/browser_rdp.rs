@@ -255,19 +255,23 @@ fn an_admin_watches_an_rdp_session_on_a_canvas_and_replays_its_recording() -> an
     })
     .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", client.logs(), c.logs()))?;
 
-    // The live desktop is there to watch (a plain GET is told to upgrade).
-    let probe = admin
-        .request("GET", &format!("/api/v1/sessions/{id}/watch"), None, false)?
-        .header("Origin", &c.url)
-        .send()?;
-    let code = probe.status().as_u16();
-    assert_eq!(
-        code,
-        400,
-        "watch: {}\n{}",
-        probe.text().unwrap_or_default(),
-        c.logs()
-    );
+    // The live desktop is there to watch once the desktop is up (a plain
+    // GET is then told to upgrade; until the RDP handshake is done the
+    // session has no desktop yet and the answer is 409).
+    let probe = || -> anyhow::Result<(u16, String)> {
+        let r = admin
+            .request("GET", &format!("/api/v1/sessions/{id}/watch"), None, false)?
+            .header("Origin", &c.url)
+            .send()?;
+        Ok((r.status().as_u16(), r.text().unwrap_or_default()))
+    };
+    let mut last = (0, String::new());
+    let ready = cpam_tests::wait_until(LIVE, "the live desktop", || {
+        last = probe().ok()?;
+        (last.0 != 409).then_some(())
+    });
+    assert!(ready.is_ok(), "watch: {last:?}\n{}", c.logs());
+    assert_eq!(last.0, 400, "watch: {}\n{}", last.1, c.logs());
 
     let mut b = browser(&c, "rdp-watch")?;
     sign_in(&b, &c.url, ADMIN, ADMIN_PASSWORD)?;
