@@ -607,10 +607,16 @@ impl SessionEngine {
                         None => std::future::pending().await,
                     }
                 };
+                // A move that arrives with the old end wins: the session
+                // runs to the end policy gives now.
                 tokio::select! {
+                    biased;
                     _ = shared.cancel.cancelled() => return,
                     moved = expiry.changed() => if moved.is_err() { return },
                     () = expired => {
+                        if *expiry.borrow() != until {
+                            continue;
+                        }
                         tracing::info!(session = %shared.session.id, "grant window closed, ending session");
                         shared.end(EndReason::Expired, Some("grant window closed".into()));
                         return;
