@@ -181,8 +181,23 @@ fn close(p: [u8; 3], want: [u8; 3]) -> bool {
 
 /// Waits until the canvas `test` shows `want` at a few points.
 fn wait_canvas(b: &Browser, test: &str, want: [u8; 3], what: &str) -> anyhow::Result<()> {
+    wait_canvas_within(b, test, want, what, LIVE)
+}
+
+/// Replay decodes the recording from its start for each seek, which in a
+/// debug build next to the rest of the suite can take far longer than a
+/// live repaint.
+const REPLAY: std::time::Duration = std::time::Duration::from_secs(120);
+
+fn wait_canvas_within(
+    b: &Browser,
+    test: &str,
+    want: [u8; 3],
+    what: &str,
+    within: std::time::Duration,
+) -> anyhow::Result<()> {
     let mut last = ([0; 3], 0);
-    let r = cpam_tests::wait_until(LIVE, what, || {
+    let r = cpam_tests::wait_until(within, what, || {
         let points = [(100, 100), (512, 384), (900, 700)];
         for (x, y) in points {
             last = pixel(b, test, x, y).ok()?;
@@ -360,7 +375,13 @@ fn an_admin_watches_an_rdp_session_on_a_canvas_and_replays_its_recording() -> an
     ))?;
     b.find_within(&t("recording-row"), LIVE)?;
     b.click(&t("recording-replay"))?;
-    wait_canvas(&b, "replay-canvas", REPAINT_RGB, "the replayed desktop")?;
+    wait_canvas_within(
+        &b,
+        "replay-canvas",
+        REPAINT_RGB,
+        "the replayed desktop",
+        REPLAY,
+    )?;
     b.screenshot("replay")?;
 
     // The target's password reached no frame or page the browser got.
