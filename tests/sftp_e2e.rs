@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
+use cpam_tests::console_api::ConsoleApi;
 use cpam_tests::psm::{MASTER, Psm};
 use cpam_tests::sftp::{
     TargetDir, file_records, op_records, random_file, scp_run, sftp, sftp_run, sha256_file,
@@ -77,6 +79,51 @@ fn stock_sftp_and_scp_transfers_are_audited_with_the_hash_of_the_file() -> anyho
     assert_eq!(scp.len(), 1, "one record for scp: {files:#?}");
     assert_eq!(scp[0]["detail"]["sha256"], scp_sha.as_str());
     assert_eq!(scp[0]["detail"]["size"], 123_457);
+
+    // The session's transfer list in the console's REST API, as the
+    // session page shows it and as the CSV an administrator downloads.
+    let api = ConsoleApi::admin(&p.d, "boss")?;
+    let session = up[0]["session_id"].as_str().context("session id")?;
+    let rows = api.expect(
+        &p.d,
+        "GET",
+        &format!("/api/v1/sessions/{session}/files"),
+        None,
+        200,
+    )?;
+    let rows = rows.as_array().context("a JSON list")?;
+    for direction in ["upload", "download"] {
+        let listed: Vec<_> = rows
+            .iter()
+            .filter(|r| r["path"] == format!("{remote}/up.bin") && r["direction"] == direction)
+            .collect();
+        assert_eq!(listed.len(), 1, "one {direction} listed: {rows:#?}");
+        assert_eq!(listed[0]["sha256"], sha.as_str());
+        assert_eq!(listed[0]["size"], 700 * 1024 + 17);
+    }
+    assert!(
+        rows.iter().all(|r| r["session_id"] == session),
+        "only this session's files: {rows:#?}"
+    );
+    let (status, csv) = api.get_text(
+        &p.d,
+        &format!("/api/v1/sessions/{session}/files?format=csv"),
+    )?;
+    assert_eq!(status, 200, "{csv}");
+    let mut lines = csv.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("session_id,at,path,direction")),
+        "{csv}"
+    );
+    assert_eq!(
+        lines
+            .filter(|l| l.contains(&sha) && l.contains("/up.bin"))
+            .count(),
+        2,
+        "the upload and the download in the CSV: {csv}"
+    );
 
     // The same file uploaded twice at once: two records, each with the hash.
     let twice = format!("put {} {remote}/twice.bin\nbye\n", scp_local.display());

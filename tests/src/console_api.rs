@@ -85,6 +85,28 @@ impl ConsoleApi {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<(u16, Value)> {
+        let (status, text) = self.request(d, method, path, body)?;
+        let json = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .with_context(|| format!("{method} {path}: not JSON: {text}"))?
+        };
+        Ok((status, json))
+    }
+
+    /// A `GET` whose body is not JSON (a CSV download): status and text.
+    pub fn get_text(&self, d: &Deployment, path: &str) -> anyhow::Result<(u16, String)> {
+        self.request(d, "GET", path, None)
+    }
+
+    fn request(
+        &self,
+        d: &Deployment,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, String)> {
         let mut c = d.topo.vendor.command("curl");
         c.args(["-sS", "--max-time", "30", "-X", method, "--cacert"])
             .arg(&self.cert)
@@ -121,13 +143,7 @@ impl ConsoleApi {
         let status: u16 = code
             .parse()
             .with_context(|| format!("curl printed no status: {}", out.stdout))?;
-        let json = if text.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(text)
-                .with_context(|| format!("{method} {path}: not JSON: {text}"))?
-        };
-        Ok((status, json))
+        Ok((status, text.to_string()))
     }
 
     /// A request that must answer `expect`; returns its body.
