@@ -16,6 +16,7 @@ use anyhow::{Context, bail};
 use cpam_tests::bins::bin_path;
 use cpam_tests::process::{Child, run};
 use cpam_tests::psm::{MASTER, Psm};
+use cpam_tests::sftp::{TargetDir, random_file, sftp_run, sha256_file};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -465,9 +466,11 @@ fn c_reviews_recordings_and_names_a_tampered_one() -> anyhow::Result<()> {
 
 /// `supervise_sessions.c` embeds the hub over a privileged-session
 /// deployment's data dir (in place of `cpam-server run`): it stores the
-/// target's password in the vault, watches the vendor's session through
-/// stock `ssh` and ends it when the forbidden text shows; the vendor is told
-/// why, and every step is audited with the supervisor as the actor.
+/// target's password in the vault, prints the file a vendor sends with
+/// stock `sftp` as it arrives in the event stream, watches the vendor's
+/// session through stock `ssh` and ends it when the forbidden text shows;
+/// the vendor is told why, and every step is audited with the supervisor
+/// as the actor.
 #[test]
 fn c_supervisor_watches_and_terminates_a_privileged_session() -> anyhow::Result<()> {
     let mut p = Psm::start()?;
@@ -497,6 +500,39 @@ fn c_supervisor_watches_and_terminates_a_privileged_session() -> anyhow::Result<
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+    // A file sent with stock sftp reaches the C program as an activity
+    // event, with the SHA-256 of the bytes that crossed.
+    let target = TargetDir::new(&p)?;
+    let local = dir.join("fix.bin");
+    random_file(&local, 300 * 1024 + 7, 42)?;
+    let sha = sha256_file(&local)?;
+    let remote = target.path.join("fix.bin");
+    let put = sftp_run(
+        &p,
+        &[],
+        &format!("put {} {}\n", local.display(), remote.display()),
+    )?;
+    assert!(put.success(), "sftp put failed: {put:?}\n{}", sup.logs());
+    assert_eq!(sha256_file(&remote)?, sha, "the target's copy differs");
+    let activity = cpam_tests::wait_until(TIMEOUT, "the file event in C", || {
+        sup.stdout()
+            .lines()
+            .filter_map(|l| l.strip_prefix("activity: "))
+            .filter_map(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+            .find(|e| e["action"] == "session.file")
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", sup.logs()))?;
+    let detail = &activity["detail"];
+    assert_eq!(detail["sha256"], sha.as_str(), "{activity}");
+    assert_eq!(detail["size"], 300 * 1024 + 7, "{activity}");
+    assert_eq!(detail["direction"], "upload", "{activity}");
+    assert_eq!(
+        detail["path"],
+        remote.to_string_lossy().as_ref(),
+        "{activity}"
+    );
+    assert_eq!(activity["user"], "vendor", "{activity}");
+
     let started = Instant::now();
     let out = p.ssh_run(
         MASTER,

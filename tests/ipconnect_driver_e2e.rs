@@ -4,11 +4,13 @@
 //! hosts by address and by name, two customers with the same 10.x address
 //! side by side, a port with no service is reset, the driver denied falls
 //! back to the legacy mode, a deleted device comes back, and the mode is
-//! followed live through all five modes.
+//! followed live through all five modes, changed with the CLI and through
+//! the console's API.
 
 use std::time::Duration;
 
 use anyhow::{Context, ensure};
+use cpam_tests::console_api::ConsoleApi;
 use cpam_tests::cpam::{Deployment, Options, SSHD_PORT};
 use cpam_tests::ipconnect::{
     HTTP_PORT, IpConnectRun, OtherCustomer, SHARED_ADDR, add_shared_addr, http_server,
@@ -216,6 +218,36 @@ fn the_driver_denied_falls_back_and_a_deleted_device_comes_back() -> anyhow::Res
     ensure!(status.contains("driver not running"), "{status}");
     ipc.stop()?;
 
+    // A machine (or container) without /dev/net/tun: an empty, read-only
+    // /dev/net in a mount namespace of the service's own (read-only, as the
+    // TUN library creates the node when it may). Legacy, with that reason.
+    let no_tun = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        "mount -t tmpfs -o ro cpam-no-tun /dev/net && exec \"$0\" \"$@\"",
+    ];
+    let mut ipc = IpConnectRun::start_with(&d, &[&d.profile], &state, &hosts, &no_tun)?;
+    let maps = ipc.wait_mappings(&d, 1)?;
+    ensure!(maps[0]["mode"] == "legacy", "{maps:?}");
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
+    ipc.child
+        .wait_for_stderr("falling back to legacy", Duration::from_secs(10))?;
+    let logs = ipc.child.logs();
+    ensure!(
+        logs.matches("ip connect driver cannot start").count() == 1
+            && logs.contains("no /dev/net/tun"),
+        "the reason must be logged once, naming the missing device:\n{logs}"
+    );
+    ipc.stop()?;
+    ensure!(
+        ipc.hosts_text()? == OTHER_LINES,
+        "the hosts block was left behind"
+    );
+
     // With the privilege: the driver.
     let mut ipc = IpConnectRun::start(&d, &[&d.profile], &state, &hosts)?;
     let maps = wait_mode(&mut ipc, &d, "driver")?;
@@ -262,6 +294,106 @@ fn the_driver_denied_falls_back_and_a_deleted_device_comes_back() -> anyhow::Res
     )?;
     ipc.stop()?;
     ensure!(ipc.hosts_text()? == OTHER_LINES);
+    Ok(())
+}
+
+/// An administrator changes the vendor's IP Connect Mode in the console
+/// (the user's page sends `PATCH /api/v1/users/{id}`, the Settings page
+/// `PUT /api/v1/settings`) while `ipconnect run` is running: the service
+/// follows every change live, stock `ssh` reaches the target by name in
+/// each mode that maps, an unknown mode is refused with a message naming
+/// it and changes nothing, and every change is in the Admin Log under the
+/// administrator's name.
+#[test]
+fn the_console_switches_a_running_service_through_every_mode() -> anyhow::Result<()> {
+    let d = Deployment::start()?;
+    let api = ConsoleApi::admin(&d, "boss")?;
+    let vendor = format!("/api/v1/users/{}", api.user_id(&d, "vendor")?);
+    let set_user = |mode: &str| -> anyhow::Result<()> {
+        let body = serde_json::json!({ "ip_connect_mode": mode });
+        let user = api.expect(&d, "PATCH", &vendor, Some(&body), 200)?;
+        ensure!(user["ip_connect_mode"] == mode, "{user}");
+        Ok(())
+    };
+    let set_server = |mode: &str| -> anyhow::Result<()> {
+        let body = serde_json::json!({ "ip_connect_mode": mode });
+        api.expect(&d, "PUT", "/api/v1/settings", Some(&body), 200)?;
+        Ok(())
+    };
+    set_user("off")?;
+    let hosts = d.path().join("hosts");
+    std::fs::write(&hosts, OTHER_LINES)?;
+    let state = d.path().join("ipconnect");
+    let mut ipc = IpConnectRun::start(&d, &[&d.profile], &state, &hosts)?;
+    ipc.wait_mappings(&d, 0)?;
+
+    set_user("legacy")?;
+    let maps = wait_mode(&mut ipc, &d, "legacy")?;
+    let legacy = IpConnectRun::local_of(&maps, "acme", "ssh")?;
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
+
+    set_user("driver")?;
+    let maps = wait_mode(&mut ipc, &d, "driver")?;
+    ensure!(device_exists(&d), "no TUN device in the driver mode");
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
+    ipc.ssh_echo(
+        &d,
+        &ip_of(&IpConnectRun::local_of(&maps, "acme", "ssh")?),
+        SSHD_PORT,
+    )?;
+
+    // A mode the server does not know: refused by name, nothing changes.
+    let bad = serde_json::json!({ "ip_connect_mode": "turbo" });
+    let (status, reply) = api.send(&d, "PATCH", &vendor, Some(&bad))?;
+    ensure!(
+        status == 400 && reply.to_string().contains("turbo"),
+        "an unknown mode must be a 400 naming it: {status} {reply}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    wait_mode(&mut ipc, &d, "driver")?;
+
+    set_user("off")?;
+    ipc.wait_mappings(&d, 0)?;
+    wait_until(TIMEOUT, "the device and the names to go", || {
+        (!device_exists(&d) && ipc.hosts_text().ok()? == OTHER_LINES).then_some(())
+    })?;
+
+    set_user("driver-with-legacy-fallback")?;
+    wait_mode(&mut ipc, &d, "driver")?;
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
+
+    // "global": the server-wide setting decides, and changing it on the
+    // Settings page moves a running service of a `global` user.
+    set_server("legacy")?;
+    set_user("global")?;
+    let maps = wait_mode(&mut ipc, &d, "legacy")?;
+    ensure!(
+        IpConnectRun::local_of(&maps, "acme", "ssh")? == legacy,
+        "the legacy address changed between modes"
+    );
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
+    set_server("off")?;
+    ipc.wait_mappings(&d, 0)?;
+    set_server("driver")?;
+    wait_mode(&mut ipc, &d, "driver")?;
+    ipc.ssh_echo(&d, "ssh.acme.cpam", SSHD_PORT)?;
+    ipc.stop()?;
+    ensure!(ipc.hosts_text()? == OTHER_LINES);
+
+    let audit = d.audit()?;
+    let by_boss = |action: &str| {
+        audit
+            .iter()
+            .filter(|r| r["action"] == action && r["actor"] == "boss")
+            .count()
+    };
+    ensure!(
+        by_boss("admin.user.update") == 6 && by_boss("admin.settings.update") == 3,
+        "every change must be audited once under the administrator: {} user updates, {} settings updates",
+        by_boss("admin.user.update"),
+        by_boss("admin.settings.update")
+    );
+    d.expect_audit_intact()?;
     Ok(())
 }
 

@@ -132,6 +132,8 @@ class Sshd:
             # The tests open many sessions at once that only read the banner:
             # more unauthenticated connections than sshd's default of 10.
             "MaxStartups 200\n"
+            # File Transfer goes through the target's own SFTP server.
+            "Subsystem sftp internal-sftp\n"
         )
         Path("/run/sshd").mkdir(exist_ok=True)
         self.proc = Proc("sshd", [SSHD, "-D", "-e", "-f", str(config)], dir)

@@ -3,6 +3,7 @@ real server, a stock sshd target and stock ssh."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -211,6 +212,38 @@ def test_supervise_sessions(deployment: Deployment, tmp_path: Path) -> None:
                 "echo hello-from-$(whoami); sleep 1; echo forbidden-$((6*7)); sleep 60"],
                 env=env, capture_output=True, text=True, timeout=90)
             took = time.monotonic() - started
+
+            # A file sent with `cpam-connect put` (a checkout of the vault's
+            # key, the master password on standard input) arrives as an
+            # activity event with its SHA-256.
+            local = tmp_path / "fix.bin"
+            local.write_bytes(os.urandom(200_003))
+            remote = f"/tmp/cpam-py-fix-{os.getpid()}-{time.time_ns()}.bin"
+            try:
+                checkout = subprocess.run([str(bin_path("cpam-connect")), "--profile", str(tmp_path / "psm.profile"),
+                                           "checkout", "db1"], capture_output=True, text=True, timeout=60)
+                assert checkout.returncode == 0, checkout
+                put = subprocess.run([str(bin_path("cpam-connect")), "--profile", str(tmp_path / "psm.profile"),
+                                      "put", "db1", str(local), remote], input="psm-master-password\n",
+                                     capture_output=True, text=True, timeout=90)
+                assert put.returncode == 0, put
+                sha = hashlib.sha256(local.read_bytes()).hexdigest()
+                assert Path(remote).read_bytes() == local.read_bytes()
+
+                def file_event() -> dict[str, Any] | None:
+                    for line in server.output().splitlines():
+                        if line.startswith("activity "):
+                            event: dict[str, Any] = json.loads(line[len("activity "):])
+                            if event["action"] == "session.file":
+                                return event
+                    return None
+
+                event = wait_until("the file event", file_event)
+                assert event["detail"]["sha256"] == sha and sha in put.stdout + put.stderr, (event, put)
+                assert event["detail"]["size"] == 200_003 and event["detail"]["direction"] == "upload", event
+                assert event["detail"]["path"] == remote and event["user"] == "psm", event
+            finally:
+                Path(remote).unlink(missing_ok=True)
         assert vendor.returncode != 0, vendor
         assert took < 30, f"the session was not ended: it ran {took:.0f} s"
         assert "[cpam] session terminated by supervisor" in vendor.stderr + vendor.stdout, vendor

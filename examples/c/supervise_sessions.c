@@ -16,6 +16,12 @@
  * their terminal. This tutorial watches one session at a time; a product
  * would give each watch its own thread.
  *
+ * What users do inside their sessions arrives as events too
+ * (CPAM_EVENT_KIND_SESSION_ACTIVITY): each file moved through File Transfer
+ * with its path, direction, size and SHA-256, each change on the target's
+ * files, each command. This program prints them; a product would forward
+ * them to its own log or SIEM.
+ *
  * Usage: supervise_sessions DATA_DIR LISTEN FORBID STOP_FILE [SERVICE USER PASSWORD_FILE]
  *   DATA_DIR       made by `cpam-server init` (with its vault.key)
  *   LISTEN         IP:PORT the hub serves gatekeepers and vendors on
@@ -200,6 +206,10 @@ int main(int argc, char **argv) {
             cpam_event_free(event);
             if (supervise(hub, id, forbid, stop_file) != 0) rc = 1;
             continue;
+        }
+        if (cpam_event_get_kind(event) == CPAM_EVENT_KIND_SESSION_ACTIVITY) {
+            printf("activity: %s\n", cpam_event_get_json(event));
+            fflush(stdout);
         }
         cpam_event_free(event);
     }

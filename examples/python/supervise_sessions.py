@@ -17,6 +17,11 @@ target echoes), and password prompts never are. When the output contains
 the forbidden text, the session is ended at once with `Server.terminate`:
 the reason is audited and shown to the vendor in their terminal.
 
+What users do inside their sessions arrives as `session_activity` events:
+each file moved through File Transfer (path, direction, size, SHA-256),
+each change on the target's files, each command. This program prints them
+as `activity {...}` lines; a product would forward them to its own log.
+
 Watching works for terminal sessions: SSH services (kind `ssh`) through the
 server's SSH proxy, native or in the browser. Plain TCP services carry
 bytes cpam does not interpret. Stop with Ctrl-C.
@@ -110,6 +115,8 @@ def main() -> int:
                                      daemon=True).start()
                 elif event["type"] in ("session_ended", "session_refused"):
                     print("event", json.dumps(event, sort_keys=True), flush=True)
+                elif event["type"] == "session_activity":
+                    print("activity", json.dumps(event, sort_keys=True), flush=True)
         except KeyboardInterrupt:
             live = server.live_sessions()
             print(f"stopping with {len(live)} live session(s)", flush=True)

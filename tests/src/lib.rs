@@ -10,6 +10,7 @@
 pub mod bins;
 pub mod browser;
 pub mod console;
+pub mod console_api;
 pub mod cpam;
 pub mod ipconnect;
 pub mod netns;

@@ -446,14 +446,17 @@ impl Server {
     pub async fn stop(&self, grace: Duration) {
         self.stopped.store(true, Ordering::SeqCst);
         let serving = self.lock().take();
-        if let Some(serving) = serving {
+        if serving.is_some() {
             self.ready.store(false, Ordering::SeqCst);
             self.hub.shutdown(grace).await;
-            if let Some(recorder) = self.recorder.clone() {
-                // The ended sessions' recordings are sealed before the
-                // process may exit.
-                let _ = tokio::task::spawn_blocking(move || recorder.wait_sealed(grace)).await;
-            }
+        }
+        if let Some(recorder) = self.recorder.clone() {
+            // The ended sessions' recordings are sealed before the process
+            // may exit, also those of sessions run through the engine
+            // without the hub serving.
+            let _ = tokio::task::spawn_blocking(move || recorder.wait_sealed(grace)).await;
+        }
+        if let Some(serving) = serving {
             for task in serving.tasks {
                 task.abort();
                 let _ = tokio::time::timeout(grace, task).await;
