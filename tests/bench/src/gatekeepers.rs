@@ -31,7 +31,7 @@ use cpam_core::server::DataDir;
 use cpam_core::tunnel::allow::AllowList;
 use cpam_core::tunnel::gatekeeper::{Agent, register};
 
-use crate::cpam::{Cli, check_bins};
+use crate::cpam::Cli;
 use crate::procs::{ChildGuard, clock_ticks, cpu_ticks, free_port, rss_kib};
 use crate::targets::Targets;
 
@@ -95,6 +95,10 @@ pub struct Figures {
     pub stop_secs: f64,
     /// From the new server's first listening line to all online again.
     pub restart_all_online_secs: f64,
+    /// CPU seconds the restarted server and this process (the gatekeepers'
+    /// side of every handshake) spent from the restart to all online.
+    pub storm_server_cpu_secs: f64,
+    pub storm_gatekeepers_cpu_secs: f64,
     /// Server RSS once all are back.
     pub server_rss_after_restart_kib: u64,
     /// Vendor sessions probed during the storm, one every 250 ms.
@@ -119,7 +123,15 @@ pub fn main(argv: Vec<String>) -> Result<()> {
             .context("the bench executable has no directory")?
             .to_path_buf(),
     };
-    check_bins(&bin_dir)?;
+    for bin in ["cpam-server", "cpam-connect"] {
+        if !bin_dir.join(bin).is_file() {
+            bail!(
+                "{bin} not found in {}: run `cargo build --release -p cpam-server -p cpam-connect` \
+                 (or pass --bin-dir DIR)",
+                bin_dir.display()
+            );
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads.max(1))
         .thread_name("bench-gatekeepers")
@@ -295,10 +307,17 @@ async fn run(args: &Args, bin_dir: &Path, targets: &Targets) -> Result<Figures> 
     let storm = Instant::now();
     let mut server = block_in_place(|| start_server(&cli, &dir, &listen, "server-restarted"))?;
     let restarted = storm.elapsed();
+    let (s0, g0) = (cpu_ticks(server.pid()), cpu_ticks(me));
     let probes_stop = CancellationToken::new();
     let prober = tokio::spawn(probe_storm(forward.1, storm, probes_stop.clone()));
     let back = wait_all_online(&online, timeout, &mut server).await;
     f.restart_all_online_secs = storm.elapsed().saturating_sub(restarted).as_secs_f64();
+    let secs = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a) as f64 / clock_ticks(),
+        _ => f64::NAN,
+    };
+    f.storm_server_cpu_secs = secs(s0, cpu_ticks(server.pid()));
+    f.storm_gatekeepers_cpu_secs = secs(g0, cpu_ticks(me));
     // A few more probes after the storm, so a first session that only works
     // once the storm is over is still seen.
     tokio::time::sleep(Duration::from_secs(2)).await;
