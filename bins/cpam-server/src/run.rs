@@ -122,6 +122,10 @@ pub async fn run(
     listen: Option<&str>,
     console: ConsoleOptions,
 ) -> anyhow::Result<ExitCode> {
+    match cpam_core::server::raise_open_files_limit() {
+        Ok(limit) => tracing::debug!(limit, "open files"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
     let server = start(dir, node_id, listen).await?;
     let addr = server.local_addr().context("the server stopped at once")?;
     cpam_core::outln!("cpam-server listening on {addr}");

@@ -12,6 +12,7 @@
 mod console;
 mod control;
 mod data_dir;
+mod limits;
 mod manage;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 pub use console::ConsoleOptions;
 pub use control::{ControlRequest, control, serve_control};
 pub use data_dir::{DEFAULT_WEB_LISTEN, DataDir, ServerConfig, VAULT_KEY_FILE};
+pub use limits::raise_open_files_limit;
 pub use manage::LiveWatch;
 #[cfg(feature = "web")]
 pub(crate) use manage::audit_watch;

@@ -33,6 +33,9 @@ const KEY_FILE: &str = "key";
 const DISABLED_FILE: &str = "disabled";
 const SCHEDULE_FILE: &str = "schedule";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a running gatekeeper re-reads its switch file and opening
+/// hours: the customer's switch takes effect within this time.
+pub const SWITCH_POLL: Duration = Duration::from_millis(100);
 
 /// What a registered gatekeeper keeps in its state dir.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -433,6 +436,7 @@ pub struct Agent {
     server_key: PublicKey,
     allow: Arc<AllowList>,
     online: watch::Sender<bool>,
+    switch_poll: Duration,
 }
 
 impl Agent {
@@ -448,7 +452,17 @@ impl Agent {
             server_key,
             allow: Arc::new(allow),
             online: watch::channel(false).0,
+            switch_poll: SWITCH_POLL,
         })
+    }
+
+    /// Re-reads the switch file every `every` instead of [`SWITCH_POLL`].
+    /// A process simulating thousands of gatekeepers (the benchmark) polls
+    /// less often; an appliance keeps the default, so the customer's switch
+    /// acts at once.
+    pub fn with_switch_poll(mut self, every: Duration) -> Agent {
+        self.switch_poll = every.max(Duration::from_millis(10));
+        self
     }
 
     /// Whether the tunnel is up: `true` from the moment the server accepted
@@ -472,7 +486,12 @@ impl Agent {
         }
         let (disabled_tx, disabled_rx) = watch::channel(Switch::read(&self.dir, Timestamp::now()));
         let live = Arc::new(Mutex::new(CancellationToken::new()));
-        let watcher = tokio::spawn(watch_switch(self.dir.clone(), disabled_tx, live.clone()));
+        let watcher = tokio::spawn(watch_switch(
+            self.dir.clone(),
+            self.switch_poll,
+            disabled_tx,
+            live.clone(),
+        ));
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
             match self
@@ -574,10 +593,12 @@ async fn send_status(control: &Channel<Msg>, switch: Switch) -> Result<()> {
 /// closes, closes every live session.
 async fn watch_switch(
     dir: PathBuf,
+    every: Duration,
     tx: watch::Sender<Switch>,
     live: Arc<Mutex<CancellationToken>>,
 ) {
-    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         let now = Switch::read(&dir, Timestamp::now());

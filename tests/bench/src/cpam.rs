@@ -48,6 +48,17 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
+    pub(crate) fn new(bin_dir: &Path, data_dir: &Path) -> Self {
+        Self {
+            bin_dir: bin_dir.to_path_buf(),
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub(crate) fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub(crate) fn bin(&self, name: &str) -> Command {
         Command::new(self.bin_path(name))
     }

@@ -8,6 +8,7 @@
 //! - `report`: the stdout table and the JSON document.
 
 pub mod cpam;
+pub mod gatekeepers;
 pub mod ipconnect;
 pub mod load;
 pub mod openssh;

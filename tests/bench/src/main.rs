@@ -25,6 +25,9 @@ const ALL_PATHS: [&str; 7] = [
 
 /// Throughput, CPU per byte, first-byte latency and a connection burst
 /// through direct TCP, OpenSSH (-R + -L through one sshd) and cpam.
+///
+/// `cpam-bench gatekeepers N` measures one server holding N gatekeeper
+/// tunnels instead (see `cpam-bench gatekeepers --help`).
 #[derive(Debug, Parser)]
 #[command(name = "cpam-bench", version)]
 struct Args {
@@ -124,6 +127,10 @@ fn main() {
 }
 
 fn run() -> Result<()> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "gatekeepers") {
+        return cpam_bench::gatekeepers::main(argv[1..].to_vec());
+    }
     let mut args = Args::parse();
     if args.only.iter().any(|p| p == "ipconnect") {
         args.only.retain(|p| p != "ipconnect");

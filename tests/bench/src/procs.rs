@@ -71,6 +71,26 @@ impl ChildGuard {
         self.child.id()
     }
 
+    /// Stops the process the way a service manager does (SIGTERM, by PID)
+    /// and waits up to `timeout` for it to exit; SIGKILL after that.
+    pub fn terminate(&mut self, timeout: Duration) -> Result<()> {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .with_context(|| format!("cannot signal {}", self.name))?;
+        let deadline = Instant::now() + timeout;
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("{} did not stop within {timeout:?} of SIGTERM", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
     /// Fails if the process has already exited.
     pub fn check_running(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
