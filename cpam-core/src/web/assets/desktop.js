@@ -236,6 +236,7 @@ export function browserDesktop(box, c) {
     });
     drawDesktop(ws, panel, (reason) => {
       ended = true;
+      panel.canvas.dataset.endedAt = String(Date.now());
       panel.status(`The session ended: ${reason}`);
     });
     ws.addEventListener('close', () => {
