@@ -496,6 +496,10 @@ async fn relay_input(framed: TokioFramed<ClientTls>, mut input: mpsc::Receiver<D
 }
 
 #[cfg(test)]
+#[path = "browser_tests.rs"]
+mod flow_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use ironrdp_pdu::input::fast_path::FastPathInput;
