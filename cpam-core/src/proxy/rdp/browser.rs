@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::RdpProxy;
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{Service, ServiceKind, SessionProtocol, User};
+use crate::model::{AuditCategory, AuditEvent, Service, ServiceKind, SessionProtocol, User};
 use crate::record::{LiveHub, WatchFrame};
 use crate::secret::Secret;
 use crate::session::{LiveSession, Originator, Protocol, SessionControl, SessionEngine, Upstream};
@@ -255,6 +255,20 @@ impl BrowserDesktop {
             .proxy
             .credentials()
             .issue(&req.user.id, &req.service.id);
+        // Audited as a Connection Manager's request is; it never leaves
+        // the server.
+        self.engine
+            .record(AuditEvent {
+                at: self.engine.clock().now(),
+                category: AuditCategory::UserActivity,
+                action: "rdp.credential_issued".into(),
+                actor: req.user.name.clone(),
+                customer_id: Some(req.service.customer_id.clone()),
+                session_id: None,
+                detail: serde_json::json!({ "service": req.service.name,
+                    "service_id": req.service.id, "for": "browser_desktop" }),
+            })
+            .await;
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
         let (started_tx, started) = oneshot::channel();
         let protocol = Announced {

@@ -238,7 +238,7 @@ async fn the_in_process_client_goes_through_the_proxy_and_a_refusal_ends_the_ses
         "{sessions:?}"
     );
     let actions = w.actions().await;
-    for a in ["session.start", "session.end"] {
+    for a in ["rdp.credential_issued", "session.start", "session.end"] {
         assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
     }
 }
