@@ -4,7 +4,7 @@
 //! `freerdp-shadow-cli` with NLA), sees the known colour, clicks and types
 //! on it and the target's X display gets the events, an administrator
 //! terminates the session and the page says why, within a second; the
-//! recording verifies and holds the input PDUs; a second desktop ends
+//! recording verifies, replays and holds the input PDUs; a second desktop ends
 //! when its checkout runs out, said in the page within a second; the
 //! target's password reaches nothing the browser got. Screenshots under
 //! `target/test-artifacts/browser/`.
@@ -187,6 +187,17 @@ fn a_vendor_opens_the_rdp_desktop_in_the_browser_and_an_admin_ends_it() -> anyho
     let file = c.data_dir.join("recordings").join(format!("{rec}.cast"));
     let inputs = input_pdus(&file)?;
     assert!(inputs >= 6, "{inputs} input PDUs recorded");
+    // It replays like a native session's: the desktop at its end.
+    let (_, events) =
+        cpam_core::record::read_rdp(std::io::BufReader::new(std::fs::File::open(&file)?))?;
+    let player = cpam_core::record::RdpPlayer::new(events)?;
+    let frame = player.frame_at(player.duration());
+    assert_eq!((frame.width, frame.height), (1024, 768));
+    let p = frame.rgb(512, 384).unwrap_or_default();
+    assert!(
+        p.iter().zip(DESKTOP_RGB).all(|(a, b)| a.abs_diff(b) <= 8),
+        "the replayed desktop is {p:?}"
+    );
 
     // The checkout runs out mid-session: the page says so within a
     // second of its end.
