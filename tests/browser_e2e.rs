@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 mod browser_psm;
 mod browser_rdp;
+mod browser_rdp_web;
 
 const LIVE: Duration = Duration::from_secs(30);
 const VENDOR: &str = "vendor1";

@@ -18,15 +18,15 @@ use serde_json::{Value, json};
 
 use super::{LIVE, browser, sign_in, t};
 
-const VENDOR: &str = "rita";
-const LOGIN: &str = "rita login password 1";
-const MASTER: &str = "rita master password 1";
+pub(super) const VENDOR: &str = "rita";
+pub(super) const LOGIN: &str = "rita login password 1";
+pub(super) const MASTER: &str = "rita master password 1";
 /// The colour the desktop is painted mid-session.
 const REPAINT: &str = "#22aa33";
 const REPAINT_RGB: [u8; 3] = [0x22, 0xaa, 0x33];
 
 /// Records, in the page, every WebSocket message it receives as text.
-const COLLECT_FRAMES: &str = "\
+pub(super) const COLLECT_FRAMES: &str = "\
     if (!window.__cpamFrames) {\
       window.__cpamFrames = [];\
       const W = window.WebSocket;\
@@ -44,7 +44,9 @@ const COLLECT_FRAMES: &str = "\
 /// grant, a master password and a checkout, `cpam-connect forward rdp1`.
 /// Returns the target, the forward's port, the vendor's profile and the
 /// canary.
-fn rdp_console(c: &mut Console) -> anyhow::Result<(RdpTarget, u16, std::path::PathBuf, String)> {
+pub(super) fn rdp_console(
+    c: &mut Console,
+) -> anyhow::Result<(RdpTarget, u16, std::path::PathBuf, String)> {
     let canary = format!("Rdp-web-canary-{}", cpam_tests::now_millis());
     c.admin(&["customer", "add", "acme"], None)?;
     let gk: Value = serde_json::from_str(&c.admin(
@@ -180,7 +182,12 @@ fn close(p: [u8; 3], want: [u8; 3]) -> bool {
 }
 
 /// Waits until the canvas `test` shows `want` at a few points.
-fn wait_canvas(b: &Browser, test: &str, want: [u8; 3], what: &str) -> anyhow::Result<()> {
+pub(super) fn wait_canvas(
+    b: &Browser,
+    test: &str,
+    want: [u8; 3],
+    what: &str,
+) -> anyhow::Result<()> {
     wait_canvas_within(b, test, want, what, LIVE)
 }
 
@@ -226,7 +233,12 @@ fn wait_canvas_within(
     })
 }
 
-fn watch_upgrade(c: &Console, who: &WebClient, id: &str, origin: &str) -> anyhow::Result<u16> {
+pub(super) fn watch_upgrade(
+    c: &Console,
+    who: &WebClient,
+    id: &str,
+    origin: &str,
+) -> anyhow::Result<u16> {
     let r = who
         .request("GET", &format!("/api/v1/sessions/{id}/watch"), None, false)?
         .header("Origin", origin)

@@ -263,8 +263,10 @@ fn expected(route: &Route, user: &RoleUser, own: bool) -> Expect {
         ("GET", "/api/v1/gatekeepers/{id}/profile")
         | ("GET", "/api/v1/sessions/{id}/watch")
         | ("POST", "/api/v1/sessions/{id}/terminate") => Expect::Status(409),
-        // The matrix's services are not privileged SSH services.
-        ("GET", "/api/v1/services/{id}/terminal") => Expect::Status(400),
+        // The matrix's services are neither privileged SSH nor RDP services.
+        ("GET", "/api/v1/services/{id}/terminal") | ("GET", "/api/v1/services/{id}/desktop") => {
+            Expect::Status(400)
+        }
         // The matrix's recordings are terminal recordings, not RDP ones.
         ("GET", "/api/v1/recordings/{id}/frame") => Expect::Status(400),
         ("GET", "/assets/{*path}") => Expect::NotRefused,

@@ -133,6 +133,9 @@ pub struct Server {
     live: Arc<LiveHub>,
     /// Runs browser terminals through the SSH proxy.
     terminal: BrowserTerminal,
+    /// Runs browser desktops through the RDP proxy.
+    #[cfg(feature = "rdp")]
+    desktop: crate::proxy::rdp::BrowserDesktop,
     /// Signs checkpoints of the audit chain (a data dir's server).
     anchor: Option<Arc<Anchor>>,
     serving: Mutex<Option<Serving>>,
@@ -286,9 +289,20 @@ impl Server {
         );
         config.privileged_ssh = Some(proxy.clone());
         #[cfg(feature = "rdp")]
-        {
-            config.privileged_rdp = Some(rdp_proxy(data.as_ref(), engine.store())?);
-        }
+        let desktop = {
+            let proxy = Arc::new(rdp_proxy(data.as_ref(), engine.store())?);
+            config.privileged_rdp = Some(crate::tunnel::hub::PrivilegedRdp {
+                proxy: proxy.clone(),
+                credentials: proxy.credentials().clone(),
+            });
+            crate::proxy::rdp::BrowserDesktop {
+                engine: engine.clone(),
+                proxy,
+                dialer: config.dialer.clone(),
+                live: live.clone(),
+                throttle: config.throttle.clone(),
+            }
+        };
         let terminal = BrowserTerminal {
             engine: engine.clone(),
             proxy,
@@ -317,6 +331,8 @@ impl Server {
             recorder,
             live,
             terminal,
+            #[cfg(feature = "rdp")]
+            desktop,
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ready: Arc::new(AtomicBool::new(false)),
@@ -525,6 +541,13 @@ impl Server {
         &self.terminal
     }
 
+    /// Runs browser desktops: privileged RDP sessions whose user is a web
+    /// page, through the same proxy and dialer as the hub's.
+    #[cfg(feature = "rdp")]
+    pub fn browser_desktop(&self) -> &crate::proxy::rdp::BrowserDesktop {
+        &self.desktop
+    }
+
     /// The unsealed vault, when the server has an unseal secret (the
     /// engine's credential source is then the vault's, gated by checkouts,
     /// until the integrator sets another).
@@ -618,7 +641,7 @@ fn validate_node_id(id: &str) -> Result<()> {
 fn rdp_proxy(
     data: Option<&DataDir>,
     store: &Arc<dyn Store>,
-) -> Result<crate::tunnel::hub::PrivilegedRdp> {
+) -> Result<crate::proxy::rdp::RdpProxy> {
     use crate::proxy::rdp::{ProxyCredentials, ProxyTls, RdpProxy, StoreCertificatePins};
     let files = data.map(|d| (d.web_cert_path(), d.web_key_path()));
     let tls = match files {
@@ -635,15 +658,10 @@ fn rdp_proxy(
         }
         _ => ProxyTls::self_signed()?,
     };
-    let credentials = Arc::new(ProxyCredentials::new());
-    let proxy = RdpProxy::new(
+    Ok(RdpProxy::new(
         tls,
-        credentials.clone(),
+        Arc::new(ProxyCredentials::new()),
         Arc::new(StoreCertificatePins::new(store.clone())),
         Default::default(),
-    );
-    Ok(crate::tunnel::hub::PrivilegedRdp {
-        proxy: Arc::new(proxy),
-        credentials,
-    })
+    ))
 }

@@ -161,6 +161,9 @@ pub struct Shared {
     live: std::sync::OnceLock<Arc<crate::record::LiveHub>>,
     /// Runs browser terminals (see [`AppState::set_terminal`]).
     terminal: std::sync::OnceLock<crate::proxy::ssh::BrowserTerminal>,
+    /// Runs browser desktops (see [`AppState::set_desktop`]).
+    #[cfg(feature = "rdp")]
+    desktop: std::sync::OnceLock<crate::proxy::rdp::BrowserDesktop>,
     /// Signs and keeps the audit checkpoints (see [`AppState::set_anchor`]).
     anchor: std::sync::OnceLock<Arc<crate::audit::Anchor>>,
 }
@@ -206,6 +209,8 @@ impl AppState {
                 recordings: std::sync::OnceLock::new(),
                 live: std::sync::OnceLock::new(),
                 terminal: std::sync::OnceLock::new(),
+                #[cfg(feature = "rdp")]
+                desktop: std::sync::OnceLock::new(),
                 anchor: std::sync::OnceLock::new(),
             }),
             mount: Arc::new(WebConfig::default()),
@@ -261,6 +266,8 @@ impl AppState {
         }
         state.set_live(server.live().clone());
         state.set_terminal(server.browser_terminal().clone());
+        #[cfg(feature = "rdp")]
+        state.set_desktop(server.browser_desktop().clone());
         if let Some(anchor) = server.anchor() {
             state.set_anchor(anchor.clone());
         }
@@ -312,6 +319,20 @@ impl AppState {
     /// The browser terminal runner, if set.
     pub fn terminal(&self) -> Option<crate::proxy::ssh::BrowserTerminal> {
         self.shared.terminal.get().cloned()
+    }
+
+    /// Runs browser desktops with `desktop`
+    /// (`/api/v1/services/{id}/desktop`); set once. Without it the route
+    /// answers 409.
+    #[cfg(feature = "rdp")]
+    pub fn set_desktop(&self, desktop: crate::proxy::rdp::BrowserDesktop) {
+        let _ = self.shared.desktop.set(desktop);
+    }
+
+    /// The browser desktop runner, if set.
+    #[cfg(feature = "rdp")]
+    pub fn desktop(&self) -> Option<crate::proxy::rdp::BrowserDesktop> {
+        self.shared.desktop.get().cloned()
     }
 
     /// The same server parts behind another mount.

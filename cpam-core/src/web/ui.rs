@@ -42,6 +42,7 @@ pub const ASSETS: &[Asset] = &[
     ("customers.js", JS, include_str!("assets/customers.js")),
     ("sessions.js", JS, include_str!("assets/sessions.js")),
     ("desktop.js", JS, include_str!("assets/desktop.js")),
+    ("scancodes.js", JS, include_str!("assets/scancodes.js")),
     ("users.js", JS, include_str!("assets/users.js")),
     ("audit.js", JS, include_str!("assets/audit.js")),
     ("admin.js", JS, include_str!("assets/admin.js")),

@@ -28,12 +28,16 @@
 //! the recorder's input: `record/rdp.rs`); terminate, expiry and revoke
 //! send the client a disconnect PDU and close both legs within a second.
 //!
+//! - `browser.rs`: [`BrowserDesktop`], the same session with an in-process
+//!   IronRDP client whose user is a web page (the console's desktop).
 //! - `filter.rs`: the client's capabilities narrowed to what the decoder
 //!   reads (no orders, codecs, compression or graphics pipeline).
 //! - `credentials.rs`: [`ProxyCredentials`], the one-time proxy credentials.
 //! - `io.rs`: a stream made `Sync` for IronRDP's framing.
 //! - `pins.rs`: [`StoreCertificatePins`], target certificates pinned in the store.
 
+#[cfg(feature = "rdp")]
+mod browser;
 mod credentials;
 #[cfg(feature = "rdp")]
 pub(crate) mod filter;
@@ -48,6 +52,8 @@ mod relay;
 #[cfg(feature = "rdp")]
 mod tls;
 
+#[cfg(feature = "rdp")]
+pub use browser::{BrowserDesktop, DesktopInput, DesktopRequest, MouseButton};
 pub use credentials::{PROXY_CREDENTIAL_TTL, ProxyCredentials};
 #[cfg(feature = "rdp")]
 pub use pins::StoreCertificatePins;
@@ -133,6 +139,11 @@ mod proxy {
         /// The one-time proxy credentials this proxy accepts.
         pub fn credentials(&self) -> &Arc<ProxyCredentials> {
             &self.credentials
+        }
+
+        /// What the proxy shows its clients.
+        pub(super) fn tls(&self) -> &ProxyTls {
+            &self.tls
         }
     }
 

@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod customers;
+mod desktop;
 mod files;
 mod recordings;
 mod sessions;
@@ -73,6 +74,7 @@ pub fn routes() -> ApiRoutes {
         .add("DELETE", "/api/v1/services/{id}", customers::delete_service)
         .add("DELETE", "/api/v1/services/{id}/pin", customers::forget_pin)
         .add("GET", "/api/v1/services/{id}/terminal", terminal::terminal)
+        .add("GET", "/api/v1/services/{id}/desktop", desktop::desktop)
         .add(
             "GET",
             "/api/v1/services/{id}/file-policy",

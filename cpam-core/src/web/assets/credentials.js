@@ -1,9 +1,10 @@
-// Credentials: the ssh services whose credential the caller may check out
+// Credentials: the ssh and rdp services whose credential the caller may check out
 // (never the secret itself), Check out / Check in, and the caller's master
 // password, asked before a privileged session starts.
 
 import { del, get, post, put } from './api.js';
 import { browserTerminal } from './terminal.js';
+import { browserDesktop } from './desktop.js';
 import { badge, busy, field, form, h, mount, table, timeCell, toast } from './ui.js';
 
 const LENGTHS = [['15m', 900], ['30m', 1800], ['1h', 3600], ['2h', 7200], ['4h', 14400], ['8h', 28800]];
@@ -16,11 +17,17 @@ function checkoutCell(root, c, terminalBox) {
   if (c.checkout) {
     return h('td', { class: 'actions' },
       badge('checked out', 'ok', 'checkout-status'), ' until ', timeCell(c.checkout.expires_at), ' ',
-      h('button', {
-        class: 'primary small',
-        'data-test': 'connect-in-browser',
-        onclick: () => browserTerminal(terminalBox, c),
-      }, 'Connect in browser'), ' ',
+      c.kind === 'rdp'
+        ? h('button', {
+          class: 'primary small',
+          'data-test': 'desktop-in-browser',
+          onclick: () => browserDesktop(terminalBox, c),
+        }, 'Open desktop in browser')
+        : h('button', {
+          class: 'primary small',
+          'data-test': 'connect-in-browser',
+          onclick: () => browserTerminal(terminalBox, c),
+        }, 'Connect in browser'), ' ',
       h('button', {
         class: 'small',
         'data-test': 'checkin',

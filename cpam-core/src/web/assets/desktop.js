@@ -1,9 +1,11 @@
 // Remote desktops in the console: the live view of an RDP session (PNG
-// images on the watch WebSocket drawn on a <canvas>) and the replay of its
-// recording (the desktop at a moment, decoded by the server).
+// images on the watch WebSocket drawn on a <canvas>), the browser desktop
+// (the same images, and the page's keys and pointer sent back), and the
+// replay of its recording (the desktop at a moment, decoded by the server).
 
 import { h, mount } from './ui.js';
 import { socket } from './terminal.js';
+import { SCANCODES } from './scancodes.js';
 
 /** A desktop panel: `{ el, canvas, status(text), close() }`. */
 function desktopPanel(test, title) {
@@ -146,4 +148,101 @@ export async function replayDesktop(box, r) {
   await show(0);
   slider.value = slider.max;
   await show(Number(slider.max));
+}
+
+/** The canvas position of a mouse event, in desktop pixels. */
+function position(canvas, ev) {
+  const r = canvas.getBoundingClientRect();
+  const x = Math.round(((ev.clientX - r.left) * canvas.width) / (r.width || 1));
+  const y = Math.round(((ev.clientY - r.top) * canvas.height) / (r.height || 1));
+  return [Math.min(Math.max(x, 0), canvas.width - 1), Math.min(Math.max(y, 0), canvas.height - 1)];
+}
+
+/** Sends the canvas's keys, pointer, buttons and wheel on `ws` as JSON. */
+function captureInput(ws, canvas) {
+  const send = (msg) => {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify(msg));
+    canvas.dataset.sent = String(Number(canvas.dataset.sent || 0) + 1);
+  };
+  const pressed = new Set();
+  const key = (down) => (ev) => {
+    const code = SCANCODES.get(ev.code);
+    if (code === undefined) return;
+    ev.preventDefault();
+    if (down) pressed.add(code);
+    else pressed.delete(code);
+    send({ key: [code, down] });
+  };
+  canvas.addEventListener('keydown', key(true));
+  canvas.addEventListener('keyup', key(false));
+  // Keys held when the canvas loses focus are released on the desktop.
+  canvas.addEventListener('blur', () => {
+    for (const code of pressed) send({ key: [code, false] });
+    pressed.clear();
+  });
+  // Browsers send at most one move per frame.
+  canvas.addEventListener('mousemove', (ev) => send({ pointer: position(canvas, ev) }));
+  const button = (down) => (ev) => {
+    if (ev.button > 2) return;
+    ev.preventDefault();
+    canvas.focus();
+    send({ button: [...position(canvas, ev), ev.button, down] });
+  };
+  canvas.addEventListener('mousedown', button(true));
+  canvas.addEventListener('mouseup', button(false));
+  canvas.addEventListener('contextmenu', (ev) => ev.preventDefault());
+  canvas.addEventListener('wheel', (ev) => {
+    ev.preventDefault();
+    if (ev.deltaY === 0) return;
+    send({ wheel: [...position(canvas, ev), ev.deltaY < 0 ? 120 : -120] });
+  }, { passive: false });
+}
+
+/**
+ * The browser desktop on RDP service `c` (a credential row): asks the
+ * master password in the page, then runs a privileged RDP session on a
+ * canvas. The password goes to the server once, in the socket's first
+ * message; the target's credential never comes to the page.
+ */
+export function browserDesktop(box, c) {
+  const master = h('input', { type: 'password', autocomplete: 'off', 'data-test': 'desktop-master', required: true });
+  const connect = h('button', { class: 'primary small', type: 'submit', 'data-test': 'desktop-connect' }, 'Connect');
+  const prompt = h('form', { class: 'card', 'data-test': 'desktop-prompt' },
+    h('h2', {}, `Open the desktop of ${c.service} in the browser`),
+    h('label', {}, 'Master password ', master), ' ', connect);
+  mount(box, prompt);
+  master.focus();
+  prompt.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const password = master.value;
+    master.value = '';
+    const panel = desktopPanel('desktop', `${c.service} (${c.username})`);
+    panel.canvas.tabIndex = 0;
+    mount(box, panel.el);
+    const ws = socket(`api/v1/services/${encodeURIComponent(c.service_id)}/desktop`);
+    let ended = false;
+    ws.addEventListener('open', () => {
+      ws.send(JSON.stringify({ master_password: password, width: panel.canvas.width, height: panel.canvas.height }));
+      panel.status('Connecting: the server signs in to the desktop for you.');
+    });
+    let shown = false;
+    ws.addEventListener('message', (m) => {
+      if (!shown && typeof m.data !== 'string') {
+        shown = true;
+        panel.status('Connected: keys and the pointer on the desktop go to the target.');
+        panel.canvas.focus();
+      }
+    });
+    drawDesktop(ws, panel, (reason) => {
+      ended = true;
+      panel.canvas.dataset.endedAt = String(Date.now());
+      panel.status(`The session ended: ${reason}`);
+    });
+    ws.addEventListener('close', () => {
+      if (!ended) panel.status('The connection closed.');
+    });
+    captureInput(ws, panel.canvas);
+    panel.onclose = () => ws.close();
+  });
 }
