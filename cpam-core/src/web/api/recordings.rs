@@ -163,7 +163,8 @@ pub async fn frame(
     let id = scoped(&state, &caller, &id).await?;
     let store = store(&state)?;
     let t = if q.t.is_finite() { q.t.max(0.0) } else { 0.0 };
-    let (duration, png) = blocking(move || desktop_at(store.as_ref(), &id, t)).await?;
+    let players = state.clone();
+    let (duration, png) = blocking(move || desktop_at(&players, store.as_ref(), &id, t)).await?;
     let mut r = Response::new(axum::body::Body::from(png));
     let h = r.headers_mut();
     h.insert(
@@ -176,20 +177,27 @@ pub async fn frame(
     Ok(r)
 }
 
+/// The recording's length and its desktop at `t` (past the end: the last
+/// frame), from the players the console keeps.
 #[cfg(feature = "rdp")]
 fn desktop_at(
+    state: &AppState,
     store: &dyn RecordingStore,
     id: &RecordingId,
     t: f64,
 ) -> crate::Result<(f64, Vec<u8>)> {
-    let reader = store.open(id)?;
-    let (_, events) = crate::record::read_rdp(std::io::BufReader::new(reader))?;
-    let player = crate::record::RdpPlayer::new(events)?;
-    Ok((player.duration(), player.frame_at(t).to_png()?))
+    let player = state.rdp_players().get(store, id)?;
+    let duration = player.duration();
+    Ok((duration, player.frame_at(t.min(duration)).to_png()?))
 }
 
 #[cfg(not(feature = "rdp"))]
-fn desktop_at(_: &dyn RecordingStore, id: &RecordingId, _: f64) -> crate::Result<(f64, Vec<u8>)> {
+fn desktop_at(
+    _: &AppState,
+    _: &dyn RecordingStore,
+    id: &RecordingId,
+    _: f64,
+) -> crate::Result<(f64, Vec<u8>)> {
     Err(crate::Error::invalid(format!(
         "`{id}` cannot be shown: this server is built without RDP"
     )))
