@@ -48,6 +48,16 @@ pub enum RecordingKind {
     Rdp,
 }
 
+impl RecordingKind {
+    /// `terminal` or `rdp`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingKind::Terminal => "terminal",
+            RecordingKind::Rdp => "rdp",
+        }
+    }
+}
+
 /// Which recordings [`RecordingStore::list`] returns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordingFilter {
