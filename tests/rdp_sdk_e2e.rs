@@ -1,28 +1,37 @@
 //! RDP recordings through the SDKs, from a real session: `xfreerdp` through
-//! cpam to `freerdp-shadow-cli` on a desktop painted [`DESKTOP_RGB`] is
-//! recorded, then its desktop at a time is read as a PNG by
+//! cpam to `freerdp-shadow-cli` on a desktop painted [`DESKTOP_RGB`], then
+//! [`REPAINT_RGB`], is recorded; seeking from keyframes gives the frames
+//! decoded from the start; then its last desktop is read as a PNG by
 //! `cpam-server recordings frame`, by `examples/c/review_recordings.c`
 //! (`cpam_recording_frame`, under ASan/UBSan) and by Python
 //! (`cpam.recording_frame`, `cpam-py/tests/test_rdp_recording.py`), and
-//! each PNG shows the target's colour.
+//! each PNG shows the repainted colour.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cpam_core::record::RdpPlayer;
 use cpam_tests::bins::bin_path;
 use cpam_tests::cc::{compile, no_sanitizer_reports, sanitized};
 use cpam_tests::process::run;
-use cpam_tests::rdp::DESKTOP_RGB;
+use cpam_tests::rdp::{DESKTOP_RGB, paint};
 use cpam_tests::rdp_psm::Rdp;
+
+/// The colour the target's desktop is repainted mid-session.
+const REPAINT: &str = "#22aa33";
+const REPAINT_RGB: [u8; 3] = [0x22, 0xaa, 0x33];
 
 /// Records a session of a few seconds; returns the recording's id and its
 /// length in seconds, once it is sealed.
 fn record(r: &Rdp) -> anyhow::Result<(String, f64)> {
     let (mut client, id) = r.full_session()?;
-    // The desktop is drawn for a few seconds, then the vendor leaves.
-    std::thread::sleep(Duration::from_secs(4));
+    // The desktop is drawn, repainted a few seconds later, then the vendor
+    // leaves.
+    std::thread::sleep(Duration::from_secs(3));
+    paint(&r.target.display, REPAINT)?;
+    std::thread::sleep(Duration::from_secs(3));
     client.kill()?;
     r.d.wait_session_ended(&id)?;
     let rec = format!("{id}.0");
@@ -33,10 +42,30 @@ fn record(r: &Rdp) -> anyhow::Result<(String, f64)> {
     let (_, events) =
         cpam_core::record::read_rdp(std::io::BufReader::new(std::fs::File::open(&file)?))?;
     let duration = events.last().map_or(0.0, |e| e.t);
+    // Seeking from keyframes gives the frames decoded from the start, and
+    // the first colour is found before the repaint.
+    let player = RdpPlayer::new(events)?;
+    let keyframes = player.keyframe_times();
+    assert!(!keyframes.is_empty(), "no keyframe in {duration} s");
+    let (mut t, mut first_seen) = (0.0, false);
+    while t <= duration + 0.5 {
+        let frame = player.frame_at(t);
+        let from_start = player.desktop_from_start(t).frame();
+        assert!(
+            Some(&frame) == from_start.as_ref(),
+            "the frame at {t} s differs from the one decoded from the start \
+             (keyframes at {keyframes:?})"
+        );
+        let p = frame.rgb(512, 384).unwrap_or_default();
+        first_seen |= p.iter().zip(DESKTOP_RGB).all(|(a, b)| a.abs_diff(b) <= 8);
+        t += 0.25;
+    }
+    assert!(first_seen, "no frame shows the first colour");
     Ok((rec, duration))
 }
 
-/// Checks that `png` is the 1024x768 desktop in the target's colour.
+/// Checks that `png` is the 1024x768 desktop in the colour it was
+/// repainted.
 fn shows_the_desktop(what: &str, png: &[u8]) -> anyhow::Result<()> {
     let decoder = png::Decoder::new(std::io::Cursor::new(png));
     let mut reader = decoder
@@ -49,10 +78,10 @@ fn shows_the_desktop(what: &str, png: &[u8]) -> anyhow::Result<()> {
     for (x, y) in [(100usize, 100usize), (512, 384), (900, 700)] {
         let i = (y * 1024 + x) * 4;
         let p = &rgba[i..i + 4];
-        let close = p.iter().zip(DESKTOP_RGB).all(|(a, b)| a.abs_diff(b) <= 8);
+        let close = p.iter().zip(REPAINT_RGB).all(|(a, b)| a.abs_diff(b) <= 8);
         assert!(
             close && p[3] == 255,
-            "{what}: pixel ({x}, {y}) is {p:?}, the desktop is {DESKTOP_RGB:?}"
+            "{what}: pixel ({x}, {y}) is {p:?}, the desktop is {REPAINT_RGB:?}"
         );
     }
     Ok(())
@@ -159,7 +188,7 @@ fn an_rdp_recordings_frame_shows_the_targets_desktop_from_the_cli_c_and_python()
         .parent()
         .context("cpam-server has no parent directory")?
         .to_path_buf();
-    let rgb: String = DESKTOP_RGB.iter().map(|b| format!("{b:02x}")).collect();
+    let rgb: String = REPAINT_RGB.iter().map(|b| format!("{b:02x}")).collect();
     let mut py = Command::new(&python);
     py.args([
         "-m",
