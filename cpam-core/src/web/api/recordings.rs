@@ -153,7 +153,7 @@ pub struct FrameQuery {
 /// `GET /api/v1/recordings/{id}/frame?t=SECONDS`: the desktop of an RDP
 /// recording at `t` seconds from its start (past the end: its last
 /// frame), as a PNG; `x-recording-duration` gives the recording's length
-/// in seconds.
+/// in seconds, rounded up to the millisecond.
 pub async fn frame(
     State(state): State<AppState>,
     caller: Caller,
@@ -171,7 +171,10 @@ pub async fn frame(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("image/png"),
     );
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{duration:.3}")) {
+    // Rounded up to the millisecond: asking for that time gives the last
+    // frame, also when the last PDUs came within the last millisecond.
+    let shown = (duration * 1000.0).ceil() / 1000.0;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{shown:.3}")) {
         h.insert("x-recording-duration", v);
     }
     Ok(r)
