@@ -4,7 +4,8 @@
 //! decoded from the start; then its last desktop is read as a PNG by
 //! `cpam-server recordings frame`, by `examples/c/review_recordings.c`
 //! (`cpam_recording_frame`, under ASan/UBSan) and by Python
-//! (`cpam.recording_frame`, `cpam-py/tests/test_rdp_recording.py`), and
+//! (`cpam.recording_frame`, `cpam-py/tests/test_rdp_recording.py` and
+//! `examples/python/review_recordings.py`), and
 //! each PNG shows the repainted colour.
 
 use std::path::{Path, PathBuf};
@@ -188,6 +189,34 @@ fn an_rdp_recordings_frame_shows_the_targets_desktop_from_the_cli_c_and_python()
         .parent()
         .context("cpam-server has no parent directory")?
         .to_path_buf();
+    // The Python review tutorial writes the same frame (the time past the
+    // end is cut to it).
+    let frames = r.d.path().join("py-frames");
+    std::fs::create_dir_all(&frames)?;
+    let mut example = Command::new(&python);
+    example
+        .arg(root().join("examples/python/review_recordings.py"))
+        .arg("--data-dir")
+        .arg(&r.d.data_dir)
+        .arg("--frame-dir")
+        .arg(&frames)
+        .args(["--frame-at", "1000"]);
+    let out = run(
+        "review_recordings.py",
+        example,
+        r.d.path(),
+        Duration::from_secs(120),
+    )?
+    .ok("review_recordings.py")?;
+    assert!(
+        out.stdout.contains("remote desktop 1024x768"),
+        "{}",
+        out.stdout
+    );
+    shows_the_desktop(
+        "review_recordings.py",
+        &std::fs::read(frames.join(format!("{rec}.png")))?,
+    )?;
     let rgb: String = REPAINT_RGB.iter().map(|b| format!("{b:02x}")).collect();
     let mut py = Command::new(&python);
     py.args([
