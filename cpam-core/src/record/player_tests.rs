@@ -5,6 +5,8 @@ use ironrdp_pdu::fast_path::{
 };
 use ironrdp_pdu::geometry::InclusiveRectangle;
 
+use std::sync::Arc;
+
 use super::*;
 use crate::model::Timestamp;
 use crate::record::{
@@ -163,68 +165,112 @@ fn keyframes_stay_within_their_count_gap_and_memory_bounds() {
     assert_eq!(player.keyframe_times().len(), MAX_KEYFRAMES);
 }
 
-/// A store holding one sealed RDP recording (64x48, [`recording`]) and one
-/// terminal recording.
-fn store() -> (
-    tempfile::TempDir,
-    FileRecordingStore,
-    RecordingId,
-    RecordingId,
-) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store =
-        FileRecordingStore::open(dir.path(), RecordingKey::from_seed(&[7; 32])).expect("store");
-    let rdp = RecordingId::parse("ses_rdp.0").expect("id");
+/// The MCS Connect Initial of a real `xfreerdp /size:1024x768`.
+const CONNECT_INITIAL: &str = include_str!("testdata/connect_initial_1024x768.hex");
+
+/// Writes RDP recording `id` ([`recording`], after a client's Connect
+/// Initial) into `store`, sealed if `seal`.
+fn write(store: &FileRecordingStore, id: &RecordingId, seal: bool) {
     let mut w = store
-        .create(&rdp, Timestamp(1_800_000_000_000))
+        .create(id, Timestamp(1_800_000_000_000))
         .expect("create");
-    let mut text = rdp_header("ses_rdp rdp".into(), 1_800_000_000).to_line();
+    let mut text = rdp_header(format!("{} rdp", id.session()), 1_800_000_000).to_line();
+    let ci = hex::decode(CONNECT_INITIAL.trim()).expect("hex");
+    text.push_str(&pdu_line(0.0, true, &ci));
     for e in recording() {
         text.push_str(&pdu_line(e.t, e.up, &e.pdu));
     }
     w.append(text.as_bytes()).expect("append");
-    w.seal(Timestamp(1_800_000_040_000), SealState::Complete)
-        .expect("seal");
-    let term = RecordingId::parse("ses_term.0").expect("id");
+    if seal {
+        w.seal(Timestamp(1_800_000_040_000), SealState::Complete)
+            .expect("seal");
+    } else {
+        std::mem::forget(w);
+    }
+}
+
+/// A store holding two sealed RDP recordings, an unsealed one and a
+/// terminal recording.
+fn store() -> (tempfile::TempDir, FileRecordingStore, [RecordingId; 4]) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        FileRecordingStore::open(dir.path(), RecordingKey::from_seed(&[7; 32])).expect("store");
+    let id = |s: &str| RecordingId::parse(s).expect("id");
+    let ids = [
+        id("ses_a.0"),
+        id("ses_b.0"),
+        id("ses_open.0"),
+        id("ses_term.0"),
+    ];
+    write(&store, &ids[0], true);
+    write(&store, &ids[1], true);
+    write(&store, &ids[2], false);
     let mut w = store
-        .create(&term, Timestamp(1_800_000_000_000))
+        .create(&ids[3], Timestamp(1_800_000_000_000))
         .expect("create");
     w.append(crate::record::Header::new(80, 24).to_line().as_bytes())
         .expect("append");
     w.seal(Timestamp(1_800_000_001_000), SealState::Complete)
         .expect("seal");
-    (dir, store, rdp, term)
+    (dir, store, ids)
 }
 
 #[test]
 fn a_stored_recordings_frame_is_a_png_and_bad_requests_say_why() {
-    let (_dir, store, rdp, term) = store();
-    // No connect initial in this synthetic recording: the player needs a
-    // size, so the stored one is refused as such...
-    let err = rdp_frame_png(&store, &rdp, 1.0).expect_err("no desktop size");
-    assert!(err.to_string().contains("no desktop size"), "{err}");
+    let (_dir, store, [rdp, _, _, term]) = store();
+    let player = RdpPlayer::load(&store, &rdp).expect("player");
+    assert_eq!(player.size(), (1024, 768));
+    let png = rdp_frame_png(&store, &rdp, 10.0).expect("png");
+    assert!(png.starts_with(b"\x89PNG"));
+    assert_eq!(png, player.frame_at(10.0).to_png().expect("png"));
+    let err = rdp_frame_png(&store, &rdp, 99.0).expect_err("beyond the end");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(err.to_string().contains("lasts 39.950 s"), "{err}");
+    assert!(rdp_frame_png(&store, &rdp, f64::NAN).is_err());
+    assert!(rdp_frame_png(&store, &rdp, -1.0).is_err());
     let err = rdp_frame_png(&store, &term, 1.0).expect_err("a terminal recording");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("not an RDP recording"), "{err}");
     let missing = RecordingId::parse("ses_none.0").expect("id");
     let err = rdp_frame_png(&store, &missing, 1.0).expect_err("unknown");
     assert_eq!(err.kind(), ErrorKind::NotFound);
-    // ...while a player over its events answers frames and checks times.
-    let player = RdpPlayer::with_desktop(recording(), 64, 48).expect("player");
-    let png = frame_png(&player, &rdp, 10.0).expect("png");
-    assert!(png.starts_with(b"\x89PNG"));
-    let err = frame_png(&player, &rdp, 99.0).expect_err("beyond the end");
-    assert!(err.to_string().contains("lasts 39.950 s"), "{err}");
-    assert!(frame_png(&player, &rdp, f64::NAN).is_err());
+    // Reading it gives its desktop, not events; listing says it is RDP.
+    let read = crate::record::read_recording(&store, &rdp).expect("read");
+    assert_eq!(read["events"], serde_json::json!([]));
+    assert_eq!(read["desktop"]["width"], 1024);
+    assert_eq!(read["desktop"]["pdus"], 241);
+    let read = crate::record::read_recording(&store, &term).expect("read");
+    assert!(read["desktop"].is_null());
+    let kinds: Vec<_> = store
+        .list(&crate::record::RecordingFilter::default())
+        .expect("list")
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.kind.as_str()))
+        .collect();
+    assert!(kinds.contains(&("ses_a.0".into(), "rdp")), "{kinds:?}");
+    assert!(
+        kinds.contains(&("ses_term.0".into(), "terminal")),
+        "{kinds:?}"
+    );
 }
 
 #[test]
-fn the_cache_keeps_a_few_sealed_players() {
-    let (_dir, store, rdp, term) = store();
+fn the_cache_keeps_the_last_sealed_players_built() {
+    let (_dir, store, [a, b, open, term]) = store();
     let players = RdpPlayers::new(1);
-    assert!(players.get(&store, &rdp).is_err());
+    let first = players.get(&store, &a).expect("a");
+    assert!(Arc::ptr_eq(&first, &players.get(&store, &a).expect("a")));
+    assert_eq!(players.len(), 1);
+    // One entry: b evicts a.
+    let other = players.get(&store, &b).expect("b");
+    assert!(Arc::ptr_eq(&other, &players.get(&store, &b).expect("b")));
+    assert!(!Arc::ptr_eq(&first, &players.get(&store, &a).expect("a")));
+    assert_eq!(players.len(), 1);
+    // A recording still being written is built anew each time.
+    let p = players.get(&store, &open).expect("open");
+    assert!(!Arc::ptr_eq(&p, &players.get(&store, &open).expect("open")));
     assert!(players.get(&store, &term).is_err());
-    assert!(players.is_empty());
+    assert_eq!(players.len(), 1);
 }
 
 #[test]
