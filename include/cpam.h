@@ -8,7 +8,8 @@
  * - Outputs go to trailing out-parameters, written only on success.
  * - Handles are opaque: cpam_<noun>_new/_load/_open create them, the matching
  *   cpam_<noun>_free releases them (NULL is accepted and ignored). Strings
- *   returned through `char **` are freed with cpam_string_free().
+ *   returned through `char **` are freed with cpam_string_free(), bytes
+ *   returned through `uint8_t **` (with their length) with cpam_bytes_free().
  * - Pointer arguments are checked for NULL (CPAM_NULL_ARGUMENT) and strings
  *   for UTF-8 (CPAM_INVALID_UTF8); a panic inside the library is caught and
  *   reported as CPAM_PANIC. Other pointers must be valid for the lengths
@@ -256,6 +257,10 @@ const char *cpam_audit_report_problem(const struct cpam_audit_report *report);
 
 // Frees a report. NULL is ignored.
 void cpam_audit_report_free(struct cpam_audit_report *report);
+
+// Frees bytes the library returned through a `uint8_t **` out-parameter,
+// with the length it returned with them. NULL is ignored.
+void cpam_bytes_free(uint8_t *bytes, size_t len);
 
 // Loads the profile file at `path` (exported by `cpam-server profile
 // export`); errors name the file and the field. Nothing is dialed yet.
@@ -591,14 +596,28 @@ enum cpam_status cpam_hub_vault_remove(const struct cpam_hub *hub,
 enum cpam_status cpam_hub_vault_list(const struct cpam_hub *hub, char **json_out);
 
 // The recordings under `data_dir` (of one `session` when not NULL): a JSON
-// array of `{"id", "session_id", "channel", "started_at", "ended_at",
-// "size", "state"}` (`state`: `"complete"`, `"incomplete"`, or null while
-// being written).
+// array of `{"id", "session_id", "channel", "kind", "started_at",
+// "ended_at", "size", "state"}` (`kind`: `"terminal"` or `"rdp"`; `state`:
+// `"complete"`, `"incomplete"`, or null while being written).
 enum cpam_status cpam_recordings_list(const char *data_dir, const char *session, char **json_out);
 
 // One recording: `{"header": {asciicast v2 header}, "events": [{"t",
-// "kind", "data"}...]}`, `kind` one of `output`, `input`, `resize`, `marker`.
+// "kind", "data"}...], "desktop": null}`, `kind` one of `output`, `input`,
+// `resize`, `marker`. An RDP recording has no events to show as text:
+// `"events"` is empty and `"desktop"` is `{"width", "height", "duration",
+// "pdus"}` (its frames: `cpam_recording_frame`).
 enum cpam_status cpam_recording_read(const char *data_dir, const char *id, char **json_out);
+
+// The desktop of RDP recording `id` at `at_seconds` from its start, as a
+// PNG file: `*out_bytes` points to `*out_len` bytes, freed with
+// `cpam_bytes_free(*out_bytes, *out_len)`. `CPAM_NOT_FOUND` for an unknown
+// recording; `CPAM_INVALID_ARGUMENT` for a terminal recording or a time
+// outside it (`cpam_last_error_message` gives its length).
+enum cpam_status cpam_recording_frame(const char *data_dir,
+                                      const char *id,
+                                      double at_seconds,
+                                      uint8_t **out_bytes,
+                                      size_t *out_len);
 
 // Checks a recording's file, chunk chain and signed manifest. On success
 // `*json_out` is `{"id", "state", "size", "chunks", "signer"}`; a recording

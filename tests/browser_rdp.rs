@@ -191,9 +191,9 @@ pub(super) fn wait_canvas(
     wait_canvas_within(b, test, want, what, LIVE)
 }
 
-/// Replay decodes the recording from its start for each seek, which in a
-/// debug build next to the rest of the suite can take far longer than a
-/// live repaint.
+/// Replay decodes the whole recording once, for its first frame (later
+/// seeks start from keyframes), which in a debug build next to the rest of
+/// the suite can take far longer than a live repaint.
 const REPLAY: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn wait_canvas_within(

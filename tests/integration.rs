@@ -15,6 +15,7 @@ mod limits_e2e;
 mod psm_e2e;
 mod rdp_e2e;
 mod rdp_faults_e2e;
+mod rdp_sdk_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod rest_fuzz;

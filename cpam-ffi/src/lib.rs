@@ -18,6 +18,7 @@
 
 pub mod audit;
 mod boundary;
+pub mod bytes;
 pub mod connect;
 pub mod event;
 mod gate;

@@ -1,14 +1,17 @@
 //! A server's session recordings from C: listed, read, searched and
-//! verified against their signed manifests. Every function takes the
-//! server's data dir and answers JSON (free it with `cpam_string_free`).
+//! verified against their signed manifests, and an RDP recording's desktop
+//! at a time as a PNG. Every function takes the server's data dir and
+//! answers JSON (free it with `cpam_string_free`), the frame PNG bytes
+//! (free them with `cpam_bytes_free`).
 
 use std::ffi::c_char;
 use std::path::Path;
 
 use cpam_core::model::SessionId;
-use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore};
+use cpam_core::record::{
+    RecordingFilter, RecordingId, RecordingStore, rdp_frame_png, read_recording,
+};
 use cpam_core::server::DataDir;
-use serde_json::json;
 
 use crate::boundary::{FfiResult, arg_opt_str, arg_out, arg_str, boundary, c_string, put};
 use crate::status::{Failure, cpam_status};
@@ -38,9 +41,9 @@ unsafe fn answer(out: *mut *mut c_char, value: &impl serde::Serialize) -> FfiRes
 }
 
 /// The recordings under `data_dir` (of one `session` when not NULL): a JSON
-/// array of `{"id", "session_id", "channel", "started_at", "ended_at",
-/// "size", "state"}` (`state`: `"complete"`, `"incomplete"`, or null while
-/// being written).
+/// array of `{"id", "session_id", "channel", "kind", "started_at",
+/// "ended_at", "size", "state"}` (`kind`: `"terminal"` or `"rdp"`; `state`:
+/// `"complete"`, `"incomplete"`, or null while being written).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_recordings_list(
     data_dir: *const c_char,
@@ -63,7 +66,10 @@ pub unsafe extern "C" fn cpam_recordings_list(
 }
 
 /// One recording: `{"header": {asciicast v2 header}, "events": [{"t",
-/// "kind", "data"}...]}`, `kind` one of `output`, `input`, `resize`, `marker`.
+/// "kind", "data"}...], "desktop": null}`, `kind` one of `output`, `input`,
+/// `resize`, `marker`. An RDP recording has no events to show as text:
+/// `"events"` is empty and `"desktop"` is `{"width", "height", "duration",
+/// "pdus"}` (its frames: `cpam_recording_frame`).
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn cpam_recording_read(
     data_dir: *const c_char,
@@ -74,13 +80,38 @@ pub unsafe extern "C" fn cpam_recording_read(
         // SAFETY: C strings per the header's contract.
         let (dir, id) = unsafe { (arg_str(data_dir, "data_dir")?, arg_str(id, "id")?) };
         let out = arg_out(json_out, "json_out")?;
-        let store = store(dir)?;
-        let events = store.events(&RecordingId::parse(id)?)?;
-        let header = serde_json::to_value(events.header())
-            .map_err(|e| Failure::new(cpam_status::CPAM_INTERNAL, e.to_string()))?;
-        let events = events.collect::<cpam_core::Result<Vec<_>>>()?;
+        let recording = read_recording(&store(dir)?, &RecordingId::parse(id)?)?;
         // SAFETY: checked by `arg_out`.
-        unsafe { answer(out, &json!({ "header": header, "events": events })) }
+        unsafe { answer(out, &recording) }
+    })
+}
+
+/// The desktop of RDP recording `id` at `at_seconds` from its start, as a
+/// PNG file: `*out_bytes` points to `*out_len` bytes, freed with
+/// `cpam_bytes_free(*out_bytes, *out_len)`. `CPAM_NOT_FOUND` for an unknown
+/// recording; `CPAM_INVALID_ARGUMENT` for a terminal recording or a time
+/// outside it (`cpam_last_error_message` gives its length).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_recording_frame(
+    data_dir: *const c_char,
+    id: *const c_char,
+    at_seconds: f64,
+    out_bytes: *mut *mut u8,
+    out_len: *mut usize,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C strings per the header's contract.
+        let (dir, id) = unsafe { (arg_str(data_dir, "data_dir")?, arg_str(id, "id")?) };
+        let out_bytes = arg_out(out_bytes, "out_bytes")?;
+        let out_len = arg_out(out_len, "out_len")?;
+        let png = rdp_frame_png(&store(dir)?, &RecordingId::parse(id)?, at_seconds)?;
+        let (ptr, len) = crate::bytes::into_c(png);
+        // SAFETY: both checked by `arg_out`.
+        unsafe {
+            put(out_bytes, ptr);
+            put(out_len, len);
+        }
+        Ok(())
     })
 }
 

@@ -1,17 +1,17 @@
 //! A server's session recordings: listed, read event by event, searched and
-//! verified against their signed manifests. Every function takes the
-//! server's data dir; each has an `_async` twin for asyncio.
+//! verified against their signed manifests, and an RDP recording's desktop
+//! at a time as a PNG. Every function takes the server's data dir; each has
+//! an `_async` twin for asyncio.
 
 use std::path::Path;
 
 use cpam_core::model::SessionId;
-use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore};
+use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore, rdp_frame_png};
 use cpam_core::server::DataDir;
 use cpam_core::{Error, Result};
 use pyo3::prelude::*;
-use serde_json::json;
 
-use crate::rt::{Json, awaitable, wait};
+use crate::rt::{Bytes, Json, awaitable, wait};
 
 fn store(data_dir: &str) -> Result<impl RecordingStore> {
     DataDir::open(Path::new(data_dir))?.recordings()
@@ -32,12 +32,22 @@ async fn list(data_dir: String, session: Option<String>) -> Result<Json> {
 
 async fn read(data_dir: String, id: String) -> Result<Json> {
     tokio::task::spawn_blocking(move || {
-        let store = store(&data_dir)?;
-        let events = store.events(&RecordingId::parse(&id)?)?;
-        let header = serde_json::to_value(events.header())
-            .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?;
-        let events = events.collect::<Result<Vec<_>>>()?;
-        Ok(Json(json!({ "header": header, "events": events })))
+        Ok(Json(cpam_core::record::read_recording(
+            &store(&data_dir)?,
+            &RecordingId::parse(&id)?,
+        )?))
+    })
+    .await
+    .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
+}
+
+async fn frame(data_dir: String, id: String, at: f64) -> Result<Bytes> {
+    tokio::task::spawn_blocking(move || {
+        Ok(Bytes(rdp_frame_png(
+            &store(&data_dir)?,
+            &RecordingId::parse(&id)?,
+            at,
+        )?))
     })
     .await
     .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
@@ -84,8 +94,9 @@ pub fn list_recordings_async(
 }
 
 /// One recording: `{"header": {...asciicast v2 header}, "events": [{"t",
-/// "kind", "data"}, ...]}` with `kind` one of `o` (output), `i` (input),
-/// `r` (resize, `COLSxROWS`), `m` (marker).
+/// "kind", "data"}, ...], "desktop": None}` with `kind` one of `output`,
+/// `input`, `resize` (`COLSxROWS`), `marker`. An RDP recording has no
+/// events: its `desktop` is `{"width", "height", "duration", "pdus"}`.
 #[pyfunction]
 pub fn read_recording(py: Python<'_>, data_dir: String, id: String) -> PyResult<Json> {
     wait(py, read(data_dir, id))
@@ -99,6 +110,26 @@ pub fn read_recording_async(
     id: String,
 ) -> PyResult<Bound<'_, PyAny>> {
     awaitable(py, read(data_dir, id))
+}
+
+/// The desktop of RDP recording `id` at `at` seconds from its start, as PNG
+/// bytes. Raises `cpam.NotFoundError` for an unknown recording and
+/// `cpam.InvalidArgumentError` for a terminal recording or a time outside
+/// it (the message gives its length).
+#[pyfunction]
+pub fn recording_frame(py: Python<'_>, data_dir: String, id: String, at: f64) -> PyResult<Bytes> {
+    wait(py, frame(data_dir, id, at))
+}
+
+/// `recording_frame()` for asyncio.
+#[pyfunction]
+pub fn recording_frame_async(
+    py: Python<'_>,
+    data_dir: String,
+    id: String,
+    at: f64,
+) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, frame(data_dir, id, at))
 }
 
 /// Checks a recording's file, chunk chain and signed manifest; raises

@@ -2,16 +2,21 @@
  * review_recordings.c: check a server's session recordings from C.
  *
  * Every terminal channel of a privileged session is recorded as asciicast
- * v2, hash-chained in chunks and sealed by a manifest signed with the
- * server's key. This program lists the recordings of a data dir, verifies
- * each one (file, chain, signature) and prints the events of those that
- * hold. A recording that was edited, cut or appended to fails with
- * CPAM_RECORDING and a message naming what is wrong.
+ * v2, and every RDP session's PDUs, hash-chained in chunks and sealed by a
+ * manifest signed with the server's key. This program lists the recordings
+ * of a data dir, verifies each one (file, chain, signature) and prints the
+ * events of those that hold. A recording that was edited, cut or appended
+ * to fails with CPAM_RECORDING and a message naming what is wrong.
+ *
+ * An RDP recording has no text events: cpam_recording_read gives its
+ * desktop's size and length ("desktop"), and with --frame the desktop at
+ * SECONDS (or at its end, if it is shorter) is written to DIR/<id>.png by
+ * cpam_recording_frame (free the bytes with cpam_bytes_free).
  *
  * The answers are JSON (free them with cpam_string_free); a real program
- * would parse them with a JSON library. This one only picks the ids out.
+ * would parse them with a JSON library. This one only picks a few out.
  *
- * Usage: review_recordings DATA_DIR [TEXT_TO_SEARCH]
+ * Usage: review_recordings [--frame SECONDS DIR] DATA_DIR [TEXT_TO_SEARCH]
  * Exit status: 0 when every recording verifies, 1 otherwise, 2 on errors.
  */
 #include <stdio.h>
@@ -19,6 +24,10 @@
 #include <string.h>
 
 #include "cpam.h"
+
+/* Where --frame writes RDP frames (NULL: none), and at what time. */
+static const char *frame_dir = NULL;
+static double frame_at = 0;
 
 static int fail(const char *what, cpam_status status) {
     char message[512];
@@ -45,9 +54,46 @@ static int next_id(const char **cursor, char *id, size_t size) {
     return 1;
 }
 
+/* Writes the desktop of RDP recording `id` (read as `json`) at frame_at,
+ * or at its end, to frame_dir/<id>.png. */
+static int write_frame(const char *data_dir, const char *id, const char *json) {
+    const char *duration = strstr(json, "\"duration\":");
+    double at = frame_at;
+    if (duration != NULL) {
+        double end = strtod(duration + strlen("\"duration\":"), NULL);
+        if (at > end) {
+            at = end;
+        }
+    }
+    uint8_t *png = NULL;
+    size_t len = 0;
+    cpam_status st = cpam_recording_frame(data_dir, id, at, &png, &len);
+    if (st != CPAM_OK) {
+        return fail("cpam_recording_frame", st);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s.png", frame_dir, id);
+    FILE *out = fopen(path, "wb");
+    size_t written = out != NULL ? fwrite(png, 1, len, out) : 0;
+    int ok = out != NULL && written == len && fclose(out) == 0;
+    cpam_bytes_free(png, len);
+    if (!ok) {
+        perror(path);
+        return 2;
+    }
+    printf("%s frame at %.3f s: %s (%zu bytes)\n", id, at, path, len);
+    return 0;
+}
+
 int main(int argc, char **argv) {
+    if (argc > 3 && strcmp(argv[1], "--frame") == 0) {
+        frame_at = strtod(argv[2], NULL);
+        frame_dir = argv[3];
+        argv += 3;
+        argc -= 3;
+    }
     if (argc < 2) {
-        fprintf(stderr, "usage: %s DATA_DIR [TEXT_TO_SEARCH]\n", argv[0]);
+        fprintf(stderr, "usage: %s [--frame SECONDS DIR] DATA_DIR [TEXT_TO_SEARCH]\n", argv[0]);
         return 2;
     }
     const char *data_dir = argv[1];
@@ -85,6 +131,14 @@ int main(int argc, char **argv) {
             return fail("cpam_recording_read", st);
         }
         printf("%s events: %s\n", id, events);
+        if (frame_dir != NULL && strstr(events, "\"desktop\":{") != NULL) {
+            int failed = write_frame(data_dir, id, events);
+            if (failed) {
+                cpam_string_free(events);
+                cpam_string_free(list);
+                return failed;
+            }
+        }
         cpam_string_free(events);
     }
     cpam_string_free(list);

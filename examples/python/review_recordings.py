@@ -1,13 +1,16 @@
 """Review a server's session recordings: verify each one and print its text.
 
     python review_recordings.py --data-dir /var/lib/cpam [--session ses_...] [--search TEXT]
+                                [--frame-at SECONDS --frame-dir DIR]
 
 Every terminal channel of a privileged session is recorded as asciicast v2,
-hash-chained and sealed with a manifest signed by the server's key.
-`verify_recording` checks all three and raises `cpam.RecordingError` naming
-what was edited, removed or appended. `read_recording` gives the events
-(`output`, `input`, `resize`); `search_recordings` finds which sessions
-printed a text.
+and every RDP session's PDUs, hash-chained and sealed with a manifest
+signed by the server's key. `verify_recording` checks all three and raises
+`cpam.RecordingError` naming what was edited, removed or appended.
+`read_recording` gives a terminal's events (`output`, `input`, `resize`)
+and an RDP recording's desktop size and length; `recording_frame` the
+desktop at a time as a PNG (written to DIR/<id>.png with --frame-dir);
+`search_recordings` finds which sessions printed a text.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ def main() -> int:
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--session")
     ap.add_argument("--search")
+    ap.add_argument("--frame-at", type=float, default=0.0, help="seconds into an RDP recording")
+    ap.add_argument("--frame-dir", help="where to write each RDP recording's frame as <id>.png")
     args = ap.parse_args()
 
     if args.search:
@@ -41,6 +46,17 @@ def main() -> int:
             print(f"== {info['id']}: DOES NOT VERIFY: {e}")
             continue
         rec = cpam.read_recording(args.data_dir, info["id"])
+        desktop = rec["desktop"]
+        if desktop is not None:
+            print(f"remote desktop {desktop['width']}x{desktop['height']}, {desktop['duration']:.1f} s")
+            if args.frame_dir:
+                at = min(args.frame_at, desktop["duration"])
+                png = cpam.recording_frame(args.data_dir, info["id"], at)
+                path = f"{args.frame_dir}/{info['id']}.png"
+                with open(path, "wb") as f:
+                    f.write(png)
+                print(f"frame at {at:.1f} s: {path} ({len(png)} bytes)")
+            continue
         text = "".join(e["data"] for e in rec["events"] if e["kind"] == "output")
         print(text.replace("\r\n", "\n").rstrip())
     return 1 if broken else 0

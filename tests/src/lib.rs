@@ -9,6 +9,7 @@
 
 pub mod bins;
 pub mod browser;
+pub mod cc;
 pub mod console;
 pub mod console_api;
 pub mod cpam;

@@ -42,7 +42,7 @@ pub enum AdminCommand {
     /// Connection Manager profiles.
     #[command(subcommand)]
     Profile(ProfileCmd),
-    /// Session recordings: list, verify, cat, search.
+    /// Session recordings: list, verify, cat, search, frame (RDP).
     #[command(subcommand)]
     Recordings(crate::recordings::RecordingsCmd),
     /// Credentials of services, injected into privileged sessions.

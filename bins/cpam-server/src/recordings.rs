@@ -1,5 +1,6 @@
 //! `cpam-server recordings`: list, verify, cat and search the session
-//! recordings of a data dir (`cpam_core::record`).
+//! recordings of a data dir, and an RDP recording's desktop at a time as a
+//! PNG (`cpam_core::record`).
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -49,6 +50,19 @@ pub enum RecordingsCmd {
         #[command(flatten)]
         c: Common,
     },
+    /// Writes the desktop of an RDP recording at a time as a PNG file.
+    Frame {
+        /// The recording (`<session id>.<channel>`).
+        id: String,
+        /// Seconds from the recording's start.
+        #[arg(long)]
+        at: f64,
+        /// The PNG file to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[command(flatten)]
+        c: Common,
+    },
     /// The recordings whose output shows TEXT, with the times it shows.
     Search {
         text: String,
@@ -93,6 +107,7 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                         ("ID", &|r| r.id.to_string()),
                         ("SESSION", &|r| r.session_id.to_string()),
                         ("CHANNEL", &|r| r.channel.to_string()),
+                        ("KIND", &|r| r.kind.as_str().into()),
                         ("STARTED", &|r| {
                             r.started_at.map(|t| t.to_rfc3339()).unwrap_or_default()
                         }),
@@ -145,6 +160,16 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
             std::io::copy(&mut reader, &mut out).context("writing the recording")?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
+        }
+        RecordingsCmd::Frame { id, at, out, c } => {
+            let id = RecordingId::parse(&id)?;
+            let png = cpam_core::record::rdp_frame_png(&store(&c)?, &id, at)?;
+            std::fs::write(&out, &png).with_context(|| format!("writing {}", out.display()))?;
+            Ok(print(
+                c.json,
+                json!({ "id": id, "at": at, "out": out, "bytes": png.len() }),
+                || format!("{id} at {at} s: {} ({} bytes)", out.display(), png.len()),
+            ))
         }
         RecordingsCmd::Search { text, session, c } => {
             let filter = RecordingFilter {

@@ -13,20 +13,27 @@
 //!   least every second.
 //! - `check.rs`: [`verify_all`], every recording against the store and the
 //!   `recording.sealed` audit records, so a removed recording is found.
-//! - `rdp.rs`: RDP recordings (every PDU both ways, [`read_rdp`]) and,
-//!   with feature `rdp`, [`RdpPlayer`], which decodes the desktop at a
-//!   time into a PNG.
+//! - `rdp.rs`: RDP recordings (every PDU both ways, [`read_rdp`]).
+//! - `desktop.rs` (feature `rdp`): [`Desktop`], a remote desktop rebuilt
+//!   from its PDUs through IronRDP's decoder, for the live view and replay.
+//! - `player.rs` (feature `rdp`): [`RdpPlayer`], which seeks in an RDP
+//!   recording from periodic keyframes, [`RdpPlayers`], a small cache of
+//!   them, and [`rdp_frame_png`], the desktop at a time as a PNG.
 //! - `screen.rs`: [`Screen`], the current screen for viewers that join late.
 //! - `live.rs`: [`LiveHub`], the live view: each live session's screen and
 //!   a broadcast of what it shows, for watchers ([`LiveHub::watch`]).
 
 mod asciicast;
 mod check;
+#[cfg(feature = "rdp")]
+mod desktop;
 #[cfg(test)]
 mod engine_tests;
 mod id;
 mod integrity;
 mod live;
+#[cfg(feature = "rdp")]
+mod player;
 mod rdp;
 mod recorder;
 mod screen;
@@ -38,6 +45,8 @@ pub use asciicast::{
     Env, EventKind, FORMAT, Header, Reader, RecordingEvent, Utf8Decoder, event_line, resize_data,
 };
 pub use check::{RECORDER_ACTOR, SEALED_ACTION, VerifyAll, sealed_event, verify_all};
+#[cfg(feature = "rdp")]
+pub use desktop::{Desktop, Frame, MAX_DESKTOP, Rect};
 pub use id::RecordingId;
 pub use integrity::{
     Chain, ChunkRecord, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain,
@@ -45,11 +54,14 @@ pub use integrity::{
 };
 pub use live::{LiveHub, Watch, WatchFrame};
 #[cfg(feature = "rdp")]
-pub use rdp::{Desktop, Frame, MAX_DESKTOP, RdpPlayer, Rect};
+pub use player::{
+    KEYFRAME_BUDGET, KEYFRAME_MIN_GAP, MAX_KEYFRAMES, RdpPlayer, RdpPlayers, frame_png,
+    rdp_frame_png,
+};
 pub use rdp::{RDP_FORMAT, RdpEvent, pdu_line, rdp_header, read_rdp};
 pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
 pub use screen::Screen;
 pub use store::{
-    FileRecordingStore, RecordingFilter, RecordingInfo, RecordingStore, RecordingWriter,
-    SEARCH_MAX_TIMES, SearchHit,
+    FileRecordingStore, RecordingFilter, RecordingInfo, RecordingKind, RecordingStore,
+    RecordingWriter, SEARCH_MAX_TIMES, SearchHit, read_recording,
 };

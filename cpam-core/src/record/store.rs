@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::asciicast::{EventKind, FORMAT, Reader, recording_error};
+use super::asciicast::{EventKind, FORMAT, Header, Reader, recording_error};
 use super::id::RecordingId;
 use super::integrity::{
     Chain, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain, parse_chain,
@@ -26,6 +26,8 @@ pub struct RecordingInfo {
     pub id: RecordingId,
     pub session_id: SessionId,
     pub channel: u32,
+    /// What was recorded: a terminal (asciicast) or a remote desktop.
+    pub kind: RecordingKind,
     /// From the manifest, else the file's header (to the second).
     pub started_at: Option<Timestamp>,
     pub ended_at: Option<Timestamp>,
@@ -34,6 +36,26 @@ pub struct RecordingInfo {
     /// `None` while it is being written (or until a crashed server's next
     /// start seals it).
     pub state: Option<SealState>,
+}
+
+/// What a recording holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordingKind {
+    /// A terminal channel, asciicast v2.
+    Terminal,
+    /// A remote desktop's PDUs ([`RDP_FORMAT`](super::RDP_FORMAT)).
+    Rdp,
+}
+
+impl RecordingKind {
+    /// `terminal` or `rdp`, as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingKind::Terminal => "terminal",
+            RecordingKind::Rdp => "rdp",
+        }
+    }
 }
 
 /// Which recordings [`RecordingStore::list`] returns.
@@ -231,10 +253,17 @@ impl FileRecordingStore {
             ),
             Ok(None) | Err(_) => (header_start(&self.cast_path(id)), None, None),
         };
+        let rdp = header(&self.cast_path(id))
+            .is_some_and(|h| h.format.as_deref() == Some(super::RDP_FORMAT));
         Ok(RecordingInfo {
             id: id.clone(),
             session_id: id.session(),
             channel: id.channel(),
+            kind: if rdp {
+                RecordingKind::Rdp
+            } else {
+                RecordingKind::Terminal
+            },
             started_at,
             ended_at,
             size,
@@ -305,11 +334,50 @@ impl FileRecordingStore {
     }
 }
 
+/// The header of a `.cast` file.
+fn header(path: &Path) -> Option<Header> {
+    let file = File::open(path).ok()?;
+    Some(Reader::new(BufReader::new(file)).ok()?.header().clone())
+}
+
 /// The start time in a `.cast` header, to the second.
 fn header_start(path: &Path) -> Option<Timestamp> {
-    let file = File::open(path).ok()?;
-    let reader = Reader::new(BufReader::new(file)).ok()?;
-    reader.header().timestamp.map(|s| Timestamp(s * 1000))
+    header(path)?.timestamp.map(|s| Timestamp(s * 1000))
+}
+
+/// Recording `id` as the SDKs read it: `{"header", "events", "desktop"}`.
+/// A terminal recording's `events` are `{"t", "kind", "data"}` and its
+/// `desktop` null; an RDP recording has no events to show as text: its
+/// `desktop` is `{"width", "height", "duration", "pdus"}` (its frames are
+/// [`rdp_frame_png`](super::rdp_frame_png)'s).
+pub fn read_recording(store: &dyn RecordingStore, id: &RecordingId) -> Result<serde_json::Value> {
+    let events = store.events(id)?;
+    let header = serde_json::to_value(events.header())
+        .map_err(|e| Error::new(ErrorKind::Internal, e.to_string()))?;
+    if events.header().format.as_deref() == Some(super::RDP_FORMAT) {
+        drop(events);
+        return Ok(serde_json::json!({
+            "header": header, "events": [], "desktop": rdp_desktop(store, id)?,
+        }));
+    }
+    let events = events.collect::<Result<Vec<_>>>()?;
+    Ok(serde_json::json!({ "header": header, "events": events, "desktop": null }))
+}
+
+#[cfg(feature = "rdp")]
+fn rdp_desktop(store: &dyn RecordingStore, id: &RecordingId) -> Result<serde_json::Value> {
+    super::player::rdp_summary(store, id)
+}
+
+#[cfg(not(feature = "rdp"))]
+fn rdp_desktop(store: &dyn RecordingStore, id: &RecordingId) -> Result<serde_json::Value> {
+    let (_, events) = super::read_rdp(BufReader::new(store.open(id)?))?;
+    Ok(serde_json::json!({
+        "width": null,
+        "height": null,
+        "duration": events.last().map_or(0.0, |e| e.t),
+        "pdus": events.len(),
+    }))
 }
 
 impl RecordingStore for FileRecordingStore {

@@ -166,6 +166,10 @@ pub struct Shared {
     desktop: std::sync::OnceLock<crate::proxy::rdp::BrowserDesktop>,
     /// Signs and keeps the audit checkpoints (see [`AppState::set_anchor`]).
     anchor: std::sync::OnceLock<Arc<crate::audit::Anchor>>,
+    /// RDP recordings' players kept for replay (seeking without decoding
+    /// the recording again).
+    #[cfg(feature = "rdp")]
+    rdp_players: crate::record::RdpPlayers,
 }
 
 impl std::ops::Deref for AppState {
@@ -212,6 +216,8 @@ impl AppState {
                 #[cfg(feature = "rdp")]
                 desktop: std::sync::OnceLock::new(),
                 anchor: std::sync::OnceLock::new(),
+                #[cfg(feature = "rdp")]
+                rdp_players: crate::record::RdpPlayers::default(),
             }),
             mount: Arc::new(WebConfig::default()),
         }
@@ -291,6 +297,12 @@ impl AppState {
     /// The audit anchor, if set.
     pub fn anchor(&self) -> Option<Arc<crate::audit::Anchor>> {
         self.shared.anchor.get().cloned()
+    }
+
+    /// The RDP players kept for replay.
+    #[cfg(feature = "rdp")]
+    pub fn rdp_players(&self) -> &crate::record::RdpPlayers {
+        &self.shared.rdp_players
     }
 
     /// The recording store, if set.

@@ -65,6 +65,8 @@ __all__ = [
     "read_audit_async",
     "read_recording",
     "read_recording_async",
+    "recording_frame",
+    "recording_frame_async",
     "register_gatekeeper",
     "register_gatekeeper_async",
     "search_recordings",
@@ -313,6 +315,13 @@ def read_recording(data_dir: str, id: str) -> Recording:
     """One recording's header and events, in order."""
 
 def read_recording_async(data_dir: str, id: str) -> Awaitable[Recording]: ...
+def recording_frame(data_dir: str, id: str, at: float) -> bytes:
+    """The desktop of RDP recording ``id`` at ``at`` seconds, as PNG bytes.
+
+    Raises ``NotFoundError`` for an unknown recording, ``InvalidArgumentError``
+    for a terminal recording or a time outside it."""
+
+def recording_frame_async(data_dir: str, id: str, at: float) -> Awaitable[bytes]: ...
 def verify_recording(data_dir: str, id: str) -> RecordingVerification:
     """Checks the file, chunk chain and signed manifest; raises ``RecordingError`` naming what changed."""
 

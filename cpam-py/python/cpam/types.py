@@ -231,12 +231,14 @@ class VaultEntry(CredentialInfo):
 
 
 class RecordingInfo(TypedDict):
-    """One recording of a terminal channel (``list_recordings``)."""
+    """One recording of a session's channel (``list_recordings``)."""
 
     id: str
     """``<session id>.<channel>``."""
     session_id: str
     channel: int
+    kind: Literal["terminal", "rdp"]
+    """A terminal's (asciicast v2) or a remote desktop's (see ``recording_frame``)."""
     started_at: Optional[int]
     ended_at: Optional[int]
     size: int
@@ -252,11 +254,27 @@ class RecordingEvent(TypedDict):
     """Text shown or typed; for ``resize``, ``"COLSxROWS"``."""
 
 
+class RecordingDesktop(TypedDict):
+    """What ``read_recording`` says of an RDP recording."""
+
+    width: int
+    height: int
+    """The desktop's size in pixels."""
+    duration: float
+    """Seconds from the first PDU to the last."""
+    pdus: int
+
+
 class Recording(TypedDict):
-    """A whole recording (``read_recording``): its asciicast v2 header and events."""
+    """A whole recording (``read_recording``): its asciicast v2 header and events.
+
+    An RDP recording has no events to show as text: ``events`` is empty and
+    ``desktop`` says what it holds (its frames: ``recording_frame``); a
+    terminal's ``desktop`` is None."""
 
     header: dict[str, Any]
     events: list[RecordingEvent]
+    desktop: Optional[RecordingDesktop]
 
 
 class RecordingVerification(TypedDict):

@@ -153,7 +153,7 @@ pub struct FrameQuery {
 /// `GET /api/v1/recordings/{id}/frame?t=SECONDS`: the desktop of an RDP
 /// recording at `t` seconds from its start (past the end: its last
 /// frame), as a PNG; `x-recording-duration` gives the recording's length
-/// in seconds.
+/// in seconds, rounded up to the millisecond.
 pub async fn frame(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,33 +163,44 @@ pub async fn frame(
     let id = scoped(&state, &caller, &id).await?;
     let store = store(&state)?;
     let t = if q.t.is_finite() { q.t.max(0.0) } else { 0.0 };
-    let (duration, png) = blocking(move || desktop_at(store.as_ref(), &id, t)).await?;
+    let players = state.clone();
+    let (duration, png) = blocking(move || desktop_at(&players, store.as_ref(), &id, t)).await?;
     let mut r = Response::new(axum::body::Body::from(png));
     let h = r.headers_mut();
     h.insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("image/png"),
     );
-    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{duration:.3}")) {
+    // Rounded up to the millisecond: asking for that time gives the last
+    // frame, also when the last PDUs came within the last millisecond.
+    let shown = (duration * 1000.0).ceil() / 1000.0;
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("{shown:.3}")) {
         h.insert("x-recording-duration", v);
     }
     Ok(r)
 }
 
+/// The recording's length and its desktop at `t` (past the end: the last
+/// frame), from the players the console keeps.
 #[cfg(feature = "rdp")]
 fn desktop_at(
+    state: &AppState,
     store: &dyn RecordingStore,
     id: &RecordingId,
     t: f64,
 ) -> crate::Result<(f64, Vec<u8>)> {
-    let reader = store.open(id)?;
-    let (_, events) = crate::record::read_rdp(std::io::BufReader::new(reader))?;
-    let player = crate::record::RdpPlayer::new(events)?;
-    Ok((player.duration(), player.frame_at(t).to_png()?))
+    let player = state.rdp_players().get(store, id)?;
+    let duration = player.duration();
+    Ok((duration, player.frame_at(t.min(duration)).to_png()?))
 }
 
 #[cfg(not(feature = "rdp"))]
-fn desktop_at(_: &dyn RecordingStore, id: &RecordingId, _: f64) -> crate::Result<(f64, Vec<u8>)> {
+fn desktop_at(
+    _: &AppState,
+    _: &dyn RecordingStore,
+    id: &RecordingId,
+    _: f64,
+) -> crate::Result<(f64, Vec<u8>)> {
     Err(crate::Error::invalid(format!(
         "`{id}` cannot be shown: this server is built without RDP"
     )))
