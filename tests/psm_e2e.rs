@@ -17,29 +17,12 @@ fn assert_nowhere(p: &Psm, seen_by_vendor: &str) -> anyhow::Result<()> {
         !p.d.logs().contains(&p.canary),
         "a log holds the credential"
     );
-    for entry in walk(&p.d.data_dir)? {
-        let bytes = std::fs::read(&entry)?;
-        let needle = p.canary.as_bytes();
-        assert!(
-            !bytes.windows(needle.len()).any(|w| w == needle),
-            "{} holds the credential in plaintext",
-            entry.display()
-        );
-    }
+    let holding = cpam_tests::files_holding(&p.d.data_dir, &[p.canary.as_bytes()])?;
+    assert!(
+        holding.is_empty(),
+        "{holding:?} hold the credential in plaintext"
+    );
     Ok(())
-}
-
-fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }
 
 #[test]

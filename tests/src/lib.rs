@@ -53,3 +53,41 @@ pub fn now_millis() -> i64 {
         .unwrap_or_default();
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
+
+/// The files under `dir` (recursively) that hold any of `needles`, for
+/// "this secret is stored nowhere" checks. A file or directory the running
+/// server removes between the listing and the read (a database journal, a
+/// finished spool) is skipped: it holds nothing any more.
+pub fn files_holding(
+    dir: &std::path::Path,
+    needles: &[&[u8]],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    use anyhow::Context as _;
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Err(e) if gone(&e) => return Ok(found),
+        entries => entries.with_context(|| format!("listing {}", dir.display()))?,
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.is_dir() {
+            found.extend(files_holding(&path, needles)?);
+            continue;
+        }
+        if !path.is_file() {
+            continue; // a socket (the control socket), a dangling link
+        }
+        let bytes = match std::fs::read(&path) {
+            Err(e) if gone(&e) => continue,
+            read => read.with_context(|| format!("reading {}", path.display()))?,
+        };
+        if needles
+            .iter()
+            .any(|n| !n.is_empty() && bytes.windows(n.len()).any(|w| w == *n))
+        {
+            found.push(path);
+        }
+    }
+    Ok(found)
+}

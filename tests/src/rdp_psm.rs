@@ -188,35 +188,19 @@ impl Rdp {
             !self.d.logs().contains(&self.canary),
             "a log holds the credential"
         );
-        let needle = self.canary.as_bytes();
         let utf16: Vec<u8> = self
             .canary
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        for entry in walk(&self.d.data_dir)? {
-            let bytes = std::fs::read(&entry)?;
-            for n in [needle, utf16.as_slice()] {
-                assert!(
-                    !bytes.windows(n.len()).any(|w| w == n),
-                    "{} holds the credential in plaintext",
-                    entry.display()
-                );
-            }
-        }
+        let holding = crate::files_holding(
+            &self.d.data_dir,
+            &[self.canary.as_bytes(), utf16.as_slice()],
+        )?;
+        assert!(
+            holding.is_empty(),
+            "{holding:?} hold the credential in plaintext"
+        );
         Ok(())
     }
-}
-
-pub fn walk(dir: &std::path::Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
-            out.extend(walk(&path)?);
-        } else if path.is_file() {
-            out.push(path);
-        }
-    }
-    Ok(out)
 }

@@ -85,6 +85,7 @@ impl LiveHub {
         Some(Watch {
             term,
             first: Some(snapshot),
+            ended: false,
             rx,
         })
     }
@@ -121,6 +122,10 @@ pub struct Watch {
     term: Arc<LiveTerminal>,
     first: Option<WatchFrame>,
     rx: broadcast::Receiver<WatchFrame>,
+    /// [`WatchFrame::End`] was returned: nothing follows it. (The sender
+    /// lives as long as the terminal this watch holds, so the channel
+    /// itself never closes under a watcher.)
+    ended: bool,
 }
 
 impl Watch {
@@ -128,11 +133,17 @@ impl Watch {
     /// a new snapshot after falling behind, [`WatchFrame::End`] once the
     /// session ended, then `None`.
     pub async fn next(&mut self) -> Option<WatchFrame> {
+        if self.ended {
+            return None;
+        }
         if let Some(first) = self.first.take() {
             return Some(first);
         }
         match self.rx.recv().await {
-            Ok(frame) => Some(frame),
+            Ok(frame) => {
+                self.ended = matches!(frame, WatchFrame::End(_));
+                Some(frame)
+            }
             Err(broadcast::error::RecvError::Closed) => None,
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 let (snapshot, rx) = self.term.subscribe()?;
@@ -588,6 +599,8 @@ mod tests {
             o.on_end(&s);
         }
         assert!(matches!(w.next().await, Some(WatchFrame::End(r)) if r.contains("completed")));
+        let after = tokio::time::timeout(std::time::Duration::from_secs(5), w.next()).await;
+        assert_eq!(after.ok(), Some(None), "nothing follows the end");
         assert!(
             hub.watch(&SessionId("s1".into())).is_none(),
             "dropped at the end"
