@@ -5,6 +5,8 @@
 //! - `load`: bulk transfer, first-byte latency, concurrency burst;
 //! - `openssh`, `cpam`: bring a path up and hand back a [`RunningPath`];
 //! - `psm`: privileged SSH sessions through the proxy vs the raw tunnel;
+//! - `sftp`: File Transfer (stock `sftp`, `cpam-connect put/get`) direct,
+//!   through the raw tunnel and through the auditing proxy;
 //! - `report`: the stdout table and the JSON document.
 
 pub mod cpam;
@@ -14,6 +16,7 @@ pub mod openssh;
 pub mod procs;
 pub mod psm;
 pub mod report;
+pub mod sftp;
 pub mod targets;
 
 use std::collections::BTreeMap;
