@@ -187,10 +187,10 @@ fn gate(plan: &Plan) -> f64 {
 }
 
 /// Tries per bulk run when other work on the machine disturbs it.
-const BULK_TRIES: usize = 3;
+pub(crate) const BULK_TRIES: usize = 3;
 /// Cores of CPU used by processes outside the bench that still count as a
 /// clean run.
-const FOREIGN_MAX: f64 = 0.10;
+pub(crate) const FOREIGN_MAX: f64 = 0.10;
 
 /// One bulk transfer with CPU accounting.
 fn bulk_once(

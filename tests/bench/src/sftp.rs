@@ -34,6 +34,7 @@ use super::procs::{
     thread_cpu_ns, wait_idle,
 };
 use super::psm::{MASTER, PsmPaths, Route};
+use super::{BULK_TRIES, FOREIGN_MAX};
 
 /// Bytes generated, hashed and read per step.
 const CHUNK: usize = 8 << 20;
@@ -90,8 +91,11 @@ pub struct SftpRow {
     pub mb_per_s: Option<f64>,
     pub cpu_s_per_gb: CpuPerGb,
     /// CPU used meanwhile by processes outside the bench and the path, in
-    /// cores.
+    /// cores. Above 0.10 the transfer is repeated (up to 3 tries) and the
+    /// least disturbed one kept.
     pub other_load_cores: Option<f64>,
+    /// Transfers made for this row (the one kept is the least disturbed).
+    pub tries: usize,
     /// The copy on the other end has the source's SHA-256.
     pub sha256_matches: bool,
     /// The detail of the `session.file` audit record (proxy paths).
@@ -277,7 +281,7 @@ pub fn run(bin_dir: &Path, plan: &SftpPlan) -> SftpFigures {
     for client in Client::ALL {
         for dir in Dir::ALL {
             eprintln!("cpam-bench: sftp {} {}", client.name(), dir.name());
-            let row = bench.transfer(client, dir);
+            let row = least_disturbed(|| bench.transfer(client, dir));
             for e in &row.errors {
                 eprintln!("cpam-bench: sftp {} {}: {e}", client.name(), dir.name());
             }
@@ -285,6 +289,34 @@ pub fn run(bin_dir: &Path, plan: &SftpPlan) -> SftpFigures {
         }
     }
     f
+}
+
+/// Runs `transfer` until one run has at most [`FOREIGN_MAX`] cores of
+/// other load, up to [`BULK_TRIES`] times, and keeps the least disturbed
+/// run (as the bulk runs of the other paths do). A failed run is kept at
+/// once: its error is the result.
+fn least_disturbed(mut transfer: impl FnMut() -> SftpRow) -> SftpRow {
+    let mut best: Option<SftpRow> = None;
+    let mut made = 0;
+    while made < BULK_TRIES {
+        made += 1;
+        let row = transfer();
+        if !row.errors.is_empty() {
+            best = Some(row);
+            break;
+        }
+        let load = row.other_load_cores.unwrap_or(f64::INFINITY);
+        let best_load = best.as_ref().and_then(|b| b.other_load_cores);
+        if best_load.is_none_or(|b| load < b) {
+            best = Some(row);
+        }
+        if load <= FOREIGN_MAX {
+            break;
+        }
+    }
+    let mut row = best.unwrap_or_default();
+    row.tries = made;
+    row
 }
 
 /// CPU counters, in clock ticks, at one moment.
