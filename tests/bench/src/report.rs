@@ -346,7 +346,7 @@ pub fn sftp_table(f: &SftpFigures) -> String {
     out += "MB/s over the transfer: from the client opening the file to its exit; wall: logging in included\n\
             client: sftp and its ssh, or cpam-connect (logging in included); \
             other load: cores used meanwhile outside the bench and the path \
-            (above 0.10 the transfer is repeated, up to 3 tries, and the least disturbed kept)\n";
+            (above 0.10 the row is tried again in the next round, up to 3 rounds, and the least disturbed try kept)\n";
     if let Some(h) = f.hash_cpu_s_per_gb {
         out += &format!(
             "SHA-256 in-process (sha2, one core): {h:.2} CPU-s/GB ({:.0} MB/s)\n",

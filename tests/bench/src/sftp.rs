@@ -91,8 +91,8 @@ pub struct SftpRow {
     pub mb_per_s: Option<f64>,
     pub cpu_s_per_gb: CpuPerGb,
     /// CPU used meanwhile by processes outside the bench and the path, in
-    /// cores. Above 0.10 the transfer is repeated (up to 3 tries) and the
-    /// least disturbed one kept.
+    /// cores. Above 0.10 the transfer is tried again in the next round (up
+    /// to 3 rounds over every row) and the least disturbed try kept.
     pub other_load_cores: Option<f64>,
     /// Transfers made for this row (the one kept is the least disturbed).
     pub tries: usize,
@@ -278,45 +278,44 @@ pub fn run(bin_dir: &Path, plan: &SftpPlan) -> SftpFigures {
             }
         }
     }
-    for client in Client::ALL {
-        for dir in Dir::ALL {
-            eprintln!("cpam-bench: sftp {} {}", client.name(), dir.name());
-            let row = least_disturbed(|| bench.transfer(client, dir));
+    // Rounds over every row rather than tries in a row: a burst of other
+    // load then disturbs one try of several rows, not every try of one.
+    let rows: Vec<(Client, Dir)> = Client::ALL
+        .into_iter()
+        .flat_map(|c| Dir::ALL.map(|d| (c, d)))
+        .collect();
+    let mut kept: Vec<Option<SftpRow>> = vec![None; rows.len()];
+    for round in 1..=BULK_TRIES {
+        for (&(client, dir), kept) in rows.iter().zip(&mut kept) {
+            if kept.as_ref().is_some_and(done) {
+                continue;
+            }
+            eprintln!(
+                "cpam-bench: sftp {} {} (round {round})",
+                client.name(),
+                dir.name()
+            );
+            let mut row = bench.transfer(client, dir);
             for e in &row.errors {
                 eprintln!("cpam-bench: sftp {} {}: {e}", client.name(), dir.name());
             }
-            f.rows.push(row);
+            row.tries = kept.as_ref().map_or(0, |k| k.tries) + 1;
+            let load = |r: &SftpRow| r.other_load_cores.unwrap_or(f64::INFINITY);
+            if kept.as_ref().is_none_or(|k| load(&row) < load(k)) || !row.errors.is_empty() {
+                *kept = Some(row);
+            } else if let Some(k) = kept.as_mut() {
+                k.tries = row.tries;
+            }
         }
     }
+    f.rows = kept.into_iter().flatten().collect();
     f
 }
 
-/// Runs `transfer` until one run has at most [`FOREIGN_MAX`] cores of
-/// other load, up to [`BULK_TRIES`] times, and keeps the least disturbed
-/// run (as the bulk runs of the other paths do). A failed run is kept at
-/// once: its error is the result.
-fn least_disturbed(mut transfer: impl FnMut() -> SftpRow) -> SftpRow {
-    let mut best: Option<SftpRow> = None;
-    let mut made = 0;
-    while made < BULK_TRIES {
-        made += 1;
-        let row = transfer();
-        if !row.errors.is_empty() {
-            best = Some(row);
-            break;
-        }
-        let load = row.other_load_cores.unwrap_or(f64::INFINITY);
-        let best_load = best.as_ref().and_then(|b| b.other_load_cores);
-        if best_load.is_none_or(|b| load < b) {
-            best = Some(row);
-        }
-        if load <= FOREIGN_MAX {
-            break;
-        }
-    }
-    let mut row = best.unwrap_or_default();
-    row.tries = made;
-    row
+/// A row needs no other try: it failed (the error is the result) or at
+/// most [`FOREIGN_MAX`] cores of other load disturbed it.
+fn done(row: &SftpRow) -> bool {
+    !row.errors.is_empty() || row.other_load_cores.is_some_and(|l| l <= FOREIGN_MAX)
 }
 
 /// CPU counters, in clock ticks, at one moment.
