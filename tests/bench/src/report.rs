@@ -290,6 +290,7 @@ pub fn sftp_table(f: &SftpFigures) -> String {
         "cpam ↓",
         "client ↓",
         "sshd ↓",
+        "all ↓",
         "other load (tries)",
     ];
     let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
@@ -311,6 +312,7 @@ pub fn sftp_table(f: &SftpFigures) -> String {
             cell(c.cpam()),
             cell(c.client),
             cell(c.sshd),
+            cell(c.all()),
             r.other_load_cores
                 .map_or_else(|| "–".to_owned(), |v| format!("{v:.2} ({})", r.tries)),
         ]);
@@ -368,7 +370,8 @@ pub fn sftp_table(f: &SftpFigures) -> String {
         let x = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"));
         out += &format!(
             "{}: proxy/raw {} (goal ≥ {GOAL}×: {}), cpam-connect/raw {}, direct/raw {}; \
-             auditing cost (proxy − raw server) {} CPU-s/GB, SHA-256 {} of the proxy's server CPU\n",
+             CPU-s/GB of all processes proxy/raw {}; auditing cost (proxy − raw server) {} CPU-s/GB, \
+             SHA-256 {} of the proxy's server CPU\n",
             s.direction,
             x(s.proxy_over_raw),
             match s.goal_met {
@@ -378,6 +381,7 @@ pub fn sftp_table(f: &SftpFigures) -> String {
             },
             x(s.connect_over_raw),
             x(s.direct_over_raw),
+            x(s.proxy_over_raw_cpu_all),
             cell(s.audit_cost_server_cpu_s_per_gb),
             s.hash_share_of_proxy_server
                 .map_or_else(|| "–".to_owned(), |v| format!("{:.0} %", v * 100.0)),

@@ -74,6 +74,16 @@ impl CpuPerGb {
             .any(Option::is_some)
             .then(|| parts.iter().flatten().sum())
     }
+
+    /// Every process of the path: cpam's, the client and `sshd`. On a
+    /// machine whose cores the path saturates, throughput follows this.
+    pub fn all(&self) -> Option<f64> {
+        let parts = [self.cpam(), self.client, self.sshd];
+        parts
+            .iter()
+            .any(Option::is_some)
+            .then(|| parts.iter().flatten().sum())
+    }
 }
 
 /// One transfer: a path, a direction and its figures.
@@ -110,6 +120,9 @@ pub struct DirSummary {
     pub proxy_over_raw: Option<f64>,
     pub connect_over_raw: Option<f64>,
     pub direct_over_raw: Option<f64>,
+    /// CPU-s/GB of every process of the path (cpam, client, sshd), proxy
+    /// over raw.
+    pub proxy_over_raw_cpu_all: Option<f64>,
     /// The proxy's server CPU-s/GB minus the raw tunnel's.
     pub audit_cost_server_cpu_s_per_gb: Option<f64>,
     /// In-process SHA-256 CPU-s/GB over the proxy's server CPU-s/GB.
@@ -151,6 +164,7 @@ impl SftpFigures {
                 let d = d.name();
                 let rate = |p: &str| self.row(p, d).and_then(|r| r.mb_per_s);
                 let server = |p: &str| self.row(p, d).and_then(|r| r.cpu_s_per_gb.server);
+                let all = |p: &str| self.row(p, d).and_then(|r| r.cpu_s_per_gb.all());
                 let over_raw = |p: &str| ratio(rate(p), rate("raw"));
                 let proxy_over_raw = over_raw("proxy");
                 DirSummary {
@@ -158,6 +172,7 @@ impl SftpFigures {
                     proxy_over_raw,
                     connect_over_raw: over_raw("cpam-connect"),
                     direct_over_raw: over_raw("direct"),
+                    proxy_over_raw_cpu_all: ratio(all("proxy"), all("raw")),
                     audit_cost_server_cpu_s_per_gb: server("proxy")
                         .zip(server("raw"))
                         .map(|(p, r)| p - r),
