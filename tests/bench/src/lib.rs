@@ -5,6 +5,8 @@
 //! - `load`: bulk transfer, first-byte latency, concurrency burst;
 //! - `openssh`, `cpam`: bring a path up and hand back a [`RunningPath`];
 //! - `psm`: privileged SSH sessions through the proxy vs the raw tunnel;
+//! - `sftp`: File Transfer (stock `sftp`, `cpam-connect put/get`) direct,
+//!   through the raw tunnel and through the auditing proxy;
 //! - `report`: the stdout table and the JSON document.
 
 pub mod cpam;
@@ -15,6 +17,7 @@ pub mod openssh;
 pub mod procs;
 pub mod psm;
 pub mod report;
+pub mod sftp;
 pub mod targets;
 
 use std::collections::BTreeMap;
@@ -185,10 +188,10 @@ fn gate(plan: &Plan) -> f64 {
 }
 
 /// Tries per bulk run when other work on the machine disturbs it.
-const BULK_TRIES: usize = 3;
+pub(crate) const BULK_TRIES: usize = 3;
 /// Cores of CPU used by processes outside the bench that still count as a
 /// clean run.
-const FOREIGN_MAX: f64 = 0.10;
+pub(crate) const FOREIGN_MAX: f64 = 0.10;
 
 /// One bulk transfer with CPU accounting.
 fn bulk_once(

@@ -10,10 +10,11 @@ use clap::Parser;
 
 use cpam_bench::openssh::Flavor;
 use cpam_bench::psm::{PsmFigures, PsmPaths, PsmPlan};
+use cpam_bench::sftp::SftpPlan;
 use cpam_bench::targets::Targets;
 use cpam_bench::{PathResult, Plan, RunningPath, procs};
 
-const ALL_PATHS: [&str; 7] = [
+const ALL_PATHS: [&str; 8] = [
     "direct",
     "openssh",
     "openssh-tty",
@@ -21,6 +22,7 @@ const ALL_PATHS: [&str; 7] = [
     "ipconnect-legacy",
     "ipconnect-driver",
     "psm",
+    "sftp",
 ];
 
 /// Throughput, CPU per byte, first-byte latency and a connection burst
@@ -31,8 +33,8 @@ const ALL_PATHS: [&str; 7] = [
 #[derive(Debug, Parser)]
 #[command(name = "cpam-bench", version)]
 struct Args {
-    /// Bytes for the bulk transfer: a number, or with KiB/MiB/GiB (or K/M/G,
-    /// KB/MB/GB) suffix.
+    /// Bytes for the bulk transfer, and the size of the sftp file: a
+    /// number, or with KiB/MiB/GiB (or K/M/G, KB/MB/GB) suffix.
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     bytes: u64,
     /// Parallel connections for the bulk transfer, as a list: each entry is
@@ -53,7 +55,10 @@ struct Args {
     size: usize,
     /// Paths to measure: direct, openssh, openssh-tty (OpenSSH with NODELAY
     /// via -tt sessions), cpam, psm (privileged SSH sessions vs the raw
-    /// tunnel, a table of its own), ipconnect-legacy and ipconnect-driver
+    /// tunnel, a table of its own), sftp (File Transfer: stock sftp direct,
+    /// through the raw tunnel and through the auditing proxy, and
+    /// cpam-connect put/get, of one --bytes file each way; a table of its
+    /// own), ipconnect-legacy and ipconnect-driver
     /// (IP Connect's loopback listeners and TUN driver; the driver needs
     /// root and runs the bench in a network namespace of its own);
     /// `ipconnect` is short for cpam,ipconnect-legacy,ipconnect-driver.
@@ -200,7 +205,7 @@ fn run() -> Result<()> {
     let mut paths: Vec<&str> = Vec::new();
     for name in ALL_PATHS
         .iter()
-        .filter(|p| **p != "psm" && args.only.iter().any(|o| o == *p))
+        .filter(|p| !matches!(**p, "psm" | "sftp") && args.only.iter().any(|o| o == *p))
     {
         paths.push(name);
         if *name == "cpam" && args.compare_bin_dir.is_some() {
@@ -251,6 +256,15 @@ fn run() -> Result<()> {
         .iter()
         .any(|o| o == "psm")
         .then(|| run_psm(&bin_dir, &psm_plan));
+    let sftp_plan = SftpPlan {
+        bytes: args.bytes,
+        idle_wait: Duration::from_secs(args.idle_wait),
+    };
+    let sftp = args
+        .only
+        .iter()
+        .any(|o| o == "sftp")
+        .then(|| cpam_bench::sftp::run(&bin_dir, &sftp_plan));
 
     if !results.is_empty() {
         print!("{}", cpam_bench::report::table(&results, &plan));
@@ -261,6 +275,15 @@ fn run() -> Result<()> {
         print!("{}", cpam_bench::psm::table(figures, &psm_plan));
         failed |= figures.iter().any(|f| !f.errors.is_empty());
         doc["psm"] = serde_json::json!({ "plan": psm_plan, "paths": figures });
+    }
+    if let Some(figures) = &sftp {
+        print!("{}", cpam_bench::report::sftp_table(figures));
+        failed |= figures.failed();
+        doc["sftp"] = serde_json::json!({
+            "plan": sftp_plan,
+            "figures": figures,
+            "summary": figures.summary(),
+        });
     }
     if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
         procs::ensure_dir(parent)?;

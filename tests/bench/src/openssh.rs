@@ -64,6 +64,7 @@ UsePAM no
 AllowTcpForwarding yes
 GatewayPorts no
 X11Forwarding no
+Subsystem sftp internal-sftp
 PrintMotd no
 PrintLastLog no
 UseDNS no

@@ -279,6 +279,26 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// utime + stime of a process plus cutime + cstime, the CPU of the
+/// children it has waited for (sshd's finished sessions, a client's `ssh`),
+/// in clock ticks.
+pub fn cpu_ticks_with_children(pid: u32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    (11..=14).map(|i| f.get(i)?.parse::<u64>().ok()).sum()
+}
+
+/// CPU time of the calling thread in nanoseconds (the first field of
+/// `/proc/thread-self/schedstat`), for timing in-process work finer than
+/// clock ticks.
+pub fn thread_cpu_ns() -> Option<u64> {
+    fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// All descendants of `root` (children, grandchildren, ...), found by ppid.
 pub fn descendants(root: u32) -> Vec<u32> {
     let mut parent_of: HashMap<u32, u32> = HashMap::new();

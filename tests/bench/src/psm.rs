@@ -30,7 +30,7 @@ use super::load::percentile;
 use super::openssh::{login_user, start_sshd};
 use super::procs::{clock_ticks, cpu_ticks, descendants, rss_kib, run_input, wait_idle};
 
-const MASTER: &str = "bench master password 1";
+pub(crate) const MASTER: &str = "bench master password 1";
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 /// The line the interactive sessions print once the pty is in raw mode.
 const READY: &str = "CPAM-BENCH-READY";
@@ -63,11 +63,14 @@ pub struct PsmFigures {
     pub errors: Vec<String>,
 }
 
-/// The raw tunnel and the PSM path, up; dropping it stops everything.
+/// The raw tunnel and the PSM path to one private `sshd`, up; dropping it
+/// stops everything. The File Transfer bench (`sftp`) uses the same set-up.
 #[derive(Debug)]
 pub struct PsmPaths {
-    d: Deployment,
-    sshd_pid: u32,
+    pub(crate) d: Deployment,
+    pub(crate) sshd_pid: u32,
+    /// The `sshd` itself (the direct route).
+    target: SocketAddr,
     key: PathBuf,
     known_hosts: PathBuf,
     askpass: PathBuf,
@@ -126,13 +129,14 @@ impl PsmPaths {
         let paths = Self {
             d,
             sshd_pid,
+            target,
             key,
             known_hosts,
             askpass,
             raw,
             psm,
         };
-        for which in [Which::Raw, Which::Psm] {
+        for which in [Route::Raw, Route::Psm] {
             let out = run_input(
                 &format!("ssh through the {} path", which.name()),
                 &mut paths.ssh(which, false, "echo up"),
@@ -148,40 +152,71 @@ impl PsmPaths {
     }
 
     /// Stock `ssh` through `which`, running `command` (with a pty when `tty`).
-    fn ssh(&self, which: Which, tty: bool, command: &str) -> Command {
+    fn ssh(&self, which: Route, tty: bool, command: &str) -> Command {
         let mut c = Command::new("ssh");
         c.args(["-F", "/dev/null", "-e", "none"])
             .arg(if tty { "-tt" } else { "-T" })
             .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"]);
+        self.login_options(which, &mut c);
+        c.args(["-p", &self.port(which).to_string()])
+            .arg(self.destination(which))
+            .arg(command);
+        c
+    }
+
+    /// The options and environment with which a stock OpenSSH client
+    /// (`ssh`, `sftp`) logs in through `which`: the target's key for the
+    /// direct route and the raw tunnel (where `sshd` authenticates the
+    /// client itself), the server's pinned key and the master password
+    /// through `SSH_ASKPASS` for the proxy. Port and destination are
+    /// separate ([`PsmPaths::port`], [`PsmPaths::destination`]): `ssh` and
+    /// `sftp` spell the port differently.
+    pub(crate) fn login_options(&self, which: Route, c: &mut Command) {
         match which {
-            Which::Raw => {
+            Route::Direct | Route::Raw => {
                 c.arg("-i")
                     .arg(&self.key)
                     .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
                     .args(["-o", "StrictHostKeyChecking=no"])
-                    .args(["-o", "UserKnownHostsFile=/dev/null"])
-                    .args(["-p", &self.raw.port().to_string()])
-                    .arg(format!("{}@127.0.0.1", login_user()));
+                    .args(["-o", "UserKnownHostsFile=/dev/null"]);
             }
-            Which::Psm => {
+            Route::Psm => {
                 c.args(["-o", "HostKeyAlias=cpam", "-o", "StrictHostKeyChecking=yes"])
                     .arg("-o")
                     .arg(format!("UserKnownHostsFile={}", self.known_hosts.display()))
                     .args(["-o", "PreferredAuthentications=keyboard-interactive"])
                     .args(["-o", "NumberOfPasswordPrompts=1"])
-                    .args(["-p", &self.psm.port().to_string()])
-                    .arg("vendor@127.0.0.1")
                     .env("SSH_ASKPASS", &self.askpass)
                     .env("SSH_ASKPASS_REQUIRE", "force")
                     .env("DISPLAY", ":0");
             }
         }
-        c.arg(command);
-        c
     }
 
-    /// cpam's processes serving `which`: server, gatekeeper, its forward.
-    fn cpam_pids(&self, which: Which) -> Vec<u32> {
+    /// The loopback port a client connects to for `which`.
+    pub(crate) fn port(&self, which: Route) -> u16 {
+        match which {
+            Route::Direct => self.target.port(),
+            Route::Raw => self.raw.port(),
+            Route::Psm => self.psm.port(),
+        }
+    }
+
+    /// `user@127.0.0.1`: the target account, or the vendor for the proxy
+    /// (the server logs in to the target with the vault's credential).
+    pub(crate) fn destination(&self, which: Route) -> String {
+        match which {
+            Route::Direct | Route::Raw => format!("{}@127.0.0.1", login_user()),
+            Route::Psm => "vendor@127.0.0.1".to_owned(),
+        }
+    }
+
+    /// cpam's processes serving `which`: server, gatekeeper, its forward
+    /// (none for the direct route).
+    pub(crate) fn cpam_pids(&self, which: Route) -> Vec<u32> {
+        if matches!(which, Route::Direct) {
+            return Vec::new();
+        }
         let forward = format!("cpam-connect-{}", which.name());
         self.d
             .path
@@ -205,7 +240,7 @@ impl PsmPaths {
 
     /// Measures both paths.
     pub fn measure(&self, plan: &PsmPlan) -> Vec<PsmFigures> {
-        [Which::Raw, Which::Psm]
+        [Route::Raw, Route::Psm]
             .into_iter()
             .map(|which| {
                 let mut f = PsmFigures {
@@ -234,7 +269,7 @@ impl PsmPaths {
             .collect()
     }
 
-    fn bulk(&self, which: Which, bytes: u64, f: &mut PsmFigures) -> Result<()> {
+    fn bulk(&self, which: Route, bytes: u64, f: &mut PsmFigures) -> Result<()> {
         // The command keeps its session open after the output so its sshd
         // process and the ssh client are still there to be measured.
         let command = format!(
@@ -273,7 +308,7 @@ impl PsmPaths {
         Ok(())
     }
 
-    fn echo(&self, which: Which, samples: usize, f: &mut PsmFigures) -> Result<()> {
+    fn echo(&self, which: Route, samples: usize, f: &mut PsmFigures) -> Result<()> {
         let mut s = Interactive::start(self.ssh(which, true, &interactive_command()))?;
         let mut times = Vec::with_capacity(samples);
         for i in 0..samples + 5 {
@@ -289,7 +324,7 @@ impl PsmPaths {
         Ok(())
     }
 
-    fn sessions(&self, which: Which, count: usize, f: &mut PsmFigures) -> Result<()> {
+    fn sessions(&self, which: Route, count: usize, f: &mut PsmFigures) -> Result<()> {
         let cpam = self.cpam_pids(which);
         let rss = || cpam.iter().filter_map(|p| rss_kib(*p)).sum::<u64>() as f64 / 1024.0;
         f.rss_idle_mib = Some(rss());
@@ -309,17 +344,26 @@ impl PsmPaths {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Which {
+/// How a client reaches the target `sshd`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Straight to the `sshd` port, no cpam (the File Transfer bench's
+    /// baseline).
+    Direct,
+    /// `cpam-connect forward` of the `tcp` service `raw`: cpam carries the
+    /// client's SSH bytes without reading them.
     Raw,
+    /// `cpam-connect forward` of the `ssh` service `psm`: the server's SSH
+    /// proxy.
     Psm,
 }
 
-impl Which {
-    fn name(self) -> &'static str {
+impl Route {
+    pub(crate) fn name(self) -> &'static str {
         match self {
-            Which::Raw => "raw",
-            Which::Psm => "psm",
+            Route::Direct => "direct",
+            Route::Raw => "raw",
+            Route::Psm => "psm",
         }
     }
 }
@@ -443,7 +487,7 @@ pub fn table(figures: &[PsmFigures], plan: &PsmPlan) -> String {
     out
 }
 
-fn human_bytes(b: u64) -> String {
+pub(crate) fn human_bytes(b: u64) -> String {
     if b.is_multiple_of(1 << 30) {
         format!("{} GiB", b >> 30)
     } else if b.is_multiple_of(1 << 20) {

@@ -1,9 +1,12 @@
-//! The stdout table (path × metric, with ratios) and the JSON document.
+//! The stdout table (path × metric, with ratios) and the JSON document;
+//! the File Transfer table.
 
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
+use super::psm::human_bytes;
+use super::sftp::{GOAL, SftpFigures};
 use super::{PathResult, Plan};
 
 /// Reads one figure from a path's result.
@@ -264,4 +267,147 @@ pub fn json(results: &[PathResult], plan: &Plan) -> Value {
         "paths": results,
         "ratios": ratios,
     })
+}
+
+/// The File Transfer table: one row per path and direction.
+pub fn sftp_table(f: &SftpFigures) -> String {
+    let mut out = format!(
+        "\nFile Transfer: stock sftp direct, through the raw tunnel and through the auditing SSH proxy; cpam-connect put/get\n\
+         ({} random file, sha256 {}; CPU-s/GB per process, GB = 10^9 bytes)\n\n",
+        human_bytes(f.bytes),
+        if f.sha256.is_empty() { "-" } else { &f.sha256 }
+    );
+    let header = [
+        "path",
+        "dir",
+        "MB/s ↑",
+        "/raw ↑",
+        "transfer, s",
+        "wall, s",
+        "server ↓",
+        "gk ↓",
+        "forward ↓",
+        "cpam ↓",
+        "client ↓",
+        "sshd ↓",
+        "all ↓",
+        "other load (tries)",
+    ];
+    let mut lines: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    let cell = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}"));
+    for r in &f.rows {
+        let raw = f.row("raw", r.direction).and_then(|x| x.mb_per_s);
+        let c = &r.cpu_s_per_gb;
+        lines.push(vec![
+            r.path.to_owned(),
+            r.direction.to_owned(),
+            r.mb_per_s
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.1}")),
+            ratio(r.mb_per_s, raw).map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×")),
+            cell(r.transfer_s),
+            cell(r.wall_s),
+            cell(c.server),
+            cell(c.gatekeeper),
+            cell(c.forward),
+            cell(c.cpam()),
+            cell(c.client),
+            cell(c.sshd),
+            cell(c.all()),
+            r.other_load_cores
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.2} ({})", r.tries)),
+        ]);
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            lines
+                .iter()
+                .map(|l| l[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (n, l) in lines.iter().enumerate() {
+        let cells: Vec<String> = l
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let pad = " ".repeat(widths[i] - c.chars().count());
+                if i < 2 {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        out += &format!("| {} |\n", cells.join(" | "));
+        if n == 0 {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out += &format!("|-{}-|\n", rule.join("-|-"));
+        }
+    }
+    out += "MB/s over the transfer: from the client opening the file to its exit; wall: logging in included\n\
+            client: sftp and its ssh, or cpam-connect (logging in included); \
+            other load: cores used meanwhile outside the bench and the path \
+            (above 0.10 the row is tried again in the next round, up to 3 rounds, and the least disturbed try kept)\n";
+    if let Some(h) = f.hash_cpu_s_per_gb {
+        out += &format!(
+            "SHA-256 in-process (sha2, one core): {h:.2} CPU-s/GB ({:.0} MB/s)\n",
+            1e3 / h
+        );
+    }
+    if !f.session_s.is_empty() {
+        let s: Vec<String> = f
+            .session_s
+            .iter()
+            .map(|(p, s)| format!("{p} {s:.2}"))
+            .collect();
+        out += &format!(
+            "sftp session moving nothing (log in, pwd, quit), s: {}\n",
+            s.join(", ")
+        );
+    }
+    for s in f.summary() {
+        let x = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"));
+        out += &format!(
+            "{}: proxy/raw {} (goal ≥ {GOAL}×: {}), cpam-connect/raw {}, direct/raw {}; \
+             CPU-s/GB of all processes proxy/raw {}; auditing cost (proxy − raw server) {} CPU-s/GB, \
+             SHA-256 {} of the proxy's server CPU\n",
+            s.direction,
+            x(s.proxy_over_raw),
+            match s.goal_met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "–",
+            },
+            x(s.connect_over_raw),
+            x(s.direct_over_raw),
+            x(s.proxy_over_raw_cpu_all),
+            cell(s.audit_cost_server_cpu_s_per_gb),
+            s.hash_share_of_proxy_server
+                .map_or_else(|| "–".to_owned(), |v| format!("{:.0} %", v * 100.0)),
+        );
+    }
+    for r in &f.rows {
+        if let Some(a) = &r.audit {
+            out += &format!(
+                "audit ({} {}): session.file {} {} {} bytes sha256 {} {}\n",
+                r.path,
+                r.direction,
+                a["direction"].as_str().unwrap_or("?"),
+                a["path"].as_str().unwrap_or("?"),
+                a["size"],
+                a["sha256"].as_str().unwrap_or("?"),
+                a["result"].as_str().unwrap_or("?"),
+            );
+        }
+    }
+    for e in &f.errors {
+        out += &format!("ERROR sftp: {e}\n");
+    }
+    for r in &f.rows {
+        for e in &r.errors {
+            out += &format!("ERROR sftp {} {}: {e}\n", r.path, r.direction);
+        }
+    }
+    out
 }
