@@ -373,7 +373,9 @@ pub fn sftp_table(f: &SftpFigures) -> String {
              CPU-s/GB of all processes proxy/raw {}; auditing cost (proxy − raw server) {} CPU-s/GB, \
              SHA-256 {} of the proxy's server CPU\n",
             s.direction,
-            x(s.proxy_over_raw),
+            // Three digits: the verdict must not look like 0.90× NOT met.
+            s.proxy_over_raw
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.3}×")),
             match s.goal_met {
                 Some(true) => "met",
                 Some(false) => "NOT met",
