@@ -52,7 +52,6 @@ mod imp {
     use tokio::sync::mpsc;
 
     use super::super::watch::{image, same_origin};
-    use crate::model::ServiceId;
     use crate::proxy::rdp::{DesktopInput, DesktopRequest, MouseButton};
     use crate::record::WatchFrame;
     use crate::secret::Secret;
@@ -115,20 +114,14 @@ mod imp {
         peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
         ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     ) -> ApiResult<Response> {
-        // As for the browser terminal: a vendor reaches a service through
-        // a grant, others through their customers; anyone else gets a 404.
-        let p = &caller.principal;
-        let service = match state.store.service(&ServiceId(id.clone())).await? {
-            Some(s) if p.in_scope(&s.customer_id) => s,
-            Some(s) if !state.store.grants_for(&p.user.id, &s.id).await?.is_empty() => s,
-            _ => return Err(ApiError::not_found(format!("no service `{id}`"))),
-        };
-        if service.kind != crate::model::ServiceKind::Rdp {
-            return Err(ApiError::invalid(format!(
-                "service `{}` is not an RDP service",
-                service.name
-            )));
-        }
+        let service = super::super::terminal::openable_service(
+            &state,
+            &caller,
+            &id,
+            crate::model::ServiceKind::Rdp,
+            "an RDP service",
+        )
+        .await?;
         let desktops = state.desktop().ok_or_else(|| {
             ApiError::from(crate::Error::conflict(
                 "this server runs no browser desktops",

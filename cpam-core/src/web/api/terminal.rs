@@ -45,6 +45,33 @@ struct Resize {
     resize: (u16, u16),
 }
 
+/// Service `id`, which the caller may open a console session to (the
+/// browser terminal, the browser desktop): a vendor reaches a service
+/// through a grant, not a membership of its customer, and either lets the
+/// caller see it; anyone else gets a 404. A service of another kind than
+/// `kind` (`what` names it) is refused.
+pub(super) async fn openable_service(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    kind: crate::model::ServiceKind,
+    what: &str,
+) -> ApiResult<crate::model::Service> {
+    let p = &caller.principal;
+    let service = match state.store.service(&ServiceId(id.to_string())).await? {
+        Some(s) if p.in_scope(&s.customer_id) => s,
+        Some(s) if !state.store.grants_for(&p.user.id, &s.id).await?.is_empty() => s,
+        _ => return Err(ApiError::not_found(format!("no service `{id}`"))),
+    };
+    if service.kind != kind {
+        return Err(ApiError::invalid(format!(
+            "service `{}` is not {what}",
+            service.name
+        )));
+    }
+    Ok(service)
+}
+
 pub async fn terminal(
     State(state): State<AppState>,
     caller: Caller,
@@ -53,20 +80,14 @@ pub async fn terminal(
     peer: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    // A vendor reaches a service through a grant, not a membership of its
-    // customer: either lets the caller see it; anyone else gets a 404.
-    let p = &caller.principal;
-    let service = match state.store.service(&ServiceId(id.clone())).await? {
-        Some(s) if p.in_scope(&s.customer_id) => s,
-        Some(s) if !state.store.grants_for(&p.user.id, &s.id).await?.is_empty() => s,
-        _ => return Err(ApiError::not_found(format!("no service `{id}`"))),
-    };
-    if service.kind != crate::model::ServiceKind::Ssh {
-        return Err(ApiError::invalid(format!(
-            "service `{}` is not a privileged SSH service",
-            service.name
-        )));
-    }
+    let service = openable_service(
+        &state,
+        &caller,
+        &id,
+        crate::model::ServiceKind::Ssh,
+        "a privileged SSH service",
+    )
+    .await?;
     let terminals = state.terminal().ok_or_else(|| {
         ApiError::from(crate::Error::conflict(
             "this server runs no browser terminals",
