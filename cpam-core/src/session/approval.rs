@@ -180,6 +180,34 @@ impl SessionEngine {
             .await
     }
 
+    /// Approves a session whose client is the server itself (the browser
+    /// terminal and desktop): through the service's own gatekeeper, or for
+    /// a service of the whole customer the first of its gatekeepers that is
+    /// online. `TunnelUnavailable` when that gatekeeper is offline.
+    pub async fn approve_in_server(
+        &self,
+        user: &User,
+        service: &Service,
+        originator: &Originator,
+    ) -> Result<Approval> {
+        let gatekeepers = self
+            .store()
+            .list_gatekeepers(Some(&service.customer_id))
+            .await?;
+        let gatekeeper = gatekeepers
+            .into_iter()
+            .filter(|g| service.gatekeeper_id.as_ref().is_none_or(|id| *id == g.id))
+            .find(|g| g.online)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::TunnelUnavailable,
+                    format!("the gatekeeper of service `{}` is not online", service.name),
+                )
+            })?;
+        self.approve(user, None, &gatekeeper, service, originator)
+            .await
+    }
+
     /// Checks policy, the checkout a credential-injected service needs, and
     /// the access hook; the only way to get an [`Approval`]. Its `until` is
     /// the earliest of the grant's end and the checkout's. A refusal is audited, published and returned as an

@@ -224,27 +224,12 @@ impl BrowserDesktop {
                 req.service.name
             )));
         }
-        let store = self.engine.store();
-        let gatekeeper = store
-            .list_gatekeepers(Some(&req.service.customer_id))
-            .await?
-            .into_iter()
-            .find(|g| g.online)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::TunnelUnavailable,
-                    format!(
-                        "no gatekeeper of service `{}`'s customer is online",
-                        req.service.name
-                    ),
-                )
-            })?;
         let approval = self
             .engine
-            .approve(&req.user, None, &gatekeeper, &req.service, &req.originator)
+            .approve_in_server(&req.user, &req.service, &req.originator)
             .await?;
         crate::vault::verify_master_password(
-            store,
+            self.engine.store(),
             self.engine.audit(),
             &self.throttle,
             &req.user,

@@ -88,24 +88,9 @@ impl BrowserTerminal {
                 req.service.name
             )));
         }
-        let store = self.engine.store();
-        let gatekeeper = store
-            .list_gatekeepers(Some(&req.service.customer_id))
-            .await?
-            .into_iter()
-            .find(|g| g.online)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::TunnelUnavailable,
-                    format!(
-                        "no gatekeeper of service `{}`'s customer is online",
-                        req.service.name
-                    ),
-                )
-            })?;
         let approval = self
             .engine
-            .approve(&req.user, None, &gatekeeper, &req.service, &req.originator)
+            .approve_in_server(&req.user, &req.service, &req.originator)
             .await?;
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let session = {

@@ -707,3 +707,47 @@ async fn a_session_whose_start_cannot_be_audited_is_refused() {
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].end_reason, Some(EndReason::Refused), "{rows:?}");
 }
+
+#[tokio::test]
+async fn a_session_the_server_opens_goes_through_the_services_own_gatekeeper() {
+    let w = world().await;
+    let from = Originator::new("127.0.0.1", 40000);
+    w.admin.add_gatekeeper("acme", "gk2", HOUR).await.unwrap();
+    let gk2 = w.admin.gatekeeper("gk2").await.unwrap();
+    let now = w.clock.now();
+    // The world's gatekeeper as the hub knows it once it enrolled.
+    let code = w.admin.issue_code("gk", HOUR).await.unwrap();
+    w.store
+        .redeem_registration_code(
+            &crate::tunnel::code_hash(&code.code),
+            "ssh-ed25519 AAAA",
+            "SHA256:gk",
+            now,
+        )
+        .await
+        .unwrap()
+        .expect("a fresh code");
+    // Only the other gatekeeper of the customer is online: the service's
+    // network is out of reach.
+    w.store
+        .set_gatekeeper_state(&gk2.id, true, false, None, now)
+        .await
+        .unwrap();
+    let e = w
+        .engine
+        .approve_in_server(&w.user, &w.service, &from)
+        .await
+        .expect_err("the service's gatekeeper is offline");
+    assert_eq!(e.kind(), ErrorKind::TunnelUnavailable);
+    assert!(e.message().contains("`ssh`"), "{e}");
+    w.store
+        .set_gatekeeper_state(&w.gatekeeper.id, true, false, None, now)
+        .await
+        .unwrap();
+    let a = w
+        .engine
+        .approve_in_server(&w.user, &w.service, &from)
+        .await
+        .expect("through the service's gatekeeper");
+    assert_eq!(a.gatekeeper().id, w.gatekeeper.id);
+}
