@@ -302,6 +302,21 @@ enum cpam_status cpam_forward_local_addr(const struct cpam_forward *forward,
                                          size_t len,
                                          size_t *written);
 
+// Desktop Sharing: starts a remote desktop client on the forward's address
+// and blocks until it exits, writing its exit code to `*exit_code` (1 when
+// a signal ended it). `program` NULL picks the platform's native client on
+// `PATH` (`xfreerdp`, `mstsc`, `open rdp://`), with `args` after `/v:ADDR`;
+// a named `program` gets `{addr}` in `args` replaced by the address, or
+// `/v:ADDR` first. `args` holds `args_len` C strings (NULL when 0). No
+// native client is `CPAM_NOT_FOUND`, whose message names the address to
+// connect one to by hand; a program that cannot start is `CPAM_NOT_FOUND`
+// naming it.
+enum cpam_status cpam_forward_launch_desktop(const struct cpam_forward *forward,
+                                             const char *program,
+                                             const char *const *args,
+                                             size_t args_len,
+                                             int32_t *exit_code);
+
 // Stops listening, ends the forward's sessions, and frees it. NULL is ignored.
 void cpam_forward_free(struct cpam_forward *forward);
 

@@ -63,6 +63,24 @@ struct Outcome {
     gatekeeper: String,
 }
 
+/// A stand-in for `xfreerdp` on the example's `PATH`.
+const FAKE_XFREERDP: &str = r#"#!/usr/bin/env python3
+import socket, sys
+args = sys.argv[1:]
+if len(args) != 2 or not args[0].startswith("/v:") or args[1] != "/cert:ignore":
+    sys.exit(f"unexpected arguments {args}")
+host, port = args[0][3:].rsplit(":", 1)
+with socket.create_connection((host, int(port)), timeout=30) as s:
+    s.sendall(b"desktop ping\n")
+    got = b""
+    while len(got) < 13:
+        chunk = s.recv(64)
+        if not chunk:
+            break
+        got += chunk
+sys.exit(0 if got == b"desktop ping\n" else f"echo came back as {got!r}")
+"#;
+
 /// Runs the whole path and returns each program's stdout.
 fn drive(server: Server, denied: &[&str]) -> anyhow::Result<Outcome> {
     let dir = tempfile::Builder::new().prefix("cpam-c-abi-").tempdir()?;
@@ -170,6 +188,16 @@ fn drive(server: Server, denied: &[&str]) -> anyhow::Result<Outcome> {
     let exe = compile("forward_service", d)?;
     let mut c = sanitized(&exe);
     c.arg(&profile).arg("echo").args(denied);
+    // The "native desktop client" the example launches on its forward: it
+    // must get `/v:ADDR` and the example's argument, and reach the echo
+    // service through the forward.
+    let clients = d.join("bin");
+    std::fs::create_dir(&clients)?;
+    let fake = clients.join("xfreerdp");
+    std::fs::write(&fake, FAKE_XFREERDP)?;
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let path = std::env::var("PATH").unwrap_or_default();
+    c.env("PATH", format!("{}:{path}", clients.display()));
     let forward = run("forward_service", c, d, TIMEOUT)?;
     no_sanitizer_reports("forward_service", &forward.stderr)?;
     let forward = forward
@@ -245,6 +273,7 @@ fn c_gatekeeper_and_vendor_through_cpam_server() -> anyhow::Result<()> {
             "stream closed by the target",
             "refused: permission_denied (102): the server refused `secret`",
             "forward echoed: ping over a forward",
+            "desktop client exited with 0",
             "all good",
         ],
     );
@@ -267,6 +296,7 @@ fn c_hub_with_an_access_hook_and_an_audit_sink() -> anyhow::Result<()> {
             "refused: permission_denied (102): the server refused `secret`",
             "refused: permission_denied (102): the server refused `after-hours`",
             "forward echoed: ping over a forward",
+            "desktop client exited with 0",
             "all good",
         ],
     );

@@ -9,14 +9,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cpam_core::tunnel::connect::{ConnectClient, SessionStream};
+use cpam_core::tunnel::desktop::DesktopClient;
 use cpam_core::tunnel::profile::Profile;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::boundary::{
-    Rt, arg_out, arg_ref, arg_str, boundary, boundary_or, c_string, copy_out, into_handle, put,
-    take_handle, timeout,
+    Rt, arg_opt_str, arg_out, arg_ref, arg_str, boundary, boundary_or, c_string, copy_out,
+    into_handle, put, take_handle, timeout,
 };
 use crate::status::{Failure, cpam_status};
 
@@ -213,6 +214,51 @@ pub unsafe extern "C" fn cpam_forward_local_addr(
             let f = arg_ref(forward, "forward")?;
             copy_out(&f.addr.to_string(), buf, len, written)
         }
+    })
+}
+
+/// Desktop Sharing: starts a remote desktop client on the forward's address
+/// and blocks until it exits, writing its exit code to `*exit_code` (1 when
+/// a signal ended it). `program` NULL picks the platform's native client on
+/// `PATH` (`xfreerdp`, `mstsc`, `open rdp://`), with `args` after `/v:ADDR`;
+/// a named `program` gets `{addr}` in `args` replaced by the address, or
+/// `/v:ADDR` first. `args` holds `args_len` C strings (NULL when 0). No
+/// native client is `CPAM_NOT_FOUND`, whose message names the address to
+/// connect one to by hand; a program that cannot start is `CPAM_NOT_FOUND`
+/// naming it.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_forward_launch_desktop(
+    forward: *const cpam_forward,
+    program: *const c_char,
+    args: *const *const c_char,
+    args_len: usize,
+    exit_code: *mut i32,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: handle and C strings per the header's contract.
+        let (f, program) = unsafe {
+            (
+                arg_ref(forward, "forward")?,
+                arg_opt_str(program, "program")?,
+            )
+        };
+        let out = arg_out(exit_code, "exit_code")?;
+        let mut list = Vec::with_capacity(args_len);
+        if args_len > 0 {
+            if args.is_null() {
+                return Err(crate::boundary::null("args"));
+            }
+            for i in 0..args_len {
+                // SAFETY: `args` points to `args_len` C strings per the contract.
+                let arg = unsafe { arg_str(*args.add(i), &format!("args[{i}]"))? };
+                list.push(arg.to_string());
+            }
+        }
+        let client = DesktopClient::choose(program.map(Path::new), &list, f.addr)?;
+        let code = f.rt.block_on(client.run(&f.stop))?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { put(out, code) };
+        Ok(())
     })
 }
 

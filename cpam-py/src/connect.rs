@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use cpam_core::tunnel::connect::ConnectClient;
+use cpam_core::tunnel::desktop::DesktopClient;
 use cpam_core::tunnel::profile::Profile;
 use cpam_core::{Error, ErrorKind, Result, Secret};
 use pyo3::prelude::*;
@@ -304,6 +305,40 @@ impl Forward {
     #[getter]
     fn service(&self) -> String {
         self.service.clone()
+    }
+
+    /// Desktop Sharing: starts a remote desktop client on this forward's
+    /// address and waits for it to exit; returns its exit code (1 when a
+    /// signal ended it). Without `program`, the platform's native client on
+    /// `PATH` (`xfreerdp`, `mstsc`, `open rdp://`) gets `/v:ADDR` then
+    /// `args`; a named `program` gets `{addr}` in `args` replaced by the
+    /// address, or `/v:ADDR` first. No native client raises `NotFound`
+    /// naming the address to connect one to by hand.
+    #[pyo3(signature = (program=None, args=Vec::new()))]
+    fn launch_desktop(
+        &self,
+        py: Python<'_>,
+        program: Option<PathBuf>,
+        args: Vec<String>,
+    ) -> PyResult<i32> {
+        let client =
+            DesktopClient::choose(program.as_deref(), &args, self.address).map_err(to_py)?;
+        let stop = self.stop.clone();
+        wait(py, async move { client.run(&stop).await })
+    }
+
+    /// `launch_desktop()` for asyncio.
+    #[pyo3(signature = (program=None, args=Vec::new()))]
+    fn launch_desktop_async<'py>(
+        &self,
+        py: Python<'py>,
+        program: Option<PathBuf>,
+        args: Vec<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let client =
+            DesktopClient::choose(program.as_deref(), &args, self.address).map_err(to_py)?;
+        let stop = self.stop.clone();
+        awaitable(py, async move { client.run(&stop).await })
     }
 
     /// Stops listening, ends the forward's sessions and waits for them.

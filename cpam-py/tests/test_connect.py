@@ -3,7 +3,10 @@ and refusals as exceptions of the refusal's kind."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -96,3 +99,56 @@ def test_expired_grant_is_refused_and_audited_as_expired(deployment: Deployment,
                if r["action"] == "session.refused" and r["actor"] == "expired"]
     assert refusal and refusal[-1]["detail"]["reason"] == "expired", refusal
     assert refusal[-1]["detail"]["message"] == "grant has expired"
+
+
+# The "desktop client" the tests launch: connects to the forwarded address
+# it is given and exits 0 when the target (a real sshd) answers with its banner.
+_BANNER_CLIENT = """
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+with socket.create_connection((host, int(port)), timeout=30) as s:
+    sys.exit(0 if s.recv(64).startswith(b"SSH-2.0-OpenSSH") else 3)
+"""
+
+
+def test_launch_desktop_starts_the_client_on_the_forward(deployment: Deployment,
+                                                         gatekeeper: cpam.Gatekeeper,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Path) -> None:
+    cm = cpam.ConnectionManager(str(deployment.profile))
+    before = len(deployment.sessions())
+    with cm.forward("ssh") as fwd:
+        # `{addr}` is replaced by the forward's address.
+        assert fwd.launch_desktop(sys.executable, ["-c", _BANNER_CLIENT, "{addr}"]) == 0
+        # The client's exit code comes back as it is.
+        assert fwd.launch_desktop(sys.executable, ["-c", "import sys; sys.exit(5)", "{addr}"]) == 5
+        # No native client on PATH: the error names the address to use by hand.
+        monkeypatch.setenv("PATH", str(tmp_path))
+        with pytest.raises(cpam.NotFoundError, match=f"connect yours to {fwd.address}"):
+            fwd.launch_desktop()
+        # A native client found on PATH gets `/v:ADDR` first, then the arguments.
+        fake = tmp_path / "xfreerdp"
+        fake.write_text(f"#!{sys.executable}\nimport sys\n"
+                        f"sys.exit(0 if sys.argv[1:] == ['/v:{fwd.address}', '/cert:ignore'] else 4)\n")
+        fake.chmod(0o755)
+        assert fwd.launch_desktop(args=["/cert:ignore"]) == 0
+        with pytest.raises(cpam.NotFoundError, match="cannot start /nonexistent/client"):
+            fwd.launch_desktop("/nonexistent/client")
+    # The banner client's connection was one audited session.
+    sessions = wait_until("the desktop session recorded", lambda: [
+        x for x in deployment.sessions()[: len(deployment.sessions()) - before] if x["end_reason"]
+    ])
+    assert sessions[0]["service_name"] == "ssh" and sessions[0]["user_name"] == "vendor", sessions
+
+
+def test_launch_desktop_async(deployment: Deployment, gatekeeper: cpam.Gatekeeper) -> None:
+    cm = cpam.ConnectionManager(str(deployment.profile))
+
+    async def main() -> int:
+        fwd = await cm.forward_async("ssh")
+        try:
+            return await fwd.launch_desktop_async(sys.executable, ["-c", _BANNER_CLIENT, "{addr}"])
+        finally:
+            await fwd.close_async()
+
+    assert asyncio.run(main()) == 0

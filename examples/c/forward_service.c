@@ -11,7 +11,9 @@
  *      server's access hook), and shows that each refusal arrives as
  *      CPAM_PERMISSION_DENIED with a message,
  *   4. opens a local forward (what `cpam-connect forward` does) and talks
- *      through it with a plain TCP socket, as an ssh or RDP client would.
+ *      through it with a plain TCP socket, as an ssh or RDP client would,
+ *   5. starts the platform's remote desktop client on that forward
+ *      (Desktop Sharing, what `cpam-connect desktop` does).
  *
  * SERVICE is expected to echo what it receives (the tests point it at a TCP
  * echo server in the customer's network).
@@ -104,6 +106,28 @@ static int expect_refusal(const cpam_profile *profile, const char *service) {
     return st == CPAM_PERMISSION_DENIED && stream == NULL ? 0 : 1;
 }
 
+/* 5. Desktop Sharing: the platform's remote desktop client (xfreerdp,
+ * mstsc, open rdp://) started on the forward, as `cpam-connect desktop`
+ * does; this call returns when the client exits. A machine without one
+ * gets CPAM_NOT_FOUND and a message naming the address to connect to. */
+static int launch_desktop(const cpam_forward *forward) {
+    const char *args[] = {"/cert:ignore"};
+    int code = -1;
+    cpam_status st = cpam_forward_launch_desktop(forward, NULL, args, 1, &code);
+    if (st == CPAM_NOT_FOUND) {
+        char message[512];
+        size_t len = 0;
+        cpam_last_error_message(message, sizeof message, &len);
+        printf("no desktop client: %s\n", message);
+        return 0;
+    }
+    if (st != CPAM_OK) {
+        return fail("cpam_forward_launch_desktop", st);
+    }
+    printf("desktop client exited with %d\n", code);
+    return code == 0 ? 0 : 1;
+}
+
 /* 4. A local forward, used through an ordinary socket. */
 static int echo_over_forward(const cpam_profile *profile, const char *service) {
     cpam_forward *forward = NULL;
@@ -152,6 +176,7 @@ static int echo_over_forward(const cpam_profile *profile, const char *service) {
     if (fd >= 0) {
         close(fd);
     }
+    rc |= launch_desktop(forward);
     /* Stops listening and ends the forward's sessions. */
     cpam_forward_free(forward);
     return rc;

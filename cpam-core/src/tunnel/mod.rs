@@ -1,5 +1,6 @@
 //! The SSH transport: the server [`hub`], the customer-side [`gatekeeper`]
-//! agent, the vendor-side [`connect`] client, and the [`Dialer`] seam.
+//! agent, the vendor-side [`connect`] client (and its [`desktop`] launcher),
+//! and the [`Dialer`] seam.
 //!
 //! One SSH port serves both kinds of peers. A gatekeeper dials out to the
 //! server and authenticates with its enrolled key; the server reaches a
@@ -10,6 +11,7 @@
 
 pub mod allow;
 pub mod connect;
+pub mod desktop;
 pub mod dialer;
 pub mod gatekeeper;
 pub mod hub;
