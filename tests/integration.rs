@@ -19,6 +19,7 @@ mod rdp_sdk_e2e;
 mod recordings_e2e;
 mod refusals_e2e;
 mod rest_fuzz;
+mod s3_store_e2e;
 mod service_scope_e2e;
 mod sftp_bad_input_e2e;
 mod sftp_connect_e2e;

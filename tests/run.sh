@@ -76,6 +76,15 @@ rm -rf target/py-wheels
 target/py-venv/bin/maturin build --profile dev -q -m cpam-py/Cargo.toml --out target/py-wheels
 target/py-venv/bin/pip install -q --disable-pip-version-check --force-reinstall --no-deps target/py-wheels/cpam-*.whl
 
+# Recordings on an object store (tests/s3_store_e2e.rs): moto's S3 server
+# and boto3 in their own virtual environment, made when missing; the tests
+# start and stop the server themselves.
+if [ ! -x target/moto-venv/bin/moto_server ] || [ ! -x target/moto-venv/bin/python ]; then
+    rm -rf target/moto-venv
+    python3 -m venv target/moto-venv
+    target/moto-venv/bin/pip install -q --disable-pip-version-check "moto[server]==5.*" boto3
+fi
+
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets

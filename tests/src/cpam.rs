@@ -53,6 +53,9 @@ pub struct Options {
     pub hub_limits: Option<serde_json::Value>,
     /// Rules the gatekeeper allows beside [`ALLOW`].
     pub extra_allow: Vec<String>,
+    /// Record to an S3 store (moto, started in the vendor ns) under this
+    /// prefix instead of the data dir.
+    pub recordings_s3: Option<String>,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             vendor_password: None,
             hub_limits: None,
             extra_allow: Vec::new(),
+            recordings_s3: None,
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Deployment {
     pub profile: PathBuf,
     /// Extra processes started by a test, killed with the deployment.
     pub extra: Vec<Child>,
+    /// The object store recordings go to ([`Options::recordings_s3`]).
+    pub s3: Option<crate::s3::S3>,
+    /// The environment every `cpam-server run` of the deployment gets.
+    pub server_env: Vec<(String, String)>,
     pub topo: Topology,
     pub dir: tempfile::TempDir,
 }
@@ -136,8 +144,16 @@ impl Deployment {
             config["hub_limits"] = limits.clone();
             std::fs::write(&path, serde_json::to_string_pretty(&config)?)?;
         }
+        let s3 = match &opts.recordings_s3 {
+            Some(_) => Some(crate::s3::S3::start(Some(&topo.vendor), &d)?),
+            None => None,
+        };
+        let server_env = match (&s3, &opts.recordings_s3) {
+            (Some(s3), Some(prefix)) => s3.env(prefix),
+            _ => Vec::new(),
+        };
         let node = opts.node_id.as_deref();
-        let (server, server_addr) = spawn_server(&topo, &d, &data_dir, &listen, node)?;
+        let (server, server_addr) = spawn_server(&topo, &d, &data_dir, &listen, node, &server_env)?;
         let admin = |args: &[&str]| -> anyhow::Result<Output> {
             run(
                 &format!("admin-{}", args.join("-")),
@@ -239,6 +255,8 @@ impl Deployment {
             gk_state,
             profile,
             extra: Vec::new(),
+            s3,
+            server_env,
             topo,
             dir,
         })
@@ -465,6 +483,7 @@ impl Deployment {
             &self.data_dir,
             &self.server_addr.to_string(),
             self.node_id.as_deref(),
+            &self.server_env,
         )?;
         if addr != self.server_addr {
             bail!(
@@ -481,8 +500,14 @@ impl Deployment {
     /// `extra`. Returns its SSH address.
     pub fn spawn_node(&mut self, data_dir: &Path, node: &str) -> anyhow::Result<SocketAddr> {
         let listen = format!("{}:0", self.topo.vendor_addr);
-        let (child, addr) =
-            spawn_server(&self.topo, self.dir.path(), data_dir, &listen, Some(node))?;
+        let (child, addr) = spawn_server(
+            &self.topo,
+            self.dir.path(),
+            data_dir,
+            &listen,
+            Some(node),
+            &[],
+        )?;
         self.extra.push(child);
         Ok(addr)
     }
@@ -518,11 +543,13 @@ fn spawn_server(
     data_dir: &Path,
     listen: &str,
     node: Option<&str>,
+    env: &[(String, String)],
 ) -> anyhow::Result<(Child, SocketAddr)> {
     let mut c = topo.vendor.command(bin_path("cpam-server")?);
     c.args(["run", "--listen", listen, "--data-dir"])
         .arg(data_dir)
-        .env("RUST_LOG", "info");
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(node) = node {
         c.args(["--node-id", node]);
     }

@@ -21,6 +21,7 @@ pub mod psm;
 pub mod rdp;
 pub mod rdp_psm;
 pub mod recording;
+pub mod s3;
 pub mod sftp;
 pub mod sshd;
 pub mod web;

@@ -49,10 +49,16 @@ pub struct Psm {
 
 impl Psm {
     pub fn start() -> anyhow::Result<Psm> {
+        Psm::start_with(Options::default())
+    }
+
+    /// [`Psm::start`] on a deployment set up with `opts` (the target's
+    /// password logins and the vendor's password are always on).
+    pub fn start_with(opts: Options) -> anyhow::Result<Psm> {
         let mut d = Deployment::start_with(Options {
             sshd_passwords: true,
             vendor_password: Some(LOGIN.into()),
-            ..Options::default()
+            ..opts
         })?;
         let canary = format!("canary-{}", crate::now_millis());
         let n = ACCOUNTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

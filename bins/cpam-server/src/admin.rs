@@ -748,11 +748,12 @@ async fn audit_cmd(cmd: AuditCmd) -> anyhow::Result<ExitCode> {
                 )
             }))
         }
-        AuditCmd::Verify { c } => {
+        AuditCmd::Verify { c, s } => {
+            let storage = s.storage()?;
             let x = ctx(&c).await?;
             let v = anchor(&x)?.verify().await?;
             // Every sealed recording's manifest, chain and file too.
-            let r = x.data.verify_recordings().await?;
+            let r = x.data.verify_recordings_in(&storage).await?;
             let intact = v.is_intact() && r.failed.is_empty();
             let mut doc = json!(v);
             doc["recordings"] = json!(r);

@@ -329,6 +329,8 @@ pub enum AuditCmd {
     Verify {
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        s: crate::recordings::StorageArgs,
     },
     /// Sign the chain's head now into `audit-checkpoints.jsonl` (the
     /// server also does every `audit_checkpoint_secs` and at shutdown).

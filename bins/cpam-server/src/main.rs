@@ -77,6 +77,8 @@ enum Command {
         /// `node_id` of config.json).
         #[arg(long)]
         node_id: Option<String>,
+        #[command(flatten)]
+        storage: recordings::StorageArgs,
     },
     /// Server, gatekeeper, web console and a demo SSH target in one process.
     Demo {
@@ -134,6 +136,7 @@ fn main() -> std::process::ExitCode {
                 web_insecure_http,
                 web_base_path,
                 node_id,
+                storage,
             } => {
                 let web = cpam_core::server::ConsoleOptions {
                     listen: web_listen,
@@ -141,7 +144,8 @@ fn main() -> std::process::ExitCode {
                     base_path: web_base_path,
                     downloads_dir: None,
                 };
-                run::run(&data_dir, node_id, listen.as_deref(), web).await
+                let recordings = storage.storage()?;
+                run::run(&data_dir, node_id, listen.as_deref(), web, recordings).await
             }
             Command::Demo { listen, web_listen } => demo::demo(&listen, &web_listen).await,
             Command::Admin(cmd) => admin::dispatch(cmd).await,

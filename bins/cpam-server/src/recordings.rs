@@ -1,15 +1,19 @@
 //! `cpam-server recordings`: list, verify, cat and search the session
-//! recordings of a data dir, and an RDP recording's desktop at a time as a
-//! PNG (`cpam_core::record`).
+//! recordings of a data dir (or of the object store it records to), and an
+//! RDP recording's desktop at a time as a PNG (`cpam_core::record`).
 
 use std::io::Write as _;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Subcommand;
+use clap::{Args, Subcommand};
+use cpam_core::Secret;
 use cpam_core::model::{SessionId, Timestamp};
 use cpam_core::record::{
-    FileRecordingStore, RecordingFilter, RecordingId, RecordingInfo, RecordingStore,
+    ObjectStoreConfig, RecordingFilter, RecordingId, RecordingInfo, RecordingStorage,
+    RecordingStore,
 };
 use cpam_core::server::DataDir;
 use serde_json::json;
@@ -31,6 +35,8 @@ pub enum RecordingsCmd {
         until: Option<String>,
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
     },
     /// Checks a sealed recording (file, chain, manifest, signature); exits
     /// non-zero with what is wrong.
@@ -43,12 +49,16 @@ pub enum RecordingsCmd {
         all: bool,
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
     },
     /// Writes the recording (asciicast v2) to stdout.
     Cat {
         id: String,
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
     },
     /// Writes the desktop of an RDP recording at a time as a PNG file.
     Frame {
@@ -62,6 +72,8 @@ pub enum RecordingsCmd {
         out: std::path::PathBuf,
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
     },
     /// The recordings whose output shows TEXT, with the times it shows.
     Search {
@@ -70,12 +82,79 @@ pub enum RecordingsCmd {
         session: Option<String>,
         #[command(flatten)]
         c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
     },
 }
 
-fn store(c: &Common) -> anyhow::Result<FileRecordingStore> {
+/// Where recordings are kept, for `run` and `recordings`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StorageArgs {
+    /// Keep recordings in an S3-compatible object store,
+    /// `s3://BUCKET/PREFIX`, spooled under the data dir until uploaded
+    /// (default: files under the data dir). The endpoint, region and
+    /// credentials default to the standard AWS_* variables.
+    #[arg(long, env = "CPAM_RECORDINGS", value_name = "URL")]
+    pub recordings: Option<String>,
+    /// The object store's endpoint, `http(s)://HOST:PORT` (default:
+    /// AWS_ENDPOINT_URL, else AWS itself).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// The object store's region (default: AWS_REGION, else us-east-1).
+    #[arg(long)]
+    pub s3_region: Option<String>,
+    /// The access key id (default: AWS_ACCESS_KEY_ID).
+    #[arg(long)]
+    pub s3_access_key_id: Option<String>,
+    /// A file holding the secret access key (default:
+    /// AWS_SECRET_ACCESS_KEY; never on the command line, where every local
+    /// user can read it).
+    #[arg(long, value_name = "FILE")]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+}
+
+impl StorageArgs {
+    /// The storage these arguments name.
+    pub fn storage(&self) -> anyhow::Result<RecordingStorage> {
+        let Some(url) = &self.recordings else {
+            let stray = [
+                ("--s3-endpoint", self.s3_endpoint.is_some()),
+                ("--s3-region", self.s3_region.is_some()),
+                ("--s3-access-key-id", self.s3_access_key_id.is_some()),
+                (
+                    "--s3-secret-access-key-file",
+                    self.s3_secret_access_key_file.is_some(),
+                ),
+            ];
+            if let Some((flag, _)) = stray.iter().find(|(_, set)| *set) {
+                anyhow::bail!("{flag} needs --recordings s3://BUCKET/PREFIX");
+            }
+            return Ok(RecordingStorage::DataDir);
+        };
+        let mut config = ObjectStoreConfig::from_env(url);
+        config.bucket_and_prefix()?;
+        if let Some(e) = &self.s3_endpoint {
+            config.endpoint = Some(e.clone());
+        }
+        if let Some(r) = &self.s3_region {
+            config.region = Some(r.clone());
+        }
+        if let Some(k) = &self.s3_access_key_id {
+            config.access_key_id = Some(k.clone());
+        }
+        if let Some(path) = &self.s3_secret_access_key_file {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read the secret access key file {}", path.display())
+            })?;
+            config.secret_access_key = Some(Secret::new(text.trim().to_string()));
+        }
+        Ok(RecordingStorage::ObjectStore(config))
+    }
+}
+
+fn store(c: &Common, s: &StorageArgs) -> anyhow::Result<Arc<dyn RecordingStore>> {
     let data = DataDir::open(&c.data_dir)?;
-    Ok(data.recordings()?)
+    Ok(data.recording_store(&s.storage()?)?)
 }
 
 fn time(text: Option<String>) -> anyhow::Result<Option<Timestamp>> {
@@ -93,13 +172,14 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
             since,
             until,
             c,
+            s,
         } => {
             let filter = RecordingFilter {
                 session: session.map(SessionId),
                 since: time(since)?,
                 until: time(until)?,
             };
-            let list = store(&c)?.list(&filter)?;
+            let list = store(&c, &s)?.list(&filter)?;
             Ok(print(c.json, json!(list), || {
                 table(
                     &list,
@@ -120,9 +200,11 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 )
             }))
         }
-        RecordingsCmd::Verify { id, all, c } => {
+        RecordingsCmd::Verify { id, all, c, s } => {
             if all {
-                let report = DataDir::open(&c.data_dir)?.verify_recordings().await?;
+                let report = DataDir::open(&c.data_dir)?
+                    .verify_recordings_in(&s.storage()?)
+                    .await?;
                 let ok = report.failed.is_empty();
                 print(c.json, json!(report), || report.to_text());
                 return Ok(if ok {
@@ -132,7 +214,7 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 });
             }
             let id = RecordingId::parse(id.as_deref().unwrap_or_default())?;
-            match store(&c)?.verify(&id) {
+            match store(&c, &s)?.verify(&id) {
                 Ok(v) => Ok(print(c.json, json!(v), || {
                     format!(
                         "recording {id} verified: {}, {} bytes in {} chunks, signed by {}",
@@ -153,17 +235,17 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        RecordingsCmd::Cat { id, c } => {
+        RecordingsCmd::Cat { id, c, s } => {
             let id = RecordingId::parse(&id)?;
-            let mut reader = store(&c)?.open(&id)?;
+            let mut reader = store(&c, &s)?.open(&id)?;
             let mut out = std::io::stdout().lock();
             std::io::copy(&mut reader, &mut out).context("writing the recording")?;
             out.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        RecordingsCmd::Frame { id, at, out, c } => {
+        RecordingsCmd::Frame { id, at, out, c, s } => {
             let id = RecordingId::parse(&id)?;
-            let png = cpam_core::record::rdp_frame_png(&store(&c)?, &id, at)?;
+            let png = cpam_core::record::rdp_frame_png(store(&c, &s)?.as_ref(), &id, at)?;
             std::fs::write(&out, &png).with_context(|| format!("writing {}", out.display()))?;
             Ok(print(
                 c.json,
@@ -171,12 +253,17 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 || format!("{id} at {at} s: {} ({} bytes)", out.display(), png.len()),
             ))
         }
-        RecordingsCmd::Search { text, session, c } => {
+        RecordingsCmd::Search {
+            text,
+            session,
+            c,
+            s,
+        } => {
             let filter = RecordingFilter {
                 session: session.map(SessionId),
                 ..RecordingFilter::default()
             };
-            let hits = store(&c)?.search(&text, &filter)?;
+            let hits = store(&c, &s)?.search(&text, &filter)?;
             Ok(print(c.json, json!(hits), || {
                 table(
                     &hits,

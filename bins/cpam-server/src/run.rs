@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cpam_core::audit::StoreAuditSink;
+use cpam_core::record::RecordingStorage;
 use cpam_core::server::{ConsoleOptions, DataDir, Server, ServerOptions, Source};
 use cpam_core::tunnel::keys;
 
@@ -106,9 +107,11 @@ pub async fn start(
     dir: &Path,
     node_id: Option<String>,
     listen: Option<&str>,
+    recordings: RecordingStorage,
 ) -> anyhow::Result<Server> {
     let options = ServerOptions {
         node_id,
+        recordings,
         ..ServerOptions::default()
     };
     let server = Server::open(&Source::DataDir(dir.to_path_buf()), options).await?;
@@ -121,12 +124,13 @@ pub async fn run(
     node_id: Option<String>,
     listen: Option<&str>,
     console: ConsoleOptions,
+    recordings: RecordingStorage,
 ) -> anyhow::Result<ExitCode> {
     match cpam_core::server::raise_open_files_limit() {
         Ok(limit) => tracing::debug!(limit, "open files"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
-    let server = start(dir, node_id, listen).await?;
+    let server = start(dir, node_id, listen, recordings).await?;
     let addr = server.local_addr().context("the server stopped at once")?;
     cpam_core::outln!("cpam-server listening on {addr}");
     cpam_core::outln!("cpam-server node {}", server.node_id());

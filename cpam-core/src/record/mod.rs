@@ -8,6 +8,9 @@
 //! - `store.rs`: the [`RecordingStore`] trait and [`FileRecordingStore`]
 //!   (`<data dir>/recordings/`), listing, reading, search, and the sealing
 //!   of recordings a crash left open.
+//! - `object/` (feature `s3`): [`ObjectRecordingStore`], recordings on an
+//!   S3-compatible object store, spooled in a [`FileRecordingStore`] and
+//!   uploaded as they are written (`object/layout.rs` names the objects).
 //! - `recorder.rs`: [`Recorder`], the observer factory the server registers
 //!   on its engine; one writer thread per channel, flushed and fsync'd at
 //!   least every second.
@@ -32,6 +35,8 @@ mod engine_tests;
 mod id;
 mod integrity;
 mod live;
+#[cfg(feature = "s3")]
+mod object;
 #[cfg(feature = "rdp")]
 mod player;
 mod rdp;
@@ -53,6 +58,10 @@ pub use integrity::{
     parse_chain, verify,
 };
 pub use live::{LiveHub, Watch, WatchFrame};
+#[cfg(feature = "s3")]
+pub use object::{
+    ENDPOINT_VARS, ObjectRecordingStore, ObjectStoreConfig, REGION_VARS, UploadOptions,
+};
 #[cfg(feature = "rdp")]
 pub use player::{
     KEYFRAME_BUDGET, KEYFRAME_MIN_GAP, MAX_KEYFRAMES, RdpPlayer, RdpPlayers, frame_png,
@@ -62,6 +71,6 @@ pub use rdp::{RDP_FORMAT, RdpEvent, pdu_line, rdp_header, read_rdp};
 pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};
 pub use screen::Screen;
 pub use store::{
-    FileRecordingStore, RecordingFilter, RecordingInfo, RecordingKind, RecordingStore,
-    RecordingWriter, SEARCH_MAX_TIMES, SearchHit, read_recording,
+    FileRecordingStore, RecordingFilter, RecordingInfo, RecordingKind, RecordingStorage,
+    RecordingStore, RecordingWriter, SEARCH_MAX_TIMES, SearchHit, read_recording,
 };

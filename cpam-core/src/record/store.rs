@@ -20,6 +20,19 @@ use super::integrity::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{SessionId, Timestamp};
 
+/// Where a server keeps its recordings.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub enum RecordingStorage {
+    /// Files under `<data dir>/recordings/` (the default).
+    #[default]
+    DataDir,
+    /// An S3-compatible object store, spooled in `<data dir>/recordings/`
+    /// ([`ObjectRecordingStore`](super::ObjectRecordingStore)).
+    #[cfg(feature = "s3")]
+    ObjectStore(super::ObjectStoreConfig),
+}
+
 /// A recording as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RecordingInfo {
@@ -77,7 +90,7 @@ impl RecordingFilter {
         }
     }
 
-    fn admits(&self, info: &RecordingInfo) -> bool {
+    pub(crate) fn admits(&self, info: &RecordingInfo) -> bool {
         let started = info.started_at.unwrap_or(Timestamp(0));
         self.session.as_ref().is_none_or(|s| &info.session_id == s)
             && self.since.is_none_or(|t| started >= t)
@@ -110,8 +123,8 @@ pub trait RecordingWriter: Send + std::fmt::Debug {
     fn seal(self: Box<Self>, ended_at: Timestamp, state: SealState) -> Result<SignedManifest>;
 }
 
-/// Where recordings are written, sealed, listed, read and checked (files
-/// now, object storage later). Methods block.
+/// Where recordings are written, sealed, listed, read and checked (files,
+/// or with feature `s3` an object store). Methods block.
 pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// Starts recording `id`; `Conflict` if it exists.
     fn create(&self, id: &RecordingId, started_at: Timestamp) -> Result<Box<dyn RecordingWriter>>;
@@ -134,6 +147,14 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// and the whole lines written after them. Run at start-up, before any
     /// recording starts.
     fn seal_abandoned(&self) -> Result<Vec<RecordingId>>;
+
+    /// Waits, at most `timeout`, until every sealed recording is where it
+    /// stays (an object store's uploads); returns whether it is. Files are
+    /// there when sealed.
+    fn flush(&self, timeout: std::time::Duration) -> bool {
+        let _ = timeout;
+        true
+    }
 
     /// The header and events of a recording.
     fn events(&self, id: &RecordingId) -> Result<Reader<BufReader<Box<dyn Read + Send>>>> {
@@ -216,12 +237,33 @@ impl FileRecordingStore {
         self.dir.join(format!("{id}.cast"))
     }
 
-    fn chain_path(&self, id: &RecordingId) -> PathBuf {
+    pub(crate) fn chain_path(&self, id: &RecordingId) -> PathBuf {
         self.dir.join(format!("{id}.chain"))
     }
 
-    fn manifest_path(&self, id: &RecordingId) -> PathBuf {
+    pub(crate) fn manifest_path(&self, id: &RecordingId) -> PathBuf {
         self.dir.join(format!("{id}.manifest.json"))
+    }
+
+    /// Removes `id`'s files (once an object store has them), the recording
+    /// file first so nothing half-removed lists as a recording.
+    pub fn remove(&self, id: &RecordingId) -> Result<()> {
+        for path in [
+            self.cast_path(id),
+            self.chain_path(id),
+            self.manifest_path(id),
+        ] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(
+                        Error::from(e).context(&format!("cannot remove {}", path.display()))
+                    );
+                }
+            }
+        }
+        sync_dir(&self.dir)
     }
 
     fn ids(&self) -> Result<Vec<RecordingId>> {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::record::{FileRecordingStore, RecordingKey};
+use crate::record::{FileRecordingStore, RecordingKey, RecordingStorage, RecordingStore};
 use crate::store::{SqlStore, Store};
 use crate::tunnel::keys;
 use crate::vault::UnsealSecret;
@@ -210,6 +210,25 @@ impl DataDir {
         FileRecordingStore::open(&self.recordings_dir(), key)
     }
 
+    /// The recordings where `at` says: `DIR/recordings/`, or an object
+    /// store spooled there (its reachability checked now, the error naming
+    /// it).
+    pub fn recording_store(&self, at: &RecordingStorage) -> Result<Arc<dyn RecordingStore>> {
+        match at {
+            RecordingStorage::DataDir => Ok(Arc::new(self.recordings()?)),
+            #[cfg(feature = "s3")]
+            RecordingStorage::ObjectStore(config) => {
+                let key = RecordingKey::from_host_key(&self.host_key()?)?;
+                Ok(Arc::new(crate::record::ObjectRecordingStore::connect(
+                    self.recordings()?,
+                    config,
+                    key,
+                    crate::record::UploadOptions::default(),
+                )?))
+            }
+        }
+    }
+
     /// `DIR/recordings/`.
     pub fn recordings_dir(&self) -> PathBuf {
         self.path.join(RECORDINGS_DIR)
@@ -218,6 +237,14 @@ impl DataDir {
     /// Verifies every sealed recording of the data dir, and that every seal
     /// its audit log names is still there (see [`crate::record::verify_all`]).
     pub async fn verify_recordings(&self) -> Result<crate::record::VerifyAll> {
+        self.verify_recordings_in(&RecordingStorage::DataDir).await
+    }
+
+    /// [`DataDir::verify_recordings`] of the recordings where `at` says.
+    pub async fn verify_recordings_in(
+        &self,
+        at: &RecordingStorage,
+    ) -> Result<crate::record::VerifyAll> {
         let store = self.store().await?;
         let audited = store
             .audit_records(&crate::store::AuditFilter {
@@ -225,7 +252,8 @@ impl DataDir {
                 ..crate::store::AuditFilter::default()
             })
             .await?;
-        crate::record::verify_all(&self.recordings()?, &audited)
+        let recordings = self.recording_store(at)?;
+        crate::record::verify_all(recordings.as_ref(), &audited)
     }
 
     /// The vault's key file.

@@ -39,7 +39,8 @@ use crate::error::{Error, Result};
 use crate::model::{AuditCategory, AuditEvent, Timestamp};
 use crate::proxy::ssh::{BrowserTerminal, SshProxy, SshProxyOptions, StorePins};
 use crate::record::{
-    self, LiveHub, Recorder, RecorderOptions, RecordingStore, SealHook, SignedManifest,
+    self, LiveHub, Recorder, RecorderOptions, RecordingStorage, RecordingStore, SealHook,
+    SignedManifest,
 };
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
@@ -90,10 +91,13 @@ pub struct ServerOptions {
     pub audit: Option<AuditSinkFactory>,
     /// Marks the `server.start` audit record as an embedded server's.
     pub embedded: bool,
-    /// How terminal sessions are recorded (a data dir's server only; its
-    /// recordings are in `<data dir>/recordings/`); default: the data
+    /// How terminal sessions are recorded (a data dir's server only; where
+    /// to, see `recordings`); default: the data
     /// dir's `record_input`, mandatory recordings.
     pub recording: Option<RecorderOptions>,
+    /// Where recordings are kept (a data dir's server); default: files
+    /// under `<data dir>/recordings/`.
+    pub recordings: RecordingStorage,
     /// What unseals the vault; default: over a data dir, its key file (or
     /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
     /// variable if set, else the vault stays sealed.
@@ -107,6 +111,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("audit", &self.audit.as_ref().map(|_| "custom"))
             .field("embedded", &self.embedded)
             .field("recording", &self.recording)
+            .field("recordings", &self.recordings)
             .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
             .finish()
     }
@@ -201,7 +206,7 @@ impl Server {
         let mut sealed_now = Vec::new();
         let recordings = match &data {
             Some(data) => {
-                let recordings: Arc<dyn RecordingStore> = Arc::new(data.recordings()?);
+                let recordings = data.recording_store(&options.recordings)?;
                 let r = recordings.clone();
                 let sealed = tokio::task::spawn_blocking(move || r.seal_abandoned())
                     .await
@@ -470,7 +475,12 @@ impl Server {
             // The ended sessions' recordings are sealed before the process
             // may exit, also those of sessions run through the engine
             // without the hub serving.
-            let _ = tokio::task::spawn_blocking(move || recorder.wait_sealed(grace)).await;
+            // Then uploaded, if they go to an object store (what is not
+            // stays spooled for the next start).
+            let _ = tokio::task::spawn_blocking(move || {
+                recorder.wait_sealed(grace) && recorder.store().flush(grace)
+            })
+            .await;
         }
         if let Some(serving) = serving {
             for task in serving.tasks {

@@ -3,6 +3,8 @@
 //! recorded session of the test ticker through the core API, prints
 //! `session <id>`, `emitted <n>` per line and `sealed <count>` at start,
 //! then stops the server. With `--lines 0` it only opens and stops.
+//! With `CPAM_RECORDINGS=s3://...` (and the AWS_* variables) it records to
+//! that object store, as `cpam-server run` does.
 
 use std::time::Duration;
 
@@ -22,7 +24,13 @@ async fn main() -> anyhow::Result<()> {
     let dir = arg(&args, "--data-dir").context("--data-dir is required")?;
     let lines = arg(&args, "--lines").map_or(Ok(10), |v| v.parse())?;
     let interval = arg(&args, "--interval-ms").map_or(Ok(100), |v| v.parse())?;
-    let server = Server::open(&Source::DataDir(dir.into()), ServerOptions::default()).await?;
+    let mut options = ServerOptions::default();
+    if let Ok(url) = std::env::var("CPAM_RECORDINGS") {
+        options.recordings = cpam_core::record::RecordingStorage::ObjectStore(
+            cpam_core::record::ObjectStoreConfig::from_env(&url),
+        );
+    }
+    let server = Server::open(&Source::DataDir(dir.into()), options).await?;
     println!("sealed {}", server.recovered().recordings_sealed);
     if lines > 0 {
         let ticker = Ticker {
