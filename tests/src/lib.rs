@@ -23,6 +23,7 @@ pub mod rdp_psm;
 pub mod recording;
 pub mod sftp;
 pub mod sshd;
+pub mod stream;
 pub mod web;
 
 use std::time::{Duration, Instant};

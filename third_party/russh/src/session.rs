@@ -335,6 +335,60 @@ impl Encrypted {
         Ok(false)
     }
 
+    /// cpam fork: takes `len` bytes of data the peer sent on `channel` from
+    /// the window it was granted. False if they exceed it (the data is to be
+    /// ignored, RFC 4254 section 5.2, which bounds what a reader holds).
+    pub(crate) fn take_window(&mut self, channel: ChannelId, len: usize) -> bool {
+        match self.channels.get_mut(&channel) {
+            Some(channel) if len as u64 <= u64::from(channel.sender_window_size) => {
+                channel.sender_window_size -= len as u32;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
+    /// cpam fork: re-opens the window of `id` for the bytes its reader has
+    /// taken, upstream's way (a top-up to `target` once less than half of
+    /// it is open), where "open" also counts what the reader holds unread.
+    /// Asks the reader to wake the loop when it has taken enough for the
+    /// next adjustment. Returns whether an adjustment was queued.
+    pub(crate) fn grant_consumed(
+        &mut self,
+        id: ChannelId,
+        chan: &crate::channels::ChannelRef,
+        target: u32,
+    ) -> Result<bool, crate::Error> {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return Ok(false);
+        };
+        let half = u64::from(target / 2);
+        let mut adjusted = false;
+        loop {
+            let granted = u64::from(channel.sender_window_size) + chan.received();
+            let open = granted.saturating_sub(chan.flow.consumed());
+            if open < half {
+                let amount = (u64::from(target) - open) as u32;
+                trace!("window adjust, channel = {id:?}, amount = {amount}");
+                push_packet!(self.write, {
+                    self.write.push(msg::CHANNEL_WINDOW_ADJUST);
+                    channel.recipient_channel.encode(&mut self.write)?;
+                    amount.encode(&mut self.write)?;
+                });
+                channel.sender_window_size = channel.sender_window_size.saturating_add(amount);
+                adjusted = true;
+                continue;
+            }
+            let at = (u64::from(channel.sender_window_size) + chan.received())
+                .saturating_sub(half)
+                + 1;
+            if chan.flow.arm(at) {
+                return Ok(adjusted);
+            }
+        }
+    }
+
     fn flush_channel(
         write: &mut Vec<u8>,
         channel: &mut ChannelParams,

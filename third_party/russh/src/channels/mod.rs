@@ -10,6 +10,7 @@ use crate::{ChannelId, ChannelOpenFailure, Error, Pty, Sig};
 pub mod io;
 
 mod channel_ref;
+pub(crate) mod flow;
 pub use channel_ref::ChannelRef;
 
 mod channel_stream;
@@ -143,8 +144,23 @@ impl WindowSizeRef {
 /// A handle to the reading part of a session channel.
 ///
 /// Allows you to read from a channel without borrowing the session
+///
+/// cpam fork: the channel's window re-opens as this half takes data from
+/// the queue, and dropping it gives back what was left unread.
 pub struct ChannelReadHalf {
     pub(crate) receiver: Receiver<ChannelMsg>,
+    pub(crate) flow: Arc<flow::Flow>,
+}
+
+impl Drop for ChannelReadHalf {
+    fn drop(&mut self) {
+        self.receiver.close();
+        let mut bytes = 0;
+        while let Ok(msg) = self.receiver.try_recv() {
+            bytes += flow::window_bytes(&msg);
+        }
+        self.flow.took(bytes);
+    }
 }
 
 impl std::fmt::Debug for ChannelReadHalf {
@@ -156,7 +172,23 @@ impl std::fmt::Debug for ChannelReadHalf {
 impl ChannelReadHalf {
     /// Awaits an incoming [`ChannelMsg`], this method returns [`None`] if the channel has been closed.
     pub async fn wait(&mut self) -> Option<ChannelMsg> {
-        self.receiver.recv().await
+        let msg = self.receiver.recv().await;
+        if let Some(msg) = &msg {
+            self.flow.took(flow::window_bytes(msg));
+        }
+        msg
+    }
+
+    /// [`ChannelReadHalf::wait`] for `poll` code.
+    pub(crate) fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<ChannelMsg>> {
+        let polled = self.receiver.poll_recv(cx);
+        if let std::task::Poll::Ready(Some(msg)) = &polled {
+            self.flow.took(flow::window_bytes(msg));
+        }
+        polled
     }
 
     /// Make a reader for the [`Channel`] to receive [`ChannelMsg::Data`]
@@ -468,14 +500,13 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
         window_size: u32,
         channel_buffer_size: usize,
     ) -> (Self, ChannelRef) {
-        let (tx, rx) = tokio::sync::mpsc::channel(channel_buffer_size);
         let window_size = WindowSizeRef::new(window_size);
-        let read_half = ChannelReadHalf { receiver: rx };
+        let (channel_ref, read_half) = ChannelRef::pair(channel_buffer_size, window_size.clone());
         let write_half = ChannelWriteHalf {
             id,
             sender,
             max_packet_size,
-            window_size: window_size.clone(),
+            window_size,
         };
 
         (
@@ -483,10 +514,7 @@ impl<S: From<(ChannelId, ChannelMsg)> + Send + Sync + 'static> Channel<S> {
                 write_half,
                 read_half,
             },
-            ChannelRef {
-                sender: tx,
-                window_size,
-            },
+            channel_ref,
         )
     }
 

@@ -500,15 +500,16 @@ impl Session {
                     return Err(crate::Error::Inconsistent.into());
                 };
 
-                if let Some(channel) = self.channels.get(&local_id) {
-                    channel
-                        .send(ChannelMsg::Open {
+                if self.channels.contains_key(&local_id) {
+                    self.deliver(
+                        local_id,
+                        ChannelMsg::Open {
                             id: local_id,
                             max_packet_size: msg.maximum_packet_size,
                             window_size: msg.initial_window_size,
-                        })
-                        .await
-                        .unwrap_or(());
+                        },
+                    )
+                    .await?;
                 } else {
                     error!("no channel for id {local_id:?}");
                 }
@@ -537,9 +538,7 @@ impl Session {
                 // Forward the close to the channel before removing it, so that
                 // consumers waiting on `Channel::wait()` receive an explicit
                 // `ChannelMsg::Close` instead of just seeing `None`.
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Close).await;
-                }
+                self.deliver(channel_num, ChannelMsg::Close).await?;
                 self.channels.remove(&channel_num);
                 client.channel_close(channel_num, self).await
             }
@@ -550,9 +549,7 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Eof).await;
-                }
+                self.deliver(channel_num, ChannelMsg::Eof).await?;
                 client.channel_eof(channel_num, self).await
             }
             Some((&msg::CHANNEL_OPEN_FAILURE, mut r)) => {
@@ -575,9 +572,9 @@ impl Session {
                     return Ok(());
                 }
 
-                if let Some(sender) = self.channels.remove(&channel_num) {
-                    let _ = sender
-                        .send(ChannelMsg::OpenFailure(reason_code.clone()))
+                if let Some(mut sender) = self.channels.remove(&channel_num) {
+                    sender
+                        .deliver(ChannelMsg::OpenFailure(reason_code.clone()))
                         .await;
                 }
 
@@ -596,19 +593,27 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
-                #[allow(clippy::collapsible_if)]
+                // cpam fork: the window this data took re-opens as the
+                // channel's reader takes it (`deliver`); a channel without
+                // a reader gets it back on receipt, as upstream.
+                let mut adjusted = false;
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
-                        let next_window =
-                            client.adjust_window(channel_num, self.target_window_size);
-                        if next_window > 0 {
-                            self.target_window_size = next_window
-                        }
+                    if !self.channels.contains_key(&channel_num) {
+                        adjusted = enc.adjust_window_size(channel_num, &data, target)?;
+                    } else if !enc.take_window(channel_num, data.len()) {
+                        warn!("data past the window on {channel_num:?}, ignored");
+                        return Ok(());
                     }
                 }
 
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Data { data: data.clone() }).await;
+                adjusted |= self
+                    .deliver(channel_num, ChannelMsg::Data { data: data.clone() })
+                    .await?;
+                if adjusted {
+                    let next_window = client.adjust_window(channel_num, self.target_window_size);
+                    if next_window > 0 {
+                        self.target_window_size = next_window
+                    }
                 }
 
                 client.data(channel_num, &data, self).await
@@ -623,24 +628,33 @@ impl Session {
                     return Ok(());
                 }
                 let target = self.common.config.window_size;
-                #[allow(clippy::collapsible_if)]
+                // cpam fork: the window this data took re-opens as the
+                // channel's reader takes it (`deliver`); a channel without
+                // a reader gets it back on receipt, as upstream.
+                let mut adjusted = false;
                 if let Some(ref mut enc) = self.common.encrypted {
-                    if enc.adjust_window_size(channel_num, &data, target)? {
-                        let next_window =
-                            client.adjust_window(channel_num, self.target_window_size);
-                        if next_window > 0 {
-                            self.target_window_size = next_window
-                        }
+                    if !self.channels.contains_key(&channel_num) {
+                        adjusted = enc.adjust_window_size(channel_num, &data, target)?;
+                    } else if !enc.take_window(channel_num, data.len()) {
+                        warn!("data past the window on {channel_num:?}, ignored");
+                        return Ok(());
                     }
                 }
 
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan
-                        .send(ChannelMsg::ExtendedData {
+                adjusted |= self
+                    .deliver(
+                        channel_num,
+                        ChannelMsg::ExtendedData {
                             ext: extended_code,
                             data: data.clone(),
-                        })
-                        .await;
+                        },
+                    )
+                    .await?;
+                if adjusted {
+                    let next_window = client.adjust_window(channel_num, self.target_window_size);
+                    if next_window > 0 {
+                        self.target_window_size = next_window
+                    }
                 }
 
                 client
@@ -659,18 +673,14 @@ impl Session {
                         map_err!(u8::decode(&mut r))?; // should be 0.
                         let client_can_do = map_err!(u8::decode(&mut r))? != 0;
                         map_err!(ensure_end(&r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::XonXoff { client_can_do }).await;
-                        }
+                        self.deliver(channel_num, ChannelMsg::XonXoff { client_can_do }).await?;
                         client.xon_xoff(channel_num, client_can_do, self).await
                     }
                     "exit-status" => {
                         map_err!(u8::decode(&mut r))?; // should be 0.
                         let exit_status = map_err!(u32::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan.send(ChannelMsg::ExitStatus { exit_status }).await;
-                        }
+                        self.deliver(channel_num, ChannelMsg::ExitStatus { exit_status }).await?;
                         client.exit_status(channel_num, exit_status, self).await
                     }
                     "exit-signal" => {
@@ -681,16 +691,12 @@ impl Session {
                         let error_message = map_err!(String::decode(&mut r))?;
                         let lang_tag = map_err!(String::decode(&mut r))?;
                         map_err!(ensure_end(&r))?;
-                        if let Some(chan) = self.channels.get(&channel_num) {
-                            let _ = chan
-                                .send(ChannelMsg::ExitSignal {
+                        self.deliver(channel_num, ChannelMsg::ExitSignal {
                                     signal_name: signal_name.clone(),
                                     core_dumped,
                                     error_message: error_message.to_string(),
                                     lang_tag: lang_tag.to_string(),
-                                })
-                                .await;
-                        }
+                                }).await?;
                         client
                             .exit_signal(
                                 channel_num,
@@ -768,10 +774,9 @@ impl Session {
                 }
                 if let Some(chan) = self.channels.get(&channel_num) {
                     chan.window_size().grow(amount).await;
-                    // Use try_send to avoid blocking the session loop when channel buffer is full.
                     // WindowAdjusted is informational - the critical side effect (updating
                     // WindowSizeRef and notifying ChannelTx) already happens in grow().
-                    let _ = chan.try_send(ChannelMsg::WindowAdjusted { new_size });
+                    chan.window_adjusted(new_size);
                 }
                 client.window_adjusted(channel_num, new_size, self).await
             }
@@ -818,9 +823,7 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Success).await;
-                }
+                self.deliver(channel_num, ChannelMsg::Success).await?;
                 client.channel_success(channel_num, self).await
             }
             Some((&msg::CHANNEL_FAILURE, mut r)) => {
@@ -829,9 +832,7 @@ impl Session {
                 if !self.common.is_established_channel(channel_num) {
                     return Ok(());
                 }
-                if let Some(chan) = self.channels.get(&channel_num) {
-                    let _ = chan.send(ChannelMsg::Failure).await;
-                }
+                self.deliver(channel_num, ChannelMsg::Failure).await?;
                 client.channel_failure(channel_num, self).await
             }
             Some((&msg::CHANNEL_OPEN, mut r)) => {

@@ -258,6 +258,9 @@ pub enum Msg {
         /// Provide a channel for the reply result to request a reply from the server
         reply_channel: Option<oneshot::Sender<Option<CryptoVec>>>,
     },
+    /// cpam fork: the reader of a channel took data or freed room.
+    #[doc(hidden)]
+    ChannelConsumed { id: ChannelId },
 }
 
 impl From<(ChannelId, ChannelMsg)> for Msg {
@@ -740,11 +743,11 @@ impl<H: Handler> Handle<H> {
     /// Wait for confirmation that a channel is open
     async fn wait_channel_confirmation(
         &self,
-        mut receiver: Receiver<ChannelMsg>,
+        mut receiver: ChannelReadHalf,
         window_size_ref: WindowSizeRef,
     ) -> Result<Channel<Msg>, crate::Error> {
         loop {
-            match receiver.recv().await {
+            match receiver.wait().await {
                 Some(ChannelMsg::Open {
                     id,
                     max_packet_size,
@@ -759,7 +762,7 @@ impl<H: Handler> Handle<H> {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: receiver,
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -842,8 +845,8 @@ impl<H: Handler> Handle<H> {
     /// usable when it's confirmed by the server, as indicated by the
     /// `confirmed` field of the corresponding `Channel`.
     pub async fn channel_open_session(&self) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -860,8 +863,8 @@ impl<H: Handler> Handle<H> {
         originator_address: A,
         originator_port: u32,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -891,8 +894,8 @@ impl<H: Handler> Handle<H> {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -913,8 +916,8 @@ impl<H: Handler> Handle<H> {
         &self,
         socket_path: S,
     ) -> Result<Channel<Msg>, crate::Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -1605,6 +1608,31 @@ impl Session {
         })
     }
 
+    /// cpam fork: hands `msg` to the reader of channel `id` without waiting
+    /// for it and re-opens the window for what the reader took. Returns
+    /// whether a window adjustment was queued.
+    pub(crate) async fn deliver(
+        &mut self,
+        id: ChannelId,
+        msg: ChannelMsg,
+    ) -> Result<bool, crate::Error> {
+        let Some(chan) = self.channels.get_mut(&id) else {
+            return Ok(false);
+        };
+        let wake = &self.priority_sender;
+        chan.attach(|| {
+            let wake = wake.clone();
+            Box::new(move || {
+                let _ = wake.send(Msg::ChannelConsumed { id });
+            })
+        });
+        chan.deliver(msg).await;
+        match self.common.encrypted.as_mut() {
+            Some(enc) => enc.grant_consumed(id, chan, self.common.config.window_size),
+            None => Ok(false),
+        }
+    }
+
     /// Channel open replies must be dispatched before any channel traffic
     /// queued after them: the bounded receivers may hold data for a channel
     /// whose confirmation is still sitting in the priority queue, and
@@ -1825,6 +1853,14 @@ impl Session {
             }
             Msg::ServerChannelOpenReply { pending, result } => {
                 self.finalize_server_channel_open_reply(pending, result)?;
+            }
+            Msg::ChannelConsumed { id } => {
+                if let Some(chan) = self.channels.get_mut(&id) {
+                    chan.woken();
+                    if let Some(enc) = self.common.encrypted.as_mut() {
+                        enc.grant_consumed(id, chan, self.common.config.window_size)?;
+                    }
+                }
             }
             msg => {
                 // should be unreachable, since the receiver only gets

@@ -7,7 +7,7 @@ use channels::WindowSizeRef;
 use kex::ServerKex;
 use log::debug;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender, channel};
+use tokio::sync::mpsc::{Receiver, Sender, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 
 use super::*;
@@ -88,6 +88,9 @@ pub enum Msg {
         pending: PendingChannelOpen,
         result: Result<(), ChannelOpenFailure>,
     },
+    /// cpam fork: the reader of a channel took data or freed room.
+    #[doc(hidden)]
+    ChannelConsumed { id: ChannelId },
 }
 
 impl From<(ChannelId, ChannelMsg)> for Msg {
@@ -246,8 +249,8 @@ impl Handle {
     /// confirmed that it allows agent forwarding. See
     /// [PROTOCOL.agent](https://datatracker.ietf.org/doc/html/draft-miller-ssh-agent).
     pub async fn channel_open_agent(&self) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -265,8 +268,8 @@ impl Handle {
     /// usable when it's confirmed by the server, as indicated by the
     /// `confirmed` field of the corresponding `Channel`.
     pub async fn channel_open_session(&self) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -290,8 +293,8 @@ impl Handle {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -313,8 +316,8 @@ impl Handle {
         &self,
         socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -335,8 +338,8 @@ impl Handle {
         originator_address: B,
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -357,8 +360,8 @@ impl Handle {
         &self,
         server_socket_path: A,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -377,8 +380,8 @@ impl Handle {
         originator_address: A,
         originator_port: u32,
     ) -> Result<Channel<Msg>, Error> {
-        let (sender, receiver) = channel(self.channel_buffer_size);
-        let channel_ref = ChannelRef::new(sender);
+        let (channel_ref, receiver) =
+            ChannelRef::pair(self.channel_buffer_size, WindowSizeRef::new(0));
         let window_size_ref = channel_ref.window_size().clone();
 
         self.sender
@@ -395,11 +398,11 @@ impl Handle {
 
     async fn wait_channel_confirmation(
         &self,
-        mut receiver: Receiver<ChannelMsg>,
+        mut receiver: ChannelReadHalf,
         window_size_ref: WindowSizeRef,
     ) -> Result<Channel<Msg>, Error> {
         loop {
-            match receiver.recv().await {
+            match receiver.wait().await {
                 Some(ChannelMsg::Open {
                     id,
                     max_packet_size,
@@ -414,7 +417,7 @@ impl Handle {
                             max_packet_size,
                             window_size: window_size_ref,
                         },
-                        read_half: ChannelReadHalf { receiver },
+                        read_half: receiver,
                     });
                 }
                 Some(ChannelMsg::OpenFailure(reason)) => {
@@ -620,10 +623,45 @@ impl Session {
             Msg::ChannelOpenReply { pending, result } => {
                 self.finalize_channel_open_reply(pending, result)?;
             }
+            Msg::ChannelConsumed { id } => {
+                self.channel_consumed(id)?;
+            }
             other => {
                 // should be unreachable, since the receiver only gets
                 // messages from methods implemented within russh
                 unimplemented!("unimplemented (client-only?) message: {other:?}")
+            }
+        }
+        Ok(())
+    }
+
+    /// cpam fork: hands `msg` to the reader of channel `id` without waiting
+    /// for it and re-opens the window for what the reader took. Returns
+    /// whether a window adjustment was queued.
+    pub(crate) async fn deliver(&mut self, id: ChannelId, msg: ChannelMsg) -> Result<bool, Error> {
+        let Some(chan) = self.channels.get_mut(&id) else {
+            return Ok(false);
+        };
+        let wake = &self.sender.priority_sender;
+        chan.attach(|| {
+            let wake = wake.clone();
+            Box::new(move || {
+                let _ = wake.send(Msg::ChannelConsumed { id });
+            })
+        });
+        chan.deliver(msg).await;
+        match self.common.encrypted.as_mut() {
+            Some(enc) => enc.grant_consumed(id, chan, self.target_window_size),
+            None => Ok(false),
+        }
+    }
+
+    /// cpam fork: the reader of `id` took data or freed room.
+    fn channel_consumed(&mut self, id: ChannelId) -> Result<(), Error> {
+        if let Some(chan) = self.channels.get_mut(&id) {
+            chan.woken();
+            if let Some(enc) = self.common.encrypted.as_mut() {
+                enc.grant_consumed(id, chan, self.target_window_size)?;
             }
         }
         Ok(())

@@ -1,0 +1,206 @@
+//! No head-of-line blocking, through the real binaries: two downloads
+//! through the same gatekeeper and the same Connection Manager; one reader
+//! is stopped (SIGSTOP) for 60 s. The other keeps its throughput, the
+//! gatekeeper's link stays up, the server's memory stays bounded, and the
+//! stopped download completes intact once its reader goes on.
+
+use std::time::{Duration, Instant};
+
+use cpam_tests::bins::bin_path;
+use cpam_tests::cpam::{Deployment, Options};
+use cpam_tests::process::Child;
+
+/// The stream server's port in the customer namespace.
+const STREAM_PORT: u16 = 7070;
+/// The stopped session's download: far more is still to come when it
+/// stops than every buffer on the way holds.
+const STALLED_BYTES: u64 = 1 << 30;
+/// The other session's download: more than it can move in the test.
+const RUNNING_BYTES: u64 = 1 << 40;
+/// How long the reader stays stopped.
+const STALL: Duration = Duration::from_secs(60);
+/// The server's RSS may grow by this much over its level before the stop:
+/// the stopped channel holds at most one 8 MiB window on each of its two
+/// legs (`tunnel::WINDOW_SIZE`), plus allocator slack.
+const RSS_BOUND: u64 = 32 << 20;
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))?;
+    Ok(kb * 1024)
+}
+
+/// The last `progress <ms> <bytes>` a reader printed: bytes read so far.
+fn progress(reader: &Child) -> u64 {
+    reader
+        .stdout()
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("progress "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Bytes per second `reader` moves over `window`, sampled by this test's clock.
+fn throughput(reader: &Child, window: Duration) -> f64 {
+    let before = progress(reader);
+    let started = Instant::now();
+    std::thread::sleep(window);
+    let moved = progress(reader).saturating_sub(before);
+    moved as f64 / started.elapsed().as_secs_f64()
+}
+
+fn mib_s(bytes_per_s: f64) -> f64 {
+    bytes_per_s / f64::from(1 << 20)
+}
+
+fn reader(d: &Deployment, name: &str, port: u16, bytes: u64) -> anyhow::Result<Child> {
+    let mut c = d.topo.vendor.command(bin_path("stream")?);
+    c.args([
+        "read",
+        "--connect",
+        &format!("127.0.0.1:{port}"),
+        "--bytes",
+        &bytes.to_string(),
+    ]);
+    Child::spawn(name, c, d.path())
+}
+
+#[test]
+fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
+    let mut d = Deployment::start_with(Options {
+        extra_allow: vec![format!("127.0.0.1:{STREAM_PORT}")],
+        ..Options::default()
+    })?;
+    let mut serve = d.topo.customer.command(bin_path("stream")?);
+    serve.args(["serve", "--listen", &format!("127.0.0.1:{STREAM_PORT}")]);
+    let mut stream_server = Child::spawn("stream-serve", serve, d.path())?;
+    stream_server.wait_for_line("stream listening ", Duration::from_secs(10))?;
+    d.extra.push(stream_server);
+    let target = format!("127.0.0.1:{STREAM_PORT}");
+    d.admin_ok(&[
+        "service",
+        "add",
+        "--customer",
+        "acme",
+        "stream",
+        "--target",
+        &target,
+    ])?;
+    d.admin_ok(&[
+        "grant",
+        "add",
+        "--user",
+        "vendor",
+        "--customer",
+        "acme",
+        "--service",
+        "stream",
+    ])?;
+    // Both sessions through one Connection Manager (one SSH connection)
+    // and one gatekeeper link.
+    let profile = d.profile.clone();
+    let port = d.forward(&profile, "stream")?;
+    let server_pid = d
+        .server
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no server"))?
+        .pid();
+
+    let mut stalled = reader(&d, "reader-stalled", port, STALLED_BYTES)?;
+    let mut running = reader(&d, "reader-running", port, RUNNING_BYTES)?;
+    cpam_tests::wait_until(Duration::from_secs(30), "both downloads under way", || {
+        (progress(&stalled) >= 16 << 20 && progress(&running) >= 16 << 20).then_some(())
+    })
+    .map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", stalled.logs(), running.logs()))?;
+    let before = throughput(&running, Duration::from_secs(5));
+
+    stalled.signal(19)?; // SIGSTOP
+    let stopped_at = progress(&stalled);
+    let rss_before = rss(server_pid)?;
+    // Let the stopped session's windows fill, then measure the other one
+    // over the rest of the stall.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut rss_max = rss(server_pid)?;
+    let during = {
+        let start = progress(&running);
+        let started = Instant::now();
+        while started.elapsed() < STALL - Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_secs(1));
+            rss_max = rss_max.max(rss(server_pid)?);
+        }
+        progress(&running).saturating_sub(start) as f64 / started.elapsed().as_secs_f64()
+    };
+    let gatekeeper_alive = d.gatekeeper.is_running();
+    stalled.signal(18)?; // SIGCONT
+    let resumed = Instant::now();
+    let done = stalled.wait_for_line("done ", Duration::from_secs(300))?;
+    let finish = resumed.elapsed();
+    running.kill()?;
+
+    let grown = rss_max.saturating_sub(rss_before);
+    eprintln!(
+        "stalled reader: other session {:.1} MiB/s before the stop, {:.1} MiB/s during it \
+         ({:.0} %); server RSS {} MiB before, +{} MiB at most while stopped (bound {} MiB); \
+         the stopped download ({} MiB read at the stop) finished {:.1} s after SIGCONT",
+        mib_s(before),
+        mib_s(during),
+        100.0 * during / before,
+        rss_before >> 20,
+        grown >> 20,
+        RSS_BOUND >> 20,
+        stopped_at >> 20,
+        finish.as_secs_f64()
+    );
+    assert!(gatekeeper_alive, "the gatekeeper exited\n{}", d.logs());
+    assert!(
+        during >= 0.9 * before,
+        "the other session fell to {:.1} MiB/s from {:.1} MiB/s\n{}",
+        mib_s(during),
+        mib_s(before),
+        d.logs()
+    );
+    assert!(
+        grown < RSS_BOUND,
+        "server RSS grew by {} MiB while a reader was stopped (bound {} MiB)",
+        grown >> 20,
+        RSS_BOUND >> 20
+    );
+    let (bytes, hash) = done
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("reader printed `done {done}`"))?;
+    assert_eq!(
+        bytes,
+        STALLED_BYTES.to_string(),
+        "bytes of the stopped download"
+    );
+    assert_eq!(
+        hash,
+        cpam_tests::stream::sha256(STALLED_BYTES),
+        "the stopped download's SHA-256"
+    );
+    // The gatekeeper's link never dropped: it came online once, the server
+    // never saw it go offline, and it still serves.
+    let gk_logs = d.gatekeeper.stderr();
+    assert_eq!(
+        gk_logs.matches("gatekeeper online").count(),
+        1,
+        "the gatekeeper reconnected\n{gk_logs}"
+    );
+    let offline: Vec<_> = d
+        .audit()?
+        .into_iter()
+        .filter(|r| r["action"] == "gatekeeper.offline")
+        .collect();
+    assert!(
+        offline.is_empty(),
+        "the gatekeeper went offline: {offline:#?}"
+    );
+    d.expect_still_serving()?;
+    Ok(())
+}
