@@ -1,8 +1,11 @@
 //! No head-of-line blocking, through the real binaries: two downloads
-//! through the same gatekeeper and the same Connection Manager; one reader
-//! is stopped (SIGSTOP) for 60 s. The other keeps its throughput, the
-//! gatekeeper's link stays up, the server's memory stays bounded, and the
-//! stopped download completes intact once its reader goes on.
+//! through the same gatekeeper and the same Connection Manager (one SSH
+//! connection each way); one reader, reading as fast as it can, is stopped
+//! (SIGSTOP) for 60 s. The other, reading at a steady 8 MiB/s, keeps its
+//! throughput, the gatekeeper's link stays up, the server's memory stays
+//! bounded, and the stopped download completes intact once its reader goes
+//! on. On russh's own flow control the other download stops dead within a
+//! second of the stop (0 MiB/s) and the server grows by some 200 MiB.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +20,11 @@ const STREAM_PORT: u16 = 7070;
 const STALLED_BYTES: u64 = 1 << 30;
 /// The other session's download: more than it can move in the test.
 const RUNNING_BYTES: u64 = 1 << 40;
+/// The other session's reader takes 8 MiB/s (a vendor on a slow link: its
+/// own window re-opens only as fast as it reads), so its throughput does
+/// not depend on what else the machine runs, only on whether the stopped
+/// session holds it up.
+const RUNNING_RATE_MIB_S: u32 = 8;
 /// How long the reader stays stopped.
 const STALL: Duration = Duration::from_secs(60);
 /// The server's RSS may grow by this much over its level before the stop:
@@ -59,7 +67,13 @@ fn mib_s(bytes_per_s: f64) -> f64 {
     bytes_per_s / f64::from(1 << 20)
 }
 
-fn reader(d: &Deployment, name: &str, port: u16, bytes: u64) -> anyhow::Result<Child> {
+fn reader(
+    d: &Deployment,
+    name: &str,
+    port: u16,
+    bytes: u64,
+    rate: Option<u32>,
+) -> anyhow::Result<Child> {
     let mut c = d.topo.vendor.command(bin_path("stream")?);
     c.args([
         "read",
@@ -68,6 +82,9 @@ fn reader(d: &Deployment, name: &str, port: u16, bytes: u64) -> anyhow::Result<C
         "--bytes",
         &bytes.to_string(),
     ]);
+    if let Some(rate) = rate {
+        c.args(["--rate", &rate.to_string()]);
+    }
     Child::spawn(name, c, d.path())
 }
 
@@ -112,8 +129,14 @@ fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no server"))?
         .pid();
 
-    let mut stalled = reader(&d, "reader-stalled", port, STALLED_BYTES)?;
-    let mut running = reader(&d, "reader-running", port, RUNNING_BYTES)?;
+    let mut stalled = reader(&d, "reader-stalled", port, STALLED_BYTES, None)?;
+    let mut running = reader(
+        &d,
+        "reader-running",
+        port,
+        RUNNING_BYTES,
+        Some(RUNNING_RATE_MIB_S),
+    )?;
     cpam_tests::wait_until(Duration::from_secs(30), "both downloads under way", || {
         (progress(&stalled) >= 16 << 20 && progress(&running) >= 16 << 20).then_some(())
     })

@@ -243,6 +243,9 @@ pub fn code_hash(code: &str) -> String {
 }
 
 #[cfg(test)]
+mod flow_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

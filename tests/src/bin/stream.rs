@@ -5,8 +5,9 @@
 //! line `N\n` and gets the stream's first N bytes, then end of stream;
 //! prints `stream listening <addr>`.
 //!
-//! `stream read --connect ADDR --bytes N`: asks for N bytes and reads to
-//! end of stream, printing
+//! `stream read --connect ADDR --bytes N [--rate MIB_PER_S]`: asks for N
+//! bytes and reads to end of stream (no faster than the rate, if given),
+//! printing
 //! `progress <ms> <bytes>` every 100 ms while data comes, then `done
 //! <bytes> <sha256>`.
 
@@ -70,6 +71,7 @@ fn read(args: &[String]) -> anyhow::Result<()> {
     let mut conn = TcpStream::connect(arg(args, "--connect")?)?;
     let bytes: u64 = arg(args, "--bytes")?.parse()?;
     conn.write_all(format!("{bytes}\n").as_bytes())?;
+    let rate: Option<f64> = arg(args, "--rate").ok().map(|r| r.parse()).transpose()?;
     let started = Instant::now();
     let mut next = Duration::from_millis(100);
     let mut buf = vec![0u8; 256 * 1024];
@@ -83,6 +85,10 @@ fn read(args: &[String]) -> anyhow::Result<()> {
         }
         hash.update(&buf[..n]);
         total += n as u64;
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(total as f64 / (rate * f64::from(1 << 20)));
+            std::thread::sleep(due.saturating_sub(started.elapsed()));
+        }
         let now = started.elapsed();
         if now >= next {
             writeln!(out, "progress {} {total}", now.as_millis())?;
