@@ -1,7 +1,7 @@
 //! No head-of-line blocking, through the real binaries: two downloads
 //! through the same gatekeeper and the same Connection Manager (one SSH
-//! connection each way); one reader, reading as fast as it can, is stopped
-//! (SIGSTOP) for 60 s. The other, reading at a steady 8 MiB/s, keeps its
+//! connection each way); one reader (64 MiB/s until then) is stopped
+//! (SIGSTOP) for 60 s with over half of its 1 GiB still to come. The other, reading at a steady 8 MiB/s, keeps its
 //! throughput, the gatekeeper's link stays up, the server's memory stays
 //! bounded, and the stopped download completes intact once its reader goes
 //! on. On russh's own flow control the other download stops dead within a
@@ -25,6 +25,10 @@ const RUNNING_BYTES: u64 = 1 << 40;
 /// not depend on what else the machine runs, only on whether the stopped
 /// session holds it up.
 const RUNNING_RATE_MIB_S: u32 = 8;
+/// The stopped session's reader takes 64 MiB/s until it is stopped (and
+/// catches up at full speed after), so much more than every buffer on the
+/// way holds is still to come at the stop, however fast the machine.
+const STALLED_RATE_MIB_S: u32 = 64;
 /// How long the reader stays stopped.
 const STALL: Duration = Duration::from_secs(60);
 /// The server's RSS may grow by this much over its level before the stop:
@@ -129,7 +133,13 @@ fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no server"))?
         .pid();
 
-    let mut stalled = reader(&d, "reader-stalled", port, STALLED_BYTES, None)?;
+    let mut stalled = reader(
+        &d,
+        "reader-stalled",
+        port,
+        STALLED_BYTES,
+        Some(STALLED_RATE_MIB_S),
+    )?;
     let mut running = reader(
         &d,
         "reader-running",
@@ -144,6 +154,7 @@ fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
     let before = throughput(&running, Duration::from_secs(5));
 
     stalled.signal(19)?; // SIGSTOP
+    std::thread::sleep(Duration::from_millis(200));
     let stopped_at = progress(&stalled);
     let rss_before = rss(server_pid)?;
     // Let the stopped session's windows fill, then measure the other one
@@ -160,9 +171,25 @@ fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
         progress(&running).saturating_sub(start) as f64 / started.elapsed().as_secs_f64()
     };
     let gatekeeper_alive = d.gatekeeper.is_running();
+    assert_eq!(progress(&stalled), stopped_at, "the stopped reader read on");
+    assert!(
+        STALLED_BYTES - stopped_at >= 256 << 20,
+        "only {} MiB were left at the stop",
+        (STALLED_BYTES - stopped_at) >> 20
+    );
     stalled.signal(18)?; // SIGCONT
     let resumed = Instant::now();
-    let done = stalled.wait_for_line("done ", Duration::from_secs(300))?;
+    // The longest time the resumed download went without a byte.
+    let (mut pause, mut last, mut last_at) = (Duration::ZERO, progress(&stalled), Instant::now());
+    while !stalled.stdout().contains("\ndone ") && resumed.elapsed() < Duration::from_secs(300) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = progress(&stalled);
+        if now != last {
+            (last, last_at) = (now, Instant::now());
+        }
+        pause = pause.max(last_at.elapsed());
+    }
+    let done = stalled.wait_for_line("done ", Duration::from_secs(1))?;
     let finish = resumed.elapsed();
     running.kill()?;
 
@@ -170,7 +197,8 @@ fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
     eprintln!(
         "stalled reader: other session {:.1} MiB/s before the stop, {:.1} MiB/s during it \
          ({:.0} %); server RSS {} MiB before, +{} MiB at most while stopped (bound {} MiB); \
-         the stopped download ({} MiB read at the stop) finished {:.1} s after SIGCONT",
+         the stopped download ({} MiB read at the stop) finished {:.1} s after SIGCONT, \
+         pausing {:.1} s at most",
         mib_s(before),
         mib_s(during),
         100.0 * during / before,
@@ -178,7 +206,8 @@ fn a_stopped_reader_holds_up_only_its_own_session() -> anyhow::Result<()> {
         grown >> 20,
         RSS_BOUND >> 20,
         stopped_at >> 20,
-        finish.as_secs_f64()
+        finish.as_secs_f64(),
+        pause.as_secs_f64()
     );
     assert!(gatekeeper_alive, "the gatekeeper exited\n{}", d.logs());
     assert!(
