@@ -8,6 +8,7 @@ mod demo_e2e;
 mod examples_run;
 mod hardening_e2e;
 mod harness_selfcheck;
+mod hol_e2e;
 mod ipconnect_driver_e2e;
 mod ipconnect_e2e;
 mod lifecycle_e2e;

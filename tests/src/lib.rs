@@ -24,6 +24,7 @@ pub mod recording;
 pub mod s3;
 pub mod sftp;
 pub mod sshd;
+pub mod stream;
 pub mod web;
 
 use std::time::{Duration, Instant};

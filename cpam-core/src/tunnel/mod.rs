@@ -71,7 +71,10 @@ pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 /// Unanswered keepalives before the link is declared dead.
 pub const KEEPALIVE_MAX: usize = 2;
 
-/// Per-channel flow-control window. Bounds what one stalled reader can hold.
+/// Per-channel flow-control window. Bounds what one stalled reader can hold:
+/// it re-opens only as the channel's reader takes the data (cpam's russh,
+/// `third_party/russh/README.md`), so a stalled reader holds up its own
+/// channel and no other.
 pub const WINDOW_SIZE: u32 = 8 * 1024 * 1024;
 /// Largest SSH data packet a stock SSH peer (OpenSSH on the privileged
 /// session path) is offered.
@@ -81,7 +84,8 @@ pub const MAX_PACKET: u32 = 65_535;
 /// a quarter as many packets means a quarter of the per-packet work (MAC
 /// setup, channel messages, wake-ups, write calls).
 pub const PEER_MAX_PACKET: u32 = 256 * 1024;
-/// Messages buffered per channel before backpressure reaches the socket.
+/// Messages queued per channel for its reader; past it the connection's
+/// loop parks them (bounded by [`WINDOW_SIZE`]) instead of waiting.
 pub const CHANNEL_BUFFER: usize = 256;
 /// Listen backlog: a burst of new connections is queued, not SYN-dropped.
 pub const LISTEN_BACKLOG: u32 = 4096;
@@ -239,6 +243,9 @@ pub fn code_hash(code: &str) -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(code.trim().as_bytes()))
 }
+
+#[cfg(test)]
+mod flow_tests;
 
 #[cfg(test)]
 mod tests {
