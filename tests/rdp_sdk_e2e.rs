@@ -246,7 +246,7 @@ fn an_rdp_recordings_frame_shows_the_targets_desktop_from_the_cli_c_and_python()
     .env("CPAM_RDP_RGB", &rgb);
     let out = run("pytest-rdp", py, r.d.path(), Duration::from_secs(300))?;
     assert!(
-        out.success() && out.stdout.contains("2 passed"),
+        out.success() && out.stdout.contains("3 passed"),
         "pytest failed ({}):\n{}\n{}",
         out.status,
         out.stdout,
