@@ -634,6 +634,17 @@ enum cpam_status cpam_recording_frame(const char *data_dir,
                                       uint8_t **out_bytes,
                                       size_t *out_len);
 
+// The keys and the mouse of RDP recording `id`'s client, decoded from its
+// input PDUs: `{"events": [{"t", "type", ...}], "pdus", "skipped",
+// "last_error"}`, `type` one of `key` (`scancode`, `down`), `unicode`
+// (`code`, `down`), `pointer` (`x`, `y`), `button` (`x`, `y`, `button`,
+// `down`), `wheel` (`x`, `y`, `delta`, `horizontal`), `relative_pointer`
+// (`dx`, `dy`), `relative_button` (`button`, `down`), `sync` (the lock
+// keys); input PDUs that do not decode are counted in `skipped`.
+// `CPAM_NOT_FOUND` for an unknown recording, `CPAM_INVALID_ARGUMENT` for a
+// terminal recording.
+enum cpam_status cpam_recording_input(const char *data_dir, const char *id, char **json_out);
+
 // Checks a recording's file, chunk chain and signed manifest. On success
 // `*json_out` is `{"id", "state", "size", "chunks", "signer"}`; a recording
 // edited, cut or appended to fails with `CPAM_RECORDING` and

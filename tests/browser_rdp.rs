@@ -394,7 +394,14 @@ fn an_admin_watches_an_rdp_session_on_a_canvas_and_replays_its_recording() -> an
         "the replayed desktop",
         REPLAY,
     )?;
+    // Next to it, the client's input decoded from the recording.
+    b.find_within("[data-test=replay-input][data-count]", LIVE)?;
     b.screenshot("replay")?;
+    b.execute(
+        "document.querySelector('[data-test=replay-input]').scrollIntoView();",
+        json!([]),
+    )?;
+    b.screenshot("replay-input")?;
 
     // The target's password reached no frame or page the browser got.
     let frames = b.execute("return window.__cpamFrames || [];", json!([]))?;

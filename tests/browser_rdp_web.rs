@@ -16,7 +16,7 @@ use cpam_tests::console::{ADMIN, ADMIN_PASSWORD, Console};
 use cpam_tests::process::Child;
 use cpam_tests::rdp::DESKTOP_RGB;
 use cpam_tests::web::WebClient;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::browser_rdp::{
     COLLECT_FRAMES, LOGIN, MASTER, VENDOR, rdp_console, wait_canvas, watch_upgrade,
@@ -187,6 +187,48 @@ fn a_vendor_opens_the_rdp_desktop_in_the_browser_and_an_admin_ends_it() -> anyho
     let file = c.data_dir.join("recordings").join(format!("{rec}.cast"));
     let inputs = input_pdus(&file)?;
     assert!(inputs >= 6, "{inputs} input PDUs recorded");
+    // Its input track, through the API, is what the page sent, in order:
+    // the pointer moved, the left button clicked where it was, then `a`.
+    let listed = admin.get(&format!("/api/v1/sessions/{id}/recordings"))?;
+    assert_eq!(listed[0]["kind"], "rdp", "{listed}");
+    let track = admin.get(&format!("/api/v1/recordings/{rec}/input"))?;
+    assert_eq!(track["skipped"], 0, "{track}");
+    let events = track["events"].as_array().cloned().unwrap_or_default();
+    let find = |want: &dyn Fn(&Value) -> bool| events.iter().position(want);
+    let moved = find(&|e| e["type"] == "pointer");
+    let pressed = find(&|e| e["type"] == "button" && e["button"] == "left" && e["down"] == true);
+    let released = find(&|e| e["type"] == "button" && e["button"] == "left" && e["down"] == false);
+    let key_down = find(&|e| e["type"] == "key" && e["scancode"] == 0x1e && e["down"] == true);
+    let key_up = find(&|e| e["type"] == "key" && e["scancode"] == 0x1e && e["down"] == false);
+    let order = [moved, pressed, released, key_down, key_up];
+    assert!(
+        order.iter().all(Option::is_some) && order.windows(2).all(|w| w[0] < w[1]),
+        "the page's input {order:?} in {track}"
+    );
+    let times: Vec<f64> = events.iter().filter_map(|e| e["t"].as_f64()).collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]) && times.iter().all(|t| *t > 0.0),
+        "{track}"
+    );
+    // Someone who may not read the session's recordings gets a 404 or 403.
+    let mut vendor_api = WebClient::new(&c.url, &std::fs::read(&c.cert)?)?;
+    vendor_api
+        .login(VENDOR, LOGIN)?
+        .expect(200, "vendor login")?;
+    let status = vendor_api
+        .request(
+            "GET",
+            &format!("/api/v1/recordings/{rec}/input"),
+            None,
+            false,
+        )?
+        .send()?
+        .status()
+        .as_u16();
+    assert!(
+        status == 403 || status == 404,
+        "the vendor read the input track: {status}"
+    );
     // It replays like a native session's: the desktop at its end.
     let (_, events) =
         cpam_core::record::read_rdp(std::io::BufReader::new(std::fs::File::open(&file)?))?;

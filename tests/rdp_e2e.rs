@@ -317,3 +317,169 @@ fn the_targets_desktop_is_found_in_a_frame_decoded_from_the_recording() -> anyho
     r.assert_canary_nowhere(&client.logs())?;
     Ok(())
 }
+
+#[test]
+fn keys_and_clicks_typed_in_xfreerdp_are_the_recordings_input_track() -> anyhow::Result<()> {
+    use cpam_core::record::{InputEvent, PointerButton, input_track, read_rdp};
+    let r = Rdp::start()?;
+    let (mut client, id) = r.full_session()?;
+    // Let the client settle (its first synchronize and pointer PDUs).
+    std::thread::sleep(Duration::from_secs(2));
+    let xdotool = |args: &[&str]| -> anyhow::Result<()> {
+        let cmd = cpam_tests::rdp::xdotool(&r.d.topo.vendor, &r.screen, args)?;
+        r.d.run("xdotool", cmd)?
+            .ok(&format!("xdotool {}", args.join(" ")))?;
+        Ok(())
+    };
+    // No window manager: the window under the pointer has the focus.
+    xdotool(&["mousemove", "300", "200"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    let typed = Instant::now();
+    // a, b, c: set-1 scancodes 0x1e, 0x30, 0x2e.
+    xdotool(&["key", "--delay", "100", "a", "b", "c"])?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let clicked = typed.elapsed().as_secs_f64();
+    xdotool(&[
+        "mousemove",
+        "400",
+        "250",
+        "click",
+        "1",
+        "click",
+        "3",
+        "click",
+        "4",
+    ])?;
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        client.is_running(),
+        "xfreerdp left the session\n{}",
+        r.logs()
+    );
+    client.kill()?;
+    r.d.wait_session_ended(&id)?;
+    let rec = format!("{id}.0");
+    cpam_tests::wait_until(Duration::from_secs(10), "the recording sealed", || {
+        r.d.admin_ok(&["recordings", "verify", &rec]).ok()
+    })?;
+
+    let file = r.d.data_dir.join("recordings").join(format!("{rec}.cast"));
+    let (_, pdus) = read_rdp(std::io::BufReader::new(std::fs::File::open(&file)?))?;
+    let track = input_track(&pdus);
+    let shown: Vec<String> = track
+        .events
+        .iter()
+        .map(|e| format!("{:.3} {}", e.t, e.event.describe()))
+        .collect();
+    let shown = shown.join("\n");
+    assert_eq!(track.skipped, 0, "{:?}\n{shown}", track.last_error);
+    // In time order.
+    assert!(track.events.windows(2).all(|w| w[0].t <= w[1].t), "{shown}");
+    // The keys, each pressed then released, in the order typed.
+    let keys: Vec<(u16, bool, f64)> = track
+        .events
+        .iter()
+        .filter_map(|e| match e.event {
+            InputEvent::Key { scancode, down } => Some((scancode, down, e.t)),
+            _ => None,
+        })
+        .collect();
+    let typed_keys: Vec<(u16, bool)> = keys
+        .iter()
+        .filter(|k| [0x1e, 0x30, 0x2e].contains(&k.0))
+        .map(|k| (k.0, k.1))
+        .collect();
+    assert_eq!(
+        typed_keys,
+        vec![
+            (0x1e, true),
+            (0x1e, false),
+            (0x30, true),
+            (0x30, false),
+            (0x2e, true),
+            (0x2e, false)
+        ],
+        "{shown}"
+    );
+    let key_t = |code: u16| {
+        keys.iter()
+            .find(|k| k.0 == code && k.1)
+            .map_or(f64::NAN, |k| k.2)
+    };
+    // 100 ms between the keys (xdotool's delay), give or take.
+    let (ta, tc) = (key_t(0x1e), key_t(0x2e));
+    assert!(
+        (0.1..1.5).contains(&(tc - ta)),
+        "a at {ta}, c at {tc}\n{shown}"
+    );
+    // The pointer reached (300, 200), then (400, 250) where it clicked.
+    let at = |x: u16, y: u16| {
+        track
+            .events
+            .iter()
+            .find(|e| e.event == InputEvent::Pointer { x, y })
+            .map(|e| e.t)
+    };
+    let moved = at(300, 200).ok_or_else(|| anyhow::anyhow!("no move to 300,200\n{shown}"))?;
+    assert!(
+        moved <= ta,
+        "the pointer moved at {moved}, a at {ta}\n{shown}"
+    );
+    let buttons: Vec<(PointerButton, bool, f64)> = track
+        .events
+        .iter()
+        .filter_map(|e| match e.event {
+            InputEvent::Button {
+                x: 400,
+                y: 250,
+                button,
+                down,
+            } => Some((button, down, e.t)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        buttons.iter().map(|b| (b.0, b.1)).collect::<Vec<_>>(),
+        vec![
+            (PointerButton::Left, true),
+            (PointerButton::Left, false),
+            (PointerButton::Right, true),
+            (PointerButton::Right, false)
+        ],
+        "{shown}"
+    );
+    // The click came about as long after the keys as it did in the test.
+    let gap = buttons[0].2 - ta;
+    assert!(
+        (clicked - 0.5..clicked + 1.0).contains(&gap),
+        "the click {gap:.3} s after `a`, sent {clicked:.3} s after\n{shown}"
+    );
+    let wheel = track.events.iter().find_map(|e| match e.event {
+        InputEvent::Wheel {
+            delta, horizontal, ..
+        } => Some((delta, horizontal, e.t)),
+        _ => None,
+    });
+    let wheel = wheel.ok_or_else(|| anyhow::anyhow!("no wheel turn\n{shown}"))?;
+    assert!(
+        wheel.0 > 0 && !wheel.1 && wheel.2 >= buttons[3].2,
+        "wheel {wheel:?}\n{shown}"
+    );
+
+    // The CLI gives the same track.
+    let cli = r.d.admin_json(&["recordings", "input", &rec])?;
+    assert_eq!(cli, serde_json::to_value(&track)?);
+    let human = r.d.admin_ok(&["recordings", "input", &rec])?;
+    assert!(
+        human.contains("key 0x1e down") && human.contains("button left down at 400,250"),
+        "{human}"
+    );
+    // A terminal recording or an unknown one is refused by name.
+    let out = r.d.admin(&["recordings", "input", &format!("{id}.7")])?;
+    assert!(
+        !out.status.success() && out.stderr.contains(&format!("{id}.7")),
+        "{}",
+        out.stderr
+    );
+    Ok(())
+}

@@ -175,6 +175,17 @@ fn an_rdp_recordings_frame_shows_the_targets_desktop_from_the_cli_c_and_python()
         "cpam_recording_frame",
         &std::fs::read(frames.join(format!("{rec}.png")))?,
     )?;
+    // And its input track, as the CLI gives it.
+    let prefix = format!("{rec} input: ");
+    let c_input = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .ok_or_else(|| anyhow::anyhow!("no input track printed: {}", out.stdout))?;
+    let c_input: serde_json::Value = serde_json::from_str(c_input)?;
+    let cli_input = r.d.admin_json(&["recordings", "input", &rec])?;
+    assert_eq!(c_input, cli_input, "cpam_recording_input");
+    assert_eq!(c_input["skipped"], 0, "{c_input}");
 
     // Python: the pytest module for RDP recordings, on this recording.
     let python = root().join("target/py-venv/bin/python");
@@ -235,7 +246,7 @@ fn an_rdp_recordings_frame_shows_the_targets_desktop_from_the_cli_c_and_python()
     .env("CPAM_RDP_RGB", &rgb);
     let out = run("pytest-rdp", py, r.d.path(), Duration::from_secs(300))?;
     assert!(
-        out.success() && out.stdout.contains("2 passed"),
+        out.success() && out.stdout.contains("3 passed"),
         "pytest failed ({}):\n{}\n{}",
         out.status,
         out.stdout,

@@ -268,7 +268,9 @@ fn expected(route: &Route, user: &RoleUser, own: bool) -> Expect {
             Expect::Status(400)
         }
         // The matrix's recordings are terminal recordings, not RDP ones.
-        ("GET", "/api/v1/recordings/{id}/frame") => Expect::Status(400),
+        ("GET", "/api/v1/recordings/{id}/frame") | ("GET", "/api/v1/recordings/{id}/input") => {
+            Expect::Status(400)
+        }
         ("GET", "/assets/{*path}") => Expect::NotRefused,
         _ => Expect::Status(route.status),
     }

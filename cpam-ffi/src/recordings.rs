@@ -1,6 +1,6 @@
 //! A server's session recordings from C: listed, read, searched and
 //! verified against their signed manifests, and an RDP recording's desktop
-//! at a time as a PNG. Every function takes the server's data dir and
+//! at a time as a PNG and its client's input track. Every function takes the server's data dir and
 //! answers JSON (free it with `cpam_string_free`), the frame PNG bytes
 //! (free them with `cpam_bytes_free`).
 
@@ -9,7 +9,7 @@ use std::path::Path;
 
 use cpam_core::model::SessionId;
 use cpam_core::record::{
-    RecordingFilter, RecordingId, RecordingStore, rdp_frame_png, read_recording,
+    RecordingFilter, RecordingId, RecordingStore, rdp_frame_png, rdp_input, read_recording,
 };
 use cpam_core::server::DataDir;
 
@@ -112,6 +112,31 @@ pub unsafe extern "C" fn cpam_recording_frame(
             put(out_len, len);
         }
         Ok(())
+    })
+}
+
+/// The keys and the mouse of RDP recording `id`'s client, decoded from its
+/// input PDUs: `{"events": [{"t", "type", ...}], "pdus", "skipped",
+/// "last_error"}`, `type` one of `key` (`scancode`, `down`), `unicode`
+/// (`code`, `down`), `pointer` (`x`, `y`), `button` (`x`, `y`, `button`,
+/// `down`), `wheel` (`x`, `y`, `delta`, `horizontal`), `relative_pointer`
+/// (`dx`, `dy`), `relative_button` (`button`, `down`), `sync` (the lock
+/// keys); input PDUs that do not decode are counted in `skipped`.
+/// `CPAM_NOT_FOUND` for an unknown recording, `CPAM_INVALID_ARGUMENT` for a
+/// terminal recording.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn cpam_recording_input(
+    data_dir: *const c_char,
+    id: *const c_char,
+    json_out: *mut *mut c_char,
+) -> cpam_status {
+    boundary(|| {
+        // SAFETY: C strings per the header's contract.
+        let (dir, id) = unsafe { (arg_str(data_dir, "data_dir")?, arg_str(id, "id")?) };
+        let out = arg_out(json_out, "json_out")?;
+        let track = rdp_input(&store(dir)?, &RecordingId::parse(id)?)?;
+        // SAFETY: checked by `arg_out`.
+        unsafe { answer(out, &track) }
     })
 }
 

@@ -42,6 +42,8 @@ fn _cpam(m: &Bound<'_, PyModule>) -> PyResult<()> {
         wrap_pyfunction!(recordings::read_recording_async, m)?,
         wrap_pyfunction!(recordings::recording_frame, m)?,
         wrap_pyfunction!(recordings::recording_frame_async, m)?,
+        wrap_pyfunction!(recordings::recording_input, m)?,
+        wrap_pyfunction!(recordings::recording_input_async, m)?,
         wrap_pyfunction!(recordings::verify_recording, m)?,
         wrap_pyfunction!(recordings::verify_recording_async, m)?,
         wrap_pyfunction!(recordings::search_recordings, m)?,

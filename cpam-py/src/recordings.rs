@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use cpam_core::model::SessionId;
-use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore, rdp_frame_png};
+use cpam_core::record::{RecordingFilter, RecordingId, RecordingStore, rdp_frame_png, rdp_input};
 use cpam_core::server::DataDir;
 use cpam_core::{Error, Result};
 use pyo3::prelude::*;
@@ -48,6 +48,14 @@ async fn frame(data_dir: String, id: String, at: f64) -> Result<Bytes> {
             &RecordingId::parse(&id)?,
             at,
         )?))
+    })
+    .await
+    .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
+}
+
+async fn input(data_dir: String, id: String) -> Result<Json> {
+    tokio::task::spawn_blocking(move || {
+        Json::of(&rdp_input(&store(&data_dir)?, &RecordingId::parse(&id)?)?)
     })
     .await
     .map_err(|e| Error::new(cpam_core::ErrorKind::Internal, e.to_string()))?
@@ -130,6 +138,25 @@ pub fn recording_frame_async(
     at: f64,
 ) -> PyResult<Bound<'_, PyAny>> {
     awaitable(py, frame(data_dir, id, at))
+}
+
+/// The keys and mouse of RDP recording `id`'s client, decoded from its
+/// input PDUs: `{"events": [{"t", "type", ...}], "pdus", "skipped",
+/// "last_error"}` (docs/rdp.md). Raises `cpam.NotFoundError` for an
+/// unknown recording and `cpam.InvalidArgumentError` for a terminal one.
+#[pyfunction]
+pub fn recording_input(py: Python<'_>, data_dir: String, id: String) -> PyResult<Json> {
+    wait(py, input(data_dir, id))
+}
+
+/// `recording_input()` for asyncio.
+#[pyfunction]
+pub fn recording_input_async(
+    py: Python<'_>,
+    data_dir: String,
+    id: String,
+) -> PyResult<Bound<'_, PyAny>> {
+    awaitable(py, input(data_dir, id))
 }
 
 /// Checks a recording's file, chunk chain and signed manifest; raises

@@ -88,6 +88,21 @@ def test_a_frame_of_a_recorded_rdp_session_shows_the_targets_desktop() -> None:
     assert asyncio.run(frame()) == png
 
 
+def test_the_input_track_of_a_recorded_rdp_session() -> None:
+    track = cpam.recording_input(DATA_DIR, RECORDING)
+    assert track["skipped"] == 0, track
+    times = [e["t"] for e in track["events"]]
+    assert times == sorted(times), track
+    assert all(isinstance(e["type"], str) for e in track["events"]), track
+
+    async def again() -> dict[str, object]:
+        return await cpam.recording_input_async(DATA_DIR, RECORDING)
+
+    assert asyncio.run(again()) == track
+    with pytest.raises(cpam.NotFoundError):
+        cpam.recording_input(DATA_DIR, RECORDING.split(".")[0] + ".9")
+
+
 def test_a_time_past_the_end_an_unknown_recording_and_a_terminal_one_are_refused() -> None:
     duration = cpam.read_recording(DATA_DIR, RECORDING)["desktop"]
     assert duration is not None

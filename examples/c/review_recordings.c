@@ -11,7 +11,9 @@
  * An RDP recording has no text events: cpam_recording_read gives its
  * desktop's size and length ("desktop"), and with --frame the desktop at
  * SECONDS (or at its end, if it is shorter) is written to DIR/<id>.png by
- * cpam_recording_frame (free the bytes with cpam_bytes_free).
+ * cpam_recording_frame (free the bytes with cpam_bytes_free), and the
+ * client's keys and mouse, decoded from its input PDUs, are printed by
+ * cpam_recording_input.
  *
  * The answers are JSON (free them with cpam_string_free); a real program
  * would parse them with a JSON library. This one only picks a few out.
@@ -82,6 +84,14 @@ static int write_frame(const char *data_dir, const char *id, const char *json) {
         return 2;
     }
     printf("%s frame at %.3f s: %s (%zu bytes)\n", id, at, path, len);
+
+    char *input = NULL;
+    st = cpam_recording_input(data_dir, id, &input);
+    if (st != CPAM_OK) {
+        return fail("cpam_recording_input", st);
+    }
+    printf("%s input: %s\n", id, input);
+    cpam_string_free(input);
     return 0;
 }
 

@@ -30,7 +30,7 @@ fn which(program: &str) -> anyhow::Result<PathBuf> {
         .with_context(|| {
             format!(
                 "{program} not found: the RDP tests need it; run them through `bash tests/run.sh` \
-                 or `apt-get install xvfb x11-xserver-utils freerdp2-shadow-x11 winpr-utils freerdp2-x11`"
+                 or `apt-get install xvfb x11-xserver-utils freerdp2-shadow-x11 winpr-utils freerdp2-x11 xdotool`"
             )
         })
 }
@@ -181,6 +181,14 @@ pub fn xfreerdp(
         .arg("/cert:ignore")
         .args(args)
         .env("DISPLAY", display.env());
+    Ok(c)
+}
+
+/// `xdotool ARGS` on `display` in `ns`: real X input (XTEST) to the
+/// window under the pointer, as a person would type and click.
+pub fn xdotool(ns: &Netns, display: &Display, args: &[&str]) -> anyhow::Result<Command> {
+    let mut c = ns.command(which("xdotool")?);
+    c.args(args).env("DISPLAY", display.env());
     Ok(c)
 }
 

@@ -1,6 +1,7 @@
 //! `cpam-server recordings`: list, verify, cat and search the session
 //! recordings of a data dir (or of the object store it records to), and an
-//! RDP recording's desktop at a time as a PNG (`cpam_core::record`).
+//! RDP recording's desktop at a time as a PNG and its client's keystroke and
+//! mouse track (`cpam_core::record`).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -70,6 +71,16 @@ pub enum RecordingsCmd {
         /// The PNG file to write.
         #[arg(long)]
         out: std::path::PathBuf,
+        #[command(flatten)]
+        c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
+    },
+    /// The keys and the mouse of an RDP recording's client, in order,
+    /// with their times.
+    Input {
+        /// The recording (`<session id>.<channel>`).
+        id: String,
         #[command(flatten)]
         c: Common,
         #[command(flatten)]
@@ -252,6 +263,31 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 json!({ "id": id, "at": at, "out": out, "bytes": png.len() }),
                 || format!("{id} at {at} s: {} ({} bytes)", out.display(), png.len()),
             ))
+        }
+        RecordingsCmd::Input { id, c, s } => {
+            let id = RecordingId::parse(&id)?;
+            let track = cpam_core::record::rdp_input(store(&c, &s)?.as_ref(), &id)?;
+            Ok(print(c.json, json!(track), || {
+                let mut text = table(
+                    &track.events,
+                    &[
+                        ("AT (s)", &|e| format!("{:.3}", e.t)),
+                        ("INPUT", &|e| e.event.describe()),
+                    ],
+                );
+                text.push_str(&format!(
+                    "\n{} inputs in {} input PDUs, {} not decoded{}",
+                    track.events.len(),
+                    track.pdus,
+                    track.skipped,
+                    track
+                        .last_error
+                        .as_deref()
+                        .map(|e| format!(" (last: {e})"))
+                        .unwrap_or_default()
+                ));
+                text
+            }))
         }
         RecordingsCmd::Search {
             text,

@@ -21,7 +21,10 @@
 //!   from its PDUs through IronRDP's decoder, for the live view and replay.
 //! - `player.rs` (feature `rdp`): [`RdpPlayer`], which seeks in an RDP
 //!   recording from periodic keyframes, [`RdpPlayers`], a small cache of
-//!   them, and [`rdp_frame_png`], the desktop at a time as a PNG.
+//!   them, [`rdp_frame_png`], the desktop at a time as a PNG, and
+//!   [`rdp_input`], the recording's input track.
+//! - `input.rs` (feature `rdp`): [`input_track`], the keys and the mouse
+//!   of the vendor's client decoded from its recorded input PDUs.
 //! - `screen.rs`: [`Screen`], the current screen for viewers that join late.
 //! - `live.rs`: [`LiveHub`], the live view: each live session's screen and
 //!   a broadcast of what it shows, for watchers ([`LiveHub::watch`]).
@@ -33,6 +36,8 @@ mod desktop;
 #[cfg(test)]
 mod engine_tests;
 mod id;
+#[cfg(feature = "rdp")]
+mod input;
 mod integrity;
 mod live;
 #[cfg(feature = "s3")]
@@ -53,6 +58,8 @@ pub use check::{RECORDER_ACTOR, SEALED_ACTION, VerifyAll, sealed_event, verify_a
 #[cfg(feature = "rdp")]
 pub use desktop::{Desktop, Frame, MAX_DESKTOP, Rect};
 pub use id::RecordingId;
+#[cfg(feature = "rdp")]
+pub use input::{InputEvent, InputTrack, PointerButton, TimedInput, decode_input, input_track};
 pub use integrity::{
     Chain, ChunkRecord, Manifest, RecordingKey, SealState, SignedManifest, Verified, check_chain,
     parse_chain, verify,
@@ -65,7 +72,7 @@ pub use object::{
 #[cfg(feature = "rdp")]
 pub use player::{
     KEYFRAME_BUDGET, KEYFRAME_MIN_GAP, MAX_KEYFRAMES, RdpPlayer, RdpPlayers, frame_png,
-    rdp_frame_png,
+    rdp_frame_png, rdp_input,
 };
 pub use rdp::{RDP_FORMAT, RdpEvent, pdu_line, rdp_header, read_rdp};
 pub use recorder::{Recorder, RecorderOptions, SealHook, SessionRecorder};

@@ -1,7 +1,8 @@
 //! [`RdpPlayer`] (feature `rdp`): an RDP recording replayed into a
 //! [`Desktop`], seeking from periodic keyframes; [`RdpPlayers`], a small
 //! cache of built players; [`rdp_frame_png`], the desktop of a stored
-//! recording at a time, which the CLI and the C and Python SDKs call.
+//! recording at a time, which the CLI and the C and Python SDKs call;
+//! [`rdp_input`], its keystroke and mouse track.
 //!
 //! Building a player decodes the recording once from its start and keeps
 //! a copy of the desktop at most every second ([`KEYFRAME_MIN_GAP`]), at
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use super::desktop::{Desktop, Frame, Snapshot};
 use super::id::RecordingId;
+use super::input::{InputTrack, input_track};
 use super::rdp::{RdpEvent, read_rdp};
 use super::store::RecordingStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -108,17 +110,12 @@ impl RdpPlayer {
 
     /// The recording `id` of `store`; refused when it is not an RDP one.
     pub fn load(store: &dyn RecordingStore, id: &RecordingId) -> Result<Self> {
-        let reader = store.open(id)?;
-        let (_, events) = read_rdp(BufReader::new(reader)).map_err(|e| {
-            if e.kind() == ErrorKind::InvalidArgument {
-                Error::invalid(format!(
-                    "recording {id} is not an RDP recording (a terminal's: read its events)"
-                ))
-            } else {
-                e
-            }
-        })?;
-        Self::new(events)
+        Self::new(load_events(store, id)?)
+    }
+
+    /// The keystroke and mouse track of the recording's client.
+    pub fn input_track(&self) -> InputTrack {
+        input_track(&self.events)
     }
 
     /// The recording's length in seconds.
@@ -197,6 +194,29 @@ impl RdpPlayer {
 pub fn rdp_frame_png(store: &dyn RecordingStore, id: &RecordingId, t: f64) -> Result<Vec<u8>> {
     let player = RdpPlayer::load(store, id)?;
     frame_png(&player, id, t)
+}
+
+/// The PDUs of stored recording `id`; refused when it is not an RDP one.
+fn load_events(store: &dyn RecordingStore, id: &RecordingId) -> Result<Vec<RdpEvent>> {
+    let reader = store.open(id)?;
+    let (_, events) = read_rdp(BufReader::new(reader)).map_err(|e| {
+        if e.kind() == ErrorKind::InvalidArgument {
+            Error::invalid(format!(
+                "recording {id} is not an RDP recording (a terminal's: read its events)"
+            ))
+        } else {
+            e
+        }
+    })?;
+    Ok(events)
+}
+
+/// The keystroke and mouse track of stored RDP recording `id` (its
+/// frames are not decoded). Fails with `not_found` for an unknown
+/// recording, `invalid_argument` for a terminal recording; input PDUs
+/// that do not decode are counted in [`InputTrack::skipped`].
+pub fn rdp_input(store: &dyn RecordingStore, id: &RecordingId) -> Result<InputTrack> {
+    Ok(input_track(&load_events(store, id)?))
 }
 
 /// The PNG of `player` at `t`, checked against its length.

@@ -62,6 +62,9 @@ pub enum RecordingKind {
 }
 
 impl RecordingKind {
+    /// Every kind.
+    pub const ALL: [RecordingKind; 2] = [RecordingKind::Terminal, RecordingKind::Rdp];
+
     /// `terminal` or `rdp`, as serialized.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::CODES;
 use super::rbac::{Access, Body, POLICY, Route, Scope};
 use crate::model::{CheckoutEnd, CredentialKind, EndReason, ServiceKind, SessionProtocol};
-use crate::record::SealState;
+use crate::record::{RecordingKind, SealState};
 
 /// The document as served: its server URL is the mount's base path (the
 /// committed copy says `/`).
@@ -288,8 +288,9 @@ pub fn schemas() -> Map<String, Value> {
         (
             "Recording",
             obj(
-                &["id", "session_id", "channel", "size", "state"],
+                &["id", "session_id", "channel", "kind", "size", "state"],
                 json!({ "id": s(), "session_id": s(), "channel": int(),
+            "kind": { "type": "string", "enum": RecordingKind::ALL.map(RecordingKind::as_str) },
             "started_at": ntime(), "ended_at": ntime(), "size": int(),
             "state": { "type": "string", "enum": std::iter::once("open")
                 .chain(SealState::ALL.map(SealState::as_str))
@@ -305,6 +306,29 @@ pub fn schemas() -> Map<String, Value> {
             "size": int(), "offset": int(), "sha256": s(), "non_sequential": b(),
             "result": { "type": "string", "enum": ["complete", "incomplete", "refused", "failed"] },
             "reason": ns(), "started_at": s(), "ended_at": s() }),
+            ),
+        ),
+        (
+            "InputTrack",
+            obj(
+                &["events", "pdus", "skipped"],
+                json!({
+                    "events": { "type": "array", "items": obj(
+                        &["t", "type"],
+                        json!({
+                            "t": { "type": "number", "description": "seconds from the recording's start" },
+                            "type": { "type": "string", "enum": ["key", "unicode", "pointer", "button", "wheel", "relative_pointer", "relative_button", "sync"] },
+                            "scancode": { "type": "integer", "description": "set-1 scancode; 0xE0xx extended, 0xE1xx the Pause prefix" },
+                            "code": { "type": "integer", "description": "a UTF-16 code unit" },
+                            "down": b(), "x": int(), "y": int(), "dx": int(), "dy": int(),
+                            "button": { "type": "string", "enum": ["left", "right", "middle", "x1", "x2"] },
+                            "delta": { "type": "integer", "description": "wheel units, 120 a notch" },
+                            "horizontal": b(),
+                            "scroll_lock": b(), "num_lock": b(), "caps_lock": b(), "kana_lock": b(),
+                        }),
+                    ) },
+                    "pdus": int(), "skipped": int(), "last_error": ns(),
+                }),
             ),
         ),
         (

@@ -203,6 +203,7 @@ pub static POLICY: &[Route] = &[
         route("GET", "/api/v1/recordings/{id}/frame", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Binary, "recordings", "the desktop of an RDP recording at `t` as a PNG (`x-recording-duration`: its length in seconds)"),
         &[("t", "seconds from the recording's start (default 0; past the end: the last frame)")],
     ),
+    route("GET", "/api/v1/recordings/{id}/input", AnyOf(&[P::VIEW_SESSIONS]), Scope::Session, 200, None, Json("InputTrack"), "recordings", "the keystroke and mouse track of an RDP recording's client, decoded from its input PDUs"),
     route("GET", "/api/v1/sessions/{id}/watch", AnyOf(&[P::MONITOR_SESSIONS]), Scope::Customer, 101, None, WebSocket, "sessions", "watch a live terminal or desktop session (WebSocket from the console's own origin; 409 when not live)"),
     route("POST", "/api/v1/sessions/{id}/terminate", AnyOf(&[P::TERMINATE_SESSIONS]), Scope::Customer, 204, Some("Terminate"), Empty, "sessions", "end a live session with a reason (409 when not live)"),
     // admin log

@@ -67,6 +67,8 @@ __all__ = [
     "read_recording_async",
     "recording_frame",
     "recording_frame_async",
+    "recording_input",
+    "recording_input_async",
     "register_gatekeeper",
     "register_gatekeeper_async",
     "search_recordings",
@@ -329,6 +331,14 @@ def recording_frame(data_dir: str, id: str, at: float) -> bytes:
     for a terminal recording or a time outside it."""
 
 def recording_frame_async(data_dir: str, id: str, at: float) -> Awaitable[bytes]: ...
+def recording_input(data_dir: str, id: str) -> dict[str, Any]:
+    """The keys and mouse of RDP recording ``id``'s client: ``{"events": [{"t", "type", ...}],
+    "pdus", "skipped", "last_error"}``.
+
+    Raises ``NotFoundError`` for an unknown recording, ``InvalidArgumentError``
+    for a terminal recording."""
+
+def recording_input_async(data_dir: str, id: str) -> Awaitable[dict[str, Any]]: ...
 def verify_recording(data_dir: str, id: str) -> RecordingVerification:
     """Checks the file, chunk chain and signed manifest; raises ``RecordingError`` naming what changed."""
 

@@ -5,6 +5,8 @@
 //! - `load`: bulk transfer, first-byte latency, concurrency burst;
 //! - `openssh`, `cpam`: bring a path up and hand back a [`RunningPath`];
 //! - `psm`: privileged SSH sessions through the proxy vs the raw tunnel;
+//! - `rdp`: remote desktops (a repainted desktop watched by an IronRDP
+//!   client) through the raw tunnel and through the recording proxy;
 //! - `sftp`: File Transfer (stock `sftp`, `cpam-connect put/get`) direct,
 //!   through the raw tunnel and through the auditing proxy;
 //! - `report`: the stdout table and the JSON document.
@@ -16,6 +18,7 @@ pub mod load;
 pub mod openssh;
 pub mod procs;
 pub mod psm;
+pub mod rdp;
 pub mod report;
 pub mod sftp;
 pub mod targets;

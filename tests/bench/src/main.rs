@@ -10,11 +10,12 @@ use clap::Parser;
 
 use cpam_bench::openssh::Flavor;
 use cpam_bench::psm::{PsmFigures, PsmPaths, PsmPlan};
+use cpam_bench::rdp::RdpPlan;
 use cpam_bench::sftp::SftpPlan;
 use cpam_bench::targets::Targets;
 use cpam_bench::{PathResult, Plan, RunningPath, procs};
 
-const ALL_PATHS: [&str; 8] = [
+const ALL_PATHS: [&str; 9] = [
     "direct",
     "openssh",
     "openssh-tty",
@@ -23,6 +24,7 @@ const ALL_PATHS: [&str; 8] = [
     "ipconnect-driver",
     "psm",
     "sftp",
+    "rdp",
 ];
 
 /// Throughput, CPU per byte, first-byte latency and a connection burst
@@ -58,6 +60,8 @@ struct Args {
     /// tunnel, a table of its own), sftp (File Transfer: stock sftp direct,
     /// through the raw tunnel and through the auditing proxy, and
     /// cpam-connect put/get, of one --bytes file each way; a table of its
+    /// own), rdp (remote desktops: a repainted 1024x768 desktop watched
+    /// through the raw tunnel and the recording proxy; a table of its
     /// own), ipconnect-legacy and ipconnect-driver
     /// (IP Connect's loopback listeners and TUN driver; the driver needs
     /// root and runs the bench in a network namespace of its own);
@@ -77,6 +81,15 @@ struct Args {
     /// psm: concurrent interactive sessions held open for the RSS figure.
     #[arg(long, default_value_t = 100)]
     psm_sessions: usize,
+    /// rdp: seconds each path is watched.
+    #[arg(long, default_value_t = 30)]
+    rdp_seconds: u64,
+    /// rdp: whole-desktop repaints per second.
+    #[arg(long, default_value_t = 10.0)]
+    rdp_rate: f64,
+    /// rdp: concurrent sessions held open for the RSS figure.
+    #[arg(long, default_value_t = 8)]
+    rdp_sessions: usize,
     /// Directory with cpam-server, cpam-gatekeeper and cpam-connect
     /// (default: the directory of this executable).
     #[arg(long)]
@@ -205,7 +218,7 @@ fn run() -> Result<()> {
     let mut paths: Vec<&str> = Vec::new();
     for name in ALL_PATHS
         .iter()
-        .filter(|p| !matches!(**p, "psm" | "sftp") && args.only.iter().any(|o| o == *p))
+        .filter(|p| !matches!(**p, "psm" | "sftp" | "rdp") && args.only.iter().any(|o| o == *p))
     {
         paths.push(name);
         if *name == "cpam" && args.compare_bin_dir.is_some() {
@@ -266,6 +279,18 @@ fn run() -> Result<()> {
         .any(|o| o == "sftp")
         .then(|| cpam_bench::sftp::run(&bin_dir, &sftp_plan));
 
+    let rdp_plan = RdpPlan {
+        seconds: args.rdp_seconds,
+        rate_hz: args.rdp_rate,
+        sessions: args.rdp_sessions,
+        idle_wait: Duration::from_secs(args.idle_wait),
+    };
+    let rdp = args
+        .only
+        .iter()
+        .any(|o| o == "rdp")
+        .then(|| cpam_bench::rdp::run(&bin_dir, &rdp_plan));
+
     if !results.is_empty() {
         print!("{}", cpam_bench::report::table(&results, &plan));
     }
@@ -284,6 +309,11 @@ fn run() -> Result<()> {
             "figures": figures,
             "summary": figures.summary(),
         });
+    }
+    if let Some(figures) = &rdp {
+        print!("{}", cpam_bench::rdp::table(figures, &rdp_plan));
+        failed |= figures.failed();
+        doc["rdp"] = serde_json::json!({ "plan": rdp_plan, "figures": figures });
     }
     if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
         procs::ensure_dir(parent)?;

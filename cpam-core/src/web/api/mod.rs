@@ -113,6 +113,7 @@ pub fn routes() -> ApiRoutes {
         .add("GET", "/api/v1/recordings/{id}/cast", recordings::download)
         .add("GET", "/api/v1/recordings/{id}/verify", recordings::verify)
         .add("GET", "/api/v1/recordings/{id}/frame", recordings::frame)
+        .add("GET", "/api/v1/recordings/{id}/input", recordings::input)
         .add("GET", "/api/v1/audit", audit::list)
         .add("GET", "/api/v1/audit/verify", audit::verify)
         .add("GET", "/api/v1/audit/checkpoints", audit::checkpoints)

@@ -1,5 +1,6 @@
 //! A session's recordings: list, download (`.cast`), verify, and for a
-//! remote desktop recording the desktop at a moment (PNG). Scoped like
+//! remote desktop recording the desktop at a moment (PNG) and the
+//! client's keystroke and mouse track. Scoped like
 //! the session they belong to: a foreign session's recording answers 404
 //! exactly like a missing one.
 
@@ -25,6 +26,7 @@ fn recording_json(r: &RecordingInfo) -> Value {
         "id": r.id,
         "session_id": r.session_id,
         "channel": r.channel,
+        "kind": r.kind.as_str(),
         "started_at": r.started_at.map(ts),
         "ended_at": opt_ts(r.ended_at),
         "size": r.size,
@@ -203,5 +205,32 @@ fn desktop_at(
 ) -> crate::Result<(f64, Vec<u8>)> {
     Err(crate::Error::invalid(format!(
         "`{id}` cannot be shown: this server is built without RDP"
+    )))
+}
+
+/// `GET /api/v1/recordings/{id}/input`: the keystroke and mouse track of
+/// an RDP recording's client (`invalid_argument` for a terminal's).
+pub async fn input(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = scoped(&state, &caller, &id).await?;
+    let store = store(&state)?;
+    blocking(move || input_track(store.as_ref(), &id))
+        .await
+        .map(Json)
+}
+
+#[cfg(feature = "rdp")]
+fn input_track(store: &dyn RecordingStore, id: &RecordingId) -> crate::Result<Value> {
+    let track = crate::record::rdp_input(store, id)?;
+    serde_json::to_value(&track).map_err(|e| crate::Error::internal(format!("input track: {e}")))
+}
+
+#[cfg(not(feature = "rdp"))]
+fn input_track(_: &dyn RecordingStore, id: &RecordingId) -> crate::Result<Value> {
+    Err(crate::Error::invalid(format!(
+        "the input of `{id}` cannot be read: this server is built without RDP"
     )))
 }

@@ -1,11 +1,40 @@
 // Remote desktops in the console: the live view of an RDP session (PNG
 // images on the watch WebSocket drawn on a <canvas>), the browser desktop
 // (the same images, and the page's keys and pointer sent back), and the
-// replay of its recording (the desktop at a moment, decoded by the server).
+// replay of its recording (the desktop at a moment, decoded by the server,
+// next to the client's keys and mouse decoded from the recorded input).
 
 import { h, mount } from './ui.js';
 import { socket } from './terminal.js';
 import { SCANCODES } from './scancodes.js';
+
+/** Key names by scancode, for the replay's input list. */
+const KEY_NAMES = new Map([...SCANCODES].map(([name, code]) => [code, name]));
+
+/** One event of a recording's input track as a short line. */
+function describeInput(e) {
+  const updown = e.down ? 'down' : 'up';
+  switch (e.type) {
+    case 'key':
+      return `key ${KEY_NAMES.get(e.scancode) || `0x${e.scancode.toString(16)}`} ${updown}`;
+    case 'unicode':
+      return `unicode ${JSON.stringify(String.fromCharCode(e.code))} ${updown}`;
+    case 'pointer':
+      return `pointer ${e.x},${e.y}`;
+    case 'button':
+      return `${e.button} button ${updown} at ${e.x},${e.y}`;
+    case 'wheel':
+      return `${e.horizontal ? 'horizontal ' : ''}wheel ${e.delta > 0 ? '+' : ''}${e.delta} at ${e.x},${e.y}`;
+    case 'relative_pointer':
+      return `pointer by ${e.dx},${e.dy}`;
+    case 'relative_button':
+      return `${e.button} button ${updown}`;
+    case 'sync':
+      return `locks: ${['caps_lock', 'num_lock', 'scroll_lock', 'kana_lock'].filter((k) => e[k]).join(', ') || 'none'}`;
+    default:
+      return e.type;
+  }
+}
 
 /** A desktop panel: `{ el, canvas, status(text), close() }`. */
 function desktopPanel(test, title) {
@@ -117,10 +146,36 @@ export async function replayDesktop(box, r) {
     ctx.drawImage(bitmap, 0, 0);
     bitmap.close();
     shown = t;
+    mark();
     panel.canvas.dataset.t = String(t);
     mount(at, `${t.toFixed(1)} s of ${duration.toFixed(1)} s`);
     panel.status('The desktop as recorded at this moment.');
   };
+  // The client's input next to the canvas: each line seeks to its time;
+  // the ones up to the moment shown are marked.
+  const inputs = h('ol', { class: 'input-track mono small', 'data-test': 'replay-input' });
+  panel.el.insertBefore(inputs, panel.el.lastChild);
+  const mark = () => {
+    for (const li of inputs.children) li.classList.toggle('past', Number(li.dataset.t) <= shown);
+  };
+  fetch(new URL(`api/v1/recordings/${encodeURIComponent(r.id)}/input`, document.baseURI), { credentials: 'same-origin' })
+    .then((res) => (res.ok ? res.json() : Promise.reject(new Error(String(res.status)))))
+    .then((track) => {
+      const lines = track.events.filter((e) => e.type !== 'pointer' || track.events.length < 2000);
+      mount(inputs, ...lines.map((e) => {
+        const li = h('li', { 'data-t': String(e.t), 'data-test': 'replay-input-event' },
+          `${e.t.toFixed(2)} s  ${describeInput(e)}`);
+        li.addEventListener('click', () => {
+          slider.value = String(e.t);
+          show(e.t);
+        });
+        return li;
+      }));
+      inputs.dataset.count = String(track.events.length);
+      if (track.skipped) inputs.title = `${track.skipped} input PDUs not decoded: ${track.last_error}`;
+      mark();
+    })
+    .catch((e) => mount(inputs, h('li', { class: 'muted' }, `No input track (${e.message}).`)));
   slider.addEventListener('change', () => show(Number(slider.value)));
   play.addEventListener('click', () => {
     if (timer) {
