@@ -235,23 +235,7 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Vault(cmd) => crate::vault::vault(cmd).await,
         AdminCommand::Checkouts(cmd) => crate::vault::checkouts(cmd).await,
-        AdminCommand::Nodes { c } => {
-            let x = ctx(&c).await?;
-            let list = cpam_core::server::list_nodes(&x.store, Timestamp::now()).await?;
-            Ok(print(x.json, json!(list), || {
-                table(
-                    &list,
-                    &[
-                        ("NODE", &|n| n.node.id.clone()),
-                        ("STATE", &|n| n.state.to_string()),
-                        ("ADDRESS", &|n| n.node.peer_address.clone()),
-                        ("VERSION", &|n| n.node.version.clone()),
-                        ("STARTED", &|n| n.node.started_at.to_rfc3339()),
-                        ("HEARTBEAT", &|n| n.node.heartbeat_at.to_rfc3339()),
-                    ],
-                )
-            }))
-        }
+        AdminCommand::Nodes { c } => crate::nodes::nodes(&c).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,
