@@ -3,6 +3,7 @@
 
 mod admin_cli;
 mod audit_anchor;
+mod cluster_e2e;
 mod console_limits;
 mod demo_e2e;
 mod examples_run;

@@ -33,6 +33,10 @@ pub struct PgFixture {
 #[derive(Debug)]
 struct Server {
     child: Child,
+    /// How to start it again on the same data and port ([`PgFixture::restart`]).
+    bin: PathBuf,
+    as_postgres: bool,
+    port: u16,
     // Dropped after the server has stopped (fields drop after `Drop::drop`).
     dir: tempfile::TempDir,
 }
@@ -99,29 +103,17 @@ impl PgFixture {
             bail!("initdb failed: {}", tail(&dir.path().join("initdb.err")));
         }
         let port = free_port()?;
-        let server_log = dir.path().join("postgres.log");
-        let child = command(&bin, "postgres", as_postgres)
-            .arg("-D")
-            .arg(&data)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "fsync=off",
-            ])
-            .args(["-c", "max_connections=200", "-k"])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(File::create(&server_log)?)
-            .stderr(File::create(dir.path().join("postgres.err"))?)
-            .spawn()
-            .context("starting postgres")?;
+        let child = spawn_postgres(&bin, as_postgres, dir.path(), port)?;
         let mut fixture = PgFixture {
             admin_url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
             socket: Some((dir.path().to_path_buf(), port)),
-            server: Some(Server { child, dir }),
+            server: Some(Server {
+                child,
+                bin: bin.clone(),
+                as_postgres,
+                port,
+                dir,
+            }),
         };
         fixture.wait_ready(&bin, port)?;
         Ok(fixture)
@@ -150,6 +142,33 @@ impl PgFixture {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Stops the server (fast shutdown, by its PID) and waits until it has
+    /// exited; [`PgFixture::restart`] starts it again on the same data.
+    pub fn stop(&mut self) -> Result<()> {
+        let server = self
+            .server
+            .as_mut()
+            .context("this PostgreSQL server was not started by the fixture")?;
+        stop_child(&mut server.child);
+        Ok(())
+    }
+
+    /// Starts the stopped server again on the same data dir and port.
+    pub fn restart(&mut self) -> Result<()> {
+        let server = self
+            .server
+            .as_mut()
+            .context("this PostgreSQL server was not started by the fixture")?;
+        server.child = spawn_postgres(
+            &server.bin,
+            server.as_postgres,
+            server.dir.path(),
+            server.port,
+        )?;
+        let (bin, port) = (server.bin.clone(), server.port);
+        self.wait_ready(&bin, port)
     }
 
     /// The URL of the server's administrative database.
@@ -197,22 +216,57 @@ impl PgFixture {
 
 impl Drop for PgFixture {
     fn drop(&mut self) {
-        let Some(server) = &mut self.server else {
-            return;
-        };
-        let pid = server.child.id().to_string();
-        // SIGINT is PostgreSQL's "fast shutdown": it ends backends and exits cleanly.
-        let _ = Command::new("kill").args(["-INT", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = server.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(server) = &mut self.server {
+            stop_child(&mut server.child);
         }
-        let _ = server.child.kill();
-        let _ = server.child.wait();
     }
+}
+
+/// Stops a postgres child by its PID and reaps it.
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let pid = child.id().to_string();
+    // SIGINT is PostgreSQL's "fast shutdown": it ends backends and exits cleanly.
+    let _ = Command::new("kill").args(["-INT", &pid]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Starts `postgres` on the data under `dir` on 127.0.0.1:`port`, its
+/// Unix socket in `dir`.
+fn spawn_postgres(bin: &Path, as_postgres: bool, dir: &Path, port: u16) -> Result<Child> {
+    command(bin, "postgres", as_postgres)
+        .arg("-D")
+        .arg(dir.join("data"))
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+        ])
+        .args(["-c", "max_connections=200", "-k"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(File::create(dir.join("postgres.log"))?)
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("postgres.err"))?,
+        )
+        .spawn()
+        .context("starting postgres")
 }
 
 /// `url` pointing at database `name` instead (query parameters kept).

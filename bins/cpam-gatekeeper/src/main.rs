@@ -56,6 +56,12 @@ enum Command {
         /// Targets the server may ask for: CIDR:PORTS, e.g. 127.0.0.0/8:22,2222 (repeatable).
         #[arg(long)]
         allow: Vec<String>,
+        /// HOST:PORT of a cpam server node (repeatable): the nodes of one
+        /// cluster, tried in turn when a link fails or closes. They must
+        /// present the host key pinned at registration. Default: the
+        /// address registered with.
+        #[arg(long = "server")]
+        servers: Vec<String>,
     },
     /// Refuse new sessions and close live ones.
     Disable {
@@ -141,9 +147,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             );
             cpam_core::outln!("server key pinned: {}", state.server_key);
         }
-        Command::Run { state_dir, allow } => {
+        Command::Run {
+            state_dir,
+            allow,
+            servers,
+        } => {
             let allow = AllowList::parse(&allow)?;
-            let agent = Agent::open(&state_dir, allow)?;
+            let agent = Agent::open(&state_dir, allow)?.with_servers(servers);
             let stop = CancellationToken::new();
             let task = tokio::spawn(agent.run(stop.clone()));
             cpam_core::signal::shutdown().await;

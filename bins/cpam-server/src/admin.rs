@@ -235,6 +235,7 @@ pub async fn dispatch(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Recordings(cmd) => crate::recordings::recordings(cmd).await,
         AdminCommand::Vault(cmd) => crate::vault::vault(cmd).await,
         AdminCommand::Checkouts(cmd) => crate::vault::checkouts(cmd).await,
+        AdminCommand::Nodes { c } => crate::nodes::nodes(&c).await,
         AdminCommand::Profile(ProfileCmd::Export {
             user,
             gatekeeper,

@@ -51,6 +51,12 @@ pub enum AdminCommand {
     /// Users' checkouts of credentials.
     #[command(subcommand)]
     Checkouts(CheckoutsCmd),
+    /// The server nodes sharing the database: address, version, heartbeat,
+    /// live or lost.
+    Nodes {
+        #[command(flatten)]
+        c: Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]

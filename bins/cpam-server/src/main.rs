@@ -10,6 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod admin;
 mod admin_args;
 mod demo;
+mod nodes;
 mod recordings;
 mod run;
 mod vault;

@@ -130,6 +130,19 @@ pub async fn run(
         Ok(limit) => tracing::debug!(limit, "open files"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
     }
+    // Bad console options are refused before the node registers and
+    // recovers anything.
+    if console.insecure_http {
+        let configured = DataDir::open(dir)?.config.web_listen;
+        let web = console.listen.as_deref().unwrap_or(&configured);
+        if let Ok(addr) = web.parse::<std::net::SocketAddr>()
+            && !addr.ip().is_loopback()
+        {
+            anyhow::bail!(
+                "plain HTTP (--web-insecure-http) is served only on a loopback address, not {addr}"
+            );
+        }
+    }
     let server = start(dir, node_id, listen, recordings).await?;
     let addr = server.local_addr().context("the server stopped at once")?;
     cpam_core::outln!("cpam-server listening on {addr}");

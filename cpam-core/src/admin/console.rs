@@ -456,7 +456,7 @@ impl Admin {
                 "a reason is required to terminate a session",
             ));
         }
-        if !engine.terminate(&session.id, &self.actor, Some(reason)) {
+        if !engine.terminate_anywhere(session, &self.actor, Some(reason)) {
             return Err(Error::conflict(format!(
                 "session `{}` is not live",
                 session.id

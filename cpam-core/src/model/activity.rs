@@ -269,3 +269,17 @@ mod tests {
         assert!(bounded.actor.ends_with('…'));
     }
 }
+
+/// A server node registered in the shared store (see `server::nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// The node id (`--node-id`).
+    pub id: String,
+    /// Where other nodes reach this one (its SSH hub address today).
+    pub peer_address: String,
+    /// The cpam version the node runs.
+    pub version: String,
+    pub started_at: Timestamp,
+    /// The last heartbeat written; older than the timeout means lost.
+    pub heartbeat_at: Timestamp,
+}

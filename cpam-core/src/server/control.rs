@@ -62,7 +62,12 @@ async fn control_connection(stream: UnixStream, engine: Arc<SessionEngine>) -> R
                 by,
                 reason,
             }) => {
-                json!({ "ok": engine.terminate(&session, &by, reason.as_deref()) })
+                // Another node may hold it: the row says which.
+                let ok = match engine.store().session(&session).await {
+                    Ok(Some(row)) => engine.terminate_anywhere(&row, &by, reason.as_deref()),
+                    _ => engine.terminate(&session, &by, reason.as_deref()),
+                };
+                json!({ "ok": ok })
             }
             Ok(ControlRequest::Recheck) => match engine.recheck().await {
                 Ok(n) => json!({ "ok": true, "ended": n }),

@@ -6,7 +6,9 @@
 //! Several servers (nodes) may share one PostgreSQL database. Each has a
 //! node id; at start-up a node closes only the sessions *it* left open and
 //! marks offline only the gatekeepers whose link *it* held, so starting a
-//! second node never ends the first one's work.
+//! second node never ends the first one's work. Nodes register in the
+//! store's node list and write a heartbeat; a survivor cleans up after a
+//! node whose heartbeat stopped (`nodes.rs`).
 
 #[cfg(feature = "web")]
 mod console;
@@ -14,6 +16,7 @@ mod control;
 mod data_dir;
 mod limits;
 mod manage;
+mod nodes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -32,6 +35,10 @@ pub use limits::raise_open_files_limit;
 pub use manage::LiveWatch;
 #[cfg(feature = "web")]
 pub(crate) use manage::audit_watch;
+pub use nodes::{
+    HEARTBEAT_EVERY, NODE_LOST, NODE_TIMEOUT, NodeStatus, list as list_nodes,
+    reap as reap_lost_nodes,
+};
 
 use crate::admin::Admin;
 use crate::audit::{Anchor, AuditSink, AuditTap, CheckpointLog, StoreAuditSink, TappedAuditSink};
@@ -148,6 +155,8 @@ pub struct Server {
     stopped: AtomicBool,
     /// Set while the hub accepts connections (`/readyz`).
     ready: Arc<AtomicBool>,
+    /// Whether this node's last heartbeat reached the database.
+    db_ok: Arc<AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -201,6 +210,9 @@ impl Server {
             Some(secret) => Some(Vault::unseal(store.clone(), secret).await?),
             None => None,
         };
+        // Before recovery: a second process with a live node's id must not
+        // close that node's sessions.
+        nodes::register(&store, &node_id, &listen).await?;
         ensure_builtin_roles(&store).await?;
         let mut recovered = recover(&store, &node_id, Timestamp::now()).await?;
         let mut sealed_now = Vec::new();
@@ -341,6 +353,7 @@ impl Server {
             serving: Mutex::new(None),
             stopped: AtomicBool::new(false),
             ready: Arc::new(AtomicBool::new(false)),
+            db_ok: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -383,8 +396,27 @@ impl Server {
                 detail,
             })
             .await;
+        // The bound address is where peers reach this node.
+        let me = crate::model::Node {
+            id: self.node_id.clone(),
+            peer_address: addr.to_string(),
+            version: nodes::VERSION.to_string(),
+            started_at: Timestamp::now(),
+            heartbeat_at: Timestamp::now(),
+        };
+        self.store().register_node(&me, Timestamp(i64::MAX)).await?;
+        let cluster = self
+            .engine()
+            .join_cluster(self.store().control_bus())
+            .await?;
+        let heartbeat = nodes::spawn_heartbeat(
+            self.engine().clone(),
+            self.node_id.clone(),
+            me.peer_address.clone(),
+            self.db_ok.clone(),
+        );
         self.ready.store(true, Ordering::SeqCst);
-        let mut tasks = vec![{
+        let mut tasks = vec![cluster, heartbeat, {
             let hub = self.hub.clone();
             let ready = self.ready.clone();
             tokio::spawn(async move {
@@ -491,6 +523,10 @@ impl Server {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // A clean stop leaves no lease behind: the id is free at once.
+        if let Err(error) = self.store().remove_node(&self.node_id).await {
+            tracing::warn!(%error, "cannot remove this node from the node list");
+        }
         // The head as it is at shutdown, after the last sessions' ends.
         if let Some(anchor) = &self.anchor
             && let Err(error) = anchor.checkpoint().await
@@ -588,6 +624,16 @@ impl Server {
     /// True while the hub accepts connections.
     pub fn ready(&self) -> &Arc<AtomicBool> {
         &self.ready
+    }
+
+    /// Whether this node's last heartbeat reached the database.
+    pub fn database_reachable(&self) -> bool {
+        self.db_ok.load(Ordering::SeqCst)
+    }
+
+    /// The nodes sharing this server's store, with their state now.
+    pub async fn nodes(&self) -> Result<Vec<NodeStatus>> {
+        nodes::list(self.store(), Timestamp::now()).await
     }
 
     fn control_socket(&self) -> Option<PathBuf> {

@@ -52,6 +52,9 @@ pub struct SessionEngine {
     revision: AtomicU64,
     /// What approvals read, served while `revision` holds (`authz.rs`).
     pub(super) authz: AuthzCache,
+    /// Where this node's controls go out to the other nodes, once it joined
+    /// a cluster (`cluster.rs`).
+    pub(super) cluster: Mutex<Option<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -92,6 +95,7 @@ impl SessionEngine {
             revocations: broadcast::channel(EVENT_BUFFER).0,
             revision: AtomicU64::new(0),
             authz: AuthzCache::default(),
+            cluster: Mutex::new(None),
         })
     }
 
@@ -184,8 +188,19 @@ impl SessionEngine {
     /// Takes access away at once: ends the live sessions of the revoked
     /// user or through the revoked gatekeeper (reason `revoked`), and tells
     /// the subscribers (the hub closes the matching SSH connections). Call
-    /// it after the store holds the change. Returns how many sessions ended.
+    /// it after the store holds the change. Returns how many sessions ended
+    /// here; the other nodes of a cluster end theirs too
+    /// ([`SessionEngine::join_cluster`]).
     pub fn revoke(&self, revocation: &Revocation) -> usize {
+        let ended = self.revoke_here(revocation);
+        self.announce(super::cluster::Control::Revoke {
+            revocation: revocation.clone(),
+        });
+        ended
+    }
+
+    /// [`SessionEngine::revoke`] on this node only.
+    pub(super) fn revoke_here(&self, revocation: &Revocation) -> usize {
         self.bump_revision();
         let ended = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -289,7 +304,15 @@ impl SessionEngine {
     /// Re-decides every live session against current grants and, for
     /// credential-injected services, checkouts; ends the ones no longer
     /// allowed (`revoked`, or `expired` when a window or checkout closed).
+    /// Returns how many ended here; the other nodes of a cluster re-check
+    /// theirs too.
     pub async fn recheck(&self) -> Result<usize> {
+        self.announce(super::cluster::Control::Recheck);
+        self.recheck_here().await
+    }
+
+    /// [`SessionEngine::recheck`] on this node only.
+    pub(super) async fn recheck_here(&self) -> Result<usize> {
         self.bump_revision();
         let entries: Vec<_> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());

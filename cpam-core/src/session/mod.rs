@@ -22,6 +22,7 @@ mod authz;
 #[cfg(test)]
 mod authz_tests;
 mod backlog;
+mod cluster;
 mod counters;
 mod engine;
 mod live;

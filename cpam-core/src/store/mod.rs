@@ -2,15 +2,17 @@
 //!
 //! [`SqlStore`] implements it with sqlx for SQLite (the embedded default) and
 //! PostgreSQL (several server nodes sharing one database). Integrators may
-//! bring their own implementation: the five role traits [`Directory`],
-//! [`SessionLog`], [`AuditLog`], [`ConsoleStore`] and [`VaultStore`], which
-//! together make a [`Store`]. The same conformance suite (`store::conformance`, behind the
+//! bring their own implementation: the six role traits [`Directory`],
+//! [`SessionLog`], [`AuditLog`], [`ConsoleStore`], [`VaultStore`] and
+//! [`Cluster`], which together make a [`Store`]. The same conformance suite (`store::conformance`, behind the
 //! `conformance` feature) runs against each.
 
+mod bus;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod sql;
 
+pub use bus::{ControlBus, ControlSubscription, LocalBus};
 pub use sql::{SqlStore, redact_url};
 
 use async_trait::async_trait;
@@ -18,7 +20,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{
     ApiToken, AuditEvent, AuditRecord, Checkout, CheckoutEnd, CheckoutId, CodeRefusal, Customer,
-    CustomerId, EndReason, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode, KeyId,
+    CustomerId, EndReason, Gatekeeper, GatekeeperId, Grant, GrantId, IpConnectMode, KeyId, Node,
     Permission, Role, Service, ServiceId, ServiceKind, Session, SessionId, StoredCredential,
     Target, Timestamp, TokenId, User, UserId, UserKey, VaultKeyRecord, WebSession,
 };
@@ -83,8 +85,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     async fn gatekeeper_by_fingerprint(&self, fingerprint: &str) -> Result<Option<Gatekeeper>>;
     /// Records the live state the hub observed (pushed, never polled).
     /// Online, the gatekeeper's link is held by `node_id` (`None`: a node
-    /// that was not named); offline, no node holds it and `node_id` is
-    /// ignored.
+    /// that was not named); offline, no node holds it. Offline from a named
+    /// node changes nothing while another node holds the link (the
+    /// gatekeeper moved there).
     async fn set_gatekeeper_state(
         &self,
         id: &GatekeeperId,
@@ -335,9 +338,40 @@ pub trait VaultStore: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
 }
 
-/// Everything cpam persists: the five roles together. Implement the five
+/// The server nodes sharing the store, and how they reach each other. On
+/// one node (SQLite) the table holds that node alone and the control bus is
+/// in-process.
+#[async_trait]
+pub trait Cluster: Send + Sync + std::fmt::Debug {
+    /// Registers `node`, or takes over the row of a node with its id whose
+    /// heartbeat is older than `live_after` (a previous process of it).
+    /// `Conflict`, naming the id, while that row's heartbeat is fresh:
+    /// another process runs with this id.
+    async fn register_node(&self, node: &Node, live_after: Timestamp) -> Result<()>;
+    /// Writes node `id`'s heartbeat; `NotFound` when its row is gone (a
+    /// survivor declared it lost).
+    async fn heartbeat_node(&self, id: &str, at: Timestamp) -> Result<()>;
+    /// Removes node `id` (a clean stop); `false` when it was not there.
+    async fn remove_node(&self, id: &str) -> Result<bool>;
+    /// Every registered node, by id.
+    async fn list_nodes(&self) -> Result<Vec<Node>>;
+    /// Removes node `id` if its heartbeat is older than `stale_before`;
+    /// `true` for the one caller that removed it, which then cleans up after
+    /// the lost node (two survivors never both do).
+    async fn claim_lost_node(&self, id: &str, stale_before: Timestamp) -> Result<bool>;
+    /// One round trip to the database (readiness).
+    async fn ping(&self) -> Result<()>;
+    /// The bus control messages (terminate, revoke, re-check) travel on to
+    /// the node that holds a session.
+    fn control_bus(&self) -> std::sync::Arc<dyn ControlBus>;
+}
+
+/// Everything cpam persists: the six roles together. Implement the six
 /// role traits and `Store` comes with them; code that needs only one role
 /// takes that trait. All methods are safe to call concurrently.
-pub trait Store: Directory + SessionLog + AuditLog + ConsoleStore + VaultStore {}
+pub trait Store: Directory + SessionLog + AuditLog + ConsoleStore + VaultStore + Cluster {}
 
-impl<T: Directory + SessionLog + AuditLog + ConsoleStore + VaultStore + ?Sized> Store for T {}
+impl<T: Directory + SessionLog + AuditLog + ConsoleStore + VaultStore + Cluster + ?Sized> Store
+    for T
+{
+}

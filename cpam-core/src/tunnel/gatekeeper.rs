@@ -437,6 +437,8 @@ pub struct Agent {
     allow: Arc<AllowList>,
     online: watch::Sender<bool>,
     switch_poll: Duration,
+    /// The hub addresses tried in turn (the nodes of one cluster).
+    servers: Vec<String>,
 }
 
 impl Agent {
@@ -447,6 +449,7 @@ impl Agent {
         let server_key = keys::parse_public(&state.server_key, "state.json: server_key")?;
         Ok(Agent {
             dir: dir.to_path_buf(),
+            servers: vec![state.server.clone()],
             state,
             key: Arc::new(key),
             server_key,
@@ -462,6 +465,18 @@ impl Agent {
     /// acts at once.
     pub fn with_switch_poll(mut self, every: Duration) -> Agent {
         self.switch_poll = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Tries these hub addresses in turn instead of the registered one: the
+    /// nodes of one cluster, which present the same host key (the one
+    /// pinned at registration). After a failed dial or a closed link the
+    /// next address is tried, so the gatekeeper moves to a surviving node
+    /// when its node dies. An empty list keeps the registered address.
+    pub fn with_servers(mut self, servers: Vec<String>) -> Agent {
+        if !servers.is_empty() {
+            self.servers = servers;
+        }
         self
     }
 
@@ -493,16 +508,19 @@ impl Agent {
             live.clone(),
         ));
         let mut backoff = Backoff::default();
+        let mut turn = 0usize;
         while !shutdown.is_cancelled() {
+            let server = &self.servers[turn % self.servers.len()];
+            turn = turn.wrapping_add(1);
             match self
-                .session(&disabled_rx, &live, &shutdown, &mut backoff)
+                .session(server, &disabled_rx, &live, &shutdown, &mut backoff)
                 .await
             {
                 Ok(()) => {
-                    tracing::warn!(server = %self.state.server, "gatekeeper offline: link closed")
+                    tracing::warn!(%server, "gatekeeper offline: link closed")
                 }
                 Err(e) => {
-                    tracing::warn!(server = %self.state.server, error = %e, "gatekeeper offline")
+                    tracing::warn!(%server, error = %e, "gatekeeper offline")
                 }
             }
             self.online.send_replace(false);
@@ -520,6 +538,7 @@ impl Agent {
 
     async fn session(
         &self,
+        server: &str,
         disabled: &watch::Receiver<Switch>,
         live: &Arc<Mutex<CancellationToken>>,
         shutdown: &CancellationToken,
@@ -531,7 +550,7 @@ impl Agent {
             live: live.clone(),
             disabled: disabled.clone(),
         };
-        let mut handle = dial(&self.state.server, handler).await?;
+        let mut handle = dial(server, handler).await?;
         let auth = handle
             .authenticate_publickey(
                 GATEKEEPER_USER,
@@ -553,7 +572,7 @@ impl Agent {
         let mut disabled = disabled.clone();
         let initial = disabled.borrow_and_update().clone();
         send_status(&control, initial).await?;
-        tracing::info!(server = %self.state.server, gatekeeper = %self.state.name, "gatekeeper online");
+        tracing::info!(%server, gatekeeper = %self.state.name, "gatekeeper online");
         self.online.send_replace(true);
         backoff.reset();
         loop {

@@ -78,13 +78,22 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// How long `/readyz` waits for the database before calling it unreachable.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let store = state.store.setting("readiness-probe").await;
+    let store = match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
+        Ok(r) => r,
+        Err(_) => Err(crate::Error::new(
+            crate::ErrorKind::Timeout,
+            format!("no answer within {READY_TIMEOUT:?}"),
+        )),
+    };
     match (store, state.hub_is_ready()) {
-        (Ok(_), true) => (StatusCode::OK, "ready\n").into_response(),
+        (Ok(()), true) => (StatusCode::OK, "ready\n").into_response(),
         (Err(error), _) => {
-            tracing::warn!(%error, "readiness: store unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable\n").into_response()
+            tracing::warn!(%error, "readiness: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n").into_response()
         }
         (Ok(_), false) => {
             (StatusCode::SERVICE_UNAVAILABLE, "ssh hub not listening\n").into_response()

@@ -167,6 +167,21 @@ pub fn schemas() -> Map<String, Value> {
             ),
         ),
         ("NewGatekeeper", obj(&["name"], json!({ "name": s() }))),
+        (
+            "Node",
+            obj(
+                &[
+                    "id",
+                    "peer_address",
+                    "version",
+                    "started_at",
+                    "heartbeat_at",
+                    "state",
+                ],
+                json!({ "id": s(), "peer_address": s(), "version": s(), "started_at": time(),
+                        "heartbeat_at": time(), "state": { "type": "string", "enum": ["live", "lost"] } }),
+            ),
+        ),
         ("Gatekeeper", gatekeeper),
         (
             "NewCode",

@@ -139,7 +139,7 @@ pub static POLICY: &[Route] = &[
     route("GET", "/assets/{*path}", Public, Scope::None, 200, None, Binary, "console", "console scripts and styles"),
     // operations
     route("GET", "/healthz", Public, Scope::None, 200, None, Text, "operations", "liveness: always `ok`"),
-    route("GET", "/readyz", Public, Scope::None, 200, None, Text, "operations", "readiness: store reachable and SSH hub listening (503 otherwise)"),
+    route("GET", "/readyz", Public, Scope::None, 200, None, Text, "operations", "readiness: database reachable and SSH hub listening (503 naming what is not otherwise)"),
     route("GET", "/metrics", Public, Scope::None, 200, None, Text, "operations", "Prometheus metrics"),
     route("GET", "/api/v1/openapi.json", Public, Scope::None, 200, None, Json("OpenApi"), "operations", "this API's OpenAPI 3.1 document"),
     // authentication
@@ -157,6 +157,7 @@ pub static POLICY: &[Route] = &[
     route("DELETE", "/api/v1/customers/{id}", AnyOf(&[P::MANAGE_CUSTOMERS]), Scope::Customer, 204, None, Empty, "customers", "delete a customer (refused while one of its sessions is live)"),
     route("POST", "/api/v1/customers/{id}/gatekeepers", AnyOf(&[P::MANAGE_GATEKEEPERS]), Scope::Customer, 201, Some("NewGatekeeper"), Json("Gatekeeper"), "gatekeepers", "create a gatekeeper of a customer"),
     route("GET", "/api/v1/gatekeepers", Authenticated, Scope::Filtered, 200, None, List("Gatekeeper"), "gatekeepers", "gatekeepers in the caller's scope"),
+    route("GET", "/api/v1/nodes", AnyOf(&[P::VIEW_ADMIN_LOG_SYSTEM_MESSAGES, P::MANAGE_SETTINGS]), Scope::None, 200, None, List("Node"), "operations", "the server nodes sharing the database: address, version, heartbeat, live or lost"),
     route("GET", "/api/v1/gatekeepers/{id}", Authenticated, Scope::Customer, 200, None, Json("Gatekeeper"), "gatekeepers", "a gatekeeper and its live state"),
     route("DELETE", "/api/v1/gatekeepers/{id}", AnyOf(&[P::MANAGE_GATEKEEPERS]), Scope::Customer, 204, None, Empty, "gatekeepers", "delete a gatekeeper with its codes and profile keys; its link, those profiles' connections and its live sessions end"),
     route("POST", "/api/v1/gatekeepers/{id}/registration-code", AnyOf(&[P::MANAGE_GATEKEEPERS]), Scope::Customer, 201, Some("NewCode"), Json("RegistrationCode"), "gatekeepers", "issue a one-time registration code (shown once)"),

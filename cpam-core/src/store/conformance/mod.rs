@@ -14,12 +14,14 @@ use crate::model::{Customer, Timestamp, random_token};
 use crate::store::Store;
 
 mod activity;
+mod cluster;
 mod console;
 mod directory;
 mod nodes;
 mod vault;
 
 pub use activity::{audit_log, concurrent_audit_appends, grants, sessions};
+pub use cluster::{control_bus, node_registry};
 pub use console::{deletions, membership_and_settings, role_edits, web_sessions_and_tokens};
 pub use directory::{
     concurrent_redemption, customers, gatekeepers, registration_codes, roles_and_permissions,
@@ -47,6 +49,8 @@ pub async fn run_all(store: &dyn Store) {
     sessions(store).await;
     node_sessions(store).await;
     node_gatekeepers(store).await;
+    node_registry(store).await;
+    control_bus(store).await;
     vault_keys_and_credentials(store).await;
     checkouts(store).await;
     master_passwords(store).await;

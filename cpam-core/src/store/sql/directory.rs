@@ -119,17 +119,29 @@ impl Directory for SqlStore {
         node_id: Option<&str>,
         at: Timestamp,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE gatekeepers SET online = $1, customer_disabled = $2, node_id = $3, \
-             last_contact = $4 WHERE id = $5",
-        )
-        .bind(i64::from(online))
-        .bind(i64::from(customer_disabled))
-        .bind(if online { node_id } else { None })
-        .bind(at.millis())
-        .bind(id.as_str())
-        .execute(&self.pool)
-        .await?;
+        // Offline from a named node: only while that node (or none) holds
+        // the link; a gatekeeper that moved to another node stays its.
+        let sql = match (online, node_id) {
+            (false, Some(_)) => {
+                "UPDATE gatekeepers SET online = $1, customer_disabled = $2, node_id = NULL, \
+                 last_contact = $4 WHERE id = $5 AND (node_id IS NULL OR node_id = $3)"
+            }
+            _ => {
+                "UPDATE gatekeepers SET online = $1, customer_disabled = $2, node_id = $3, \
+                 last_contact = $4 WHERE id = $5"
+            }
+        };
+        let done = sqlx::query(sql)
+            .bind(i64::from(online))
+            .bind(i64::from(customer_disabled))
+            .bind(node_id)
+            .bind(at.millis())
+            .bind(id.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 && !online && self.gatekeeper(id).await?.is_some() {
+            return Ok(());
+        }
         super::found(&done, "gatekeeper", &id)
     }
 

@@ -7,7 +7,7 @@
 //! the connection settings; both are chosen from [`Backend`]. Each role
 //! trait is implemented once, in its own file: `directory.rs`
 //! (`Directory`), `activity.rs` (`SessionLog`, `AuditLog`), `console.rs`
-//! (`ConsoleStore`), `vault.rs` (`VaultStore`); the differences between backends' schemas live in the
+//! (`ConsoleStore`), `vault.rs` (`VaultStore`), `nodes.rs` (`Cluster`); the differences between backends' schemas live in the
 //! migrations (`schema.rs`).
 
 mod activity;
@@ -15,6 +15,7 @@ mod commit;
 mod console;
 mod directory;
 mod lookups;
+mod nodes;
 mod removals;
 mod rows;
 mod schema;
@@ -45,6 +46,8 @@ pub struct SqlStore {
     backend: Backend,
     /// SQLite: session and audit writes share commits (`commit.rs`).
     group: Option<std::sync::Arc<commit::GroupCommit>>,
+    /// Control messages between nodes (`nodes.rs`).
+    bus: std::sync::Arc<dyn crate::store::ControlBus>,
 }
 
 impl SqlStore {
@@ -123,10 +126,12 @@ impl SqlStore {
         })?;
         let group = (backend == Backend::Sqlite)
             .then(|| std::sync::Arc::new(commit::GroupCommit::new(pool.clone())));
+        let bus = nodes::bus_for(backend, &pool, &url);
         Ok(SqlStore {
             pool,
             backend,
             group,
+            bus,
         })
     }
 

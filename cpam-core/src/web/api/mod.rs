@@ -6,6 +6,7 @@ mod auth;
 mod customers;
 mod desktop;
 mod files;
+mod nodes;
 mod recordings;
 mod sessions;
 mod terminal;
@@ -45,6 +46,7 @@ pub fn routes() -> ApiRoutes {
             customers::create_gatekeeper,
         )
         .add("GET", "/api/v1/gatekeepers", customers::list_gatekeepers)
+        .add("GET", "/api/v1/nodes", nodes::list)
         .add("GET", "/api/v1/gatekeepers/{id}", customers::get_gatekeeper)
         .add(
             "DELETE",
