@@ -116,21 +116,6 @@ impl Cluster {
     }
 }
 
-/// `/readyz` of a node, fetched inside the vendor namespace: (status, body).
-fn readyz(d: &Deployment, console: &str) -> anyhow::Result<(u16, String)> {
-    let url = format!("{}/readyz", console.trim_end_matches('/'));
-    let out = d
-        .topo
-        .vendor
-        .command("curl")
-        .args(["-k", "-s", "-m", "5", "-w", "\n%{http_code}", &url])
-        .output()
-        .context("running curl")?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
-    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
-}
-
 #[test]
 fn a_second_process_with_a_live_node_id_refuses_to_start() -> anyhow::Result<()> {
     let _t = timed();
@@ -317,7 +302,7 @@ fn postgres_down_fails_readyz_and_the_nodes_recover_after() -> anyhow::Result<()
         [a, b]
     };
     for url in &consoles {
-        let (code, body) = readyz(&c.d, url)?;
+        let (code, body) = c.d.readyz(url)?;
         assert_eq!((code, body.trim()), (200, "ready"), "{url}");
     }
     let before = c.d.audit_seq()?;
@@ -326,7 +311,7 @@ fn postgres_down_fails_readyz_and_the_nodes_recover_after() -> anyhow::Result<()
         let (code, body) = wait_until(
             Duration::from_secs(10),
             "/readyz to fail while PostgreSQL is down",
-            || readyz(&c.d, url).ok().filter(|(code, _)| *code == 503),
+            || c.d.readyz(url).ok().filter(|(code, _)| *code == 503),
         )?;
         assert_eq!((code, body.trim()), (503, "database unreachable"), "{url}");
     }
@@ -337,7 +322,7 @@ fn postgres_down_fails_readyz_and_the_nodes_recover_after() -> anyhow::Result<()
         wait_until(
             Duration::from_secs(30),
             "/readyz to pass again once PostgreSQL is back",
-            || readyz(&c.d, url).ok().filter(|(code, _)| *code == 200),
+            || c.d.readyz(url).ok().filter(|(code, _)| *code == 200),
         )?;
     }
     // Past another node timeout: neither node declared the other lost.

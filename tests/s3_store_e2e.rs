@@ -62,10 +62,15 @@ fn cli_in_ns(d: &Deployment, args: &[&str]) -> anyhow::Result<Output> {
 
 #[test]
 fn a_psm_session_is_recorded_in_the_object_store_and_verifies_from_it() -> anyhow::Result<()> {
-    let p = Psm::start_with(Options {
+    let mut p = Psm::start_with(Options {
         recordings_s3: Some("cpam/rec".into()),
         ..Options::default()
     })?;
+    let console =
+        p.d.server
+            .as_mut()
+            .context("the server is not running")?
+            .wait_for_line("cpam-server console on ", Duration::from_secs(30))?;
     let s3 = p.d.s3.as_ref().context("the deployment's store")?;
     let out = p.ssh_run(MASTER, &["-tt"], &[], "echo s3-$((6*7))\rexit\r")?;
     assert!(
@@ -122,6 +127,20 @@ fn a_psm_session_is_recorded_in_the_object_store_and_verifies_from_it() -> anyho
     let alone = p.d.admin(&["audit", "verify"])?;
     assert!(!alone.success(), "{}", alone.stdout);
     assert!(alone.stdout.contains(&id), "{}", alone.stdout);
+
+    // The server is not ready while its recording store does not answer.
+    assert_eq!(p.d.readyz(&console)?, (200, "ready\n".to_string()));
+    s3.pause()?;
+    let down = p.d.readyz(&console);
+    s3.resume()?;
+    assert_eq!(
+        down?,
+        (503, "recording store unreachable\n".to_string()),
+        "/readyz with the store stopped"
+    );
+    wait_until(Duration::from_secs(10), "/readyz ready again", || {
+        p.d.readyz(&console).ok().filter(|(code, _)| *code == 200)
+    })?;
     Ok(())
 }
 

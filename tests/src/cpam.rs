@@ -459,6 +459,22 @@ impl Deployment {
 
     /// Starts `cpam-connect --profile PROFILE forward SERVICE` on a free
     /// port in the vendor ns; the child is kept in `extra`.
+    /// `/readyz` of the console at `console` (a URL the server printed),
+    /// fetched inside the vendor namespace: (status, body).
+    pub fn readyz(&self, console: &str) -> anyhow::Result<(u16, String)> {
+        let url = format!("{}/readyz", console.trim_end_matches('/'));
+        let out = self
+            .topo
+            .vendor
+            .command("curl")
+            .args(["-k", "-s", "-m", "10", "-w", "\n%{http_code}", &url])
+            .output()
+            .context("running curl")?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    }
+
     pub fn forward(&mut self, profile: &Path, service: &str) -> anyhow::Result<u16> {
         let (child, port) = spawn_forward(&self.topo, self.dir.path(), profile, service)?;
         self.extra.push(child);

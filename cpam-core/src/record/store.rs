@@ -159,6 +159,13 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
         true
     }
 
+    /// Whether the store answers now, within `timeout` (`/readyz`); the
+    /// error names the store. Files under the data dir always do.
+    fn ready(&self, timeout: std::time::Duration) -> Result<()> {
+        let _ = timeout;
+        Ok(())
+    }
+
     /// The header and events of a recording.
     fn events(&self, id: &RecordingId) -> Result<Reader<BufReader<Box<dyn Read + Send>>>> {
         Reader::new(BufReader::new(self.open(id)?))

@@ -89,6 +89,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             format!("no answer within {READY_TIMEOUT:?}"),
         )),
     };
+    let recordings = match state.recordings() {
+        None => Ok(()),
+        Some(r) => tokio::task::spawn_blocking(move || r.ready(READY_TIMEOUT))
+            .await
+            .unwrap_or_else(|e| Err(crate::Error::internal(e.to_string()))),
+    };
+    if let (Ok(()), Err(error)) = (&store, &recordings) {
+        tracing::warn!(%error, "readiness: recording store unreachable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "recording store unreachable\n",
+        )
+            .into_response();
+    }
     match (store, state.hub_is_ready()) {
         (Ok(()), true) => (StatusCode::OK, "ready\n").into_response(),
         (Err(error), _) => {

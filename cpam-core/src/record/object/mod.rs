@@ -116,6 +116,25 @@ impl ObjectRecordingStore {
         Ok(store)
     }
 
+    /// Lists the store's prefix, at most `timeout`; the error names the store.
+    fn reach(&self, timeout: std::time::Duration) -> Result<()> {
+        let (remote, layout) = (self.shared.remote.clone(), self.shared.layout.clone());
+        let listed = self.rt.run(async move {
+            tokio::time::timeout(timeout, remote.list_with_delimiter(Some(layout.prefix()))).await
+        })?;
+        match listed {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(recording_error(format!(
+                "cannot reach the recording store {}: {e}",
+                self.shared.name
+            ))),
+            Err(_) => Err(recording_error(format!(
+                "the recording store {} did not answer within {timeout:?}",
+                self.shared.name
+            ))),
+        }
+    }
+
     /// Recordings in `remote` under `prefix`, spooled in `spool`.
     pub fn new(
         spool: FileRecordingStore,
@@ -286,6 +305,10 @@ impl Shared {
 }
 
 impl RecordingStore for ObjectRecordingStore {
+    fn ready(&self, timeout: std::time::Duration) -> Result<()> {
+        self.reach(timeout)
+    }
+
     fn create(&self, id: &RecordingId, started_at: Timestamp) -> Result<Box<dyn RecordingWriter>> {
         // Only the spool is asked: a recording starts while the store is
         // down too (ids are random; the spool refuses one it holds).
