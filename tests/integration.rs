@@ -6,6 +6,7 @@ mod audit_anchor;
 mod cluster_e2e;
 mod console_limits;
 mod demo_e2e;
+mod deploy_files;
 mod examples_run;
 mod hardening_e2e;
 mod harness_selfcheck;
