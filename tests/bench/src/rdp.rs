@@ -453,6 +453,7 @@ async fn connect(addr: SocketAddr, user: &str, password: &str) -> Result<Framed>
         .await
         .context("RDP negotiation")?;
     let (stream, _) = framed.into_inner();
+    cpam_core::proxy::rdp::ensure_tls_provider();
     let (tls, cert) = ironrdp_tls::upgrade_with_certificate_validation(
         stream,
         "cpam",

@@ -350,6 +350,7 @@ impl Client {
         if !left.is_empty() {
             return Err(failed("connecting", "bytes came before TLS"));
         }
+        super::tls::ensure_tls_provider();
         let (tls, cert) = ironrdp_tls::upgrade_with_certificate_validation(
             stream,
             "cpam",

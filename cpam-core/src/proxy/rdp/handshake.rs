@@ -174,6 +174,7 @@ pub(super) async fn run(setup: Setup<'_>, user: Connection, upstream: Upstream) 
             format!("{} bytes came before TLS", t_left.len()),
         ));
     }
+    super::tls::ensure_tls_provider();
     let (c_tls, t_tls) = tokio::join!(
         setup.tls.acceptor.accept(c_stream),
         ironrdp_tls::upgrade_with_certificate_validation(

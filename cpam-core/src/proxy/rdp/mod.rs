@@ -58,7 +58,7 @@ pub use credentials::{PROXY_CREDENTIAL_TTL, ProxyCredentials};
 #[cfg(feature = "rdp")]
 pub use pins::StoreCertificatePins;
 #[cfg(feature = "rdp")]
-pub use tls::ProxyTls;
+pub use tls::{ProxyTls, ensure_tls_provider};
 
 #[cfg(feature = "rdp")]
 pub use proxy::{RdpProxy, RdpProxyOptions};

@@ -76,3 +76,14 @@ impl ProxyTls {
         })
     }
 }
+
+/// Makes ring the process's default rustls provider unless one is set.
+/// IronRDP's client legs (`ironrdp_tls::upgrade*`) build their TLS
+/// configuration from the process default, which rustls cannot pick when
+/// two providers are compiled in (the object store's HTTP client brings
+/// aws-lc-rs): call this before them. An integrator's own default stays.
+pub fn ensure_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}

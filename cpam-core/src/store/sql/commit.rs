@@ -106,17 +106,27 @@ impl GroupCommit {
         let mut job = Job { write, reply };
         {
             let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            let mut started = false;
             loop {
                 if let Some(sender) = queue.as_ref() {
                     match sender.send(job) {
                         Ok(()) => break,
-                        // The writer's runtime has shut down: start another.
+                        // The writer's runtime has shut down: start another,
+                        // once. A writer gone at once means this runtime is
+                        // shutting down too (its new tasks are dropped).
                         Err(mpsc::error::SendError(back)) => job = back,
+                    }
+                    if started {
+                        return Err(Error::new(
+                            ErrorKind::Storage,
+                            "the database writer cannot run: the runtime is shutting down",
+                        ));
                     }
                 }
                 let (sender, receiver) = mpsc::unbounded_channel();
                 tokio::spawn(writer(self.pool.clone(), receiver, self.commits.clone()));
                 *queue = Some(sender);
+                started = true;
             }
         }
         answer.await.map_err(|_| {
