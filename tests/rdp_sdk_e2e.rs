@@ -6,7 +6,8 @@
 //! (`cpam_recording_frame`, under ASan/UBSan) and by Python
 //! (`cpam.recording_frame`, `cpam-py/tests/test_rdp_recording.py` and
 //! `examples/python/review_recordings.py`), and
-//! each PNG shows the repainted colour.
+//! each PNG shows the repainted colour; `cpam-server recordings video`
+//! writes it as a WebM that ffmpeg decodes to both colours.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -88,6 +89,99 @@ fn shows_the_desktop(what: &str, png: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cpam-server recordings video`: a WebM whose first frame shows the
+/// first colour and whose last shows the repaint, as ffmpeg decodes them;
+/// clear refusals without ffmpeg and for another container.
+fn video(r: &Rdp, rec: &str, duration: f64) -> anyhow::Result<()> {
+    let webm = r.d.path().join("session.webm");
+    let webm_arg = webm.to_str().context("path")?;
+    let printed = r.d.admin_ok(&[
+        "recordings",
+        "video",
+        rec,
+        "--out",
+        webm_arg,
+        "--fps",
+        "5",
+        "--json",
+    ])?;
+    let v: serde_json::Value = serde_json::from_str(&printed)?;
+    assert_eq!(
+        (v["width"].as_u64(), v["height"].as_u64()),
+        (Some(1024), Some(768)),
+        "{v}"
+    );
+    let frames = v["frames"].as_u64().context("frames")?;
+    assert_eq!(frames, (duration * 5.0).ceil() as u64 + 1, "{v}");
+    let frame = |args: &[&str], name: &str| -> anyhow::Result<Vec<u8>> {
+        let png = r.d.path().join(name);
+        let out = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .arg("-i")
+            .arg(&webm)
+            .args(args)
+            .args(["-frames:v", "1", "-pix_fmt", "rgba"])
+            .arg(&png)
+            .output()
+            .context("ffmpeg (installed by tests/run.sh) decoding the video")?;
+        if !out.status.success() {
+            bail!("ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(std::fs::read(&png)?)
+    };
+    // The last frame, by its number.
+    let last = format!("select=eq(n\\,{})", frames - 1);
+    shows_the_desktop(
+        "the video's last frame",
+        &frame(&["-vf", &last], "last.png")?,
+    )?;
+    // Every frame, decoded: the first colour shows before the repaint.
+    let raw = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(&webm)
+        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"])
+        .output()
+        .context("ffmpeg decoding the video")?;
+    let size = 1024 * 768 * 3;
+    let shows = |f: &[u8], rgb: [u8; 3]| {
+        let i = (384 * 1024 + 512) * 3;
+        f[i..i + 3].iter().zip(rgb).all(|(a, b)| a.abs_diff(b) <= 8)
+    };
+    let decoded: Vec<&[u8]> = raw.stdout.chunks_exact(size).collect();
+    assert_eq!(
+        decoded.len() as u64,
+        frames,
+        "frames decoded from the video"
+    );
+    let first = decoded.iter().position(|f| shows(f, DESKTOP_RGB));
+    let repaint = decoded.iter().position(|f| shows(f, REPAINT_RGB));
+    assert!(
+        matches!((first, repaint), (Some(a), Some(b)) if a < b),
+        "the first colour shows at frame {first:?}, the repaint at {repaint:?}"
+    );
+    let no_ffmpeg = r.d.admin(&[
+        "recordings",
+        "video",
+        rec,
+        "--out",
+        webm_arg,
+        "--ffmpeg",
+        "/nonexistent/ffmpeg",
+    ])?;
+    assert!(!no_ffmpeg.success());
+    assert!(
+        no_ffmpeg
+            .stderr
+            .contains("/nonexistent/ffmpeg is not installed"),
+        "{}",
+        no_ffmpeg.stderr
+    );
+    let gif = r.d.admin(&["recordings", "video", rec, "--out", "x.gif"])?;
+    assert!(!gif.success());
+    assert!(gif.stderr.contains(".webm or .mp4"), "{}", gif.stderr);
+    Ok(())
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -114,6 +208,7 @@ fn an_rdp_recordings_frame_shows_the_targets_desktop_from_the_cli_c_and_python()
     ])?;
     assert!(printed.contains(&rec), "{printed}");
     shows_the_desktop("cpam-server recordings frame", &std::fs::read(&out)?)?;
+    video(&r, &rec, duration)?;
     let list = r.d.admin_ok(&["recordings", "list", "--json"])?;
     let list: serde_json::Value = serde_json::from_str(&list)?;
     let listed = list

@@ -30,7 +30,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # xsetroot, freerdp-shadow-cli with NLA and a SAM file (winpr-hash) as the
 # target, xfreerdp as the vendor's client, xev to see the browser
 # desktop's input reach the target's display, xdotool to type and click
-# in xfreerdp (the recording's input track).
+# in xfreerdp (the recording's input track), ffmpeg to write and read back
+# an RDP recording's video.
 command -v Xvfb >/dev/null || need+=(xvfb)
 command -v xev >/dev/null || need+=(x11-utils)
 command -v xsetroot >/dev/null || need+=(x11-xserver-utils)
@@ -38,6 +39,7 @@ command -v freerdp-shadow-cli >/dev/null || need+=(freerdp2-shadow-x11)
 command -v winpr-hash >/dev/null || need+=(winpr-utils)
 command -v xfreerdp >/dev/null || need+=(freerdp2-x11)
 command -v xdotool >/dev/null || need+=(xdotool)
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
 # Session recordings are played back by stock asciinema (under `script`
 # from bsdutils, which gives it a terminal).
 command -v asciinema >/dev/null || need+=(asciinema)

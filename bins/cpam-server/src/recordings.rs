@@ -76,6 +76,24 @@ pub enum RecordingsCmd {
         #[command(flatten)]
         s: StorageArgs,
     },
+    /// Writes an RDP recording as a video (.webm or .mp4) through ffmpeg.
+    Video {
+        /// The recording (`<session id>.<channel>`).
+        id: String,
+        /// The video file to write (`.webm`: VP8, `.mp4`: H.264).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Frames per second (1 to 60).
+        #[arg(long, default_value_t = 10)]
+        fps: u32,
+        /// The ffmpeg program.
+        #[arg(long, default_value = "ffmpeg")]
+        ffmpeg: std::path::PathBuf,
+        #[command(flatten)]
+        c: Common,
+        #[command(flatten)]
+        s: StorageArgs,
+    },
     /// The keys and the mouse of an RDP recording's client, in order,
     /// with their times.
     Input {
@@ -263,6 +281,30 @@ pub async fn recordings(cmd: RecordingsCmd) -> anyhow::Result<ExitCode> {
                 json!({ "id": id, "at": at, "out": out, "bytes": png.len() }),
                 || format!("{id} at {at} s: {} ({} bytes)", out.display(), png.len()),
             ))
+        }
+        RecordingsCmd::Video {
+            id,
+            out,
+            fps,
+            ffmpeg,
+            c,
+            s,
+        } => {
+            let id = RecordingId::parse(&id)?;
+            let options = cpam_core::record::VideoOptions { fps, ffmpeg };
+            let v = cpam_core::record::rdp_video(store(&c, &s)?.as_ref(), &id, &out, &options)?;
+            Ok(print(c.json, json!(v), || {
+                format!(
+                    "{id}: {} ({}x{}, {} frames at {} fps, {:.1} s, {} bytes)",
+                    v.path.display(),
+                    v.width,
+                    v.height,
+                    v.frames,
+                    v.fps,
+                    v.duration,
+                    v.bytes
+                )
+            }))
         }
         RecordingsCmd::Input { id, c, s } => {
             let id = RecordingId::parse(&id)?;

@@ -50,6 +50,8 @@ mod screen;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "rdp")]
+mod video;
 
 pub use asciicast::{
     Env, EventKind, FORMAT, Header, Reader, RecordingEvent, Utf8Decoder, event_line, resize_data,
@@ -71,7 +73,7 @@ pub use object::{
 };
 #[cfg(feature = "rdp")]
 pub use player::{
-    KEYFRAME_BUDGET, KEYFRAME_MIN_GAP, MAX_KEYFRAMES, RdpPlayer, RdpPlayers, frame_png,
+    KEYFRAME_BUDGET, KEYFRAME_MIN_GAP, MAX_KEYFRAMES, RdpPlayer, RdpPlayers, Sampler, frame_png,
     rdp_frame_png, rdp_input,
 };
 pub use rdp::{RDP_FORMAT, RdpEvent, pdu_line, rdp_header, read_rdp};
@@ -81,3 +83,5 @@ pub use store::{
     FileRecordingStore, RecordingFilter, RecordingInfo, RecordingKind, RecordingStorage,
     RecordingStore, RecordingWriter, SEARCH_MAX_TIMES, SearchHit, read_recording,
 };
+#[cfg(feature = "rdp")]
+pub use video::{MAX_FPS, VideoOptions, VideoSummary, rdp_video};

@@ -180,10 +180,46 @@ impl RdpPlayer {
         desktop
     }
 
+    /// Desktops at increasing times, each PDU decoded once (a video).
+    pub fn sampler(&self) -> Sampler<'_> {
+        Sampler {
+            player: self,
+            desktop: self.blank(),
+            next: 0,
+        }
+    }
+
     /// Its size is known from the start (a blank desktop before the first
     /// update).
     fn blank(&self) -> Desktop {
         Desktop::with_size(self.width, self.height).unwrap_or_else(|_| Desktop::new())
+    }
+}
+
+/// [`RdpPlayer::sampler`]: the desktop at increasing times.
+pub struct Sampler<'a> {
+    player: &'a RdpPlayer,
+    desktop: Desktop,
+    next: usize,
+}
+
+impl std::fmt::Debug for Sampler<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sampler")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sampler<'_> {
+    /// The desktop at `t` seconds; a `t` before the last one asked gives
+    /// the desktop at that last one.
+    pub fn at(&mut self, t: f64) -> &Desktop {
+        while let Some(e) = self.player.events.get(self.next).filter(|e| e.t <= t) {
+            self.desktop.feed(e.up, &e.pdu);
+            self.next += 1;
+        }
+        &self.desktop
     }
 }
 
