@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -17,11 +16,8 @@ use cpam_tests::process::{Child, run};
 use cpam_tests::wait_until;
 use serde_json::Value;
 
-/// The timed assertions run one cluster at a time.
-static TIMED: Mutex<()> = Mutex::new(());
-
 fn timed() -> std::sync::MutexGuard<'static, ()> {
-    TIMED.lock().unwrap_or_else(|e| e.into_inner())
+    cpam_tests::one_cluster_at_a_time()
 }
 
 /// Two nodes on one database: the standard deployment as `node-a` (its
@@ -47,27 +43,7 @@ impl Cluster {
             node_id: Some("node-a".into()),
             ..Options::default()
         })?;
-        let b_dir = d.path().join("server-b");
-        d.admin_of(
-            &b_dir,
-            &[
-                "init",
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                &db,
-                // node-a holds the default console port in the namespace.
-                "--web-listen",
-                "127.0.0.1:0",
-            ],
-        )?;
-        // Every node of a cluster shares the vault key and presents the
-        // same hub host key (the one gatekeepers and profiles pin).
-        for file in ["vault.key", "host_key"] {
-            std::fs::copy(d.data_dir.join(file), b_dir.join(file))
-                .with_context(|| format!("copying {file} to node-b"))?;
-        }
-        let b_addr = d.spawn_node(&b_dir, "node-b")?;
+        let (b_dir, b_addr) = d.add_node("node-b", &db)?;
         Ok(Cluster {
             d,
             b_dir,

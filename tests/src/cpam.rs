@@ -512,8 +512,9 @@ impl Deployment {
     }
 
     /// Starts another `cpam-server run` (a second node, `--node-id NODE`)
-    /// over `data_dir` on a free port in the vendor ns; the child is kept in
-    /// `extra`. Returns its SSH address.
+    /// over `data_dir` on a free port in the vendor ns, with the
+    /// deployment's server environment (its recording store); the child is
+    /// kept in `extra`. Returns its SSH address.
     pub fn spawn_node(&mut self, data_dir: &Path, node: &str) -> anyhow::Result<SocketAddr> {
         let listen = format!("{}:0", self.topo.vendor_addr);
         let (child, addr) = spawn_server(
@@ -522,10 +523,37 @@ impl Deployment {
             data_dir,
             &listen,
             Some(node),
-            &[],
+            &self.server_env,
         )?;
         self.extra.push(child);
         Ok(addr)
+    }
+
+    /// Adds node `node` to a deployment on the shared database `db`: a data
+    /// dir of its own (`cpam-server init`, console on a free port), the
+    /// deployment's vault key and hub host key (every node of a cluster
+    /// shares both: gatekeepers and profiles pin the host key), and
+    /// [`Deployment::spawn_node`]. Returns its data dir and SSH address.
+    pub fn add_node(&mut self, node: &str, db: &str) -> anyhow::Result<(PathBuf, SocketAddr)> {
+        let dir = self.path().join(format!("server-{node}"));
+        self.admin_of(
+            &dir,
+            &[
+                "init",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                db,
+                "--web-listen",
+                "127.0.0.1:0",
+            ],
+        )?;
+        for file in ["vault.key", "host_key"] {
+            std::fs::copy(self.data_dir.join(file), dir.join(file))
+                .with_context(|| format!("copying {file} to {node}"))?;
+        }
+        let addr = self.spawn_node(&dir, node)?;
+        Ok((dir, addr))
     }
 
     /// `cpam-server ARGS --data-dir DATA_DIR` for another node's data dir.

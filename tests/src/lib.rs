@@ -93,3 +93,12 @@ pub fn files_holding(
     }
     Ok(found)
 }
+
+static CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Held by each test that runs a cluster of nodes: their timed assertions
+/// (a terminate within 1 s, a failover within 10 s) run one cluster at a
+/// time.
+pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    CLUSTERS.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -25,7 +25,8 @@ pub async fn demo(listen: &str, web_listen: &str) -> anyhow::Result<ExitCode> {
     let data_dir = tmp.join("server");
     let data = DataDir::init(&data_dir, "127.0.0.1:0", None).await?;
     let target = start_target().await?;
-    let running = crate::run::start(&data_dir, None, None, Default::default()).await?;
+    let running =
+        crate::run::start(&data_dir, Default::default(), None, Default::default()).await?;
     let server = running
         .local_addr()
         .ok_or_else(|| anyhow::anyhow!("the demo server stopped at once"))?

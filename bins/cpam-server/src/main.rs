@@ -74,10 +74,8 @@ enum Command {
         /// proxy) instead of at `/`.
         #[arg(long)]
         web_base_path: Option<String>,
-        /// This server's name among nodes sharing one database (default:
-        /// `node_id` of config.json).
-        #[arg(long)]
-        node_id: Option<String>,
+        #[command(flatten)]
+        node: run::NodeArgs,
         #[command(flatten)]
         storage: recordings::StorageArgs,
     },
@@ -136,7 +134,7 @@ fn main() -> std::process::ExitCode {
                 web_listen,
                 web_insecure_http,
                 web_base_path,
-                node_id,
+                node,
                 storage,
             } => {
                 let web = cpam_core::server::ConsoleOptions {
@@ -146,7 +144,7 @@ fn main() -> std::process::ExitCode {
                     downloads_dir: None,
                 };
                 let recordings = storage.storage()?;
-                run::run(&data_dir, node_id, listen.as_deref(), web, recordings).await
+                run::run(&data_dir, node, listen.as_deref(), web, recordings).await
             }
             Command::Demo { listen, web_listen } => demo::demo(&listen, &web_listen).await,
             Command::Admin(cmd) => admin::dispatch(cmd).await,

@@ -105,12 +105,13 @@ fn admin_password(name: &str, stdin: bool) -> anyhow::Result<cpam_core::Secret<S
 /// the hub and the control socket.
 pub async fn start(
     dir: &Path,
-    node_id: Option<String>,
+    node: NodeArgs,
     listen: Option<&str>,
     recordings: RecordingStorage,
 ) -> anyhow::Result<Server> {
     let options = ServerOptions {
-        node_id,
+        node_id: node.node_id,
+        peer_address: node.peer_address,
         recordings,
         ..ServerOptions::default()
     };
@@ -119,9 +120,22 @@ pub async fn start(
     Ok(server)
 }
 
+/// Who this node is among the nodes sharing one database.
+#[derive(Debug, Default, clap::Args)]
+pub struct NodeArgs {
+    /// This server's name among nodes sharing one database (default:
+    /// `node_id` of config.json).
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Where the other nodes reach this one's SSH port (`HOST:PORT`), for
+    /// the peer relay (default: the address it listens on).
+    #[arg(long)]
+    pub peer_address: Option<String>,
+}
+
 pub async fn run(
     dir: &Path,
-    node_id: Option<String>,
+    node: NodeArgs,
     listen: Option<&str>,
     console: ConsoleOptions,
     recordings: RecordingStorage,
@@ -143,7 +157,7 @@ pub async fn run(
             );
         }
     }
-    let server = start(dir, node_id, listen, recordings).await?;
+    let server = start(dir, node, listen, recordings).await?;
     let addr = server.local_addr().context("the server stopped at once")?;
     cpam_core::outln!("cpam-server listening on {addr}");
     cpam_core::outln!("cpam-server node {}", server.node_id());

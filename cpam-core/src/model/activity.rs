@@ -282,4 +282,9 @@ pub struct Node {
     pub started_at: Timestamp,
     /// The last heartbeat written; older than the timeout means lost.
     pub heartbeat_at: Timestamp,
+    /// The public half of the key this node signs in to other nodes with
+    /// (OpenSSH form; made at every start, never stored privately). Empty
+    /// for a node that takes no part in the peer relay.
+    #[serde(default)]
+    pub node_key: String,
 }

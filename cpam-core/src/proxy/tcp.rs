@@ -219,34 +219,48 @@ impl Protocol for TcpSplice {
 }
 
 /// The read half of a [`Connection`].
-enum ConnectionSource {
+pub(crate) enum ConnectionSource {
     Channel(ChannelReadHalf),
     Stream(StreamSource<ReadHalf<Box<dyn Stream>>>),
 }
 
 /// The write half of a [`Connection`].
-enum ConnectionSink {
+pub(crate) enum ConnectionSink {
     Channel(ChannelWriteHalf<Msg>),
+    PeerChannel(ChannelWriteHalf<russh::client::Msg>),
     Stream(StreamSink<WriteHalf<Box<dyn Stream>>>),
 }
 
 impl ConnectionSink {
     /// Closes a channel (streams were shut down by [`Sink::finish`] or close
     /// when dropped).
-    async fn close(&mut self) {
-        if let ConnectionSink::Channel(tx) = self {
-            let _ = tx.close().await;
+    pub(crate) async fn close(&mut self) {
+        match self {
+            ConnectionSink::Channel(tx) => {
+                let _ = tx.close().await;
+            }
+            ConnectionSink::PeerChannel(tx) => {
+                let _ = tx.close().await;
+            }
+            ConnectionSink::Stream(_) => {}
         }
     }
 }
 
 /// Splits a connection into a [`Source`] and a [`Sink`], keeping channels as
 /// channels (no copy).
-fn halves(connection: Connection) -> (ConnectionSource, ConnectionSink) {
+pub(crate) fn halves(connection: Connection) -> (ConnectionSource, ConnectionSink) {
     match connection {
         Connection::Channel(ch) => {
             let (rx, tx) = ch.split();
             (ConnectionSource::Channel(rx), ConnectionSink::Channel(tx))
+        }
+        Connection::PeerChannel(ch) => {
+            let (rx, tx) = ch.split();
+            (
+                ConnectionSource::Channel(rx),
+                ConnectionSink::PeerChannel(tx),
+            )
         }
         other => {
             let (r, w) = tokio::io::split(other.into_stream());
@@ -271,6 +285,7 @@ impl Sink for ConnectionSink {
     async fn send(&mut self, data: Bytes) -> io::Result<()> {
         match self {
             ConnectionSink::Channel(tx) => tx.send(data).await,
+            ConnectionSink::PeerChannel(tx) => tx.send(data).await,
             ConnectionSink::Stream(tx) => tx.send(data).await,
         }
     }
@@ -278,6 +293,7 @@ impl Sink for ConnectionSink {
     async fn finish(&mut self) {
         match self {
             ConnectionSink::Channel(tx) => tx.finish().await,
+            ConnectionSink::PeerChannel(tx) => tx.finish().await,
             ConnectionSink::Stream(tx) => tx.finish().await,
         }
     }

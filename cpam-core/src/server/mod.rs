@@ -52,7 +52,7 @@ use crate::record::{
 use crate::session::SessionEngine;
 use crate::store::{SqlStore, Store};
 use crate::tunnel::hub::{Hub, HubConfig};
-use crate::tunnel::{self, keys};
+use crate::tunnel::{self, PeerDialer, keys};
 use crate::vault::{StoreMasterPasswords, UnsealSecret, Vault, VaultCredentialSource};
 
 /// The node id of a server whose data dir names none (made before nodes
@@ -109,6 +109,10 @@ pub struct ServerOptions {
     /// `CPAM_VAULT_PASSPHRASE`); over a database URL, the passphrase
     /// variable if set, else the vault stays sealed.
     pub vault: Option<UnsealSecret>,
+    /// Where the other nodes reach this one (`HOST:PORT` of its hub, as
+    /// they can dial it); default: the address the hub is bound to, right
+    /// only when that is a specific address.
+    pub peer_address: Option<String>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -120,6 +124,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("recording", &self.recording)
             .field("recordings", &self.recordings)
             .field("vault", &self.vault.as_ref().map(UnsealSecret::kind))
+            .field("peer_address", &self.peer_address)
             .finish()
     }
 }
@@ -136,6 +141,9 @@ pub struct Server {
     /// The default audit sink, whose tap [`Server::set_audit_tap`] sets.
     tapped: Option<Arc<TappedAuditSink>>,
     node_id: String,
+    /// The key this node signs in to other nodes with (made at each start).
+    node_key: Arc<russh::keys::PrivateKey>,
+    peer_address: Option<String>,
     listen: String,
     embedded: bool,
     recovered: Recovered,
@@ -212,7 +220,16 @@ impl Server {
         };
         // Before recovery: a second process with a live node's id must not
         // close that node's sessions.
-        nodes::register(&store, &node_id, &listen).await?;
+        let node_key = Arc::new(keys::generate()?);
+        let node_public = keys::public_openssh(node_key.public_key());
+        let peer_address = options.peer_address.clone();
+        nodes::register(
+            &store,
+            &node_id,
+            peer_address.as_deref().unwrap_or(&listen),
+            &node_public,
+        )
+        .await?;
         ensure_builtin_roles(&store).await?;
         let mut recovered = recover(&store, &node_id, Timestamp::now()).await?;
         let mut sealed_now = Vec::new();
@@ -284,6 +301,14 @@ impl Server {
             engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
         }
         let mut config = HubConfig::new(key.clone());
+        config.dialer = Arc::new(PeerDialer::new(
+            config.gatekeepers.clone(),
+            engine.store().clone(),
+            &node_id,
+            node_key.clone(),
+            key.public_key().clone(),
+            NODE_TIMEOUT,
+        ));
         if let Some(data) = &data {
             config.limits = data.config.hub_limits.clone();
             config.ssh_passwords = data.config.ssh_password_login;
@@ -342,6 +367,8 @@ impl Server {
             vault,
             tapped,
             node_id,
+            node_key,
+            peer_address,
             listen,
             embedded: options.embedded,
             recovered,
@@ -397,13 +424,15 @@ impl Server {
             })
             .await;
         // The bound address is where peers reach this node.
-        let me = crate::model::Node {
-            id: self.node_id.clone(),
-            peer_address: addr.to_string(),
-            version: nodes::VERSION.to_string(),
-            started_at: Timestamp::now(),
-            heartbeat_at: Timestamp::now(),
-        };
+        let me = nodes::row(
+            &self.node_id,
+            &self
+                .peer_address
+                .clone()
+                .unwrap_or_else(|| addr.to_string()),
+            &keys::public_openssh(self.node_key.public_key()),
+            Timestamp::now(),
+        );
         self.store().register_node(&me, Timestamp(i64::MAX)).await?;
         let cluster = self
             .engine()
@@ -411,8 +440,8 @@ impl Server {
             .await?;
         let heartbeat = nodes::spawn_heartbeat(
             self.engine().clone(),
-            self.node_id.clone(),
-            me.peer_address.clone(),
+            me,
+            self.hub.gatekeepers().clone(),
             self.db_ok.clone(),
         );
         self.ready.store(true, Ordering::SeqCst);

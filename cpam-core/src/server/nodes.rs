@@ -21,6 +21,7 @@ use crate::error::{ErrorKind, Result};
 use crate::model::{AuditCategory, AuditEvent, EndReason, Node, Timestamp};
 use crate::session::SessionEngine;
 use crate::store::{SessionFilter, Store};
+use crate::tunnel::GatekeeperDialer;
 
 /// How often a node writes its heartbeat.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
@@ -63,19 +64,30 @@ fn before(now: Timestamp, d: Duration) -> Timestamp {
     Timestamp(now.0 - i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Registers `id` at `peer_address`. A row of the same id with a fresh
-/// heartbeat is watched for two heartbeat periods: if the heartbeat moves,
-/// another process runs with this id and the start is refused (`Conflict`,
-/// naming the id); if it stands still, that process died and this one takes
-/// the row over.
-pub async fn register(store: &Arc<dyn Store>, id: &str, peer_address: &str) -> Result<()> {
-    let row = |now: Timestamp| Node {
+/// This node's row at `now`.
+pub(crate) fn row(id: &str, peer_address: &str, node_key: &str, now: Timestamp) -> Node {
+    Node {
         id: id.to_string(),
         peer_address: peer_address.to_string(),
         version: VERSION.to_string(),
         started_at: now,
         heartbeat_at: now,
-    };
+        node_key: node_key.to_string(),
+    }
+}
+
+/// Registers `id` at `peer_address` with its `node_key`. A row of the same
+/// id with a fresh heartbeat is watched for two heartbeat periods: if the
+/// heartbeat moves, another process runs with this id and the start is
+/// refused (`Conflict`, naming the id); if it stands still, that process
+/// died and this one takes the row over.
+pub async fn register(
+    store: &Arc<dyn Store>,
+    id: &str,
+    peer_address: &str,
+    node_key: &str,
+) -> Result<()> {
+    let row = |now: Timestamp| row(id, peer_address, node_key, now);
     let now = Timestamp::now();
     let first = match store
         .register_node(&row(now), before(now, NODE_TIMEOUT))
@@ -115,15 +127,17 @@ pub async fn register(store: &Arc<dyn Store>, id: &str, peer_address: &str) -> R
         .await
 }
 
-/// Writes this node's heartbeat every [`HEARTBEAT_EVERY`] and cleans up
-/// after lost nodes, until the task is aborted. `db_ok` follows whether the
-/// last heartbeat reached the database.
+/// Writes the heartbeat of node `me` every [`HEARTBEAT_EVERY`] and cleans
+/// up after lost nodes, until the task is aborted. `db_ok` follows whether
+/// the last heartbeat reached the database; `gatekeepers` are this node's
+/// links, dropped if another node declares this one lost.
 pub fn spawn_heartbeat(
     engine: Arc<SessionEngine>,
-    id: String,
-    peer_address: String,
+    me: Node,
+    gatekeepers: Arc<GatekeeperDialer>,
     db_ok: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
+    let id = me.id.clone();
     tokio::spawn(async move {
         let store = engine.store().clone();
         let mut healthy_since: Option<Instant> = Some(Instant::now());
@@ -140,7 +154,7 @@ pub fn spawn_heartbeat(
                 Err(e) if e.kind() == ErrorKind::NotFound => {
                     db_ok.store(true, Ordering::SeqCst);
                     healthy_since = None;
-                    rejoin(&engine, &id, &peer_address, now).await;
+                    rejoin(&engine, &me, &gatekeepers, now).await;
                     continue;
                 }
                 Err(error) => {
@@ -161,24 +175,34 @@ pub fn spawn_heartbeat(
 }
 
 /// Another node declared this one lost (its heartbeat could not be written
-/// for a whole timeout) and ended its sessions in the store: end them here
-/// too, so what runs matches the store, and register again.
-async fn rejoin(engine: &Arc<SessionEngine>, id: &str, peer_address: &str, now: Timestamp) {
-    tracing::error!(node = %id, "another node declared this node lost; ending its sessions and registering again");
+/// for a whole timeout), ended its sessions and marked its gatekeepers
+/// offline in the store: end the sessions here too, so what runs matches
+/// the store, register again, and drop the gatekeeper links, which
+/// reconnect (to this node or another) and so come back online.
+async fn rejoin(
+    engine: &Arc<SessionEngine>,
+    me: &Node,
+    gatekeepers: &GatekeeperDialer,
+    now: Timestamp,
+) {
+    tracing::error!(node = %me.id, "another node declared this node lost; ending its sessions and registering again");
     engine.end_all(EndReason::Error, NODE_LOST);
-    let row = Node {
-        id: id.to_string(),
-        peer_address: peer_address.to_string(),
-        version: VERSION.to_string(),
-        started_at: now,
-        heartbeat_at: now,
-    };
+    let row = row(&me.id, &me.peer_address, &me.node_key, now);
     if let Err(error) = engine
         .store()
         .register_node(&row, Timestamp(i64::MAX))
         .await
     {
         tracing::error!(%error, "cannot register this node again");
+    }
+    let dropped = gatekeepers
+        .disconnect_all("this server node was declared lost; connect again")
+        .await;
+    if dropped > 0 {
+        tracing::warn!(
+            gatekeepers = dropped,
+            "dropped the gatekeeper links so they reconnect"
+        );
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::SessionEngine;
 use crate::error::Result;
 use crate::events::Revocation;
-use crate::model::{Session, SessionId};
+use crate::model::{EndReason, GatekeeperId, Session, SessionId, Timestamp};
 use crate::store::ControlBus;
 
 /// A control one node sends the others.
@@ -30,6 +30,14 @@ pub(super) enum Control {
     },
     Revoke {
         revocation: Revocation,
+    },
+    /// The sessions through a gatekeeper whose link ended, or that its
+    /// customer switched off, started before `before`.
+    EndGatekeeper {
+        gatekeeper: GatekeeperId,
+        reason: EndReason,
+        detail: String,
+        before: Timestamp,
     },
     Recheck,
 }
@@ -143,6 +151,17 @@ impl SessionEngine {
             }
             Control::Revoke { revocation } => {
                 self.revoke_here(&revocation);
+            }
+            Control::EndGatekeeper {
+                gatekeeper,
+                reason,
+                detail,
+                before,
+            } => {
+                let n = self.end_gatekeeper_sessions_here(&gatekeeper, reason, &detail, before);
+                if n > 0 {
+                    tracing::info!(%gatekeeper, sessions = n, from = %envelope.from, "ended sessions through another node's gatekeeper");
+                }
             }
             Control::Recheck => {
                 if let Err(error) = self.recheck_here().await {

@@ -18,7 +18,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EVENT_BUFFER, EngineEvent, Revocation};
 use crate::hooks::{AccessHook, Credential, CredentialRequest, CredentialSource};
 use crate::model::{
-    AuditEvent, EndReason, Gatekeeper, GatekeeperId, Service, Session, SessionId, User,
+    AuditEvent, EndReason, Gatekeeper, GatekeeperId, Service, Session, SessionId, Timestamp, User,
 };
 use crate::policy::{self, AccessRequest, Decision};
 use crate::store::Store;
@@ -273,20 +273,42 @@ impl SessionEngine {
         true
     }
 
-    /// Ends every live session through `gatekeeper` with `reason`.
+    /// Ends every live session through `gatekeeper` with `reason`: here,
+    /// and on the other nodes (sessions they relay through this node's
+    /// link) those that started before now. Returns how many ended here.
     pub fn end_gatekeeper_sessions(
         &self,
         gatekeeper: &GatekeeperId,
         reason: EndReason,
         detail: &str,
     ) -> usize {
+        let now = self.clock().now();
+        let ended = self.end_gatekeeper_sessions_here(gatekeeper, reason, detail, now);
+        self.announce(super::cluster::Control::EndGatekeeper {
+            gatekeeper: gatekeeper.clone(),
+            reason,
+            detail: detail.to_string(),
+            before: now,
+        });
+        ended
+    }
+
+    /// [`SessionEngine::end_gatekeeper_sessions`] on this node only, for
+    /// sessions started at or before `before`.
+    pub(super) fn end_gatekeeper_sessions_here(
+        &self,
+        gatekeeper: &GatekeeperId,
+        reason: EndReason,
+        detail: &str,
+        before: Timestamp,
+    ) -> usize {
         self.bump_revision();
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let mut n = 0;
-        for e in live
-            .values()
-            .filter(|e| e.shared.session.gatekeeper_id.as_ref() == Some(gatekeeper))
-        {
+        for e in live.values().filter(|e| {
+            e.shared.session.gatekeeper_id.as_ref() == Some(gatekeeper)
+                && e.shared.session.started_at <= before
+        }) {
             e.shared.end(reason, Some(detail.to_string()));
             n += 1;
         }

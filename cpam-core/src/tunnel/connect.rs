@@ -44,11 +44,19 @@ pub struct Services {
     pub services: Vec<ServiceInfo>,
 }
 
-struct Handler {
+/// A client handler that accepts only `server_key` (a hub's key: the
+/// profile's pin, or the cluster's key between nodes).
+pub(crate) struct PinnedServer {
     server_key: PublicKey,
 }
 
-impl client::Handler for Handler {
+impl PinnedServer {
+    pub(crate) fn new(server_key: PublicKey) -> Self {
+        Self { server_key }
+    }
+}
+
+impl client::Handler for PinnedServer {
     type Error = russh::Error;
 
     async fn check_server_key(
@@ -69,7 +77,7 @@ pub struct ConnectClient {
     profile: Profile,
     key: Arc<PrivateKey>,
     server_key: PublicKey,
-    link: tokio::sync::Mutex<Option<Arc<client::Handle<Handler>>>>,
+    link: tokio::sync::Mutex<Option<Arc<client::Handle<PinnedServer>>>>,
 }
 
 impl std::fmt::Debug for ConnectClient {
@@ -100,14 +108,12 @@ impl ConnectClient {
     }
 
     /// The SSH link, dialing (once) if there is none or it died.
-    async fn link(&self) -> Result<Arc<client::Handle<Handler>>> {
+    async fn link(&self) -> Result<Arc<client::Handle<PinnedServer>>> {
         let mut guard = self.link.lock().await;
         if let Some(h) = guard.as_ref().filter(|h| !h.is_closed()) {
             return Ok(h.clone());
         }
-        let handler = Handler {
-            server_key: self.server_key.clone(),
-        };
+        let handler = PinnedServer::new(self.server_key.clone());
         let mut handle = dial(&self.profile.server, handler).await?;
         let auth = handle
             .authenticate_publickey(

@@ -43,6 +43,9 @@ pub enum Connection {
     Stream(Box<dyn Stream>),
     /// An SSH channel of the server hub.
     Channel(russh::Channel<russh::server::Msg>),
+    /// An SSH channel this node opened on a link to another node (the peer
+    /// relay).
+    PeerChannel(russh::Channel<russh::client::Msg>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -50,6 +53,9 @@ impl std::fmt::Debug for Connection {
         match self {
             Connection::Stream(_) => f.write_str("Connection::Stream"),
             Connection::Channel(c) => f.debug_tuple("Connection::Channel").field(c).finish(),
+            Connection::PeerChannel(c) => {
+                f.debug_tuple("Connection::PeerChannel").field(c).finish()
+            }
         }
     }
 }
@@ -65,6 +71,7 @@ impl Connection {
         match self {
             Connection::Stream(s) => s,
             Connection::Channel(c) => Box::new(c.into_stream()),
+            Connection::PeerChannel(c) => Box::new(c.into_stream()),
         }
     }
 
@@ -75,6 +82,9 @@ impl Connection {
                 let _ = s.shutdown().await;
             }
             Connection::Channel(c) => {
+                let _ = c.close().await;
+            }
+            Connection::PeerChannel(c) => {
                 let _ = c.close().await;
             }
         }
@@ -151,6 +161,24 @@ impl GatekeeperDialer {
             .contains_key(id)
     }
 
+    /// Disconnects every link, telling the gatekeepers `why`; returns how
+    /// many there were. Each gatekeeper reconnects on its own.
+    pub async fn disconnect_all(&self, why: &str) -> usize {
+        let handles: Vec<_> = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|(_, h)| h.clone())
+            .collect();
+        for h in &handles {
+            let _ = h
+                .disconnect(russh::Disconnect::ByApplication, why.into(), "en".into())
+                .await;
+        }
+        handles.len()
+    }
+
     fn handle(&self, id: &GatekeeperId) -> Option<russh::server::Handle> {
         self.links
             .lock()
@@ -192,7 +220,7 @@ impl Dialer for GatekeeperDialer {
     }
 }
 
-fn refusal(gk: &GatekeeperId, target: &Target, reason: ChannelOpenFailure) -> Error {
+pub(crate) fn refusal(gk: &GatekeeperId, target: &Target, reason: ChannelOpenFailure) -> Error {
     match reason {
         ChannelOpenFailure::AdministrativelyProhibited => Error::denied(format!(
             "gatekeeper {gk} refused {target}: not in its allow-list, or disabled by the customer"

@@ -16,6 +16,7 @@ pub mod dialer;
 pub mod gatekeeper;
 pub mod hub;
 pub mod keys;
+pub mod peer;
 pub mod profile;
 
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use russh::{Preferred, cipher, kex};
 use tokio::net::{TcpListener, TcpSocket};
 
 pub use dialer::{DialTarget, Dialer, DirectDialer, GatekeeperDialer};
+pub use peer::{NODE_USER_PREFIX, PeerDialer};
 
 use crate::error::{Error, Result};
 

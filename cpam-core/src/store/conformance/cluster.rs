@@ -16,6 +16,7 @@ fn node(id: &str, at: i64) -> Node {
         version: "test".into(),
         started_at: Timestamp(at),
         heartbeat_at: Timestamp(at),
+        node_key: format!("ssh-ed25519 key-of-{id}"),
     }
 }
 
@@ -51,9 +52,13 @@ pub async fn node_registry(store: &dyn Store) {
     let listed = ok(store.list_nodes().await, "list_nodes");
     let row = listed.iter().find(|n| n.id == id).cloned();
     assert_eq!(
-        row.map(|n| (n.started_at, n.heartbeat_at)),
-        Some((Timestamp(t), Timestamp(t + 2_000))),
-        "store conformance: list_nodes does not show the node and its heartbeat: {listed:?}"
+        row.map(|n| (n.started_at, n.heartbeat_at, n.node_key)),
+        Some((
+            Timestamp(t),
+            Timestamp(t + 2_000),
+            format!("ssh-ed25519 key-of-{id}")
+        )),
+        "store conformance: list_nodes does not show the node, its heartbeat and its key: {listed:?}"
     );
     assert!(
         !ok(

@@ -21,7 +21,7 @@ const CHANNEL: &str = "cpam_control";
 /// How long a lost listener connection waits before it tries again.
 const RELISTEN: Duration = Duration::from_millis(500);
 
-const NODE: &str = "id, peer_address, version, started_at, heartbeat_at";
+const NODE: &str = "id, peer_address, version, started_at, heartbeat_at, node_key";
 
 fn node(row: &sqlx::any::AnyRow) -> Result<Node> {
     Ok(Node {
@@ -30,6 +30,7 @@ fn node(row: &sqlx::any::AnyRow) -> Result<Node> {
         version: row.try_get("version")?,
         started_at: Timestamp(row.try_get("started_at")?),
         heartbeat_at: Timestamp(row.try_get("heartbeat_at")?),
+        node_key: row.try_get("node_key")?,
     })
 }
 
@@ -37,10 +38,11 @@ fn node(row: &sqlx::any::AnyRow) -> Result<Node> {
 impl Cluster for SqlStore {
     async fn register_node(&self, n: &Node, live_after: Timestamp) -> Result<()> {
         let done = sqlx::query(
-            "INSERT INTO nodes (id, peer_address, version, started_at, heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+            "INSERT INTO nodes (id, peer_address, version, started_at, heartbeat_at, node_key) \
+             VALUES ($1, $2, $3, $4, $5, $7) ON CONFLICT (id) DO UPDATE SET \
              peer_address = excluded.peer_address, version = excluded.version, \
-             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at \
+             started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, \
+             node_key = excluded.node_key \
              WHERE nodes.heartbeat_at < $6",
         )
         .bind(&n.id)
@@ -49,6 +51,7 @@ impl Cluster for SqlStore {
         .bind(n.started_at.millis())
         .bind(n.heartbeat_at.millis())
         .bind(live_after.millis())
+        .bind(&n.node_key)
         .execute(&self.pool)
         .await?;
         if done.rows_affected() > 0 {

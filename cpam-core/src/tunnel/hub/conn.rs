@@ -19,8 +19,8 @@ use crate::model::{AuditCategory, GatekeeperId, Permission, User};
 use crate::session::Originator;
 use crate::tunnel::{
     CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
-    IPCONNECT_MODE_COMMAND, MASTER_PASSWORD_COMMAND, RDP_CREDENTIAL_COMMAND, REGISTER_USER_PREFIX,
-    SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+    IPCONNECT_MODE_COMMAND, MASTER_PASSWORD_COMMAND, NODE_USER_PREFIX, RDP_CREDENTIAL_COMMAND,
+    REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
 };
 
 /// Session channels waiting for their request, with their places.
@@ -186,6 +186,26 @@ impl Conn {
         }
     }
 
+    /// Accepts `key` only as live node `node`'s key; a refusal is audited
+    /// once per connection.
+    async fn node_key(&mut self, node: &str, key: &PublicKey) -> Result<Auth, russh::Error> {
+        if self
+            .hub
+            .node_key_holds(node, key)
+            .await
+            .map_err(|e| internal(&e))?
+        {
+            return Ok(Auth::Accept);
+        }
+        if !self.offer_refusal_audited {
+            self.offer_refusal_audited = true;
+            self.hub
+                .node_refused(node, key, &self.peer.to_string())
+                .await;
+        }
+        Ok(Auth::reject())
+    }
+
     async fn user_key(
         &self,
         user: &str,
@@ -220,6 +240,9 @@ impl russh::server::Handler for Conn {
     ) -> Result<Auth, Self::Error> {
         if user.starts_with(REGISTER_USER_PREFIX) {
             return Ok(Auth::Accept);
+        }
+        if let Some(node) = user.strip_prefix(NODE_USER_PREFIX) {
+            return self.node_key(node, offer.public_key).await;
         }
         let store = self.hub.engine.store();
         let fp = keys::fingerprint(offer.public_key);
@@ -266,6 +289,14 @@ impl russh::server::Handler for Conn {
                 .register(code, key.public_key)
                 .await
                 .map_err(|e| internal(&e));
+        }
+        if let Some(node) = user.strip_prefix(NODE_USER_PREFIX) {
+            let auth = self.node_key(node, key.public_key).await?;
+            if matches!(auth, Auth::Accept) {
+                tracing::info!(%node, peer = %self.peer, "peer link from another node");
+                self.set_principal(Principal::Node(node.to_string()));
+            }
+            return Ok(auth);
         }
         let store = self.hub.engine.store();
         if user == GATEKEEPER_USER {
@@ -420,7 +451,7 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let principal = self.principal();
-        if matches!(principal, Principal::Anonymous) {
+        if matches!(principal, Principal::Anonymous | Principal::Node(_)) {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -596,13 +627,27 @@ impl russh::server::Handler for Conn {
         &mut self,
         channel: Channel<Msg>,
         host_to_connect: &str,
-        _port_to_connect: u32,
+        port_to_connect: u32,
         originator_address: &str,
         originator_port: u32,
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let principal = self.principal();
+        if let Principal::Node(node) = principal {
+            // Relayed sessions were authorized, and are capped, by the node
+            // that opened them.
+            let originator = (originator_address.to_string(), originator_port);
+            self.hub.sessions.spawn(self.hub.clone().relay_channel(
+                node,
+                channel,
+                host_to_connect.to_string(),
+                port_to_connect,
+                originator,
+                reply,
+            ));
+            return Ok(());
+        }
         let Principal::User { user, bound, key } = principal.clone() else {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)

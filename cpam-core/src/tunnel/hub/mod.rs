@@ -10,6 +10,7 @@
 mod conn;
 mod killable;
 mod limits;
+mod peer;
 mod rdp;
 mod vault;
 
@@ -139,6 +140,8 @@ enum Principal {
         /// The fingerprint of the key it signed in with (none: a password).
         key: Option<String>,
     },
+    /// Another node of the cluster (the peer relay), by its id.
+    Node(String),
 }
 
 /// A signed-in connection, as a revocation matches it.
@@ -166,7 +169,7 @@ impl Link {
                     || (r.gatekeeper.is_some() && r.gatekeeper == *bound)
             }
             Principal::Gatekeeper(gk) => r.gatekeeper.as_ref() == Some(&gk.id),
-            Principal::Anonymous | Principal::Registered(_) => false,
+            Principal::Anonymous | Principal::Registered(_) | Principal::Node(_) => false,
         }
     }
 }
@@ -637,9 +640,7 @@ impl Hub {
                 }));
             }
         }
-        Ok(
-            json!({ "gatekeeper": gk.name, "online": self.gatekeepers.is_online(&gk.id), "services": out }),
-        )
+        Ok(json!({ "gatekeeper": gk.name, "online": gk.online, "services": out }))
     }
 
     /// Reads the status lines a gatekeeper sends up its control channel.
