@@ -435,3 +435,84 @@ fn unknown_node_keys_are_refused_and_a_killed_holder_hands_its_gatekeeper_on() -
     t.cli("node-b", &["audit", "verify"])?.ok("audit verify")?;
     Ok(())
 }
+
+#[test]
+fn three_nodes_appending_at_once_keep_one_audit_chain() -> anyhow::Result<()> {
+    let _t = cpam_tests::one_cluster_at_a_time();
+    let mut t = Three::start(false)?;
+    let before = t.p.d.audit_seq()?;
+    // A vendor on each node, through the gatekeeper that node holds: every
+    // session writes its start and end into the one chain.
+    let mut ports = Vec::new();
+    for (gk, service, node) in [
+        ("gk1", "ssh", "node-a"),
+        ("gk2", "ssh2", "node-b"),
+        ("gk3", "ssh3", "node-c"),
+    ] {
+        let profile = t.profile(gk, node)?;
+        ports.push(t.p.d.forward(&profile, service)?);
+    }
+    const PER_NODE: usize = 60;
+    // Each client reads the target's banner through its forward, all of
+    // them at once.
+    let script = format!(
+        "for p in {}; do for i in $(seq {PER_NODE}); do \
+         (exec 3<>/dev/tcp/127.0.0.1/$p && head -c 4 <&3 >/dev/null) & done; done; wait",
+        ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let mut load = t.p.d.topo.vendor.command("bash");
+    load.args(["-c", &script]);
+    let started = Instant::now();
+    run("load", load, t.p.d.path(), CMD)?.ok("the load")?;
+    eprintln!(
+        "{} sessions over three nodes in {:?}",
+        3 * PER_NODE,
+        started.elapsed()
+    );
+    let want = 3 * PER_NODE;
+    let records = wait_until(
+        Duration::from_secs(30),
+        "every session ended and audited",
+        || {
+            let records = as_list(
+                t.json("node-b", &["audit", "list", "--limit", "100000"])
+                    .ok()?,
+            )
+            .ok()?;
+            let ends = records
+                .iter()
+                .filter(|r| r["seq"].as_i64() > Some(before) && r["action"] == "session.end")
+                .count();
+            (ends >= want).then_some(records)
+        },
+    )?;
+    let mut writers = std::collections::BTreeMap::new();
+    for r in records.iter().filter(|r| r["seq"].as_i64() > Some(before)) {
+        if r["action"] == "session.start" {
+            let service = r["detail"]["service"].as_str().unwrap_or("?").to_string();
+            *writers.entry(service).or_insert(0) += 1;
+        }
+    }
+    // ssh is node-a's, ssh2 node-b's, ssh3 node-c's.
+    eprintln!("session.start records by service: {writers:?}");
+    for service in ["ssh", "ssh2", "ssh3"] {
+        assert_eq!(writers.get(service), Some(&PER_NODE), "{writers:?}");
+    }
+    let mut seqs: Vec<i64> = records.iter().filter_map(|r| r["seq"].as_i64()).collect();
+    seqs.sort_unstable();
+    let n = seqs.len();
+    seqs.dedup();
+    assert!(
+        seqs.len() == n && seqs.first() == Some(&1) && seqs.last() == Some(&(n as i64)),
+        "the audit seqs have a gap or a duplicate: {seqs:?}"
+    );
+    for node in ["node-a", "node-b", "node-c"] {
+        let v = t.cli(node, &["audit", "verify"])?.ok("audit verify")?;
+        assert!(v.stdout.contains("intact"), "{node}: {}", v.stdout);
+    }
+    Ok(())
+}

@@ -141,10 +141,18 @@ pub(crate) struct Deployment {
     pub profile: PathBuf,
     server_log: PathBuf,
     gk_log: PathBuf,
+    /// The shared database of a cluster deployment.
+    pub db: Option<String>,
 }
 
 impl Deployment {
     pub(crate) fn start(name: &'static str, bin_dir: &Path) -> Result<Self> {
+        Self::start_on(name, bin_dir, None)
+    }
+
+    /// [`Deployment::start`] on database `db` (a PostgreSQL URL; the
+    /// server is node `node-a`) or, with `None`, on the data dir's SQLite.
+    pub(crate) fn start_on(name: &'static str, bin_dir: &Path, db: Option<&str>) -> Result<Self> {
         check_bins(bin_dir)?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!("cpam-bench-{name}"))
@@ -156,23 +164,12 @@ impl Deployment {
             data_dir: dir.join("server"),
         };
 
-        cli.admin(&["init", "--listen", "127.0.0.1:0"])?;
+        let mut init = vec!["init", "--listen", "127.0.0.1:0"];
+        init.extend(db.iter().flat_map(|db| ["--database", *db]));
+        cli.admin(&init)?;
         let server_log = dir.join("server.log");
-        let mut server = ChildGuard::spawn(
-            "cpam-server",
-            cli.bin("cpam-server")
-                .arg("run")
-                .arg("--data-dir")
-                .arg(&cli.data_dir)
-                .args(["--listen", "127.0.0.1:0", "--web-listen", "127.0.0.1:0"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(fs::File::create(&server_log)?),
-        )?;
-        let printed = server
-            .wait_stdout_line("cpam-server listening on", READY_TIMEOUT)
-            .with_context(|| format!("server log: {}", log_tail(&server_log)))?;
-        let server_addr = parse_addr("cpam-server run", &printed)?.to_string();
+        let (server, server_addr) = spawn_server(&cli, &server_log, db.map(|_| "node-a"))?;
+        let server_addr = server_addr.to_string();
         path.guards.push(server);
 
         cli.admin(&["customer", "add", "bench"])?;
@@ -233,12 +230,107 @@ impl Deployment {
             profile,
             server_log,
             gk_log,
+            db: db.map(str::to_string),
         })
+    }
+
+    /// Adds node `node` on the deployment's database: a data dir of its
+    /// own with the first node's host key and vault key, and `cpam-server
+    /// run --node-id NODE`. Returns its SSH address.
+    pub(crate) fn add_node(&mut self, node: &str) -> Result<SocketAddr> {
+        let db = self
+            .db
+            .clone()
+            .context("a second node needs a shared database")?;
+        let cli = Cli::new(&self.cli.bin_dir, &self.dir.join(format!("server-{node}")));
+        cli.admin(&["init", "--listen", "127.0.0.1:0", "--database", &db])?;
+        for file in ["host_key", "vault.key"] {
+            fs::copy(self.cli.data_dir.join(file), cli.data_dir.join(file))
+                .with_context(|| format!("copying {file} to {node}"))?;
+        }
+        let log = self.dir.join(format!("server-{node}.log"));
+        let (server, addr) = spawn_server(&cli, &log, Some(node))?;
+        self.path.guards.push(server);
+        Ok(addr)
+    }
+
+    /// Registers gatekeeper `name` at `server` and runs it.
+    pub(crate) fn add_gatekeeper(&mut self, name: &str, server: SocketAddr) -> Result<()> {
+        let out = self
+            .cli
+            .admin(&["gatekeeper", "add", "--customer", "bench", name, "--json"])?;
+        let gk: serde_json::Value = serde_json::from_str(out.trim())
+            .with_context(|| format!("`gatekeeper add --json` printed no JSON: {out:?}"))?;
+        let code = gk
+            .get("code")
+            .and_then(serde_json::Value::as_str)
+            .context("`gatekeeper add --json` has no \"code\"")?;
+        let state = self.dir.join(format!("gatekeeper-{name}"));
+        let server = server.to_string();
+        run_checked(
+            "cpam-gatekeeper register",
+            self.cli
+                .bin("cpam-gatekeeper")
+                .args(["register", "--server", &server, "--code", code])
+                .arg("--state-dir")
+                .arg(&state),
+            ADMIN_TIMEOUT,
+        )?;
+        let log = self.dir.join(format!("gatekeeper-{name}.log"));
+        let mut gatekeeper = ChildGuard::spawn(
+            &format!("cpam-gatekeeper-{name}"),
+            self.cli
+                .bin("cpam-gatekeeper")
+                .arg("run")
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["--allow", "127.0.0.0/8:*"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(fs::File::create(&log)?),
+        )?;
+        wait_log(&mut gatekeeper, &log, "gatekeeper online", READY_TIMEOUT)?;
+        self.path.guards.insert(0, gatekeeper);
+        Ok(())
+    }
+
+    /// Makes the vendor's profile one for `gatekeeper` that signs in to the
+    /// node at `server` (later forwards use it).
+    pub(crate) fn use_profile(&mut self, gatekeeper: &str, server: SocketAddr) -> Result<()> {
+        let profile = self
+            .dir
+            .join(format!("vendor-{gatekeeper}-{server}.profile"));
+        self.cli.admin(&[
+            "profile",
+            "export",
+            "--user",
+            "vendor",
+            "--gatekeeper",
+            gatekeeper,
+            "--out",
+            &profile.to_string_lossy(),
+            "--server-address",
+            &server.to_string(),
+        ])?;
+        self.profile = profile;
+        Ok(())
     }
 
     /// Adds service `name` (of `kind`, `tcp` when `None`) at `target` and
     /// grants it to the vendor.
     pub(crate) fn service(&self, name: &str, target: SocketAddr, kind: Option<&str>) -> Result<()> {
+        self.service_on(name, None, target, kind)
+    }
+
+    /// [`Deployment::service`] behind `gatekeeper` (needed once the
+    /// customer has several).
+    pub(crate) fn service_on(
+        &self,
+        name: &str,
+        gatekeeper: Option<&str>,
+        target: SocketAddr,
+        kind: Option<&str>,
+    ) -> Result<()> {
         let target = target.to_string();
         let mut args = vec![
             "service",
@@ -251,6 +343,9 @@ impl Deployment {
         ];
         if let Some(kind) = kind {
             args.extend(["--kind", kind]);
+        }
+        if let Some(gk) = gatekeeper {
+            args.extend(["--gatekeeper", gk]);
         }
         self.cli.admin(&args)?;
         self.cli.admin(&[
@@ -307,12 +402,48 @@ impl Deployment {
     }
 }
 
+/// `cpam-server run` over `cli`'s data dir on free loopback ports (as
+/// `--node-id NODE` when given), logging to `log`; returns it with its SSH
+/// address.
+fn spawn_server(cli: &Cli, log: &Path, node: Option<&str>) -> Result<(ChildGuard, SocketAddr)> {
+    let mut cmd = cli.bin("cpam-server");
+    cmd.arg("run").arg("--data-dir").arg(&cli.data_dir).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--web-listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(node) = node {
+        cmd.args(["--node-id", node]);
+    }
+    let mut server = ChildGuard::spawn(
+        &format!(
+            "cpam-server{}",
+            node.map(|n| format!("-{n}")).unwrap_or_default()
+        ),
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(fs::File::create(log)?),
+    )?;
+    let printed = server
+        .wait_stdout_line("cpam-server listening on", READY_TIMEOUT)
+        .with_context(|| format!("server log: {}", log_tail(log)))?;
+    let addr = parse_addr("cpam-server run", &printed)?;
+    Ok((server, addr))
+}
+
 /// Sets up a server, a gatekeeper and two forwards; returns when an echo
 /// and a sink transfer work end to end.
 pub fn start(name: &'static str, targets: &Targets, bin_dir: &Path) -> Result<RunningPath> {
-    let mut d = Deployment::start(name, bin_dir)?;
+    let d = Deployment::start(name, bin_dir)?;
     d.service("echo", targets.echo, None)?;
     d.service("sink", targets.sink, None)?;
+    ready(d, targets)
+}
+
+/// Forwards `echo` and `sink` with the deployment's profile; returns the
+/// path once an echo and a sink transfer work end to end.
+pub(crate) fn ready(mut d: Deployment, targets: &Targets) -> Result<RunningPath> {
     d.path.sink = d.forward("sink")?;
     d.path.echo = d.forward("echo")?;
     let up = wait_echo(d.path.echo, READY_TIMEOUT);

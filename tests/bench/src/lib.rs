@@ -11,6 +11,7 @@
 //!   through the raw tunnel and through the auditing proxy;
 //! - `report`: the stdout table and the JSON document.
 
+pub mod cluster;
 pub mod cpam;
 pub mod gatekeepers;
 pub mod ipconnect;
@@ -44,6 +45,9 @@ pub struct RunningPath {
     pub name: &'static str,
     pub echo: SocketAddr,
     pub sink: SocketAddr,
+    /// More echo entries the connection burst is spread over, round robin
+    /// with `echo` (one per node of a cluster path).
+    pub echo_spread: Vec<SocketAddr>,
     /// Stopped in this order on drop.
     pub guards: Vec<ChildGuard>,
     /// A listener whose descendants (e.g. sshd sessions) belong to the path.
@@ -59,6 +63,7 @@ impl RunningPath {
             name,
             echo: unset,
             sink: unset,
+            echo_spread: Vec::new(),
             guards: Vec::new(),
             tree_root: None,
             notes: Vec::new(),
@@ -71,6 +76,7 @@ impl RunningPath {
             name: "direct",
             echo: targets.echo,
             sink: targets.sink,
+            echo_spread: Vec::new(),
             guards: Vec::new(),
             tree_root: None,
             notes: Vec::new(),
@@ -300,8 +306,11 @@ pub fn measure(rt: &Runtime, path: &RunningPath, targets: &Targets, plan: &Plan)
         gate(plan);
         let procs = path.processes();
         let mut loaded = BTreeMap::new();
+        let entries: Vec<_> = std::iter::once(path.echo)
+            .chain(path.echo_spread.iter().copied())
+            .collect();
         let conc = rt.block_on(load::concurrency(
-            path.echo,
+            &entries,
             plan.connections,
             plan.round_trips,
             plan.size,

@@ -238,12 +238,13 @@ struct ConnResult {
     error: Option<String>,
 }
 
-/// `connections` connections opened at once, each doing `round_trips`
-/// sequential echo round trips of `size` bytes. When every connection has
+/// `connections` connections opened at once (spread round robin over
+/// `addrs`), each doing `round_trips` sequential echo round trips of `size`
+/// bytes. When every connection has
 /// finished its round trips (or failed), `while_open` runs while the
 /// successful ones are still open, then all are closed.
 pub async fn concurrency<F: FnOnce()>(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     connections: usize,
     round_trips: usize,
     size: usize,
@@ -254,7 +255,8 @@ pub async fn concurrency<F: FnOnce()>(
     let done = Arc::new(AtomicUsize::new(0));
     let (start_tx, start_rx) = watch::channel(false);
     let mut tasks = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for i in 0..connections {
+        let addr = addrs[i % addrs.len()];
         let mut start_rx = start_rx.clone();
         let mut release_rx = release_rx.clone();
         let done = done.clone();

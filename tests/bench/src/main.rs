@@ -15,11 +15,15 @@ use cpam_bench::sftp::SftpPlan;
 use cpam_bench::targets::Targets;
 use cpam_bench::{PathResult, Plan, RunningPath, procs};
 
-const ALL_PATHS: [&str; 9] = [
+const ALL_PATHS: [&str; 13] = [
     "direct",
     "openssh",
     "openssh-tty",
     "cpam",
+    "cpam-pg",
+    "cpam-relay",
+    "cpam-3nodes",
+    "cluster-audit",
     "ipconnect-legacy",
     "ipconnect-driver",
     "psm",
@@ -65,7 +69,11 @@ struct Args {
     /// own), ipconnect-legacy and ipconnect-driver
     /// (IP Connect's loopback listeners and TUN driver; the driver needs
     /// root and runs the bench in a network namespace of its own);
-    /// `ipconnect` is short for cpam,ipconnect-legacy,ipconnect-driver.
+    /// `ipconnect` is short for cpam,ipconnect-legacy,ipconnect-driver;
+    /// cpam-pg, cpam-relay, cpam-3nodes and cluster-audit are the cluster
+    /// (nodes on one PostgreSQL the bench starts: one node, a session
+    /// relayed between two, the burst spread over three; audit appends of
+    /// one and of three writer processes), `cluster` short for all four.
     #[arg(
         long,
         value_delimiter = ',',
@@ -99,6 +107,9 @@ struct Args {
     /// `cpam-b/cpam` ratio column.
     #[arg(long)]
     compare_bin_dir: Option<PathBuf>,
+    /// cluster-audit: audit appends per writer process.
+    #[arg(long, default_value_t = 5000)]
+    audit_records: usize,
     /// Where to write the JSON results.
     #[arg(long, default_value = "target/cpam-bench.json")]
     json: PathBuf,
@@ -149,7 +160,21 @@ fn run() -> Result<()> {
     if argv.first().is_some_and(|a| a == "gatekeepers") {
         return cpam_bench::gatekeepers::main(argv[1..].to_vec());
     }
+    if argv.first().is_some_and(|a| a == "audit-writer") {
+        return cpam_bench::cluster::audit_writer(&argv[1..]);
+    }
     let mut args = Args::parse();
+    if args.only.iter().any(|p| p == "cluster") {
+        args.only.retain(|p| p != "cluster");
+        for p in cpam_bench::cluster::PATHS
+            .iter()
+            .chain(["cluster-audit"].iter())
+        {
+            if !args.only.iter().any(|o| o == p) {
+                args.only.push((*p).into());
+            }
+        }
+    }
     if args.only.iter().any(|p| p == "ipconnect") {
         args.only.retain(|p| p != "ipconnect");
         for p in ["cpam", "ipconnect-legacy", "ipconnect-driver"] {
@@ -214,12 +239,19 @@ fn run() -> Result<()> {
         std::process::exit(130);
     });
 
+    let pg = args
+        .only
+        .iter()
+        .any(|o| cpam_bench::cluster::PATHS.contains(&o.as_str()) || o == "cluster-audit")
+        .then(cpam_tests::postgres::PgFixture::start)
+        .transpose()
+        .context("the cluster paths need PostgreSQL")?;
     let mut results: Vec<PathResult> = Vec::new();
     let mut paths: Vec<&str> = Vec::new();
-    for name in ALL_PATHS
-        .iter()
-        .filter(|p| !matches!(**p, "psm" | "sftp" | "rdp") && args.only.iter().any(|o| o == *p))
-    {
+    for name in ALL_PATHS.iter().filter(|p| {
+        !matches!(**p, "psm" | "sftp" | "rdp" | "cluster-audit")
+            && args.only.iter().any(|o| o == *p)
+    }) {
         paths.push(name);
         if *name == "cpam" && args.compare_bin_dir.is_some() {
             paths.push("cpam-b");
@@ -237,6 +269,10 @@ fn run() -> Result<()> {
             },
             "ipconnect-legacy" => cpam_bench::ipconnect::start(&targets, &bin_dir, "legacy"),
             "ipconnect-driver" => cpam_bench::ipconnect::start(&targets, &bin_dir, "driver"),
+            "cpam-pg" | "cpam-relay" | "cpam-3nodes" => match &pg {
+                Some(pg) => cpam_bench::cluster::start(name, &targets, &bin_dir, pg),
+                None => unreachable!("PostgreSQL is started for the cluster paths"),
+            },
             _ => cpam_bench::cpam::start("cpam", &targets, &bin_dir),
         };
         match started {
@@ -291,6 +327,14 @@ fn run() -> Result<()> {
         .any(|o| o == "rdp")
         .then(|| cpam_bench::rdp::run(&bin_dir, &rdp_plan));
 
+    let audit = match (&pg, args.only.iter().any(|o| o == "cluster-audit")) {
+        (Some(pg), true) => {
+            eprintln!("cpam-bench: measuring audit appends with one and three writers");
+            Some(cpam_bench::cluster::audit_rates(pg, args.audit_records))
+        }
+        _ => None,
+    };
+
     if !results.is_empty() {
         print!("{}", cpam_bench::report::table(&results, &plan));
     }
@@ -314,6 +358,18 @@ fn run() -> Result<()> {
         print!("{}", cpam_bench::rdp::table(figures, &rdp_plan));
         failed |= figures.failed();
         doc["rdp"] = serde_json::json!({ "plan": rdp_plan, "figures": figures });
+    }
+    match &audit {
+        Some(Ok(rates)) => {
+            print!("{}", cpam_bench::cluster::audit_table(rates));
+            failed |= rates.iter().any(|r| !r.intact);
+            doc["cluster_audit"] = serde_json::json!(rates);
+        }
+        Some(Err(e)) => {
+            println!("ERROR (cluster-audit): {e:#}");
+            failed = true;
+        }
+        None => {}
     }
     if let Some(parent) = args.json.parent().filter(|p| !p.as_os_str().is_empty()) {
         procs::ensure_dir(parent)?;

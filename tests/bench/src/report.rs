@@ -123,7 +123,7 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 /// The ratio columns: (header, numerator path, denominator path). The
 /// table shows those whose two paths were measured.
-const RATIOS: [(&str, &str, &str); 7] = [
+const RATIOS: [(&str, &str, &str); 9] = [
     ("cpam/openssh", "cpam", "openssh"),
     ("cpam/openssh-tty", "cpam", "openssh-tty"),
     ("cpam/direct", "cpam", "direct"),
@@ -131,6 +131,8 @@ const RATIOS: [(&str, &str, &str); 7] = [
     ("cpam-b/cpam", "cpam-b", "cpam"),
     ("ipc-driver/forward", "ipconnect-driver", "cpam"),
     ("ipc-legacy/forward", "ipconnect-legacy", "cpam"),
+    ("relay/one-node", "cpam-relay", "cpam-pg"),
+    ("3-nodes/one-node", "cpam-3nodes", "cpam-pg"),
 ];
 
 /// Renders the table, per-process CPU and notes.
