@@ -278,6 +278,9 @@ fn console_flow_from_customer_to_terminated_session_in(mut c: Console) -> anyhow
     sign_in(&b, &url, ADMIN, ADMIN_PASSWORD)?;
     b.click(&t("nav-sessions"))?;
     b.find(&t("sessions-active-empty"))?;
+    // The server nodes: this one, live, with no session yet.
+    b.find("[data-test=node-row][data-state=live]")?;
+    b.wait_text(&t("node-sessions"), "0", LIVE)?;
     mark_document(&b)?;
     let port = c.forward(&profile, "ssh")?;
     let mut ssh = Child::spawn(
@@ -297,6 +300,8 @@ fn console_flow_from_customer_to_terminated_session_in(mut c: Console) -> anyhow
         same_document(&b)?,
         "the page reloaded; sessions must arrive live"
     );
+    // The session's node, counted on its row of the nodes table.
+    b.wait_text(&t("node-sessions"), "1", LIVE)?;
     b.screenshot("session-live")?;
 
     // Terminate with a reason: required, then given; ssh ends.

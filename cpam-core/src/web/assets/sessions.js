@@ -49,6 +49,9 @@ export async function sessionsPage(root) {
   const mayTerminate = can('TERMINATE_SESSIONS');
   const mayWatch = can('MONITOR_SESSIONS');
   const mayReplay = can('VIEW_SESSIONS');
+  const mayNodes = can('VIEW_ADMIN_LOG_SYSTEM_MESSAGES') || can('MANAGE_SETTINGS');
+  let nodes = [];
+  const nodesBox = h('div', {});
   const activeBox = h('div', {});
   const historyBox = h('div', {});
   const viewer = h('div', { 'data-test': 'session-viewer' });
@@ -124,6 +127,7 @@ export async function sessionsPage(root) {
       h('td', {}, service(s), h('div', { class: 'muted small mono' }, fmtTarget(s))),
       h('td', {}, timeCell(s.started_at), h('div', { class: 'muted small' }, `running ${duration(s.started_at)}`)),
       h('td', { class: 'small nowrap' }, `↑ ${bytes(s.bytes_up)}`, h('br'), `↓ ${bytes(s.bytes_down)}`),
+      h('td', { class: 'mono small', 'data-test': 'session-node' }, s.node_id || ''),
       h('td', { class: 'actions' },
         mayWatch
           ? h('button', { class: 'small', 'data-test': 'session-watch', onclick: () => watch(s) }, 'Watch')
@@ -131,8 +135,28 @@ export async function sessionsPage(root) {
         mayTerminate
           ? h('button', { class: 'danger small', 'data-test': 'session-terminate', onclick: (e) => terminate(s, e.target) }, 'Terminate')
           : null)));
-    mount(activeBox, table('sessions-active', ['User', 'Customer', 'Service', 'Started', 'Traffic', ''], rows,
+    mount(activeBox, table('sessions-active', ['User', 'Customer', 'Service', 'Started', 'Traffic', 'Node', ''], rows,
       'No active sessions right now. New ones appear here by themselves.'));
+    renderNodes();
+  };
+  // The server nodes sharing the database, with the sessions each runs.
+  const renderNodes = () => {
+    if (!mayNodes) return;
+    const running = (id) => [...live.values()].filter((s) => s.node_id === id).length;
+    const rows = nodes.map((n) => h('tr', { 'data-test': 'node-row', 'data-id': n.id, 'data-state': n.state },
+      h('td', { class: 'mono' }, n.id),
+      h('td', { class: 'mono small' }, n.peer_address),
+      h('td', { class: 'small' }, n.version),
+      h('td', {}, timeCell(n.heartbeat_at)),
+      h('td', {}, h('span', { class: `badge ${n.state === 'live' ? 'ok' : 'bad'}` }, n.state)),
+      h('td', { 'data-test': 'node-sessions' }, String(running(n.id)))));
+    mount(nodesBox, table('nodes', ['Node', 'Peer address', 'Version', 'Heartbeat', 'State', 'Active sessions'], rows,
+      'No server node is registered.'));
+  };
+  const loadNodes = async () => {
+    if (!mayNodes) return;
+    nodes = await get('/nodes');
+    renderNodes();
   };
   const renderHistory = () => {
     const rows = ended.map((s) => h('tr', { 'data-test': 'history-row', 'data-id': s.id, 'data-user': who(s) },
@@ -154,6 +178,7 @@ export async function sessionsPage(root) {
   };
   renderActive();
   renderHistory();
+  await loadNodes();
 
   subscribe('session', (ev) => {
     const prev = live.get(ev.id) || {};
@@ -176,8 +201,9 @@ export async function sessionsPage(root) {
       clearInterval(timer);
       return;
     }
-    if (!live.size) return;
     try {
+      await loadNodes();
+      if (!live.size) return;
       for (const s of await get('/sessions?state=active&limit=500')) {
         if (live.has(s.id)) live.set(s.id, { ...live.get(s.id), ...s });
       }
@@ -195,5 +221,6 @@ export async function sessionsPage(root) {
     h('div', { class: 'card' }, h('h2', {}, 'Active sessions ', h('span', { class: 'badge info' }, 'live')), activeBox),
     viewer,
     h('div', { class: 'card' }, h('h2', {}, 'History'), historyBox),
-    recordingsBox);
+    recordingsBox,
+    mayNodes ? h('div', { class: 'card' }, h('h2', {}, 'Server nodes'), nodesBox) : null);
 }
