@@ -3,6 +3,7 @@
 //! killed with `kill -9` mid-session and not restarted; node-b, reaping
 //! it, seals its recording in the store as `incomplete`, holding what
 //! node-a uploaded up to 2 s before the kill, and nothing is left `open`.
+//! When node-a does start again later, its spool completes the recording.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -152,9 +153,9 @@ fn a_dead_nodes_recording_is_sealed_incomplete_in_the_store_by_the_survivor() ->
 
     // Everything up to 2 s before the kill, in order, nothing skipped.
     let cat = cli(&p.d, &b_dir, &["recordings", "cat", &id])?.ok("recordings cat")?;
-    let ticks = ticks(&cat.stdout)?;
-    let (last, last_ms) = *ticks.last().context("no tick was recorded")?;
-    for (i, (n, _)) in ticks.iter().enumerate() {
+    let before = ticks(&cat.stdout)?;
+    let (last, last_ms) = *before.last().context("no tick was recorded")?;
+    for (i, (n, _)) in before.iter().enumerate() {
         assert_eq!(*n, i as u64, "tick {i} is missing from the recording");
     }
     eprintln!(
@@ -186,5 +187,41 @@ fn a_dead_nodes_recording_is_sealed_incomplete_in_the_store_by_the_survivor() ->
         "the seal is not audited: {audit:#?}"
     );
     cli(&p.d, &b_dir, &["audit", "verify"])?.ok("audit verify against the store")?;
+
+    // If node-a does come back, its spool completes the recording: the
+    // rest is uploaded after the store's parts and its seal replaces
+    // node-b's, still `incomplete`, nothing lost.
+    let spooled = p.d.data_dir.join("recordings").join(format!("{id}.cast"));
+    assert!(spooled.exists(), "node-a's spool holds the recording");
+    p.d.restart_server()?;
+    wait_until(Duration::from_secs(30), "node-a's spool uploaded", || {
+        (!spooled.exists()).then_some(())
+    })
+    .with_context(|| p.d.logs())?;
+    let completed = cli(&p.d, &b_dir, &["recordings", "verify", &id])?.ok("recordings verify")?;
+    assert!(
+        completed.stdout.contains("verified: incomplete"),
+        "{}",
+        completed.stdout
+    );
+    let cat = cli(&p.d, &b_dir, &["recordings", "cat", &id])?.ok("recordings cat")?;
+    let after = ticks(&cat.stdout)?;
+    for (i, (n, _)) in after.iter().enumerate() {
+        assert_eq!(*n, i as u64, "tick {i} is missing after node-a's upload");
+    }
+    assert!(
+        after.len() >= before.len(),
+        "node-a's seal holds {} ticks, node-b's held {}",
+        after.len(),
+        before.len()
+    );
+    eprintln!(
+        "node-a back: the recording holds {} ticks (node-b's seal: {})",
+        after.len(),
+        before.len()
+    );
+    let all = cli(&p.d, &b_dir, &["recordings", "verify", "--all"])?
+        .ok("recordings verify --all, sealed twice")?;
+    assert!(all.stdout.contains("0 open, 0 failed"), "{}", all.stdout);
     Ok(())
 }
