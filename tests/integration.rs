@@ -4,6 +4,7 @@
 mod admin_cli;
 mod audit_anchor;
 mod cluster_e2e;
+mod cluster_recordings_e2e;
 mod cluster_relay_e2e;
 mod console_limits;
 mod demo_e2e;

@@ -3,7 +3,12 @@
 //! Each seal is audited (`recording.sealed`, actor `recorder`, with the
 //! manifest's hashes), so a recording removed with its chain and manifest,
 //! or replaced by another validly signed one, is found by
-//! [`verify_all`] through the audit log it cannot be cut out of.
+//! [`verify_all`] through the audit log it cannot be cut out of. A lost
+//! node's recording may be sealed twice (by the survivor, then completed
+//! by the node when it starts again): the manifest must be one of its
+//! audited seals, the one with the most chunks.
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::json;
@@ -93,17 +98,25 @@ pub fn verify_all(store: &dyn RecordingStore, audit: &[AuditRecord]) -> Result<V
             Err(e) => report.failed.push(e.message().to_string()),
         }
     }
+    // A recording may be sealed twice: by the survivor of its lost node
+    // from what the store held, then by that node completing it. The
+    // manifest there must be one of the audited seals, and cover no fewer
+    // chunks than any of them.
+    let mut seals: BTreeMap<RecordingId, Vec<&AuditRecord>> = BTreeMap::new();
     for r in audit {
         let e = &r.event;
         if e.action != SEALED_ACTION || e.actor != RECORDER_ACTOR {
             continue;
         }
-        let Some(id) = e.detail["recording"]
+        if let Some(id) = e.detail["recording"]
             .as_str()
             .and_then(|s| RecordingId::parse(s).ok())
-        else {
-            continue;
-        };
+        {
+            seals.entry(id).or_default().push(r);
+        }
+    }
+    for (id, records) in seals {
+        let Some(r) = records.last() else { continue };
         let problem = if store.open(&id).is_err() {
             Some(format!(
                 "recording {id}, sealed in audit record {}, was removed",
@@ -112,9 +125,17 @@ pub fn verify_all(store: &dyn RecordingStore, audit: &[AuditRecord]) -> Result<V
         } else {
             match store.manifest(&id) {
                 Ok(Some(m)) => {
-                    let same = e.detail["sha256"] == m.manifest.sha256
-                        && e.detail["chain_head"] == m.manifest.chain_head;
-                    (!same).then(|| {
+                    let m = &m.manifest;
+                    let one_of = records.iter().any(|r| {
+                        r.event.detail["sha256"] == m.sha256
+                            && r.event.detail["chain_head"] == m.chain_head
+                    });
+                    let most = records
+                        .iter()
+                        .filter_map(|r| r.event.detail["chunks"].as_u64())
+                        .max()
+                        .unwrap_or(0);
+                    (!one_of || m.chunks < most).then(|| {
                         format!(
                             "recording {id}: its manifest is not the one sealed (audit record {})",
                             r.seq

@@ -151,6 +151,17 @@ pub trait RecordingStore: Send + Sync + std::fmt::Debug {
     /// recording starts.
     fn seal_abandoned(&self) -> Result<Vec<RecordingId>>;
 
+    /// Seals, as `incomplete`, the unsealed recordings of `session`, which
+    /// another node was writing when it was lost (see `server::nodes`):
+    /// what this store already holds of them. Returns the manifests it
+    /// signed; a recording already sealed is left as it is. A store whose
+    /// recordings only the writing node reaches (files on its disk) seals
+    /// nothing here: that node seals them when it starts again.
+    fn seal_lost(&self, session: &SessionId) -> Result<Vec<SignedManifest>> {
+        let _ = session;
+        Ok(Vec::new())
+    }
+
     /// Waits, at most `timeout`, until every sealed recording is where it
     /// stays (an object store's uploads); returns whether it is. Files are
     /// there when sealed.

@@ -553,3 +553,39 @@ fn verify_all_finds_a_recording_the_audit_log_names_but_the_store_lost() {
     );
     assert!(report.to_text().contains("1 failed"));
 }
+
+#[test]
+fn verify_all_takes_the_seal_with_the_most_chunks_of_a_recording_sealed_twice() {
+    let (_dir, store, id) = sealed();
+    let signed = store.manifest(&id).expect("read").expect("sealed");
+    let record = |seq: i64, m: &crate::record::Manifest| crate::model::AuditRecord {
+        seq,
+        event: sealed_event(&key().sign(m.clone()).expect("sign")),
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    // A survivor sealed fewer chunks, then the node completed it: the store's
+    // manifest is the later, longer seal.
+    let mut shorter = signed.manifest.clone();
+    shorter.chunks -= 1;
+    shorter.sha256 = "11".repeat(32);
+    shorter.chain_head = "22".repeat(32);
+    let audited = vec![record(3, &shorter), record(8, &signed.manifest)];
+    let report = verify_all(&store, &audited).expect("checks");
+    assert!(report.failed.is_empty(), "{report:?}");
+    assert_eq!(report.verified, 1);
+
+    // An audited seal covers more than the store's manifest: cut back.
+    let mut longer = signed.manifest.clone();
+    longer.chunks += 1;
+    longer.chain_head = "33".repeat(32);
+    let audited = vec![record(3, &signed.manifest), record(8, &longer)];
+    let report = verify_all(&store, &audited).expect("checks");
+    assert!(
+        report
+            .failed
+            .iter()
+            .any(|f| f.contains("not the one sealed") && f.contains("record 8")),
+        "{report:?}"
+    );
+}

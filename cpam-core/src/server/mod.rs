@@ -443,6 +443,7 @@ impl Server {
             me,
             self.hub.gatekeepers().clone(),
             self.db_ok.clone(),
+            self.recordings().cloned(),
         );
         self.ready.store(true, Ordering::SeqCst);
         let mut tasks = vec![cluster, heartbeat, {

@@ -5,7 +5,9 @@
 //! it is fresh (younger than [`NODE_TIMEOUT`]) they are the node's; once it
 //! is stale, the first survivor to claim the node (one `DELETE`, so exactly
 //! one) marks its gatekeepers offline and ends its open sessions as `error`
-//! with the detail [`NODE_LOST`], audited as `node.lost`. A node reaps
+//! with the detail [`NODE_LOST`], audited as `node.lost`; their recordings
+//! that a shared store holds unsealed it seals `incomplete`
+//! ([`RecordingStore::seal_lost`]), each seal audited. A node reaps
 //! others only after its own heartbeat has succeeded for a whole timeout, so
 //! after a database outage every node gets to write its heartbeat again
 //! before anyone judges the others.
@@ -18,7 +20,8 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 
 use crate::error::{ErrorKind, Result};
-use crate::model::{AuditCategory, AuditEvent, EndReason, Node, Timestamp};
+use crate::model::{AuditCategory, AuditEvent, EndReason, Node, SessionId, Timestamp};
+use crate::record::{RecordingStore, SignedManifest};
 use crate::session::SessionEngine;
 use crate::store::{SessionFilter, Store};
 use crate::tunnel::GatekeeperDialer;
@@ -128,14 +131,16 @@ pub async fn register(
 }
 
 /// Writes the heartbeat of node `me` every [`HEARTBEAT_EVERY`] and cleans
-/// up after lost nodes, until the task is aborted. `db_ok` follows whether
-/// the last heartbeat reached the database; `gatekeepers` are this node's
-/// links, dropped if another node declares this one lost.
+/// up after lost nodes (sealing their recordings in `recordings`), until
+/// the task is aborted. `db_ok` follows whether the last heartbeat reached
+/// the database; `gatekeepers` are this node's links, dropped if another
+/// node declares this one lost.
 pub fn spawn_heartbeat(
     engine: Arc<SessionEngine>,
     me: Node,
     gatekeepers: Arc<GatekeeperDialer>,
     db_ok: Arc<AtomicBool>,
+    recordings: Option<Arc<dyn RecordingStore>>,
 ) -> JoinHandle<()> {
     let id = me.id.clone();
     tokio::spawn(async move {
@@ -166,7 +171,7 @@ pub fn spawn_heartbeat(
                 }
             }
             if healthy_since.is_some_and(|t| t.elapsed() >= NODE_TIMEOUT)
-                && let Err(error) = reap(&engine, &id, now).await
+                && let Err(error) = reap(&engine, &id, now, recordings.as_ref()).await
             {
                 tracing::warn!(%error, "cannot clean up after lost nodes");
             }
@@ -207,8 +212,14 @@ async fn rejoin(
 }
 
 /// Cleans up after every node whose heartbeat is stale at `now` and that
-/// this node is the first to claim. Returns how many it cleaned up.
-pub async fn reap(engine: &Arc<SessionEngine>, me: &str, now: Timestamp) -> Result<usize> {
+/// this node is the first to claim, sealing the recordings of the sessions
+/// it ends that `recordings` holds. Returns how many it cleaned up.
+pub async fn reap(
+    engine: &Arc<SessionEngine>,
+    me: &str,
+    now: Timestamp,
+    recordings: Option<&Arc<dyn RecordingStore>>,
+) -> Result<usize> {
     let store = engine.store();
     let stale_before = before(now, NODE_TIMEOUT);
     let mut n = 0;
@@ -228,11 +239,12 @@ pub async fn reap(engine: &Arc<SessionEngine>, me: &str, now: Timestamp) -> Resu
         let sessions: Vec<_> = live
             .iter()
             .filter(|s| s.node_id.as_deref() == Some(lost.id.as_str()))
-            .map(|s| s.id.to_string())
+            .map(|s| s.id.clone())
             .collect();
         let released = store.release_node_gatekeepers(&lost.id).await?;
         let closed = store.close_node_sessions(&lost.id, now, NODE_LOST).await?;
-        tracing::warn!(node = %lost.id, sessions = closed, gatekeepers = released.len(), "node lost: its heartbeat stopped");
+        let sealed = seal_lost(engine, recordings, &sessions).await;
+        tracing::warn!(node = %lost.id, sessions = closed, gatekeepers = released.len(), recordings = sealed.len(), "node lost: its heartbeat stopped");
         for g in &released {
             engine.publish(crate::events::EngineEvent::GatekeeperOffline {
                 gatekeeper: g.id.clone(),
@@ -256,10 +268,46 @@ pub async fn reap(engine: &Arc<SessionEngine>, me: &str, now: Timestamp) -> Resu
                     "sessions_ended": sessions,
                     "sessions_closed": closed,
                     "gatekeepers_released": released.iter().map(|g| g.id.to_string()).collect::<Vec<_>>(),
+                    "recordings_sealed": sealed,
                 }),
             })
             .await;
         n += 1;
     }
     Ok(n)
+}
+
+/// Seals the recordings of a lost node's `sessions` that `recordings`
+/// holds unsealed, auditing each seal; the ids sealed. A failure is logged:
+/// the sessions are ended all the same.
+async fn seal_lost(
+    engine: &Arc<SessionEngine>,
+    recordings: Option<&Arc<dyn RecordingStore>>,
+    sessions: &[SessionId],
+) -> Vec<String> {
+    let Some(store) = recordings.cloned() else {
+        return Vec::new();
+    };
+    let ids = sessions.to_vec();
+    let sealed = tokio::task::spawn_blocking(move || {
+        let mut sealed: Vec<SignedManifest> = Vec::new();
+        for session in &ids {
+            match store.seal_lost(session) {
+                Ok(m) => sealed.extend(m),
+                Err(error) => {
+                    tracing::error!(session = %session, %error, "cannot seal a lost node's recordings")
+                }
+            }
+        }
+        sealed
+    })
+    .await
+    .unwrap_or_default();
+    let mut ids = Vec::new();
+    for m in &sealed {
+        tracing::warn!(recording = %m.manifest.recording_id, "sealed a lost node's recording as incomplete");
+        engine.record(crate::record::sealed_event(m)).await;
+        ids.push(m.manifest.recording_id.to_string());
+    }
+    ids
 }

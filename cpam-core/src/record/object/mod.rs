@@ -8,7 +8,8 @@
 //! are its spooled files removed. While the store is down the uploader
 //! retries with backoff and the spool keeps everything; at start-up
 //! ([`RecordingStore::seal_abandoned`]) it finishes the uploads a stop or
-//! crash left. Reads (list, open, manifest, verify, search) take the spool
+//! crash left. A recording whose node was lost is sealed from the parts
+//! in the store by the survivor (`seal.rs`). Reads (list, open, manifest, verify, search) take the spool
 //! for what is still there and the store for the rest, so a recording
 //! reads the same on every node. `layout.rs` names the objects,
 //! `config.rs` reaches the store.
@@ -16,6 +17,7 @@
 mod config;
 mod layout;
 mod reader;
+mod seal;
 #[cfg(test)]
 mod tests;
 mod uploader;
@@ -40,7 +42,7 @@ use super::store::{
     RecordingWriter,
 };
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::Timestamp;
+use crate::model::{SessionId, Timestamp};
 
 /// How the uploader uploads.
 #[derive(Debug, Clone)]
@@ -298,6 +300,12 @@ impl Shared {
         ))
     }
 
+    /// Forgets the cached listing of `id` (sealed again).
+    fn forget(&self, id: &RecordingId) {
+        let mut sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
+        sealed.remove(id);
+    }
+
     fn sealed_info(&self, id: &RecordingId) -> Option<RecordingInfo> {
         let sealed = self.sealed.lock().unwrap_or_else(|p| p.into_inner());
         sealed.get(id).cloned()
@@ -400,6 +408,10 @@ impl RecordingStore for ObjectRecordingStore {
         }
         self.shared.uploader.start(&self.rt, &self.shared);
         Ok(sealed)
+    }
+
+    fn seal_lost(&self, session: &SessionId) -> Result<Vec<SignedManifest>> {
+        self.seal_lost_session(session)
     }
 
     fn flush(&self, timeout: Duration) -> bool {

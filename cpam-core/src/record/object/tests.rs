@@ -190,3 +190,65 @@ fn a_crashed_nodes_spool_is_uploaded_when_it_starts_again() {
         assert!(names(&remote, &id).contains(n));
     }
 }
+
+#[test]
+fn a_lost_nodes_recording_is_sealed_by_a_survivor_and_completed_if_it_returns() {
+    let remote = Arc::new(InMemory::new());
+    let dir = tempfile::tempdir().expect("dir");
+    let id = RecordingId::parse("ses_lost.0").expect("id");
+    let mut expect = Header::new(80, 24).to_line().into_bytes();
+    {
+        let store = node(dir.path(), &remote);
+        let mut w = store.create(&id, Timestamp::now()).expect("create");
+        w.append(&expect).expect("header");
+        expect.extend(write(w.as_mut(), 8, 0));
+        wait_for("parts", || {
+            names(&remote, &id)
+                .iter()
+                .any(|n| n.ends_with("chain-000002"))
+        });
+        // Its uploader stops, a line goes to the spool only, and it dies.
+        drop(store);
+        expect.extend(write(w.as_mut(), 1, 8));
+        drop(w);
+    }
+    // A survivor seals what the store holds.
+    let other = tempfile::tempdir().expect("dir");
+    let survivor = node(other.path(), &remote);
+    let sealed = survivor.seal_lost(&id.session()).expect("seal lost");
+    assert_eq!(sealed.len(), 1);
+    assert_eq!(sealed[0].manifest.state, SealState::Incomplete);
+    let v = survivor.verify(&id).expect("verifies from the store");
+    assert_eq!(v.state, SealState::Incomplete);
+    assert!(v.size > 0 && v.size < expect.len() as u64, "{v:?}");
+    let held = read_all(&survivor, &id);
+    assert_eq!(held, expect[..held.len()], "a prefix of what was written");
+    let listed = survivor.list(&RecordingFilter::default()).expect("list");
+    assert_eq!(listed[0].state, Some(SealState::Incomplete));
+    // Sealed once: a second survivor (or a second call) leaves it.
+    assert!(survivor.seal_lost(&id.session()).expect("again").is_empty());
+    let unrelated = SessionId("ses_other".into());
+    assert!(survivor.seal_lost(&unrelated).expect("none").is_empty());
+
+    // The lost node starts again: its spool completes the recording.
+    let store = node(dir.path(), &remote);
+    assert_eq!(store.seal_abandoned().expect("seal"), vec![id.clone()]);
+    assert!(
+        store.flush(Duration::from_secs(10)),
+        "the spool is uploaded"
+    );
+    let third = tempfile::tempdir().expect("dir");
+    let elsewhere = node(third.path(), &remote);
+    let v = elsewhere
+        .verify(&id)
+        .expect("verifies after the node's upload");
+    assert_eq!(
+        (v.state, v.size),
+        (SealState::Incomplete, expect.len() as u64)
+    );
+    assert_eq!(read_all(&elsewhere, &id), expect);
+    assert!(
+        !dir.path().join("ses_lost.0.cast").exists(),
+        "spool emptied"
+    );
+}

@@ -10,12 +10,14 @@
 //! [`UploadOptions::interval`], sooner when a writer has a part's worth or
 //! seals. When the store fails, the pass stops and the next one waits
 //! twice as long as the last, up to [`UploadOptions::max_backoff`]: nothing
-//! is removed from the spool that the store does not have. A recording
-//! A part once tried keeps its bounds until it is in the store (a put that
+//! is removed from the spool that the store does not have. A part once tried keeps its bounds until it is in the store (a put that
 //! timed out may still land later, and must land the same bytes). A
 //! recording tracked at start-up is resumed from what its listing shows is uploaded
 //! (the last part's chain line must match the spool's, or its objects are
-//! uploaded anew).
+//! uploaded anew). A recording the store holds sealed already is done,
+//! unless the spool holds more chunks than that seal covers: a survivor
+//! sealed what it found while this node was lost (`seal.rs`), and the
+//! rest is uploaded after it, the spool's manifest replacing that seal.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,7 +33,7 @@ use super::reader::Blocking;
 use super::{Shared, UploadOptions};
 use crate::error::{Error, Result};
 use crate::record::RecordingId;
-use crate::record::integrity::ChunkRecord;
+use crate::record::integrity::{ChunkRecord, SignedManifest};
 
 /// The uploads still to do, and the task doing them.
 #[derive(Debug)]
@@ -298,7 +300,23 @@ async fn resume(
             .filter_map(|o| Some((o.location.filename()?, o.size))),
     );
     if up.manifest {
-        return Ok(true);
+        // Sealed by a survivor while this node was lost (`seal.rs`), over
+        // the parts it had: the spool may hold more, uploaded after them,
+        // and its manifest then replaces that seal.
+        let stored = s
+            .remote
+            .get(&s.layout.manifest(id))
+            .await
+            .map_err(store_err)?
+            .bytes()
+            .await
+            .map_err(store_err)?;
+        let covered = SignedManifest::parse(&stored).map(|m| m.manifest.chunks);
+        let (records, _) = spooled_chain(s, id, 0).map_err(spool_err)?;
+        if covered.is_ok_and(|c| records.len() as u64 <= c) {
+            return Ok(true);
+        }
+        tracing::info!(recording = %id, "the store holds less than the spool under its seal; completing it from the spool");
     }
     *p = Progress {
         known: true,
