@@ -40,6 +40,7 @@ mod id;
 mod input;
 mod integrity;
 mod live;
+pub(crate) mod live_wire;
 #[cfg(feature = "s3")]
 mod object;
 #[cfg(feature = "rdp")]

@@ -144,6 +144,8 @@ pub struct Server {
     /// The key this node signs in to other nodes with (made at each start).
     node_key: Arc<russh::keys::PrivateKey>,
     peer_address: Option<String>,
+    /// The links to the other nodes (the peer relay, live views).
+    peers: Arc<PeerDialer>,
     listen: String,
     embedded: bool,
     recovered: Recovered,
@@ -301,7 +303,7 @@ impl Server {
             engine.set_credential_source(Some(Arc::new(VaultCredentialSource::new(vault.clone()))));
         }
         let mut config = HubConfig::new(key.clone());
-        config.dialer = Arc::new(PeerDialer::new(
+        let peers = Arc::new(PeerDialer::new(
             config.gatekeepers.clone(),
             engine.store().clone(),
             &node_id,
@@ -309,6 +311,8 @@ impl Server {
             key.public_key().clone(),
             NODE_TIMEOUT,
         ));
+        config.dialer = peers.clone();
+        config.live = Some(live.clone());
         if let Some(data) = &data {
             config.limits = data.config.hub_limits.clone();
             config.ssh_passwords = data.config.ssh_password_login;
@@ -369,6 +373,7 @@ impl Server {
             node_id,
             node_key,
             peer_address,
+            peers,
             listen,
             embedded: options.embedded,
             recovered,
@@ -477,6 +482,12 @@ impl Server {
         }
         *serving = Some(Serving { addr, tasks });
         Ok(addr)
+    }
+
+    /// The links to the other nodes of the cluster: the server's dialer,
+    /// and live views of sessions other nodes run.
+    pub fn peers(&self) -> &Arc<PeerDialer> {
+        &self.peers
     }
 
     /// Runs `task` until the server stops (e.g. the console next to the hub).

@@ -37,6 +37,8 @@ pub const GATEKEEPER_USER: &str = "cpam-gatekeeper";
 pub const REGISTER_USER_PREFIX: &str = "cpam-register:";
 /// Exec command of the gatekeeper's control channel (status lines flow up it).
 pub const CONTROL_COMMAND: &str = "cpam-control";
+/// Exec command a node runs on another to watch a session it runs: `cpam-watch SESSION_ID`.
+pub const WATCH_COMMAND: &str = "cpam-watch";
 /// Exec command that returns the gatekeeper's identity after registration.
 pub const WHOAMI_COMMAND: &str = "cpam-whoami";
 /// Exec command a Connection Manager runs to list its services: `cpam-services GATEKEEPER_ID`.

@@ -16,17 +16,19 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey};
-use russh::{ChannelOpenFailure, client};
+use russh::{ChannelMsg, ChannelOpenFailure, client};
 
 use super::connect::PinnedServer;
 use super::dialer::{Connection, DIAL_TIMEOUT, DialTarget, Dialer, GatekeeperDialer, refusal};
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{GatekeeperId, Timestamp};
+use crate::model::{GatekeeperId, SessionId, Timestamp};
+use crate::record::{WatchFrame, live_wire};
 use crate::store::Store;
+use crate::tunnel::WATCH_COMMAND;
 
 /// Prefix of the SSH user name a node signs in to another node's hub with:
 /// `cpam-node:NODE_ID`.
@@ -54,7 +56,13 @@ pub struct PeerDialer {
     /// How old a peer's heartbeat may be for it to count as live.
     node_timeout: Duration,
     links: tokio::sync::Mutex<HashMap<String, Arc<client::Handle<PinnedServer>>>>,
+    /// Which node holds each gatekeeper, and where it is, as last read.
+    holders: tokio::sync::Mutex<HashMap<GatekeeperId, (Instant, (String, String))>>,
 }
+
+/// How long a gatekeeper's holder, once read, is used without reading the
+/// store again.
+const HOLDER_TTL: Duration = Duration::from_secs(1);
 
 impl std::fmt::Debug for PeerDialer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -83,6 +91,7 @@ impl PeerDialer {
             hub_key,
             node_timeout,
             links: tokio::sync::Mutex::default(),
+            holders: tokio::sync::Mutex::default(),
         }
     }
 
@@ -100,21 +109,13 @@ impl PeerDialer {
             Some(n) if row.online && n != self.node_id => n,
             _ => return Err(offline()),
         };
-        let stale_before =
-            Timestamp::now().0 - i64::try_from(self.node_timeout.as_millis()).unwrap_or(i64::MAX);
-        let node = self
-            .store
-            .list_nodes()
-            .await?
-            .into_iter()
-            .find(|n| n.id == holder && n.heartbeat_at.0 >= stale_before)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::TunnelUnavailable,
-                    format!("gatekeeper {gk} is held by node {holder}, which is not live"),
-                )
-            })?;
-        Ok((holder, node.peer_address))
+        let address = self.live_node(&holder).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::TunnelUnavailable,
+                format!("gatekeeper {gk} is held by node {holder}, which is not live"),
+            )
+        })?;
+        Ok((holder, address))
     }
 
     /// The link to node `id` at `address`, signing in if there is none or
@@ -157,11 +158,100 @@ impl PeerDialer {
         Ok(handle)
     }
 
+    /// The live view of `session`, which live node `node` runs, over the
+    /// peer link: `Conflict` when that node has nothing to show for it.
+    pub async fn watch(&self, node: &str, session: &SessionId) -> Result<RemoteWatch> {
+        let address = self.live_node(node).await?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::TunnelUnavailable,
+                format!("node {node}, which runs session `{session}`, is not live"),
+            )
+        })?;
+        let link = self.link(node, &address).await?;
+        let open = async {
+            let mut channel = link.channel_open_session().await?;
+            channel
+                .exec(true, format!("{WATCH_COMMAND} {session}"))
+                .await?;
+            loop {
+                match channel.wait().await {
+                    Some(ChannelMsg::Success) => return Ok(Some(channel)),
+                    Some(ChannelMsg::Failure) | None => return Ok(None),
+                    Some(_) => {}
+                }
+            }
+        };
+        let channel = tokio::time::timeout(DIAL_TIMEOUT, open)
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!("node {node} did not answer a live view in time"),
+                )
+            })?
+            .map_err(|e: russh::Error| {
+                Error::from(e).context(&format!("peer link to node {node}"))
+            })?
+            .ok_or_else(|| {
+                Error::conflict(format!(
+                    "session `{session}` has no live terminal or desktop on node {node}"
+                ))
+            })?;
+        Ok(RemoteWatch {
+            channel,
+            decoder: live_wire::Decoder::default(),
+        })
+    }
+
+    /// The peer address of `node` if its heartbeat is fresh.
+    async fn live_node(&self, node: &str) -> Result<Option<String>> {
+        let stale_before =
+            Timestamp::now().0 - i64::try_from(self.node_timeout.as_millis()).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .list_nodes()
+            .await?
+            .into_iter()
+            .find(|n| n.id == node && n.heartbeat_at.0 >= stale_before)
+            .map(|n| n.peer_address))
+    }
+
+    /// [`PeerDialer::holder`] as read within the last [`HOLDER_TTL`]: a
+    /// burst of sessions to one gatekeeper reads the store once. A stale
+    /// answer costs one refused channel, after which the store is read
+    /// again.
+    async fn cached_holder(&self, gk: &GatekeeperId) -> Result<(String, String)> {
+        if let Some((at, holder)) = self.holders.lock().await.get(gk)
+            && at.elapsed() < HOLDER_TTL
+        {
+            return Ok(holder.clone());
+        }
+        let holder = self.holder(gk).await?;
+        self.holders
+            .lock()
+            .await
+            .insert(gk.clone(), (Instant::now(), holder.clone()));
+        Ok(holder)
+    }
+
     async fn relay(&self, gk: &GatekeeperId, t: &DialTarget) -> Result<Connection> {
-        let (holder, address) = self.holder(gk).await?;
+        let mut fresh = false;
+        let (mut holder, mut address) = self.cached_holder(gk).await?;
         let mut retried = false;
         loop {
-            let link = self.link(&holder, &address).await?;
+            let link = match self.link(&holder, &address).await {
+                Ok(link) => link,
+                // The node is gone (the gatekeeper may have moved): read
+                // the store again, once.
+                Err(e) if !retried => {
+                    retried = true;
+                    tracing::info!(peer = %holder, error = %e, "peer unreachable; looking up the gatekeeper again");
+                    self.holders.lock().await.remove(gk);
+                    (holder, address) = self.cached_holder(gk).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let open = link.channel_open_direct_tcpip(
                 relay_host(gk, &t.target.host),
                 u32::from(t.target.port),
@@ -176,6 +266,14 @@ impl PeerDialer {
                     ));
                 }
                 Ok(Ok(channel)) => return Ok(Connection::PeerChannel(channel)),
+                // The gatekeeper moved since it was looked up: look again.
+                Ok(Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ResourceShortage)))
+                    if !fresh =>
+                {
+                    fresh = true;
+                    self.holders.lock().await.remove(gk);
+                    (holder, address) = self.cached_holder(gk).await?;
+                }
                 Ok(Err(russh::Error::ChannelOpenFailure(ChannelOpenFailure::ResourceShortage))) => {
                     return Err(Error::new(
                         ErrorKind::TunnelUnavailable,
@@ -185,15 +283,47 @@ impl PeerDialer {
                 Ok(Err(russh::Error::ChannelOpenFailure(reason))) => {
                     return Err(refusal(gk, &t.target, reason));
                 }
-                // The link died under us: sign in again, once.
+                // The link died under us: sign in again (or find the
+                // gatekeeper's new node), once.
                 Ok(Err(e)) if !retried => {
                     retried = true;
                     tracing::info!(peer = %holder, error = %e, "peer link lost; signing in again");
                     self.links.lock().await.remove(&holder);
+                    self.holders.lock().await.remove(gk);
+                    (holder, address) = self.cached_holder(gk).await?;
                 }
                 Ok(Err(e)) => {
                     return Err(Error::from(e).context(&format!("peer link to node {holder}")));
                 }
+            }
+        }
+    }
+}
+
+/// A live view of a session another node runs (see [`PeerDialer::watch`]).
+#[derive(Debug)]
+pub struct RemoteWatch {
+    channel: russh::Channel<client::Msg>,
+    decoder: live_wire::Decoder,
+}
+
+impl RemoteWatch {
+    /// The next frame, as [`Watch::next`](crate::record::Watch::next);
+    /// `None` once the other node stopped sending.
+    pub async fn next(&mut self) -> Option<WatchFrame> {
+        loop {
+            match self.decoder.next_frame() {
+                Ok(Some(frame)) => return Some(frame),
+                Ok(None) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "ending a live view from another node");
+                    return None;
+                }
+            }
+            match self.channel.wait().await? {
+                ChannelMsg::Data { data } => self.decoder.push(&data),
+                ChannelMsg::Eof | ChannelMsg::Close => return None,
+                _ => {}
             }
         }
     }

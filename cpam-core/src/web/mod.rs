@@ -159,6 +159,8 @@ pub struct Shared {
     recordings: std::sync::OnceLock<Arc<dyn crate::record::RecordingStore>>,
     /// The live view for watchers (see [`AppState::set_live`]).
     live: std::sync::OnceLock<Arc<crate::record::LiveHub>>,
+    /// Live views of sessions other nodes run (see [`AppState::set_peers`]).
+    peers: std::sync::OnceLock<Arc<crate::tunnel::PeerDialer>>,
     /// Runs browser terminals (see [`AppState::set_terminal`]).
     terminal: std::sync::OnceLock<crate::proxy::ssh::BrowserTerminal>,
     /// Runs browser desktops (see [`AppState::set_desktop`]).
@@ -212,6 +214,7 @@ impl AppState {
                 hub_ready,
                 recordings: std::sync::OnceLock::new(),
                 live: std::sync::OnceLock::new(),
+                peers: std::sync::OnceLock::new(),
                 terminal: std::sync::OnceLock::new(),
                 #[cfg(feature = "rdp")]
                 desktop: std::sync::OnceLock::new(),
@@ -271,6 +274,7 @@ impl AppState {
             state.set_recordings(recordings.clone());
         }
         state.set_live(server.live().clone());
+        state.set_peers(server.peers().clone());
         state.set_terminal(server.browser_terminal().clone());
         #[cfg(feature = "rdp")]
         state.set_desktop(server.browser_desktop().clone());
@@ -319,6 +323,18 @@ impl AppState {
     /// The live view, if set.
     pub fn live(&self) -> Option<Arc<crate::record::LiveHub>> {
         self.shared.live.get().cloned()
+    }
+
+    /// Lets watchers see sessions other nodes of the cluster run, over
+    /// `peers`; set once. Without it only this node's sessions can be
+    /// watched.
+    pub fn set_peers(&self, peers: Arc<crate::tunnel::PeerDialer>) {
+        let _ = self.shared.peers.set(peers);
+    }
+
+    /// The links to other nodes, if set.
+    pub fn peers(&self) -> Option<Arc<crate::tunnel::PeerDialer>> {
+        self.shared.peers.get().cloned()
     }
 
     /// Runs browser terminals with `terminal`

@@ -20,7 +20,7 @@ use crate::session::Originator;
 use crate::tunnel::{
     CHECKIN_COMMAND, CHECKOUT_COMMAND, CHECKOUTS_COMMAND, CONTROL_COMMAND, GATEKEEPER_USER,
     IPCONNECT_MODE_COMMAND, MASTER_PASSWORD_COMMAND, NODE_USER_PREFIX, RDP_CREDENTIAL_COMMAND,
-    REGISTER_USER_PREFIX, SERVICES_COMMAND, WHOAMI_COMMAND, keys,
+    REGISTER_USER_PREFIX, SERVICES_COMMAND, WATCH_COMMAND, WHOAMI_COMMAND, keys,
 };
 
 /// Session channels waiting for their request, with their places.
@@ -451,7 +451,7 @@ impl russh::server::Handler for Conn {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         let principal = self.principal();
-        if matches!(principal, Principal::Anonymous | Principal::Node(_)) {
+        if matches!(principal, Principal::Anonymous) {
             reply
                 .reject(ChannelOpenFailure::AdministrativelyProhibited)
                 .await;
@@ -589,6 +589,21 @@ impl russh::server::Handler for Conn {
                 let args: Vec<String> = words.map(str::to_string).collect();
                 session.channel_success(id)?;
                 tokio::spawn(self.hub.clone().rdp_credential_channel(user, args, channel));
+                return Ok(());
+            }
+            (Principal::Node(node), Some(WATCH_COMMAND)) => {
+                let session_id = crate::model::SessionId(words.next().unwrap_or_default().into());
+                let Some(watch) = self.hub.live.as_ref().and_then(|l| l.watch(&session_id)) else {
+                    session.channel_failure(id)?;
+                    drop((channel, slot));
+                    return Ok(());
+                };
+                session.channel_success(id)?;
+                tokio::spawn(
+                    self.hub
+                        .clone()
+                        .watch_channel(node, session_id, watch, channel, slot),
+                );
                 return Ok(());
             }
             (Principal::User { user, .. }, Some(MASTER_PASSWORD_COMMAND)) => {

@@ -71,6 +71,9 @@ pub struct HubConfig {
     /// a Connection Manager signs in with its profile's key, bound to one
     /// gatekeeper; a password is not).
     pub ssh_passwords: bool,
+    /// The live view of this node's sessions, for watchers on other nodes
+    /// (`cpam-watch` over a peer link); without it they get none.
+    pub live: Option<Arc<crate::record::LiveHub>>,
 }
 
 impl HubConfig {
@@ -86,6 +89,7 @@ impl HubConfig {
             privileged_rdp: None,
             limits: HubLimits::default(),
             ssh_passwords: false,
+            live: None,
         }
     }
 }
@@ -113,6 +117,7 @@ pub struct Hub {
     config: Arc<russh::server::Config>,
     limits: HubLimits,
     ssh_passwords: bool,
+    live: Option<Arc<crate::record::LiveHub>>,
     /// Connections that have not signed in yet.
     preauth: Arc<PreAuth>,
     /// Open channels per connection and per user.
@@ -201,6 +206,7 @@ impl Hub {
                 Arc::new(c)
             },
             ssh_passwords: config.ssh_passwords,
+            live: config.live,
             preauth: PreAuth::new(&config.limits),
             channels: ChannelSlots::new(&config.limits),
             limits: config.limits,
@@ -775,5 +781,7 @@ fn open_failure(kind: ErrorKind) -> ChannelOpenFailure {
     }
 }
 
+#[cfg(test)]
+mod peer_tests;
 #[cfg(test)]
 mod tests;

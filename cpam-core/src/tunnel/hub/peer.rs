@@ -13,9 +13,12 @@ use russh::server::{ChannelOpenHandle, Msg};
 use serde_json::json;
 
 use super::Hub;
+use super::limits::ChannelSlot;
 use crate::error::{ErrorKind, Result};
+use crate::model::SessionId;
 use crate::model::{AuditCategory, Target, Timestamp};
 use crate::proxy::tcp::{halves, splice};
+use crate::record::{Watch, WatchFrame, live_wire};
 use crate::server::NODE_TIMEOUT;
 use crate::session::Counters;
 use crate::tunnel::dialer::{Connection, DialTarget, Dialer};
@@ -122,5 +125,38 @@ impl Hub {
         .await;
         gk_tx.close().await;
         peer_tx.close().await;
+    }
+
+    /// Sends node `node` the live view of session `session` (`cpam-watch`)
+    /// until it ends, the watcher leaves or the hub shuts down.
+    pub(super) async fn watch_channel(
+        self: Arc<Self>,
+        node: String,
+        session: SessionId,
+        mut watch: Watch,
+        channel: Channel<Msg>,
+        slot: ChannelSlot,
+    ) {
+        tracing::info!(%node, %session, "watched from another node");
+        let (mut rx, tx) = channel.split();
+        loop {
+            tokio::select! {
+                frame = watch.next() => {
+                    let Some(frame) = frame else { break };
+                    let last = matches!(frame, WatchFrame::End(_));
+                    if tx.data_bytes(live_wire::encode(&frame)).await.is_err() || last {
+                        break;
+                    }
+                }
+                msg = rx.wait() => match msg {
+                    None | Some(russh::ChannelMsg::Eof | russh::ChannelMsg::Close) => break,
+                    Some(_) => {}
+                },
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+        drop(slot);
     }
 }

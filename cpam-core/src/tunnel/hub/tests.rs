@@ -64,6 +64,7 @@ async fn a_vendor_channel_goes_through_the_configured_dialer() {
             privileged_rdp: None,
             limits: Default::default(),
             ssh_passwords: false,
+            live: None,
         },
     );
     let listener = bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();

@@ -1,6 +1,8 @@
 //! `GET /api/v1/sessions/{id}/watch`: a live terminal or desktop session over a
 //! WebSocket, for a caller with `MONITOR_SESSIONS` on the session's
-//! customer (anyone else gets the 404 of a missing session). The socket
+//! customer (anyone else gets the 404 of a missing session). A session
+//! another node of the cluster runs is watched through that node, over the
+//! peer link ([`PeerDialer::watch`](crate::tunnel::PeerDialer::watch)). The socket
 //! must come from the console's own origin (a page elsewhere cannot ride
 //! the session cookie). Every start and stop is audited
 //! (`session.watch.start` / `session.watch.stop`, actor = the watcher).
@@ -26,6 +28,7 @@ use serde_json::json;
 use crate::model::{Permission, SessionId};
 use crate::record::{Watch, WatchFrame};
 use crate::server::audit_watch;
+use crate::tunnel::peer::RemoteWatch;
 use crate::web::AppState;
 use crate::web::auth::Caller;
 use crate::web::error::{ApiError, ApiResult};
@@ -60,8 +63,13 @@ pub async fn watch(
             "session `{id}` has no live terminal or desktop on this server"
         )))
     };
-    let hub = state.live().ok_or_else(not_live)?;
-    if !hub.has_terminal(&session.id) {
+    // Here, or on the node that runs it (a live session of another node).
+    let local = state.live().filter(|hub| hub.has_terminal(&session.id));
+    let elsewhere = session
+        .node_id
+        .clone()
+        .filter(|n| session.ended_at.is_none() && Some(n) != state.engine.node().as_ref());
+    if local.is_none() && elsewhere.is_none() {
         return Err(not_live());
     }
     if !same_origin(&headers) {
@@ -70,7 +78,11 @@ pub async fn watch(
         ));
     }
     let ws = ws.map_err(|e| ApiError::invalid(format!("a WebSocket upgrade is required: {e}")))?;
-    let watch = hub.watch(&session.id).ok_or_else(not_live)?;
+    let watch = match (local, elsewhere, state.peers()) {
+        (Some(hub), _, _) => Source::Here(hub.watch(&session.id).ok_or_else(not_live)?),
+        (None, Some(node), Some(peers)) => Source::Node(peers.watch(&node, &session.id).await?),
+        _ => return Err(not_live()),
+    };
     let actor = caller.user().name.clone();
     audit_watch(&state.engine, &actor, &session, true).await;
     Ok(ws.on_upgrade(move |socket| async move {
@@ -92,8 +104,24 @@ pub(crate) fn image(x: u16, y: u16, png: &[u8]) -> Message {
     Message::Binary(b.into())
 }
 
+/// Where a live view comes from: this node's live hub, or the node that
+/// runs the session.
+enum Source {
+    Here(Watch),
+    Node(RemoteWatch),
+}
+
+impl Source {
+    async fn next(&mut self) -> Option<WatchFrame> {
+        match self {
+            Source::Here(w) => w.next().await,
+            Source::Node(w) => w.next().await,
+        }
+    }
+}
+
 /// Sends the watch's frames until the session ends or the watcher leaves.
-async fn relay(mut socket: WebSocket, mut watch: Watch) {
+async fn relay(mut socket: WebSocket, mut watch: Source) {
     loop {
         tokio::select! {
             frame = watch.next() => {
