@@ -78,7 +78,7 @@ impl Decoder {
                 format!("live view frame (tag {tag}) of {len} bytes is too short"),
             )
         };
-        let mut two = |body: &mut Bytes| -> Result<(u16, u16)> {
+        let two = |body: &mut Bytes| -> Result<(u16, u16)> {
             if body.len() < 4 {
                 return Err(short());
             }

@@ -57,8 +57,11 @@ pub struct PeerDialer {
     node_timeout: Duration,
     links: tokio::sync::Mutex<HashMap<String, Arc<client::Handle<PinnedServer>>>>,
     /// Which node holds each gatekeeper, and where it is, as last read.
-    holders: tokio::sync::Mutex<HashMap<GatekeeperId, (Instant, (String, String))>>,
+    holders: tokio::sync::Mutex<HashMap<GatekeeperId, (Instant, Holder)>>,
 }
+
+/// The node holding a gatekeeper's link: its id and peer address.
+type Holder = (String, String);
 
 /// How long a gatekeeper's holder, once read, is used without reading the
 /// store again.
