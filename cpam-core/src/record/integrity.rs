@@ -109,8 +109,10 @@ impl Chain {
 pub enum SealState {
     /// Sealed when its channel closed.
     Complete,
-    /// Sealed at the next start after the server stopped mid-recording (or
-    /// after the recording could not be written): it holds what was written.
+    /// Sealed at the next start after the server stopped mid-recording, by
+    /// the survivor of a lost node from what the object store held (see
+    /// `RecordingStore::seal_lost`), or after the recording could not be
+    /// written: it holds what was written (or uploaded).
     Incomplete,
 }
 

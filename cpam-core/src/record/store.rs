@@ -47,7 +47,7 @@ pub struct RecordingInfo {
     /// Bytes written so far.
     pub size: u64,
     /// `None` while it is being written (or until a crashed server's next
-    /// start seals it).
+    /// start, or the survivor of its lost node, seals it).
     pub state: Option<SealState>,
 }
 

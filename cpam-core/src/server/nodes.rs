@@ -6,8 +6,8 @@
 //! is stale, the first survivor to claim the node (one `DELETE`, so exactly
 //! one) marks its gatekeepers offline and ends its open sessions as `error`
 //! with the detail [`NODE_LOST`], audited as `node.lost`; their recordings
-//! that a shared store holds unsealed it seals `incomplete`
-//! ([`RecordingStore::seal_lost`]), each seal audited. A node reaps
+//! that a shared store holds unsealed it then seals `incomplete`
+//! ([`LostRecordings`]), each seal audited. A node reaps
 //! others only after its own heartbeat has succeeded for a whole timeout, so
 //! after a database outage every node gets to write its heartbeat again
 //! before anyone judges the others.
@@ -17,11 +17,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::error::{ErrorKind, Result};
 use crate::model::{AuditCategory, AuditEvent, EndReason, Node, SessionId, Timestamp};
-use crate::record::{RecordingStore, SignedManifest};
+use crate::record::RecordingStore;
 use crate::session::SessionEngine;
 use crate::store::{SessionFilter, Store};
 use crate::tunnel::GatekeeperDialer;
@@ -145,6 +145,7 @@ pub fn spawn_heartbeat(
     let id = me.id.clone();
     tokio::spawn(async move {
         let store = engine.store().clone();
+        let mut sealer = recordings.map(LostRecordings::new);
         let mut healthy_since: Option<Instant> = Some(Instant::now());
         let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -171,7 +172,7 @@ pub fn spawn_heartbeat(
                 }
             }
             if healthy_since.is_some_and(|t| t.elapsed() >= NODE_TIMEOUT)
-                && let Err(error) = reap(&engine, &id, now, recordings.as_ref()).await
+                && let Err(error) = reap(&engine, &id, now, sealer.as_mut()).await
             {
                 tracing::warn!(%error, "cannot clean up after lost nodes");
             }
@@ -212,14 +213,15 @@ async fn rejoin(
 }
 
 /// Cleans up after every node whose heartbeat is stale at `now` and that
-/// this node is the first to claim, sealing the recordings of the sessions
-/// it ends that `recordings` holds. Returns how many it cleaned up.
+/// this node is the first to claim, and has `sealer` seal the recordings
+/// of the sessions it ends. Returns how many it cleaned up.
 pub async fn reap(
     engine: &Arc<SessionEngine>,
     me: &str,
     now: Timestamp,
-    recordings: Option<&Arc<dyn RecordingStore>>,
+    sealer: Option<&mut LostRecordings>,
 ) -> Result<usize> {
+    let mut sealer = sealer;
     let store = engine.store();
     let stale_before = before(now, NODE_TIMEOUT);
     let mut n = 0;
@@ -243,8 +245,10 @@ pub async fn reap(
             .collect();
         let released = store.release_node_gatekeepers(&lost.id).await?;
         let closed = store.close_node_sessions(&lost.id, now, NODE_LOST).await?;
-        let sealed = seal_lost(engine, recordings, &sessions).await;
-        tracing::warn!(node = %lost.id, sessions = closed, gatekeepers = released.len(), recordings = sealed.len(), "node lost: its heartbeat stopped");
+        if let Some(sealer) = sealer.as_deref_mut() {
+            sealer.seal(engine, sessions.clone());
+        }
+        tracing::warn!(node = %lost.id, sessions = closed, gatekeepers = released.len(), "node lost: its heartbeat stopped");
         for g in &released {
             engine.publish(crate::events::EngineEvent::GatekeeperOffline {
                 gatekeeper: g.id.clone(),
@@ -268,7 +272,6 @@ pub async fn reap(
                     "sessions_ended": sessions,
                     "sessions_closed": closed,
                     "gatekeepers_released": released.iter().map(|g| g.id.to_string()).collect::<Vec<_>>(),
-                    "recordings_sealed": sealed,
                 }),
             })
             .await;
@@ -277,37 +280,50 @@ pub async fn reap(
     Ok(n)
 }
 
-/// Seals the recordings of a lost node's `sessions` that `recordings`
-/// holds unsealed, auditing each seal; the ids sealed. A failure is logged:
-/// the sessions are ended all the same.
-async fn seal_lost(
-    engine: &Arc<SessionEngine>,
-    recordings: Option<&Arc<dyn RecordingStore>>,
-    sessions: &[SessionId],
-) -> Vec<String> {
-    let Some(store) = recordings.cloned() else {
-        return Vec::new();
-    };
-    let ids = sessions.to_vec();
-    let sealed = tokio::task::spawn_blocking(move || {
-        let mut sealed: Vec<SignedManifest> = Vec::new();
-        for session in &ids {
-            match store.seal_lost(session) {
-                Ok(m) => sealed.extend(m),
-                Err(error) => {
-                    tracing::error!(session = %session, %error, "cannot seal a lost node's recordings")
+/// Seals the recordings a lost node left unsealed in a shared store
+/// ([`RecordingStore::seal_lost`]), each seal audited. A long recording is
+/// read back whole to be sealed, so each reap's sealing runs in a task of
+/// its own, never holding up the heartbeat; the tasks are the heartbeat
+/// task's, aborted with it.
+#[derive(Debug)]
+pub struct LostRecordings {
+    store: Arc<dyn RecordingStore>,
+    tasks: JoinSet<()>,
+}
+
+impl LostRecordings {
+    pub fn new(store: Arc<dyn RecordingStore>) -> LostRecordings {
+        LostRecordings {
+            store,
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Starts sealing the recordings of `sessions`. A failure is logged:
+    /// the sessions are ended all the same.
+    pub fn seal(&mut self, engine: &Arc<SessionEngine>, sessions: Vec<SessionId>) {
+        while self.tasks.try_join_next().is_some() {}
+        let (engine, store) = (engine.clone(), self.store.clone());
+        self.tasks.spawn(async move {
+            for session in sessions {
+                let store = store.clone();
+                let id = session.clone();
+                let sealed = match tokio::task::spawn_blocking(move || store.seal_lost(&id)).await {
+                    Ok(Ok(sealed)) => sealed,
+                    Ok(Err(error)) => {
+                        tracing::error!(session = %session, %error, "cannot seal a lost node's recordings");
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::error!(session = %session, %error, "sealing a lost node's recordings stopped");
+                        continue;
+                    }
+                };
+                for m in &sealed {
+                    tracing::warn!(recording = %m.manifest.recording_id, "sealed a lost node's recording as incomplete");
+                    engine.record(crate::record::sealed_event(m)).await;
                 }
             }
-        }
-        sealed
-    })
-    .await
-    .unwrap_or_default();
-    let mut ids = Vec::new();
-    for m in &sealed {
-        tracing::warn!(recording = %m.manifest.recording_id, "sealed a lost node's recording as incomplete");
-        engine.record(crate::record::sealed_event(m)).await;
-        ids.push(m.manifest.recording_id.to_string());
+        });
     }
-    ids
 }
