@@ -72,7 +72,7 @@ mod tests {
     fn both_backends_have_the_same_versions() {
         let versions = |b: Backend| migrator(b).iter().map(|m| m.version).collect::<Vec<_>>();
         assert_eq!(versions(Backend::Sqlite), versions(Backend::Postgres));
-        assert_eq!(versions(Backend::Sqlite), (1..=7).collect::<Vec<i64>>());
+        assert_eq!(versions(Backend::Sqlite), (1..=8).collect::<Vec<i64>>());
     }
 
     /// A database of the schema before services had a gatekeeper (5)
