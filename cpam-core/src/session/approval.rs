@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::EngineEvent;
 use crate::hooks::{AccessCheck, HookDecision};
 use crate::model::{
-    AuditCategory, AuditEvent, Gatekeeper, GatekeeperId, GrantId, Service, Timestamp, User,
+    AuditCategory, AuditEvent, Gatekeeper, GatekeeperId, GrantId, Service, Timestamp, User, UserId,
 };
 use crate::policy::{self, AccessRequest, Decision};
 
@@ -178,6 +178,29 @@ impl SessionEngine {
         );
         self.approve(user, credential_gatekeeper, &gk, &service, originator)
             .await
+    }
+
+    /// Whether the signing key of `fingerprint` still belongs to `user`,
+    /// checked before each session its connection opens. Who holds a key is
+    /// served from the authorization cache: a key deleted through the
+    /// console, the API or the admin CLI is announced as a revocation, which
+    /// ends the cached read on every node at once; one deleted behind the
+    /// server's back is seen within [`super::AUTHORIZATION_TTL`]. Only a
+    /// read that holds is kept.
+    pub async fn key_holds(&self, user: &UserId, fingerprint: &str) -> Result<bool> {
+        let (revision, now) = (self.revision(), self.clock().now());
+        if self.authz.key_owner(fingerprint, revision, now).as_ref() == Some(user) {
+            return Ok(true);
+        }
+        let Some(key) = self.store().user_key_by_fingerprint(fingerprint).await? else {
+            return Ok(false);
+        };
+        let holds = key.user_id == *user;
+        if holds {
+            self.authz
+                .put_key_owner(fingerprint, key.user_id, revision, now);
+        }
+        Ok(holds)
     }
 
     /// Approves a session whose client is the server itself (the browser

@@ -43,14 +43,17 @@ struct Stamped<T> {
     value: T,
 }
 
-/// The cache: targets by (gatekeeper id, service name), and a user's
-/// record with their grants for a service. Who holds a signing key is not
-/// kept: a key deleted on another node sharing the database must stop the
-/// next session at once.
+/// The cache: targets by (gatekeeper id, service name), a user's record
+/// with their grants for a service, and who holds a signing key (by its
+/// fingerprint). A key deleted through the console, the API or the admin CLI
+/// is announced as a revocation naming it, which moves the revision on every
+/// node of the cluster; one deleted behind the server's back is refused
+/// within [`TTL`].
 #[derive(Debug, Default)]
 pub(super) struct AuthzCache {
     targets: Stamps<(String, String), (Gatekeeper, Service)>,
     access: Stamps<(UserId, ServiceId), (User, Vec<Grant>)>,
+    key_owners: Stamps<String, UserId>,
 }
 
 impl AuthzCache {
@@ -113,6 +116,33 @@ impl AuthzCache {
     ) {
         let key = (value.0.id.clone(), service.clone());
         put(&self.access, key, value, revision, now);
+    }
+
+    /// The user holding the key of `fingerprint`, if read under `revision`
+    /// less than [`TTL`] ago.
+    pub(super) fn key_owner(
+        &self,
+        fingerprint: &str,
+        revision: u64,
+        now: Timestamp,
+    ) -> Option<UserId> {
+        get(&self.key_owners, &fingerprint.to_string(), revision, now)
+    }
+
+    pub(super) fn put_key_owner(
+        &self,
+        fingerprint: &str,
+        owner: UserId,
+        revision: u64,
+        now: Timestamp,
+    ) {
+        put(
+            &self.key_owners,
+            fingerprint.to_string(),
+            owner,
+            revision,
+            now,
+        );
     }
 }
 

@@ -7,6 +7,7 @@
 //! - `psm`: privileged SSH sessions through the proxy vs the raw tunnel;
 //! - `rdp`: remote desktops (a repainted desktop watched by an IronRDP
 //!   client) through the raw tunnel and through the recording proxy;
+//! - `stalled`: two downloads through one path, one reader stopped;
 //! - `sftp`: File Transfer (stock `sftp`, `cpam-connect put/get`) direct,
 //!   through the raw tunnel and through the auditing proxy;
 //! - `report`: the stdout table and the JSON document.
@@ -22,6 +23,7 @@ pub mod psm;
 pub mod rdp;
 pub mod report;
 pub mod sftp;
+pub mod stalled;
 pub mod targets;
 
 use std::collections::BTreeMap;
@@ -35,6 +37,7 @@ use tokio::runtime::Runtime;
 
 use load::{Bulk, Concurrency, FirstByte};
 use procs::{ChildGuard, cpu_ticks, descendants, machine_busy_ticks, rss_kib, wait_idle};
+use stalled::Stalled;
 use targets::Targets;
 
 /// A path that is up: where its echo and sink are reachable, and the
@@ -146,6 +149,8 @@ pub struct PathResult {
     pub rss_idle_kib: BTreeMap<String, u64>,
     /// VmRSS per process while all concurrency connections are open.
     pub rss_loaded_kib: BTreeMap<String, u64>,
+    /// The stalled reader (`stalled.rs`).
+    pub stalled: Option<Stalled>,
     pub errors: Vec<String>,
 }
 
@@ -159,6 +164,7 @@ impl PathResult {
             concurrency: None,
             rss_idle_kib: BTreeMap::new(),
             rss_loaded_kib: BTreeMap::new(),
+            stalled: None,
             errors: Vec::new(),
         }
     }
@@ -180,6 +186,8 @@ pub struct Plan {
     pub round_trips: usize,
     pub size: usize,
     pub conc_timeout: Duration,
+    /// How long the stalled reader is watched (zero skips it).
+    pub stalled: Duration,
     pub idle_cap: Duration,
     pub clk_tck: f64,
 }
@@ -202,6 +210,72 @@ pub(crate) const BULK_TRIES: usize = 3;
 /// clean run.
 pub(crate) const FOREIGN_MAX: f64 = 0.10;
 
+/// CPU counters at the start of a measurement: the path's processes, the
+/// bench itself and the whole machine.
+pub(crate) struct CpuWindow {
+    procs: Vec<(String, u32)>,
+    before: Vec<Option<u64>>,
+    me_before: Option<u64>,
+    machine_before: Option<u64>,
+}
+
+/// What a [`CpuWindow`] saw, in CPU seconds.
+pub(crate) struct CpuUsed {
+    /// (name, pid, CPU seconds) of each path process still there.
+    pub processes: Vec<(String, u32, f64)>,
+    /// Sum over the path's processes.
+    pub cpu_s: f64,
+    pub bench_cpu_s: f64,
+    /// CPU of everything else on the machine, in cores.
+    pub foreign_cores: f64,
+}
+
+impl CpuWindow {
+    pub(crate) fn start(path: &RunningPath) -> Self {
+        let procs = path.processes();
+        let before = procs.iter().map(|(_, p)| cpu_ticks(*p)).collect();
+        Self {
+            procs,
+            before,
+            me_before: cpu_ticks(std::process::id()),
+            machine_before: machine_busy_ticks(),
+        }
+    }
+
+    /// The CPU used since [`CpuWindow::start`], `seconds` ago.
+    pub(crate) fn end(&self, clk_tck: f64, seconds: f64) -> CpuUsed {
+        let machine_after = machine_busy_ticks();
+        let processes: Vec<(String, u32, f64)> = self
+            .procs
+            .iter()
+            .zip(&self.before)
+            .filter_map(|((name, pid), b)| {
+                let ticks = cpu_ticks(*pid)?.saturating_sub((*b)?);
+                Some((name.clone(), *pid, ticks as f64 / clk_tck))
+            })
+            .collect();
+        let cpu_s: f64 = processes.iter().map(|p| p.2).sum();
+        let bench_ticks = match (self.me_before, cpu_ticks(std::process::id())) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        let bench_cpu_s = bench_ticks as f64 / clk_tck;
+        let foreign_cores = match (self.machine_before, machine_after) {
+            (Some(a), Some(b)) => {
+                let machine_s = b.saturating_sub(a) as f64 / clk_tck;
+                ((machine_s - cpu_s - bench_cpu_s) / seconds.max(1e-3)).max(0.0)
+            }
+            _ => 0.0,
+        };
+        CpuUsed {
+            processes,
+            cpu_s,
+            bench_cpu_s,
+            foreign_cores,
+        }
+    }
+}
+
 /// One bulk transfer with CPU accounting.
 fn bulk_once(
     rt: &Runtime,
@@ -210,50 +284,29 @@ fn bulk_once(
     plan: &Plan,
     streams: usize,
 ) -> anyhow::Result<BulkRun> {
-    let me = std::process::id();
     let idle_before = gate(plan);
-    let procs = path.processes();
-    let before: Vec<Option<u64>> = procs.iter().map(|(_, p)| cpu_ticks(*p)).collect();
-    let me_before = cpu_ticks(me);
-    let machine_before = machine_busy_ticks();
+    let window = CpuWindow::start(path);
     let bulk = rt.block_on(load::bulk(path.sink, targets, plan.bytes, streams))?;
-    let machine_after = machine_busy_ticks();
+    let used = window.end(plan.clk_tck, bulk.seconds);
     let gb = bulk.bytes as f64 / 1e9;
-    let per_proc: Vec<ProcCpu> = procs
-        .iter()
-        .zip(&before)
-        .filter_map(|((name, pid), b)| {
-            let ticks = cpu_ticks(*pid)?.saturating_sub((*b)?);
-            let cpu_s = ticks as f64 / plan.clk_tck;
-            Some(ProcCpu {
-                name: name.clone(),
-                pid: *pid,
-                cpu_s,
-                cpu_s_per_gb: cpu_s / gb,
-            })
+    let per_proc: Vec<ProcCpu> = used
+        .processes
+        .into_iter()
+        .map(|(name, pid, cpu_s)| ProcCpu {
+            name,
+            pid,
+            cpu_s,
+            cpu_s_per_gb: cpu_s / gb,
         })
         .collect();
-    let cpu_s: f64 = per_proc.iter().map(|p| p.cpu_s).sum();
-    let bench_ticks = match (me_before, cpu_ticks(me)) {
-        (Some(a), Some(b)) => b.saturating_sub(a),
-        _ => 0,
-    };
-    let bench_cpu_s = bench_ticks as f64 / plan.clk_tck;
-    let foreign_cores = match (machine_before, machine_after) {
-        (Some(a), Some(b)) => {
-            let machine_s = b.saturating_sub(a) as f64 / plan.clk_tck;
-            ((machine_s - cpu_s - bench_cpu_s) / bulk.seconds.max(1e-3)).max(0.0)
-        }
-        _ => 0.0,
-    };
     Ok(BulkRun {
         bulk,
         idle_before,
-        foreign_cores,
+        foreign_cores: used.foreign_cores,
         processes: per_proc,
-        cpu_s,
-        cpu_s_per_gb: cpu_s / gb,
-        bench_cpu_s,
+        cpu_s: used.cpu_s,
+        cpu_s_per_gb: used.cpu_s / gb,
+        bench_cpu_s: used.bench_cpu_s,
     })
 }
 
@@ -327,6 +380,14 @@ pub fn measure(rt: &Runtime, path: &RunningPath, targets: &Targets, plan: &Plan)
         }
         res.rss_loaded_kib = loaded;
         res.concurrency = Some(conc);
+    }
+
+    if !plan.stalled.is_zero() {
+        gate(plan);
+        match stalled::measure(rt, path, plan) {
+            Ok(s) => res.stalled = Some(s),
+            Err(e) => res.errors.push(format!("stalled reader: {e:#}")),
+        }
     }
     res
 }

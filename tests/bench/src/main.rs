@@ -44,7 +44,7 @@ struct Args {
     #[arg(long, default_value = "1GiB", value_parser = parse_bytes)]
     bytes: u64,
     /// Parallel connections for the bulk transfer, as a list: each entry is
-    /// one run moving --bytes in total.
+    /// one run moving --bytes in total (`0` alone skips the bulk runs).
     #[arg(long, default_value = "1,4", value_delimiter = ',')]
     streams: Vec<usize>,
     /// Sequential new connections for the first-byte latency (0 skips it).
@@ -53,6 +53,11 @@ struct Args {
     /// Concurrent connections for the burst (0 skips it).
     #[arg(long, default_value_t = 1000)]
     connections: usize,
+    /// Seconds the stalled reader is watched: two downloads through the
+    /// path, one reader stopped, the other's throughput compared with its
+    /// throughput alone (0 skips it).
+    #[arg(long, default_value_t = 20)]
+    stalled_seconds: u64,
     /// Echo round trips per burst connection.
     #[arg(long, default_value_t = 10)]
     round_trips: usize,
@@ -193,8 +198,10 @@ fn run() -> Result<()> {
             bail!("unknown path {p:?} in --only: use {}", ALL_PATHS.join(","));
         }
     }
-    if args.streams.is_empty() || args.streams.contains(&0) {
-        bail!("--streams needs positive counts, e.g. 1,4");
+    if args.streams == [0] {
+        args.streams.clear();
+    } else if args.streams.is_empty() || args.streams.contains(&0) {
+        bail!("--streams needs positive counts, e.g. 1,4 (or 0 alone to skip the bulk runs)");
     }
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -211,6 +218,7 @@ fn run() -> Result<()> {
         round_trips: args.round_trips,
         size: args.size,
         conc_timeout: Duration::from_secs(args.burst_timeout),
+        stalled: Duration::from_secs(args.stalled_seconds),
         idle_cap: Duration::from_secs(args.idle_wait),
         clk_tck: procs::clock_ticks(),
     };

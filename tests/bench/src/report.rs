@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use super::psm::human_bytes;
 use super::sftp::{GOAL, SftpFigures};
+use super::stalled::Stalled;
 use super::{PathResult, Plan};
 
 /// Reads one figure from a path's result.
@@ -46,17 +47,56 @@ fn metrics(plan: &Plan) -> Vec<Metric> {
             }),
         );
     }
-    add(
-        "first byte p50, ms".into(),
-        true,
-        Box::new(|r| r.first_byte.as_ref()?.p50_ms),
-    );
-    add(
-        "first byte p99, ms".into(),
-        true,
-        Box::new(|r| r.first_byte.as_ref()?.p99_ms),
-    );
+    if plan.latency_samples > 0 {
+        add(
+            "first byte p50, ms".into(),
+            true,
+            Box::new(|r| r.first_byte.as_ref()?.p50_ms),
+        );
+        add(
+            "first byte p99, ms".into(),
+            true,
+            Box::new(|r| r.first_byte.as_ref()?.p99_ms),
+        );
+    }
     let n = plan.connections;
+    if n > 0 {
+        burst_metrics(n, &mut add);
+    }
+    add(
+        "RSS idle, MiB (all procs)".into(),
+        true,
+        Box::new(|r| sum_mib(&r.rss_idle_kib)),
+    );
+    if n > 0 {
+        add(
+            format!("RSS {n} conns open, MiB"),
+            true,
+            Box::new(|r| sum_mib(&r.rss_loaded_kib)),
+        );
+    }
+    if !plan.stalled.is_zero() {
+        add(
+            "stalled reader: other download, % of alone".into(),
+            false,
+            Box::new(|r| r.stalled.as_ref().map(|s| 100.0 * s.ratio)),
+        );
+        add(
+            "stalled reader: server RSS growth, MiB".into(),
+            true,
+            Box::new(|r| {
+                r.stalled
+                    .as_ref()
+                    .filter(|s| !s.server.is_empty())
+                    .map(Stalled::server_rss_growth_mib)
+            }),
+        );
+    }
+    m
+}
+
+/// The rows of the connection burst.
+fn burst_metrics(n: usize, add: &mut impl FnMut(String, bool, Getter)) {
     add(
         format!("{n} conns: total, s"),
         true,
@@ -87,17 +127,6 @@ fn metrics(plan: &Plan) -> Vec<Metric> {
         true,
         Box::new(|r| r.concurrency.as_ref().map(|c| c.failed as f64)),
     );
-    add(
-        "RSS idle, MiB (all procs)".into(),
-        true,
-        Box::new(|r| sum_mib(&r.rss_idle_kib)),
-    );
-    add(
-        format!("RSS {n} conns open, MiB"),
-        true,
-        Box::new(|r| sum_mib(&r.rss_loaded_kib)),
-    );
-    m
 }
 
 fn sum_mib(m: &std::collections::BTreeMap<String, u64>) -> Option<f64> {
@@ -193,7 +222,9 @@ pub fn table(results: &[PathResult], plan: &Plan) -> String {
     }
     out.push_str("↓ lower is better, ↑ higher is better; ratios are within this run\n");
 
-    out.push_str("\nCPU during the bulk transfer (utime+stime from /proc/PID/stat):\n");
+    if results.iter().any(|r| !r.bulk.is_empty()) {
+        out.push_str("\nCPU during the bulk transfer (utime+stime from /proc/PID/stat):\n");
+    }
     for r in results {
         for b in &r.bulk {
             if b.processes.is_empty() {
@@ -225,6 +256,7 @@ pub fn table(results: &[PathResult], plan: &Plan) -> String {
             }
         }
     }
+    out.push_str(&stalled_table(results, plan));
     for r in results {
         for n in &r.notes {
             let _ = writeln!(out, "note ({}): {n}", r.name);
@@ -232,6 +264,62 @@ pub fn table(results: &[PathResult], plan: &Plan) -> String {
         for e in &r.errors {
             let _ = writeln!(out, "ERROR ({}): {e}", r.name);
         }
+    }
+    out
+}
+
+/// The stalled-reader rows, one per path that measured it.
+fn stalled_table(results: &[PathResult], plan: &Plan) -> String {
+    let rows: Vec<(&str, &Stalled)> = results
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.stalled.as_ref()?)))
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!(
+        "\nStalled reader: two downloads from the source through the path, one reader stopped for {} s \
+         (server: cpam-server; for OpenSSH the sshd listener and its sessions)\n",
+        plan.stalled.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "  {:<12} {:>12} {:>13} {:>13} {:>22} {:>9} {:>16} {:>11}",
+        "path",
+        "alone, MiB/s",
+        "during, MiB/s",
+        "during/alone",
+        "server RSS, MiB (+)",
+        "tunnel up",
+        "stopped resumed",
+        "other load"
+    );
+    for (name, s) in rows {
+        let rss = if s.server.is_empty() {
+            "-".to_owned()
+        } else {
+            format!(
+                "{:.1} (+{:.1})",
+                s.server_rss_before_kib as f64 / 1024.0,
+                s.server_rss_growth_mib()
+            )
+        };
+        let resumed = match s.resume_ms {
+            Some(ms) if s.resumed => format!("yes, {ms:.0} ms"),
+            _ => "no".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {:>12.1} {:>13.1} {:>12.2}× {:>22} {:>9} {:>16} {:>11.2}",
+            name,
+            s.alone_mib_s,
+            s.during_mib_s,
+            s.ratio,
+            rss,
+            if s.tunnel_up { "yes" } else { "NO" },
+            resumed,
+            s.foreign_cores
+        );
     }
     out
 }
@@ -265,6 +353,7 @@ pub fn json(results: &[PathResult], plan: &Plan) -> Value {
             "connections": plan.connections,
             "round_trips": plan.round_trips,
             "size": plan.size,
+            "stalled_seconds": plan.stalled.as_secs(),
         },
         "paths": results,
         "ratios": ratios,

@@ -1,4 +1,7 @@
-//! The target servers every path ends at: an echo server and a byte sink.
+//! The target servers every path ends at: an echo server and a byte sink,
+//! which is also the byte source: a connection that opens with
+//! [`SOURCE_REQUEST`] gets bytes without end instead (the stalled-reader
+//! downloads), so every path reaches the source through its sink forward.
 //!
 //! Both run on their own tokio runtime, so the load generator and the
 //! targets do not queue behind each other on one scheduler. Listeners use a
@@ -14,6 +17,11 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 
 const BACKLOG: u32 = 4096;
+/// The first bytes of a connection to the sink that asks for a download.
+/// No upload starts with them (the bulk load writes 0x5a, probes `probe`).
+pub const SOURCE_REQUEST: &[u8] = b"SOURCE\n";
+/// What the source sends, 256 KiB at a time.
+const SOURCE_BYTE: u8 = 0xa5;
 
 /// The running targets; dropping this stops them.
 #[derive(Debug)]
@@ -112,12 +120,75 @@ async fn echo_conn(mut stream: TcpStream) {
 
 async fn sink_conn(mut stream: TcpStream, counter: Arc<AtomicU64>) {
     let mut buf = vec![0u8; 256 * 1024];
+    // How much of SOURCE_REQUEST the connection has sent so far; `None`
+    // once it sent something else (an upload: every byte counts).
+    let mut request = Some(0usize);
     loop {
-        match stream.read(&mut buf).await {
+        let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => {
-                counter.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(n) => n,
+        };
+        if let Some(matched) = request {
+            let take = n.min(SOURCE_REQUEST.len() - matched);
+            if buf[..take] == SOURCE_REQUEST[matched..matched + take] {
+                if matched + take == SOURCE_REQUEST.len() {
+                    return source(stream).await;
+                }
+                request = Some(matched + take);
+                continue;
             }
+            request = None;
+            counter.fetch_add(matched as u64, Ordering::Relaxed);
         }
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Sends bytes until the reader goes away.
+async fn source(mut stream: TcpStream) {
+    let chunk = vec![SOURCE_BYTE; 256 * 1024];
+    while stream.write_all(&chunk).await.is_ok() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream as StdTcpStream;
+    use std::time::{Duration, Instant};
+
+    use super::{SOURCE_BYTE, SOURCE_REQUEST, Targets};
+
+    fn wait_received(t: &Targets, n: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.sink_received() < n && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        t.sink_received()
+    }
+
+    #[test]
+    fn the_sink_serves_a_download_when_asked_and_counts_every_other_byte() {
+        let t = Targets::start().unwrap();
+        // The request split over two writes still asks for a download.
+        let mut s = StdTcpStream::connect(t.sink).unwrap();
+        s.set_nodelay(true).unwrap();
+        s.write_all(&SOURCE_REQUEST[..3]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        s.write_all(&SOURCE_REQUEST[3..]).unwrap();
+        let mut got = vec![0u8; 1 << 20];
+        s.read_exact(&mut got).unwrap();
+        assert!(got.iter().all(|b| *b == SOURCE_BYTE));
+        assert_eq!(t.sink_received(), 0, "a download is no upload");
+
+        // An upload that starts like the request counts all its bytes.
+        let mut up = StdTcpStream::connect(t.sink).unwrap();
+        up.write_all(&SOURCE_REQUEST[..2]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        up.write_all(b"xyz").unwrap();
+        assert_eq!(wait_received(&t, 5), 5);
+        t.reset_sink();
+        let mut probe = StdTcpStream::connect(t.sink).unwrap();
+        probe.write_all(b"probe").unwrap();
+        assert_eq!(wait_received(&t, 5), 5);
     }
 }

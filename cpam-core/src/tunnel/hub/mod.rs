@@ -521,8 +521,9 @@ impl Hub {
             .await;
     }
 
-    /// Whether `user`'s key `fingerprint` is still theirs; a refusal is
-    /// audited (`session.refused`, reason `key_deleted`).
+    /// Whether `user`'s key `fingerprint` is still theirs (within the
+    /// authorization cache's bound); a refusal is audited
+    /// (`session.refused`, reason `key_deleted`).
     async fn key_holds(
         &self,
         user: &User,
@@ -530,13 +531,8 @@ impl Hub {
         spec: &str,
         originator: &Originator,
     ) -> bool {
-        let holds = match self
-            .engine
-            .store()
-            .user_key_by_fingerprint(fingerprint)
-            .await
-        {
-            Ok(k) => k.is_some_and(|k| k.user_id == user.id),
+        let holds = match self.engine.key_holds(&user.id, fingerprint).await {
+            Ok(holds) => holds,
             Err(error) => {
                 tracing::error!(%error, "cannot check a session's key");
                 false

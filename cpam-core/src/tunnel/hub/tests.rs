@@ -284,6 +284,9 @@ async fn a_key_deleted_without_a_revocation_opens_nothing_more_on_its_connection
     let vendor = store.user_by_name("vendor").await.unwrap().unwrap();
     let key = store.user_keys(&vendor.id).await.unwrap().remove(0);
     assert!(store.delete_user_key(&vendor.id, &key.id).await.unwrap());
+    // Who holds a key is read again once the authorization cache's bound
+    // has passed (a revocation would end it at once).
+    tokio::time::sleep(crate::session::AUTHORIZATION_TTL).await;
     let refused = client.open("echo", from).await;
     assert!(refused.is_err(), "a deleted key opened a session");
     let audited = store
