@@ -119,8 +119,11 @@ fn parts_as_they_fill_then_the_manifest_then_the_spool_is_emptied() {
         all.contains(&"rec/p/ses_up.0/manifest".to_string()),
         "{all:?}"
     );
+    // Two parts before the seal (waited for above), then at least one for
+    // the lines written after them; how the writer's chunks group into
+    // parts of at most 200 bytes depends on timing.
     let parts = all.iter().filter(|n| n.contains("/chunk-")).count();
-    assert!(parts >= 5, "parts of at most 200 bytes: {all:?}");
+    assert!(parts >= 3, "parts as they fill, then the rest: {all:?}");
     assert_eq!(all.iter().filter(|n| n.contains("/chain-")).count(), parts);
 
     // Read back on this node (spool empty) and on another.
