@@ -11,6 +11,7 @@
 //! drop guard).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use async_trait::async_trait;
 
@@ -139,16 +140,22 @@ impl SessionEngine {
             target: approval.service().target.clone(),
             originator: (o.address.clone(), o.port),
         };
+        let begun = Instant::now();
         let dial = async {
-            if protocol.dials_itself() {
+            let dialed = if protocol.dials_itself() {
                 None
             } else {
                 Some(dialer.dial(&target).await)
-            }
+            };
+            (dialed, begun.elapsed())
+        };
+        let record = async {
+            let live = self.start(approval, protocol.kind()).await;
+            (live, begun.elapsed())
         };
         // Recording the session and dialing the target overlap; the user is
         // accepted only once both are done.
-        let (live, dialed) = tokio::join!(self.start(approval, protocol.kind()), dial);
+        let ((live, recorded_in), (dialed, dialed_in)) = tokio::join!(record, dial);
         let live = match live {
             Ok(live) => live,
             Err(e) => {
@@ -191,6 +198,14 @@ impl SessionEngine {
                     .await);
             }
         };
+        // Where a session's opening time goes (the first-byte latency).
+        tracing::debug!(
+            session = %live.id(),
+            recorded_us = recorded_in.as_micros() as u64,
+            dialed_us = dialed_in.as_micros() as u64,
+            accepted_us = begun.elapsed().as_micros() as u64,
+            "session opened"
+        );
         let ended = protocol.run(user, upstream, &live).await;
         Ok(match ended {
             Ok(()) => live.finish(EndReason::Completed, None).await,

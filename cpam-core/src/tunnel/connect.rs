@@ -361,8 +361,12 @@ impl ConnectClient {
         stop: CancellationToken,
     ) -> Result<()> {
         tcp.set_nodelay(true)?;
+        let asked = std::time::Instant::now();
         let channel = match self.open_via(service, peer, local).await {
-            Ok(c) => c,
+            Ok(c) => {
+                tracing::debug!(%peer, %service, opened_us = asked.elapsed().as_micros() as u64, "channel opened");
+                c
+            }
             Err(e) => {
                 if local.is_some() {
                     // Dropped with a zero linger: a reset, never a hang or a clean close.

@@ -365,6 +365,7 @@ impl client::Handler for Handler {
         let target = format!("{host}:{port}");
         let originator = format!("{originator_address}:{originator_port}");
         tokio::spawn(async move {
+            let asked = std::time::Instant::now();
             if disabled {
                 tracing::info!(%target, %originator, "refused: closed by the customer");
                 reply
@@ -386,7 +387,8 @@ impl client::Handler for Handler {
                 }
             };
             reply.accept().await;
-            tracing::info!(%target, %originator, "session opened");
+            let opened_us = asked.elapsed().as_micros() as u64;
+            tracing::info!(%target, %originator, opened_us, "session opened");
             let (mut ch_rx, mut ch_tx) = channel.split();
             let (r, w) = tcp.into_split();
             let (mut rx, mut tx) = (StreamSource::new(r), StreamSink(w));

@@ -55,13 +55,18 @@ pub struct PeerDialer {
     hub_key: PublicKey,
     /// How old a peer's heartbeat may be for it to count as live.
     node_timeout: Duration,
-    links: tokio::sync::Mutex<HashMap<String, Arc<client::Handle<PinnedServer>>>>,
+    /// One slot per peer, each behind its own lock: signing in to a slow
+    /// peer holds only that peer's slot, never the dials to the others.
+    links: std::sync::Mutex<HashMap<String, Arc<PeerSlot>>>,
     /// Which node holds each gatekeeper, and where it is, as last read.
     holders: tokio::sync::Mutex<HashMap<GatekeeperId, (Instant, Holder)>>,
 }
 
 /// The node holding a gatekeeper's link: its id and peer address.
 type Holder = (String, String);
+
+/// The link to one peer, if signed in.
+type PeerSlot = tokio::sync::Mutex<Option<Arc<client::Handle<PinnedServer>>>>;
 
 /// How long a gatekeeper's holder, once read, is used without reading the
 /// store again.
@@ -93,7 +98,7 @@ impl PeerDialer {
             key,
             hub_key,
             node_timeout,
-            links: tokio::sync::Mutex::default(),
+            links: std::sync::Mutex::default(),
             holders: tokio::sync::Mutex::default(),
         }
     }
@@ -124,8 +129,9 @@ impl PeerDialer {
     /// The link to node `id` at `address`, signing in if there is none or
     /// it died.
     async fn link(&self, id: &str, address: &str) -> Result<Arc<client::Handle<PinnedServer>>> {
-        let mut links = self.links.lock().await;
-        if let Some(h) = links.get(id).filter(|h| !h.is_closed()) {
+        let slot = self.slot(id);
+        let mut link = slot.lock().await;
+        if let Some(h) = link.as_ref().filter(|h| !h.is_closed()) {
             return Ok(h.clone());
         }
         let sign_in = async {
@@ -156,9 +162,32 @@ impl PeerDialer {
             })?
             .map_err(|e| e.context(&format!("peer link to node {id}")))?;
         let handle = Arc::new(handle);
-        links.insert(id.to_string(), handle.clone());
+        *link = Some(handle.clone());
         tracing::info!(peer = %id, %address, "peer link up");
         Ok(handle)
+    }
+
+    /// Peer `id`'s slot, made on first use.
+    fn slot(&self, id: &str) -> Arc<PeerSlot> {
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        links.entry(id.to_string()).or_default().clone()
+    }
+
+    /// Forgets the link to peer `id` (it died or its node is gone), closing
+    /// it if it is still up.
+    async fn forget(&self, id: &str) {
+        let slot = self
+            .links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        if let Some(slot) = slot
+            && let Some(h) = slot.lock().await.take()
+        {
+            let _ = h
+                .disconnect(russh::Disconnect::ByApplication, "peer gone", "en")
+                .await;
+        }
     }
 
     /// The live view of `session`, which live node `node` runs, over the
@@ -291,7 +320,7 @@ impl PeerDialer {
                 Ok(Err(e)) if !retried => {
                     retried = true;
                     tracing::info!(peer = %holder, error = %e, "peer link lost; signing in again");
-                    self.links.lock().await.remove(&holder);
+                    self.forget(&holder).await;
                     self.holders.lock().await.remove(gk);
                     (holder, address) = self.cached_holder(gk).await?;
                 }

@@ -565,6 +565,7 @@ impl Hub {
         channel: Channel<Msg>,
         reply: ChannelOpenHandle,
     ) {
+        let asked = std::time::Instant::now();
         let approval = match spec.rsplit_once('@') {
             Some((service, gatekeeper)) => {
                 self.engine
@@ -583,6 +584,12 @@ impl Hub {
                 return;
             }
         };
+        tracing::debug!(
+            user = %user.name,
+            %spec,
+            approved_us = asked.elapsed().as_micros() as u64,
+            "session approved"
+        );
         let kind = approval.service().kind;
         let protocol: Option<&dyn Protocol> = match kind {
             ServiceKind::Ssh => self.privileged_ssh.as_deref().map(|p| p as &dyn Protocol),

@@ -1,6 +1,6 @@
 //! The hub's side of the peer links, in process: another node watches a
-//! live terminal this node runs, and a key no live node registered is
-//! refused and audited.
+//! live terminal this node runs, a key no live node registered is refused
+//! and audited, and a silent peer holds up no other.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,8 +57,16 @@ fn feed(observers: &[Arc<dyn SessionObserver>], frame: TerminalFrame) {
     }
 }
 
-#[tokio::test]
-async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
+/// Node-b: a hub serving peers on loopback, with its live terminals.
+struct NodeB {
+    store: Arc<dyn Store>,
+    hub: Arc<Hub>,
+    live: LiveHub,
+    hub_key: russh::keys::PublicKey,
+    addr: String,
+}
+
+async fn node_b() -> NodeB {
     let store: Arc<dyn Store> = Arc::new(SqlStore::connect("sqlite::memory:").await.unwrap());
     let engine = SessionEngine::new(store.clone(), Arc::new(StoreAuditSink::new(store.clone())));
     engine.set_node("node-b").unwrap();
@@ -74,6 +82,24 @@ async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
         let hub = hub.clone();
         async move { hub.serve(listener).await }
     });
+    NodeB {
+        store,
+        hub,
+        live,
+        hub_key,
+        addr,
+    }
+}
+
+#[tokio::test]
+async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
+    let NodeB {
+        store,
+        hub,
+        live,
+        hub_key,
+        addr,
+    } = node_b().await;
     let key_a = Arc::new(keys::generate().unwrap());
     let forever = Timestamp(i64::MAX);
     for row in [
@@ -164,6 +190,86 @@ async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
         next(&mut watch).await,
         Some(WatchFrame::Output(bytes::Bytes::from_static(b"still here")))
     );
+    hub.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Signing in to a peer that accepts the connection and never answers
+/// holds only that peer's link: a live view from a responsive node opens
+/// while the other sign-in still waits for its timeout.
+#[tokio::test]
+async fn a_silent_peer_does_not_hold_up_the_others() {
+    let NodeB {
+        store,
+        hub,
+        live,
+        hub_key,
+        addr,
+    } = node_b().await;
+    // node-c accepts TCP connections and says nothing, not even its version.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let key_a = Arc::new(keys::generate().unwrap());
+    let forever = Timestamp(i64::MAX);
+    for row in [
+        node("node-a", "127.0.0.1:9", key_a.public_key()),
+        node("node-b", &addr, keys::generate().unwrap().public_key()),
+        node(
+            "node-c",
+            &silent_addr,
+            keys::generate().unwrap().public_key(),
+        ),
+    ] {
+        store.register_node(&row, forever).await.unwrap();
+    }
+    let observers = live.observers(&session("s1"));
+    feed(
+        &observers,
+        TerminalFrame::Open {
+            channel: 0,
+            cols: 80,
+            rows: 24,
+            term: "xterm".into(),
+            command: None,
+        },
+    );
+    let peers = Arc::new(PeerDialer::new(
+        Arc::new(GatekeeperDialer::new()),
+        store.clone(),
+        "node-a",
+        key_a,
+        hub_key,
+        Duration::from_secs(6),
+    ));
+    let stuck = tokio::spawn({
+        let peers = peers.clone();
+        async move { peers.watch("node-c", &SessionId("s9".into())).await }
+    });
+    // Let the sign-in to node-c start and take its peer's slot.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!stuck.is_finished(), "node-c never answers");
+
+    let mut watch = peers
+        .watch("node-b", &SessionId("s1".into()))
+        .await
+        .expect("node-a watches node-b's session");
+    assert!(
+        matches!(next(&mut watch).await, Some(WatchFrame::Snapshot { .. })),
+        "a snapshot first"
+    );
+    assert!(
+        !stuck.is_finished(),
+        "node-b's live view opened only after the sign-in to node-c gave up"
+    );
+    let e = stuck.await.unwrap().expect_err("node-c never signs in");
+    assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    assert!(e.message().contains("node-c"), "{e}");
+    held.abort();
     hub.shutdown(Duration::from_secs(1)).await;
 }
 
