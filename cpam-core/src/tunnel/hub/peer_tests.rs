@@ -61,7 +61,7 @@ fn feed(observers: &[Arc<dyn SessionObserver>], frame: TerminalFrame) {
 struct NodeB {
     store: Arc<dyn Store>,
     hub: Arc<Hub>,
-    live: LiveHub,
+    live: Arc<LiveHub>,
     hub_key: russh::keys::PublicKey,
     addr: String,
 }
