@@ -464,7 +464,6 @@ impl SessionEngine {
         protocol: SessionProtocol,
     ) -> Result<LiveSession> {
         let session = new_session(&approval, protocol, self.node());
-        self.store().insert_session(&session).await?;
         let Approval {
             user,
             credential_gatekeeper,
@@ -475,33 +474,55 @@ impl SessionEngine {
             revision,
             ..
         } = approval;
-        // No session runs unaudited: if its start cannot be written, it is
-        // refused (and its row closed as such).
-        let recorded = self
-            .audit()
-            .record(AuditEvent {
-                at: session.started_at,
-                category: AuditCategory::UserActivity,
-                action: "session.start".into(),
-                actor: user.name.clone(),
-                customer_id: Some(service.customer_id.clone()),
-                session_id: Some(session.id.clone()),
-                detail: {
-                    let mut d = json!({
+        // The session row and its `session.start` record are written at
+        // once (on SQLite they share one group commit). No session runs
+        // unrecorded or unaudited: if either write fails, it is refused.
+        let audited = self.audit().record(AuditEvent {
+            at: session.started_at,
+            category: AuditCategory::UserActivity,
+            action: "session.start".into(),
+            actor: user.name.clone(),
+            customer_id: Some(service.customer_id.clone()),
+            session_id: Some(session.id.clone()),
+            detail: {
+                let mut d = json!({
+                    "service": service.name,
+                    "target": service.target.to_string(),
+                    "gatekeeper": gatekeeper.name,
+                    "originator": originator.to_string(),
+                    "protocol": protocol,
+                    "until": until.map(|u| u.to_rfc3339()),
+                });
+                if let Some(local) = &originator.local {
+                    d["local_address"] = json!(local);
+                }
+                d
+            },
+        });
+        let (inserted, recorded) = tokio::join!(self.store().insert_session(&session), audited);
+        if let Err(e) = inserted {
+            if recorded.is_ok() {
+                // The chain says it started: say also that it never ran.
+                let refused = AuditEvent {
+                    at: self.clock().now(),
+                    category: AuditCategory::UserActivity,
+                    action: "session.refused".into(),
+                    actor: user.name.clone(),
+                    customer_id: Some(service.customer_id.clone()),
+                    session_id: Some(session.id.clone()),
+                    detail: json!({
                         "service": service.name,
-                        "target": service.target.to_string(),
                         "gatekeeper": gatekeeper.name,
-                        "originator": originator.to_string(),
-                        "protocol": protocol,
-                        "until": until.map(|u| u.to_rfc3339()),
-                    });
-                    if let Some(local) = &originator.local {
-                        d["local_address"] = json!(local);
-                    }
-                    d
-                },
-            })
-            .await;
+                        "reason": "not_recorded",
+                        "error": e.message(),
+                    }),
+                };
+                if let Err(error) = self.audit().record(refused).await {
+                    tracing::error!(%error, session = %session.id, "cannot audit the unrecorded session");
+                }
+            }
+            return Err(e);
+        }
         if let Err(e) = recorded {
             let detail = format!("the session.start audit record could not be written: {e}");
             tracing::error!(session = %session.id, %detail, "session refused");

@@ -99,12 +99,13 @@ impl SessionEngine {
     /// Runs an approved session from start to end with `protocol`, reaching
     /// the target through `dialer`, and returns its final record.
     ///
-    /// Fails, after refusing `user`, when the session never ran: it could
-    /// not be recorded (nothing is stored), its `session.start` audit record
-    /// could not be written (the row is closed as `refused`: no session runs
-    /// unaudited), the target could not be reached
-    /// (the row is closed as `refused`), or it was ended before it started
-    /// (`PermissionDenied`, the row closed with that reason).
+    /// Fails, after refusing `user`, when the session never ran: its row
+    /// could not be stored (a `session.start` record written alongside is
+    /// followed by `session.refused`), its `session.start` audit record
+    /// could not be written (the row is closed as `refused`: no session
+    /// runs unaudited), the target could not be reached (the row is closed
+    /// as `refused`), or it was ended before it started (`PermissionDenied`,
+    /// the row closed with that reason).
     ///
     /// ```no_run
     /// # async fn demo(

@@ -79,6 +79,11 @@ impl SqlStore {
                 .max_lifetime(None);
         } else {
             options = options.max_connections(8);
+            if backend == Backend::Sqlite {
+                // A connection to a local file does not go stale: no ping
+                // before every use (one more round trip on each write).
+                options = options.test_before_acquire(false);
+            }
         }
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
