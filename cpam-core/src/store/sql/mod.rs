@@ -30,6 +30,9 @@ use crate::error::{Error, ErrorKind, Result};
 
 /// How long a SQLite connection waits for another writer before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(15);
+/// WAL pages past which a writer checkpoints itself (64 MiB of 4 KiB pages);
+/// below it, checkpoints run in the background.
+pub(super) const WAL_AUTOCHECKPOINT_PAGES: u32 = 16_384;
 
 /// Which database the pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +99,10 @@ impl SqlStore {
                     // can roll back the last commits. It saves an fsync per
                     // commit, which is most of the cost of opening a session.
                     conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    // Checkpoints run in the background (`commit.rs`); a
+                    // writer checkpoints itself only past this bound.
+                    let bound = format!("PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}");
+                    conn.execute(AssertSqlSafe(bound)).await?;
                     Ok(())
                 })
             });
@@ -130,7 +137,7 @@ impl SqlStore {
             .with_source(e)
         })?;
         let group = (backend == Backend::Sqlite)
-            .then(|| std::sync::Arc::new(commit::GroupCommit::new(pool.clone())));
+            .then(|| std::sync::Arc::new(commit::GroupCommit::new(pool.clone(), !memory)));
         let bus = nodes::bus_for(backend, &pool, &url);
         Ok(SqlStore {
             pool,
