@@ -6,9 +6,10 @@
 //! each take the write lock on their own pool connection; the losers sleep
 //! in SQLite's busy handler (1, 2, 5, 10 ms ...), which is what made a burst
 //! of new connections wait hundreds of milliseconds. With it, one task
-//! writes: it takes every queued write (up to [`MAX_BATCH`]), runs each under
-//! its own savepoint (a failing write is rolled back alone and answered with
-//! its error), commits once and answers every caller.
+//! writes: it takes every queued write (up to [`MAX_BATCH`]), runs them
+//! (each under its own savepoint once one has failed, so a failing write is
+//! rolled back alone and answered with its error), commits once and answers
+//! every caller.
 //!
 //! Durability: a write is answered only after its transaction committed, so
 //! a session the engine reports as started is in the database before the
