@@ -91,25 +91,24 @@ async fn node_b() -> NodeB {
     }
 }
 
-#[tokio::test]
-async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
-    let NodeB {
-        store,
-        hub,
-        live,
-        hub_key,
-        addr,
-    } = node_b().await;
+/// Registers node-a (whose key it returns) and `others` (id, peer address)
+/// as live nodes.
+async fn register(store: &Arc<dyn Store>, others: &[(&str, &str)]) -> Arc<russh::keys::PrivateKey> {
     let key_a = Arc::new(keys::generate().unwrap());
     let forever = Timestamp(i64::MAX);
-    for row in [
-        node("node-a", "127.0.0.1:9", key_a.public_key()),
-        node("node-b", &addr, keys::generate().unwrap().public_key()),
-    ] {
+    store
+        .register_node(&node("node-a", "127.0.0.1:9", key_a.public_key()), forever)
+        .await
+        .unwrap();
+    for (id, address) in others {
+        let row = node(id, address, keys::generate().unwrap().public_key());
         store.register_node(&row, forever).await.unwrap();
     }
+    key_a
+}
 
-    // A terminal live on node-b.
+/// A terminal live on node-b (session `s1`); its observers.
+fn terminal(live: &LiveHub) -> Vec<Arc<dyn SessionObserver>> {
     let observers = live.observers(&session("s1"));
     feed(
         &observers,
@@ -121,6 +120,20 @@ async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
             command: None,
         },
     );
+    observers
+}
+
+#[tokio::test]
+async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
+    let NodeB {
+        store,
+        hub,
+        live,
+        hub_key,
+        addr,
+    } = node_b().await;
+    let key_a = register(&store, &[("node-b", &addr)]).await;
+    let observers = terminal(&live);
     let output = |data: &'static [u8]| TerminalFrame::Output {
         channel: 0,
         data: bytes::Bytes::from_static(data),
@@ -214,30 +227,8 @@ async fn a_silent_peer_does_not_hold_up_the_others() {
             held.push(tcp);
         }
     });
-    let key_a = Arc::new(keys::generate().unwrap());
-    let forever = Timestamp(i64::MAX);
-    for row in [
-        node("node-a", "127.0.0.1:9", key_a.public_key()),
-        node("node-b", &addr, keys::generate().unwrap().public_key()),
-        node(
-            "node-c",
-            &silent_addr,
-            keys::generate().unwrap().public_key(),
-        ),
-    ] {
-        store.register_node(&row, forever).await.unwrap();
-    }
-    let observers = live.observers(&session("s1"));
-    feed(
-        &observers,
-        TerminalFrame::Open {
-            channel: 0,
-            cols: 80,
-            rows: 24,
-            term: "xterm".into(),
-            command: None,
-        },
-    );
+    let key_a = register(&store, &[("node-b", &addr), ("node-c", &silent_addr)]).await;
+    let _observers = terminal(&live);
     let peers = Arc::new(PeerDialer::new(
         Arc::new(GatekeeperDialer::new()),
         store.clone(),
