@@ -286,14 +286,31 @@ pub(super) async fn append_audit_in(
     event: &AuditEvent,
     detail: &str,
 ) -> sqlx::Result<AuditRecord> {
+    let head = audit_head_in(&mut *conn).await?;
+    insert_audit_in(conn, head.as_ref(), event, detail).await
+}
+
+/// The chain's last record (sequence number and hash), if any.
+async fn audit_head_in(conn: &mut AnyConnection) -> sqlx::Result<Option<(i64, String)>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
-    let head = match head {
+    Ok(match head {
         Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
         None => None,
-    };
-    let record = audit::seal(head.as_ref().map(|(s, h)| (*s, h.as_str())), event.clone());
+    })
+}
+
+/// Seals `event` after `head` and inserts it. A head that is no longer the
+/// last record fails with a unique violation on the sequence number: the
+/// chain cannot fork.
+pub(super) async fn insert_audit_in(
+    conn: &mut AnyConnection,
+    head: Option<&(i64, String)>,
+    event: &AuditEvent,
+    detail: &str,
+) -> sqlx::Result<AuditRecord> {
+    let record = audit::seal(head.map(|(s, h)| (*s, h.as_str())), event.clone());
     sqlx::query(
         "INSERT INTO audit_log (seq, at, category, action, actor, customer_id, session_id, \
          detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",

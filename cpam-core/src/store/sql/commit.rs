@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
-use super::activity::{append_audit_in, finish_session_in, insert_session_in};
+use super::activity::{append_audit_in, finish_session_in, insert_audit_in, insert_session_in};
 use super::{is_conflict, storage, write_error};
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{AuditEvent, AuditRecord, EndReason, Session, SessionId, Timestamp};
@@ -181,6 +181,7 @@ async fn writer(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut since_checkpoint = 0;
+    let mut head = Head::Unknown;
     while let Some(first) = queue.recv().await {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -189,7 +190,7 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        commit(&pool, &mut batch, &commits).await;
+        commit(&pool, &mut batch, &commits, &mut head).await;
         since_checkpoint += 1;
         if let Some(c) = &checkpoints
             && since_checkpoint >= CHECKPOINT_EVERY
@@ -216,6 +217,16 @@ async fn checkpoint(pool: AnyPool, c: Arc<Checkpoints>) {
     c.running.store(false, Ordering::Release);
 }
 
+/// The audit chain's head as the writer last committed it. It saves the
+/// head's read on the next append; another process that appended meanwhile
+/// (the admin CLI) makes that insert fail on the sequence number, and the
+/// head is read again. Anything rolled back makes it unknown.
+#[derive(Debug, Clone)]
+enum Head {
+    Unknown,
+    Known(Option<(i64, String)>),
+}
+
 /// Runs `batch` in one transaction and answers every job. A transaction
 /// dropped before its commit (the runtime shutting down) rolls back.
 ///
@@ -224,15 +235,22 @@ async fn checkpoint(pool: AnyPool, c: Arc<Checkpoints>) {
 /// transaction rolls back and the batch runs again with a savepoint per
 /// write, so only the failing one is refused; a batch of one just answers
 /// its error.
-async fn commit(pool: &AnyPool, batch: &mut Vec<Job>, commits: &AtomicU64) {
-    let outcome = match run(pool, batch, false).await {
+async fn commit(pool: &AnyPool, batch: &mut Vec<Job>, commits: &AtomicU64, head: &mut Head) {
+    let known = std::mem::replace(head, Head::Unknown);
+    let outcome = match run(pool, batch, false, known).await {
         Ok(Ran::Failed(error)) if batch.len() == 1 => Ok(vec![Err(error)]),
-        Ok(Ran::Failed(_)) => match run(pool, batch, true).await {
-            Ok(Ran::Committed(results)) => Ok(results),
+        Ok(Ran::Failed(_)) => match run(pool, batch, true, Head::Unknown).await {
+            Ok(Ran::Committed(results, last)) => {
+                *head = last;
+                Ok(results)
+            }
             Ok(Ran::Failed(e)) => Err(e),
             Err(e) => Err(storage("cannot commit to the database", e)),
         },
-        Ok(Ran::Committed(results)) => Ok(results),
+        Ok(Ran::Committed(results, last)) => {
+            *head = last;
+            Ok(results)
+        }
         Err(e) => Err(storage("cannot commit to the database", e)),
     };
     match outcome {
@@ -248,18 +266,18 @@ async fn commit(pool: &AnyPool, batch: &mut Vec<Job>, commits: &AtomicU64) {
 
 /// What one run of a batch did.
 enum Ran {
-    /// Committed; each write's answer.
-    Committed(Vec<Result<Written>>),
+    /// Committed; each write's answer, and the chain's head after them.
+    Committed(Vec<Result<Written>>, Head),
     /// A write failed without a savepoint: everything rolled back.
     Failed(Error),
 }
 
-async fn run(pool: &AnyPool, batch: &[Job], savepoints: bool) -> sqlx::Result<Ran> {
+async fn run(pool: &AnyPool, batch: &[Job], savepoints: bool, mut head: Head) -> sqlx::Result<Ran> {
     let mut tx = begin(pool).await?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         if !savepoints {
-            match apply(&mut tx, &job.write).await {
+            match apply(&mut tx, &job.write, &mut head).await {
                 Ok(written) => results.push(Ok(written)),
                 Err(e) => {
                     tx.rollback().await?;
@@ -269,7 +287,7 @@ async fn run(pool: &AnyPool, batch: &[Job], savepoints: bool) -> sqlx::Result<Ra
             continue;
         }
         let mut savepoint = sqlx::Acquire::begin(&mut tx).await?;
-        let result = apply(&mut savepoint, &job.write).await;
+        let result = apply(&mut savepoint, &job.write, &mut head).await;
         if result.is_ok() {
             savepoint.commit().await?;
         } else {
@@ -278,7 +296,7 @@ async fn run(pool: &AnyPool, batch: &[Job], savepoints: bool) -> sqlx::Result<Ra
         results.push(result);
     }
     tx.commit().await?;
-    Ok(Ran::Committed(results))
+    Ok(Ran::Committed(results, head))
 }
 
 async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Any>> {
@@ -293,7 +311,7 @@ async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::
     }
 }
 
-async fn apply(conn: &mut AnyConnection, write: &Write) -> Result<Written> {
+async fn apply(conn: &mut AnyConnection, write: &Write, head: &mut Head) -> Result<Written> {
     match write {
         Write::Session(s) => insert_session_in(&mut *conn, s)
             .await
@@ -323,11 +341,32 @@ async fn apply(conn: &mut AnyConnection, write: &Write) -> Result<Written> {
         .await
         .map(|rows| Written::Finished { rows })
         .map_err(Error::from),
-        Write::Audit { event, detail } => append_audit_in(&mut *conn, event, detail)
-            .await
-            .map(Written::Audit)
-            .map_err(|e| storage("cannot append audit record", e)),
+        Write::Audit { event, detail } => {
+            append_after(conn, std::mem::replace(head, Head::Unknown), event, detail)
+                .await
+                .inspect(|r| *head = Head::Known(Some((r.seq, r.hash.clone()))))
+                .map(Written::Audit)
+                .map_err(|e| storage("cannot append audit record", e))
+        }
     }
+}
+
+/// Appends `event` after `head` if known, else after the head read now.
+async fn append_after(
+    conn: &mut AnyConnection,
+    head: Head,
+    event: &AuditEvent,
+    detail: &str,
+) -> sqlx::Result<AuditRecord> {
+    if let Head::Known(head) = head {
+        match insert_audit_in(&mut *conn, head.as_ref(), event, detail).await {
+            // Another process appended since: read the head.
+            Err(sqlx::Error::Database(ref db))
+                if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {}
+            other => return other,
+        }
+    }
+    append_audit_in(conn, event, detail).await
 }
 
 fn fail_all(batch: &mut Vec<Job>, error: &Error) {
@@ -525,5 +564,33 @@ mod tests {
             memory.append_audit(&event(i)).await.expect("append");
         }
         assert_eq!(memory.background_checkpoints(), 0, "no WAL in memory");
+    }
+
+    /// The writer keeps the chain's head between commits; another process
+    /// appending to the same file meanwhile (the admin CLI) neither forks
+    /// the chain nor makes an append fail.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_from_another_process_between_commits_keep_one_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("cpam.db").display());
+        let server = SqlStore::connect(&url).await.expect("open");
+        let cli = SqlStore::connect(&url).await.expect("open again");
+        let mut seqs = Vec::new();
+        for i in 0..30 {
+            seqs.push(server.append_audit(&event(i)).await.expect("server").seq);
+            if i % 3 == 0 {
+                seqs.push(cli.append_audit(&event(1000 + i)).await.expect("cli").seq);
+            }
+        }
+        let expected: Vec<i64> = (1..=seqs.len() as i64).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, expected, "one dense sequence");
+        let records = server
+            .audit_records(&AuditFilter::default())
+            .await
+            .expect("records");
+        assert_eq!(records.len(), 40);
+        let verified = crate::audit::verify(&records);
+        assert!(verified.first_broken.is_none(), "{verified:?}");
     }
 }
