@@ -237,20 +237,17 @@ enum Head {
 /// its error.
 async fn commit(pool: &AnyPool, batch: &mut Vec<Job>, commits: &AtomicU64, head: &mut Head) {
     let known = std::mem::replace(head, Head::Unknown);
-    let outcome = match run(pool, batch, false, known).await {
-        Ok(Ran::Failed(error)) if batch.len() == 1 => Ok(vec![Err(error)]),
-        Ok(Ran::Failed(_)) => match run(pool, batch, true, Head::Unknown).await {
-            Ok(Ran::Committed(results, last)) => {
-                *head = last;
-                Ok(results)
-            }
-            Ok(Ran::Failed(e)) => Err(e),
-            Err(e) => Err(storage("cannot commit to the database", e)),
-        },
+    let mut ran = run(pool, batch, false, known).await;
+    if matches!(ran, Ok(Ran::Failed(_))) && batch.len() > 1 {
+        ran = run(pool, batch, true, Head::Unknown).await;
+    }
+    let outcome = match ran {
         Ok(Ran::Committed(results, last)) => {
             *head = last;
             Ok(results)
         }
+        Ok(Ran::Failed(error)) if batch.len() == 1 => Ok(vec![Err(error)]),
+        Ok(Ran::Failed(error)) => Err(error),
         Err(e) => Err(storage("cannot commit to the database", e)),
     };
     match outcome {

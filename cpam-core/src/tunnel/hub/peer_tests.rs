@@ -107,6 +107,22 @@ async fn register(store: &Arc<dyn Store>, others: &[(&str, &str)]) -> Arc<russh:
     key_a
 }
 
+/// Node-a's dialer, signing in with `key` and expecting `hub_key`.
+fn node_a(
+    store: &Arc<dyn Store>,
+    key: Arc<russh::keys::PrivateKey>,
+    hub_key: russh::keys::PublicKey,
+) -> PeerDialer {
+    PeerDialer::new(
+        Arc::new(GatekeeperDialer::new()),
+        store.clone(),
+        "node-a",
+        key,
+        hub_key,
+        Duration::from_secs(6),
+    )
+}
+
 /// A terminal live on node-b (session `s1`); its observers.
 fn terminal(live: &LiveHub) -> Vec<Arc<dyn SessionObserver>> {
     let observers = live.observers(&session("s1"));
@@ -140,14 +156,7 @@ async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
     };
     feed(&observers, output(b"hello from node-b\r\n"));
 
-    let peers = PeerDialer::new(
-        Arc::new(GatekeeperDialer::new()),
-        store.clone(),
-        "node-a",
-        key_a,
-        hub_key.clone(),
-        Duration::from_secs(6),
-    );
+    let peers = node_a(&store, key_a, hub_key.clone());
     let mut watch = peers
         .watch("node-b", &SessionId("s1".into()))
         .await
@@ -177,14 +186,7 @@ async fn another_node_watches_a_live_terminal_and_a_stranger_key_is_refused() {
     assert!(e.message().contains("node-b"), "{e}");
 
     // Signing in as node-a with another key: refused and audited.
-    let stranger = PeerDialer::new(
-        Arc::new(GatekeeperDialer::new()),
-        store.clone(),
-        "node-a",
-        Arc::new(keys::generate().unwrap()),
-        hub_key,
-        Duration::from_secs(6),
-    );
+    let stranger = node_a(&store, Arc::new(keys::generate().unwrap()), hub_key);
     let e = stranger
         .watch("node-b", &SessionId("s1".into()))
         .await
@@ -229,14 +231,7 @@ async fn a_silent_peer_does_not_hold_up_the_others() {
     });
     let key_a = register(&store, &[("node-b", &addr), ("node-c", &silent_addr)]).await;
     let _observers = terminal(&live);
-    let peers = Arc::new(PeerDialer::new(
-        Arc::new(GatekeeperDialer::new()),
-        store.clone(),
-        "node-a",
-        key_a,
-        hub_key,
-        Duration::from_secs(6),
-    ));
+    let peers = Arc::new(node_a(&store, key_a, hub_key));
     let stuck = tokio::spawn({
         let peers = peers.clone();
         async move { peers.watch("node-c", &SessionId("s9".into())).await }
