@@ -222,35 +222,88 @@ impl SqlStore {
     }
 }
 
+/// A query on any backend.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// A new session row; bound by [`bind_session`].
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id, user_id, user_name, customer_id, \
+     gatekeeper_id, service_id, service_name, target_host, target_port, grant_id, started_at, \
+     ended_at, bytes_up, bytes_down, end_reason, end_detail, protocol, node_id) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)";
+
+/// The end of an open session; bound by [`bind_finish`].
+pub(super) const FINISH_SESSION: &str = "UPDATE sessions SET ended_at = $1, bytes_up = $2, \
+     bytes_down = $3, end_reason = $4, end_detail = $5 WHERE id = $6 AND ended_at IS NULL";
+
+/// A sealed audit record; bound by [`bind_audit`].
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO audit_log (seq, at, category, action, actor, \
+     customer_id, session_id, detail, prev_hash, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+
+/// Binds [`INSERT_SESSION`]'s parameters.
+pub(super) fn bind_session<'q>(q: AnyQuery<'q>, s: &Session) -> AnyQuery<'q> {
+    q.bind(s.id.to_string())
+        .bind(s.user_id.to_string())
+        .bind(s.user_name.clone())
+        .bind(s.customer_id.to_string())
+        .bind(s.gatekeeper_id.as_ref().map(|g| g.to_string()))
+        .bind(s.service_id.to_string())
+        .bind(s.service_name.clone())
+        .bind(s.target.host.clone())
+        .bind(i64::from(s.target.port))
+        .bind(s.grant_id.as_ref().map(|g| g.to_string()))
+        .bind(s.started_at.millis())
+        .bind(s.ended_at.map(Timestamp::millis))
+        .bind(rows::counter_to_db(s.bytes_up))
+        .bind(rows::counter_to_db(s.bytes_down))
+        .bind(s.end_reason.map(EndReason::as_str))
+        .bind(s.end_detail.clone())
+        .bind(s.protocol.as_str())
+        .bind(s.node_id.clone())
+}
+
+/// Binds [`FINISH_SESSION`]'s parameters.
+pub(super) fn bind_finish<'q>(
+    q: AnyQuery<'q>,
+    id: &SessionId,
+    ended_at: Timestamp,
+    (bytes_up, bytes_down): (u64, u64),
+    reason: EndReason,
+    detail: Option<&str>,
+) -> AnyQuery<'q> {
+    q.bind(ended_at.millis())
+        .bind(rows::counter_to_db(bytes_up))
+        .bind(rows::counter_to_db(bytes_down))
+        .bind(reason.as_str())
+        .bind(detail.map(str::to_string))
+        .bind(id.to_string())
+}
+
+/// Binds [`INSERT_AUDIT`]'s parameters: `record` as sealed from `event`,
+/// whose detail is `detail` (JSON text).
+pub(super) fn bind_audit<'q>(
+    q: AnyQuery<'q>,
+    record: &AuditRecord,
+    event: &AuditEvent,
+    detail: &str,
+) -> AnyQuery<'q> {
+    q.bind(record.seq)
+        .bind(event.at.millis())
+        .bind(event.category.as_str())
+        .bind(event.action.clone())
+        .bind(event.actor.clone())
+        .bind(event.customer_id.as_ref().map(|c| c.to_string()))
+        .bind(event.session_id.as_ref().map(|s| s.to_string()))
+        .bind(detail.to_string())
+        .bind(record.prev_hash.clone())
+        .bind(record.hash.clone())
+}
+
 /// Inserts a session row on `conn`.
 pub(super) async fn insert_session_in(conn: &mut AnyConnection, s: &Session) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO sessions (id, user_id, user_name, customer_id, gatekeeper_id, service_id, \
-         service_name, target_host, target_port, grant_id, started_at, ended_at, bytes_up, \
-         bytes_down, end_reason, end_detail, protocol, node_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18)",
-    )
-    .bind(s.id.as_str())
-    .bind(s.user_id.as_str())
-    .bind(&s.user_name)
-    .bind(s.customer_id.as_str())
-    .bind(s.gatekeeper_id.as_ref().map(|g| g.as_str()))
-    .bind(s.service_id.as_str())
-    .bind(&s.service_name)
-    .bind(&s.target.host)
-    .bind(i64::from(s.target.port))
-    .bind(s.grant_id.as_ref().map(|g| g.as_str()))
-    .bind(s.started_at.millis())
-    .bind(s.ended_at.map(Timestamp::millis))
-    .bind(rows::counter_to_db(s.bytes_up))
-    .bind(rows::counter_to_db(s.bytes_down))
-    .bind(s.end_reason.map(EndReason::as_str))
-    .bind(s.end_detail.as_deref())
-    .bind(s.protocol.as_str())
-    .bind(s.node_id.as_deref())
-    .execute(conn)
-    .await?;
+    bind_session(sqlx::query(INSERT_SESSION), s)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -260,23 +313,19 @@ pub(super) async fn finish_session_in(
     conn: &mut AnyConnection,
     id: &SessionId,
     ended_at: Timestamp,
-    (bytes_up, bytes_down): (u64, u64),
+    bytes: (u64, u64),
     reason: EndReason,
     detail: Option<&str>,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
-        "UPDATE sessions SET ended_at = $1, bytes_up = $2, bytes_down = $3, end_reason = $4, \
-         end_detail = $5 WHERE id = $6 AND ended_at IS NULL",
-    )
-    .bind(ended_at.millis())
-    .bind(rows::counter_to_db(bytes_up))
-    .bind(rows::counter_to_db(bytes_down))
-    .bind(reason.as_str())
-    .bind(detail)
-    .bind(id.as_str())
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected())
+    let q = bind_finish(
+        sqlx::query(FINISH_SESSION),
+        id,
+        ended_at,
+        bytes,
+        reason,
+        detail,
+    );
+    Ok(q.execute(conn).await?.rows_affected())
 }
 
 /// Seals `event` after the chain's head and inserts it, on `conn`, which
@@ -291,7 +340,7 @@ pub(super) async fn append_audit_in(
 }
 
 /// The chain's last record (sequence number and hash), if any.
-async fn audit_head_in(conn: &mut AnyConnection) -> sqlx::Result<Option<(i64, String)>> {
+pub(super) async fn audit_head_in(conn: &mut AnyConnection) -> sqlx::Result<Option<(i64, String)>> {
     let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
         .fetch_optional(&mut *conn)
         .await?;
@@ -311,21 +360,8 @@ pub(super) async fn insert_audit_in(
     detail: &str,
 ) -> sqlx::Result<AuditRecord> {
     let record = audit::seal(head.map(|(s, h)| (*s, h.as_str())), event.clone());
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, category, action, actor, customer_id, session_id, \
-         detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(record.seq)
-    .bind(event.at.millis())
-    .bind(event.category.as_str())
-    .bind(&event.action)
-    .bind(&event.actor)
-    .bind(event.customer_id.as_ref().map(|c| c.as_str()))
-    .bind(event.session_id.as_ref().map(|s| s.as_str()))
-    .bind(detail)
-    .bind(&record.prev_hash)
-    .bind(&record.hash)
-    .execute(&mut *conn)
-    .await?;
+    bind_audit(sqlx::query(INSERT_AUDIT), &record, event, detail)
+        .execute(&mut *conn)
+        .await?;
     Ok(record)
 }

@@ -12,6 +12,8 @@
 
 mod activity;
 mod commit;
+#[cfg(test)]
+mod commit_tests;
 mod console;
 mod directory;
 mod lookups;
