@@ -197,6 +197,17 @@ fn http(port: u16, method: &str, path: &str, body: Option<&Value>) -> anyhow::Re
     Ok(v["value"].clone())
 }
 
+/// One `read`, again when a signal interrupted it (the test process gets
+/// `SIGCHLD` from the peers it starts).
+fn read_some(s: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Reads one response: headers, then a `Content-Length` body, a chunked body,
 /// or everything until the peer closes.
 fn read_response(s: &mut TcpStream) -> anyhow::Result<(String, Vec<u8>)> {
@@ -206,7 +217,7 @@ fn read_response(s: &mut TcpStream) -> anyhow::Result<(String, Vec<u8>)> {
         if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
             break p;
         }
-        let n = s.read(&mut buf)?;
+        let n = read_some(s, &mut buf)?;
         if n == 0 {
             bail!("connection closed before the headers ended");
         }
@@ -230,7 +241,7 @@ fn read_response(s: &mut TcpStream) -> anyhow::Result<(String, Vec<u8>)> {
         if chunked && content.windows(5).any(|w| w == b"0\r\n\r\n") {
             break;
         }
-        let n = s.read(&mut buf)?;
+        let n = read_some(s, &mut buf)?;
         if n == 0 {
             break;
         }

@@ -149,6 +149,9 @@ pub struct PathResult {
     pub rss_idle_kib: BTreeMap<String, u64>,
     /// VmRSS per process while all concurrency connections are open.
     pub rss_loaded_kib: BTreeMap<String, u64>,
+    /// CPU seconds the path's processes spent on the burst, from its start
+    /// until every connection had its round trips (closing them excluded).
+    pub burst_cpu_s: Option<f64>,
     /// The stalled reader (`stalled.rs`).
     pub stalled: Option<Stalled>,
     pub errors: Vec<String>,
@@ -164,6 +167,7 @@ impl PathResult {
             concurrency: None,
             rss_idle_kib: BTreeMap::new(),
             rss_loaded_kib: BTreeMap::new(),
+            burst_cpu_s: None,
             stalled: None,
             errors: Vec::new(),
         }
@@ -359,17 +363,28 @@ pub fn measure(rt: &Runtime, path: &RunningPath, targets: &Targets, plan: &Plan)
         gate(plan);
         let procs = path.processes();
         let mut loaded = BTreeMap::new();
+        let mut burst_cpu = None;
         let entries: Vec<_> = std::iter::once(path.echo)
             .chain(path.echo_spread.iter().copied())
             .collect();
+        let window = CpuWindow::start(path);
+        let started = std::time::Instant::now();
         let conc = rt.block_on(load::concurrency(
             &entries,
             plan.connections,
             plan.round_trips,
             plan.size,
             plan.conc_timeout,
-            || loaded = rss_map(&procs),
+            || {
+                burst_cpu = Some(
+                    window
+                        .end(plan.clk_tck, started.elapsed().as_secs_f64())
+                        .cpu_s,
+                );
+                loaded = rss_map(&procs);
+            },
         ));
+        res.burst_cpu_s = burst_cpu;
         if conc.failed > 0 {
             res.errors.push(format!(
                 "concurrency: {} of {} connections failed ({})",

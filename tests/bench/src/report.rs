@@ -113,6 +113,11 @@ fn burst_metrics(n: usize, add: &mut impl FnMut(String, bool, Getter)) {
         Box::new(|r| r.concurrency.as_ref()?.rtt_p99_ms),
     );
     add(
+        format!("{n} conns: CPU ms per conn"),
+        true,
+        Box::new(move |r| Some(r.burst_cpu_s? * 1e3 / n.max(1) as f64)),
+    );
+    add(
         format!("{n} conns: connect p99, ms"),
         true,
         Box::new(|r| r.concurrency.as_ref()?.connect_p99_ms),
