@@ -648,6 +648,7 @@ impl russh::server::Handler for Conn {
         reply: ChannelOpenHandle,
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
+        let received = std::time::Instant::now();
         let principal = self.principal();
         if let Principal::Node(node) = principal {
             // Relayed sessions were authorized, and are capped, by the node
@@ -689,7 +690,12 @@ impl russh::server::Handler for Conn {
                     .await;
                 return;
             }
-            hub.open_session(user, bound, spec, originator, channel, reply)
+            let pending = super::PendingChannel {
+                channel,
+                reply,
+                received,
+            };
+            hub.open_session(user, bound, spec, originator, pending)
                 .await;
             drop(slot);
         });

@@ -562,8 +562,7 @@ impl Hub {
         bound: Option<GatekeeperId>,
         spec: String,
         originator: Originator,
-        channel: Channel<Msg>,
-        reply: ChannelOpenHandle,
+        pending: PendingChannel,
     ) {
         let asked = std::time::Instant::now();
         let approval = match spec.rsplit_once('@') {
@@ -580,13 +579,15 @@ impl Hub {
             Ok(a) => a,
             Err(e) => {
                 tracing::info!(user = %user.name, %spec, error = %e, "session refused");
-                reply.reject(open_failure(e.kind())).await;
+                pending.reply.reject(open_failure(e.kind())).await;
                 return;
             }
         };
         tracing::debug!(
             user = %user.name,
             %spec,
+            // From the channel's arrival: the key check and the task's start.
+            checked_us = asked.duration_since(pending.received).as_micros() as u64,
             approved_us = asked.elapsed().as_micros() as u64,
             "session approved"
         );
@@ -598,13 +599,15 @@ impl Hub {
         };
         let Some(protocol) = protocol else {
             tracing::warn!(%spec, kind = kind.as_str(), "privileged sessions of this kind are not set up on this server");
-            reply.reject(open_failure(ErrorKind::Conflict)).await;
+            pending
+                .reply
+                .reject(open_failure(ErrorKind::Conflict))
+                .await;
             return;
         };
-        let pending = Box::new(PendingChannel { channel, reply });
         if let Err(e) = self
             .engine
-            .run(approval, pending, self.dialer.clone(), protocol)
+            .run(approval, Box::new(pending), self.dialer.clone(), protocol)
             .await
         {
             tracing::info!(user = %user.name, %spec, error = %e, "session did not run");
@@ -753,12 +756,18 @@ impl Drop for AbortOnDrop {
 struct PendingChannel {
     channel: Channel<Msg>,
     reply: ChannelOpenHandle,
+    /// When the channel's request arrived.
+    received: std::time::Instant,
 }
 
 #[async_trait::async_trait]
 impl UserIo for PendingChannel {
     async fn accept(self: Box<Self>) -> Result<Connection> {
         self.reply.accept().await;
+        tracing::debug!(
+            answered_us = self.received.elapsed().as_micros() as u64,
+            "channel answered"
+        );
         Ok(Connection::Channel(self.channel))
     }
 
