@@ -152,6 +152,8 @@ pub struct PathResult {
     /// CPU seconds the path's processes spent on the burst, from its start
     /// until every connection had its round trips (closing them excluded).
     pub burst_cpu_s: Option<f64>,
+    /// The same per process: (name, CPU seconds).
+    pub burst_processes: Vec<(String, f64)>,
     /// The stalled reader (`stalled.rs`).
     pub stalled: Option<Stalled>,
     pub errors: Vec<String>,
@@ -168,6 +170,7 @@ impl PathResult {
             rss_idle_kib: BTreeMap::new(),
             rss_loaded_kib: BTreeMap::new(),
             burst_cpu_s: None,
+            burst_processes: Vec::new(),
             stalled: None,
             errors: Vec::new(),
         }
@@ -376,15 +379,18 @@ pub fn measure(rt: &Runtime, path: &RunningPath, targets: &Targets, plan: &Plan)
             plan.size,
             plan.conc_timeout,
             || {
-                burst_cpu = Some(
-                    window
-                        .end(plan.clk_tck, started.elapsed().as_secs_f64())
-                        .cpu_s,
-                );
+                burst_cpu = Some(window.end(plan.clk_tck, started.elapsed().as_secs_f64()));
                 loaded = rss_map(&procs);
             },
         ));
-        res.burst_cpu_s = burst_cpu;
+        if let Some(used) = burst_cpu {
+            res.burst_cpu_s = Some(used.cpu_s);
+            res.burst_processes = used
+                .processes
+                .into_iter()
+                .map(|(name, _, cpu_s)| (name, cpu_s))
+                .collect();
+        }
         if conc.failed > 0 {
             res.errors.push(format!(
                 "concurrency: {} of {} connections failed ({})",

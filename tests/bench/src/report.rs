@@ -261,6 +261,28 @@ pub fn table(results: &[PathResult], plan: &Plan) -> String {
             }
         }
     }
+    if let Some(n) = results
+        .iter()
+        .find_map(|r| r.concurrency.as_ref().map(|c| c.connections))
+        .filter(|_| results.iter().any(|r| !r.burst_processes.is_empty()))
+    {
+        let _ = writeln!(
+            out,
+            "\nCPU during the {n}-connection burst, ms per connection (opening and one round trip):"
+        );
+        for r in results.iter().filter(|r| !r.burst_processes.is_empty()) {
+            let per = |s: f64| s * 1e3 / n.max(1) as f64;
+            let _ = writeln!(
+                out,
+                "  {:<12} {:>6.2}",
+                r.name,
+                per(r.burst_cpu_s.unwrap_or(0.0))
+            );
+            for (name, cpu_s) in &r.burst_processes {
+                let _ = writeln!(out, "      {name:<40} {:>6.2}", per(*cpu_s));
+            }
+        }
+    }
     out.push_str(&stalled_table(results, plan));
     for r in results {
         for n in &r.notes {
