@@ -59,6 +59,11 @@ pub(crate) struct Encrypted {
     pub rekey_wanted: bool,
     pub received_extensions: Vec<String>,
     pub extension_info_awaiters: HashMap<String, Vec<oneshot::Sender<()>>>,
+    /// Set whenever a channel queues outbound data; cleared by
+    /// `has_any_pending_data` once no channel has any (cpam fork: the
+    /// session loops ask before every message, and scanning every channel
+    /// each time cost O(channels) per message on a link carrying thousands).
+    pub pending_hint: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct CommonSession<Config> {
@@ -189,6 +194,7 @@ impl<C> CommonSession<C> {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            pending_hint: Default::default(),
         });
         self.remote_to_local = newkeys.cipher.remote_to_local;
         self.packet_writer
@@ -398,6 +404,7 @@ impl Encrypted {
             let size = Self::data_noqueue(write, channel, &buf, a, from)?;
             pending_size += size;
             if from + size < buf.len() {
+                // Still queued: the hint set when it was queued holds.
                 channel.pending_data.push_front((buf, a, from + size));
                 return Ok(ChannelFlushResult::Incomplete {
                     wrote: pending_size,
@@ -426,6 +433,7 @@ impl Encrypted {
             };
             pending_size += size;
             if from + size < buf.len() {
+                // Still queued: the hint set when it was queued holds.
                 channel.pending_data.push_front((buf, a, from + size));
                 return Ok(ChannelFlushResult::Incomplete {
                     wrote: pending_size,
@@ -517,9 +525,18 @@ impl Encrypted {
     }
 
     pub(crate) fn has_any_pending_data(&self) -> bool {
-        self.channels
+        use std::sync::atomic::Ordering;
+        if !self.pending_hint.load(Ordering::Relaxed) {
+            return false;
+        }
+        let any = self
+            .channels
             .values()
-            .any(|channel| !channel.pending_data.is_empty())
+            .any(|channel| !channel.pending_data.is_empty());
+        if !any {
+            self.pending_hint.store(false, Ordering::Relaxed);
+        }
+        any
     }
 
     /// Push the largest amount of `&buf0[from..]` that can fit into
@@ -653,11 +670,15 @@ impl Encrypted {
         if let Some(channel) = self.channels.get_mut(&channel) {
             assert!(channel.confirmed);
             if !channel.pending_data.is_empty() || is_rekeying {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, None, 0));
                 return Ok(());
             }
             let buf_len = Self::data_noqueue(&mut self.write, channel, &buf0, None, 0)?;
             if buf_len < buf0.len() {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, None, buf_len))
             }
         } else {
@@ -677,6 +698,8 @@ impl Encrypted {
         if let Some(channel) = self.channels.get_mut(&channel) {
             assert!(channel.confirmed);
             if !channel.pending_data.is_empty() || is_rekeying {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, None, 0));
                 return Ok(());
             }
@@ -686,6 +709,8 @@ impl Encrypted {
                 Self::data_noqueue(&mut self.write, channel, &buf0, None, 0)?
             };
             if buf_len < buf0.len() {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, None, buf_len))
             }
         } else {
@@ -706,11 +731,15 @@ impl Encrypted {
         if let Some(channel) = self.channels.get_mut(&channel) {
             assert!(channel.confirmed);
             if !channel.pending_data.is_empty() || is_rekeying {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, Some(ext), 0));
                 return Ok(());
             }
             let buf_len = Self::data_noqueue(&mut self.write, channel, &buf0, Some(ext), 0)?;
             if buf_len < buf0.len() {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, Some(ext), buf_len))
             }
         }
@@ -729,6 +758,8 @@ impl Encrypted {
         if let Some(channel) = self.channels.get_mut(&channel) {
             assert!(channel.confirmed);
             if !channel.pending_data.is_empty() || is_rekeying {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, Some(ext), 0));
                 return Ok(());
             }
@@ -738,6 +769,8 @@ impl Encrypted {
                 Self::data_noqueue(&mut self.write, channel, &buf0, Some(ext), 0)?
             };
             if buf_len < buf0.len() {
+                self.pending_hint
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 channel.pending_data.push_back((buf0, Some(ext), buf_len))
             }
         }
@@ -945,6 +978,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            pending_hint: Default::default(),
         }
     }
 
@@ -1021,6 +1055,39 @@ mod tests {
             pending_eof,
             pending_close,
         }
+    }
+
+    // has_any_pending_data (cpam fork: the hint)
+
+    #[test]
+    fn has_any_pending_data_follows_what_channels_queue() {
+        use std::sync::atomic::Ordering;
+        let mut encrypted = test_encrypted();
+        let (busy, idle) = (ChannelId(3), ChannelId(4));
+        let mut closed = test_ready_channel(busy, 3);
+        closed.recipient_window_size = 0;
+        encrypted.channels.insert(busy, closed);
+        encrypted.channels.insert(idle, test_ready_channel(idle, 4));
+        assert!(!encrypted.has_any_pending_data(), "nothing queued yet");
+
+        encrypted.data(idle, Bytes::from_static(b"sent"), false).unwrap();
+        assert!(!encrypted.has_any_pending_data(), "an open window queues nothing");
+        encrypted.data(busy, Bytes::from_static(b"hello"), false).unwrap();
+        assert!(encrypted.has_any_pending_data(), "a closed window queues");
+        assert!(encrypted.has_any_pending_data(), "asking again changes nothing");
+
+        encrypted.channels.get_mut(&busy).unwrap().recipient_window_size = 1024;
+        encrypted.flush_pending(busy).unwrap();
+        assert!(!encrypted.has_any_pending_data(), "flushed");
+        assert!(
+            !encrypted.pending_hint.load(Ordering::Relaxed),
+            "the hint is cleared once nothing is queued"
+        );
+        encrypted.channels.get_mut(&busy).unwrap().recipient_window_size = 0;
+        encrypted
+            .extended_data(busy, 1, Bytes::from_static(b"err"), false)
+            .unwrap();
+        assert!(encrypted.has_any_pending_data(), "queued again after a clear");
     }
 
     // flush_pending (single-channel path)

@@ -1157,6 +1157,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: HashMap::new(),
+            pending_hint: Default::default(),
         }
     }
 

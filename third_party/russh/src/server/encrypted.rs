@@ -886,6 +886,7 @@ mod tests {
             rekey_wanted: false,
             received_extensions: Vec::new(),
             extension_info_awaiters: std::collections::HashMap::new(),
+            pending_hint: Default::default(),
         }
     }
 }

@@ -1689,6 +1689,7 @@ mod tests {
                     rekey_wanted: false,
                     received_extensions: Vec::new(),
                     extension_info_awaiters: HashMap::new(),
+                    pending_hint: Default::default(),
                 }),
                 auth_method: None,
                 auth_attempts: 0,
