@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::activity::{
     AnyQuery, FINISH_SESSION, INSERT_AUDIT, INSERT_SESSION, append_audit_in, audit_head_in,
-    bind_audit, bind_finish, bind_session, finish_session_in, insert_audit_in, insert_session_in,
+    bind_audit, bind_finish, bind_session, insert_audit_in,
 };
 use super::{is_conflict, storage, write_error};
 use crate::audit;
@@ -371,31 +371,10 @@ async fn run_at_once(pool: &AnyPool, batch: &[Job], head: Head, file: bool) -> s
     let mut query: AnyQuery<'_> =
         sqlx::query(AssertSqlSafe(sql)).persistent(batch.len() <= KEPT_BATCH);
     for (job, record) in batch.iter().zip(&sealed) {
-        query = match (&job.write, record) {
-            (Write::Session(s), _) => bind_session(query, s),
-            (
-                Write::Finish {
-                    id,
-                    ended_at,
-                    bytes_up,
-                    bytes_down,
-                    reason,
-                    detail,
-                },
-                _,
-            ) => bind_finish(
-                query,
-                id,
-                *ended_at,
-                (*bytes_up, *bytes_down),
-                *reason,
-                detail.as_deref(),
-            ),
-            (Write::Audit { event, detail }, Some(record)) => {
-                bind_audit(query, record, event, detail)
-            }
-            (Write::Audit { .. }, None) => return Err(unplanned("an unsealed append")),
-        };
+        if matches!(job.write, Write::Audit { .. }) && record.is_none() {
+            return Err(unplanned("an unsealed append"));
+        }
+        query = bind_write(query, &job.write, record.as_ref());
     }
 
     let ran = if file {
@@ -553,28 +532,50 @@ async fn begin(pool: &AnyPool) -> sqlx::Result<sqlx::Transaction<'static, sqlx::
     }
 }
 
-async fn apply(conn: &mut AnyConnection, write: &Write, head: &mut Head) -> Result<Written> {
-    let written = match write {
-        Write::Session(s) => insert_session_in(&mut *conn, s)
-            .await
-            .map(|()| Written::Session),
-        Write::Finish {
-            id,
-            ended_at,
-            bytes_up,
-            bytes_down,
-            reason,
-            detail,
-        } => finish_session_in(
-            &mut *conn,
+/// Binds `write`'s parameters to its statement (an append: to `record`,
+/// the event sealed).
+fn bind_write<'q>(
+    query: AnyQuery<'q>,
+    write: &Write,
+    record: Option<&AuditRecord>,
+) -> AnyQuery<'q> {
+    match (write, record) {
+        (Write::Session(s), _) => bind_session(query, s),
+        (
+            Write::Finish {
+                id,
+                ended_at,
+                bytes_up,
+                bytes_down,
+                reason,
+                detail,
+            },
+            _,
+        ) => bind_finish(
+            query,
             id,
             *ended_at,
             (*bytes_up, *bytes_down),
             *reason,
             detail.as_deref(),
-        )
-        .await
-        .map(|rows| Written::Finished { rows }),
+        ),
+        (Write::Audit { event, detail }, Some(record)) => bind_audit(query, record, event, detail),
+        (Write::Audit { .. }, None) => query,
+    }
+}
+
+async fn apply(conn: &mut AnyConnection, write: &Write, head: &mut Head) -> Result<Written> {
+    let written = match write {
+        Write::Session(_) => bind_write(sqlx::query(INSERT_SESSION), write, None)
+            .execute(&mut *conn)
+            .await
+            .map(|_| Written::Session),
+        Write::Finish { .. } => bind_write(sqlx::query(FINISH_SESSION), write, None)
+            .execute(&mut *conn)
+            .await
+            .map(|done| Written::Finished {
+                rows: done.rows_affected(),
+            }),
         Write::Audit { event, detail } => {
             append_after(conn, std::mem::replace(head, Head::Unknown), event, detail)
                 .await
